@@ -1,0 +1,95 @@
+//! Configuration from the environment (and `.env`), parsed once by clap; an error names
+//! the variable and what is wrong with it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use perpetuo_core::crypto::MasterKey;
+use perpetuo_core::upstream::UpstreamPolicy;
+use perpetuo_core::Secret;
+
+#[derive(Debug, clap::Parser)]
+#[command(name = "perpetuo-admin", about = "Perpetuo admin API and dashboard")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+fn parse_jwt_secret(s: &str) -> Result<Secret<String>, String> {
+    if s.len() < 32 {
+        return Err("must be at least 32 characters".into());
+    }
+    Ok(Secret::new(s.to_string()))
+}
+
+fn parse_master_key(s: &str) -> Result<MasterKey, String> {
+    MasterKey::from_base64(s).map_err(|e| e.to_string())
+}
+
+fn parse_policy(s: &str) -> Result<UpstreamPolicy, String> {
+    s.parse()
+        .map_err(|e: perpetuo_core::upstream::PolicyParseError| e.to_string())
+}
+
+fn parse_db_url(s: &str) -> Result<Secret<String>, String> {
+    if s.starts_with("postgres://") || s.starts_with("postgresql://") || s.starts_with("host=") {
+        Ok(Secret::new(s.to_string()))
+    } else {
+        Err("must be a postgres:// URL".into())
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", value_parser = parse_db_url, hide_env_values = true)]
+    pub database_url: Secret<String>,
+    /// HS256 secret for admin tokens (at least 32 characters).
+    #[arg(long, env = "JWT_SECRET", value_parser = parse_jwt_secret, hide_env_values = true)]
+    pub jwt_secret: Secret<String>,
+    /// 32-byte key (base64) sealing provider keys.
+    #[arg(long, env = "PERPETUO_MASTER_KEY", value_parser = parse_master_key, hide_env_values = true)]
+    pub master_key: MasterKey,
+    /// Address of the admin API and dashboard.
+    #[arg(long, env = "ADMIN_ADDR", default_value = "127.0.0.1:3000")]
+    pub admin_addr: SocketAddr,
+    /// Address of the gateway, used to build its public URL when none is given.
+    #[arg(long, env = "GATEWAY_ADDR", default_value = "127.0.0.1:8000")]
+    pub gateway_addr: SocketAddr,
+    /// Public base URL of the gateway shown in the dashboard's quickstart.
+    #[arg(long, env = "GATEWAY_PUBLIC_URL")]
+    pub gateway_public_url: Option<String>,
+    /// CIDRs where provider base URLs may point although private or loopback.
+    #[arg(long, env = "ALLOWED_PRIVATE_UPSTREAMS", default_value = "", value_parser = parse_policy)]
+    pub allowed_private_upstreams: UpstreamPolicy,
+    /// Origins allowed by CORS (comma-separated); empty disables CORS.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]
+    pub cors_allowed_origins: String,
+    /// Folder of the built dashboard.
+    #[arg(long, env = "DASHBOARD_DIR", default_value = "dashboard/dist")]
+    pub dashboard_dir: PathBuf,
+    /// Lifetime of admin tokens, in seconds.
+    #[arg(long, env = "JWT_TTL_SECONDS", default_value_t = 12 * 3600)]
+    pub jwt_ttl_seconds: u64,
+    /// Maximum database connections.
+    #[arg(long, env = "ADMIN_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: usize,
+}
+
+impl Config {
+    pub fn gateway_url(&self) -> String {
+        self.gateway_public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.gateway_addr))
+            .trim_end_matches('/')
+            .to_string()
+    }
+}

@@ -1,0 +1,12 @@
+//! Perpetuo admin API (axum): accounts, workspaces, provider entries, API keys, logs and
+//! usage, plus `/openapi.json` and the built dashboard. It meets the gateway only in the
+//! database.
+
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod jwt;
+pub mod openapi;
+pub mod routes;
+pub mod startup;
+pub mod state;

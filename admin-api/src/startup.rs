@@ -1,0 +1,186 @@
+//! Builds the application: state, router (API, `/openapi.json`, dashboard), middleware,
+//! listener. Tests use the same code on `127.0.0.1:0`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, Method};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use perpetuo_core::db;
+use perpetuo_core::dns::Resolver;
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::services::{ServeDir, ServeFile};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::config::Config;
+use crate::error::{ApiError, LoggedCause};
+use crate::jwt::JwtKeys;
+use crate::openapi::ApiDoc;
+use crate::state::{AppState, Inner};
+
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("database: {0}")]
+    Db(#[from] db::DbError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server: {0}")]
+    Serve(std::io::Error),
+    #[error("CORS_ALLOWED_ORIGINS: `{0}` is not a valid origin")]
+    Cors(String),
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+}
+
+/// `perpetuo-admin migrate`.
+pub async fn migrate_only(config: &Config) -> Result<(), StartupError> {
+    let pool = db::pool(config.database_url.expose(), 2)?;
+    let applied = db::migrate::run(&pool).await?;
+    tracing::info!(applied, "migrations applied");
+    Ok(())
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let pool = db::pool(config.database_url.expose(), config.db_pool_size)?;
+        let applied = db::migrate::run(&pool).await?;
+        tracing::info!(applied, "migrations applied");
+        let state = AppState {
+            inner: Arc::new(Inner {
+                pool,
+                jwt: JwtKeys::new(
+                    config.jwt_secret.expose().as_bytes(),
+                    config.jwt_ttl_seconds,
+                ),
+                master_key: config.master_key.clone(),
+                upstream_policy: config.allowed_private_upstreams.clone(),
+                resolver: Resolver::from_system(),
+                gateway_url: config.gateway_url(),
+            }),
+        };
+        let router = app(state, &config)?;
+        let listener = TcpListener::bind(config.admin_addr)
+            .await
+            .map_err(|source| StartupError::Bind {
+                addr: config.admin_addr,
+                source,
+            })?;
+        Ok(Self { listener, router })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub async fn run_until_stopped(self) -> Result<(), StartupError> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(StartupError::Serve)
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}
+
+/// The whole HTTP surface.
+pub fn app(state: AppState, config: &Config) -> Result<Router, StartupError> {
+    let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(crate::routes::router())
+        .split_for_parts();
+    let doc = Arc::new(doc);
+    let dashboard = ServeDir::new(&config.dashboard_dir)
+        .fallback(ServeFile::new(config.dashboard_dir.join("index.html")));
+    let mut router = api
+        .route(
+            "/openapi.json",
+            get(move || async move { Json(doc.as_ref().clone()) }),
+        )
+        .with_state(state)
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .fallback_service(get_dashboard(dashboard, config))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(log_errors));
+    if let Some(cors) = cors(&config.cors_allowed_origins)? {
+        router = router.layer(cors);
+    }
+    Ok(router)
+}
+
+/// Serves the built dashboard for GET/HEAD of non-API paths (client routes are hash
+/// routes, so only `/` and asset files are ever asked for); anything else is a JSON 404.
+fn get_dashboard(dir: ServeDir<ServeFile>, config: &Config) -> axum::routing::MethodRouter {
+    let has_dashboard = config.dashboard_dir.join("index.html").is_file();
+    let not_found = || async { ApiError::NotFound };
+    if has_dashboard {
+        axum::routing::get_service(dir).fallback(not_found)
+    } else {
+        axum::routing::any(not_found)
+    }
+}
+
+fn cors(origins: &str) -> Result<Option<CorsLayer>, StartupError> {
+    let list: Vec<HeaderValue> = origins
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|o| HeaderValue::from_str(o).map_err(|_| StartupError::Cors(o.to_string())))
+        .collect::<Result<_, _>>()?;
+    if list.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(list))
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([
+                axum::http::header::AUTHORIZATION,
+                axum::http::header::CONTENT_TYPE,
+            ]),
+    ))
+}
+
+/// Logs each failed request once, with the cause the response body leaves out.
+async fn log_errors(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    if let Some(LoggedCause(cause)) = resp.extensions().get::<LoggedCause>() {
+        tracing::error!(%method, %path, status = resp.status().as_u16(), %cause, "request failed");
+    }
+    resp.into_response()
+}

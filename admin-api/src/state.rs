@@ -1,0 +1,31 @@
+//! Shared application state handed to every handler.
+
+use std::sync::Arc;
+
+use perpetuo_core::crypto::MasterKey;
+use perpetuo_core::db::Pool;
+use perpetuo_core::dns::Resolver;
+use perpetuo_core::upstream::UpstreamPolicy;
+
+use crate::jwt::JwtKeys;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub inner: Arc<Inner>,
+}
+
+pub struct Inner {
+    pub pool: Pool,
+    pub jwt: JwtKeys,
+    pub master_key: MasterKey,
+    pub upstream_policy: UpstreamPolicy,
+    pub resolver: Resolver,
+    pub gateway_url: String,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}

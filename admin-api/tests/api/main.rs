@@ -1,0 +1,13 @@
+//! Admin API integration tests: the real application on 127.0.0.1:0 against a fresh
+//! PostgreSQL database per test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod helpers;
+
+mod api_keys;
+mod auth;
+mod errors;
+mod logs;
+mod providers;
+mod usage;
+mod workspaces;

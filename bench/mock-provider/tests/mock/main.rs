@@ -1,0 +1,14 @@
+//! Integration tests of the mock provider, driven over HTTP with a real client.
+
+// Test helpers fail loudly, like the test functions themselves (see clippy.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod binary;
+mod chat;
+mod counters;
+mod embeddings;
+mod errors;
+mod fragment;
+mod routes;
+mod streaming;
+mod support;

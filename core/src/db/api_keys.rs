@@ -1,0 +1,144 @@
+//! `api_keys`: Perpetuo keys, stored as SHA-256 behind a unique index.
+
+use deadpool_postgres::GenericClient;
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::DbError;
+use crate::apikey::{KeyHash, NewApiKey};
+
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub workspace_id: Uuid,
+    pub name: String,
+    pub prefix: String,
+    pub created_at: OffsetDateTime,
+    pub last_used_at: Option<OffsetDateTime>,
+    pub revoked_at: Option<OffsetDateTime>,
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl ApiKey {
+    /// Whether the key may be used at `now`.
+    pub fn is_active(&self, now: OffsetDateTime) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > now)
+    }
+}
+
+const COLUMNS: &str =
+    "id, workspace_id, name, prefix, created_at, last_used_at, revoked_at, expires_at";
+
+fn from_row(row: &Row) -> ApiKey {
+    ApiKey {
+        id: row.get("id"),
+        workspace_id: row.get("workspace_id"),
+        name: row.get("name"),
+        prefix: row.get("prefix"),
+        created_at: row.get("created_at"),
+        last_used_at: row.get("last_used_at"),
+        revoked_at: row.get("revoked_at"),
+        expires_at: row.get("expires_at"),
+    }
+}
+
+pub async fn insert(
+    db: &impl GenericClient,
+    workspace: Uuid,
+    name: &str,
+    key: &NewApiKey,
+    created_by: Option<Uuid>,
+    expires_at: Option<OffsetDateTime>,
+) -> Result<ApiKey, DbError> {
+    let sql = format!(
+        "INSERT INTO api_keys (id, workspace_id, name, prefix, key_hash, created_by, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
+    );
+    let row = db
+        .query_one(
+            &sql,
+            &[
+                &super::new_id(),
+                &workspace,
+                &name,
+                &key.prefix,
+                &key.hash.0.as_slice(),
+                &created_by,
+                &expires_at,
+            ],
+        )
+        .await?;
+    Ok(from_row(&row))
+}
+
+pub async fn list(db: &impl GenericClient, workspace: Uuid) -> Result<Vec<ApiKey>, DbError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM api_keys WHERE workspace_id = $1 ORDER BY created_at DESC, id DESC"
+    );
+    let rows = db.query(&sql, &[&workspace]).await?;
+    Ok(rows.iter().map(from_row).collect())
+}
+
+/// Revokes a key (idempotent: a revoked key keeps its first revocation time).
+pub async fn revoke(
+    db: &impl GenericClient,
+    workspace: Uuid,
+    id: Uuid,
+) -> Result<Option<ApiKey>, DbError> {
+    let sql = format!(
+        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now())
+         WHERE workspace_id = $1 AND id = $2 RETURNING {COLUMNS}"
+    );
+    let row = db.query_opt(&sql, &[&workspace, &id]).await?;
+    Ok(row.as_ref().map(from_row))
+}
+
+pub async fn delete(db: &impl GenericClient, workspace: Uuid, id: Uuid) -> Result<bool, DbError> {
+    let n = db
+        .execute(
+            "DELETE FROM api_keys WHERE workspace_id = $1 AND id = $2",
+            &[&workspace, &id],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// The key with this hash, whatever its state; the caller checks `is_active`.
+pub async fn find_by_hash(
+    db: &impl GenericClient,
+    hash: &KeyHash,
+) -> Result<Option<ApiKey>, DbError> {
+    let sql = format!("SELECT {COLUMNS}, key_hash FROM api_keys WHERE key_hash = $1");
+    let row = db.query_opt(&sql, &[&hash.0.as_slice()]).await?;
+    Ok(row.and_then(|r| {
+        let stored: Vec<u8> = r.get("key_hash");
+        let stored = KeyHash::from_slice(&stored)?;
+        stored.ct_eq(hash).then(|| from_row(&r))
+    }))
+}
+
+/// Records use of several keys in one statement (gateways batch this).
+pub async fn touch_last_used(
+    db: &impl GenericClient,
+    ids: &[Uuid],
+    at: OffsetDateTime,
+) -> Result<u64, DbError> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let n = db
+        .execute(
+            "UPDATE api_keys SET last_used_at = $2
+             WHERE id = ANY($1) AND (last_used_at IS NULL OR last_used_at < $2)",
+            &[&ids, &at],
+        )
+        .await?;
+    Ok(n)
+}
+
+/// For tests and audits: every stored key hash.
+pub async fn raw_hashes(db: &impl GenericClient) -> Result<Vec<Vec<u8>>, DbError> {
+    let rows = db.query("SELECT key_hash FROM api_keys", &[]).await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}

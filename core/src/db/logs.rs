@@ -1,0 +1,277 @@
+//! `request_logs` (one row per finished request, monthly partitions) and the batched write
+//! that also moves `usage_counters` by exactly the rows it inserted.
+
+use std::collections::HashMap;
+
+use deadpool_postgres::GenericClient;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::usage::{self, CounterDelta, CounterKey};
+use super::DbError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageSource {
+    Provider,
+    Estimated,
+    None,
+}
+
+impl UsageSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageSource::Provider => "provider",
+            UsageSource::Estimated => "estimated",
+            UsageSource::None => "none",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "provider" => UsageSource::Provider,
+            "estimated" => UsageSource::Estimated,
+            _ => UsageSource::None,
+        }
+    }
+}
+
+/// One upstream attempt of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub provider_id: Uuid,
+    pub provider_name: String,
+    pub status: Option<u16>,
+    pub latency_ms: u32,
+    pub error_kind: Option<String>,
+}
+
+/// A request in its final state, as written by the gateway and read by the admin API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogRecord {
+    pub id: Uuid,
+    pub created_at: OffsetDateTime,
+    pub workspace_id: Option<Uuid>,
+    pub api_key_id: Option<Uuid>,
+    pub provider_id: Option<Uuid>,
+    pub provider_name: Option<String>,
+    pub provider_kind: Option<String>,
+    pub route: String,
+    pub model_requested: Option<String>,
+    pub model_served: Option<String>,
+    pub status: i16,
+    pub error_kind: Option<String>,
+    pub streamed: bool,
+    pub prompt_tokens: i32,
+    pub completion_tokens: i32,
+    pub total_tokens: i32,
+    /// Cost in nano-USD (1e-9 USD); `None` when the model has no known price.
+    pub cost_nusd: Option<i64>,
+    pub usage_source: UsageSource,
+    pub latency_ms: i32,
+    pub ttfb_ms: Option<i32>,
+    pub attempts: Vec<Attempt>,
+}
+
+const COLUMNS: &str = "id, created_at, workspace_id, api_key_id, provider_id, provider_name, provider_kind, \
+     route, model_requested, model_served, status, error_kind, streamed, prompt_tokens, completion_tokens, \
+     total_tokens, cost_nusd, usage_source, latency_ms, ttfb_ms, attempts";
+
+fn from_row(row: &Row) -> LogRecord {
+    let Json(attempts): Json<Vec<Attempt>> = row.try_get("attempts").unwrap_or(Json(Vec::new()));
+    LogRecord {
+        id: row.get("id"),
+        created_at: row.get("created_at"),
+        workspace_id: row.get("workspace_id"),
+        api_key_id: row.get("api_key_id"),
+        provider_id: row.get("provider_id"),
+        provider_name: row.get("provider_name"),
+        provider_kind: row.get("provider_kind"),
+        route: row.get("route"),
+        model_requested: row.get("model_requested"),
+        model_served: row.get("model_served"),
+        status: row.get("status"),
+        error_kind: row.get("error_kind"),
+        streamed: row.get("streamed"),
+        prompt_tokens: row.get("prompt_tokens"),
+        completion_tokens: row.get("completion_tokens"),
+        total_tokens: row.get("total_tokens"),
+        cost_nusd: row.get("cost_nusd"),
+        usage_source: UsageSource::parse(row.get("usage_source")),
+        latency_ms: row.get("latency_ms"),
+        ttfb_ms: row.get("ttfb_ms"),
+        attempts,
+    }
+}
+
+/// Inserts a batch of records in one statement (a record already present is skipped) and
+/// adds the inserted ones to `usage_counters`, in one transaction. Returns rows inserted.
+pub async fn insert_batch(
+    client: &mut deadpool_postgres::Client,
+    records: &[LogRecord],
+) -> Result<u64, DbError> {
+    if records.is_empty() {
+        return Ok(0);
+    }
+    let tx = client.transaction().await?;
+    let ids: Vec<Uuid> = records.iter().map(|r| r.id).collect();
+    let created: Vec<OffsetDateTime> = records.iter().map(|r| r.created_at).collect();
+    let ws: Vec<Option<Uuid>> = records.iter().map(|r| r.workspace_id).collect();
+    let keys: Vec<Option<Uuid>> = records.iter().map(|r| r.api_key_id).collect();
+    let pids: Vec<Option<Uuid>> = records.iter().map(|r| r.provider_id).collect();
+    let pnames: Vec<Option<&str>> = records.iter().map(|r| r.provider_name.as_deref()).collect();
+    let pkinds: Vec<Option<&str>> = records.iter().map(|r| r.provider_kind.as_deref()).collect();
+    let routes: Vec<&str> = records.iter().map(|r| r.route.as_str()).collect();
+    let mreq: Vec<Option<&str>> = records
+        .iter()
+        .map(|r| r.model_requested.as_deref())
+        .collect();
+    let mserved: Vec<Option<&str>> = records.iter().map(|r| r.model_served.as_deref()).collect();
+    let status: Vec<i16> = records.iter().map(|r| r.status).collect();
+    let ekind: Vec<Option<&str>> = records.iter().map(|r| r.error_kind.as_deref()).collect();
+    let streamed: Vec<bool> = records.iter().map(|r| r.streamed).collect();
+    let pt: Vec<i32> = records.iter().map(|r| r.prompt_tokens).collect();
+    let ct: Vec<i32> = records.iter().map(|r| r.completion_tokens).collect();
+    let tt: Vec<i32> = records.iter().map(|r| r.total_tokens).collect();
+    let cost: Vec<Option<i64>> = records.iter().map(|r| r.cost_nusd).collect();
+    let usrc: Vec<&str> = records.iter().map(|r| r.usage_source.as_str()).collect();
+    let lat: Vec<i32> = records.iter().map(|r| r.latency_ms).collect();
+    let ttfb: Vec<Option<i32>> = records.iter().map(|r| r.ttfb_ms).collect();
+    let attempts: Vec<Json<&Vec<Attempt>>> = records.iter().map(|r| Json(&r.attempts)).collect();
+    let sql = format!(
+        "INSERT INTO request_logs ({COLUMNS})
+         SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[],
+             $7::text[], $8::text[], $9::text[], $10::text[], $11::int2[], $12::text[], $13::bool[], $14::int4[],
+             $15::int4[], $16::int4[], $17::int8[], $18::text[], $19::int4[], $20::int4[], $21::jsonb[])
+         ON CONFLICT DO NOTHING
+         RETURNING id"
+    );
+    let params: [&(dyn ToSql + Sync); 21] = [
+        &ids, &created, &ws, &keys, &pids, &pnames, &pkinds, &routes, &mreq, &mserved, &status,
+        &ekind, &streamed, &pt, &ct, &tt, &cost, &usrc, &lat, &ttfb, &attempts,
+    ];
+    let inserted = tx.query(&sql, &params).await?;
+    let inserted: std::collections::HashSet<Uuid> = inserted.iter().map(|r| r.get(0)).collect();
+
+    let mut deltas: HashMap<CounterKey, CounterDelta> = HashMap::new();
+    for r in records.iter().filter(|r| inserted.contains(&r.id)) {
+        let Some(workspace_id) = r.workspace_id else {
+            continue;
+        };
+        let key = CounterKey {
+            workspace_id,
+            bucket: usage::hour_bucket(r.created_at),
+            api_key_id: r.api_key_id,
+            provider_id: r.provider_id,
+            model: r
+                .model_served
+                .clone()
+                .or_else(|| r.model_requested.clone())
+                .unwrap_or_default(),
+        };
+        deltas.entry(key).or_default().add(r);
+    }
+    usage::add(&tx, &deltas).await?;
+    tx.commit().await?;
+    Ok(inserted.len() as u64)
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    pub workspace_id: Uuid,
+    pub page: u32,
+    pub limit: u32,
+    pub provider_id: Option<Uuid>,
+    pub model: Option<String>,
+    pub status: Option<i16>,
+    pub from: Option<OffsetDateTime>,
+    pub to: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogPage {
+    pub rows: Vec<LogRecord>,
+    pub total: i64,
+}
+
+/// One page of a workspace's logs, newest first; `total` counts the filtered set.
+pub async fn list(db: &impl GenericClient, q: &LogQuery) -> Result<LogPage, DbError> {
+    let mut clauses = vec!["workspace_id = $1".to_string()];
+    let mut params: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(q.workspace_id)];
+    if let Some(p) = q.provider_id {
+        params.push(Box::new(p));
+        clauses.push(format!("provider_id = ${}", params.len()));
+    }
+    if let Some(m) = &q.model {
+        params.push(Box::new(m.clone()));
+        clauses.push(format!("model_requested = ${}", params.len()));
+    }
+    if let Some(s) = q.status {
+        params.push(Box::new(s));
+        clauses.push(format!("status = ${}", params.len()));
+    }
+    if let Some(f) = q.from {
+        params.push(Box::new(f));
+        clauses.push(format!("created_at >= ${}", params.len()));
+    }
+    if let Some(t) = q.to {
+        params.push(Box::new(t));
+        clauses.push(format!("created_at < ${}", params.len()));
+    }
+    let filter = clauses.join(" AND ");
+    let refs: Vec<&(dyn ToSql + Sync)> = params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    let total: i64 = db
+        .query_one(
+            &format!("SELECT count(*) FROM request_logs WHERE {filter}"),
+            &refs,
+        )
+        .await?
+        .get(0);
+    let limit = i64::from(q.limit.max(1));
+    let offset = i64::from(q.page.max(1) - 1) * limit;
+    let mut page_refs = refs.clone();
+    page_refs.push(&limit);
+    page_refs.push(&offset);
+    let sql = format!(
+        "SELECT {COLUMNS} FROM request_logs WHERE {filter}
+         ORDER BY created_at DESC, id DESC LIMIT ${} OFFSET ${}",
+        refs.len() + 1,
+        refs.len() + 2
+    );
+    let rows = db.query(&sql, &page_refs).await?;
+    Ok(LogPage {
+        rows: rows.iter().map(from_row).collect(),
+        total,
+    })
+}
+
+/// For tests: every row of one request id.
+pub async fn find_by_id(db: &impl GenericClient, id: Uuid) -> Result<Vec<LogRecord>, DbError> {
+    let rows = db
+        .query(
+            &format!("SELECT {COLUMNS} FROM request_logs WHERE id = $1"),
+            &[&id],
+        )
+        .await?;
+    Ok(rows.iter().map(from_row).collect())
+}
+
+/// For tests: every row of a workspace, oldest first.
+pub async fn all_for_workspace(
+    db: &impl GenericClient,
+    workspace: Uuid,
+) -> Result<Vec<LogRecord>, DbError> {
+    let rows = db
+        .query(
+            &format!("SELECT {COLUMNS} FROM request_logs WHERE workspace_id = $1 ORDER BY created_at, id"),
+            &[&workspace],
+        )
+        .await?;
+    Ok(rows.iter().map(from_row).collect())
+}

@@ -1,0 +1,202 @@
+//! `provider_keys`: a workspace's provider entries. The provider key is stored sealed
+//! (see `crypto`); only its last four characters are kept in clear for display.
+
+use std::collections::BTreeMap;
+
+use deadpool_postgres::GenericClient;
+use time::OffsetDateTime;
+use tokio_postgres::types::Json;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::DbError;
+use crate::crypto::Sealed;
+use crate::provider::ProviderKind;
+
+pub const NAME_UNIQUE: &str = "provider_keys_workspace_id_name_key";
+
+#[derive(Debug, Clone)]
+pub struct ProviderEntry {
+    pub id: Uuid,
+    pub workspace_id: Uuid,
+    pub kind: ProviderKind,
+    pub name: String,
+    pub base_url: Option<String>,
+    pub sealed: Sealed,
+    pub key_last4: String,
+    pub priority: i32,
+    pub enabled: bool,
+    pub models: Vec<String>,
+    pub model_map: BTreeMap<String, String>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+impl ProviderEntry {
+    /// Whether this entry serves `model`: an empty allow-list means every model; a model
+    /// named in the model map is served under its mapped name.
+    pub fn serves(&self, model: &str) -> bool {
+        self.models.is_empty()
+            || self.models.iter().any(|m| m == model)
+            || self.model_map.contains_key(model)
+    }
+
+    /// The model name sent to the provider for a requested model.
+    pub fn served_model<'a>(&'a self, requested: &'a str) -> &'a str {
+        self.model_map
+            .get(requested)
+            .map(String::as_str)
+            .unwrap_or(requested)
+    }
+}
+
+const COLUMNS: &str =
+    "id, workspace_id, kind, name, base_url, sealed_key, key_nonce, key_version, \
+                       key_last4, priority, enabled, models, model_map, created_at, updated_at";
+
+fn from_row(row: &Row) -> ProviderEntry {
+    let kind: String = row.get("kind");
+    let Json(model_map): Json<BTreeMap<String, String>> = row
+        .try_get("model_map")
+        .unwrap_or_else(|_| Json(BTreeMap::new()));
+    ProviderEntry {
+        id: row.get("id"),
+        workspace_id: row.get("workspace_id"),
+        kind: kind.parse().unwrap_or(ProviderKind::OpenaiCompatible),
+        name: row.get("name"),
+        base_url: row.get("base_url"),
+        sealed: Sealed {
+            ciphertext: row.get("sealed_key"),
+            nonce: row.get("key_nonce"),
+            version: row.get("key_version"),
+        },
+        key_last4: row.get("key_last4"),
+        priority: row.get("priority"),
+        enabled: row.get("enabled"),
+        models: row.get("models"),
+        model_map,
+        created_at: row.get("created_at"),
+        updated_at: row.get("updated_at"),
+    }
+}
+
+/// A new entry; `id` is chosen by the caller because the sealed key is bound to it.
+#[derive(Debug, Clone)]
+pub struct NewProvider {
+    pub id: Uuid,
+    pub workspace_id: Uuid,
+    pub kind: ProviderKind,
+    pub name: String,
+    pub base_url: Option<String>,
+    pub sealed: Sealed,
+    pub key_last4: String,
+    pub priority: i32,
+    pub enabled: bool,
+    pub models: Vec<String>,
+    pub model_map: BTreeMap<String, String>,
+}
+
+pub fn new_id() -> Uuid {
+    super::new_id()
+}
+
+pub async fn insert(db: &impl GenericClient, p: &NewProvider) -> Result<ProviderEntry, DbError> {
+    let sql = format!(
+        "INSERT INTO provider_keys (id, workspace_id, kind, name, base_url, sealed_key, key_nonce,
+             key_version, key_last4, priority, enabled, models, model_map)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {COLUMNS}"
+    );
+    let row = db
+        .query_one(
+            &sql,
+            &[
+                &p.id,
+                &p.workspace_id,
+                &p.kind.as_str(),
+                &p.name,
+                &p.base_url,
+                &p.sealed.ciphertext,
+                &p.sealed.nonce,
+                &p.sealed.version,
+                &p.key_last4,
+                &p.priority,
+                &p.enabled,
+                &p.models,
+                &Json(&p.model_map),
+            ],
+        )
+        .await?;
+    Ok(from_row(&row))
+}
+
+/// Entries of a workspace by priority (then age).
+pub async fn list(db: &impl GenericClient, workspace: Uuid) -> Result<Vec<ProviderEntry>, DbError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM provider_keys WHERE workspace_id = $1 ORDER BY priority, created_at, id"
+    );
+    let rows = db.query(&sql, &[&workspace]).await?;
+    Ok(rows.iter().map(from_row).collect())
+}
+
+pub async fn get(
+    db: &impl GenericClient,
+    workspace: Uuid,
+    id: Uuid,
+) -> Result<Option<ProviderEntry>, DbError> {
+    let sql = format!("SELECT {COLUMNS} FROM provider_keys WHERE workspace_id = $1 AND id = $2");
+    let row = db.query_opt(&sql, &[&workspace, &id]).await?;
+    Ok(row.as_ref().map(from_row))
+}
+
+/// Replaces the editable fields of an entry (the caller merges a partial update onto the
+/// current row first). Returns `None` when the entry is not in this workspace.
+pub async fn update(
+    db: &impl GenericClient,
+    p: &NewProvider,
+) -> Result<Option<ProviderEntry>, DbError> {
+    let sql = format!(
+        "UPDATE provider_keys SET kind = $3, name = $4, base_url = $5, sealed_key = $6, key_nonce = $7,
+             key_version = $8, key_last4 = $9, priority = $10, enabled = $11, models = $12,
+             model_map = $13, updated_at = now()
+         WHERE workspace_id = $2 AND id = $1 RETURNING {COLUMNS}"
+    );
+    let row = db
+        .query_opt(
+            &sql,
+            &[
+                &p.id,
+                &p.workspace_id,
+                &p.kind.as_str(),
+                &p.name,
+                &p.base_url,
+                &p.sealed.ciphertext,
+                &p.sealed.nonce,
+                &p.sealed.version,
+                &p.key_last4,
+                &p.priority,
+                &p.enabled,
+                &p.models,
+                &Json(&p.model_map),
+            ],
+        )
+        .await?;
+    Ok(row.as_ref().map(from_row))
+}
+
+pub async fn delete(db: &impl GenericClient, workspace: Uuid, id: Uuid) -> Result<bool, DbError> {
+    let n = db
+        .execute(
+            "DELETE FROM provider_keys WHERE workspace_id = $1 AND id = $2",
+            &[&workspace, &id],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// For tests and audits: the raw sealed column of every entry.
+pub async fn raw_sealed_columns(db: &impl GenericClient) -> Result<Vec<Vec<u8>>, DbError> {
+    let rows = db
+        .query("SELECT sealed_key FROM provider_keys", &[])
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}

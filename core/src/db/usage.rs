@@ -1,0 +1,228 @@
+//! `usage_counters`: additive per-hour counters, and the totals, series and breakdowns
+//! the admin API reports from them.
+
+use std::collections::HashMap;
+
+use deadpool_postgres::GenericClient;
+use time::{Duration, OffsetDateTime};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::logs::LogRecord;
+use super::DbError;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CounterKey {
+    pub workspace_id: Uuid,
+    pub bucket: OffsetDateTime,
+    pub api_key_id: Option<Uuid>,
+    pub provider_id: Option<Uuid>,
+    pub model: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CounterDelta {
+    pub requests: i64,
+    pub errors: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub total_tokens: i64,
+    pub cost_nusd: i64,
+}
+
+impl CounterDelta {
+    pub fn add(&mut self, r: &LogRecord) {
+        self.requests += 1;
+        self.errors += i64::from(r.status >= 400);
+        self.prompt_tokens += i64::from(r.prompt_tokens);
+        self.completion_tokens += i64::from(r.completion_tokens);
+        self.total_tokens += i64::from(r.total_tokens);
+        self.cost_nusd += r.cost_nusd.unwrap_or(0);
+    }
+}
+
+pub fn hour_bucket(t: OffsetDateTime) -> OffsetDateTime {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    t.replace_minute(0)
+        .and_then(|t| t.replace_second(0))
+        .and_then(|t| t.replace_nanosecond(0))
+        .unwrap_or(t)
+}
+
+/// Adds every delta in one statement (keys are distinct, as the map guarantees).
+pub async fn add(
+    db: &impl GenericClient,
+    deltas: &HashMap<CounterKey, CounterDelta>,
+) -> Result<(), DbError> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let (keys, vals): (Vec<&CounterKey>, Vec<&CounterDelta>) = deltas.iter().unzip();
+    let ws: Vec<Uuid> = keys.iter().map(|k| k.workspace_id).collect();
+    let bucket: Vec<OffsetDateTime> = keys.iter().map(|k| k.bucket).collect();
+    let key: Vec<Option<Uuid>> = keys.iter().map(|k| k.api_key_id).collect();
+    let pid: Vec<Option<Uuid>> = keys.iter().map(|k| k.provider_id).collect();
+    let model: Vec<&str> = keys.iter().map(|k| k.model.as_str()).collect();
+    let col = |f: fn(&CounterDelta) -> i64| -> Vec<i64> { vals.iter().map(|v| f(v)).collect() };
+    let (req, err, pt, ct, tt, cost) = (
+        col(|v| v.requests),
+        col(|v| v.errors),
+        col(|v| v.prompt_tokens),
+        col(|v| v.completion_tokens),
+        col(|v| v.total_tokens),
+        col(|v| v.cost_nusd),
+    );
+    let params: [&(dyn ToSql + Sync); 11] = [
+        &ws, &bucket, &key, &pid, &model, &req, &err, &pt, &ct, &tt, &cost,
+    ];
+    db.execute(
+        "INSERT INTO usage_counters (workspace_id, bucket, api_key_id, provider_id, model, requests, errors,
+             prompt_tokens, completion_tokens, total_tokens, cost_nusd)
+         SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[], $6::int8[],
+             $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[])
+         ON CONFLICT ON CONSTRAINT usage_counters_key DO UPDATE SET
+             requests = usage_counters.requests + EXCLUDED.requests,
+             errors = usage_counters.errors + EXCLUDED.errors,
+             prompt_tokens = usage_counters.prompt_tokens + EXCLUDED.prompt_tokens,
+             completion_tokens = usage_counters.completion_tokens + EXCLUDED.completion_tokens,
+             total_tokens = usage_counters.total_tokens + EXCLUDED.total_tokens,
+             cost_nusd = usage_counters.cost_nusd + EXCLUDED.cost_nusd",
+        &params,
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Granularity {
+    Hour,
+    Day,
+}
+
+impl Granularity {
+    /// Hourly for ranges up to two days, daily beyond.
+    pub fn for_range(from: OffsetDateTime, to: OffsetDateTime) -> Self {
+        if to - from <= Duration::days(2) {
+            Granularity::Hour
+        } else {
+            Granularity::Day
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Granularity::Hour => "hour",
+            Granularity::Day => "day",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub requests: i64,
+    pub errors: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub total_tokens: i64,
+    pub cost_nusd: i64,
+}
+
+const SUMS: &str = "COALESCE(sum(requests), 0)::int8 AS requests, COALESCE(sum(errors), 0)::int8 AS errors,
+    COALESCE(sum(prompt_tokens), 0)::int8 AS prompt_tokens,
+    COALESCE(sum(completion_tokens), 0)::int8 AS completion_tokens,
+    COALESCE(sum(total_tokens), 0)::int8 AS total_tokens, COALESCE(sum(cost_nusd), 0)::int8 AS cost_nusd";
+
+fn totals_from(row: &Row) -> Totals {
+    Totals {
+        requests: row.get("requests"),
+        errors: row.get("errors"),
+        prompt_tokens: row.get("prompt_tokens"),
+        completion_tokens: row.get("completion_tokens"),
+        total_tokens: row.get("total_tokens"),
+        cost_nusd: row.get("cost_nusd"),
+    }
+}
+
+/// Totals over buckets in `[from, to)`.
+pub async fn totals(
+    db: &impl GenericClient,
+    ws: Uuid,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> Result<Totals, DbError> {
+    let row = db
+        .query_one(
+            &format!("SELECT {SUMS} FROM usage_counters WHERE workspace_id = $1 AND bucket >= $2 AND bucket < $3"),
+            &[&ws, &from, &to],
+        )
+        .await?;
+    Ok(totals_from(&row))
+}
+
+/// One point per hour or day from `from` to `to`, empty periods included.
+pub async fn series(
+    db: &impl GenericClient,
+    ws: Uuid,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+    g: Granularity,
+) -> Result<Vec<(OffsetDateTime, Totals)>, DbError> {
+    let unit = g.as_str();
+    let sql = format!(
+        "WITH periods AS (
+             SELECT generate_series(date_trunc('{unit}', $2::timestamptz AT TIME ZONE 'UTC'),
+                                    $3::timestamptz AT TIME ZONE 'UTC' - interval '1 microsecond',
+                                    interval '1 {unit}') AT TIME ZONE 'UTC' AS period
+         ), sums AS (
+             SELECT date_trunc('{unit}', bucket AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS period, {SUMS}
+             FROM usage_counters WHERE workspace_id = $1 AND bucket >= $2 AND bucket < $3
+             GROUP BY 1
+         )
+         SELECT p.period, COALESCE(s.requests, 0) AS requests, COALESCE(s.errors, 0) AS errors,
+                COALESCE(s.prompt_tokens, 0) AS prompt_tokens, COALESCE(s.completion_tokens, 0) AS completion_tokens,
+                COALESCE(s.total_tokens, 0) AS total_tokens, COALESCE(s.cost_nusd, 0) AS cost_nusd
+         FROM periods p LEFT JOIN sums s ON s.period = p.period ORDER BY p.period"
+    );
+    let rows = db.query(&sql, &[&ws, &from, &to]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get("period"), totals_from(r)))
+        .collect())
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderModelUsage {
+    pub provider_id: Option<Uuid>,
+    pub provider_name: Option<String>,
+    pub provider_kind: Option<String>,
+    pub model: String,
+    pub totals: Totals,
+}
+
+/// Usage by provider entry and model, largest request count first.
+pub async fn by_provider(
+    db: &impl GenericClient,
+    ws: Uuid,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> Result<Vec<ProviderModelUsage>, DbError> {
+    let sql = format!(
+        "SELECT u.provider_id, p.name AS provider_name, p.kind AS provider_kind, u.model, {SUMS}
+         FROM usage_counters u LEFT JOIN provider_keys p ON p.id = u.provider_id
+         WHERE u.workspace_id = $1 AND u.bucket >= $2 AND u.bucket < $3
+         GROUP BY u.provider_id, p.name, p.kind, u.model
+         ORDER BY requests DESC, u.model"
+    );
+    let rows = db.query(&sql, &[&ws, &from, &to]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| ProviderModelUsage {
+            provider_id: r.get("provider_id"),
+            provider_name: r.get("provider_name"),
+            provider_kind: r.get("provider_kind"),
+            model: r.get("model"),
+            totals: totals_from(r),
+        })
+        .collect())
+}

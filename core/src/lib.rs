@@ -1,0 +1,18 @@
+//! Perpetuo core: what the gateway and the admin API share — typed configuration pieces,
+//! secrets, crypto, key formats, upstream URL policy, and database access.
+//! It depends on neither binary and knows nothing of Pingora or axum.
+
+pub mod apikey;
+pub mod crypto;
+pub mod db;
+pub mod dns;
+pub mod email;
+pub mod password;
+pub mod provider;
+pub mod secret;
+pub mod upstream;
+
+#[cfg(feature = "test-util")]
+pub mod testing;
+
+pub use secret::Secret;

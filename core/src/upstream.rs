@@ -1,0 +1,236 @@
+//! Where provider base URLs may point. A base URL must be `https://` and must not name or
+//! resolve to loopback, private, link-local, metadata or otherwise non-public addresses
+//! (including IPv4-mapped IPv6 forms and numeric spellings, which the URL parser
+//! normalises), unless the operator lists the address range in
+//! `ALLOWED_PRIVATE_UPSTREAMS` — then `http://` is accepted too. `169.254.0.0/16`
+//! (cloud metadata) is never allowed.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use url::{Host, Url};
+
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamPolicy {
+    allowed_private: Vec<IpNet>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UpstreamError {
+    #[error("base_url is not a valid URL")]
+    Invalid,
+    #[error("base_url must use https")]
+    Scheme,
+    #[error("base_url must not carry credentials, a query or a fragment")]
+    Extras,
+    #[error("base_url points to a private, loopback or link-local address")]
+    PrivateAddress,
+    #[error("base_url names a local host")]
+    LocalName,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("ALLOWED_PRIVATE_UPSTREAMS: `{0}` is not a CIDR (e.g. 10.0.0.0/8) or an IP address")]
+pub struct PolicyParseError(pub String);
+
+impl FromStr for UpstreamPolicy {
+    type Err = PolicyParseError;
+
+    /// Comma-separated CIDRs or single addresses; empty means none.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut allowed_private = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let net = IpNet::from_str(part)
+                .or_else(|_| IpAddr::from_str(part).map(IpNet::from))
+                .map_err(|_| PolicyParseError(part.to_string()))?;
+            allowed_private.push(net);
+        }
+        Ok(Self { allowed_private })
+    }
+}
+
+/// A parsed base URL that passed the policy's static checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderBaseUrl(Url);
+
+impl ProviderBaseUrl {
+    pub fn as_str(&self) -> &str {
+        self.0.as_str().trim_end_matches('/')
+    }
+
+    pub fn url(&self) -> &Url {
+        &self.0
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+fn is_metadata(ip: IpAddr) -> bool {
+    match canonical(ip) {
+        IpAddr::V4(v4) => v4.octets()[0] == 169 && v4.octets()[1] == 254,
+        IpAddr::V6(v6) => v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254),
+    }
+}
+
+fn is_public_v4(v4: Ipv4Addr) -> bool {
+    let o = v4.octets();
+    !(v4.is_unspecified()
+        || v4.is_loopback()
+        || v4.is_private()
+        || v4.is_link_local()
+        || v4.is_broadcast()
+        || v4.is_documentation()
+        || v4.is_multicast()
+        || o[0] == 0
+        || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64.0.0/10 shared address space
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0.0/24 protocol assignments
+        || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18.0.0/15 benchmarking
+        || o[0] >= 240)
+}
+
+fn is_public_v6(v6: Ipv6Addr) -> bool {
+    let seg = v6.segments();
+    !(v6.is_unspecified()
+        || v6.is_loopback()
+        || v6.is_multicast()
+        || (seg[0] & 0xfe00) == 0xfc00 // unique local
+        || (seg[0] & 0xffc0) == 0xfe80 // link-local
+        || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
+        || (seg[0] == 0x64 && seg[1] == 0xff9b) // NAT64 can reach private v4
+        || v6.to_ipv4().is_some() && seg[0..6] == [0, 0, 0, 0, 0, 0]) // IPv4-compatible
+}
+
+pub fn is_public(ip: IpAddr) -> bool {
+    match canonical(ip) {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => is_public_v6(v6),
+    }
+}
+
+impl UpstreamPolicy {
+    pub fn allows_private(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.allowed_private.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Whether a connection to `ip` is allowed.
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), UpstreamError> {
+        if is_metadata(ip) {
+            return Err(UpstreamError::PrivateAddress);
+        }
+        if is_public(ip) || self.allows_private(ip) {
+            Ok(())
+        } else {
+            Err(UpstreamError::PrivateAddress)
+        }
+    }
+
+    /// Static checks: scheme, host spelling, literal addresses. Names are checked again
+    /// against what they resolve to, by [`UpstreamPolicy::check_resolved`].
+    pub fn parse_base_url(&self, raw: &str) -> Result<ProviderBaseUrl, UpstreamError> {
+        let url = Url::parse(raw.trim()).map_err(|_| UpstreamError::Invalid)?;
+        if !url.username().is_empty()
+            || url.password().is_some()
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
+            return Err(UpstreamError::Extras);
+        }
+        let host = url.host().ok_or(UpstreamError::Invalid)?;
+        let literal = match &host {
+            Host::Ipv4(v4) => Some(IpAddr::V4(*v4)),
+            Host::Ipv6(v6) => Some(IpAddr::V6(*v6)),
+            Host::Domain(name) => {
+                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                if name == "localhost"
+                    || name.ends_with(".localhost")
+                    || name.ends_with(".local")
+                    || name.ends_with(".internal")
+                    || name == "metadata"
+                    || !name.contains('.')
+                {
+                    return Err(UpstreamError::LocalName);
+                }
+                None
+            }
+        };
+        let allowed_private = literal.is_some_and(|ip| !is_public(ip) && self.allows_private(ip));
+        if let Some(ip) = literal {
+            self.check_ip(ip)?;
+        }
+        match url.scheme() {
+            "https" => {}
+            "http" if allowed_private => {}
+            _ => return Err(UpstreamError::Scheme),
+        }
+        Ok(ProviderBaseUrl(url))
+    }
+
+    /// Checks every address a name resolved to.
+    pub fn check_resolved(&self, addrs: &[IpAddr]) -> Result<(), UpstreamError> {
+        addrs.iter().try_for_each(|ip| self.check_ip(*ip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_local_and_private_by_default() {
+        let p = UpstreamPolicy::default();
+        assert!(p.parse_base_url("https://api.openai.com/v1").is_ok());
+        for bad in [
+            "http://api.openai.com/v1",
+            "https://127.0.0.1/v1",
+            "https://localhost/v1",
+            "https://LOCALHOST./v1",
+            "https://foo.localhost/v1",
+            "https://10.1.2.3/v1",
+            "https://192.168.0.1",
+            "https://172.16.0.1",
+            "https://169.254.169.254/latest",
+            "https://[::1]/",
+            "https://[::ffff:127.0.0.1]/",
+            "https://[::ffff:169.254.169.254]/",
+            "https://[fe80::1]/",
+            "https://[fd00::1]/",
+            "https://2130706433/",
+            "https://0x7f.0.0.1/",
+            "https://0177.0.0.1/",
+            "https://017700000001/",
+            "https://0/",
+            "https://100.64.0.1/",
+            "https://user:pw@api.openai.com/",
+            "ftp://api.openai.com/",
+            "not a url",
+        ] {
+            assert!(p.parse_base_url(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn operator_allowed_ranges() {
+        let p: UpstreamPolicy = "127.0.0.0/8, 10.0.0.0/8,169.254.0.0/16".parse().unwrap();
+        assert!(p.parse_base_url("http://127.0.0.1:8000/v1").is_ok());
+        assert!(p.parse_base_url("https://10.2.3.4/v1").is_ok());
+        assert!(p.parse_base_url("http://[::ffff:127.0.0.1]:9/").is_ok());
+        assert!(p.parse_base_url("http://169.254.169.254/").is_err());
+        assert!(p.parse_base_url("http://192.168.1.1/").is_err());
+        assert!(p.parse_base_url("http://localhost:8000/").is_err());
+        assert!(p.check_resolved(&["127.0.0.1".parse().unwrap()]).is_ok());
+        assert!(p
+            .check_resolved(&["8.8.8.8".parse().unwrap(), "192.168.1.1".parse().unwrap()])
+            .is_err());
+        assert!("10.0.0.0/33".parse::<UpstreamPolicy>().is_err());
+    }
+}
