@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request};
+use axum::handler::HandlerWithoutStateExt;
 use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -14,7 +15,7 @@ use perpetuo_core::db;
 use perpetuo_core::dns::Resolver;
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::services::{ServeDir, ServeFile};
+use tower_http::services::ServeDir;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -123,8 +124,6 @@ pub fn app(state: AppState, config: &Config) -> Result<Router, StartupError> {
         .merge(crate::routes::router())
         .split_for_parts();
     let doc = Arc::new(doc);
-    let dashboard = ServeDir::new(&config.dashboard_dir)
-        .fallback(ServeFile::new(config.dashboard_dir.join("index.html")));
     let mut router = api
         .route(
             "/openapi.json",
@@ -132,7 +131,7 @@ pub fn app(state: AppState, config: &Config) -> Result<Router, StartupError> {
         )
         .with_state(state)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .fallback_service(get_dashboard(dashboard, config))
+        .fallback_service(dashboard(config))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(log_errors));
     if let Some(cors) = cors(&config.cors_allowed_origins)? {
@@ -141,13 +140,14 @@ pub fn app(state: AppState, config: &Config) -> Result<Router, StartupError> {
     Ok(router)
 }
 
-/// Serves the built dashboard for GET/HEAD of non-API paths (client routes are hash
-/// routes, so only `/` and asset files are ever asked for); anything else is a JSON 404.
-fn get_dashboard(dir: ServeDir<ServeFile>, config: &Config) -> axum::routing::MethodRouter {
-    let has_dashboard = config.dashboard_dir.join("index.html").is_file();
+/// Serves the built dashboard: `/` and its asset files (client routes are hash routes, so
+/// nothing else is ever asked for). Any other path or method is a JSON 404.
+fn dashboard(config: &Config) -> axum::routing::MethodRouter {
     let not_found = || async { ApiError::NotFound };
-    if has_dashboard {
-        axum::routing::get_service(dir).fallback(not_found)
+    if config.dashboard_dir.join("index.html").is_file() {
+        let files =
+            ServeDir::new(&config.dashboard_dir).not_found_service(not_found.into_service());
+        axum::routing::get_service(files).fallback(not_found)
     } else {
         axum::routing::any(not_found)
     }

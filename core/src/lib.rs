@@ -8,6 +8,7 @@ pub mod db;
 pub mod dns;
 pub mod email;
 pub mod password;
+pub mod pricing;
 pub mod provider;
 pub mod secret;
 pub mod upstream;

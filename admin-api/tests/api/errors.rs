@@ -121,3 +121,50 @@ async fn openapi_lists_every_route() {
     );
     assert!(doc["components"]["schemas"]["ProviderDto"].is_object());
 }
+
+#[tokio::test]
+async fn serves_the_dashboard_and_json_404_beside_it() {
+    let db = perpetuo_core::testing::TestDb::new().await.unwrap();
+    let key = perpetuo_core::crypto::MasterKey::from_base64(
+        &perpetuo_core::crypto::MasterKey::generate_base64(),
+    )
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("perpetuo-dash-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(dir.join("assets")).unwrap();
+    std::fs::write(
+        dir.join("index.html"),
+        "<!doctype html><title>Perpetuo</title>",
+    )
+    .unwrap();
+    std::fs::write(dir.join("assets/app.js"), "console.log(1)").unwrap();
+    let mut cfg = crate::helpers::config(&db, &key, "");
+    cfg.dashboard_dir = dir.clone();
+    let app = perpetuo_admin::startup::Application::build(cfg)
+        .await
+        .unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let http = reqwest::Client::new();
+    let index = http.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(index.status(), StatusCode::OK);
+    assert!(index
+        .text()
+        .await
+        .unwrap()
+        .contains("<title>Perpetuo</title>"));
+    let asset = http
+        .get(format!("{base}/assets/app.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asset.status(), StatusCode::OK);
+    for path in ["/nope", "/assets/missing.js", "/workspaces/x/y/z"] {
+        let r = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(error_code(&body), "not_found");
+    }
+    let r = http.post(format!("{base}/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    std::fs::remove_dir_all(dir).unwrap();
+}

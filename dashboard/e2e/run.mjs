@@ -1,0 +1,481 @@
+#!/usr/bin/env node
+// End-to-end test of the dashboard against the real services.
+//
+// Starts the mock provider, the admin API (which serves the built dashboard) and
+// the gateway on free loopback ports, drives headless Chromium through the
+// dashboard, sends traffic through the gateway, and stops everything it started.
+//
+// Environment:
+//   ADMIN_BIN, GATEWAY_BIN, MOCK_BIN  paths to the built binaries
+//   DATABASE_URL                      a fresh, empty PostgreSQL database
+//   DASHBOARD_DIR                     built dashboard (default: ../dist)
+//   CHROMIUM_PATH                     browser binary (default: /usr/bin/chromium)
+//   E2E_HEADFUL=1                     show the browser (for debugging)
+
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { accessSync, constants, existsSync, mkdirSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const SCREENSHOTS = path.join(HERE, 'screenshots');
+const HOST = '127.0.0.1';
+const STARTUP_TIMEOUT_MS = 60_000;
+const LOGS_TIMEOUT_MS = 45_000;
+const USAGE_TIMEOUT_MS = 45_000;
+const REVOKE_TIMEOUT_MS = 3_000;
+const MODEL = 'gpt-4o-mini';
+
+const children = [];
+let browser = null;
+let passed = 0;
+const total = { steps: 0 };
+
+// ---------------------------------------------------------------- helpers
+
+function fail(message) {
+  throw new Error(message);
+}
+
+function requireEnv(name) {
+  const value = process.env[name];
+  if (!value) fail(`${name} is not set (see the header of e2e/run.mjs)`);
+  return value;
+}
+
+function requireExecutable(name) {
+  const file = requireEnv(name);
+  try {
+    accessSync(file, constants.X_OK);
+  } catch {
+    fail(`${name}=${file} is not an executable file`);
+  }
+  return file;
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, HOST, () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Starts a service, keeping the tail of its output for failure reports. */
+function startService(name, bin, args, env) {
+  const child = spawn(bin, args, {
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const service = { name, child, output: [], exited: null };
+  const keep = (chunk) => {
+    for (const line of chunk.toString().split('\n')) {
+      if (!line) continue;
+      service.output.push(line);
+      if (service.output.length > 200) service.output.shift();
+    }
+  };
+  child.stdout.on('data', keep);
+  child.stderr.on('data', keep);
+  child.on('exit', (code, signal) => {
+    service.exited = { code, signal };
+  });
+  child.on('error', (err) => {
+    service.exited = { code: -1, signal: null };
+    service.output.push(`spawn failed: ${err.message}`);
+  });
+  children.push(service);
+  return service;
+}
+
+function assertRunning(service) {
+  if (service.exited) {
+    fail(`${service.name} exited early (code ${service.exited.code}, signal ${service.exited.signal})`);
+  }
+}
+
+async function waitFor(description, check, timeoutMs, intervalMs = 200) {
+  const deadline = Date.now() + timeoutMs;
+  let lastError = null;
+  while (Date.now() < deadline) {
+    try {
+      const result = await check();
+      if (result) return result;
+    } catch (err) {
+      lastError = err;
+    }
+    await sleep(intervalMs);
+  }
+  fail(`timed out after ${timeoutMs} ms waiting for ${description}${lastError ? ` (last error: ${lastError.message})` : ''}`);
+}
+
+function tcpConnects(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: HOST, port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+    socket.setTimeout(1000, () => {
+      socket.destroy();
+      resolve(false);
+    });
+  });
+}
+
+async function httpOk(url) {
+  const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
+  return res.status === 200;
+}
+
+/** Waits until `check` passes; fails at once if the service exits meanwhile. */
+async function waitForService(service, description, check) {
+  const deadline = Date.now() + STARTUP_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    assertRunning(service);
+    if (await check().catch(() => false)) return;
+    await sleep(200);
+  }
+  assertRunning(service);
+  fail(`timed out after ${STARTUP_TIMEOUT_MS} ms waiting for ${description}`);
+}
+
+/** Stops every started process by its PID: SIGTERM, then SIGKILL after a grace period. */
+async function stopAll() {
+  if (browser) {
+    await browser.close().catch(() => undefined);
+    browser = null;
+  }
+  const running = children.filter((s) => !s.exited && s.child.pid);
+  for (const s of running) {
+    try {
+      process.kill(s.child.pid, 'SIGTERM');
+    } catch {
+      // already gone
+    }
+  }
+  const deadline = Date.now() + 5000;
+  while (Date.now() < deadline && running.some((s) => !s.exited)) await sleep(100);
+  for (const s of running) {
+    if (s.exited) continue;
+    try {
+      process.kill(s.child.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}
+
+function killAllNow() {
+  for (const s of children) {
+    if (!s.exited && s.child.pid) {
+      try {
+        process.kill(s.child.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
+}
+
+process.on('exit', killAllNow);
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => {
+    console.error(`\nreceived ${signal}, stopping services`);
+    stopAll().finally(() => process.exit(130));
+  });
+}
+
+async function step(name, fn) {
+  total.steps += 1;
+  const started = Date.now();
+  process.stdout.write(`• ${name} … `);
+  try {
+    const result = await fn();
+    passed += 1;
+    console.log(`ok (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+    return result;
+  } catch (err) {
+    console.log('FAILED');
+    err.step = name;
+    throw err;
+  }
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`), fullPage: true, animations: 'disabled' });
+}
+
+async function chat(gatewayUrl, key, { stream = false } = {}) {
+  const res = await fetch(`${gatewayUrl}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'hi' }], ...(stream ? { stream: true } : {}) }),
+    signal: AbortSignal.timeout(20_000),
+  });
+  const text = await res.text();
+  return { status: res.status, text };
+}
+
+// ---------------------------------------------------------------- the test
+
+async function main() {
+  const adminBin = requireExecutable('ADMIN_BIN');
+  const gatewayBin = requireExecutable('GATEWAY_BIN');
+  const mockBin = requireExecutable('MOCK_BIN');
+  const databaseUrl = requireEnv('DATABASE_URL');
+  const dashboardDir = path.resolve(process.env.DASHBOARD_DIR ?? path.join(HERE, '..', 'dist'));
+  if (!existsSync(path.join(dashboardDir, 'index.html'))) {
+    fail(`no index.html in ${dashboardDir}: run "npm run build" first or set DASHBOARD_DIR`);
+  }
+  const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+  if (!existsSync(chromiumPath)) fail(`Chromium not found at ${chromiumPath} (apt-get install -y chromium)`);
+  mkdirSync(SCREENSHOTS, { recursive: true });
+
+  const masterKey = randomBytes(32).toString('base64');
+  const jwtSecret = randomBytes(32).toString('hex');
+  const [mockPort, adminPort, gatewayPort, metricsPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const mockBase = `http://${HOST}:${mockPort}/v1`;
+  const adminUrl = `http://${HOST}:${adminPort}`;
+  const gatewayUrl = `http://${HOST}:${gatewayPort}`;
+
+  await step('start the mock provider', async () => {
+    const mock = startService('mock provider', mockBin, ['--addr', `${HOST}:${mockPort}`], {});
+    await waitForService(mock, `mock provider on port ${mockPort}`, () => tcpConnects(mockPort));
+  });
+
+  await step('start the admin API', async () => {
+    const admin = startService('admin API', adminBin, [], {
+      DATABASE_URL: databaseUrl,
+      JWT_SECRET: jwtSecret,
+      PERPETUO_MASTER_KEY: masterKey,
+      ADMIN_ADDR: `${HOST}:${adminPort}`,
+      DASHBOARD_DIR: dashboardDir,
+      ALLOWED_PRIVATE_UPSTREAMS: '127.0.0.0/8',
+      GATEWAY_PUBLIC_URL: gatewayUrl,
+    });
+    await waitForService(admin, `${adminUrl}/healthz`, () => httpOk(`${adminUrl}/healthz`));
+  });
+
+  await step('start the gateway', async () => {
+    const gateway = startService('gateway', gatewayBin, [], {
+      DATABASE_URL: databaseUrl,
+      PERPETUO_MASTER_KEY: masterKey,
+      GATEWAY_ADDR: `${HOST}:${gatewayPort}`,
+      METRICS_ADDR: `${HOST}:${metricsPort}`,
+      ALLOWED_PRIVATE_UPSTREAMS: '127.0.0.0/8',
+    });
+    await waitForService(gateway, `${gatewayUrl}/healthz`, () => httpOk(`${gatewayUrl}/healthz`));
+  });
+
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    headless: process.env.E2E_HEADFUL !== '1',
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(15_000);
+  const pageErrors = [];
+  page.on('pageerror', (err) => pageErrors.push(err.message));
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') pageErrors.push(msg.text());
+  });
+  main.page = page;
+  main.pageErrors = pageErrors;
+
+  const nav = (name) => page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name, exact: true });
+  const email = `e2e-${Date.now()}@example.com`;
+  const providerName = 'Mock upstream';
+  const keyName = 'e2e key';
+
+  await step('sign up and see the quickstart', async () => {
+    await page.goto(`${adminUrl}/#/signup`);
+    await page.getByLabel('Email').fill(email);
+    await page.getByLabel('Password').fill('correct-horse-battery');
+    await page.getByRole('button', { name: 'Create account' }).click();
+    await page.getByRole('heading', { name: 'Quickstart' }).waitFor();
+    const signupKey = await page.getByLabel('Your API key').inputValue();
+    if (signupKey.length < 16) fail(`signup key looks wrong: "${signupKey}"`);
+    await page.getByText(`${gatewayUrl}/v1`, { exact: true }).waitFor();
+    const curl = await page.getByLabel('curl snippet').textContent();
+    if (!curl.includes(`Bearer ${signupKey}`)) fail('the curl snippet does not carry the signup key');
+    await shot(page, '01-home-quickstart');
+  });
+
+  await step('add an OpenAI-compatible provider pointing at the mock', async () => {
+    await nav('Providers').click();
+    await page.getByRole('heading', { name: 'Providers', level: 1 }).waitFor();
+    await page.getByText('No providers yet').waitFor();
+    await page.getByRole('link', { name: 'Add provider' }).first().click();
+    await page.getByRole('heading', { name: 'Add provider', level: 1 }).waitFor();
+    await page.getByLabel('Kind').selectOption('openai_compatible');
+    await page.getByLabel('Name').fill(providerName);
+    await page.getByLabel('Base URL', { exact: true }).fill(mockBase);
+    await page.getByLabel('API key').fill('sk-mock-e2e-1234');
+    await shot(page, '03-provider-form');
+    await page.getByRole('button', { name: 'Add provider' }).click();
+    await page.getByRole('heading', { name: 'Providers', level: 1 }).waitFor();
+    await page.getByText(providerName, { exact: true }).waitFor();
+    await page.getByText('…1234', { exact: true }).waitFor();
+    const enabled = page.getByRole('switch', { name: `Enable ${providerName}` });
+    if (!(await enabled.isChecked())) fail('the new provider is not enabled');
+    await shot(page, '02-providers');
+  });
+
+  const apiKey = await step('create an API key and read it from the page', async () => {
+    await nav('API keys').click();
+    await page.getByRole('heading', { name: 'API keys', level: 1 }).waitFor();
+    await page.getByRole('button', { name: 'Create API key' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Create API key' });
+    await dialog.getByLabel('Key name').fill(keyName);
+    await dialog.getByRole('button', { name: 'Create key' }).click();
+    const created = page.getByRole('dialog', { name: 'API key created' });
+    const key = await created.getByLabel('New API key').inputValue();
+    if (key.length < 16) fail(`created key looks wrong: "${key}"`);
+    await created.getByText('It will not be shown again').waitFor();
+    await shot(page, '04-api-keys-created');
+    await created.getByRole('button', { name: 'Done' }).click();
+    await page.getByRole('row', { name: new RegExp(keyName) }).getByText('Active').waitFor();
+    return key;
+  });
+
+  await step('send 3 chat requests through the gateway (one streamed)', async () => {
+    for (const stream of [false, true, false]) {
+      const { status, text } = await chat(gatewayUrl, apiKey, { stream });
+      if (status !== 200) fail(`gateway answered ${status}${stream ? ' (stream)' : ''}: ${text.slice(0, 300)}`);
+      if (stream) {
+        if (!text.includes('data:') || !text.includes('[DONE]')) fail(`streamed answer is not SSE: ${text.slice(0, 300)}`);
+      } else {
+        const body = JSON.parse(text);
+        if (!body.choices?.length) fail(`answer has no choices: ${text.slice(0, 300)}`);
+      }
+    }
+  });
+
+  await step('see the 3 requests in Logs and open one', async () => {
+    await nav('Logs').click();
+    await page.getByRole('heading', { name: 'Logs', level: 1 }).waitFor();
+    await page.getByLabel('Auto-refresh (5 s)').check();
+    const rows = page.locator('table tbody tr');
+    await waitFor(
+      '3 rows in the logs table',
+      async () => {
+        if ((await rows.count()) >= 3) return true;
+        await page.getByRole('button', { name: 'Refresh' }).click();
+        return false;
+      },
+      LOGS_TIMEOUT_MS,
+      1000,
+    );
+    const count = await rows.count();
+    if (count !== 3) fail(`expected 3 log rows, found ${count}`);
+    await rows.first().getByText(providerName).waitFor();
+    await shot(page, '05-logs');
+    await page.getByRole('button', { name: /^Details of request/ }).first().click();
+    const detail = page.getByRole('dialog', { name: 'Request details' });
+    await detail.getByRole('heading', { name: /Attempts \(1\)/ }).waitFor();
+    await detail.getByText('Time to first byte').waitFor();
+    await detail.getByText('Usage source').waitFor();
+    await detail.getByRole('cell', { name: providerName }).waitFor();
+    await shot(page, '06-log-detail');
+    await detail.getByRole('button', { name: 'Close' }).click();
+    await page.getByLabel('Auto-refresh (5 s)').uncheck();
+  });
+
+  await step('see non-zero numbers in Usage', async () => {
+    await nav('Usage').click();
+    await page.getByRole('heading', { name: 'Usage', level: 1 }).waitFor();
+    const requests = page.getByRole('group', { name: 'Requests' });
+    const tokens = page.getByRole('group', { name: 'Total tokens' });
+    const number = async (locator) => {
+      const text = (await locator.locator('.stat-value').textContent()) ?? '';
+      return Number(text.replace(/[^0-9.]/g, '')) || 0;
+    };
+    await waitFor(
+      'usage totals of 3 requests',
+      async () => {
+        await requests.waitFor();
+        if ((await number(requests)) >= 3 && (await number(tokens)) > 0) return true;
+        await page.getByRole('button', { name: 'Refresh' }).click();
+        return false;
+      },
+      USAGE_TIMEOUT_MS,
+      1500,
+    );
+    await page.getByRole('table', { name: 'Usage by provider and model' }).getByText(providerName).waitFor();
+    await page.waitForTimeout(300); // let the charts finish their layout
+    await shot(page, '07-usage');
+  });
+
+  await step('revoke the key in the UI and get 401 from the gateway', async () => {
+    await nav('API keys').click();
+    await page.getByRole('heading', { name: 'API keys', level: 1 }).waitFor();
+    await page.getByRole('button', { name: `Revoke ${keyName}` }).click();
+    const confirm = page.getByRole('dialog', { name: 'Revoke API key?' });
+    await confirm.getByRole('button', { name: 'Revoke key' }).click();
+    await page.getByRole('row', { name: new RegExp(keyName) }).getByText('Revoked').waitFor();
+    await shot(page, '08-api-key-revoked');
+    let last = null;
+    await waitFor(
+      'the gateway to refuse the revoked key',
+      async () => {
+        last = await chat(gatewayUrl, apiKey);
+        return last.status === 401;
+      },
+      REVOKE_TIMEOUT_MS,
+      150,
+    ).catch(() => fail(`gateway still answers ${last?.status} to the revoked key after ${REVOKE_TIMEOUT_MS} ms`));
+  });
+
+  if (pageErrors.length > 0) {
+    console.log(`\nbrowser console errors seen during the run:\n  ${pageErrors.join('\n  ')}`);
+  }
+}
+
+// ---------------------------------------------------------------- run
+
+const started = Date.now();
+let exitCode = 0;
+try {
+  await main();
+  console.log(`\nscreenshots in ${path.relative(process.cwd(), SCREENSHOTS) || SCREENSHOTS}`);
+} catch (err) {
+  exitCode = 1;
+  console.error(`\nE2E FAILURE${err.step ? ` in "${err.step}"` : ''}: ${err.message}`);
+  if (main.page) {
+    await main.page
+      .screenshot({ path: path.join(SCREENSHOTS, 'failure.png'), fullPage: true })
+      .then(() => console.error(`page at failure: ${path.join(SCREENSHOTS, 'failure.png')}`))
+      .catch(() => undefined);
+    console.error(`page URL at failure: ${main.page.url()}`);
+  }
+  if (main.pageErrors?.length) console.error(`browser console errors:\n  ${main.pageErrors.join('\n  ')}`);
+  for (const s of children) {
+    console.error(`\n--- last output of ${s.name}${s.exited ? ` (exited: code ${s.exited.code}, signal ${s.exited.signal})` : ''} ---`);
+    console.error(s.output.slice(-40).join('\n') || '(none)');
+  }
+} finally {
+  await stopAll();
+}
+console.log(`finished in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+console.log(`${passed} passed, ${exitCode === 0 ? 0 : 1} failed`);
+process.exit(exitCode);

@@ -1,0 +1,214 @@
+import { render, screen } from '@testing-library/react';
+import userEvent from '@testing-library/user-event';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { App } from './app';
+import { api, describeError } from './lib/api';
+import { loadToken, saveToken } from './lib/session';
+import { clearToasts, toast } from './lib/toast-store';
+
+function json(status: number, body: unknown) {
+  return new Response(JSON.stringify(body), { status, headers: { 'Content-Type': 'application/json' } });
+}
+
+const WORKSPACE = { id: 'w1', name: 'Acme', role: 'owner', created_at: '2025-01-01T00:00:00Z' };
+const USER = { id: 'u1', email: 'ana@example.com', created_at: '2025-01-01T00:00:00Z' };
+
+describe('App session handling', () => {
+  let routes: Record<string, () => Response>;
+
+  beforeEach(() => {
+    window.location.hash = '';
+    routes = {};
+    api.configure({
+      getToken: loadToken,
+      onError: (e) => toast.error(describeError(e)),
+      fetch: (async (input: RequestInfo | URL) => {
+        const path = String(input).split('?')[0];
+        const handler = routes[path];
+        return handler ? handler() : json(404, { error: { code: 'not_found', message: 'not found' } });
+      }) as typeof fetch,
+    });
+  });
+
+  afterEach(() => {
+    clearToasts();
+    api.configure({ fetch: undefined });
+  });
+
+  it('sends an anonymous visitor to the login page', async () => {
+    render(<App />);
+    expect(await screen.findByRole('heading', { name: 'Log in to Perpetuo' })).toBeTruthy();
+    expect(window.location.hash).toBe('#/login');
+  });
+
+  it('validates the login form before sending', async () => {
+    const fetchSpy = vi.fn();
+    api.configure({ fetch: fetchSpy as unknown as typeof fetch });
+    render(<App />);
+    const user = userEvent.setup();
+    await user.click(await screen.findByRole('button', { name: 'Log in' }));
+    expect(screen.getByText('Enter your email address.')).toBeTruthy();
+    expect(screen.getByText('Enter your password.')).toBeTruthy();
+    expect(fetchSpy).not.toHaveBeenCalled();
+  });
+
+  it('goes back to login with a message when the API answers 401', async () => {
+    saveToken('stale-token');
+    routes['/auth/me'] = () => json(401, { error: { code: 'invalid_token', message: 'authentication required' } });
+    render(<App />);
+    expect(await screen.findByRole('heading', { name: 'Log in to Perpetuo' })).toBeTruthy();
+    expect(screen.getByText('Your session has expired. Please log in again.')).toBeTruthy();
+    expect(loadToken()).toBeNull();
+  });
+
+  it('shows a server error in one toast', async () => {
+    routes['/auth/login'] = () => json(401, { error: { code: 'invalid_credentials', message: 'wrong email or password' } });
+    render(<App />);
+    const user = userEvent.setup();
+    await user.type(await screen.findByLabelText('Email'), 'ana@example.com');
+    await user.type(screen.getByLabelText('Password'), 'password123');
+    await user.click(screen.getByRole('button', { name: 'Log in' }));
+    const alerts = await screen.findAllByText('Wrong email or password');
+    expect(alerts).toHaveLength(1);
+    expect(screen.getByRole('heading', { name: 'Log in to Perpetuo' })).toBeTruthy();
+  });
+
+  it('logs in, loads workspaces and logs out', async () => {
+    routes['/auth/login'] = () => json(200, { token: 'good', user: USER });
+    routes['/auth/me'] = () => json(200, { user: USER, workspaces: [WORKSPACE] });
+    routes['/meta'] = () => json(200, { gateway_url: 'http://127.0.0.1:8000' });
+    routes['/workspaces/w1/providers'] = () => json(200, { data: [] });
+    routes['/workspaces/w1/usage'] = () =>
+      json(200, {
+        from: '2025-01-01T00:00:00Z',
+        to: '2025-01-02T00:00:00Z',
+        granularity: 'hour',
+        totals: { requests: 0, errors: 0, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, cost_usd: 0 },
+        series: [],
+      });
+    render(<App />);
+    const user = userEvent.setup();
+    await user.type(await screen.findByLabelText('Email'), 'ana@example.com');
+    await user.type(screen.getByLabelText('Password'), 'password123');
+    await user.click(screen.getByRole('button', { name: 'Log in' }));
+    expect(await screen.findByRole('heading', { name: 'Acme', level: 1 })).toBeTruthy();
+    expect(await screen.findByText('http://127.0.0.1:8000/v1')).toBeTruthy();
+    expect(screen.getByLabelText('Workspace')).toHaveProperty('value', 'w1');
+    expect(loadToken()).toBe('good');
+
+    await user.click(screen.getByRole('button', { name: 'Log out' }));
+    expect(await screen.findByText('You have been logged out.')).toBeTruthy();
+    expect(loadToken()).toBeNull();
+  });
+
+  it('lists logs and opens a request in the detail panel', async () => {
+    saveToken('good');
+    window.location.hash = '#/logs';
+    const log = {
+      id: 'r1',
+      created_at: new Date().toISOString(),
+      api_key_id: 'k1',
+      provider_id: 'p2',
+      provider_name: 'Backup',
+      provider_kind: 'openai_compatible',
+      model_requested: 'gpt-4o-mini',
+      model_served: 'local-mini',
+      status: 200,
+      error_kind: null,
+      streamed: true,
+      prompt_tokens: 1200,
+      completion_tokens: 34,
+      total_tokens: 1234,
+      cost_usd: 0.000123,
+      usage_source: 'estimated',
+      latency_ms: 1450,
+      ttfb_ms: 320,
+      attempts: [
+        { provider_id: 'p1', provider_name: 'Primary', status: 503, latency_ms: 80, error_kind: 'upstream_5xx' },
+        { provider_id: 'p2', provider_name: 'Backup', status: 200, latency_ms: 1370, error_kind: null },
+      ],
+    };
+    const seen: string[] = [];
+    routes['/auth/me'] = () => json(200, { user: USER, workspaces: [WORKSPACE] });
+    routes['/workspaces/w1/providers'] = () => json(200, { data: [] });
+    routes['/workspaces/w1/logs'] = () => json(200, { data: [log], page: 1, limit: 25, total: 1 });
+    api.configure({
+      fetch: (async (input: RequestInfo | URL) => {
+        seen.push(String(input));
+        const handler = routes[String(input).split('?')[0]];
+        return handler ? handler() : json(404, { error: { code: 'not_found', message: 'not found' } });
+      }) as typeof fetch,
+    });
+    render(<App />);
+    const user = userEvent.setup();
+    expect(await screen.findByRole('heading', { name: 'Logs', level: 1 })).toBeTruthy();
+    expect(await screen.findByText('$0.000123')).toBeTruthy();
+    expect(screen.getByText('1,234')).toBeTruthy();
+    expect(screen.getByText('1.45 s')).toBeTruthy();
+    expect(seen.some((u) => u.startsWith('/workspaces/w1/logs?page=1&limit=25'))).toBe(true);
+
+    await user.click(screen.getByRole('button', { name: /^Details of request/ }));
+    const dialog = await screen.findByRole('dialog', { name: 'Request details' });
+    expect(dialog.textContent).toContain('Attempts (2)');
+    expect(dialog.textContent).toContain('Primary');
+    expect(dialog.textContent).toContain('upstream_5xx');
+    expect(dialog.textContent).toContain('320 ms');
+    expect(dialog.textContent).toContain('Estimated by the gateway');
+    expect(dialog.textContent).toContain('local-mini');
+
+    await user.keyboard('{Escape}');
+    expect(screen.queryByRole('dialog')).toBeNull();
+
+    await user.type(screen.getByLabelText('Status'), '42');
+    await user.click(screen.getByRole('button', { name: 'Apply filters' }));
+    expect(screen.getByText('Use an HTTP status code, e.g. 200 or 429.')).toBeTruthy();
+    await user.clear(screen.getByLabelText('Status'));
+    await user.type(screen.getByLabelText('Status'), '429');
+    await user.click(screen.getByRole('button', { name: 'Apply filters' }));
+    await screen.findByText('$0.000123');
+    expect(seen.some((u) => u.includes('status=429'))).toBe(true);
+    expect(window.location.hash).toBe('#/logs?status=429');
+  });
+
+  it('shows a new API key once, with a warning', async () => {
+    saveToken('good');
+    window.location.hash = '#/api-keys';
+    const created = {
+      id: 'k9',
+      name: 'ci',
+      prefix: 'pp-abc',
+      created_at: new Date().toISOString(),
+      last_used_at: null,
+      revoked_at: null,
+      expires_at: null,
+      key: 'pp-abc-secret-value-1234567890',
+    };
+    routes['/auth/me'] = () => json(200, { user: USER, workspaces: [WORKSPACE] });
+    routes['/workspaces/w1/api-keys'] = () => json(200, { data: [] });
+    let posted: unknown = null;
+    api.configure({
+      fetch: (async (input: RequestInfo | URL, init?: RequestInit) => {
+        if (init?.method === 'POST') {
+          posted = JSON.parse(String(init.body));
+          return json(201, created);
+        }
+        const handler = routes[String(input).split('?')[0]];
+        return handler ? handler() : json(404, { error: { code: 'not_found', message: 'not found' } });
+      }) as typeof fetch,
+    });
+    render(<App />);
+    const user = userEvent.setup();
+    expect(await screen.findByText('No API keys')).toBeTruthy();
+    await user.click(screen.getByRole('button', { name: 'Create API key' }));
+    await user.type(screen.getByLabelText('Key name'), 'ci');
+    await user.click(screen.getByRole('button', { name: 'Create key' }));
+    const dialog = await screen.findByRole('dialog', { name: 'API key created' });
+    expect(posted).toEqual({ name: 'ci' });
+    expect(screen.getByLabelText('New API key')).toHaveProperty('value', created.key);
+    expect(dialog.textContent).toContain('It will not be shown again');
+    await user.click(screen.getByRole('button', { name: 'Done' }));
+    expect(screen.queryByDisplayValue(created.key)).toBeNull();
+    expect(screen.getByText('pp-abc…')).toBeTruthy();
+    expect(screen.getByText('Active')).toBeTruthy();
+  });
+});

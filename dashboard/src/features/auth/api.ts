@@ -1,0 +1,14 @@
+import { api } from '../../lib/api';
+import type { Credentials, LoginResponse, MeResponse, SignupResponse } from './schema';
+
+export function signup(credentials: Credentials) {
+  return api.post<SignupResponse>('/auth/signup', credentials, { auth: false });
+}
+
+export function login(credentials: Credentials) {
+  return api.post<LoginResponse>('/auth/login', credentials, { auth: false });
+}
+
+export function fetchMe(signal?: AbortSignal) {
+  return api.get<MeResponse>('/auth/me', { signal });
+}

@@ -1,0 +1,94 @@
+import { useState, type FormEvent } from 'react';
+import { Link } from 'react-router-dom';
+import { ApiError, fieldErrors } from '../../../lib/api';
+import { Button } from '../../../components/ui/button';
+import { TextField } from '../../../components/ui/field';
+import { Logo } from '../../../components/layout/logo';
+import { useSession } from '../session-context';
+import { MIN_PASSWORD_LENGTH, validateCredentials, type CredentialErrors } from '../schema';
+
+export function AuthForm({ mode }: { mode: 'login' | 'signup' }) {
+  const session = useSession();
+  const [email, setEmail] = useState('');
+  const [password, setPassword] = useState('');
+  const [errors, setErrors] = useState<CredentialErrors>({});
+  const [busy, setBusy] = useState(false);
+  const isSignup = mode === 'signup';
+
+  async function onSubmit(event: FormEvent) {
+    event.preventDefault();
+    const values = { email: email.trim(), password };
+    const found = validateCredentials(values, mode);
+    setErrors(found);
+    if (Object.keys(found).length > 0) return;
+    setBusy(true);
+    try {
+      // On success the session changes and the route redirects (see PublicOnly).
+      if (isSignup) await session.signup(values);
+      else await session.login(values);
+    } catch (error) {
+      const found: CredentialErrors = fieldErrors(error);
+      if (isSignup && error instanceof ApiError && error.status === 409 && !found.email)
+        found.email = 'An account with this email already exists. Log in instead.';
+      setErrors(found);
+      setBusy(false);
+    }
+  }
+
+  return (
+    <div className="auth-page">
+      <div className="auth-card">
+        <div className="auth-brand">
+          <Logo />
+        </div>
+        <h1>{isSignup ? 'Create your account' : 'Log in to Perpetuo'}</h1>
+        <p className="auth-subtitle">
+          {isSignup
+            ? 'One account, one gateway for every model provider.'
+            : 'Manage providers, keys, logs and usage of your gateway.'}
+        </p>
+        {!isSignup && session.notice && (
+          <div className="banner banner-info" role="status">
+            {session.notice}
+          </div>
+        )}
+        <form onSubmit={onSubmit} noValidate className="form">
+          <TextField
+            label="Email"
+            type="email"
+            name="email"
+            autoComplete="email"
+            value={email}
+            onChange={(e) => setEmail(e.target.value)}
+            error={errors.email}
+            autoFocus
+          />
+          <TextField
+            label="Password"
+            type="password"
+            name="password"
+            autoComplete={isSignup ? 'new-password' : 'current-password'}
+            value={password}
+            onChange={(e) => setPassword(e.target.value)}
+            error={errors.password}
+            hint={isSignup ? `At least ${MIN_PASSWORD_LENGTH} characters.` : undefined}
+          />
+          <Button type="submit" variant="primary" busy={busy} className="btn-block">
+            {isSignup ? 'Create account' : 'Log in'}
+          </Button>
+        </form>
+        <p className="auth-switch">
+          {isSignup ? (
+            <>
+              Already have an account? <Link to="/login">Log in</Link>
+            </>
+          ) : (
+            <>
+              New here? <Link to="/signup">Create an account</Link>
+            </>
+          )}
+        </p>
+      </div>
+    </div>
+  );
+}

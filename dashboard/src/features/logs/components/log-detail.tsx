@@ -1,0 +1,113 @@
+import { formatCost, formatDateTime, formatDuration, formatTokens, statusTone } from '../../../lib/format';
+import { Badge } from '../../../components/ui/badge';
+import { Dialog } from '../../../components/ui/dialog';
+import { kindInfo } from '../../providers/schema';
+import { USAGE_SOURCE_LABEL, type LogEntry } from '../schema';
+
+export function LogDetail({ entry, onClose }: { entry: LogEntry | null; onClose: () => void }) {
+  return (
+    <Dialog open={entry !== null} onClose={onClose} title="Request details" variant="panel">
+      {entry && <LogDetailBody entry={entry} />}
+    </Dialog>
+  );
+}
+
+function LogDetailBody({ entry }: { entry: LogEntry }) {
+  const served = entry.model_served && entry.model_served !== entry.model_requested ? entry.model_served : null;
+  return (
+    <div className="stack">
+      <div className="detail-summary">
+        <Badge tone={statusTone(entry.status)}>{entry.status}</Badge>
+        {entry.error_kind && <Badge tone="danger">{entry.error_kind}</Badge>}
+        {entry.streamed && <Badge tone="info">streamed</Badge>}
+      </div>
+      <section aria-labelledby="detail-request">
+        <h3 id="detail-request" className="section-title">
+          Request
+        </h3>
+        <dl className="details">
+          <dt>Time</dt>
+          <dd>{formatDateTime(entry.created_at)}</dd>
+          <dt>Request ID</dt>
+          <dd className="cell-mono">{entry.id}</dd>
+          <dt>Model requested</dt>
+          <dd>{entry.model_requested ?? '—'}</dd>
+          <dt>Model served</dt>
+          <dd>{served ?? entry.model_served ?? '—'}</dd>
+          <dt>Provider</dt>
+          <dd>
+            {entry.provider_name ?? '—'}
+            {entry.provider_kind && <span className="muted"> · {kindInfo(entry.provider_kind).label}</span>}
+          </dd>
+          <dt>API key ID</dt>
+          <dd className="cell-mono">{entry.api_key_id ?? '—'}</dd>
+        </dl>
+      </section>
+      <section aria-labelledby="detail-timing">
+        <h3 id="detail-timing" className="section-title">
+          Timing
+        </h3>
+        <dl className="details">
+          <dt>Latency</dt>
+          <dd>{formatDuration(entry.latency_ms)}</dd>
+          <dt>Time to first byte</dt>
+          <dd>{formatDuration(entry.ttfb_ms)}</dd>
+        </dl>
+      </section>
+      <section aria-labelledby="detail-usage">
+        <h3 id="detail-usage" className="section-title">
+          Usage
+        </h3>
+        <dl className="details">
+          <dt>Prompt tokens</dt>
+          <dd>{formatTokens(entry.prompt_tokens)}</dd>
+          <dt>Completion tokens</dt>
+          <dd>{formatTokens(entry.completion_tokens)}</dd>
+          <dt>Total tokens</dt>
+          <dd>{formatTokens(entry.total_tokens)}</dd>
+          <dt>Usage source</dt>
+          <dd>{USAGE_SOURCE_LABEL[entry.usage_source] ?? entry.usage_source}</dd>
+          <dt>Cost</dt>
+          <dd>{formatCost(entry.cost_usd)}</dd>
+        </dl>
+      </section>
+      <section aria-labelledby="detail-attempts">
+        <h3 id="detail-attempts" className="section-title">
+          Attempts ({entry.attempts.length})
+        </h3>
+        {entry.attempts.length === 0 ? (
+          <p className="muted">No provider was tried.</p>
+        ) : (
+          <table className="table table-compact">
+            <thead>
+              <tr>
+                <th scope="col">#</th>
+                <th scope="col">Provider</th>
+                <th scope="col">Status</th>
+                <th scope="col">Latency</th>
+                <th scope="col">Error</th>
+              </tr>
+            </thead>
+            <tbody>
+              {entry.attempts.map((attempt, index) => (
+                <tr key={index}>
+                  <td>{index + 1}</td>
+                  <td>{attempt.provider_name}</td>
+                  <td>
+                    {attempt.status === null ? (
+                      <Badge tone="danger">no response</Badge>
+                    ) : (
+                      <Badge tone={statusTone(attempt.status)}>{attempt.status}</Badge>
+                    )}
+                  </td>
+                  <td>{formatDuration(attempt.latency_ms)}</td>
+                  <td>{attempt.error_kind ?? '—'}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        )}
+      </section>
+    </div>
+  );
+}

@@ -1,0 +1,178 @@
+import { useEffect, useMemo, useState } from 'react';
+import { useSearchParams } from 'react-router-dom';
+import { formatCost, formatDateTime, formatDuration, formatRelative, formatTokens, statusTone } from '../../../lib/format';
+import { useResource } from '../../../lib/use-resource';
+import { Badge } from '../../../components/ui/badge';
+import { Button } from '../../../components/ui/button';
+import { Card } from '../../../components/ui/card';
+import { PageHeader } from '../../../components/ui/page-header';
+import { Spinner } from '../../../components/ui/spinner';
+import { EmptyState, ErrorState, LoadingState } from '../../../components/ui/states';
+import { useWorkspaceId } from '../../auth/session-context';
+import { listProviders } from '../../providers/api';
+import { listLogs } from '../api';
+import { filtersFromParams, filtersToParams, hasFilters, pageCount, PAGE_SIZE, type LogEntry } from '../schema';
+import { LogDetail } from './log-detail';
+import { LogFilters } from './log-filters';
+
+export const AUTO_REFRESH_MS = 5000;
+
+export function LogsView() {
+  const workspaceId = useWorkspaceId();
+  const [params, setParams] = useSearchParams();
+  const filters = useMemo(() => filtersFromParams(params), [params]);
+  const page = Math.max(1, Number(params.get('page')) || 1);
+  const [autoRefresh, setAutoRefresh] = useState(false);
+  const [selected, setSelected] = useState<LogEntry | null>(null);
+
+  const providers = useResource((signal) => listProviders(workspaceId, signal), [workspaceId]);
+  const logs = useResource(
+    (signal) => listLogs(workspaceId, filters, page, PAGE_SIZE, signal),
+    [workspaceId, filters, page],
+  );
+
+  const { reload } = logs;
+  useEffect(() => {
+    if (!autoRefresh) return;
+    const timer = setInterval(reload, AUTO_REFRESH_MS);
+    return () => clearInterval(timer);
+  }, [autoRefresh, reload]);
+
+  const rows = logs.data?.data ?? [];
+  const total = logs.data?.total ?? 0;
+  const pages = pageCount(total, logs.data?.limit ?? PAGE_SIZE);
+
+  function goTo(nextPage: number) {
+    setParams(filtersToParams(filters, nextPage));
+  }
+
+  return (
+    <>
+      <PageHeader
+        title="Logs"
+        description="Every request through the gateway, newest first."
+        actions={
+          <>
+            <label className="checkbox">
+              <input type="checkbox" checked={autoRefresh} onChange={(e) => setAutoRefresh(e.target.checked)} />
+              <span>Auto-refresh (5 s)</span>
+            </label>
+            <Button onClick={logs.reload} busy={logs.fetching && !logs.loading}>
+              Refresh
+            </Button>
+          </>
+        }
+      />
+      <Card>
+        <LogFilters value={filters} providers={providers.data ?? []} onApply={(next) => setParams(filtersToParams(next, 1))} />
+      </Card>
+      <Card>
+        {logs.loading ? (
+          <LoadingState label="Loading logs…" />
+        ) : logs.error && !logs.data ? (
+          <ErrorState error={logs.error} onRetry={logs.reload} title="Could not load logs" />
+        ) : rows.length === 0 ? (
+          <EmptyState title={hasFilters(filters) ? 'No requests match these filters' : 'No requests yet'}>
+            {hasFilters(filters)
+              ? 'Try a wider time range or clear the filters.'
+              : 'Requests sent to the gateway with one of your API keys show up here within seconds.'}
+          </EmptyState>
+        ) : (
+          <>
+            <div className="table-wrap">
+              <table className="table table-hover">
+                <caption className="sr-only">Requests, newest first. Select a row for details.</caption>
+                <thead>
+                  <tr>
+                    <th scope="col">Time</th>
+                    <th scope="col">Status</th>
+                    <th scope="col">Provider</th>
+                    <th scope="col">Model</th>
+                    <th scope="col" className="num">
+                      Tokens
+                    </th>
+                    <th scope="col" className="num">
+                      Cost
+                    </th>
+                    <th scope="col" className="num">
+                      Latency
+                    </th>
+                    <th scope="col" className="num">
+                      Attempts
+                    </th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {rows.map((entry) => (
+                    <LogRow key={entry.id} entry={entry} onOpen={() => setSelected(entry)} />
+                  ))}
+                </tbody>
+              </table>
+            </div>
+            <nav className="pagination" aria-label="Pagination">
+              <span className="muted" aria-live="polite">
+                {total === 0 ? '' : `${(page - 1) * PAGE_SIZE + 1}–${Math.min(page * PAGE_SIZE, total)} of ${formatTokens(total)}`}
+                {logs.fetching && <Spinner size={12} />}
+              </span>
+              <div className="pagination-buttons">
+                <Button size="sm" disabled={page <= 1} onClick={() => goTo(page - 1)}>
+                  Previous
+                </Button>
+                <span>
+                  Page {page} of {pages}
+                </span>
+                <Button size="sm" disabled={page >= pages} onClick={() => goTo(page + 1)}>
+                  Next
+                </Button>
+              </div>
+            </nav>
+          </>
+        )}
+      </Card>
+      <LogDetail entry={selected} onClose={() => setSelected(null)} />
+    </>
+  );
+}
+
+function LogRow({ entry, onOpen }: { entry: LogEntry; onOpen: () => void }) {
+  const served = entry.model_served && entry.model_served !== entry.model_requested ? entry.model_served : null;
+  const fallbacks = entry.attempts.length > 1;
+  return (
+    <tr className="row-clickable" onClick={onOpen}>
+      <td>
+        <button
+          type="button"
+          className="link-button"
+          title={formatDateTime(entry.created_at)}
+          aria-label={`Details of request at ${formatDateTime(entry.created_at)}`}
+          onClick={(e) => {
+            e.stopPropagation();
+            onOpen();
+          }}
+        >
+          {formatRelative(entry.created_at)}
+        </button>
+      </td>
+      <td>
+        <Badge tone={statusTone(entry.status)} title={entry.error_kind ?? undefined}>
+          {entry.status}
+        </Badge>
+        {entry.streamed && <span className="muted small"> stream</span>}
+      </td>
+      <td>{entry.provider_name ?? <span className="muted">—</span>}</td>
+      <td>
+        <span className="cell-mono">{entry.model_requested ?? '—'}</span>
+        {served && <div className="muted small">→ {served}</div>}
+      </td>
+      <td className="num" title={`${formatTokens(entry.prompt_tokens)} prompt + ${formatTokens(entry.completion_tokens)} completion`}>
+        {formatTokens(entry.total_tokens)}
+      </td>
+      <td className="num">{formatCost(entry.cost_usd)}</td>
+      <td className="num">{formatDuration(entry.latency_ms)}</td>
+      <td className="num">
+        {entry.attempts.length}
+        {fallbacks && <span className="muted small"> (fallback)</span>}
+      </td>
+    </tr>
+  );
+}

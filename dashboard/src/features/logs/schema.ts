@@ -1,0 +1,110 @@
+import { localInputToRfc3339 } from '../../lib/format';
+
+export interface Attempt {
+  provider_id: string;
+  provider_name: string;
+  status: number | null;
+  latency_ms: number;
+  error_kind: string | null;
+}
+
+export type UsageSource = 'provider' | 'estimated' | 'none';
+
+export interface LogEntry {
+  id: string;
+  created_at: string;
+  api_key_id: string | null;
+  provider_id: string | null;
+  provider_name: string | null;
+  provider_kind: string | null;
+  model_requested: string | null;
+  model_served: string | null;
+  status: number;
+  error_kind: string | null;
+  streamed: boolean;
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  cost_usd: number | null;
+  usage_source: UsageSource;
+  latency_ms: number;
+  ttfb_ms: number | null;
+  attempts: Attempt[];
+}
+
+export interface LogPage {
+  data: LogEntry[];
+  page: number;
+  limit: number;
+  total: number;
+}
+
+/** Filters as typed in the form (and kept in the URL). */
+export interface LogFilters {
+  provider: string;
+  model: string;
+  status: string;
+  /** datetime-local values */
+  from: string;
+  to: string;
+}
+
+export const EMPTY_FILTERS: LogFilters = { provider: '', model: '', status: '', from: '', to: '' };
+
+export const PAGE_SIZE = 25;
+
+export function validateFilters(filters: LogFilters): Partial<Record<keyof LogFilters, string>> {
+  const errors: Partial<Record<keyof LogFilters, string>> = {};
+  const status = filters.status.trim();
+  if (status && (!/^\d{3}$/.test(status) || Number(status) < 100 || Number(status) > 599))
+    errors.status = 'Use an HTTP status code, e.g. 200 or 429.';
+  const from = localInputToRfc3339(filters.from);
+  const to = localInputToRfc3339(filters.to);
+  if (filters.from && !from) errors.from = 'Enter a valid date and time.';
+  if (filters.to && !to) errors.to = 'Enter a valid date and time.';
+  if (from && to && from >= to) errors.to = 'Must be after the start.';
+  return errors;
+}
+
+export function filtersToQuery(filters: LogFilters, page: number, limit: number = PAGE_SIZE) {
+  return {
+    page,
+    limit,
+    provider: filters.provider || undefined,
+    model: filters.model.trim() || undefined,
+    status: filters.status.trim() || undefined,
+    from: localInputToRfc3339(filters.from),
+    to: localInputToRfc3339(filters.to),
+  };
+}
+
+export function filtersFromParams(params: URLSearchParams): LogFilters {
+  return {
+    provider: params.get('provider') ?? '',
+    model: params.get('model') ?? '',
+    status: params.get('status') ?? '',
+    from: params.get('from') ?? '',
+    to: params.get('to') ?? '',
+  };
+}
+
+export function filtersToParams(filters: LogFilters, page: number): Record<string, string> {
+  const params: Record<string, string> = {};
+  for (const [key, value] of Object.entries(filters)) if (value.trim()) params[key] = value.trim();
+  if (page > 1) params.page = String(page);
+  return params;
+}
+
+export function hasFilters(filters: LogFilters): boolean {
+  return Object.values(filters).some((v) => v.trim() !== '');
+}
+
+export function pageCount(total: number, limit: number): number {
+  return Math.max(1, Math.ceil(total / Math.max(1, limit)));
+}
+
+export const USAGE_SOURCE_LABEL: Record<UsageSource, string> = {
+  provider: 'Reported by the provider',
+  estimated: 'Estimated by the gateway',
+  none: 'Not available',
+};

@@ -1,0 +1,188 @@
+import { useState, type FormEvent } from 'react';
+import { ApiError, fieldErrors } from '../../../lib/api';
+import { Button } from '../../../components/ui/button';
+import { SelectField, TextField } from '../../../components/ui/field';
+import {
+  kindInfo,
+  PROVIDER_KINDS,
+  requiresBaseUrl,
+  validateProviderForm,
+  valuesToInput,
+  type Provider,
+  type ProviderFormErrors,
+  type ProviderFormValues,
+  type ProviderInput,
+  type ProviderKind,
+} from '../schema';
+import { ModelMapEditor } from './model-map-editor';
+
+interface ProviderFormProps {
+  mode: 'create' | 'edit';
+  initialValues: ProviderFormValues;
+  original?: Provider;
+  onSubmit: (input: ProviderInput) => Promise<unknown>;
+  onCancel: () => void;
+}
+
+export function ProviderForm({ mode, initialValues, original, onSubmit, onCancel }: ProviderFormProps) {
+  const [values, setValues] = useState<ProviderFormValues>(initialValues);
+  const [errors, setErrors] = useState<ProviderFormErrors>({});
+  const [busy, setBusy] = useState(false);
+  const [advanced, setAdvanced] = useState(
+    !requiresBaseUrl(initialValues.kind) && initialValues.baseUrl.trim() !== '',
+  );
+
+  const info = kindInfo(values.kind);
+  const needsBaseUrl = requiresBaseUrl(values.kind);
+
+  function set<K extends keyof ProviderFormValues>(key: K, value: ProviderFormValues[K]) {
+    setValues((v) => ({ ...v, [key]: value }));
+  }
+
+  async function handleSubmit(event: FormEvent) {
+    event.preventDefault();
+    const found = validateProviderForm(values, mode);
+    setErrors(found);
+    if (Object.keys(found).length > 0) {
+      if (found.base_url && !needsBaseUrl) setAdvanced(true);
+      return;
+    }
+    setBusy(true);
+    try {
+      await onSubmit(valuesToInput(values, mode, original));
+    } catch (error) {
+      const serverErrors: ProviderFormErrors = fieldErrors(error);
+      // A name clash comes back as 409 without fields: show it on the name.
+      if (error instanceof ApiError && error.status === 409 && Object.keys(serverErrors).length === 0)
+        serverErrors.name = 'A provider with this name already exists in the workspace.';
+      setErrors(serverErrors);
+      if (serverErrors.base_url && !needsBaseUrl) setAdvanced(true);
+      setBusy(false);
+    }
+  }
+
+  const baseUrlField = (
+    <TextField
+      label={needsBaseUrl ? 'Base URL' : 'Base URL override'}
+      type="url"
+      inputMode="url"
+      placeholder={needsBaseUrl ? 'https://llm.example.com/v1' : (info.defaultBaseUrl ?? '')}
+      value={values.baseUrl}
+      onChange={(e) => set('baseUrl', e.target.value)}
+      error={errors.base_url}
+      hint={
+        needsBaseUrl
+          ? 'The endpoint that serves /chat/completions, usually ending in /v1.'
+          : `Leave empty to use ${info.defaultBaseUrl}.`
+      }
+    />
+  );
+
+  return (
+    <form onSubmit={handleSubmit} noValidate className="form provider-form" aria-label={mode === 'create' ? 'Add provider' : 'Edit provider'}>
+      <div className="form-grid">
+        <SelectField
+          label="Kind"
+          value={values.kind}
+          onChange={(e) => set('kind', e.target.value as ProviderKind)}
+          error={errors.kind}
+        >
+          {PROVIDER_KINDS.map((k) => (
+            <option key={k.value} value={k.value}>
+              {k.label}
+            </option>
+          ))}
+        </SelectField>
+        <TextField
+          label="Name"
+          value={values.name}
+          onChange={(e) => set('name', e.target.value)}
+          error={errors.name}
+          placeholder={`e.g. ${info.label} primary`}
+          maxLength={100}
+          hint="Shown in logs and usage. Must be unique in the workspace."
+        />
+      </div>
+
+      {needsBaseUrl && baseUrlField}
+
+      <TextField
+        label={mode === 'create' ? 'API key' : 'Replace API key'}
+        type="password"
+        autoComplete="off"
+        spellCheck={false}
+        value={values.apiKey}
+        onChange={(e) => set('apiKey', e.target.value)}
+        error={errors.api_key}
+        placeholder={mode === 'create' ? info.keyPlaceholder : 'Leave blank to keep the current key'}
+        hint={
+          mode === 'edit' && original
+            ? `The current key ends in …${original.key_last4}. Leave blank to keep it.`
+            : 'Stored encrypted; only its last four characters are shown again.'
+        }
+      />
+
+      <div className="form-grid">
+        <TextField
+          label="Priority"
+          type="number"
+          inputMode="numeric"
+          step={1}
+          value={values.priority}
+          onChange={(e) => set('priority', e.target.value)}
+          error={errors.priority}
+          hint="Lower numbers are tried first; later ones are fallbacks."
+        />
+        <div className="field">
+          <span className="field-label" aria-hidden="true">
+            Status
+          </span>
+          <label className="checkbox">
+            <input type="checkbox" checked={values.enabled} onChange={(e) => set('enabled', e.target.checked)} />
+            <span>Enabled</span>
+          </label>
+          <p className="field-hint">Disabled providers are skipped.</p>
+        </div>
+      </div>
+
+      <TextField
+        label="Models"
+        value={values.models}
+        onChange={(e) => set('models', e.target.value)}
+        error={errors.models}
+        placeholder="gpt-4o-mini, gpt-4o"
+        hint="Comma separated. Leave empty to route every model to this provider."
+      />
+
+      <ModelMapEditor
+        rows={values.modelMap}
+        onChange={(rows) => set('modelMap', rows)}
+        errors={errors}
+        generalError={errors.model_map}
+      />
+
+      {!needsBaseUrl && (
+        <div className="advanced">
+          <button
+            type="button"
+            className="link-button"
+            aria-expanded={advanced}
+            onClick={() => setAdvanced((a) => !a)}
+          >
+            {advanced ? 'Hide advanced settings' : 'Show advanced settings'}
+          </button>
+          {advanced && <div className="advanced-body">{baseUrlField}</div>}
+        </div>
+      )}
+
+      <div className="form-actions">
+        <Button onClick={onCancel} disabled={busy}>
+          Cancel
+        </Button>
+        <Button type="submit" variant="primary" busy={busy}>
+          {mode === 'create' ? 'Add provider' : 'Save changes'}
+        </Button>
+      </div>
+    </form>
+  );
+}

@@ -1,0 +1,163 @@
+import { describe, expect, it } from 'vitest';
+import {
+  emptyProviderValues,
+  nextPriority,
+  parseModels,
+  planMove,
+  providerToValues,
+  sortByPriority,
+  validateProviderForm,
+  valuesToInput,
+  type Provider,
+} from './schema';
+
+function provider(id: string, priority: number, extra: Partial<Provider> = {}): Provider {
+  return {
+    id,
+    kind: 'openai',
+    name: `P ${id}`,
+    base_url: null,
+    key_last4: 'abcd',
+    priority,
+    enabled: true,
+    models: [],
+    model_map: {},
+    created_at: `2025-01-01T00:00:0${id.length}Z`,
+    updated_at: '2025-01-01T00:00:00Z',
+    ...extra,
+  };
+}
+
+describe('parseModels', () => {
+  it('splits on commas and newlines, trims and dedupes', () => {
+    expect(parseModels(' gpt-4o, gpt-4o-mini ,,gpt-4o\nclaude ')).toEqual(['gpt-4o', 'gpt-4o-mini', 'claude']);
+    expect(parseModels('   ')).toEqual([]);
+  });
+});
+
+describe('validateProviderForm', () => {
+  const valid = { ...emptyProviderValues(), name: 'Main', apiKey: 'sk-1' };
+
+  it('accepts a minimal OpenAI entry', () => {
+    expect(validateProviderForm(valid, 'create')).toEqual({});
+  });
+
+  it('requires name and key on create, not the key on edit', () => {
+    const errors = validateProviderForm({ ...valid, name: ' ', apiKey: '' }, 'create');
+    expect(errors.name).toBe('Enter a name.');
+    expect(errors.api_key).toBe('Enter the provider API key.');
+    expect(validateProviderForm({ ...valid, apiKey: '' }, 'edit')).toEqual({});
+  });
+
+  it('requires a base URL only for openai_compatible', () => {
+    expect(validateProviderForm({ ...valid, kind: 'openai_compatible' }, 'create').base_url).toMatch(/needs a base URL/);
+    expect(validateProviderForm({ ...valid, kind: 'anthropic' }, 'create').base_url).toBeUndefined();
+    expect(validateProviderForm({ ...valid, kind: 'openai_compatible', baseUrl: 'http://127.0.0.1:9/v1' }, 'create')).toEqual({});
+  });
+
+  it('checks URL shape and priority', () => {
+    expect(validateProviderForm({ ...valid, baseUrl: 'api.example.com' }, 'create').base_url).toMatch(/full URL/);
+    expect(validateProviderForm({ ...valid, baseUrl: 'ftp://x.com' }, 'create').base_url).toMatch(/http/);
+    expect(validateProviderForm({ ...valid, baseUrl: 'https://u:p@x.com' }, 'create').base_url).toMatch(/credentials/);
+    expect(validateProviderForm({ ...valid, baseUrl: 'https://x.com/v1?a=1' }, 'create').base_url).toMatch(/query/);
+    expect(validateProviderForm({ ...valid, priority: '1.5' }, 'create').priority).toMatch(/whole number/);
+    expect(validateProviderForm({ ...valid, priority: '2000000' }, 'create').priority).toMatch(/between/);
+    expect(validateProviderForm({ ...valid, priority: '-5' }, 'create').priority).toBeUndefined();
+  });
+
+  it('checks model map rows and ignores blank ones', () => {
+    const errors = validateProviderForm(
+      {
+        ...valid,
+        modelMap: [
+          { requested: 'a', served: 'b' },
+          { requested: '', served: '' },
+          { requested: 'c', served: '' },
+          { requested: 'a', served: 'z' },
+        ],
+      },
+      'create',
+    );
+    expect(errors['model_map.0']).toBeUndefined();
+    expect(errors['model_map.1']).toBeUndefined();
+    expect(errors['model_map.2']).toMatch(/model to send/);
+    expect(errors['model_map.3']).toMatch(/mapped twice/);
+  });
+});
+
+describe('valuesToInput', () => {
+  it('builds a create body', () => {
+    const input = valuesToInput(
+      {
+        ...emptyProviderValues(30),
+        kind: 'openai_compatible',
+        name: ' Local ',
+        apiKey: ' sk ',
+        baseUrl: 'http://127.0.0.1:8080/v1 ',
+        models: 'a, b',
+        modelMap: [{ requested: 'gpt-4o', served: 'local-model' }, { requested: '', served: '' }],
+      },
+      'create',
+    );
+    expect(input).toEqual({
+      kind: 'openai_compatible',
+      name: 'Local',
+      api_key: 'sk',
+      base_url: 'http://127.0.0.1:8080/v1',
+      priority: 30,
+      enabled: true,
+      models: ['a', 'b'],
+      model_map: { 'gpt-4o': 'local-model' },
+    });
+  });
+
+  it('keeps the key when blank on edit and clears a removed base URL', () => {
+    const original = provider('p', 10, { base_url: 'https://proxy.example.com/v1', models: ['m'], model_map: { x: 'y' } });
+    const values = { ...providerToValues(original), baseUrl: '' };
+    expect(values.models).toBe('m');
+    expect(values.modelMap).toEqual([{ requested: 'x', served: 'y' }]);
+    const input = valuesToInput(values, 'edit', original);
+    expect(input.api_key).toBeUndefined();
+    expect(input.base_url).toBeNull();
+    expect('base_url' in valuesToInput(providerToValues(provider('q', 1)), 'edit', provider('q', 1))).toBe(false);
+  });
+});
+
+describe('ordering', () => {
+  it('sorts by priority, then age', () => {
+    const list = sortByPriority([provider('bb', 20), provider('a', 10), provider('c', 20)]);
+    expect(list.map((p) => p.id)).toEqual(['a', 'c', 'bb']);
+  });
+
+  it('swaps neighbours with distinct priorities', () => {
+    const list = [provider('a', 10), provider('b', 20), provider('c', 35)];
+    expect(planMove(list, 1, 'up')).toEqual([
+      { id: 'b', priority: 10 },
+      { id: 'a', priority: 20 },
+    ]);
+    expect(planMove(list, 1, 'down')).toEqual([
+      { id: 'b', priority: 35 },
+      { id: 'c', priority: 20 },
+    ]);
+  });
+
+  it('renumbers when priorities tie', () => {
+    const list = [provider('a', 100), provider('bb', 100), provider('ccc', 100)];
+    expect(planMove(list, 2, 'up')).toEqual([
+      { id: 'a', priority: 10 },
+      { id: 'ccc', priority: 20 },
+      { id: 'bb', priority: 30 },
+    ]);
+  });
+
+  it('does nothing at the edges', () => {
+    const list = [provider('a', 1), provider('b', 2)];
+    expect(planMove(list, 0, 'up')).toEqual([]);
+    expect(planMove(list, 1, 'down')).toEqual([]);
+  });
+
+  it('puts new providers last', () => {
+    expect(nextPriority([])).toBe(10);
+    expect(nextPriority([provider('a', 5), provider('b', 40)])).toBe(50);
+  });
+});

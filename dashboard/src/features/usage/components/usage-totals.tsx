@@ -1,0 +1,22 @@
+import { formatCompact, formatCost, formatNumber, formatPercent, formatTokens } from '../../../lib/format';
+import { StatTile } from '../../../components/ui/card';
+import type { UsageTotals as Totals } from '../schema';
+
+export function UsageTotals({ totals }: { totals: Totals }) {
+  return (
+    <div className="stats">
+      <StatTile label="Requests" value={formatNumber(totals.requests)} />
+      <StatTile
+        label="Errors"
+        value={formatNumber(totals.errors)}
+        hint={totals.requests ? `${formatPercent(totals.errors, totals.requests)} of requests` : undefined}
+      />
+      <StatTile
+        label="Total tokens"
+        value={formatTokens(totals.total_tokens)}
+        hint={`${formatCompact(totals.prompt_tokens)} prompt · ${formatCompact(totals.completion_tokens)} completion`}
+      />
+      <StatTile label="Cost" value={formatCost(totals.cost_usd)} />
+    </div>
+  );
+}

@@ -1,0 +1,18 @@
+import { api, seg } from '../../lib/api';
+import type { Workspace } from './schema';
+
+export function listWorkspaces(signal?: AbortSignal) {
+  return api.get<{ data: Workspace[] }>('/workspaces', { signal });
+}
+
+export function createWorkspace(name: string) {
+  return api.post<Workspace>('/workspaces', { name });
+}
+
+export function getWorkspace(id: string, signal?: AbortSignal) {
+  return api.get<Workspace>(`/workspaces/${seg(id)}`, { signal });
+}
+
+export function renameWorkspace(id: string, name: string) {
+  return api.put<Workspace>(`/workspaces/${seg(id)}`, { name });
+}

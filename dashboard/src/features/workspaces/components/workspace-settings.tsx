@@ -1,0 +1,68 @@
+import { useEffect, useState, type FormEvent } from 'react';
+import { fieldErrors } from '../../../lib/api';
+import { formatDate } from '../../../lib/format';
+import { toast } from '../../../lib/toast-store';
+import { Button } from '../../../components/ui/button';
+import { Card } from '../../../components/ui/card';
+import { TextField } from '../../../components/ui/field';
+import { useSession } from '../../auth/session-context';
+import { renameWorkspace } from '../api';
+import { validateWorkspaceName } from '../schema';
+
+export function WorkspaceSettings() {
+  const { workspace, upsertWorkspace, user } = useSession();
+  const [name, setName] = useState(workspace?.name ?? '');
+  const [error, setError] = useState<string | undefined>();
+  const [busy, setBusy] = useState(false);
+
+  useEffect(() => setName(workspace?.name ?? ''), [workspace?.id, workspace?.name]);
+
+  if (!workspace) return null;
+
+  async function onSubmit(event: FormEvent) {
+    event.preventDefault();
+    if (!workspace) return;
+    const problem = validateWorkspaceName(name);
+    setError(problem);
+    if (problem) return;
+    setBusy(true);
+    try {
+      const updated = await renameWorkspace(workspace.id, name.trim());
+      upsertWorkspace(updated);
+      toast.success('Workspace renamed.');
+    } catch (err) {
+      setError(fieldErrors(err).name);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  return (
+    <div className="stack">
+      <Card title="Workspace" description={`Created ${formatDate(workspace.created_at)} · your role: ${workspace.role}`}>
+        <form onSubmit={onSubmit} noValidate className="form form-inline">
+          <TextField label="Workspace name" value={name} onChange={(e) => setName(e.target.value)} error={error} maxLength={100} />
+          <Button type="submit" variant="primary" busy={busy} disabled={name.trim() === workspace.name}>
+            Save name
+          </Button>
+        </form>
+        <dl className="details">
+          <dt>Workspace ID</dt>
+          <dd>
+            <code>{workspace.id}</code>
+          </dd>
+        </dl>
+      </Card>
+      {user && (
+        <Card title="Account">
+          <dl className="details">
+            <dt>Email</dt>
+            <dd>{user.email}</dd>
+            <dt>Member since</dt>
+            <dd>{formatDate(user.created_at)}</dd>
+          </dl>
+        </Card>
+      )}
+    </div>
+  );
+}

@@ -1,0 +1,5 @@
+import { ApiKeysView } from '../features/api-keys/components/api-keys-view';
+
+export default function ApiKeysRoute() {
+  return <ApiKeysView />;
+}

@@ -1,0 +1,5 @@
+import { ProvidersView } from '../features/providers/components/providers-view';
+
+export default function ProvidersRoute() {
+  return <ProvidersView />;
+}

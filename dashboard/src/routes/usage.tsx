@@ -1,0 +1,5 @@
+import { UsageView } from '../features/usage/components/usage-view';
+
+export default function UsageRoute() {
+  return <UsageView />;
+}

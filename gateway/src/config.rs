@@ -1,0 +1,97 @@
+//! Gateway configuration: addresses, secrets and limits from the environment (and `.env`),
+//! Pingora server settings from `conf/gateway.yaml` (embedded; a file may replace it).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use perpetuo_core::crypto::MasterKey;
+use perpetuo_core::upstream::UpstreamPolicy;
+use perpetuo_core::Secret;
+
+pub const EMBEDDED_SERVER_CONF: &str = include_str!("../../conf/gateway.yaml");
+
+fn parse_master_key(s: &str) -> Result<MasterKey, String> {
+    MasterKey::from_base64(s).map_err(|e| e.to_string())
+}
+
+fn parse_policy(s: &str) -> Result<UpstreamPolicy, String> {
+    s.parse()
+        .map_err(|e: perpetuo_core::upstream::PolicyParseError| e.to_string())
+}
+
+fn parse_db_url(s: &str) -> Result<Secret<String>, String> {
+    if s.starts_with("postgres://") || s.starts_with("postgresql://") || s.starts_with("host=") {
+        Ok(Secret::new(s.to_string()))
+    } else {
+        Err("must be a postgres:// URL".into())
+    }
+}
+
+fn millis(s: &str) -> Result<Duration, String> {
+    s.parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| "must be a whole number of milliseconds".into())
+}
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "perpetuo-gateway",
+    about = "Perpetuo's OpenAI-compatible LLM gateway"
+)]
+pub struct Config {
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", value_parser = parse_db_url, hide_env_values = true)]
+    pub database_url: Secret<String>,
+    /// 32-byte key (base64) that opens sealed provider keys.
+    #[arg(long, env = "PERPETUO_MASTER_KEY", value_parser = parse_master_key, hide_env_values = true)]
+    pub master_key: MasterKey,
+    /// Address of the OpenAI-compatible proxy.
+    #[arg(long, env = "GATEWAY_ADDR", default_value = "127.0.0.1:8000")]
+    pub gateway_addr: SocketAddr,
+    /// Address of the Prometheus endpoint.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9091")]
+    pub metrics_addr: SocketAddr,
+    /// CIDRs where provider base URLs may point although private or loopback.
+    #[arg(long, env = "ALLOWED_PRIVATE_UPSTREAMS", default_value = "", value_parser = parse_policy)]
+    pub allowed_private_upstreams: UpstreamPolicy,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Pingora server settings (YAML); the embedded conf/gateway.yaml when unset.
+    #[arg(long, env = "GATEWAY_SERVER_CONF")]
+    pub server_conf: Option<PathBuf>,
+    /// Overrides the shutdown grace period of the server settings, in seconds.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS")]
+    pub shutdown_grace_seconds: Option<u64>,
+    /// Pricing table (TOML); the embedded conf/pricing.toml when unset.
+    #[arg(long, env = "PRICING_FILE")]
+    pub pricing_file: Option<String>,
+    /// TCP (and TLS) connect timeout per attempt, ms.
+    #[arg(long, env = "UPSTREAM_CONNECT_TIMEOUT_MS", default_value = "5000", value_parser = millis)]
+    pub connect_timeout: Duration,
+    /// Time allowed from the start of an attempt to the provider's first body chunk, ms.
+    #[arg(long, env = "UPSTREAM_TTFB_TIMEOUT_MS", default_value = "60000", value_parser = millis)]
+    pub ttfb_timeout: Duration,
+    /// Longest silence between two body chunks of a provider's answer, ms.
+    #[arg(long, env = "UPSTREAM_IDLE_TIMEOUT_MS", default_value = "300000", value_parser = millis)]
+    pub idle_timeout: Duration,
+    /// Consecutive failures that open an entry's circuit breaker.
+    #[arg(long, env = "BREAKER_THRESHOLD", default_value_t = 5)]
+    pub breaker_threshold: u32,
+    /// How long an open breaker skips its entry before letting one probe through, ms.
+    #[arg(long, env = "BREAKER_COOLDOWN_MS", default_value = "30000", value_parser = millis)]
+    pub breaker_cooldown: Duration,
+    /// How long a valid key stays cached, ms.
+    #[arg(long, env = "KEY_CACHE_TTL_MS", default_value = "60000", value_parser = millis)]
+    pub key_cache_ttl: Duration,
+    /// How long an unknown key stays cached as unknown, ms.
+    #[arg(long, env = "KEY_CACHE_NEGATIVE_TTL_MS", default_value = "5000", value_parser = millis)]
+    pub key_cache_negative_ttl: Duration,
+    /// Capacity of the log queue (records); beyond it records are counted as dropped.
+    #[arg(long, env = "LOG_QUEUE_CAPACITY", default_value_t = 50_000)]
+    pub log_queue_capacity: usize,
+    /// Maximum database connections.
+    #[arg(long, env = "GATEWAY_DB_POOL_SIZE", default_value_t = 8)]
+    pub db_pool_size: usize,
+}

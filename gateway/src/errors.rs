@@ -1,0 +1,175 @@
+//! Gateway errors in OpenAI's shape (`{"error":{"message","type","code"}}`), so SDKs raise
+//! the matching exception. This is the only place that maps an error to HTTP.
+
+use serde_json::json;
+
+/// Where an error comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Client,
+    Upstream,
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayError {
+    pub status: u16,
+    /// OpenAI's `type`.
+    pub err_type: &'static str,
+    /// OpenAI's `code`; also the `error_kind` of the log row.
+    pub code: &'static str,
+    pub message: String,
+    pub source: Source,
+}
+
+impl GatewayError {
+    fn new(
+        status: u16,
+        err_type: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+        source: Source,
+    ) -> Self {
+        Self {
+            status,
+            err_type,
+            code,
+            message: message.into(),
+            source,
+        }
+    }
+
+    pub fn not_found(path: &str) -> Self {
+        Self::new(
+            404,
+            "invalid_request_error",
+            "not_found",
+            format!("Unknown route: {path}"),
+            Source::Client,
+        )
+    }
+
+    pub fn missing_key() -> Self {
+        Self::new(
+            401,
+            "invalid_request_error",
+            "missing_api_key",
+            "You didn't provide an API key. Send it as Authorization: Bearer <key>.",
+            Source::Client,
+        )
+    }
+
+    pub fn invalid_key() -> Self {
+        Self::new(
+            401,
+            "invalid_request_error",
+            "invalid_api_key",
+            "Incorrect API key provided.",
+            Source::Client,
+        )
+    }
+
+    pub fn auth_unavailable() -> Self {
+        Self::new(
+            503,
+            "server_error",
+            "auth_unavailable",
+            "The key could not be checked right now; retry shortly.",
+            Source::Internal,
+        )
+    }
+
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            413,
+            "invalid_request_error",
+            "request_too_large",
+            format!("Request body exceeds the limit of {limit} bytes."),
+            Source::Client,
+        )
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(400, "invalid_request_error", code, message, Source::Client)
+    }
+
+    pub fn model_not_found(model: &str) -> Self {
+        Self::new(
+            404,
+            "invalid_request_error",
+            "model_not_found",
+            format!("No provider of this workspace serves the model `{model}`."),
+            Source::Client,
+        )
+    }
+
+    pub fn providers_unavailable() -> Self {
+        Self::new(
+            503,
+            "server_error",
+            "providers_unavailable",
+            "Every provider for this model is cooling down after failures; retry shortly.",
+            Source::Upstream,
+        )
+    }
+
+    pub fn rate_limited() -> Self {
+        Self::new(
+            429,
+            "rate_limit_error",
+            "rate_limit_exceeded",
+            "Every provider for this model is rate limited; retry later.",
+            Source::Upstream,
+        )
+    }
+
+    pub fn upstream_timeout() -> Self {
+        Self::new(
+            504,
+            "server_error",
+            "upstream_timeout",
+            "The provider did not answer in time.",
+            Source::Upstream,
+        )
+    }
+
+    pub fn upstream_failed() -> Self {
+        Self::new(
+            502,
+            "server_error",
+            "upstream_error",
+            "Every provider for this model failed.",
+            Source::Upstream,
+        )
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            500,
+            "server_error",
+            "internal_error",
+            "Internal error.",
+            Source::Internal,
+        )
+    }
+
+    pub fn body(&self) -> Vec<u8> {
+        json!({"error": {"message": self.message, "type": self.err_type, "code": self.code, "param": null}})
+            .to_string()
+            .into_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openai_shape() {
+        let v: serde_json::Value =
+            serde_json::from_slice(&GatewayError::invalid_key().body()).unwrap();
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["code"], "invalid_api_key");
+        assert!(v["error"]["message"].is_string());
+    }
+}

@@ -1,0 +1,148 @@
+//! Cache invalidation: a background service LISTENs on `perpetuo_invalidate` and drops
+//! the cached key or workspace entries a notification names. Notifications are not
+//! replayed, so after the connection drops it reconnects with backoff and clears both
+//! caches once it listens again. It also flushes `last_used_at` every second.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use perpetuo_core::apikey::KeyHash;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use serde::Deserialize;
+use tokio_postgres::AsyncMessage;
+use uuid::Uuid;
+
+use crate::auth::KeyCache;
+use crate::metrics;
+use crate::routing::EntryCache;
+
+pub const CHANNEL: &str = "perpetuo_invalidate";
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Deserialize)]
+struct Notice {
+    table: String,
+    key_hash: Option<String>,
+    workspace_id: Option<Uuid>,
+}
+
+pub struct Invalidator {
+    pub database_url: String,
+    pub keys: Arc<KeyCache>,
+    pub entries: Arc<EntryCache>,
+}
+
+impl Invalidator {
+    async fn apply(&self, payload: &str) {
+        let Ok(n) = serde_json::from_str::<Notice>(payload) else {
+            tracing::warn!("unreadable change notification; clearing caches");
+            self.keys.invalidate_all();
+            self.entries.invalidate_all();
+            return;
+        };
+        match n.table.as_str() {
+            "api_keys" => match n.key_hash.as_deref().and_then(KeyHash::from_hex) {
+                Some(h) => self.keys.invalidate(&h).await,
+                None => self.keys.invalidate_all(),
+            },
+            "provider_keys" => match n.workspace_id {
+                Some(ws) => self.entries.invalidate(ws).await,
+                None => self.entries.invalidate_all(),
+            },
+            _ => {}
+        }
+    }
+
+    /// One connection's life: returns when it ends.
+    async fn listen_once(&self, connected_before: bool) -> Result<(), tokio_postgres::Error> {
+        let (client, mut conn) =
+            tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls).await?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let driver = tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+            while let Some(msg) = messages.next().await {
+                match msg {
+                    Ok(AsyncMessage::Notification(n)) => {
+                        if tx.send(Some(n.payload().to_string())).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "change listener connection failed");
+                        break;
+                    }
+                }
+            }
+            let _ = tx.send(None);
+        });
+        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        if connected_before {
+            // Whatever changed while we were away was not heard.
+            self.keys.invalidate_all();
+            self.entries.invalidate_all();
+        }
+        tracing::info!("listening for change notifications");
+        while let Some(Some(payload)) = rx.recv().await {
+            self.apply(&payload).await;
+        }
+        driver.abort();
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Invalidator {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut connected_before = false;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let started = tokio::time::Instant::now();
+            tokio::select! {
+                r = self.listen_once(connected_before) => {
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "change listener cannot connect");
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+            metrics::LISTENER_RECONNECTS.inc();
+            connected_before = true;
+            if started.elapsed() > Duration::from_secs(10) {
+                backoff = Duration::from_millis(100);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.changed() => return,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+/// Writes `last_used_at` in batches, once a second.
+pub struct LastUsedFlusher {
+    pub keys: Arc<KeyCache>,
+}
+
+#[async_trait]
+impl BackgroundService for LastUsedFlusher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => {
+                    let _ = self.keys.flush_last_used().await;
+                    return;
+                }
+            }
+            if let Err(e) = self.keys.flush_last_used().await {
+                tracing::debug!(error = %e, "last_used_at not written this round");
+            }
+        }
+    }
+}

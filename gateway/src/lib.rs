@@ -1,0 +1,14 @@
+//! Perpetuo gateway: an OpenAI-compatible LLM proxy on Pingora. `main` only wires; each
+//! concern has its module. The gateway meets the admin API only in the database.
+
+pub mod auth;
+pub mod config;
+pub mod errors;
+pub mod invalidation;
+pub mod log_writer;
+pub mod metrics;
+pub mod providers;
+pub mod proxy;
+pub mod routing;
+pub mod sse;
+pub mod upstream;

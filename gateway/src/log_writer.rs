@@ -1,0 +1,140 @@
+//! The request-log pipeline: requests hand finished records to a bounded queue
+//! (`try_send`, never waiting); a background service writes them in batches (multi-row
+//! insert, every ~100 ms or `BATCH` rows) and moves the usage counters. A record that cannot
+//! be queued or written is counted in a metric. On shutdown the service finishes its batch
+//! and leaves the rest to [`drain`], which `main` runs after the server stops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use perpetuo_core::db::{self, logs::LogRecord, Pool};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::sync::{mpsc, Mutex};
+
+use crate::metrics;
+
+pub const BATCH: usize = 500;
+pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+const WRITE_ATTEMPTS: u32 = 4;
+
+#[derive(Clone)]
+pub struct LogSink {
+    tx: mpsc::Sender<LogRecord>,
+}
+
+impl LogSink {
+    pub fn send(&self, record: LogRecord) {
+        match self.tx.try_send(record) {
+            Ok(()) => metrics::LOG_QUEUE_DEPTH.inc(),
+            Err(_) => metrics::LOG_DROPPED
+                .with_label_values(&["queue_full"])
+                .inc(),
+        }
+    }
+}
+
+pub type SharedReceiver = Arc<Mutex<mpsc::Receiver<LogRecord>>>;
+
+pub fn channel(capacity: usize) -> (LogSink, SharedReceiver) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    (LogSink { tx }, Arc::new(Mutex::new(rx)))
+}
+
+pub struct LogWriter {
+    pub pool: Pool,
+    pub rx: SharedReceiver,
+}
+
+/// Writes one batch, retrying with backoff; counts the rows as dropped when it gives up.
+pub async fn write_batch(pool: &Pool, batch: &[LogRecord]) {
+    if batch.is_empty() {
+        return;
+    }
+    metrics::LOG_QUEUE_DEPTH.sub(batch.len() as i64);
+    let mut delay = Duration::from_millis(100);
+    for attempt in 1..=WRITE_ATTEMPTS {
+        let result = match pool.get().await {
+            Ok(mut client) => db::logs::insert_batch(&mut client, batch).await,
+            Err(e) => Err(e.into()),
+        };
+        match result {
+            Ok(_) => {
+                metrics::LOG_WRITTEN.inc_by(batch.len() as u64);
+                return;
+            }
+            Err(e) if attempt == WRITE_ATTEMPTS => {
+                tracing::error!(rows = batch.len(), error = %e, "request log rows could not be written");
+                metrics::LOG_DROPPED
+                    .with_label_values(&["write_failed"])
+                    .inc_by(batch.len() as u64);
+            }
+            Err(e) => {
+                tracing::warn!(attempt, error = %e, "request log write failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+}
+
+/// Receives up to `BATCH` records, waiting at most `FLUSH_EVERY` after the first one.
+async fn next_batch(rx: &mut mpsc::Receiver<LogRecord>, batch: &mut Vec<LogRecord>) -> bool {
+    match rx.recv().await {
+        Some(r) => batch.push(r),
+        None => return false,
+    }
+    let deadline = tokio::time::Instant::now() + FLUSH_EVERY;
+    while batch.len() < BATCH {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(r)) => batch.push(r),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    true
+}
+
+#[async_trait]
+impl BackgroundService for LogWriter {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut rx = self.rx.lock().await;
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            tokio::select! {
+                more = next_batch(&mut rx, &mut batch) => {
+                    write_batch(&self.pool, &batch).await;
+                    batch.clear();
+                    if !more { return; }
+                }
+                _ = shutdown.changed() => {
+                    // Records already taken are written now; requests still finishing
+                    // keep queueing, and `drain` writes them after the server stops.
+                    write_batch(&self.pool, &batch).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Writes everything still queued; for `main`, after the server has stopped.
+pub async fn drain(pool: &Pool, rx: &SharedReceiver) -> usize {
+    let mut rx = rx.lock().await;
+    let mut total = 0;
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() {
+            return total;
+        }
+        total += batch.len();
+        write_batch(pool, &batch).await;
+        batch.clear();
+    }
+}

@@ -1,0 +1,154 @@
+//! `perpetuo-gateway`: wires configuration, caches, the proxy, metrics and background
+//! services into a Pingora server, runs it, then writes the log records still queued.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use perpetuo_core::db;
+use perpetuo_core::dns::Resolver;
+use perpetuo_core::pricing::Pricing;
+use perpetuo_gateway::auth::KeyCache;
+use perpetuo_gateway::config::{Config, EMBEDDED_SERVER_CONF};
+use perpetuo_gateway::invalidation::{Invalidator, LastUsedFlusher};
+use perpetuo_gateway::log_writer::{self, LogWriter};
+use perpetuo_gateway::metrics;
+use perpetuo_gateway::proxy::Gateway;
+use perpetuo_gateway::routing::{Breakers, EntryCache, Turns};
+use perpetuo_gateway::upstream::{Timeouts, Upstreams};
+use pingora::connectors::http::Connector;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use pingora::services::background::background_service;
+
+fn fail(msg: impl std::fmt::Display) -> std::process::ExitCode {
+    tracing::error!("{msg}");
+    std::process::ExitCode::FAILURE
+}
+
+fn main() -> std::process::ExitCode {
+    let _ = dotenvy::dotenv();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = Config::parse();
+    metrics::init();
+
+    let yaml = match &config.server_conf {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(y) => y,
+            Err(e) => {
+                return fail(format!(
+                    "GATEWAY_SERVER_CONF: cannot read {}: {e}",
+                    path.display()
+                ))
+            }
+        },
+        None => EMBEDDED_SERVER_CONF.to_string(),
+    };
+    let mut conf = match ServerConf::from_yaml(&yaml) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("server settings are invalid: {e}")),
+    };
+    if let Some(grace) = config.shutdown_grace_seconds {
+        conf.grace_period_seconds = Some(grace);
+    }
+    let pricing = match &config.pricing_file {
+        Some(path) => Pricing::from_file(path),
+        None => Pricing::embedded(),
+    };
+    let pricing = match pricing {
+        Ok(p) => p,
+        Err(e) => return fail(format!("PRICING_FILE: {e}")),
+    };
+    let pool = match db::pool(config.database_url.expose(), config.db_pool_size) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("DATABASE_URL: {e}")),
+    };
+
+    let keys = Arc::new(KeyCache::new(
+        pool.clone(),
+        config.key_cache_ttl,
+        config.key_cache_negative_ttl,
+    ));
+    let entries = Arc::new(EntryCache::new(
+        pool.clone(),
+        config.master_key.clone(),
+        Duration::from_secs(300),
+    ));
+    let (sink, rx) = log_writer::channel(config.log_queue_capacity);
+    let connector = Connector::new(Some(
+        pingora::connectors::ConnectorOptions::from_server_conf(&conf),
+    ));
+    let gateway = Gateway {
+        keys: keys.clone(),
+        entries: entries.clone(),
+        breakers: Breakers::new(config.breaker_threshold, config.breaker_cooldown),
+        turns: Turns::default(),
+        upstreams: Upstreams {
+            connector,
+            resolver: Resolver::from_system(),
+            policy: config.allowed_private_upstreams.clone(),
+            timeouts: Timeouts {
+                connect: config.connect_timeout,
+                ttfb: config.ttfb_timeout,
+                idle: config.idle_timeout,
+            },
+        },
+        pricing,
+        sink,
+        max_body_bytes: config.max_body_bytes,
+    };
+
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let conf = server.configuration.clone();
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&conf, gateway, "perpetuo gateway");
+    proxy.add_tcp(&config.gateway_addr.to_string());
+    let mut metrics_service = pingora_prometheus::prometheus_http_service();
+    metrics_service.add_tcp(&config.metrics_addr.to_string());
+    metrics_service.threads = Some(1);
+    server.add_service(proxy);
+    server.add_service(metrics_service);
+    server.add_service(background_service(
+        "log writer",
+        LogWriter {
+            pool: pool.clone(),
+            rx: rx.clone(),
+        },
+    ));
+    server.add_service(background_service(
+        "change listener",
+        Invalidator {
+            database_url: config.database_url.expose().clone(),
+            keys: keys.clone(),
+            entries,
+        },
+    ));
+    server.add_service(background_service("last used", LastUsedFlusher { keys }));
+    tracing::info!(gateway = %config.gateway_addr, metrics = %config.metrics_addr, "gateway starting");
+    server.run(RunArgs::default());
+
+    // Every service has stopped: write what is still queued on a private runtime.
+    let drained = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map(|rt| {
+            rt.block_on(async {
+                let pool = match db::pool(config.database_url.expose(), 2) {
+                    Ok(p) => p,
+                    Err(_) => return 0,
+                };
+                log_writer::drain(&pool, &rx).await
+            })
+        });
+    match drained {
+        Ok(n) => tracing::info!(records = n, "final log records written"),
+        Err(e) => return fail(format!("final log drain failed: {e}")),
+    }
+    std::process::ExitCode::SUCCESS
+}

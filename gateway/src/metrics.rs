@@ -1,0 +1,193 @@
+//! Prometheus metrics, registered in the registry `pingora_prometheus` serves. Labels are
+//! short fixed strings only (route, provider kind, status class, reason) — never keys,
+//! users, workspaces or messages.
+
+use std::sync::LazyLock;
+
+use pingora_prometheus::prometheus::{
+    self, CounterVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+};
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+// Metric definitions are static: an invalid one is a bug that every test run reports at
+// start-up, so construction may panic; registration errors (duplicates) are ignored.
+#[allow(clippy::expect_used)]
+mod build {
+    use super::*;
+
+    pub fn register<T: prometheus::core::Collector + Clone + 'static>(m: T) -> T {
+        let _ = prometheus::register(Box::new(m.clone()));
+        m
+    }
+
+    pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    pub fn float_counter_vec(name: &str, help: &str, labels: &[&str]) -> CounterVec {
+        register(CounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    pub fn histogram(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+        register(HistogramVec::new(opts, labels).expect("valid metric"))
+    }
+
+    pub fn int_counter(name: &str, help: &str) -> IntCounter {
+        register(IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    pub fn gauge(name: &str, help: &str) -> IntGauge {
+        register(IntGauge::new(name, help).expect("valid metric"))
+    }
+}
+
+use build::{counter_vec, float_counter_vec, gauge, histogram, int_counter};
+
+pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "perpetuo_requests_total",
+        "Requests by route, provider kind and status class.",
+        &["route", "provider_kind", "status_class"],
+    )
+});
+pub static REQUEST_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram(
+        "perpetuo_request_duration_seconds",
+        "Whole request latency.",
+        &["route"],
+    )
+});
+pub static UPSTREAM_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram(
+        "perpetuo_upstream_duration_seconds",
+        "Latency of each upstream attempt until its end.",
+        &["provider_kind"],
+    )
+});
+pub static TTFB: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram(
+        "perpetuo_ttfb_seconds",
+        "Time from request start to the first byte sent to the client.",
+        &["provider_kind"],
+    )
+});
+pub static FALLBACKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "perpetuo_fallbacks_total",
+        "Attempts that failed over to the next provider, by reason.",
+        &["reason"],
+    )
+});
+pub static BREAKER_OPENED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "perpetuo_breaker_opened_total",
+        "Circuit breaker openings.",
+        &["provider_kind"],
+    )
+});
+pub static TOKENS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "perpetuo_tokens_total",
+        "Tokens counted, by direction (prompt, completion).",
+        &["provider_kind", "direction"],
+    )
+});
+pub static COST: LazyLock<CounterVec> = LazyLock::new(|| {
+    float_counter_vec(
+        "perpetuo_cost_usd_total",
+        "Cost of served requests in USD.",
+        &["provider_kind"],
+    )
+});
+pub static UNPRICED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "perpetuo_unpriced_requests_total",
+        "Served requests whose model has no price.",
+        &["provider_kind"],
+    )
+});
+pub static KEY_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "perpetuo_key_cache_total",
+        "API key cache lookups.",
+        &["result"],
+    )
+});
+pub static LOG_QUEUE_DEPTH: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "perpetuo_log_queue_depth",
+        "Log records waiting to be written.",
+    )
+});
+pub static LOG_WRITTEN: LazyLock<IntCounter> = LazyLock::new(|| {
+    int_counter(
+        "perpetuo_log_rows_written_total",
+        "Request log rows written.",
+    )
+});
+pub static LOG_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "perpetuo_log_rows_dropped_total",
+        "Request log records that could not be written.",
+        &["reason"],
+    )
+});
+pub static LISTENER_RECONNECTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    int_counter(
+        "perpetuo_listener_reconnects_total",
+        "Reconnections of the change-notification listener.",
+    )
+});
+
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        499 => "499",
+        400..=498 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Touches every family so `/metrics` lists them from the start.
+pub fn init() {
+    LazyLock::force(&REQUESTS);
+    LazyLock::force(&REQUEST_DURATION);
+    LazyLock::force(&UPSTREAM_DURATION);
+    LazyLock::force(&TTFB);
+    LazyLock::force(&FALLBACKS);
+    LazyLock::force(&BREAKER_OPENED);
+    LazyLock::force(&TOKENS);
+    LazyLock::force(&COST);
+    LazyLock::force(&UNPRICED);
+    LazyLock::force(&KEY_CACHE);
+    LazyLock::force(&LOG_QUEUE_DEPTH);
+    LazyLock::force(&LOG_WRITTEN);
+    LazyLock::force(&LOG_DROPPED);
+    LazyLock::force(&LISTENER_RECONNECTS);
+    for r in ["hit", "miss"] {
+        KEY_CACHE.with_label_values(&[r]);
+    }
+    for r in ["queue_full", "write_failed"] {
+        LOG_DROPPED.with_label_values(&[r]);
+    }
+    for r in [
+        "connect",
+        "timeout",
+        "status_429",
+        "provider_auth",
+        "status_5xx",
+        "early_end",
+    ] {
+        FALLBACKS.with_label_values(&[r]);
+    }
+    for k in perpetuo_core::provider::ProviderKind::ALL {
+        BREAKER_OPENED.with_label_values(&[k.as_str()]);
+        UNPRICED.with_label_values(&[k.as_str()]);
+    }
+}

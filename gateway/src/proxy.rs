@@ -1,0 +1,639 @@
+//! The `ProxyHttp` implementation. `request_filter` owns the exchange: route, authenticate
+//! from the cache, read the body (bounded), order candidates, run attempts with fallback,
+//! and stream the chosen answer to the client. `logging` turns the outcome into exactly
+//! one log record.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use perpetuo_core::db::logs::{Attempt, LogRecord, UsageSource};
+use perpetuo_core::pricing::Pricing;
+use pingora::http::ResponseHeader;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType};
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::auth::{AuthError, AuthedKey, KeyCache};
+use crate::errors::GatewayError;
+use crate::log_writer::LogSink;
+use crate::metrics;
+use crate::providers::{self, openai, EventOutput, Route, StreamState, Usage};
+use crate::routing::{order, split_pinned, Breakers, Entry, EntryCache, Failure, Turns};
+use crate::sse::Framer;
+use crate::upstream::{Outcome, Ready, Upstreams};
+
+/// Largest response body kept aside to read its usage.
+const MAX_USAGE_BODY: usize = 8 * 1024 * 1024;
+
+pub struct Gateway {
+    pub keys: Arc<KeyCache>,
+    pub entries: Arc<EntryCache>,
+    pub breakers: Breakers,
+    pub turns: Turns,
+    pub upstreams: Upstreams,
+    pub pricing: Pricing,
+    pub sink: LogSink,
+    pub max_body_bytes: usize,
+}
+
+/// Per-request state.
+pub struct Ctx {
+    start: Instant,
+    started_at: OffsetDateTime,
+    request_id: Uuid,
+    route: Option<Route>,
+    key: Option<Arc<AuthedKey>>,
+    model_requested: Option<String>,
+    model_served: Option<String>,
+    served_by: Option<Arc<Entry>>,
+    attempts: Vec<Attempt>,
+    status: u16,
+    error_kind: Option<&'static str>,
+    streamed: bool,
+    usage: Option<Usage>,
+    prompt_chars: usize,
+    content_chars: usize,
+    ttfb: Option<Duration>,
+}
+
+/// How a request ended early.
+enum Stop {
+    /// Answer with this error (nothing sent yet).
+    Respond(GatewayError),
+    /// The client went away.
+    ClientGone,
+    /// A committed non-stream answer broke: close without completing the body.
+    Abort(Box<Error>),
+}
+
+impl From<GatewayError> for Stop {
+    fn from(e: GatewayError) -> Self {
+        Stop::Respond(e)
+    }
+}
+
+/// Reads and discards the rest of a request body, up to `cap` bytes in all.
+async fn drain(session: &mut Session, mut seen: usize, cap: usize) {
+    while seen <= cap {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => seen += chunk.len(),
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
+fn bearer(session: &Session) -> Option<&str> {
+    let v = session.get_header("authorization")?.to_str().ok()?;
+    let v = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))?;
+    Some(v.trim())
+}
+
+impl Gateway {
+    async fn write_json(
+        &self,
+        session: &mut Session,
+        ctx: &Ctx,
+        status: u16,
+        body: Vec<u8>,
+    ) -> pingora::Result<()> {
+        let mut h = ResponseHeader::build(status, Some(6))?;
+        h.insert_header("content-type", "application/json")?;
+        h.insert_header("content-length", body.len().to_string())?;
+        self.common_headers(&mut h, ctx)?;
+        session.write_response_header(Box::new(h), false).await?;
+        session
+            .write_response_body(Some(Bytes::from(body)), true)
+            .await
+    }
+
+    fn common_headers(&self, h: &mut ResponseHeader, ctx: &Ctx) -> pingora::Result<()> {
+        h.insert_header("x-request-id", ctx.request_id.to_string())?;
+        h.insert_header("x-perpetuo-attempts", ctx.attempts.len().to_string())?;
+        let provider = ctx
+            .served_by
+            .as_ref()
+            .map(|e| e.name.clone())
+            .or_else(|| ctx.attempts.last().map(|a| a.provider_name.clone()));
+        if let Some(p) = provider {
+            h.insert_header("x-perpetuo-provider", p)?;
+        }
+        Ok(())
+    }
+
+    async fn authenticate(&self, session: &Session) -> Result<Arc<AuthedKey>, GatewayError> {
+        let token = bearer(session)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(GatewayError::missing_key)?;
+        self.keys.authenticate(token).await.map_err(|e| match e {
+            AuthError::Invalid => GatewayError::invalid_key(),
+            AuthError::Unavailable => GatewayError::auth_unavailable(),
+        })
+    }
+
+    /// Reads the whole body, refusing more than `max_body_bytes`. An oversized body is still
+    /// read (and discarded) up to twice the limit, so that clients which send their whole
+    /// body before reading the answer get the 413 rather than a reset connection.
+    async fn read_body(&self, session: &mut Session) -> Result<Bytes, GatewayError> {
+        let limit = self.max_body_bytes;
+        let drain_cap = limit.saturating_mul(2);
+        let declared = session
+            .get_header("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if let Some(n) = declared.filter(|n| *n > limit) {
+            if n <= drain_cap {
+                drain(session, 0, drain_cap).await;
+            }
+            return Err(GatewayError::too_large(limit));
+        }
+        let mut buf = BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(limit));
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if buf.len() + chunk.len() > limit {
+                        drain(session, buf.len() + chunk.len(), drain_cap).await;
+                        return Err(GatewayError::too_large(limit));
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(buf.freeze()),
+                Err(_) => {
+                    return Err(GatewayError::bad_request(
+                        "invalid_body",
+                        "The request body could not be read.",
+                    ))
+                }
+            }
+        }
+    }
+
+    async fn models(&self, session: &mut Session, ctx: &mut Ctx) -> Result<(), Stop> {
+        let key = self.authenticate(session).await?;
+        let entries = self
+            .entries
+            .entries(key.workspace_id)
+            .await
+            .map_err(|_| GatewayError::auth_unavailable())?;
+        let mut seen = std::collections::BTreeMap::new();
+        for e in entries
+            .iter()
+            .filter(|e| crate::routing::kind_supported(e.kind))
+        {
+            for m in e.models.iter().chain(e.model_map.keys()) {
+                seen.entry(m.clone()).or_insert(e.kind.as_str());
+            }
+        }
+        let data: Vec<Value> = seen
+            .into_iter()
+            .map(
+                |(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}),
+            )
+            .collect();
+        let body = json!({"object": "list", "data": data})
+            .to_string()
+            .into_bytes();
+        ctx.status = 200;
+        self.write_json(session, ctx, 200, body)
+            .await
+            .map_err(Stop::Abort)
+    }
+
+    async fn handle(&self, session: &mut Session, ctx: &mut Ctx) -> Result<(), Stop> {
+        let method = session.req_header().method.as_str().to_string();
+        let path = session.req_header().uri.path().to_string();
+        let route = match (method.as_str(), path.as_str()) {
+            ("GET", "/healthz") => {
+                ctx.status = 200;
+                let body = br#"{"status":"ok"}"#.to_vec();
+                return self
+                    .write_json(session, ctx, 200, body)
+                    .await
+                    .map_err(Stop::Abort);
+            }
+            ("GET", "/v1/models") => return self.models(session, ctx).await,
+            ("POST", "/v1/chat/completions") => Route::Chat,
+            ("POST", "/v1/embeddings") => Route::Embeddings,
+            _ => return Err(GatewayError::not_found(&path).into()),
+        };
+        ctx.route = Some(route);
+        let key = self.authenticate(session).await?;
+        ctx.key = Some(key.clone());
+        let body = self.read_body(session).await?;
+        let request: Value = serde_json::from_slice(&body).map_err(|_| {
+            GatewayError::bad_request("invalid_json", "The request body is not valid JSON.")
+        })?;
+        let model = request
+            .get("model")
+            .and_then(Value::as_str)
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| {
+                GatewayError::bad_request("missing_model", "The request must name a `model`.")
+            })?
+            .to_string();
+        ctx.model_requested = Some(model.clone());
+        let stream = route == Route::Chat
+            && request
+                .get("stream")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+        ctx.streamed = stream;
+        ctx.prompt_chars = openai::prompt_chars(&request);
+
+        let entries = self
+            .entries
+            .entries(key.workspace_id)
+            .await
+            .map_err(|_| GatewayError::auth_unavailable())?;
+        let (pinned, bare_model) = split_pinned(&model);
+        let candidates = order(&entries, bare_model, pinned, self.turns.next());
+        if candidates.is_empty() {
+            return Err(GatewayError::model_not_found(&model).into());
+        }
+        self.run_attempts(
+            session,
+            ctx,
+            &candidates,
+            route,
+            &request,
+            bare_model,
+            stream,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_attempts(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        candidates: &[Arc<Entry>],
+        route: Route,
+        request: &Value,
+        model: &str,
+        stream: bool,
+    ) -> Result<(), Stop> {
+        let mut failures: Vec<Failure> = Vec::new();
+        for entry in candidates {
+            if !self.breakers.allow(entry.id, Instant::now()) {
+                continue;
+            }
+            let served = entry.served_model(model).to_string();
+            let (req, wants_usage) = openai::build_request(
+                &entry.upstream.path_prefix,
+                entry.key.expose(),
+                route,
+                request,
+                &served,
+                stream,
+            )
+            .map_err(|_| GatewayError::internal())?;
+            let started = Instant::now();
+            let deadline = started + self.upstreams.timeouts.ttfb;
+            let outcome = tokio::select! {
+                o = self.upstreams.attempt(entry, &req, deadline) => o,
+                _ = session.read_body_or_idle(true) => return Err(Stop::ClientGone),
+            };
+            let latency_ms = started.elapsed().as_millis().min(u32::MAX as u128) as u32;
+            match outcome {
+                Outcome::Failed {
+                    failure,
+                    status,
+                    retry_after,
+                } => {
+                    metrics::FALLBACKS
+                        .with_label_values(&[failure.reason()])
+                        .inc();
+                    if self.breakers.failure(entry.id, Instant::now(), retry_after) {
+                        metrics::BREAKER_OPENED
+                            .with_label_values(&[entry.kind.as_str()])
+                            .inc();
+                    }
+                    ctx.attempts.push(Attempt {
+                        provider_id: entry.id,
+                        provider_name: entry.name.clone(),
+                        status,
+                        latency_ms,
+                        error_kind: Some(failure.reason().to_string()),
+                    });
+                    failures.push(failure);
+                }
+                Outcome::Ready(ready) => {
+                    let status = ready.header.status.as_u16();
+                    self.breakers.success(entry.id);
+                    ctx.attempts.push(Attempt {
+                        provider_id: entry.id,
+                        provider_name: entry.name.clone(),
+                        status: Some(status),
+                        latency_ms,
+                        error_kind: None,
+                    });
+                    ctx.served_by = Some(entry.clone());
+                    ctx.model_served = Some(served);
+                    metrics::UPSTREAM_DURATION
+                        .with_label_values(&[entry.kind.as_str()])
+                        .observe(started.elapsed().as_secs_f64());
+                    return self.deliver(session, ctx, *ready, wants_usage).await;
+                }
+            }
+        }
+        let err = if failures.is_empty() {
+            GatewayError::providers_unavailable()
+        } else if failures.iter().all(|f| *f == Failure::Status(429)) {
+            GatewayError::rate_limited()
+        } else if failures.last() == Some(&Failure::Timeout) {
+            GatewayError::upstream_timeout()
+        } else {
+            GatewayError::upstream_failed()
+        };
+        Err(err.into())
+    }
+
+    /// Streams a ready answer to the client, chunk by chunk.
+    async fn deliver(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        mut ready: Ready,
+        wants_usage: bool,
+    ) -> Result<(), Stop> {
+        let status = ready.header.status.as_u16();
+        ctx.status = status;
+        let content_type = ready
+            .header
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_string();
+        let sse = status < 300 && content_type.starts_with("text/event-stream");
+        let mut h = ResponseHeader::build(status, Some(8)).map_err(Stop::Abort)?;
+        let header_result = (|| -> pingora::Result<()> {
+            h.insert_header("content-type", content_type.as_str())?;
+            if sse {
+                h.insert_header("cache-control", "no-cache")?;
+                h.insert_header("transfer-encoding", "chunked")?;
+            } else if let Some(cl) = ready.header.headers.get("content-length").cloned() {
+                h.insert_header("content-length", cl)?;
+            } else {
+                h.insert_header("transfer-encoding", "chunked")?;
+            }
+            self.common_headers(&mut h, ctx)
+        })();
+        header_result.map_err(Stop::Abort)?;
+        session
+            .write_response_header(Box::new(h), false)
+            .await
+            .map_err(|_| Stop::ClientGone)?;
+        ctx.ttfb = Some(ctx.start.elapsed());
+
+        let mut state = StreamState {
+            client_wants_usage: wants_usage,
+            ..Default::default()
+        };
+        let mut framer = Framer::new();
+        let mut kept = BytesMut::new();
+        let mut next = ready.first.take();
+        let mut done = ready.done;
+        loop {
+            if let Some(chunk) = next.take() {
+                let out = if sse {
+                    let mut out = BytesMut::new();
+                    for event in framer.push(&chunk) {
+                        if let EventOutput::Forward(raw) =
+                            providers::decode_event(&mut state, &event)
+                        {
+                            out.extend_from_slice(&raw);
+                        }
+                    }
+                    out.freeze()
+                } else {
+                    if kept.len() + chunk.len() <= MAX_USAGE_BODY {
+                        kept.extend_from_slice(&chunk);
+                    }
+                    chunk
+                };
+                if !out.is_empty() && session.write_response_body(Some(out), false).await.is_err() {
+                    self.record_stream(ctx, &state);
+                    return Err(Stop::ClientGone);
+                }
+            }
+            if done {
+                break;
+            }
+            let read = tokio::select! {
+                r = ready.session.read_response_body() => r,
+                _ = session.read_body_or_idle(true) => {
+                    self.record_stream(ctx, &state);
+                    return Err(Stop::ClientGone);
+                }
+            };
+            match read {
+                Ok(Some(chunk)) => next = Some(chunk),
+                Ok(None) => done = true,
+                Err(e) => {
+                    if let Some(entry) = &ctx.served_by {
+                        if self.breakers.failure(entry.id, Instant::now(), None) {
+                            metrics::BREAKER_OPENED
+                                .with_label_values(&[entry.kind.as_str()])
+                                .inc();
+                        }
+                    }
+                    ctx.error_kind = Some("upstream_error_midstream");
+                    ctx.status = 502;
+                    if !sse {
+                        return Err(Stop::Abort(e));
+                    }
+                    self.record_stream(ctx, &state);
+                    let event = format!(
+                        "data: {}\n\n",
+                        json!({"error": {"message": "The provider's stream broke off.", "type": "server_error", "code": "upstream_error_midstream"}})
+                    );
+                    let _ = session
+                        .write_response_body(Some(Bytes::from(event)), false)
+                        .await;
+                    let _ = session.write_response_body(None, true).await;
+                    return Ok(());
+                }
+            }
+        }
+        if sse {
+            if let Some(rest) = framer.finish() {
+                if let EventOutput::Forward(raw) = providers::decode_event(&mut state, &rest) {
+                    let _ = session.write_response_body(Some(raw), false).await;
+                }
+            }
+            self.record_stream(ctx, &state);
+        } else {
+            let (usage, chars) = openai::decode_response(&kept);
+            ctx.usage = usage;
+            ctx.content_chars = chars;
+        }
+        session
+            .write_response_body(None, true)
+            .await
+            .map_err(|_| Stop::ClientGone)?;
+        self.upstreams.release(ready).await;
+        Ok(())
+    }
+
+    fn record_stream(&self, ctx: &mut Ctx, state: &StreamState) {
+        ctx.usage = state.usage;
+        ctx.content_chars = state.content_chars;
+    }
+
+    fn finish_record(&self, ctx: &Ctx) -> Option<LogRecord> {
+        let route = ctx.route?;
+        let entry = ctx.served_by.as_ref();
+        let kind = entry.map_or("none", |e| e.kind.as_str());
+        let reached_provider = entry.is_some();
+        let (usage, source) = match ctx.usage {
+            Some(u) if ctx.status != 499 => (u, UsageSource::Provider),
+            Some(u) => (u, UsageSource::Estimated),
+            None if reached_provider => (
+                Usage {
+                    prompt_tokens: providers::estimate_tokens(ctx.prompt_chars),
+                    completion_tokens: providers::estimate_tokens(ctx.content_chars),
+                    ..Default::default()
+                },
+                UsageSource::Estimated,
+            ),
+            None => (Usage::default(), UsageSource::None),
+        };
+        let cost = match (&ctx.model_served, reached_provider) {
+            (Some(m), true) => {
+                let c = self.pricing.cost_nusd(m, &usage.counts());
+                if c.is_none() {
+                    metrics::UNPRICED.with_label_values(&[kind]).inc();
+                }
+                c
+            }
+            _ => None,
+        };
+        metrics::TOKENS
+            .with_label_values(&[kind, "prompt"])
+            .inc_by(usage.prompt_tokens);
+        metrics::TOKENS
+            .with_label_values(&[kind, "completion"])
+            .inc_by(usage.completion_tokens);
+        if let Some(c) = cost {
+            metrics::COST
+                .with_label_values(&[kind])
+                .inc_by(c as f64 / 1e9);
+        }
+        let clamp = |n: u64| i32::try_from(n).unwrap_or(i32::MAX);
+        Some(LogRecord {
+            id: ctx.request_id,
+            created_at: ctx.started_at,
+            workspace_id: ctx.key.as_ref().map(|k| k.workspace_id),
+            api_key_id: ctx.key.as_ref().map(|k| k.id),
+            provider_id: entry.map(|e| e.id),
+            provider_name: entry.map(|e| e.name.clone()),
+            provider_kind: entry.map(|e| e.kind.as_str().to_string()),
+            route: route.label().to_string(),
+            model_requested: ctx.model_requested.clone(),
+            model_served: ctx.model_served.clone(),
+            status: i16::try_from(ctx.status).unwrap_or(0),
+            error_kind: ctx.error_kind.map(str::to_string),
+            streamed: ctx.streamed,
+            prompt_tokens: clamp(usage.prompt_tokens),
+            completion_tokens: clamp(usage.completion_tokens),
+            total_tokens: clamp(usage.prompt_tokens + usage.completion_tokens),
+            cost_nusd: cost,
+            usage_source: source,
+            latency_ms: clamp(ctx.start.elapsed().as_millis() as u64),
+            ttfb_ms: ctx.ttfb.map(|t| clamp(t.as_millis() as u64)),
+            attempts: ctx.attempts.clone(),
+        })
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            started_at: OffsetDateTime::now_utc(),
+            request_id: Uuid::now_v7(),
+            route: None,
+            key: None,
+            model_requested: None,
+            model_served: None,
+            served_by: None,
+            attempts: Vec::new(),
+            status: 0,
+            error_kind: None,
+            streamed: false,
+            usage: None,
+            prompt_chars: 0,
+            content_chars: 0,
+            ttfb: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        match self.handle(session, ctx).await {
+            Ok(()) => Ok(true),
+            Err(Stop::Respond(err)) => {
+                ctx.status = err.status;
+                ctx.error_kind = Some(err.code);
+                let _ = self.write_json(session, ctx, err.status, err.body()).await;
+                Ok(true)
+            }
+            Err(Stop::ClientGone) => {
+                ctx.status = 499;
+                ctx.error_kind = Some("client_disconnected");
+                Ok(true)
+            }
+            Err(Stop::Abort(e)) => {
+                if ctx.error_kind.is_none() {
+                    ctx.error_kind = Some("internal_error");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Ctx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        // Every request is answered in `request_filter`.
+        Err(Error::explain(
+            ErrorType::InternalError,
+            "no upstream phase in this gateway",
+        ))
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
+        ctx.status == 499 || ctx.error_kind == Some("upstream_error_midstream")
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let route = ctx.route.map_or("other", Route::label);
+        let kind = ctx.served_by.as_ref().map_or("none", |e| e.kind.as_str());
+        metrics::REQUESTS
+            .with_label_values(&[route, kind, metrics::status_class(ctx.status)])
+            .inc();
+        metrics::REQUEST_DURATION
+            .with_label_values(&[route])
+            .observe(ctx.start.elapsed().as_secs_f64());
+        if let Some(t) = ctx.ttfb {
+            metrics::TTFB
+                .with_label_values(&[kind])
+                .observe(t.as_secs_f64());
+        }
+        if let Some(record) = self.finish_record(ctx) {
+            self.sink.send(record);
+        }
+    }
+}

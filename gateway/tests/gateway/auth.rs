@@ -1,0 +1,262 @@
+//! Cached authentication: revocation through the admin API, a killed listener, a database
+//! that goes away.
+
+use std::time::{Duration, Instant};
+
+use perpetuo_admin::startup::Application;
+use perpetuo_core::db;
+use perpetuo_core::Secret;
+use serde_json::{json, Value};
+
+use crate::harness::{chat_body, db_addr, mock, relay_url, Env, Gateway, Relay};
+
+/// Polls until the gateway refuses `key` with 401, for at most `within`.
+async fn refused_within(gw: &Gateway, key: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        let status = gw
+            .chat(key, chat_body("gpt-4o"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == 401 {
+            return true;
+        }
+        assert_eq!(status, 200);
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn revocation_through_the_admin_api_reaches_a_running_gateway_within_a_second() {
+    let env = Env::new().await;
+    let m = mock().await;
+    let admin = Application::build(perpetuo_admin::config::Config {
+        database_url: Secret::new(env.db.url.clone()),
+        jwt_secret: Secret::new("gateway-test-secret-gateway-test-secret".into()),
+        master_key: env.master.clone(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        gateway_addr: "127.0.0.1:8000".parse().unwrap(),
+        gateway_public_url: None,
+        allowed_private_upstreams: "127.0.0.0/8".parse().unwrap(),
+        cors_allowed_origins: String::new(),
+        dashboard_dir: "/nonexistent".into(),
+        jwt_ttl_seconds: 600,
+        db_pool_size: 4,
+    })
+    .await
+    .unwrap();
+    let admin_url = format!("http://127.0.0.1:{}", admin.port());
+    tokio::spawn(admin.run_until_stopped());
+    let http = reqwest::Client::new();
+    let signup: Value = http
+        .post(format!("{admin_url}/auth/signup"))
+        .json(&json!({"email": "rev@example.com", "password": "correct horse"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = signup["token"].as_str().unwrap();
+    let ws = signup["workspace"]["id"].as_str().unwrap();
+    let key = signup["api_key"]["key"].as_str().unwrap();
+    let kid = signup["api_key"]["id"].as_str().unwrap();
+    let r = http
+        .post(format!("{admin_url}/workspaces/{ws}/providers"))
+        .bearer_auth(token)
+        .json(&json!({"kind": "openai_compatible", "name": "mock", "api_key": "sk-m", "base_url": m.base_url()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    let gw = Gateway::start(&env).await;
+    assert_eq!(
+        gw.chat(key, chat_body("gpt-4o"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "key cached"
+    );
+    let r = http
+        .post(format!("{admin_url}/workspaces/{ws}/api-keys/{kid}/revoke"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        refused_within(&gw, key, Duration::from_secs(1)).await,
+        "revocation not honoured within 1 s"
+    );
+    let body: Value = gw
+        .chat(key, chat_body("gpt-4o"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["error"]["code"], "invalid_api_key");
+
+    // Disabling the only provider entry reaches the gateway too.
+    let (key2, _) = {
+        let k = perpetuo_core::apikey::generate();
+        let client = env.client().await;
+        let row = db::api_keys::insert(
+            &client,
+            uuid::Uuid::parse_str(ws).unwrap(),
+            "k2",
+            &k,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+        (k.plaintext.expose().clone(), row.id)
+    };
+    assert_eq!(
+        gw.chat(&key2, chat_body("gpt-4o"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let providers: Value = http
+        .get(format!("{admin_url}/workspaces/{ws}/providers"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pid = providers["data"][0]["id"].as_str().unwrap();
+    http.put(format!("{admin_url}/workspaces/{ws}/providers/{pid}"))
+        .bearer_auth(token)
+        .json(&json!({"enabled": false}))
+        .send()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let status = gw
+            .chat(&key2, chat_body("gpt-4o"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == 404 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "provider change not seen within 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_killed_listener_reconnects_and_revocations_are_still_honoured() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("main", &m.base_url(), 1).await;
+    let gw = Gateway::start(&env).await;
+    let client = env.client().await;
+    let listeners = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while client
+        .query_one(listeners, &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        assert!(Instant::now() < deadline, "gateway never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let killed: i64 = client
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1);
+    // Wait until it listens again, then cache the key afresh.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client
+        .query_one(listeners, &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        assert!(Instant::now() < deadline, "listener did not come back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        gw.chat(&env.key, chat_body("gpt-4o"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    db::api_keys::revoke(&client, env.workspace, env.key_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(refused_within(&gw, &env.key, Duration::from_secs(1)).await);
+    let metrics = gw
+        .http
+        .get(&gw.metrics)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("perpetuo_listener_reconnects_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn with_the_database_gone_cached_keys_work_and_unknown_keys_get_503() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("main", &m.base_url(), 1).await;
+    let relay = Relay::start(db_addr(&env.db.url)).await;
+    let gw = Gateway::start_with(&env, &relay_url(&env.db.url, relay.addr), &[]).await;
+    assert_eq!(
+        gw.chat(&env.key, chat_body("gpt-4o"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let (unknown, _) = env.new_key().await;
+
+    relay.stop().await;
+    let r = gw.chat(&env.key, chat_body("gpt-4o")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "a cached key keeps working");
+    let r = gw.chat(&unknown, chat_body("gpt-4o")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "auth_unavailable");
+}

@@ -1,0 +1,338 @@
+//! Test harness: seeded database, the gateway binary, a TCP relay to cut the database.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mock_provider::{MockConfig, MockProvider};
+use perpetuo_core::apikey;
+use perpetuo_core::crypto::{self, MasterKey};
+use perpetuo_core::db::{self, logs::LogRecord, providers::NewProvider};
+use perpetuo_core::email::Email;
+use perpetuo_core::provider::ProviderKind;
+use perpetuo_core::testing::TestDb;
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use uuid::Uuid;
+
+pub struct Env {
+    pub db: TestDb,
+    pub master_b64: String,
+    pub master: MasterKey,
+    pub workspace: Uuid,
+    pub key: String,
+    pub key_id: Uuid,
+}
+
+impl Env {
+    pub async fn new() -> Self {
+        let db = TestDb::new().await.expect("test database");
+        let master_b64 = MasterKey::generate_base64();
+        let master = MasterKey::from_base64(&master_b64).unwrap();
+        let mut client = db.pool.get().await.unwrap();
+        let tx = client.transaction().await.unwrap();
+        let user = db::users::insert(&tx, &Email::parse("gw@example.com").unwrap(), "x")
+            .await
+            .unwrap();
+        let ws = db::workspaces::create(&tx, "gw", user.id).await.unwrap();
+        tx.commit().await.unwrap();
+        drop(client);
+        let mut env = Self {
+            db,
+            master_b64,
+            master,
+            workspace: ws.id,
+            key: String::new(),
+            key_id: Uuid::nil(),
+        };
+        let (key, id) = env.new_key().await;
+        env.key = key;
+        env.key_id = id;
+        env
+    }
+
+    pub async fn new_key(&self) -> (String, Uuid) {
+        let k = apikey::generate();
+        let client = self.db.pool.get().await.unwrap();
+        let row = db::api_keys::insert(&client, self.workspace, "test", &k, None, None)
+            .await
+            .unwrap();
+        (k.plaintext.expose().clone(), row.id)
+    }
+
+    pub async fn add_provider(&self, name: &str, base_url: &str, priority: i32) -> Uuid {
+        self.add_provider_with(
+            name,
+            ProviderKind::OpenaiCompatible,
+            base_url,
+            priority,
+            &[],
+            &[],
+        )
+        .await
+    }
+
+    pub async fn add_provider_with(
+        &self,
+        name: &str,
+        kind: ProviderKind,
+        base_url: &str,
+        priority: i32,
+        models: &[&str],
+        map: &[(&str, &str)],
+    ) -> Uuid {
+        let id = db::providers::new_id();
+        let key = format!("sk-upstream-{name}");
+        let row = NewProvider {
+            id,
+            workspace_id: self.workspace,
+            kind,
+            name: name.into(),
+            base_url: Some(base_url.into()),
+            sealed: self.master.seal(&key, id.as_bytes()).unwrap(),
+            key_last4: crypto::last4(&key),
+            priority,
+            enabled: true,
+            models: models.iter().map(|m| m.to_string()).collect(),
+            model_map: map
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        };
+        let client = self.db.pool.get().await.unwrap();
+        db::providers::insert(&client, &row).await.unwrap();
+        id
+    }
+
+    pub async fn client(&self) -> deadpool_postgres::Client {
+        self.db.pool.get().await.unwrap()
+    }
+
+    /// Waits for the log row of a request id.
+    pub async fn log_row(&self, request_id: &str) -> LogRecord {
+        let id = Uuid::parse_str(request_id).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let client = self.client().await;
+            let rows = db::logs::find_by_id(&client, id).await.unwrap();
+            if let Some(r) = rows.into_iter().next() {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "no log row for {request_id}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every log row of the workspace, once `n` are there.
+    pub async fn log_rows(&self, n: usize) -> Vec<LogRecord> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let client = self.client().await;
+            let rows = db::logs::all_for_workspace(&client, self.workspace)
+                .await
+                .unwrap();
+            if rows.len() >= n {
+                return rows;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {n} log rows, found {}",
+                rows.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+pub async fn mock() -> MockProvider {
+    MockProvider::start(MockConfig::default()).await.unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Gateway {
+    child: Child,
+    pub base: String,
+    pub metrics: String,
+    pub http: reqwest::Client,
+}
+
+pub const DEFAULT_ENV: &[(&str, &str)] = &[
+    ("UPSTREAM_TTFB_TIMEOUT_MS", "2000"),
+    ("UPSTREAM_CONNECT_TIMEOUT_MS", "1000"),
+    ("BREAKER_THRESHOLD", "3"),
+    ("BREAKER_COOLDOWN_MS", "800"),
+    ("SHUTDOWN_GRACE_SECONDS", "3"),
+];
+
+impl Gateway {
+    pub async fn start(env: &Env) -> Self {
+        Self::start_with(env, &env.db.url, &[]).await
+    }
+
+    pub async fn start_with(env: &Env, database_url: &str, extra: &[(&str, &str)]) -> Self {
+        let (port, mport) = (free_port(), free_port());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_perpetuo-gateway"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", database_url)
+            .env("PERPETUO_MASTER_KEY", &env.master_b64)
+            .env("GATEWAY_ADDR", format!("127.0.0.1:{port}"))
+            .env("METRICS_ADDR", format!("127.0.0.1:{mport}"))
+            .env("ALLOWED_PRIVATE_UPSTREAMS", "127.0.0.0/8")
+            .env("RUST_LOG", "warn")
+            .current_dir(std::env::temp_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in DEFAULT_ENV.iter().chain(extra) {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("gateway starts");
+        let gw = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            metrics: format!("http://127.0.0.1:{mport}/metrics"),
+            http: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = gw.http.get(format!("{}/healthz", gw.base)).send().await {
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "gateway did not become healthy");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        gw
+    }
+
+    pub fn chat(&self, key: &str, body: Value) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}/v1/chat/completions", self.base))
+            .bearer_auth(key)
+            .json(&body)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for the process to exit; returns whether it exited cleanly.
+    pub async fn wait_exit(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.success();
+            }
+            assert!(Instant::now() < deadline, "gateway did not exit");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn chat_body(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "Say hello to the test suite"}]})
+}
+
+/// Reads an SSE response to its end; returns the `data:` payloads and whether it ended cleanly.
+pub async fn read_sse(resp: reqwest::Response) -> (Vec<String>, bool) {
+    let text = resp.text().await;
+    let (text, clean) = match text {
+        Ok(t) => (t, true),
+        Err(_) => (String::new(), false),
+    };
+    let data = text
+        .split("\n\n")
+        .filter_map(|ev| {
+            ev.lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .map(str::to_string)
+        })
+        .collect();
+    (data, clean)
+}
+
+/// A TCP relay in front of PostgreSQL, so a test can take the database away.
+pub struct Relay {
+    pub addr: SocketAddr,
+    stop: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let stop2 = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    _ = stop2.notified() => break,
+                    accepted = listener.accept() => {
+                        let Ok((mut inbound, _)) = accepted else { break };
+                        conns.spawn(async move {
+                            if let Ok(mut outbound) = TcpStream::connect(target).await {
+                                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            }
+                        });
+                    }
+                }
+            }
+            conns.abort_all();
+        });
+        Self { addr, stop, task }
+    }
+
+    /// Closes the listener and every relayed connection: the database is gone.
+    pub async fn stop(self) {
+        self.stop.notify_one();
+        let _ = self.task.await;
+    }
+}
+
+pub fn relay_url(db_url: &str, relay: SocketAddr) -> String {
+    let mut u = url::Url::parse(db_url).unwrap();
+    u.set_host(Some("127.0.0.1")).unwrap();
+    u.set_port(Some(relay.port())).unwrap();
+    u.to_string()
+}
+
+pub fn db_addr(db_url: &str) -> SocketAddr {
+    let u = url::Url::parse(db_url).unwrap();
+    let host = u.host_str().unwrap_or("127.0.0.1");
+    let host = if host == "localhost" {
+        "127.0.0.1"
+    } else {
+        host
+    };
+    format!("{host}:{}", u.port().unwrap_or(5432))
+        .parse()
+        .unwrap()
+}

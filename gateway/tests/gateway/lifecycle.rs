@@ -1,0 +1,103 @@
+//! Shutdown and metrics.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::json;
+
+use crate::harness::{chat_body, Env, Gateway};
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish_and_loses_no_log_row() {
+    let env = Env::new().await;
+    let m = mock_provider::MockProvider::start(mock_provider::MockConfig {
+        chunk_delay: Duration::from_millis(250),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    env.add_provider("slow", &m.base_url(), 1).await;
+    let mut gw = Gateway::start(&env).await;
+    let mut body = chat_body("gpt-4o");
+    body["stream"] = json!(true);
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let resp = gw.chat(&env.key, body.clone()).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut s = resp.bytes_stream();
+        let first = s.next().await.unwrap().unwrap();
+        streams.push((first, s));
+    }
+    gw.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        gw.chat(&env.key, chat_body("gpt-4o")).send().await.is_err(),
+        "new connections are refused after SIGTERM"
+    );
+    for (first, mut s) in streams {
+        let mut text = String::from_utf8(first.to_vec()).unwrap();
+        while let Some(chunk) = s.next().await {
+            text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        }
+        assert!(text.ends_with("data: [DONE]\n\n"), "stream cut: {text}");
+    }
+    assert!(gw.wait_exit(Duration::from_secs(15)).await, "clean exit");
+    let client = env.client().await;
+    let rows = perpetuo_core::db::logs::all_for_workspace(&client, env.workspace)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 4, "every finished request has its row");
+    assert!(rows
+        .iter()
+        .all(|r| r.status == 200 && r.completion_tokens > 0));
+}
+
+#[tokio::test]
+async fn metrics_expose_every_family() {
+    let env = Env::new().await;
+    let m = crate::harness::mock().await;
+    env.add_provider("main", &m.base_url(), 1).await;
+    let gw = Gateway::start(&env).await;
+    assert_eq!(
+        gw.chat(&env.key, chat_body("gpt-4o"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    env.log_rows(1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let text = gw
+        .http
+        .get(&gw.metrics)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for family in [
+        "perpetuo_requests_total",
+        "perpetuo_request_duration_seconds",
+        "perpetuo_upstream_duration_seconds",
+        "perpetuo_ttfb_seconds",
+        "perpetuo_fallbacks_total",
+        "perpetuo_breaker_opened_total",
+        "perpetuo_tokens_total",
+        "perpetuo_cost_usd_total",
+        "perpetuo_key_cache_total",
+        "perpetuo_log_queue_depth",
+        "perpetuo_log_rows_written_total",
+        "perpetuo_log_rows_dropped_total",
+        "perpetuo_listener_reconnects_total",
+    ] {
+        assert!(text.contains(family), "{family} missing from /metrics");
+    }
+    assert!(text.contains(r#"perpetuo_requests_total{provider_kind="openai_compatible",route="chat",status_class="2xx"} 1"#), "{text}");
+    assert!(text.contains("perpetuo_log_rows_written_total 1"));
+    assert!(
+        !text.contains(&env.key) && !text.contains(&env.workspace.to_string()),
+        "no secrets or ids in labels"
+    );
+}

@@ -1,0 +1,12 @@
+//! Gateway integration tests: the real `perpetuo-gateway` binary on free ports, a fresh
+//! PostgreSQL database per test, and in-process mock providers speaking OpenAI's formats.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod harness;
+
+mod auth;
+mod fallback;
+mod lifecycle;
+mod proxying;
+mod sdk;
+mod streaming;

@@ -1,0 +1,262 @@
+//! Plain proxying: success, usage and cost in logs and counters, rewriting, error shapes.
+
+use mock_provider::expected_usage;
+use perpetuo_core::db;
+use perpetuo_core::pricing::{Pricing, TokenCounts};
+use serde_json::{json, Value};
+
+use crate::harness::{chat_body, mock, Env, Gateway};
+
+#[tokio::test]
+async fn non_stream_success_is_logged_and_counted_to_the_token() {
+    let env = Env::new().await;
+    let m = mock().await;
+    let pid = env.add_provider("main", &m.base_url(), 10).await;
+    let gw = Gateway::start(&env).await;
+
+    let body = chat_body("gpt-4o-mini");
+    let resp = gw
+        .chat(&env.key, body.clone())
+        .header("cookie", "session=abc")
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let rid = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(resp.headers()["x-perpetuo-provider"], "main");
+    assert_eq!(resp.headers()["x-perpetuo-attempts"], "1");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["object"], "chat.completion");
+    let expected = expected_usage(&body);
+    assert_eq!(v["usage"]["prompt_tokens"], expected.prompt_tokens);
+
+    // What went upstream: the provider's key, never the client's key, cookies or encodings.
+    let up = m.last_request().unwrap();
+    assert_eq!(up.header("authorization"), Some("Bearer sk-upstream-main"));
+    assert!(up.header("cookie").is_none());
+    assert!(up.header("accept-encoding").is_none());
+    assert!(!format!("{:?}", up.headers).contains(&env.key));
+    assert_eq!(up.path, "/v1/chat/completions");
+
+    let row = env.log_row(&rid).await;
+    assert_eq!(row.status, 200);
+    assert_eq!(row.provider_id, Some(pid));
+    assert_eq!(row.api_key_id, Some(env.key_id));
+    assert_eq!(row.prompt_tokens as u64, expected.prompt_tokens);
+    assert_eq!(row.completion_tokens as u64, expected.completion_tokens);
+    assert_eq!(row.total_tokens as u64, expected.total_tokens);
+    assert_eq!(row.usage_source.as_str(), "provider");
+    assert_eq!(row.model_requested.as_deref(), Some("gpt-4o-mini"));
+    assert_eq!(row.model_served.as_deref(), Some("gpt-4o-mini"));
+    assert!(!row.streamed);
+    assert_eq!(row.attempts.len(), 1);
+    let cost = Pricing::embedded().unwrap().cost_nusd(
+        "gpt-4o-mini",
+        &TokenCounts {
+            prompt_tokens: expected.prompt_tokens,
+            completion_tokens: expected.completion_tokens,
+            ..Default::default()
+        },
+    );
+    assert!(cost.is_some());
+    assert_eq!(row.cost_nusd, cost);
+
+    let client = env.client().await;
+    let now = time::OffsetDateTime::now_utc();
+    let totals = db::usage::totals(
+        &client,
+        env.workspace,
+        now - time::Duration::hours(2),
+        now + time::Duration::hours(2),
+    )
+    .await
+    .unwrap();
+    assert_eq!(totals.requests, 1);
+    assert_eq!(totals.prompt_tokens as u64, expected.prompt_tokens);
+    assert_eq!(totals.completion_tokens as u64, expected.completion_tokens);
+    assert_eq!(Some(totals.cost_nusd), cost);
+}
+
+#[tokio::test]
+async fn unknown_model_price_gives_null_cost_and_model_map_is_applied() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider_with(
+        "mapped",
+        perpetuo_core::provider::ProviderKind::OpenaiCompatible,
+        &m.base_url(),
+        1,
+        &["local-llama"],
+        &[("alias", "local-llama")],
+    )
+    .await;
+    let gw = Gateway::start(&env).await;
+    let resp = gw.chat(&env.key, chat_body("alias")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let rid = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(m.last_request().unwrap().model(), Some("local-llama"));
+    let row = env.log_row(&rid).await;
+    assert_eq!(row.model_requested.as_deref(), Some("alias"));
+    assert_eq!(row.model_served.as_deref(), Some("local-llama"));
+    assert_eq!(row.cost_nusd, None, "unknown price is null, not 0");
+
+    let resp = gw
+        .chat(&env.key, chat_body("not-served"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "model_not_found");
+
+    let models: Value = gw
+        .http
+        .get(format!("{}/v1/models", gw.base))
+        .bearer_auth(&env.key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["object"], "list");
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["alias", "local-llama"]);
+}
+
+#[tokio::test]
+async fn error_shapes_and_statuses() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("main", &m.base_url(), 1).await;
+    let gw = Gateway::start(&env).await;
+    let url = format!("{}/v1/chat/completions", gw.base);
+
+    let check = |v: &Value, code: &str| {
+        assert_eq!(v["error"]["code"], code, "{v}");
+        assert!(v["error"]["message"].is_string());
+        assert!(v["error"]["type"].is_string());
+    };
+    let r = gw
+        .http
+        .post(&url)
+        .json(&chat_body("gpt-4o"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    check(&r.json().await.unwrap(), "missing_api_key");
+    let r = gw
+        .http
+        .post(&url)
+        .bearer_auth("pp-not-a-real-key")
+        .json(&chat_body("gpt-4o"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    check(&r.json().await.unwrap(), "invalid_api_key");
+    let r = gw
+        .http
+        .post(&url)
+        .bearer_auth(format!("pp-{}", "A".repeat(43)))
+        .json(&chat_body("gpt-4o"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    let r = gw
+        .http
+        .post(&url)
+        .bearer_auth(&env.key)
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    check(&r.json().await.unwrap(), "invalid_json");
+    let r = gw
+        .http
+        .post(&url)
+        .bearer_auth(&env.key)
+        .json(&json!({"messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    check(&r.json().await.unwrap(), "missing_model");
+
+    let big = "x".repeat(10 * 1024 * 1024 + 10);
+    let r = gw
+        .http
+        .post(&url)
+        .bearer_auth(&env.key)
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    check(&r.json().await.unwrap(), "request_too_large");
+    // Chunked, with no length announced.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..11).map(|_| Ok(vec![b'x'; 1024 * 1024])).collect();
+    let r = gw
+        .http
+        .post(&url)
+        .bearer_auth(&env.key)
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+
+    let r = gw
+        .http
+        .get(format!("{}/v1/nothing-here", gw.base))
+        .bearer_auth(&env.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    check(&r.json().await.unwrap(), "not_found");
+    assert_eq!(m.hits(), 0, "no bad request reached the provider");
+
+    // Each rejected request has its one log row (with the workspace when the key was known).
+    let rows = env.log_rows(4).await;
+    let mut statuses: Vec<i16> = rows.iter().map(|r| r.status).collect();
+    statuses.sort();
+    assert_eq!(statuses, vec![400, 400, 413, 413]);
+}
+
+#[tokio::test]
+async fn embeddings_are_proxied_and_counted() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("emb", &m.base_url(), 1).await;
+    let gw = Gateway::start(&env).await;
+    let body = json!({"model": "text-embedding-3-small", "input": ["one two three", "four"]});
+    let r = gw
+        .http
+        .post(format!("{}/v1/embeddings", gw.base))
+        .bearer_auth(&env.key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let rid = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["object"], "list");
+    let row = env.log_row(&rid).await;
+    let expected = mock_provider::expected_embedding_usage(&body);
+    assert_eq!(row.route, "embeddings");
+    assert_eq!(row.prompt_tokens as u64, expected.prompt_tokens);
+    assert_eq!(m.last_request().unwrap().path, "/v1/embeddings");
+}

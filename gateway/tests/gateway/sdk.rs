@@ -1,0 +1,37 @@
+//! The official `openai` Python SDK against the gateway (interpreter from
+//! `PERPETUO_PYTHON`, else `python3`; `scripts/test` provides one with `openai` installed).
+
+use std::process::Command;
+
+use crate::harness::{mock, Env, Gateway};
+
+#[tokio::test]
+async fn openai_python_sdk() {
+    let env = Env::new().await;
+    let (a, b) = (mock().await, mock().await);
+    env.add_provider("first", &a.base_url(), 1).await;
+    env.add_provider("second", &b.base_url(), 2).await;
+    let gw = Gateway::start(&env).await;
+    let python = std::env::var("PERPETUO_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_sdk_check.py");
+    let base = gw.base.clone();
+    let key = env.key.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .env("GATEWAY_URL", base)
+            .env("GOOD_KEY", key)
+            .env("BAD_KEY", format!("pp-{}", "B".repeat(43)))
+            .output()
+            .expect("python runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "openai SDK checks failed (is the `openai` package installed for this interpreter?):\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("5 passed, 0 failed"), "{stdout}");
+}

@@ -1,0 +1,77 @@
+"""Drives the gateway with the official `openai` Python SDK.
+
+Run by the gateway's integration tests with GATEWAY_URL, GOOD_KEY, BAD_KEY set; the
+models `gpt-4o-mini` (served) and `error-429` (every provider answers 429) must exist.
+Prints one line per check and exits non-zero on the first failure.
+"""
+
+import os
+import sys
+
+import openai
+
+base = os.environ["GATEWAY_URL"] + "/v1"
+good = openai.OpenAI(base_url=base, api_key=os.environ["GOOD_KEY"], max_retries=0, timeout=20)
+bad = openai.OpenAI(base_url=base, api_key=os.environ["BAD_KEY"], max_retries=0, timeout=20)
+
+
+def check(name, fn):
+    try:
+        fn()
+    except Exception as e:  # report and fail
+        print(f"FAIL {name}: {type(e).__name__}: {e}")
+        sys.exit(1)
+    print(f"ok {name}")
+
+
+def non_stream():
+    r = good.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    assert r.choices[0].message.content == "Hello from mock provider.", r
+    assert r.usage.total_tokens > 0
+
+
+def stream():
+    parts = []
+    usage = None
+    for chunk in good.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    ):
+        if chunk.usage:
+            usage = chunk.usage
+        for c in chunk.choices:
+            parts.append(c.delta.content or "")
+    assert "".join(parts) == "Hello from mock provider.", parts
+    assert usage is not None and usage.completion_tokens == 5, usage
+
+
+def auth_error():
+    try:
+        bad.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    except openai.AuthenticationError:
+        return
+    raise AssertionError("no AuthenticationError")
+
+
+def rate_limit():
+    try:
+        good.chat.completions.create(model="error-429", messages=[{"role": "user", "content": "hi"}])
+    except openai.RateLimitError:
+        return
+    raise AssertionError("no RateLimitError")
+
+
+def embeddings():
+    r = good.embeddings.create(model="text-embedding-3-small", input=["a b c"])
+    assert len(r.data[0].embedding) == 8
+
+
+check("non-stream", non_stream)
+check("stream", stream)
+check("AuthenticationError on a bad key", auth_error)
+check("embeddings", embeddings)
+# Last: the 429s open both entries' breakers for their Retry-After.
+check("RateLimitError when every provider answers 429", rate_limit)
+print("5 passed, 0 failed")
