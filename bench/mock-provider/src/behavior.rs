@@ -14,7 +14,8 @@ pub enum Behavior {
     /// Deterministic success (JSON or SSE, as the request asks).
     Normal,
     /// An error response with this HTTP status, in the wire format's error shape.
-    /// `429` also carries `retry-after: 1`. Model names `error-NNN` select it.
+    /// `429` also carries `retry-after: 1`. Model names `error-NNN` select it (any
+    /// status from 100 to 999, so `error-529` gives Anthropic's overloaded error).
     Status(u16),
     /// Wait this long before sending the response headers, then succeed.
     /// Model names `slow-<ms>` select it (e.g. `slow-250`).
@@ -26,16 +27,25 @@ pub enum Behavior {
     /// Send `200` and the response headers, then cut the connection before any body
     /// byte (for SSE: before any event). Model names containing `stream-fail-early`.
     StreamFailEarly,
-    /// Send the headers and the beginning of the body (SSE: the role chunk and two
-    /// content chunks, never `[DONE]`), then cut the connection. Model names
-    /// containing `drop-mid-stream`.
+    /// Send the headers and the beginning of the body, then cut the connection. For a
+    /// stream the beginning ends after the second content piece: OpenAI's role chunk
+    /// and two content chunks (never `[DONE]`); Anthropic's `message_start`,
+    /// `content_block_start`, `ping` and two deltas; Gemini's first two chunks. A JSON
+    /// body is cut after its first half. Model names containing `drop-mid-stream`.
     DropMidStream,
-    /// Send the headers and the beginning of the body (SSE: the role chunk and two
-    /// content chunks), wait [`MockConfig::stall`](crate::MockConfig::stall), then finish
-    /// normally. Model names containing `stall-mid-stream`.
+    /// Send the headers and the beginning of the body (as for
+    /// [`Behavior::DropMidStream`]), wait [`MockConfig::stall`](crate::MockConfig::stall),
+    /// then finish normally. Model names containing `stall-mid-stream`.
     StallMidStream,
-    /// Succeed without any `usage` field, streaming or not (even when
-    /// `stream_options.include_usage` is set). Model names containing `no-usage`.
+    /// Send the headers and the beginning of the stream (as for
+    /// [`Behavior::DropMidStream`]), then an error event in the wire format's shape, and
+    /// end the stream cleanly without its usual terminator (no `[DONE]`, no
+    /// `message_stop`). Requests that do not stream succeed normally. Model names
+    /// containing `stream-error-event`.
+    StreamErrorEvent,
+    /// Succeed without any usage, streaming or not: no OpenAI `usage` field (even when
+    /// `stream_options.include_usage` is set), no Anthropic `usage` object, no Gemini
+    /// `usageMetadata`. Model names containing `no-usage`.
     NoUsage,
 }
 
@@ -43,9 +53,9 @@ impl Behavior {
     /// The behaviour named inside a model name, by substring match, or [`Behavior::Normal`].
     ///
     /// Recognised markers, checked in this order: `stall-mid-stream`,
-    /// `stream-fail-early`, `drop-mid-stream`, `no-usage`, `error-NNN` (any three-digit
-    /// status, e.g. `error-429`, `error-500`, `error-503`, `error-401`, `error-400`),
-    /// `slow-<ms>` and `stall`. So `gpt-4o-error-429` answers 429 and `mock-slow-1500`
+    /// `stream-fail-early`, `drop-mid-stream`, `stream-error-event`, `no-usage`,
+    /// `error-NNN` (any three-digit status, e.g. `error-429`, `error-500`, `error-503`,
+    /// `error-529`, `error-401`, `error-400`), `slow-<ms>` and `stall`. So `gpt-4o-error-429` answers 429 and `mock-slow-1500`
     /// waits 1.5 s before its headers.
     pub fn from_model(model: &str) -> Behavior {
         if model.contains("stall-mid-stream") {
@@ -56,6 +66,9 @@ impl Behavior {
         }
         if model.contains("drop-mid-stream") {
             return Behavior::DropMidStream;
+        }
+        if model.contains("stream-error-event") {
+            return Behavior::StreamErrorEvent;
         }
         if model.contains("no-usage") {
             return Behavior::NoUsage;
@@ -115,6 +128,8 @@ mod tests {
             ("stream-fail-early", Behavior::StreamFailEarly),
             ("x-drop-mid-stream", Behavior::DropMidStream),
             ("no-usage", Behavior::NoUsage),
+            ("claude-stream-error-event", Behavior::StreamErrorEvent),
+            ("error-529", Behavior::Status(529)),
         ];
         for (model, expected) in cases {
             assert_eq!(Behavior::from_model(model), expected, "{model}");

@@ -1,5 +1,10 @@
 //! Mock LLM provider for Perpetuo's integration and load tests, speaking real upstream wire formats.
 //!
+//! One server speaks three formats on one port: OpenAI's (chat completions,
+//! embeddings, models under [`MockProvider::base_url`]), Anthropic's Messages API
+//! (`POST /v1/messages`, under [`MockProvider::anthropic_base_url`]) and Gemini's
+//! `generateContent` / `streamGenerateContent` (under [`MockProvider::gemini_base_url`]).
+//!
 //! The same implementation serves two purposes:
 //!
 //! * integration tests start it in-process with [`MockProvider::start`] (bound to
@@ -10,7 +15,9 @@
 //!
 //! What a request gets back is a [`Behavior`]: either the override set with
 //! [`MockProvider::set_behavior`], or the one named inside the request's `model`
-//! (see [`Behavior::from_model`]), or a normal, deterministic success.
+//! (see [`Behavior::from_model`]; for Gemini the model in the path), or a normal,
+//! deterministic success. Each format shows a behaviour in its own error and stream
+//! shapes.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -26,16 +33,23 @@
 //! # }
 //! ```
 //!
-//! Modules: one per wire format ([`openai`]), plus the shared [`behavior`] selection,
-//! [`sse`] writing, request [`record`]ing and the [`server`] itself.
+//! Modules: one per wire format ([`openai`], [`anthropic`], [`gemini`]), plus the
+//! shared [`behavior`] selection, the scripted [`tool_call`] exchange, [`sse`]
+//! writing, request [`record`]ing and the [`server`] itself.
 
+pub mod anthropic;
 pub mod behavior;
+pub mod gemini;
 pub mod openai;
 pub mod record;
+mod reply;
 pub mod server;
 pub mod sse;
+pub mod tool_call;
 
+pub use anthropic::{expected_anthropic_usage, AnthropicUsage};
 pub use behavior::Behavior;
+pub use gemini::{expected_gemini_usage, GeminiUsage};
 pub use openai::{embedding_for, expected_embedding_usage, expected_usage, Usage};
 pub use record::RecordedRequest;
 pub use server::{MockConfig, MockProvider, DEFAULT_CONTENT};

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use mock_provider::{MockConfig, MockProvider};
 
-/// Mock LLM provider speaking OpenAI's wire format.
+/// Mock LLM provider speaking OpenAI's, Anthropic's and Gemini's wire formats.
 #[derive(Debug, Parser)]
 #[command(name = "mock-provider", version)]
 struct Args {

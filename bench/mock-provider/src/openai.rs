@@ -3,17 +3,21 @@
 //! Responses follow the shapes OpenAI's API sends, field for field and in the same
 //! field order, so that a gateway tested against the mock parses the real service too.
 //!
+//! Asked with `tools`, a chat completion plays the scripted exchange of
+//! [`crate::tool_call`]: it calls the first function (or the one a named `tool_choice`
+//! picks) with `{"location":"Paris"}`, and once the last message is a `tool` message
+//! it answers [`TOOL_RESULT_REPLY`].
+//!
 //! Token counts are deterministic, so tests can predict them with [`expected_usage`]
 //! and [`expected_embedding_usage`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode, Uri};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use base64::Engine as _;
@@ -22,12 +26,21 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::behavior::Behavior;
-use crate::record::{BodyGuard, BodyKind, PendingGuard, RecordedRequest};
+use crate::record::RecordedRequest;
+use crate::reply::{
+    broken_stream, json_response, plain_body, recorded, stream_response, to_json,
+    wait_before_headers, with_header, words,
+};
 use crate::server::Shared;
-use crate::sse::{self, Step, WriteOptions};
+use crate::sse::{self, Step};
+use crate::tool_call::{TOOL_CALL_ARGUMENTS, TOOL_CALL_ARGUMENT_PIECES, TOOL_RESULT_REPLY};
 
-/// Into how many pieces the reply is split when streamed; also its `completion_tokens`.
+/// Into how many pieces a text reply is split when streamed; also its
+/// `completion_tokens`.
 pub const CONTENT_PIECES: usize = 5;
+
+/// The `id` of the tool call the mock makes.
+pub const TOOL_CALL_ID: &str = "call_mock_1";
 
 /// Tokens counted per message on top of its words (see [`expected_usage`]).
 pub const TOKENS_PER_MESSAGE: u64 = 3;
@@ -38,7 +51,6 @@ pub const EMBEDDING_DIMENSIONS: usize = 8;
 /// The `system_fingerprint` of every completion.
 const SYSTEM_FINGERPRINT: &str = "fp_mock";
 
-const JSON: &str = "application/json";
 const EVENT_STREAM: &str = "text/event-stream; charset=utf-8";
 
 /// The models listed by `GET /v1/models`.
@@ -70,7 +82,12 @@ impl Usage {
 /// * `prompt_tokens` = for each entry of `messages`: 3 + the number of
 ///   whitespace-separated words of its `content` (a string, or the `text` of each part
 ///   when it is an array of parts; anything else counts 0 words);
-/// * `completion_tokens` = [`CONTENT_PIECES`] (5), the number of streamed content pieces;
+///   (`tool` messages count the words of their content like any other; an assistant
+///   message carrying only `tool_calls` has `null` content and counts 3);
+/// * `completion_tokens` = the number of streamed pieces of the answer: for a text
+///   answer (the configured content, or [`TOOL_RESULT_REPLY`] after a `tool` message)
+///   its [`CONTENT_PIECES`] (5) content pieces; for a tool call 1 (the chunk naming the
+///   function) + the 4 argument pieces of [`TOOL_CALL_ARGUMENT_PIECES`] = 5;
 /// * `total_tokens` = their sum.
 ///
 /// The same numbers are sent whether the request streams or not.
@@ -85,7 +102,55 @@ pub fn expected_usage(request_json: &Value) -> Usage {
                 .sum()
         })
         .unwrap_or(0);
-    Usage::new(prompt, CONTENT_PIECES as u64)
+    let completion = match answer_kind(request_json) {
+        AnswerKind::ToolCall(_) => 1 + TOOL_CALL_ARGUMENT_PIECES.len(),
+        AnswerKind::Content | AnswerKind::ToolResult => CONTENT_PIECES,
+    };
+    Usage::new(prompt, completion as u64)
+}
+
+/// What a chat completion answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AnswerKind {
+    /// The configured content.
+    Content,
+    /// A call of this function with [`TOOL_CALL_ARGUMENTS`].
+    ToolCall(String),
+    /// [`TOOL_RESULT_REPLY`], after a `tool` message.
+    ToolResult,
+}
+
+/// A last message with role `tool` asks for [`TOOL_RESULT_REPLY`]; otherwise a
+/// non-empty `tools` array (unless `tool_choice` is `"none"`) asks for a call of the
+/// function a named `tool_choice` picks (`{"type":"function","function":{"name":..}}`),
+/// or of the first tool's `function.name`.
+fn answer_kind(request: &Value) -> AnswerKind {
+    let last_role = request
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|messages| messages.last())
+        .and_then(|message| message.get("role"))
+        .and_then(Value::as_str);
+    if last_role == Some("tool") {
+        return AnswerKind::ToolResult;
+    }
+    let choice = request.get("tool_choice");
+    if choice.and_then(Value::as_str) == Some("none") {
+        return AnswerKind::Content;
+    }
+    let chosen = choice
+        .and_then(|choice| choice.pointer("/function/name"))
+        .and_then(Value::as_str);
+    let first = request
+        .get("tools")
+        .and_then(Value::as_array)
+        .and_then(|tools| tools.first())
+        .and_then(|tool| tool.pointer("/function/name"))
+        .and_then(Value::as_str);
+    match first {
+        Some(first) => AnswerKind::ToolCall(chosen.unwrap_or(first).to_owned()),
+        None => AnswerKind::Content,
+    }
 }
 
 /// The usage the mock reports for an embeddings request body.
@@ -143,10 +208,6 @@ pub fn content_pieces(content: &str) -> Vec<String> {
         start += len;
     }
     pieces
-}
-
-fn words(text: &str) -> u64 {
-    text.split_whitespace().count() as u64
 }
 
 fn content_words(content: Option<&Value>) -> u64 {
@@ -252,9 +313,26 @@ impl From<Usage> for UsageWire {
 }
 
 #[derive(Serialize)]
+struct FunctionCall<'a> {
+    name: &'a str,
+    arguments: &'static str,
+}
+
+#[derive(Serialize)]
+struct ToolCall<'a> {
+    id: &'static str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionCall<'a>,
+}
+
+#[derive(Serialize)]
 struct Message<'a> {
     role: &'static str,
-    content: &'a str,
+    /// `None` writes `"content": null` (a tool call).
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolCall<'a>; 1]>,
     refusal: (),
     annotations: [(); 0],
 }
@@ -284,11 +362,33 @@ struct ChatCompletion<'a> {
 struct Delta<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     role: Option<&'static str>,
+    /// `Some(None)` writes `"content": null`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    content: Option<&'a str>,
+    content: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolCallDelta<'a>; 1]>,
     /// `Some(())` writes `"refusal": null`.
     #[serde(skip_serializing_if = "Option::is_none")]
     refusal: Option<()>,
+}
+
+/// One piece of a streamed tool call: the first names it (`id`, `type`, `function.name`
+/// and empty `arguments`), the next ones only add to `function.arguments`.
+#[derive(Serialize)]
+struct ToolCallDelta<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'static str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: FunctionDelta<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionDelta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
 }
 
 #[derive(Serialize)]
@@ -370,28 +470,8 @@ struct ErrorBody<'a> {
     error: ErrorDetail<'a>,
 }
 
-fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
-    // These structures always serialize; an empty object is a harmless fallback.
-    serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec())
-}
-
 // ---------------------------------------------------------------------------
 // Responses.
-
-fn with_header(mut response: Response, name: HeaderName, value: &str) -> Response {
-    if let Ok(value) = HeaderValue::from_str(value) {
-        response.headers_mut().insert(name, value);
-    }
-    response
-}
-
-fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
-    with_header(
-        (status, Body::from(body)).into_response(),
-        CONTENT_TYPE,
-        JSON,
-    )
-}
 
 /// An error in OpenAI's shape: `{"error":{"message","type","param","code"}}`.
 fn error(
@@ -511,63 +591,6 @@ fn missing_parameter(name: &str) -> Response {
     )
 }
 
-/// A successful body, written whole or progressively as `behavior` asks: cut before
-/// any byte, cut after the first half, or paused after the first half.
-fn plain_body(shared: &Arc<Shared>, behavior: Behavior, body: Vec<u8>) -> Response {
-    let body = Bytes::from(body);
-    let half = body.len() / 2;
-    let steps = match behavior {
-        Behavior::StreamFailEarly => vec![Step::Cut],
-        Behavior::DropMidStream => vec![Step::Event(body.slice(..half)), Step::Cut],
-        Behavior::StallMidStream => vec![
-            Step::Event(body.slice(..half)),
-            Step::Pause(shared.config.stall),
-            Step::Event(body.slice(half..)),
-        ],
-        _ => return json_response(StatusCode::OK, body.to_vec()),
-    };
-    let guard = BodyGuard::new(Arc::clone(&shared.recorder), BodyKind::Plain);
-    let body = sse::body(steps, WriteOptions::default(), guard);
-    with_header((StatusCode::OK, body).into_response(), CONTENT_TYPE, JSON)
-}
-
-/// Waits as a pre-header behaviour asks.
-async fn wait_before_headers(shared: &Shared, behavior: Behavior) {
-    let wait = match behavior {
-        Behavior::Slow(duration) => duration,
-        Behavior::Stall => shared.config.stall,
-        _ => Duration::ZERO,
-    };
-    if !wait.is_zero() {
-        tokio::time::sleep(wait).await;
-    }
-}
-
-/// Records the request, then answers it with `respond`, counting a client that leaves
-/// before the response is ready as abandoned.
-async fn recorded<F, Fut>(
-    shared: Arc<Shared>,
-    request: RecordedRequest,
-    counts_as_hit: bool,
-    respond: F,
-) -> Response
-where
-    F: FnOnce(Arc<Shared>, Option<Value>) -> Fut,
-    Fut: std::future::Future<Output = Response>,
-{
-    let json = request.json.clone();
-    let request_number = shared.next_request_number();
-    shared.record(request, counts_as_hit);
-    let pending = PendingGuard::new(Arc::clone(&shared.recorder));
-    let response = respond(shared, json).await;
-    pending.disarm();
-    with_header(
-        response,
-        HeaderName::from_static("x-request-id"),
-        &format!("req_mock_{request_number}"),
-    )
-}
-
 // ---------------------------------------------------------------------------
 // Handlers.
 
@@ -610,7 +633,12 @@ async fn chat_response(shared: Arc<Shared>, json: Option<Value>) -> Response {
     let id = format!("chatcmpl-mock-{}", shared.next_completion_number());
     let created = shared.created();
     let usage = (!behavior.omits_usage()).then(|| expected_usage(&json));
-    let content = shared.config.content.as_str();
+    let kind = answer_kind(&json);
+    let answer = match &kind {
+        AnswerKind::Content => Answer::Text(shared.config.content.as_str()),
+        AnswerKind::ToolResult => Answer::Text(TOOL_RESULT_REPLY),
+        AnswerKind::ToolCall(name) => Answer::ToolCall(name),
+    };
 
     if json.get("stream").and_then(Value::as_bool) == Some(true) {
         let include_usage = json
@@ -624,14 +652,8 @@ async fn chat_response(shared: Arc<Shared>, json: Option<Value>) -> Response {
             usage: if include_usage { usage } else { None },
             usage_field: include_usage && usage.is_some(),
         };
-        let steps = stream.steps(content, behavior, shared.config.stall);
-        let guard = BodyGuard::new(Arc::clone(&shared.recorder), BodyKind::Stream);
-        let body = sse::body(steps, shared.sse_options(), guard);
-        return with_header(
-            (StatusCode::OK, body).into_response(),
-            CONTENT_TYPE,
-            EVENT_STREAM,
-        );
+        let steps = stream.steps(&answer, behavior, shared.config.stall);
+        return stream_response(&shared, steps, EVENT_STREAM);
     }
 
     let completion = ChatCompletion {
@@ -641,20 +663,57 @@ async fn chat_response(shared: Arc<Shared>, json: Option<Value>) -> Response {
         model,
         choices: [Choice {
             index: 0,
-            message: Message {
-                role: "assistant",
-                content,
-                refusal: (),
-                annotations: [],
-            },
+            message: answer.message(),
             logprobs: (),
-            finish_reason: "stop",
+            finish_reason: answer.finish_reason(),
         }],
         usage: usage.map(UsageWire::from),
         service_tier: "default",
         system_fingerprint: SYSTEM_FINGERPRINT,
     };
     plain_body(&shared, behavior, to_json(&completion))
+}
+
+/// The answer of one chat completion.
+enum Answer<'a> {
+    /// A text reply.
+    Text(&'a str),
+    /// A call of this function with [`TOOL_CALL_ARGUMENTS`].
+    ToolCall(&'a str),
+}
+
+impl Answer<'_> {
+    fn finish_reason(&self) -> &'static str {
+        match self {
+            Answer::Text(_) => "stop",
+            Answer::ToolCall(_) => "tool_calls",
+        }
+    }
+
+    /// The non-streamed `choices[0].message`.
+    fn message(&self) -> Message<'_> {
+        let (content, tool_calls) = match *self {
+            Answer::Text(text) => (Some(text), None),
+            Answer::ToolCall(name) => (
+                None,
+                Some([ToolCall {
+                    id: TOOL_CALL_ID,
+                    kind: "function",
+                    function: FunctionCall {
+                        name,
+                        arguments: TOOL_CALL_ARGUMENTS,
+                    },
+                }]),
+            ),
+        };
+        Message {
+            role: "assistant",
+            content,
+            tool_calls,
+            refusal: (),
+            annotations: [],
+        }
+    }
 }
 
 /// The events of one streamed chat completion.
@@ -688,6 +747,16 @@ impl StreamReply<'_> {
         sse::data(&to_json(&chunk))
     }
 
+    fn tool_call_chunk(&self, call: ToolCallDelta<'_>) -> Bytes {
+        self.chunk(
+            Delta {
+                tool_calls: Some([call]),
+                ..Delta::default()
+            },
+            None,
+        )
+    }
+
     fn usage_chunk(&self, usage: Usage) -> Bytes {
         let chunk = ChatChunk {
             id: self.id,
@@ -702,46 +771,91 @@ impl StreamReply<'_> {
         sse::data(&to_json(&chunk))
     }
 
-    /// Role chunk, one chunk per content piece, the `stop` chunk, the usage chunk when
-    /// asked for, then `[DONE]`; cut or paused as `behavior` asks.
-    fn steps(&self, content: &str, behavior: Behavior, stall: Duration) -> Vec<Step> {
-        if behavior == Behavior::StreamFailEarly {
-            return vec![Step::Cut];
-        }
-        let mut steps = vec![Step::Event(self.chunk(
-            Delta {
-                role: Some("assistant"),
-                content: Some(""),
-                refusal: Some(()),
-            },
-            None,
-        ))];
-        for (i, piece) in content_pieces(content).iter().enumerate() {
-            if i == 2 {
-                match behavior {
-                    Behavior::DropMidStream => {
-                        steps.push(Step::Cut);
-                        return steps;
-                    }
-                    Behavior::StallMidStream => steps.push(Step::Pause(stall)),
-                    _ => {}
+    /// The role chunk, the pieces of the answer, the finish chunk, the usage chunk when
+    /// asked for, then `[DONE]`; broken after the role chunk and two pieces as
+    /// `behavior` asks (for [`Behavior::StreamErrorEvent`], with a `data: {"error":..}`
+    /// event and no `[DONE]`).
+    ///
+    /// A text answer streams one chunk per content piece and finishes with `stop`. A
+    /// tool call streams a chunk naming the call (`id`, `type`, `function.name`, empty
+    /// `arguments`), one chunk per piece of [`TOOL_CALL_ARGUMENT_PIECES`], and finishes
+    /// with `tool_calls`.
+    fn steps(&self, answer: &Answer<'_>, behavior: Behavior, stall: Duration) -> Vec<Step> {
+        let mut events = Vec::new();
+        match *answer {
+            Answer::Text(text) => {
+                events.push(self.chunk(
+                    Delta {
+                        role: Some("assistant"),
+                        content: Some(Some("")),
+                        refusal: Some(()),
+                        ..Delta::default()
+                    },
+                    None,
+                ));
+                for piece in content_pieces(text) {
+                    events.push(self.chunk(
+                        Delta {
+                            content: Some(Some(&piece)),
+                            ..Delta::default()
+                        },
+                        None,
+                    ));
                 }
             }
-            steps.push(Step::Event(self.chunk(
-                Delta {
-                    content: Some(piece),
-                    ..Delta::default()
-                },
-                None,
-            )));
+            Answer::ToolCall(name) => {
+                events.push(self.chunk(
+                    Delta {
+                        role: Some("assistant"),
+                        content: Some(None),
+                        ..Delta::default()
+                    },
+                    None,
+                ));
+                events.push(self.tool_call_chunk(ToolCallDelta {
+                    index: 0,
+                    id: Some(TOOL_CALL_ID),
+                    kind: Some("function"),
+                    function: FunctionDelta {
+                        name: Some(name),
+                        arguments: "",
+                    },
+                }));
+                for piece in TOOL_CALL_ARGUMENT_PIECES {
+                    events.push(self.tool_call_chunk(ToolCallDelta {
+                        index: 0,
+                        id: None,
+                        kind: None,
+                        function: FunctionDelta {
+                            name: None,
+                            arguments: piece,
+                        },
+                    }));
+                }
+            }
         }
-        steps.push(Step::Event(self.chunk(Delta::default(), Some("stop"))));
+        events.push(self.chunk(Delta::default(), Some(answer.finish_reason())));
         if let Some(usage) = self.usage {
-            steps.push(Step::Event(self.usage_chunk(usage)));
+            events.push(self.usage_chunk(usage));
         }
-        steps.push(Step::Event(Bytes::from_static(sse::DONE)));
-        steps
+        events.push(Bytes::from_static(sse::DONE));
+        let tail = events.split_off(3);
+        broken_stream(events, tail, behavior, stall, stream_error_event())
     }
+}
+
+/// The event a [`Behavior::StreamErrorEvent`] stream ends with: OpenAI's error object
+/// as a `data:` event.
+fn stream_error_event() -> Bytes {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            message: "The server had an error while processing your request. Sorry about that!",
+            kind: "server_error",
+            param: None,
+            code: None,
+        },
+    };
+    sse::data(&to_json(&body))
 }
 
 async fn embeddings(
@@ -912,6 +1026,65 @@ mod tests {
                 prompt_tokens: 3 + 2 + 3 + 3 + 3,
                 completion_tokens: 5,
                 total_tokens: 14 + 5,
+            }
+        );
+    }
+
+    #[test]
+    fn tools_choose_the_answer() {
+        let tools = json!([
+            {"type": "function", "function": {"name": "get_weather", "parameters": {}}},
+            {"type": "function", "function": {"name": "get_time"}}
+        ]);
+        let ask = json!({"model": "m", "tools": tools,
+            "messages": [{"role": "user", "content": "Weather in Paris?"}]});
+        assert_eq!(
+            answer_kind(&ask),
+            AnswerKind::ToolCall("get_weather".to_owned())
+        );
+        assert_eq!(
+            expected_usage(&ask),
+            Usage {
+                prompt_tokens: 3 + 3,
+                completion_tokens: 1 + 4,
+                total_tokens: 6 + 5,
+            }
+        );
+
+        let mut named = ask.clone();
+        named["tool_choice"] = json!({"type": "function", "function": {"name": "get_time"}});
+        assert_eq!(
+            answer_kind(&named),
+            AnswerKind::ToolCall("get_time".to_owned())
+        );
+        let mut required = ask.clone();
+        required["tool_choice"] = json!("required");
+        assert_eq!(
+            answer_kind(&required),
+            AnswerKind::ToolCall("get_weather".to_owned())
+        );
+        let mut none = ask.clone();
+        none["tool_choice"] = json!("none");
+        assert_eq!(answer_kind(&none), AnswerKind::Content);
+        let mut empty = ask.clone();
+        empty["tools"] = json!([]);
+        assert_eq!(answer_kind(&empty), AnswerKind::Content);
+
+        let mut answered = ask;
+        answered["messages"] = json!([
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_mock_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_mock_1", "content": "sunny, 24 C"}
+        ]);
+        assert_eq!(answer_kind(&answered), AnswerKind::ToolResult);
+        assert_eq!(
+            expected_usage(&answered),
+            Usage {
+                prompt_tokens: (3 + 3) + 3 + (3 + 3),
+                completion_tokens: content_pieces(TOOL_RESULT_REPLY).len() as u64,
+                total_tokens: 15 + 5,
             }
         );
     }

@@ -53,8 +53,12 @@ impl RecordedRequest {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The body's `model` field, when the body is a JSON object that has one.
+    /// The body's `model` field, when the body is a JSON object that has one; for a
+    /// Gemini call (`/v1beta/models/{model}:{method}`), the model in the path.
     pub fn model(&self) -> Option<&str> {
+        if let Some((model, _)) = crate::gemini::model_and_method(&self.path) {
+            return Some(model);
+        }
         self.json.as_ref()?.get("model")?.as_str()
     }
 }

@@ -7,8 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
 use axum::Router;
+use bytes::Bytes;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -16,9 +19,9 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::behavior::Behavior;
-use crate::openai;
 use crate::record::{RecordedRequest, Recorder};
 use crate::sse::WriteOptions;
+use crate::{anthropic, gemini, openai};
 
 /// The assistant reply of a normal success.
 pub const DEFAULT_CONTENT: &str = "Hello from mock provider.";
@@ -77,7 +80,8 @@ impl Shared {
         forced.unwrap_or_else(|| Behavior::from_model(model))
     }
 
-    /// `N` of the next `chatcmpl-mock-N`, counting from 1.
+    /// `N` of the next `chatcmpl-mock-N`, `msg_mock_N` or `mock-N` (one count across
+    /// formats), counting from 1.
     pub(crate) fn next_completion_number(&self) -> u64 {
         self.next_completion.fetch_add(1, Ordering::SeqCst) + 1
     }
@@ -105,7 +109,7 @@ impl Shared {
         }
     }
 
-    /// Records a request; `counts_as_hit` for chat and embeddings calls.
+    /// Records a request; `counts_as_hit` for chat-like and embeddings calls.
     pub(crate) fn record(&self, request: RecordedRequest, counts_as_hit: bool) {
         self.recorder.record(request, counts_as_hit);
     }
@@ -146,6 +150,17 @@ impl MockProvider {
         format!("http://{}/v1", self.addr)
     }
 
+    /// Anthropic's base URL, `http://ADDR/v1` (Messages at `http://ADDR/v1/messages`).
+    pub fn anthropic_base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Gemini's base URL, `http://ADDR/v1beta` (e.g.
+    /// `http://ADDR/v1beta/models/MODEL:generateContent`).
+    pub fn gemini_base_url(&self) -> String {
+        format!("http://{}/v1beta", self.addr)
+    }
+
     /// The configuration the server runs with.
     pub fn config(&self) -> &MockConfig {
         &self.shared.config
@@ -160,7 +175,9 @@ impl MockProvider {
             .unwrap_or_else(PoisonError::into_inner) = behavior;
     }
 
-    /// Chat-completion and embeddings requests received (valid or not).
+    /// Chat-like requests of every format (OpenAI chat completions, Anthropic messages,
+    /// Gemini `generateContent` / `streamGenerateContent`) and embeddings requests
+    /// received (valid or not).
     pub fn hits(&self) -> u64 {
         self.shared.recorder.hits()
     }
@@ -232,10 +249,72 @@ impl Drop for MockProvider {
 /// Every route the mock answers, across wire formats.
 fn router(shared: Arc<Shared>) -> Router {
     openai::routes()
-        .fallback(openai::not_found)
-        .method_not_allowed_fallback(openai::method_not_allowed)
+        .merge(anthropic::routes())
+        .merge(gemini::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)
+}
+
+/// The wire format a path belongs to, for answering what the mock does not serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+impl Format {
+    fn of(path: &str) -> Format {
+        if path == "/v1beta" || path.starts_with("/v1beta/") {
+            Format::Gemini
+        } else if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+            Format::Anthropic
+        } else {
+            Format::OpenAi
+        }
+    }
+}
+
+/// Any path the mock does not serve: a 404 in the shape of the format the path
+/// belongs to (OpenAI's unless under `/v1/messages` or `/v1beta`).
+async fn not_found(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match Format::of(uri.path()) {
+        Format::OpenAi => openai::not_found(State(shared), method, uri, headers, body).await,
+        Format::Anthropic => anthropic::not_found(State(shared), method, uri, headers, body).await,
+        Format::Gemini => {
+            gemini::unserved(shared, method, uri, headers, body, StatusCode::NOT_FOUND).await
+        }
+    }
+}
+
+/// A served path with the wrong method: a 405 in the shape of the path's format.
+async fn method_not_allowed(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match Format::of(uri.path()) {
+        Format::OpenAi => {
+            openai::method_not_allowed(State(shared), method, uri, headers, body).await
+        }
+        Format::Anthropic => {
+            anthropic::method_not_allowed(State(shared), method, uri, headers, body).await
+        }
+        Format::Gemini => {
+            let status = StatusCode::METHOD_NOT_ALLOWED;
+            gemini::unserved(shared, method, uri, headers, body, status).await
+        }
+    }
 }
 
 /// Accepts connections until aborted; aborting it also aborts every open connection.

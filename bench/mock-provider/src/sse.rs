@@ -29,6 +29,16 @@ pub fn data(payload: &[u8]) -> Bytes {
     event.freeze()
 }
 
+/// A `data:`-only SSE event with CRLF line endings, as Google sends them:
+/// `data: <payload>\r\n\r\n`.
+pub fn data_crlf(payload: &[u8]) -> Bytes {
+    let mut event = BytesMut::with_capacity(payload.len() + 10);
+    event.extend_from_slice(b"data: ");
+    event.extend_from_slice(payload);
+    event.extend_from_slice(b"\r\n\r\n");
+    event.freeze()
+}
+
 /// A named SSE event: `event: <name>\ndata: <payload>\n\n`.
 pub fn named_event(name: &str, payload: &[u8]) -> Bytes {
     let mut event = BytesMut::with_capacity(name.len() + payload.len() + 16);
@@ -249,5 +259,6 @@ mod tests {
             &named_event("ping", b"{}")[..],
             b"event: ping\ndata: {}\n\n".as_slice()
         );
+        assert_eq!(&data_crlf(b"{}")[..], b"data: {}\r\n\r\n".as_slice());
     }
 }

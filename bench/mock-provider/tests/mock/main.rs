@@ -3,12 +3,15 @@
 // Test helpers fail loudly, like the test functions themselves (see clippy.toml).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod anthropic;
 mod binary;
 mod chat;
 mod counters;
 mod embeddings;
 mod errors;
 mod fragment;
+mod gemini;
+mod openai_tools;
 mod routes;
 mod streaming;
 mod support;

@@ -220,3 +220,36 @@ async fn non_stream_drop_mid_stream_cuts_the_json_body() {
     assert!(!partial.is_empty());
     assert!(serde_json::from_slice::<Value>(&partial).is_err());
 }
+
+#[tokio::test]
+async fn stream_error_event_sends_an_error_object_and_ends_without_done() {
+    let mock = start().await;
+    let response = post(
+        &mock,
+        "/chat/completions",
+        &stream_body("gpt-4o-stream-error-event", true),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let (frames, error) = frames(response).await;
+    assert!(error.is_none(), "the stream ends cleanly");
+    let text = String::from_utf8(joined(&frames)).unwrap();
+    assert!(!text.contains("[DONE]"));
+    let chunks = chunks(&data_payloads(&text));
+    assert_eq!(chunks.len(), 4, "role chunk + 2 content chunks + error");
+    assert_eq!(streamed_text(&chunks[..3]), "Hello from");
+    let error = &chunks[3]["error"];
+    assert_eq!(error["type"], "server_error");
+    assert!(!error["message"].as_str().unwrap().is_empty());
+    assert!(error.get("param").is_some() && error.get("code").is_some());
+    assert!(
+        mock.wait_until(Duration::from_secs(2), |m| m.completed() == 1)
+            .await
+    );
+
+    // Without streaming, the behaviour answers normally.
+    mock.set_behavior(Some(Behavior::StreamErrorEvent));
+    let response = post(&mock, "/chat/completions", &crate::support::chat_body("m")).await;
+    let json: Value = response.json().await.unwrap();
+    assert_eq!(json["choices"][0]["message"]["content"], DEFAULT_CONTENT);
+}
