@@ -22,7 +22,7 @@ use crate::auth::{AuthError, AuthedKey, KeyCache};
 use crate::errors::GatewayError;
 use crate::log_writer::LogSink;
 use crate::metrics;
-use crate::providers::{self, openai, EventOutput, Route, StreamState, Usage};
+use crate::providers::{self, tokens, Adapter, Generated, Route, StreamState, Usage};
 use crate::routing::{order, split_pinned, Breakers, Entry, EntryCache, Failure, Turns};
 use crate::sse::Framer;
 use crate::upstream::{Outcome, Ready, Upstreams};
@@ -56,8 +56,8 @@ pub struct Ctx {
     error_kind: Option<&'static str>,
     streamed: bool,
     usage: Option<Usage>,
-    prompt_chars: usize,
-    content_chars: usize,
+    request: Option<Arc<Value>>,
+    content: Generated,
     ttfb: Option<Duration>,
 }
 
@@ -182,10 +182,7 @@ impl Gateway {
             .await
             .map_err(|_| GatewayError::auth_unavailable())?;
         let mut seen = std::collections::BTreeMap::new();
-        for e in entries
-            .iter()
-            .filter(|e| crate::routing::kind_supported(e.kind))
-        {
+        for e in entries.iter() {
             for m in e.models.iter().chain(e.model_map.keys()) {
                 seen.entry(m.clone()).or_insert(e.kind.as_str());
             }
@@ -244,7 +241,8 @@ impl Gateway {
                 .and_then(Value::as_bool)
                 .unwrap_or(false);
         ctx.streamed = stream;
-        ctx.prompt_chars = openai::prompt_chars(&request);
+        let request = Arc::new(request);
+        ctx.request = Some(request.clone());
 
         let entries = self
             .entries
@@ -252,7 +250,7 @@ impl Gateway {
             .await
             .map_err(|_| GatewayError::auth_unavailable())?;
         let (pinned, bare_model) = split_pinned(&model);
-        let candidates = order(&entries, bare_model, pinned, self.turns.next());
+        let candidates = order(&entries, bare_model, pinned, route, self.turns.next());
         if candidates.is_empty() {
             return Err(GatewayError::model_not_found(&model).into());
         }
@@ -280,20 +278,27 @@ impl Gateway {
         stream: bool,
     ) -> Result<(), Stop> {
         let mut failures: Vec<Failure> = Vec::new();
+        let mut refused: Option<String> = None;
         for entry in candidates {
-            if !self.breakers.allow(entry.id, Instant::now()) {
-                continue;
-            }
+            let adapter = Adapter::for_kind(entry.kind);
             let served = entry.served_model(model).to_string();
-            let (req, wants_usage) = openai::build_request(
+            let (req, state) = match adapter.build_request(
                 &entry.upstream.path_prefix,
                 entry.key.expose(),
                 route,
                 request,
                 &served,
                 stream,
-            )
-            .map_err(|_| GatewayError::internal())?;
+            ) {
+                Ok(built) => built,
+                Err(providers::Unsupported(reason)) => {
+                    refused.get_or_insert(reason);
+                    continue;
+                }
+            };
+            if !self.breakers.allow(entry.id, Instant::now()) {
+                continue;
+            }
             let started = Instant::now();
             let deadline = started + self.upstreams.timeouts.ttfb;
             let outcome = tokio::select! {
@@ -339,11 +344,13 @@ impl Gateway {
                     metrics::UPSTREAM_DURATION
                         .with_label_values(&[entry.kind.as_str()])
                         .observe(started.elapsed().as_secs_f64());
-                    return self.deliver(session, ctx, *ready, wants_usage).await;
+                    return self.deliver(session, ctx, *ready, adapter, state).await;
                 }
             }
         }
-        let err = if failures.is_empty() {
+        let err = if let (true, Some(reason)) = (failures.is_empty(), refused) {
+            GatewayError::bad_request("unsupported_request", reason)
+        } else if failures.is_empty() {
             GatewayError::providers_unavailable()
         } else if failures.iter().all(|f| *f == Failure::Status(429)) {
             GatewayError::rate_limited()
@@ -355,13 +362,15 @@ impl Gateway {
         Err(err.into())
     }
 
-    /// Streams a ready answer to the client, chunk by chunk.
+    /// Streams a ready answer to the client, chunk by chunk, translating it when the
+    /// provider does not speak OpenAI's format.
     async fn deliver(
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
         mut ready: Ready,
-        wants_usage: bool,
+        adapter: Adapter,
+        mut state: StreamState,
     ) -> Result<(), Stop> {
         let status = ready.header.status.as_u16();
         ctx.status = status;
@@ -373,9 +382,19 @@ impl Gateway {
             .unwrap_or("application/json")
             .to_string();
         let sse = status < 300 && content_type.starts_with("text/event-stream");
+        if !sse && adapter.translates() {
+            return self.deliver_translated(session, ctx, ready, adapter).await;
+        }
         let mut h = ResponseHeader::build(status, Some(8)).map_err(Stop::Abort)?;
         let header_result = (|| -> pingora::Result<()> {
-            h.insert_header("content-type", content_type.as_str())?;
+            h.insert_header(
+                "content-type",
+                if sse {
+                    "text/event-stream; charset=utf-8"
+                } else {
+                    content_type.as_str()
+                },
+            )?;
             if sse {
                 h.insert_header("cache-control", "no-cache")?;
                 h.insert_header("transfer-encoding", "chunked")?;
@@ -393,10 +412,6 @@ impl Gateway {
             .map_err(|_| Stop::ClientGone)?;
         ctx.ttfb = Some(ctx.start.elapsed());
 
-        let mut state = StreamState {
-            client_wants_usage: wants_usage,
-            ..Default::default()
-        };
         let mut framer = Framer::new();
         let mut kept = BytesMut::new();
         let mut next = ready.first.take();
@@ -406,10 +421,8 @@ impl Gateway {
                 let out = if sse {
                     let mut out = BytesMut::new();
                     for event in framer.push(&chunk) {
-                        if let EventOutput::Forward(raw) =
-                            providers::decode_event(&mut state, &event)
-                        {
-                            out.extend_from_slice(&raw);
+                        for piece in adapter.decode_event(&mut state, &event) {
+                            out.extend_from_slice(&piece);
                         }
                     }
                     out.freeze()
@@ -438,45 +451,158 @@ impl Gateway {
                 Ok(Some(chunk)) => next = Some(chunk),
                 Ok(None) => done = true,
                 Err(e) => {
-                    if let Some(entry) = &ctx.served_by {
-                        if self.breakers.failure(entry.id, Instant::now(), None) {
-                            metrics::BREAKER_OPENED
-                                .with_label_values(&[entry.kind.as_str()])
-                                .inc();
-                        }
-                    }
-                    ctx.error_kind = Some("upstream_error_midstream");
-                    ctx.status = 502;
                     if !sse {
+                        self.midstream_failure(ctx);
                         return Err(Stop::Abort(e));
                     }
-                    self.record_stream(ctx, &state);
-                    let event = format!(
-                        "data: {}\n\n",
-                        json!({"error": {"message": "The provider's stream broke off.", "type": "server_error", "code": "upstream_error_midstream"}})
-                    );
-                    let _ = session
-                        .write_response_body(Some(Bytes::from(event)), false)
-                        .await;
-                    let _ = session.write_response_body(None, true).await;
-                    return Ok(());
+                    return self.end_broken_stream(session, ctx, &state).await;
                 }
             }
         }
-        if sse {
-            if let Some(rest) = framer.finish() {
-                if let EventOutput::Forward(raw) = providers::decode_event(&mut state, &rest) {
-                    let _ = session.write_response_body(Some(raw), false).await;
-                }
-            }
-            self.record_stream(ctx, &state);
-        } else {
-            let (usage, chars) = openai::decode_response(&kept);
+        if !sse {
+            let (usage, content) = adapter
+                .decode_response(&kept, ctx.model_served.as_deref().unwrap_or(""))
+                .usage_and_content();
             ctx.usage = usage;
-            ctx.content_chars = chars;
+            ctx.content = content;
+            session
+                .write_response_body(None, true)
+                .await
+                .map_err(|_| Stop::ClientGone)?;
+            self.upstreams.release(ready).await;
+            return Ok(());
         }
+        if let Some(rest) = framer.finish() {
+            let mut out = BytesMut::new();
+            for piece in adapter.decode_event(&mut state, &rest) {
+                out.extend_from_slice(&piece);
+            }
+            if !out.is_empty()
+                && session
+                    .write_response_body(Some(out.freeze()), false)
+                    .await
+                    .is_err()
+            {
+                self.record_stream(ctx, &state);
+                return Err(Stop::ClientGone);
+            }
+        }
+        match adapter.finish_stream(&mut state) {
+            Ok(tail) => {
+                self.record_stream(ctx, &state);
+                for piece in tail {
+                    if session
+                        .write_response_body(Some(piece), false)
+                        .await
+                        .is_err()
+                    {
+                        return Err(Stop::ClientGone);
+                    }
+                }
+                session
+                    .write_response_body(None, true)
+                    .await
+                    .map_err(|_| Stop::ClientGone)?;
+                self.upstreams.release(ready).await;
+                Ok(())
+            }
+            Err(providers::BrokenStream) => self.end_broken_stream(session, ctx, &state).await,
+        }
+    }
+
+    /// A stream that broke after the commit: the client gets an error event (unless the
+    /// provider's own was already passed on) and never `[DONE]`.
+    async fn end_broken_stream(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        state: &StreamState,
+    ) -> Result<(), Stop> {
+        self.midstream_failure(ctx);
+        self.record_stream(ctx, state);
+        if !state.errored {
+            let event = providers::chunk::error_event(
+                "The provider's stream broke off.",
+                "server_error",
+                "upstream_error_midstream",
+            );
+            let _ = session.write_response_body(Some(event), false).await;
+        }
+        let _ = session.write_response_body(None, true).await;
+        Ok(())
+    }
+
+    fn midstream_failure(&self, ctx: &mut Ctx) {
+        if let Some(entry) = &ctx.served_by {
+            if self.breakers.failure(entry.id, Instant::now(), None) {
+                metrics::BREAKER_OPENED
+                    .with_label_values(&[entry.kind.as_str()])
+                    .inc();
+            }
+        }
+        ctx.error_kind = Some("upstream_error_midstream");
+        ctx.status = 502;
+    }
+
+    /// A non-stream answer in another format: read whole (bounded), translate, send.
+    async fn deliver_translated(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        mut ready: Ready,
+        adapter: Adapter,
+    ) -> Result<(), Stop> {
+        let status = ready.header.status.as_u16();
+        let mut body = BytesMut::new();
+        if let Some(first) = ready.first.take() {
+            body.extend_from_slice(&first);
+        }
+        let mut done = ready.done;
+        while !done {
+            let read = tokio::select! {
+                r = ready.session.read_response_body() => r,
+                _ = session.read_body_or_idle(true) => return Err(Stop::ClientGone),
+            };
+            match read {
+                Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_USAGE_BODY => {
+                    body.extend_from_slice(&chunk)
+                }
+                Ok(None) => done = true,
+                Ok(Some(_)) | Err(_) => {
+                    self.midstream_failure(ctx);
+                    return Err(GatewayError::upstream_failed().into());
+                }
+            }
+        }
+        let out = if status < 300 {
+            let decoded = adapter.decode_response(&body, ctx.model_served.as_deref().unwrap_or(""));
+            let out = decoded
+                .body
+                .clone()
+                .unwrap_or_else(|| body.clone().freeze());
+            let (usage, content) = decoded.usage_and_content();
+            ctx.usage = usage;
+            ctx.content = content;
+            out
+        } else {
+            adapter
+                .error_body(status, &body)
+                .unwrap_or_else(|| body.clone().freeze())
+        };
+        let mut h = ResponseHeader::build(status, Some(6)).map_err(Stop::Abort)?;
+        let built = (|| -> pingora::Result<()> {
+            h.insert_header("content-type", "application/json")?;
+            h.insert_header("content-length", out.len().to_string())?;
+            self.common_headers(&mut h, ctx)
+        })();
+        built.map_err(Stop::Abort)?;
         session
-            .write_response_body(None, true)
+            .write_response_header(Box::new(h), false)
+            .await
+            .map_err(|_| Stop::ClientGone)?;
+        ctx.ttfb = Some(ctx.start.elapsed());
+        session
+            .write_response_body(Some(out), true)
             .await
             .map_err(|_| Stop::ClientGone)?;
         self.upstreams.release(ready).await;
@@ -485,7 +611,7 @@ impl Gateway {
 
     fn record_stream(&self, ctx: &mut Ctx, state: &StreamState) {
         ctx.usage = state.usage;
-        ctx.content_chars = state.content_chars;
+        ctx.content = state.content.clone();
     }
 
     fn finish_record(&self, ctx: &Ctx) -> Option<LogRecord> {
@@ -498,8 +624,8 @@ impl Gateway {
             Some(u) => (u, UsageSource::Estimated),
             None if reached_provider => (
                 Usage {
-                    prompt_tokens: providers::estimate_tokens(ctx.prompt_chars),
-                    completion_tokens: providers::estimate_tokens(ctx.content_chars),
+                    prompt_tokens: ctx.request.as_deref().map_or(0, tokens::prompt),
+                    completion_tokens: ctx.content.tokens(),
                     ..Default::default()
                 },
                 UsageSource::Estimated,
@@ -573,8 +699,8 @@ impl ProxyHttp for Gateway {
             error_kind: None,
             streamed: false,
             usage: None,
-            prompt_chars: 0,
-            content_chars: 0,
+            request: None,
+            content: Generated::default(),
             ttfb: None,
         }
     }

@@ -14,6 +14,8 @@ use perpetuo_core::provider::ProviderKind;
 use perpetuo_core::Secret;
 use uuid::Uuid;
 
+use crate::providers::{Adapter, Route};
+
 /// Where an entry's requests go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
@@ -86,11 +88,6 @@ impl Entry {
             .map(String::as_str)
             .unwrap_or(requested)
     }
-}
-
-/// Whether the gateway can speak this kind's wire format.
-pub fn kind_supported(kind: ProviderKind) -> bool {
-    matches!(kind, ProviderKind::Openai | ProviderKind::OpenaiCompatible)
 }
 
 pub struct EntryCache {
@@ -184,11 +181,16 @@ pub fn order(
     entries: &[Arc<Entry>],
     model: &str,
     pinned: Option<ProviderKind>,
+    route: Route,
     turn: usize,
 ) -> Vec<Arc<Entry>> {
     let mut matching: Vec<Arc<Entry>> = entries
         .iter()
-        .filter(|e| kind_supported(e.kind) && pinned.is_none_or(|k| k == e.kind) && e.serves(model))
+        .filter(|e| {
+            Adapter::for_kind(e.kind).supports(route)
+                && pinned.is_none_or(|k| k == e.kind)
+                && e.serves(model)
+        })
         .cloned()
         .collect();
     matching.sort_by_key(|e| e.priority);
@@ -357,7 +359,7 @@ mod tests {
             entry("x", 0, &["other"]),
         ];
         let names = |turn| {
-            order(&es, "gpt", None, turn)
+            order(&es, "gpt", None, Route::Chat, turn)
                 .iter()
                 .map(|e| e.name.clone())
                 .collect::<Vec<_>>()
@@ -365,8 +367,8 @@ mod tests {
         assert_eq!(names(0), vec!["a1", "a2", "c"]);
         assert_eq!(names(1), vec!["a2", "a1", "c"]);
         assert_eq!(names(2), vec!["a1", "a2", "c"]);
-        assert_eq!(order(&es, "other", None, 0)[0].name, "x");
-        assert!(order(&es, "gpt", Some(ProviderKind::Anthropic), 0).is_empty());
+        assert_eq!(order(&es, "other", None, Route::Chat, 0)[0].name, "x");
+        assert!(order(&es, "gpt", Some(ProviderKind::Anthropic), Route::Chat, 0).is_empty());
     }
 
     #[test]

@@ -1,11 +1,24 @@
 //! Provider adapters: synchronous transforms between the client's OpenAI-format request
 //! and a provider's wire format — build path, headers and body; decode a response body;
-//! decode one stream event into what the client receives. Pingora does the I/O.
+//! decode one stream event into zero or more OpenAI-format events; close a stream. One
+//! module per wire format, dispatched by `match` over the closed [`Adapter`] enum.
+//! Pingora does the I/O.
 
+pub mod anthropic;
+pub mod chunk;
+pub mod gemini;
 pub mod openai;
+pub mod tokens;
+
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod tests;
 
 use bytes::Bytes;
 use perpetuo_core::pricing::TokenCounts;
+use perpetuo_core::provider::ProviderKind;
+use serde_json::Value;
 
 use crate::sse::Event;
 
@@ -33,7 +46,8 @@ pub struct UpstreamRequest {
     pub body: Bytes,
 }
 
-/// Token usage reported by a provider.
+/// Token usage reported by a provider, in OpenAI's terms: `prompt_tokens` includes cached
+/// and cache-write tokens.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     pub prompt_tokens: u64,
@@ -51,7 +65,21 @@ impl Usage {
             cache_write_tokens: self.cache_write_tokens,
         }
     }
+
+    /// OpenAI's `usage` object.
+    pub fn to_openai(&self) -> Value {
+        serde_json::json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+        })
+    }
 }
+
+/// A request the gateway refuses to translate, with the reason (answered with 400).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsupported(pub String);
 
 /// What a stream has shown so far.
 #[derive(Debug, Default, Clone)]
@@ -59,24 +87,187 @@ pub struct StreamState {
     /// The client asked for the usage chunk itself.
     pub client_wants_usage: bool,
     pub usage: Option<Usage>,
-    /// Characters of generated content seen, for estimating usage when none is sent.
-    pub content_chars: usize,
-    pub saw_done: bool,
+    /// Generated text seen, for estimating usage when none is sent.
+    pub content: Generated,
+    /// The provider ended the stream the way its format says a stream ends.
+    pub finished: bool,
+    /// The provider sent an error event (already passed on to the client).
+    pub errored: bool,
+    /// Identity of the chunks the gateway writes for translated streams.
+    pub meta: chunk::Meta,
+    /// Whether the first (role) chunk has been written.
+    pub started: bool,
+    /// Translated tool calls so far: provider block index → OpenAI tool call index.
+    pub tool_blocks: Vec<(u64, usize)>,
+    pub tool_calls: usize,
+    pub saw_tool_call: bool,
 }
 
-/// What one decoded stream event gives the client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventOutput {
-    Forward(Bytes),
-    Drop,
+/// Generated text kept for a token estimate, bounded in memory.
+#[derive(Debug, Default, Clone)]
+pub struct Generated {
+    text: String,
+    overflow_chars: usize,
 }
 
-/// Decodes one stream event of an OpenAI-format provider.
-pub fn decode_event(state: &mut StreamState, event: &Event) -> EventOutput {
-    openai::decode_event(state, event)
+const MAX_KEPT_TEXT: usize = 1024 * 1024;
+
+impl Generated {
+    pub fn push(&mut self, s: &str) {
+        if self.text.len() + s.len() <= MAX_KEPT_TEXT {
+            self.text.push_str(s);
+        } else {
+            self.overflow_chars += s.chars().count();
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty() && self.overflow_chars == 0
+    }
+
+    /// Estimated tokens of everything generated.
+    pub fn tokens(&self) -> u64 {
+        tokens::count(&self.text) + estimate_tokens(self.overflow_chars)
+    }
 }
 
-/// Rough token estimate (≈ 4 characters per token) for providers that report no usage.
+/// A stream that ended without its format's proper end (or after an error event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokenStream;
+
+/// A translated non-stream response.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    /// The body to send; `None` sends the provider's bytes unchanged.
+    pub body: Option<Bytes>,
+    pub usage: Option<Usage>,
+    pub content: Generated,
+}
+
+impl Decoded {
+    pub fn usage_and_content(self) -> (Option<Usage>, Generated) {
+        (self.usage, self.content)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adapter {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+impl Adapter {
+    pub fn for_kind(kind: ProviderKind) -> Self {
+        match kind {
+            ProviderKind::Openai | ProviderKind::OpenaiCompatible => Adapter::OpenAi,
+            ProviderKind::Anthropic => Adapter::Anthropic,
+            ProviderKind::Gemini => Adapter::Gemini,
+        }
+    }
+
+    pub fn supports(self, route: Route) -> bool {
+        match route {
+            Route::Chat => true,
+            Route::Embeddings => self == Adapter::OpenAi,
+        }
+    }
+
+    /// Whether response bodies are rewritten (and so must be read whole when not streamed).
+    pub fn translates(self) -> bool {
+        self != Adapter::OpenAi
+    }
+
+    /// Builds the request for one entry and the initial stream state.
+    pub fn build_request(
+        self,
+        prefix: &str,
+        key: &str,
+        route: Route,
+        request: &Value,
+        served_model: &str,
+        stream: bool,
+    ) -> Result<(UpstreamRequest, StreamState), Unsupported> {
+        let mut state = StreamState {
+            meta: chunk::Meta::new(served_model),
+            ..Default::default()
+        };
+        let req = match self {
+            Adapter::OpenAi => {
+                let (req, wants) =
+                    openai::build_request(prefix, key, route, request, served_model, stream)?;
+                state.client_wants_usage = wants;
+                req
+            }
+            Adapter::Anthropic => {
+                state.client_wants_usage = chunk::client_wants_usage(request);
+                anthropic::build_request(prefix, key, request, served_model, stream)?
+            }
+            Adapter::Gemini => {
+                state.client_wants_usage = chunk::client_wants_usage(request);
+                gemini::build_request(prefix, key, request, served_model, stream)?
+            }
+        };
+        Ok((req, state))
+    }
+
+    /// Decodes a whole (non-stream) success body.
+    pub fn decode_response(self, body: &[u8], served_model: &str) -> Decoded {
+        match self {
+            Adapter::OpenAi => {
+                let (usage, content) = openai::decode_response(body);
+                Decoded {
+                    body: None,
+                    usage,
+                    content,
+                }
+            }
+            Adapter::Anthropic => anthropic::decode_response(body, served_model),
+            Adapter::Gemini => gemini::decode_response(body, served_model),
+        }
+    }
+
+    /// Decodes one stream event into the OpenAI-format events the client receives.
+    pub fn decode_event(self, state: &mut StreamState, event: &Event) -> Vec<Bytes> {
+        match self {
+            Adapter::OpenAi => openai::decode_event(state, event).into_iter().collect(),
+            Adapter::Anthropic => anthropic::decode_event(state, event),
+            Adapter::Gemini => gemini::decode_event(state, event),
+        }
+    }
+
+    /// What to write when the provider's stream has ended; `Err` when it ended without
+    /// the format's proper end (a broken stream).
+    pub fn finish_stream(self, state: &mut StreamState) -> Result<Vec<Bytes>, BrokenStream> {
+        match self {
+            Adapter::OpenAi => Ok(Vec::new()),
+            Adapter::Anthropic | Adapter::Gemini => {
+                if !state.finished || state.errored {
+                    return Err(BrokenStream);
+                }
+                let mut out = Vec::new();
+                if state.client_wants_usage {
+                    if let Some(u) = state.usage {
+                        out.push(chunk::usage_event(&state.meta, &u));
+                    }
+                }
+                out.push(chunk::done());
+                Ok(out)
+            }
+        }
+    }
+
+    /// A provider's error body in OpenAI's shape.
+    pub fn error_body(self, status: u16, body: &[u8]) -> Option<Bytes> {
+        match self {
+            Adapter::OpenAi => None,
+            Adapter::Anthropic => Some(anthropic::error_body(status, body)),
+            Adapter::Gemini => Some(gemini::error_body(status, body)),
+        }
+    }
+}
+
+/// Rough token estimate (≈ 4 characters per token), for counts the tokenizer cannot see.
 pub fn estimate_tokens(chars: usize) -> u64 {
     (chars as u64).div_ceil(4)
 }

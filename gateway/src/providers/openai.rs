@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::{EventOutput, Route, StreamState, UpstreamRequest, Usage};
+use super::{Generated, Route, StreamState, Unsupported, UpstreamRequest, Usage};
 use crate::sse::Event;
 
 pub fn path(prefix: &str, route: Route) -> String {
@@ -23,17 +23,13 @@ pub fn build_request(
     request: &Value,
     served_model: &str,
     stream: bool,
-) -> Result<(UpstreamRequest, bool), serde_json::Error> {
+) -> Result<(UpstreamRequest, bool), Unsupported> {
     let mut body = request.clone();
     let mut wants_usage = false;
     if let Some(obj) = body.as_object_mut() {
         obj.insert("model".into(), Value::String(served_model.to_string()));
         if stream {
-            wants_usage = obj
-                .get("stream_options")
-                .and_then(|o| o.get("include_usage"))
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
+            wants_usage = super::chunk::client_wants_usage(request);
             match obj.get_mut("stream_options").and_then(Value::as_object_mut) {
                 Some(opts) => {
                     opts.insert("include_usage".into(), Value::Bool(true));
@@ -44,7 +40,7 @@ pub fn build_request(
             }
         }
     }
-    let body = Bytes::from(serde_json::to_vec(&body)?);
+    let body = serde_json::to_vec(&body).map_err(|e| Unsupported(e.to_string()))?;
     let accept = if stream {
         "text/event-stream"
     } else {
@@ -58,7 +54,7 @@ pub fn build_request(
                 ("content-type", "application/json".into()),
                 ("accept", accept.into()),
             ],
-            body,
+            body: Bytes::from(body),
         },
         wants_usage,
     ))
@@ -67,91 +63,71 @@ pub fn build_request(
 pub fn parse_usage(v: &Value) -> Option<Usage> {
     let u = v.get("usage").filter(|u| u.is_object())?;
     let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let prompt = n("prompt_tokens");
-    let completion = n("completion_tokens");
     let cached = u
         .get("prompt_tokens_details")
         .and_then(|d| d.get("cached_tokens"))
         .and_then(Value::as_u64)
         .unwrap_or(0);
     Some(Usage {
-        prompt_tokens: prompt,
-        completion_tokens: completion,
+        prompt_tokens: n("prompt_tokens"),
+        completion_tokens: n("completion_tokens"),
         cached_tokens: cached,
         cache_write_tokens: 0,
     })
 }
 
-/// Usage and generated characters of a whole (non-stream) response body.
-pub fn decode_response(body: &[u8]) -> (Option<Usage>, usize) {
+/// Usage and generated text of a whole (non-stream) response body.
+pub fn decode_response(body: &[u8]) -> (Option<Usage>, Generated) {
+    let mut content = Generated::default();
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
-        return (None, 0);
+        return (None, content);
     };
-    let chars = v
-        .get("choices")
-        .and_then(Value::as_array)
-        .map(|cs| {
-            cs.iter()
-                .filter_map(|c| c.get("message")?.get("content")?.as_str())
-                .map(|s| s.chars().count())
-                .sum()
-        })
-        .unwrap_or(0);
-    (parse_usage(&v), chars)
-}
-
-pub fn decode_event(state: &mut StreamState, event: &Event) -> EventOutput {
-    let Some(data) = event.data.as_deref() else {
-        return EventOutput::Forward(event.raw.clone());
-    };
-    if data.trim() == "[DONE]" {
-        state.saw_done = true;
-        return EventOutput::Forward(event.raw.clone());
-    }
-    let Ok(v) = serde_json::from_str::<Value>(data) else {
-        return EventOutput::Forward(event.raw.clone());
-    };
-    let choices = v.get("choices").and_then(Value::as_array);
-    if let Some(cs) = choices {
-        for c in cs {
+    if let Some(choices) = v.get("choices").and_then(Value::as_array) {
+        for c in choices {
             if let Some(s) = c
-                .get("delta")
-                .and_then(|d| d.get("content"))
+                .get("message")
+                .and_then(|m| m.get("content"))
                 .and_then(Value::as_str)
             {
-                state.content_chars += s.chars().count();
+                content.push(s);
             }
         }
+    }
+    (parse_usage(&v), content)
+}
+
+/// Passes an event on, or drops the usage-only chunk the client did not ask for.
+pub fn decode_event(state: &mut StreamState, event: &Event) -> Option<Bytes> {
+    let Some(data) = event.data.as_deref() else {
+        return Some(event.raw.clone());
+    };
+    if data.trim() == "[DONE]" {
+        state.finished = true;
+        return Some(event.raw.clone());
+    }
+    let Ok(v) = serde_json::from_str::<Value>(data) else {
+        return Some(event.raw.clone());
+    };
+    let choices = v.get("choices").and_then(Value::as_array);
+    for c in choices.into_iter().flatten() {
+        if let Some(s) = c
+            .get("delta")
+            .and_then(|d| d.get("content"))
+            .and_then(Value::as_str)
+        {
+            state.content.push(s);
+        }
+    }
+    if v.get("error").is_some() {
+        state.errored = true;
     }
     if let Some(u) = parse_usage(&v) {
         state.usage = Some(u);
         if !state.client_wants_usage && choices.is_some_and(|c| c.is_empty()) {
-            return EventOutput::Drop;
+            return None;
         }
     }
-    EventOutput::Forward(event.raw.clone())
-}
-
-/// Characters of the prompt, for estimating usage when the provider sends none.
-pub fn prompt_chars(request: &Value) -> usize {
-    let text_len = |v: &Value| -> usize {
-        match v {
-            Value::String(s) => s.chars().count(),
-            Value::Array(parts) => parts
-                .iter()
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .map(|s| s.chars().count())
-                .sum(),
-            _ => 0,
-        }
-    };
-    if let Some(msgs) = request.get("messages").and_then(Value::as_array) {
-        return msgs
-            .iter()
-            .map(|m| 4 + m.get("content").map_or(0, text_len))
-            .sum();
-    }
-    request.get("input").map_or(0, text_len)
+    Some(event.raw.clone())
 }
 
 #[cfg(test)]
@@ -186,18 +162,18 @@ mod tests {
                 client_wants_usage: wants,
                 ..Default::default()
             };
-            let out: Vec<EventOutput> = Framer::new()
+            let out: Vec<Option<Bytes>> = Framer::new()
                 .push(stream.as_bytes())
                 .iter()
                 .map(|e| decode_event(&mut st, e))
                 .collect();
             assert_eq!(
-                out.iter().filter(|o| **o == EventOutput::Drop).count(),
+                out.iter().filter(|o| o.is_none()).count(),
                 usize::from(!wants)
             );
             assert_eq!(st.usage.unwrap().prompt_tokens, 3);
-            assert_eq!(st.content_chars, 2);
-            assert!(st.saw_done);
+            assert_eq!(st.content.tokens(), 1);
+            assert!(st.finished);
         }
     }
 }

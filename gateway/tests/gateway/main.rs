@@ -6,6 +6,7 @@ mod harness;
 
 mod auth;
 mod fallback;
+mod kinds;
 mod lifecycle;
 mod proxying;
 mod sdk;

@@ -3,14 +3,51 @@
 
 use std::process::Command;
 
+use perpetuo_core::provider::ProviderKind;
+
 use crate::harness::{mock, Env, Gateway};
 
 #[tokio::test]
 async fn openai_python_sdk() {
     let env = Env::new().await;
     let (a, b) = (mock().await, mock().await);
-    env.add_provider("first", &a.base_url(), 1).await;
-    env.add_provider("second", &b.base_url(), 2).await;
+    let k = ProviderKind::Openai;
+    env.add_provider_with(
+        "first",
+        k,
+        &a.base_url(),
+        1,
+        &["gpt-4o-mini", "text-embedding-3-small", "error-429"],
+        &[],
+    )
+    .await;
+    env.add_provider_with(
+        "second",
+        k,
+        &b.base_url(),
+        2,
+        &["gpt-4o-mini", "error-429"],
+        &[],
+    )
+    .await;
+    env.add_provider_with(
+        "claude",
+        ProviderKind::Anthropic,
+        &a.anthropic_base_url(),
+        3,
+        &["claude-sonnet-4-5"],
+        &[],
+    )
+    .await;
+    env.add_provider_with(
+        "gem",
+        ProviderKind::Gemini,
+        &a.gemini_base_url(),
+        4,
+        &["gemini-2.5-flash"],
+        &[],
+    )
+    .await;
     let gw = Gateway::start(&env).await;
     let python = std::env::var("PERPETUO_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_sdk_check.py");
@@ -22,6 +59,7 @@ async fn openai_python_sdk() {
             .env("GATEWAY_URL", base)
             .env("GOOD_KEY", key)
             .env("BAD_KEY", format!("pp-{}", "B".repeat(43)))
+            .env("MODELS", "gpt-4o-mini,claude-sonnet-4-5,gemini-2.5-flash")
             .output()
             .expect("python runs")
     })
@@ -33,5 +71,5 @@ async fn openai_python_sdk() {
         out.status.success(),
         "openai SDK checks failed (is the `openai` package installed for this interpreter?):\n{stdout}\n{stderr}"
     );
-    assert!(stdout.contains("5 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("12 passed, 0 failed"), "{stdout}");
 }

@@ -1,0 +1,106 @@
+//! OpenAI-format stream events that translated streams are written as.
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::Usage;
+
+/// Identity shared by every chunk of one translated stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub id: String,
+    pub model: String,
+    pub created: i64,
+}
+
+impl Meta {
+    pub fn new(model: &str) -> Self {
+        Self {
+            id: format!("chatcmpl-{}", uuid::Uuid::now_v7().simple()),
+            model: model.to_string(),
+            created: time::OffsetDateTime::now_utc().unix_timestamp(),
+        }
+    }
+}
+
+fn event(v: &Value) -> Bytes {
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+/// A `chat.completion.chunk` with one choice.
+pub fn delta(meta: &Meta, delta: Value, finish_reason: Option<&str>) -> Bytes {
+    event(&json!({
+        "id": meta.id,
+        "object": "chat.completion.chunk",
+        "created": meta.created,
+        "model": meta.model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
+    }))
+}
+
+/// The usage-only chunk OpenAI sends when `stream_options.include_usage` is set.
+pub fn usage_event(meta: &Meta, usage: &Usage) -> Bytes {
+    event(&json!({
+        "id": meta.id,
+        "object": "chat.completion.chunk",
+        "created": meta.created,
+        "model": meta.model,
+        "choices": [],
+        "usage": usage.to_openai(),
+    }))
+}
+
+pub fn done() -> Bytes {
+    Bytes::from_static(b"data: [DONE]\n\n")
+}
+
+/// An error event in OpenAI's error shape (what OpenAI itself sends mid-stream).
+pub fn error_event(message: &str, err_type: &str, code: &str) -> Bytes {
+    event(&json!({"error": {"message": message, "type": err_type, "code": code, "param": null}}))
+}
+
+pub fn client_wants_usage(request: &Value) -> bool {
+    request
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+/// A whole `chat.completion` object.
+pub fn completion(
+    meta: &Meta,
+    content: Option<String>,
+    tool_calls: Vec<Value>,
+    finish_reason: &str,
+    usage: Option<&Usage>,
+) -> Value {
+    let mut message = json!({"role": "assistant", "content": content, "refusal": null});
+    if !tool_calls.is_empty() {
+        message["tool_calls"] = Value::Array(tool_calls);
+    }
+    let mut v = json!({
+        "id": meta.id,
+        "object": "chat.completion",
+        "created": meta.created,
+        "model": meta.model,
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish_reason}],
+    });
+    if let Some(u) = usage {
+        v["usage"] = u.to_openai();
+    }
+    v
+}
+
+/// The text of an OpenAI message `content` (a string or text parts).
+pub fn content_text(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => String::new(),
+    }
+}
