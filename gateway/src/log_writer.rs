@@ -1,6 +1,6 @@
 //! The request-log pipeline: requests hand finished records to a bounded queue
 //! (`try_send`, never waiting); a background service writes them in batches (multi-row
-//! insert, every ~100 ms or `BATCH` rows) and moves the usage counters. A record that cannot
+//! insert, every ~100 ms, `BATCH` rows at a time) and moves the usage counters. A record that cannot
 //! be queued or written is counted in a metric. On shutdown the service finishes its batch
 //! and leaves the rest to [`drain`], which `main` runs after the server stops.
 
@@ -79,39 +79,44 @@ pub async fn write_batch(pool: &Pool, batch: &[LogRecord]) {
     }
 }
 
-/// Receives up to `BATCH` records, waiting at most `FLUSH_EVERY` after the first one.
-async fn next_batch(rx: &mut mpsc::Receiver<LogRecord>, batch: &mut Vec<LogRecord>) -> bool {
-    match rx.recv().await {
-        Some(r) => batch.push(r),
-        None => return false,
-    }
-    let deadline = tokio::time::Instant::now() + FLUSH_EVERY;
+/// Takes up to `BATCH` queued records without waiting.
+fn take_batch(rx: &mut mpsc::Receiver<LogRecord>, batch: &mut Vec<LogRecord>) {
     while batch.len() < BATCH {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(r)) => batch.push(r),
-            Ok(None) | Err(_) => break,
+        match rx.try_recv() {
+            Ok(r) => batch.push(r),
+            Err(_) => break,
         }
     }
-    true
 }
 
 #[async_trait]
 impl BackgroundService for LogWriter {
+    /// Wakes every `FLUSH_EVERY` and writes what has queued, in batches: requests never
+    /// wake this task, so a busy gateway pays no cross-thread wake-up per record.
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut rx = self.rx.lock().await;
         let mut batch = Vec::with_capacity(BATCH);
+        let mut tick = tokio::time::interval(FLUSH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                more = next_batch(&mut rx, &mut batch) => {
-                    write_batch(&self.pool, &batch).await;
-                    batch.clear();
-                    if !more { return; }
-                }
+                _ = tick.tick() => {}
                 _ = shutdown.changed() => {
-                    // Records already taken are written now; requests still finishing
-                    // keep queueing, and `drain` writes them after the server stops.
-                    write_batch(&self.pool, &batch).await;
+                    // Requests still finishing keep queueing; `drain` writes them after
+                    // the server stops.
                     return;
+                }
+            }
+            loop {
+                take_batch(&mut rx, &mut batch);
+                if batch.is_empty() {
+                    break;
+                }
+                write_batch(&self.pool, &batch).await;
+                let full = batch.len() == BATCH;
+                batch.clear();
+                if !full {
+                    break;
                 }
             }
         }
@@ -124,12 +129,7 @@ pub async fn drain(pool: &Pool, rx: &SharedReceiver) -> usize {
     let mut total = 0;
     let mut batch = Vec::with_capacity(BATCH);
     loop {
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
+        take_batch(&mut rx, &mut batch);
         if batch.is_empty() {
             return total;
         }

@@ -22,7 +22,7 @@ use crate::auth::{AuthError, AuthedKey, KeyCache};
 use crate::errors::GatewayError;
 use crate::log_writer::LogSink;
 use crate::metrics;
-use crate::providers::{self, tokens, Adapter, Generated, Route, StreamState, Usage};
+use crate::providers::{self, tokens, Adapter, Call, Generated, Route, StreamState, Usage};
 use crate::routing::{order, split_pinned, Breakers, Entry, EntryCache, Failure, Turns};
 use crate::sse::Framer;
 use crate::upstream::{Outcome, Ready, Upstreams};
@@ -74,6 +74,36 @@ enum Stop {
 impl From<GatewayError> for Stop {
     fn from(e: GatewayError) -> Self {
         Stop::Respond(e)
+    }
+}
+
+/// A body gathered from chunks without copying them; joined only when there are several.
+#[derive(Default)]
+struct Chunks {
+    parts: Vec<Bytes>,
+    len: usize,
+}
+
+impl Chunks {
+    fn push(&mut self, chunk: Bytes) {
+        self.len += chunk.len();
+        self.parts.push(chunk);
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn into_bytes(mut self) -> Bytes {
+        match self.parts.len() {
+            0 => Bytes::new(),
+            1 => self.parts.swap_remove(0),
+            _ => {
+                let mut joined = BytesMut::with_capacity(self.len);
+                self.parts.iter().for_each(|p| joined.extend_from_slice(p));
+                joined.freeze()
+            }
+        }
     }
 }
 
@@ -153,7 +183,7 @@ impl Gateway {
             }
             return Err(GatewayError::too_large(limit));
         }
-        let mut buf = BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(limit));
+        let mut buf = Chunks::default();
         loop {
             match session.read_request_body().await {
                 Ok(Some(chunk)) => {
@@ -161,9 +191,9 @@ impl Gateway {
                         drain(session, buf.len() + chunk.len(), drain_cap).await;
                         return Err(GatewayError::too_large(limit));
                     }
-                    buf.extend_from_slice(&chunk);
+                    buf.push(chunk);
                 }
-                Ok(None) => return Ok(buf.freeze()),
+                Ok(None) => return Ok(buf.into_bytes()),
                 Err(_) => {
                     return Err(GatewayError::bad_request(
                         "invalid_body",
@@ -254,41 +284,33 @@ impl Gateway {
         if candidates.is_empty() {
             return Err(GatewayError::model_not_found(&model).into());
         }
-        self.run_attempts(
-            session,
-            ctx,
-            &candidates,
+        let call = Call {
             route,
-            &request,
-            bare_model,
+            request: &request,
+            raw: &body,
+            model: bare_model,
             stream,
-        )
-        .await
+        };
+        self.run_attempts(session, ctx, &candidates, &call).await
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn run_attempts(
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
         candidates: &[Arc<Entry>],
-        route: Route,
-        request: &Value,
-        model: &str,
-        stream: bool,
+        call: &Call<'_>,
     ) -> Result<(), Stop> {
         let mut failures: Vec<Failure> = Vec::new();
         let mut refused: Option<String> = None;
         for entry in candidates {
             let adapter = Adapter::for_kind(entry.kind);
-            let served = entry.served_model(model).to_string();
+            let served = entry.served_model(call.model).to_string();
             let (req, state) = match adapter.build_request(
                 &entry.upstream.path_prefix,
                 entry.key.expose(),
-                route,
-                request,
+                call,
                 &served,
-                stream,
             ) {
                 Ok(built) => built,
                 Err(providers::Unsupported(reason)) => {
@@ -413,7 +435,7 @@ impl Gateway {
         ctx.ttfb = Some(ctx.start.elapsed());
 
         let mut framer = Framer::new();
-        let mut kept = BytesMut::new();
+        let mut kept = Chunks::default();
         let mut next = ready.first.take();
         let mut done = ready.done;
         loop {
@@ -428,7 +450,7 @@ impl Gateway {
                     out.freeze()
                 } else {
                     if kept.len() + chunk.len() <= MAX_USAGE_BODY {
-                        kept.extend_from_slice(&chunk);
+                        kept.push(chunk.clone());
                     }
                     chunk
                 };
@@ -461,7 +483,10 @@ impl Gateway {
         }
         if !sse {
             let (usage, content) = adapter
-                .decode_response(&kept, ctx.model_served.as_deref().unwrap_or(""))
+                .decode_response(
+                    &kept.into_bytes(),
+                    ctx.model_served.as_deref().unwrap_or(""),
+                )
                 .usage_and_content();
             ctx.usage = usage;
             ctx.content = content;

@@ -1,5 +1,6 @@
 //! What the mock remembers: recorded requests, counters, and the guards that notice clients leaving.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -70,16 +71,22 @@ pub(crate) struct Recorder {
     completed: AtomicU64,
     cancelled: AtomicU64,
     abandoned: AtomicU64,
-    requests: Mutex<Vec<RecordedRequest>>,
+    requests: Mutex<VecDeque<RecordedRequest>>,
 }
+
+/// Requests kept for inspection; older ones are forgotten so that long load runs of the
+/// binary do not grow without bound.
+pub const MAX_RECORDED: usize = 1000;
 
 impl Recorder {
     /// Records a request; `counts_as_hit` for chat and embeddings calls.
     pub(crate) fn record(&self, request: RecordedRequest, counts_as_hit: bool) {
-        self.requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(request);
+        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        if requests.len() == MAX_RECORDED {
+            requests.pop_front();
+        }
+        requests.push_back(request);
+        drop(requests);
         if counts_as_hit {
             self.hits.fetch_add(1, Ordering::SeqCst);
         }
@@ -105,7 +112,9 @@ impl Recorder {
         self.requests
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .iter()
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn reset(&self) {

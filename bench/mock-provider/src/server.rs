@@ -182,7 +182,8 @@ impl MockProvider {
         self.shared.recorder.hits()
     }
 
-    /// Every request received, in arrival order, recorded once its body was read.
+    /// The requests received (the last [`crate::record::MAX_RECORDED`]), in arrival order,
+    /// each recorded once its body was read.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.recorder.requests()
     }

@@ -77,6 +77,19 @@ impl Usage {
     }
 }
 
+/// What the client asked for, as every attempt needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub route: Route,
+    /// The parsed request body.
+    pub request: &'a Value,
+    /// The request body as the client sent it.
+    pub raw: &'a Bytes,
+    /// The requested model, without a `kind/` pin.
+    pub model: &'a str,
+    pub stream: bool,
+}
+
 /// A request the gateway refuses to translate, with the reason (answered with 400).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unsupported(pub String);
@@ -178,24 +191,25 @@ impl Adapter {
         self != Adapter::OpenAi
     }
 
-    /// Builds the request for one entry and the initial stream state.
+    /// Builds the request for one entry (`prefix` of its base URL, its `key`, the model
+    /// it serves) and the initial stream state.
     pub fn build_request(
         self,
         prefix: &str,
         key: &str,
-        route: Route,
-        request: &Value,
+        call: &Call<'_>,
         served_model: &str,
-        stream: bool,
     ) -> Result<(UpstreamRequest, StreamState), Unsupported> {
+        let Call {
+            request, stream, ..
+        } = *call;
         let mut state = StreamState {
             meta: chunk::Meta::new(served_model),
             ..Default::default()
         };
         let req = match self {
             Adapter::OpenAi => {
-                let (req, wants) =
-                    openai::build_request(prefix, key, route, request, served_model, stream)?;
+                let (req, wants) = openai::build_request(prefix, key, call, served_model)?;
                 state.client_wants_usage = wants;
                 req
             }

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::{Generated, Route, StreamState, Unsupported, UpstreamRequest, Usage};
+use super::{Call, Generated, Route, StreamState, Unsupported, UpstreamRequest, Usage};
 use crate::sse::Event;
 
 pub fn path(prefix: &str, route: Route) -> String {
@@ -16,31 +16,28 @@ pub fn path(prefix: &str, route: Route) -> String {
 }
 
 /// Builds the upstream request; returns it and whether the client asked for usage chunks.
+/// The client's own bytes (`raw`) go upstream unchanged when nothing needs rewriting.
 pub fn build_request(
     prefix: &str,
     key: &str,
-    route: Route,
-    request: &Value,
+    call: &Call<'_>,
     served_model: &str,
-    stream: bool,
 ) -> Result<(UpstreamRequest, bool), Unsupported> {
-    let mut body = request.clone();
-    let mut wants_usage = false;
-    if let Some(obj) = body.as_object_mut() {
-        obj.insert("model".into(), Value::String(served_model.to_string()));
-        if stream {
-            wants_usage = super::chunk::client_wants_usage(request);
-            match obj.get_mut("stream_options").and_then(Value::as_object_mut) {
-                Some(opts) => {
-                    opts.insert("include_usage".into(), Value::Bool(true));
-                }
-                None => {
-                    obj.insert("stream_options".into(), json!({"include_usage": true}));
-                }
-            }
-        }
-    }
-    let body = serde_json::to_vec(&body).map_err(|e| Unsupported(e.to_string()))?;
+    let Call {
+        route,
+        request,
+        raw,
+        stream,
+        ..
+    } = *call;
+    let wants_usage = stream && super::chunk::client_wants_usage(request);
+    let unchanged = request.get("model").and_then(Value::as_str) == Some(served_model)
+        && (!stream || wants_usage);
+    let body = if unchanged {
+        raw.clone()
+    } else {
+        Bytes::from(rewrite(request, served_model, stream)?)
+    };
     let accept = if stream {
         "text/event-stream"
     } else {
@@ -54,10 +51,29 @@ pub fn build_request(
                 ("content-type", "application/json".into()),
                 ("accept", accept.into()),
             ],
-            body: Bytes::from(body),
+            body,
         },
         wants_usage,
     ))
+}
+
+/// The request with the served model name and, for streams, the usage chunk asked for.
+fn rewrite(request: &Value, served_model: &str, stream: bool) -> Result<Vec<u8>, Unsupported> {
+    let mut body = request.clone();
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("model".into(), Value::String(served_model.to_string()));
+        if stream {
+            match obj.get_mut("stream_options").and_then(Value::as_object_mut) {
+                Some(opts) => {
+                    opts.insert("include_usage".into(), Value::Bool(true));
+                }
+                None => {
+                    obj.insert("stream_options".into(), json!({"include_usage": true}));
+                }
+            }
+        }
+    }
+    serde_json::to_vec(&body).map_err(|e| Unsupported(e.to_string()))
 }
 
 pub fn parse_usage(v: &Value) -> Option<Usage> {
@@ -76,9 +92,20 @@ pub fn parse_usage(v: &Value) -> Option<Usage> {
     })
 }
 
-/// Usage and generated text of a whole (non-stream) response body.
+#[derive(serde::Deserialize)]
+struct UsageOnly {
+    usage: Option<Value>,
+}
+
+/// Usage and generated text of a whole (non-stream) response body. The text is only
+/// collected when there is no usage to report (it is kept for an estimate).
 pub fn decode_response(body: &[u8]) -> (Option<Usage>, Generated) {
     let mut content = Generated::default();
+    if let Ok(UsageOnly { usage: Some(u) }) = serde_json::from_slice::<UsageOnly>(body) {
+        if let Some(usage) = parse_usage(&serde_json::json!({ "usage": u })) {
+            return (Some(usage), content);
+        }
+    }
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         return (None, content);
     };
@@ -135,21 +162,39 @@ mod tests {
     use super::*;
     use crate::sse::Framer;
 
+    fn build(req: &Value, raw: &Bytes, served: &str, stream: bool) -> (UpstreamRequest, bool) {
+        let call = Call {
+            route: Route::Chat,
+            request: req,
+            raw,
+            model: "a",
+            stream,
+        };
+        build_request("/v1", "sk", &call, served).unwrap()
+    }
+
     #[test]
     fn stream_requests_ask_for_usage() {
         let req = json!({"model": "a", "stream": true, "messages": []});
-        let (up, wants) = build_request("/v1", "sk", Route::Chat, &req, "b", true).unwrap();
+        let raw = Bytes::from(req.to_string());
+        let (up, wants) = build(&req, &raw, "b", true);
         let body: Value = serde_json::from_slice(&up.body).unwrap();
         assert_eq!(body["model"], "b");
         assert_eq!(body["stream_options"]["include_usage"], true);
         assert!(!wants);
         assert_eq!(up.path, "/v1/chat/completions");
         let req = json!({"model": "a", "stream": true, "stream_options": {"include_usage": true}});
-        assert!(
-            build_request("", "sk", Route::Chat, &req, "a", true)
-                .unwrap()
-                .1
+        let raw = Bytes::from(req.to_string());
+        let (up, wants) = build(&req, &raw, "a", true);
+        assert!(wants);
+        assert_eq!(
+            up.body, raw,
+            "nothing to rewrite: the client's bytes go upstream"
         );
+        let req = json!({"model": "a", "messages": []});
+        let raw = Bytes::from_static(b"{\"model\": \"a\",  \"messages\": []}");
+        let (up, _) = build(&req, &raw, "a", false);
+        assert_eq!(up.body, raw);
     }
 
     #[test]
