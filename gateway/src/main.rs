@@ -102,7 +102,7 @@ fn main() -> std::process::ExitCode {
                 idle: config.idle_timeout,
             },
         },
-        pricing,
+        pricing: Arc::new(pricing),
         sink,
         max_body_bytes: config.max_body_bytes,
     };

@@ -36,7 +36,7 @@ pub struct Gateway {
     pub breakers: Breakers,
     pub turns: Turns,
     pub upstreams: Upstreams,
-    pub pricing: Pricing,
+    pub pricing: Arc<Pricing>,
     pub sink: LogSink,
     pub max_body_bytes: usize,
 }
@@ -59,6 +59,10 @@ pub struct Ctx {
     request: Option<Arc<Value>>,
     content: Generated,
     ttfb: Option<Duration>,
+    /// Set once the request's record has been handed to the log writer.
+    logged: bool,
+    sink: LogSink,
+    pricing: Arc<Pricing>,
 }
 
 /// How a request ended early.
@@ -640,69 +644,74 @@ impl Gateway {
     }
 
     fn finish_record(&self, ctx: &Ctx) -> Option<LogRecord> {
-        let route = ctx.route?;
-        let entry = ctx.served_by.as_ref();
-        let kind = entry.map_or("none", |e| e.kind.as_str());
-        let reached_provider = entry.is_some();
-        let (usage, source) = match ctx.usage {
-            Some(u) if ctx.status != 499 => (u, UsageSource::Provider),
-            Some(u) => (u, UsageSource::Estimated),
-            None if reached_provider => (
-                Usage {
-                    prompt_tokens: ctx.request.as_deref().map_or(0, tokens::prompt),
-                    completion_tokens: ctx.content.tokens(),
-                    ..Default::default()
-                },
-                UsageSource::Estimated,
-            ),
-            None => (Usage::default(), UsageSource::None),
-        };
-        let cost = match (&ctx.model_served, reached_provider) {
-            (Some(m), true) => {
-                let c = self.pricing.cost_nusd(m, &usage.counts());
-                if c.is_none() {
-                    metrics::UNPRICED.with_label_values(&[kind]).inc();
-                }
-                c
-            }
-            _ => None,
-        };
-        metrics::TOKENS
-            .with_label_values(&[kind, "prompt"])
-            .inc_by(usage.prompt_tokens);
-        metrics::TOKENS
-            .with_label_values(&[kind, "completion"])
-            .inc_by(usage.completion_tokens);
-        if let Some(c) = cost {
-            metrics::COST
-                .with_label_values(&[kind])
-                .inc_by(c as f64 / 1e9);
-        }
-        let clamp = |n: u64| i32::try_from(n).unwrap_or(i32::MAX);
-        Some(LogRecord {
-            id: ctx.request_id,
-            created_at: ctx.started_at,
-            workspace_id: ctx.key.as_ref().map(|k| k.workspace_id),
-            api_key_id: ctx.key.as_ref().map(|k| k.id),
-            provider_id: entry.map(|e| e.id),
-            provider_name: entry.map(|e| e.name.clone()),
-            provider_kind: entry.map(|e| e.kind.as_str().to_string()),
-            route: route.label().to_string(),
-            model_requested: ctx.model_requested.clone(),
-            model_served: ctx.model_served.clone(),
-            status: i16::try_from(ctx.status).unwrap_or(0),
-            error_kind: ctx.error_kind.map(str::to_string),
-            streamed: ctx.streamed,
-            prompt_tokens: clamp(usage.prompt_tokens),
-            completion_tokens: clamp(usage.completion_tokens),
-            total_tokens: clamp(usage.prompt_tokens + usage.completion_tokens),
-            cost_nusd: cost,
-            usage_source: source,
-            latency_ms: clamp(ctx.start.elapsed().as_millis() as u64),
-            ttfb_ms: ctx.ttfb.map(|t| clamp(t.as_millis() as u64)),
-            attempts: ctx.attempts.clone(),
-        })
+        build_record(ctx, &self.pricing)
     }
+}
+
+/// The log record of a finished request (`None` for routes that are not logged).
+fn build_record(ctx: &Ctx, pricing: &Pricing) -> Option<LogRecord> {
+    let route = ctx.route?;
+    let entry = ctx.served_by.as_ref();
+    let kind = entry.map_or("none", |e| e.kind.as_str());
+    let reached_provider = entry.is_some();
+    let (usage, source) = match ctx.usage {
+        Some(u) if ctx.status != 499 => (u, UsageSource::Provider),
+        Some(u) => (u, UsageSource::Estimated),
+        None if reached_provider => (
+            Usage {
+                prompt_tokens: ctx.request.as_deref().map_or(0, tokens::prompt),
+                completion_tokens: ctx.content.tokens(),
+                ..Default::default()
+            },
+            UsageSource::Estimated,
+        ),
+        None => (Usage::default(), UsageSource::None),
+    };
+    let cost = match (&ctx.model_served, reached_provider) {
+        (Some(m), true) => {
+            let c = pricing.cost_nusd(m, &usage.counts());
+            if c.is_none() {
+                metrics::UNPRICED.with_label_values(&[kind]).inc();
+            }
+            c
+        }
+        _ => None,
+    };
+    metrics::TOKENS
+        .with_label_values(&[kind, "prompt"])
+        .inc_by(usage.prompt_tokens);
+    metrics::TOKENS
+        .with_label_values(&[kind, "completion"])
+        .inc_by(usage.completion_tokens);
+    if let Some(c) = cost {
+        metrics::COST
+            .with_label_values(&[kind])
+            .inc_by(c as f64 / 1e9);
+    }
+    let clamp = |n: u64| i32::try_from(n).unwrap_or(i32::MAX);
+    Some(LogRecord {
+        id: ctx.request_id,
+        created_at: ctx.started_at,
+        workspace_id: ctx.key.as_ref().map(|k| k.workspace_id),
+        api_key_id: ctx.key.as_ref().map(|k| k.id),
+        provider_id: entry.map(|e| e.id),
+        provider_name: entry.map(|e| e.name.clone()),
+        provider_kind: entry.map(|e| e.kind.as_str().to_string()),
+        route: route.label().to_string(),
+        model_requested: ctx.model_requested.clone(),
+        model_served: ctx.model_served.clone(),
+        status: i16::try_from(ctx.status).unwrap_or(0),
+        error_kind: ctx.error_kind.map(str::to_string),
+        streamed: ctx.streamed,
+        prompt_tokens: clamp(usage.prompt_tokens),
+        completion_tokens: clamp(usage.completion_tokens),
+        total_tokens: clamp(usage.prompt_tokens + usage.completion_tokens),
+        cost_nusd: cost,
+        usage_source: source,
+        latency_ms: clamp(ctx.start.elapsed().as_millis() as u64),
+        ttfb_ms: ctx.ttfb.map(|t| clamp(t.as_millis() as u64)),
+        attempts: ctx.attempts.clone(),
+    })
 }
 
 #[async_trait]
@@ -727,6 +736,9 @@ impl ProxyHttp for Gateway {
             request: None,
             content: Generated::default(),
             ttfb: None,
+            logged: false,
+            sink: self.sink.clone(),
+            pricing: self.pricing.clone(),
         }
     }
 
@@ -783,7 +795,26 @@ impl ProxyHttp for Gateway {
                 .with_label_values(&[kind])
                 .observe(t.as_secs_f64());
         }
+        ctx.logged = true;
         if let Some(record) = self.finish_record(ctx) {
+            self.sink.send(record);
+        }
+    }
+}
+
+impl Drop for Ctx {
+    /// A request whose task was dropped before `logging` ran — cut off when the shutdown
+    /// grace period ended — still gets its one record.
+    fn drop(&mut self) {
+        if self.logged || self.route.is_none() {
+            return;
+        }
+        self.logged = true;
+        self.error_kind = Some("cancelled_at_shutdown");
+        if self.status == 0 || self.status == 200 {
+            self.status = 503;
+        }
+        if let Some(record) = build_record(self, &self.pricing) {
             self.sink.send(record);
         }
     }

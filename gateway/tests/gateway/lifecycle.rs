@@ -101,3 +101,36 @@ async fn metrics_expose_every_family() {
         "no secrets or ids in labels"
     );
 }
+
+#[tokio::test]
+async fn a_request_cut_off_by_the_end_of_the_grace_period_still_gets_its_row() {
+    let env = Env::new().await;
+    let m = mock_provider::MockProvider::start(mock_provider::MockConfig {
+        chunk_delay: Duration::from_millis(700),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    env.add_provider("slow", &m.base_url(), 1).await;
+    let mut gw = Gateway::start_with(&env, &env.db.url, &[("SHUTDOWN_GRACE_SECONDS", "1")]).await;
+    let mut body = chat_body("gpt-4o");
+    body["stream"] = json!(true);
+    let resp = gw.chat(&env.key, body).send().await.unwrap();
+    let rid = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let mut s = resp.bytes_stream();
+    s.next().await.unwrap().unwrap();
+    gw.signal("TERM");
+    let mut text = String::new();
+    while let Some(Ok(chunk)) = s.next().await {
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert!(
+        !text.contains("[DONE]"),
+        "the stream was cut at the end of the grace period"
+    );
+    assert!(gw.wait_exit(Duration::from_secs(15)).await);
+    let row = env.log_row(&rid).await;
+    assert_eq!(row.error_kind.as_deref(), Some("cancelled_at_shutdown"));
+    assert_eq!(row.status, 503);
+    assert!(row.streamed);
+}
