@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use perpetuo_core::config;
 use perpetuo_core::crypto::MasterKey;
 use perpetuo_core::upstream::UpstreamPolicy;
 use perpetuo_core::Secret;
@@ -30,33 +31,16 @@ fn parse_jwt_secret(s: &str) -> Result<Secret<String>, String> {
     Ok(Secret::new(s.to_string()))
 }
 
-fn parse_master_key(s: &str) -> Result<MasterKey, String> {
-    MasterKey::from_base64(s).map_err(|e| e.to_string())
-}
-
-fn parse_policy(s: &str) -> Result<UpstreamPolicy, String> {
-    s.parse()
-        .map_err(|e: perpetuo_core::upstream::PolicyParseError| e.to_string())
-}
-
-fn parse_db_url(s: &str) -> Result<Secret<String>, String> {
-    if s.starts_with("postgres://") || s.starts_with("postgresql://") || s.starts_with("host=") {
-        Ok(Secret::new(s.to_string()))
-    } else {
-        Err("must be a postgres:// URL".into())
-    }
-}
-
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
     /// PostgreSQL URL.
-    #[arg(long, env = "DATABASE_URL", value_parser = parse_db_url, hide_env_values = true)]
+    #[arg(long, env = "DATABASE_URL", value_parser = config::database_url, hide_env_values = true)]
     pub database_url: Secret<String>,
     /// HS256 secret for admin tokens (at least 32 characters).
     #[arg(long, env = "JWT_SECRET", value_parser = parse_jwt_secret, hide_env_values = true)]
     pub jwt_secret: Secret<String>,
     /// 32-byte key (base64) sealing provider keys.
-    #[arg(long, env = "PERPETUO_MASTER_KEY", value_parser = parse_master_key, hide_env_values = true)]
+    #[arg(long, env = "PERPETUO_MASTER_KEY", value_parser = config::master_key, hide_env_values = true)]
     pub master_key: MasterKey,
     /// Address of the admin API and dashboard.
     #[arg(long, env = "ADMIN_ADDR", default_value = "127.0.0.1:3000")]
@@ -68,7 +52,7 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_PUBLIC_URL")]
     pub gateway_public_url: Option<String>,
     /// CIDRs where provider base URLs may point although private or loopback.
-    #[arg(long, env = "ALLOWED_PRIVATE_UPSTREAMS", default_value = "", value_parser = parse_policy)]
+    #[arg(long, env = "ALLOWED_PRIVATE_UPSTREAMS", default_value = "", value_parser = config::upstream_policy)]
     pub allowed_private_upstreams: UpstreamPolicy,
     /// Origins allowed by CORS (comma-separated); empty disables CORS.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]

@@ -5,28 +5,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use perpetuo_core::config;
 use perpetuo_core::crypto::MasterKey;
 use perpetuo_core::upstream::UpstreamPolicy;
 use perpetuo_core::Secret;
 
 pub const EMBEDDED_SERVER_CONF: &str = include_str!("../../conf/gateway.yaml");
-
-fn parse_master_key(s: &str) -> Result<MasterKey, String> {
-    MasterKey::from_base64(s).map_err(|e| e.to_string())
-}
-
-fn parse_policy(s: &str) -> Result<UpstreamPolicy, String> {
-    s.parse()
-        .map_err(|e: perpetuo_core::upstream::PolicyParseError| e.to_string())
-}
-
-fn parse_db_url(s: &str) -> Result<Secret<String>, String> {
-    if s.starts_with("postgres://") || s.starts_with("postgresql://") || s.starts_with("host=") {
-        Ok(Secret::new(s.to_string()))
-    } else {
-        Err("must be a postgres:// URL".into())
-    }
-}
 
 fn millis(s: &str) -> Result<Duration, String> {
     s.parse::<u64>()
@@ -41,10 +25,10 @@ fn millis(s: &str) -> Result<Duration, String> {
 )]
 pub struct Config {
     /// PostgreSQL URL.
-    #[arg(long, env = "DATABASE_URL", value_parser = parse_db_url, hide_env_values = true)]
+    #[arg(long, env = "DATABASE_URL", value_parser = config::database_url, hide_env_values = true)]
     pub database_url: Secret<String>,
     /// 32-byte key (base64) that opens sealed provider keys.
-    #[arg(long, env = "PERPETUO_MASTER_KEY", value_parser = parse_master_key, hide_env_values = true)]
+    #[arg(long, env = "PERPETUO_MASTER_KEY", value_parser = config::master_key, hide_env_values = true)]
     pub master_key: MasterKey,
     /// Address of the OpenAI-compatible proxy.
     #[arg(long, env = "GATEWAY_ADDR", default_value = "127.0.0.1:8000")]
@@ -53,7 +37,7 @@ pub struct Config {
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9091")]
     pub metrics_addr: SocketAddr,
     /// CIDRs where provider base URLs may point although private or loopback.
-    #[arg(long, env = "ALLOWED_PRIVATE_UPSTREAMS", default_value = "", value_parser = parse_policy)]
+    #[arg(long, env = "ALLOWED_PRIVATE_UPSTREAMS", default_value = "", value_parser = config::upstream_policy)]
     pub allowed_private_upstreams: UpstreamPolicy,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
-use tokio_postgres::types::Json;
+use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -30,24 +30,6 @@ pub struct ProviderEntry {
     pub model_map: BTreeMap<String, String>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
-}
-
-impl ProviderEntry {
-    /// Whether this entry serves `model`: an empty allow-list means every model; a model
-    /// named in the model map is served under its mapped name.
-    pub fn serves(&self, model: &str) -> bool {
-        self.models.is_empty()
-            || self.models.iter().any(|m| m == model)
-            || self.model_map.contains_key(model)
-    }
-
-    /// The model name sent to the provider for a requested model.
-    pub fn served_model<'a>(&'a self, requested: &'a str) -> &'a str {
-        self.model_map
-            .get(requested)
-            .map(String::as_str)
-            .unwrap_or(requested)
-    }
 }
 
 const COLUMNS: &str =
@@ -96,6 +78,29 @@ pub struct NewProvider {
     pub model_map: BTreeMap<String, String>,
 }
 
+/// The 13 written columns of an entry, in the order the statements below use.
+fn write_params<'a>(
+    p: &'a NewProvider,
+    kind: &'a &'static str,
+    model_map: &'a Json<&'a BTreeMap<String, String>>,
+) -> [&'a (dyn ToSql + Sync); 13] {
+    [
+        &p.id,
+        &p.workspace_id,
+        kind,
+        &p.name,
+        &p.base_url,
+        &p.sealed.ciphertext,
+        &p.sealed.nonce,
+        &p.sealed.version,
+        &p.key_last4,
+        &p.priority,
+        &p.enabled,
+        &p.models,
+        model_map,
+    ]
+}
+
 pub fn new_id() -> Uuid {
     super::new_id()
 }
@@ -106,25 +111,9 @@ pub async fn insert(db: &impl GenericClient, p: &NewProvider) -> Result<Provider
              key_version, key_last4, priority, enabled, models, model_map)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {COLUMNS}"
     );
+    let (kind, model_map) = (p.kind.as_str(), Json(&p.model_map));
     let row = db
-        .query_one(
-            &sql,
-            &[
-                &p.id,
-                &p.workspace_id,
-                &p.kind.as_str(),
-                &p.name,
-                &p.base_url,
-                &p.sealed.ciphertext,
-                &p.sealed.nonce,
-                &p.sealed.version,
-                &p.key_last4,
-                &p.priority,
-                &p.enabled,
-                &p.models,
-                &Json(&p.model_map),
-            ],
-        )
+        .query_one(&sql, &write_params(p, &kind, &model_map))
         .await?;
     Ok(from_row(&row))
 }
@@ -160,25 +149,9 @@ pub async fn update(
              model_map = $13, updated_at = now()
          WHERE workspace_id = $2 AND id = $1 RETURNING {COLUMNS}"
     );
+    let (kind, model_map) = (p.kind.as_str(), Json(&p.model_map));
     let row = db
-        .query_opt(
-            &sql,
-            &[
-                &p.id,
-                &p.workspace_id,
-                &p.kind.as_str(),
-                &p.name,
-                &p.base_url,
-                &p.sealed.ciphertext,
-                &p.sealed.nonce,
-                &p.sealed.version,
-                &p.key_last4,
-                &p.priority,
-                &p.enabled,
-                &p.models,
-                &Json(&p.model_map),
-            ],
-        )
+        .query_opt(&sql, &write_params(p, &kind, &model_map))
         .await?;
     Ok(row.as_ref().map(from_row))
 }

@@ -457,23 +457,5 @@ pub fn decode_event(state: &mut StreamState, event: &Event) -> Vec<Bytes> {
 
 /// An Anthropic error body in OpenAI's shape.
 pub fn error_body(status: u16, body: &[u8]) -> Bytes {
-    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let e = v.get("error");
-    let message = e
-        .and_then(|e| e.get("message"))
-        .and_then(Value::as_str)
-        .unwrap_or("The provider returned an error.");
-    let code = e
-        .and_then(|e| e.get("type"))
-        .and_then(Value::as_str)
-        .unwrap_or("upstream_error");
-    let err_type = if status >= 500 {
-        "server_error"
-    } else {
-        "invalid_request_error"
-    };
-    Bytes::from(
-        json!({"error": {"message": message, "type": err_type, "code": code, "param": null}})
-            .to_string(),
-    )
+    chunk::openai_error_body(status, body, "type")
 }

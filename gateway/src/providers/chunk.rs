@@ -104,3 +104,24 @@ pub fn content_text(content: Option<&Value>) -> String {
         _ => String::new(),
     }
 }
+
+/// A provider's error body in OpenAI's shape: `error.message` and the field naming the
+/// error's kind (`code_field`) are read from the provider's `error` object.
+pub fn openai_error_body(status: u16, body: &[u8], code_field: &str) -> Bytes {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let e = v
+        .get("error")
+        .or_else(|| v.get(0).and_then(|x| x.get("error")));
+    let field = |name: &str| e.and_then(|e| e.get(name)).and_then(Value::as_str);
+    let message = field("message").unwrap_or("The provider returned an error.");
+    let code = field(code_field).unwrap_or("upstream_error");
+    let err_type = if status >= 500 {
+        "server_error"
+    } else {
+        "invalid_request_error"
+    };
+    Bytes::from(
+        json!({"error": {"message": message, "type": err_type, "code": code, "param": null}})
+            .to_string(),
+    )
+}

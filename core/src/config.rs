@@ -1,0 +1,26 @@
+//! Parsers for the configuration values both binaries read from the environment; each
+//! error says what is wrong so the binary can name the variable with it.
+
+use crate::crypto::MasterKey;
+use crate::upstream::UpstreamPolicy;
+use crate::Secret;
+
+/// `PERPETUO_MASTER_KEY`: 32 bytes, base64.
+pub fn master_key(s: &str) -> Result<MasterKey, String> {
+    MasterKey::from_base64(s).map_err(|e| e.to_string())
+}
+
+/// `ALLOWED_PRIVATE_UPSTREAMS`: comma-separated CIDRs.
+pub fn upstream_policy(s: &str) -> Result<UpstreamPolicy, String> {
+    s.parse()
+        .map_err(|e: crate::upstream::PolicyParseError| e.to_string())
+}
+
+/// `DATABASE_URL`: a PostgreSQL URL or key=value connection string, kept secret.
+pub fn database_url(s: &str) -> Result<Secret<String>, String> {
+    if s.starts_with("postgres://") || s.starts_with("postgresql://") || s.starts_with("host=") {
+        Ok(Secret::new(s.to_string()))
+    } else {
+        Err("must be a postgres:// URL".into())
+    }
+}
