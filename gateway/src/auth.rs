@@ -29,6 +29,9 @@ pub enum AuthError {
     Unavailable,
 }
 
+/// Longest wait for the database on a cache miss before answering 503.
+const DB_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// `None` caches "no such usable key".
 type Entry = Option<Arc<AuthedKey>>;
 
@@ -84,7 +87,9 @@ impl KeyCache {
                 metrics::KEY_CACHE.with_label_values(&["miss"]).inc();
                 let pool = self.pool.clone();
                 self.cache
-                    .try_get_with(hash, async move { load(&pool, &hash).await })
+                    .try_get_with(hash, async move {
+                        db::with_timeout(DB_TIMEOUT, load(&pool, &hash)).await
+                    })
                     .await
                     .map_err(|_| AuthError::Unavailable)?
             }

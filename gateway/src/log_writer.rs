@@ -18,6 +18,7 @@ use crate::metrics;
 pub const BATCH: usize = 500;
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 const WRITE_ATTEMPTS: u32 = 4;
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct LogSink {
@@ -55,10 +56,13 @@ pub async fn write_batch(pool: &Pool, batch: &[LogRecord]) {
     metrics::LOG_QUEUE_DEPTH.sub(batch.len() as i64);
     let mut delay = Duration::from_millis(100);
     for attempt in 1..=WRITE_ATTEMPTS {
-        let result = match pool.get().await {
-            Ok(mut client) => db::logs::insert_batch(&mut client, batch).await,
-            Err(e) => Err(e.into()),
+        // A write that hangs (a connection that stopped answering) is abandoned, and its
+        // connection with it, so the next attempt starts afresh.
+        let write = async {
+            let mut client = pool.get().await?;
+            db::logs::insert_batch(&mut client, batch).await
         };
+        let result = db::with_timeout(WRITE_TIMEOUT, write).await;
         match result {
             Ok(_) => {
                 metrics::LOG_WRITTEN.inc_by(batch.len() as u64);

@@ -113,7 +113,9 @@ impl EntryCache {
         let pool = self.pool.clone();
         let key = self.master_key.clone();
         self.cache
-            .try_get_with(workspace, async move { load(&pool, &key, workspace).await })
+            .try_get_with(workspace, async move {
+                db::with_timeout(Duration::from_secs(5), load(&pool, &key, workspace)).await
+            })
             .await
     }
 

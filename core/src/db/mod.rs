@@ -26,6 +26,8 @@ pub enum DbError {
     Migration(String),
     #[error("database configuration: {0}")]
     Config(String),
+    #[error("database operation timed out")]
+    Timeout,
 }
 
 impl DbError {
@@ -42,7 +44,7 @@ impl DbError {
     /// Whether the error means the database could not be reached at all.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            DbError::Pool(_) => true,
+            DbError::Pool(_) | DbError::Timeout => true,
             DbError::Query(e) => e.is_closed() || e.as_db_error().is_none(),
             _ => false,
         }
@@ -77,6 +79,17 @@ pub async fn ping(pool: &Pool) -> Result<(), DbError> {
     let client = pool.get().await?;
     client.simple_query("SELECT 1").await?;
     Ok(())
+}
+
+/// Runs a database operation with a deadline, so a connection that stopped answering
+/// cannot hold its caller forever.
+pub async fn with_timeout<T>(
+    limit: std::time::Duration,
+    op: impl std::future::Future<Output = Result<T, DbError>>,
+) -> Result<T, DbError> {
+    tokio::time::timeout(limit, op)
+        .await
+        .unwrap_or(Err(DbError::Timeout))
 }
 
 pub(crate) fn new_id() -> uuid::Uuid {
