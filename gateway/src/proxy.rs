@@ -254,6 +254,8 @@ impl Gateway {
             _ => return Err(GatewayError::not_found(&path).into()),
         };
         ctx.route = Some(route);
+        // A client that stops reading must not hold a stream forever.
+        session.set_write_timeout(Some(self.upstreams.timeouts.idle));
         let key = self.authenticate(session).await?;
         ctx.key = Some(key.clone());
         let body = self.read_body(session).await?;
