@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Side-by-side load test on 127.0.0.1: the same chat-completion request sent with wrk
-# (1) straight to the mock provider, (2) through a plain nginx proxy, (3) through the
-# Perpetuo gateway (auth from cache, routing, usage extraction, log writing). Reports
+# Side-by-side load test on 127.0.0.1: the same chat-completion request, non-stream and
+# then streamed, sent with wrk (1) straight to the mock provider, (2) through a plain
+# nginx proxy, (3) through the Perpetuo gateway (auth from cache, routing, usage
+# extraction, log writing). Reports
 # requests/s, p50/p99 latency, the ratios to the direct run, and peak RSS of the proxies.
 #
 #   bench/run.sh [duration_seconds=10] [connections=32]
@@ -101,6 +102,11 @@ results=()
 results+=("$(run direct "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" "")")
 [ "$HAVE_NGINX" = 1 ] && results+=("$(run nginx "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" "")")
 results+=("$(run gateway "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$KEY")")
+# The same request streamed (SSE, 8 events, usage chunk asked for by the gateway).
+export BENCH_BODY='{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write one short sentence about benchmarks."}]}'
+results+=("$(run direct-sse "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" "")")
+[ "$HAVE_NGINX" = 1 ] && results+=("$(run nginx-sse "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" "")")
+results+=("$(run gateway-sse "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$KEY")")
 GW_RSS=$(rss_kb "$GW_PID")
 NGINX_RSS=0; [ "$HAVE_NGINX" = 1 ] && NGINX_RSS=$(rss_kb "$NGINX_PID")
 sleep 1
@@ -111,11 +117,12 @@ python3 - "$DURATION" "$CONNS" "$GW_RSS" "$NGINX_RSS" "${LOGGED:-0}" "${DROPPED:
 import sys
 dur, conns, gw_rss, nginx_rss, logged, dropped = sys.argv[1:7]
 rows = [r.split() for r in sys.argv[7:]]
-base = {r[0]: r for r in rows}["direct"]
-print(f"wrk, {conns} connections, {dur} s per run, non-stream chat completion (release builds, 127.0.0.1)")
-print(f"{'path':<9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'req/s vs direct':>16} {'p50 vs direct':>14} {'p99 vs direct':>14}")
+by_name = {r[0]: r for r in rows}
+print(f"wrk, {conns} connections, {dur} s per run, chat completion, non-stream and SSE (release builds, 127.0.0.1)")
+print(f"{'path':<12} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'req/s vs direct':>16} {'p50 vs direct':>14} {'p99 vs direct':>14}")
 for name, rps, p50, p99, errs in rows:
-    print(f"{name:<9} {float(rps):>8.0f} {float(p50):>8.3f} {float(p99):>8.3f} {errs:>8} "
+    base = by_name["direct-sse" if name.endswith("-sse") else "direct"]
+    print(f"{name:<12} {float(rps):>8.0f} {float(p50):>8.3f} {float(p99):>8.3f} {errs:>8} "
           f"{float(rps)/float(base[1]):>16.2f} {float(p50)/float(base[2]):>14.2f} {float(p99)/float(base[3]):>14.2f}")
 print(f"peak RSS: gateway {int(gw_rss)/1024:.1f} MiB" + (f", nginx {int(nginx_rss)/1024:.1f} MiB" if int(nginx_rss) else ""))
 print(f"gateway log rows written: {logged}, dropped: {dropped}")

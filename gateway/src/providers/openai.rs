@@ -124,6 +124,47 @@ pub fn decode_response(body: &[u8]) -> (Option<Usage>, Generated) {
 }
 
 /// Passes an event on, or drops the usage-only chunk the client did not ask for.
+/// The parts of a `chat.completion.chunk` the gateway reads; strings are borrowed from
+/// the event and every other field is skipped without being built.
+#[derive(serde::Deserialize)]
+struct ChunkView<'a> {
+    #[serde(default, borrow)]
+    choices: Option<Vec<ChoiceView<'a>>>,
+    #[serde(default)]
+    usage: Option<UsageView>,
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChoiceView<'a> {
+    #[serde(default, borrow)]
+    delta: Option<DeltaView<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct DeltaView<'a> {
+    #[serde(default, borrow)]
+    content: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct UsageView {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<DetailsView>,
+}
+
+#[derive(serde::Deserialize)]
+struct DetailsView {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+/// Passes an event on, or drops the usage-only chunk the client did not ask for.
 pub fn decode_event(state: &mut StreamState, event: &Event) -> Option<Bytes> {
     let Some(data) = event.data.as_deref() else {
         return Some(event.raw.clone());
@@ -132,25 +173,28 @@ pub fn decode_event(state: &mut StreamState, event: &Event) -> Option<Bytes> {
         state.finished = true;
         return Some(event.raw.clone());
     }
-    let Ok(v) = serde_json::from_str::<Value>(data) else {
+    let Ok(chunk) = serde_json::from_str::<ChunkView<'_>>(data) else {
         return Some(event.raw.clone());
     };
-    let choices = v.get("choices").and_then(Value::as_array);
-    for c in choices.into_iter().flatten() {
-        if let Some(s) = c
-            .get("delta")
-            .and_then(|d| d.get("content"))
-            .and_then(Value::as_str)
-        {
-            state.content.push(s);
+    for c in chunk.choices.iter().flatten() {
+        if let Some(text) = c.delta.as_ref().and_then(|d| d.content.as_deref()) {
+            state.content.push(text);
         }
     }
-    if v.get("error").is_some() {
+    if chunk.error.is_some() {
         state.errored = true;
     }
-    if let Some(u) = parse_usage(&v) {
-        state.usage = Some(u);
-        if !state.client_wants_usage && choices.is_some_and(|c| c.is_empty()) {
+    if let Some(u) = chunk.usage {
+        state.usage = Some(Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            cached_tokens: u
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
+            cache_write_tokens: 0,
+        });
+        if !state.client_wants_usage && chunk.choices.is_some_and(|c| c.is_empty()) {
             return None;
         }
     }
