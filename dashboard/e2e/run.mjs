@@ -309,6 +309,8 @@ async function main() {
 
   await step('sign up and see the quickstart', async () => {
     await page.goto(`${adminUrl}/#/signup`);
+    await page.getByRole('heading', { name: 'Create your account' }).waitFor();
+    await shot(page, '00-signup');
     await page.getByLabel('Email').fill(email);
     await page.getByLabel('Password').fill('correct-horse-battery');
     await page.getByRole('button', { name: 'Create account' }).click();
@@ -444,6 +446,15 @@ async function main() {
       REVOKE_TIMEOUT_MS,
       150,
     ).catch(() => fail(`gateway still answers ${last?.status} to the revoked key after ${REVOKE_TIMEOUT_MS} ms`));
+  });
+
+  await step('see the settings, log out and see the login page', async () => {
+    await nav('Settings').click();
+    await page.getByRole('heading', { name: 'Settings', level: 1 }).waitFor();
+    await shot(page, '09-settings');
+    await page.getByRole('button', { name: 'Log out' }).click();
+    await page.getByRole('heading', { name: 'Log in to Perpetuo' }).waitFor();
+    await shot(page, '10-login');
   });
 
   if (pageErrors.length > 0) {
