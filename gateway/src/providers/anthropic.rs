@@ -6,7 +6,8 @@
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use super::chunk::{self, content_text};
+use super::chunk;
+use super::messages::{content_text, parse_data_url, parts, push_merged, Part};
 use super::{Decoded, Generated, StreamState, Unsupported, UpstreamRequest, Usage};
 use crate::sse::Event;
 
@@ -18,56 +19,19 @@ fn unsupported(msg: impl Into<String>) -> Unsupported {
     Unsupported(msg.into())
 }
 
-/// `data:` URL → (media type, base64 data).
-pub fn parse_data_url(url: &str) -> Option<(&str, &str)> {
-    let rest = url.strip_prefix("data:")?;
-    let (meta, data) = rest.split_once(',')?;
-    let media = meta.strip_suffix(";base64")?;
-    Some((media, data))
-}
-
 fn user_blocks(content: Option<&Value>) -> Result<Vec<Value>, Unsupported> {
-    match content {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(vec![json!({"type": "text", "text": s})]),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .map(|p| match p.get("type").and_then(Value::as_str) {
-                Some("text") => Ok(json!({"type": "text", "text": p.get("text").and_then(Value::as_str).unwrap_or("")})),
-                Some("image_url") => {
-                    let url = p
-                        .get("image_url")
-                        .and_then(|i| i.get("url").or(Some(i)))
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| unsupported("image_url needs a url"))?;
-                    Ok(match parse_data_url(url) {
-                        Some((media, data)) => {
-                            json!({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}})
-                        }
-                        None => json!({"type": "image", "source": {"type": "url", "url": url}}),
-                    })
+    Ok(parts(content, "anthropic")?
+        .into_iter()
+        .map(|p| match p {
+            Part::Text(t) => json!({"type": "text", "text": t}),
+            Part::Image(url) => match parse_data_url(url) {
+                Some((media, data)) => {
+                    json!({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}})
                 }
-                Some(other) => Err(unsupported(format!("content part `{other}` is not supported by anthropic providers"))),
-                None => Err(unsupported("content parts need a type")),
-            })
-            .collect(),
-        Some(_) => Err(unsupported("message content must be a string or an array of parts")),
-    }
-}
-
-fn push_message(messages: &mut Vec<Value>, role: &str, mut blocks: Vec<Value>) {
-    if blocks.is_empty() {
-        return;
-    }
-    if let Some(last) = messages.last_mut() {
-        if last["role"] == role {
-            if let Some(existing) = last["content"].as_array_mut() {
-                existing.append(&mut blocks);
-                return;
-            }
-        }
-    }
-    messages.push(json!({"role": role, "content": blocks}));
+                None => json!({"type": "image", "source": {"type": "url", "url": url}}),
+            },
+        })
+        .collect())
 }
 
 fn tools(request: &Value) -> Option<Value> {
@@ -131,7 +95,7 @@ pub fn translate_request(request: &Value, model: &str, stream: bool) -> Result<V
             "system" | "developer" => system.push(content_text(m.get("content"))),
             "user" => {
                 let blocks = user_blocks(m.get("content"))?;
-                push_message(&mut messages, "user", blocks);
+                push_merged(&mut messages, "user", "content", blocks);
             }
             "assistant" => {
                 let mut blocks = Vec::new();
@@ -156,13 +120,13 @@ pub fn translate_request(request: &Value, model: &str, stream: bool) -> Result<V
                     blocks.push(json!({"type": "tool_use", "id": call.get("id").cloned().unwrap_or(Value::Null),
                                        "name": f.get("name").cloned().unwrap_or(Value::Null), "input": input}));
                 }
-                push_message(&mut messages, "assistant", blocks);
+                push_merged(&mut messages, "assistant", "content", blocks);
             }
             "tool" => {
                 let block = json!({"type": "tool_result",
                                    "tool_use_id": m.get("tool_call_id").cloned().unwrap_or(Value::Null),
                                    "content": content_text(m.get("content"))});
-                push_message(&mut messages, "user", vec![block]);
+                push_merged(&mut messages, "user", "content", vec![block]);
             }
             other => {
                 return Err(unsupported(format!(

@@ -92,19 +92,6 @@ pub fn completion(
     v
 }
 
-/// The text of an OpenAI message `content` (a string or text parts).
-pub fn content_text(content: Option<&Value>) -> String {
-    match content {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join(""),
-        _ => String::new(),
-    }
-}
-
 /// A provider's error body in OpenAI's shape: `error.message` and the field naming the
 /// error's kind (`code_field`) are read from the provider's `error` object.
 pub fn openai_error_body(status: u16, body: &[u8], code_field: &str) -> Bytes {

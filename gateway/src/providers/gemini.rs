@@ -6,8 +6,8 @@
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use super::anthropic::parse_data_url;
-use super::chunk::{self, content_text};
+use super::chunk;
+use super::messages::{content_text, parse_data_url, parts, push_merged, Part};
 use super::{Decoded, Generated, StreamState, Unsupported, UpstreamRequest, Usage};
 use crate::sse::Event;
 
@@ -29,58 +29,16 @@ fn mime_for_url(url: &str) -> &'static str {
 }
 
 fn user_parts(content: Option<&Value>) -> Result<Vec<Value>, Unsupported> {
-    match content {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(vec![json!({"text": s})]),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .map(|p| match p.get("type").and_then(Value::as_str) {
-                Some("text") => {
-                    Ok(json!({"text": p.get("text").and_then(Value::as_str).unwrap_or("")}))
-                }
-                Some("image_url") => {
-                    let url = p
-                        .get("image_url")
-                        .and_then(|i| i.get("url").or(Some(i)))
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| unsupported("image_url needs a url"))?;
-                    Ok(match parse_data_url(url) {
-                        Some((mime, data)) => {
-                            json!({"inlineData": {"mimeType": mime, "data": data}})
-                        }
-                        None => {
-                            json!({"fileData": {"mimeType": mime_for_url(url), "fileUri": url}})
-                        }
-                    })
-                }
-                Some("input_audio") => Err(unsupported(
-                    "audio input is not supported for gemini providers",
-                )),
-                Some(other) => Err(unsupported(format!(
-                    "content part `{other}` is not supported by gemini providers"
-                ))),
-                None => Err(unsupported("content parts need a type")),
-            })
-            .collect(),
-        Some(_) => Err(unsupported(
-            "message content must be a string or an array of parts",
-        )),
-    }
-}
-
-fn push_content(contents: &mut Vec<Value>, role: &str, mut parts: Vec<Value>) {
-    if parts.is_empty() {
-        return;
-    }
-    if let Some(last) = contents.last_mut() {
-        if last["role"] == role {
-            if let Some(existing) = last["parts"].as_array_mut() {
-                existing.append(&mut parts);
-                return;
-            }
-        }
-    }
-    contents.push(json!({"role": role, "parts": parts}));
+    Ok(parts(content, "gemini")?
+        .into_iter()
+        .map(|p| match p {
+            Part::Text(t) => json!({"text": t}),
+            Part::Image(url) => match parse_data_url(url) {
+                Some((mime, data)) => json!({"inlineData": {"mimeType": mime, "data": data}}),
+                None => json!({"fileData": {"mimeType": mime_for_url(url), "fileUri": url}}),
+            },
+        })
+        .collect())
 }
 
 /// The `generateContent` body for an OpenAI chat request.
@@ -110,7 +68,12 @@ pub fn translate_request(request: &Value) -> Result<Value, Unsupported> {
                     system.push(json!({"text": t}));
                 }
             }
-            "user" => push_content(&mut contents, "user", user_parts(m.get("content"))?),
+            "user" => push_merged(
+                &mut contents,
+                "user",
+                "parts",
+                user_parts(m.get("content"))?,
+            ),
             "assistant" => {
                 let mut parts = Vec::new();
                 let text = content_text(m.get("content"));
@@ -141,7 +104,7 @@ pub fn translate_request(request: &Value) -> Result<Value, Unsupported> {
                     }
                     parts.push(json!({"functionCall": {"name": name, "args": args}}));
                 }
-                push_content(&mut contents, "model", parts);
+                push_merged(&mut contents, "model", "parts", parts);
             }
             "tool" => {
                 let id = m.get("tool_call_id").and_then(Value::as_str).unwrap_or("");
@@ -155,9 +118,10 @@ pub fn translate_request(request: &Value) -> Result<Value, Unsupported> {
                     .ok()
                     .filter(Value::is_object)
                     .unwrap_or_else(|| json!({"content": text}));
-                push_content(
+                push_merged(
                     &mut contents,
                     "user",
+                    "parts",
                     vec![json!({"functionResponse": {"name": name, "response": response}})],
                 );
             }

@@ -7,6 +7,7 @@
 pub mod anthropic;
 pub mod chunk;
 pub mod gemini;
+pub mod messages;
 pub mod openai;
 pub mod tokens;
 

@@ -22,7 +22,7 @@ pub fn prompt(request: &Value) -> u64 {
     if let Some(messages) = request.get("messages").and_then(Value::as_array) {
         let per_message: u64 = messages
             .iter()
-            .map(|m| 3 + count(&super::chunk::content_text(m.get("content"))))
+            .map(|m| 3 + count(&super::messages::content_text(m.get("content"))))
             .sum();
         return per_message + 3;
     }
