@@ -168,3 +168,48 @@ async fn serves_the_dashboard_and_json_404_beside_it() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn cors_is_off_by_default_and_allows_only_configured_origins() {
+    let app = TestApp::spawn().await;
+    let preflight = |base: String| async move {
+        reqwest::Client::new()
+            .request(Method::OPTIONS, format!("{base}/auth/me"))
+            .header("origin", "https://admin.example.com")
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+            .await
+            .unwrap()
+    };
+    let r = preflight(app.base.clone()).await;
+    assert!(
+        r.headers().get("access-control-allow-origin").is_none(),
+        "CORS is off by default"
+    );
+
+    let db = perpetuo_core::testing::TestDb::new().await.unwrap();
+    let key = perpetuo_core::crypto::MasterKey::from_base64(
+        &perpetuo_core::crypto::MasterKey::generate_base64(),
+    )
+    .unwrap();
+    let mut cfg = crate::helpers::config(&db, &key, "");
+    cfg.cors_allowed_origins = "https://admin.example.com".into();
+    let server = perpetuo_admin::startup::Application::build(cfg)
+        .await
+        .unwrap();
+    let base = format!("http://127.0.0.1:{}", server.port());
+    tokio::spawn(server.run_until_stopped());
+    let r = preflight(base.clone()).await;
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://admin.example.com"
+    );
+    let other = reqwest::Client::new()
+        .get(format!("{base}/healthz"))
+        .header("origin", "https://evil.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}

@@ -252,3 +252,19 @@ async fn slow_first_byte_falls_back_after_the_timeout() {
     let resp = gw.chat(&env.key, chat_body("gpt-4o")).send().await.unwrap();
     assert_eq!(resp.status(), 504);
 }
+
+#[tokio::test]
+async fn the_gateway_refuses_private_addresses_the_operator_did_not_allow() {
+    // An entry stored while loopback was allowed (or a name that now resolves to it) is
+    // refused when the gateway connects, so no request reaches the address.
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("loopback", &m.base_url(), 1).await;
+    let gw = Gateway::start_with(&env, &env.db.url, &[("ALLOWED_PRIVATE_UPSTREAMS", "")]).await;
+    let resp = gw.chat(&env.key, chat_body("gpt-4o")).send().await.unwrap();
+    assert_eq!(resp.status(), 502);
+    let rid = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(m.hits(), 0, "nothing was sent to the refused address");
+    let row = env.log_row(&rid).await;
+    assert_eq!(row.attempts[0].error_kind.as_deref(), Some("connect"));
+}
