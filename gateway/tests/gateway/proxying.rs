@@ -260,3 +260,29 @@ async fn embeddings_are_proxied_and_counted() {
     assert_eq!(row.prompt_tokens as u64, expected.prompt_tokens);
     assert_eq!(m.last_request().unwrap().path, "/v1/embeddings");
 }
+
+#[tokio::test]
+async fn missing_provider_usage_is_counted_with_the_tokenizer_and_marked_estimated() {
+    use perpetuo_gateway::providers::tokens;
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("compat", &m.base_url(), 1).await;
+    m.set_behavior(Some(mock_provider::Behavior::NoUsage));
+    let gw = Gateway::start(&env).await;
+    for stream in [false, true] {
+        let mut body = chat_body("local-model");
+        body["stream"] = json!(stream);
+        let resp = gw.chat(&env.key, body.clone()).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let rid = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+        let _ = resp.bytes().await.unwrap();
+        let row = env.log_row(&rid).await;
+        assert_eq!(row.usage_source.as_str(), "estimated", "stream={stream}");
+        assert_eq!(row.prompt_tokens as u64, tokens::prompt(&body));
+        assert_eq!(
+            row.completion_tokens as u64,
+            tokens::count(mock_provider::DEFAULT_CONTENT)
+        );
+        assert!(row.completion_tokens > 0);
+    }
+}
