@@ -186,25 +186,16 @@ pub fn build_request(
     stream: bool,
 ) -> Result<UpstreamRequest, Unsupported> {
     let body = translate_request(request, model, stream)?;
-    let body = serde_json::to_vec(&body).map_err(|e| unsupported(e.to_string()))?;
-    Ok(UpstreamRequest {
-        path: format!("{prefix}/messages"),
-        headers: vec![
+    let body = Bytes::from(serde_json::to_vec(&body).map_err(|e| unsupported(e.to_string()))?);
+    Ok(UpstreamRequest::json(
+        format!("{prefix}/messages"),
+        vec![
             ("x-api-key", key.to_string()),
             ("anthropic-version", VERSION.to_string()),
-            ("content-type", "application/json".into()),
-            (
-                "accept",
-                if stream {
-                    "text/event-stream"
-                } else {
-                    "application/json"
-                }
-                .into(),
-            ),
         ],
-        body: Bytes::from(body),
-    })
+        body,
+        stream,
+    ))
 }
 
 pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {

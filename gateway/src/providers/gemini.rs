@@ -214,29 +214,18 @@ pub fn build_request(
     stream: bool,
 ) -> Result<UpstreamRequest, Unsupported> {
     let body = translate_request(request)?;
-    let body = serde_json::to_vec(&body).map_err(|e| unsupported(e.to_string()))?;
+    let body = Bytes::from(serde_json::to_vec(&body).map_err(|e| unsupported(e.to_string()))?);
     let path = if stream {
         format!("{prefix}/models/{model}:streamGenerateContent?alt=sse")
     } else {
         format!("{prefix}/models/{model}:generateContent")
     };
-    Ok(UpstreamRequest {
+    Ok(UpstreamRequest::json(
         path,
-        headers: vec![
-            ("x-goog-api-key", key.to_string()),
-            ("content-type", "application/json".into()),
-            (
-                "accept",
-                if stream {
-                    "text/event-stream"
-                } else {
-                    "application/json"
-                }
-                .into(),
-            ),
-        ],
-        body: Bytes::from(body),
-    })
+        vec![("x-goog-api-key", key.to_string())],
+        body,
+        stream,
+    ))
 }
 
 pub fn finish_reason(reason: Option<&str>, tool_calls: bool) -> &'static str {

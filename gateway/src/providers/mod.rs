@@ -47,6 +47,30 @@ pub struct UpstreamRequest {
     pub body: Bytes,
 }
 
+impl UpstreamRequest {
+    /// A JSON POST with the provider's auth header(s), asking for SSE when streaming.
+    pub fn json(
+        path: String,
+        auth: Vec<(&'static str, String)>,
+        body: Bytes,
+        stream: bool,
+    ) -> Self {
+        let accept = if stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        let mut headers = auth;
+        headers.push(("content-type", "application/json".into()));
+        headers.push(("accept", accept.into()));
+        Self {
+            path,
+            headers,
+            body,
+        }
+    }
+}
+
 /// Token usage reported by a provider, in OpenAI's terms: `prompt_tokens` includes cached
 /// and cache-write tokens.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -38,21 +38,9 @@ pub fn build_request(
     } else {
         Bytes::from(rewrite(request, served_model, stream)?)
     };
-    let accept = if stream {
-        "text/event-stream"
-    } else {
-        "application/json"
-    };
+    let auth = vec![("authorization", format!("Bearer {key}"))];
     Ok((
-        UpstreamRequest {
-            path: path(prefix, route),
-            headers: vec![
-                ("authorization", format!("Bearer {key}")),
-                ("content-type", "application/json".into()),
-                ("accept", accept.into()),
-            ],
-            body,
-        },
+        UpstreamRequest::json(path(prefix, route), auth, body, stream),
         wants_usage,
     ))
 }
