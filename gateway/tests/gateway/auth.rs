@@ -8,7 +8,7 @@ use perpetuo_core::db;
 use perpetuo_core::Secret;
 use serde_json::{json, Value};
 
-use crate::harness::{chat_body, db_addr, mock, relay_url, Env, Gateway, Relay};
+use crate::harness::{chat_body, db_addr, mock, relay_url, wait_for, Env, Gateway, Relay};
 
 /// Polls until the gateway refuses `key` with 401, for at most `within`.
 async fn refused_within(gw: &Gateway, key: &str, within: Duration) -> bool {
@@ -146,23 +146,19 @@ async fn revocation_through_the_admin_api_reaches_a_running_gateway_within_a_sec
         .send()
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(1);
-    loop {
-        let status = gw
-            .chat(&key2, chat_body("gpt-4o"))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        if status == 404 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "provider change not seen within 1 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(
+        "provider change not seen within 1 s",
+        Duration::from_secs(1),
+        || async {
+            gw.chat(&key2, chat_body("gpt-4o"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 404
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -173,17 +169,15 @@ async fn a_killed_listener_reconnects_and_revocations_are_still_honoured() {
     let gw = Gateway::start(&env).await;
     let client = env.client().await;
     let listeners = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'";
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while client
-        .query_one(listeners, &[])
-        .await
-        .unwrap()
-        .get::<_, i64>(0)
-        == 0
-    {
-        assert!(Instant::now() < deadline, "gateway never listened");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for("gateway never listened", Duration::from_secs(5), || async {
+        client
+            .query_one(listeners, &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            > 0
+    })
+    .await;
     let killed: i64 = client
         .query_one(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
@@ -194,17 +188,19 @@ async fn a_killed_listener_reconnects_and_revocations_are_still_honoured() {
         .get(0);
     assert_eq!(killed, 1);
     // Wait until it listens again, then cache the key afresh.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while client
-        .query_one(listeners, &[])
-        .await
-        .unwrap()
-        .get::<_, i64>(0)
-        == 0
-    {
-        assert!(Instant::now() < deadline, "listener did not come back");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(
+        "listener did not come back",
+        Duration::from_secs(10),
+        || async {
+            client
+                .query_one(listeners, &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                > 0
+        },
+    )
+    .await;
     assert_eq!(
         gw.chat(&env.key, chat_body("gpt-4o"))
             .send()
@@ -218,15 +214,7 @@ async fn a_killed_listener_reconnects_and_revocations_are_still_honoured() {
         .unwrap()
         .unwrap();
     assert!(refused_within(&gw, &env.key, Duration::from_secs(1)).await);
-    let metrics = gw
-        .http
-        .get(&gw.metrics)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics_text().await;
     assert!(
         metrics
             .lines()

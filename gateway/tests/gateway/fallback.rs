@@ -211,15 +211,7 @@ async fn breaker_opens_after_repeated_failures_and_recovers() {
         assert_eq!(resp.headers()["x-perpetuo-provider"], "first");
     }
     assert_eq!(a.hits(), 6);
-    let metrics = gw
-        .http
-        .get(&gw.metrics)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics_text().await;
     assert!(
         metrics.contains("perpetuo_breaker_opened_total{provider_kind=\"openai_compatible\"} 1"),
         "{metrics}"

@@ -146,6 +146,19 @@ impl Env {
     }
 }
 
+/// Polls `check` every 20 ms until it holds; fails the test with `what` after `within`.
+pub async fn wait_for<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub async fn mock() -> MockProvider {
     MockProvider::start(MockConfig::default()).await.unwrap()
 }
@@ -220,6 +233,18 @@ impl Gateway {
             .post(format!("{}/v1/chat/completions", self.base))
             .bearer_auth(key)
             .json(&body)
+    }
+
+    /// The Prometheus text of the gateway's metrics endpoint.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(&self.metrics)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub fn pid(&self) -> u32 {

@@ -68,15 +68,7 @@ async fn metrics_expose_every_family() {
     );
     env.log_rows(1).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let text = gw
-        .http
-        .get(&gw.metrics)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics_text().await;
     for family in [
         "perpetuo_requests_total",
         "perpetuo_request_duration_seconds",
