@@ -248,3 +248,39 @@ async fn with_the_database_gone_cached_keys_work_and_unknown_keys_get_503() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "auth_unavailable");
 }
+
+#[tokio::test]
+async fn last_used_is_recorded_in_the_background() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("main", &m.base_url(), 1).await;
+    let gw = Gateway::start(&env).await;
+    let client = env.client().await;
+    let last_used = "SELECT last_used_at IS NOT NULL FROM api_keys WHERE id = $1";
+    assert!(!client
+        .query_one(last_used, &[&env.key_id])
+        .await
+        .unwrap()
+        .get::<_, bool>(0));
+    for _ in 0..3 {
+        let status = gw
+            .chat(&env.key, chat_body("gpt-4o"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
+    }
+    wait_for(
+        "last_used_at was not written",
+        Duration::from_secs(5),
+        || async {
+            client
+                .query_one(last_used, &[&env.key_id])
+                .await
+                .unwrap()
+                .get::<_, bool>(0)
+        },
+    )
+    .await;
+}
