@@ -60,6 +60,25 @@ pub struct Config {
     /// Longest silence between two body chunks of a provider's answer, ms.
     #[arg(long, env = "UPSTREAM_IDLE_TIMEOUT_MS", default_value = "300000", value_parser = millis)]
     pub idle_timeout: Duration,
+    /// Longest a whole answer may take, from the request's arrival to its last byte, ms.
+    #[arg(long, env = "MAX_ANSWER_DURATION_MS", default_value = "1800000", value_parser = millis)]
+    pub max_answer_duration: Duration,
+    /// Longest single stream event accepted from a provider, bytes.
+    #[arg(long, env = "MAX_STREAM_EVENT_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_stream_event_bytes: usize,
+    /// Most open client connections.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 8192)]
+    pub max_connections: usize,
+    /// Most open client connections from one IP address (0: no per-address cap).
+    #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = 1024)]
+    pub max_connections_per_ip: usize,
+    /// Time a client has to send a request's whole header, from its first byte (or from
+    /// connecting), ms.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value = "10000", value_parser = millis)]
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive client connection may wait for its next request, ms.
+    #[arg(long, env = "KEEPALIVE_IDLE_TIMEOUT_MS", default_value = "60000", value_parser = millis)]
+    pub keepalive_idle_timeout: Duration,
     /// Consecutive failures that open an entry's circuit breaker.
     #[arg(long, env = "BREAKER_THRESHOLD", default_value_t = 5)]
     pub breaker_threshold: u32,

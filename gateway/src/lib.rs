@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod downstream;
 pub mod errors;
 pub mod invalidation;
 pub mod log_writer;
@@ -12,3 +13,4 @@ pub mod proxy;
 pub mod routing;
 pub mod sse;
 pub mod upstream;
+pub mod validate;

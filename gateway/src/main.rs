@@ -10,6 +10,7 @@ use perpetuo_core::dns::Resolver;
 use perpetuo_core::pricing::Pricing;
 use perpetuo_gateway::auth::KeyCache;
 use perpetuo_gateway::config::{Config, EMBEDDED_SERVER_CONF};
+use perpetuo_gateway::downstream::{Guarded, Limits, Slots};
 use perpetuo_gateway::invalidation::{Invalidator, LastUsedFlusher};
 use perpetuo_gateway::log_writer::{self, LogWriter};
 use perpetuo_gateway::metrics;
@@ -90,7 +91,8 @@ fn main() -> std::process::ExitCode {
     let gateway = Gateway {
         keys: keys.clone(),
         entries: entries.clone(),
-        breakers: Breakers::new(config.breaker_threshold, config.breaker_cooldown),
+        breakers: Breakers::new(config.breaker_threshold, config.breaker_cooldown)
+            .with_probe_timeout(config.connect_timeout + config.ttfb_timeout),
         turns: Turns::default(),
         upstreams: Upstreams {
             connector,
@@ -100,7 +102,9 @@ fn main() -> std::process::ExitCode {
                 connect: config.connect_timeout,
                 ttfb: config.ttfb_timeout,
                 idle: config.idle_timeout,
+                answer: config.max_answer_duration,
             },
+            max_event_bytes: config.max_stream_event_bytes,
         },
         pricing: Arc::new(pricing),
         sink,
@@ -110,8 +114,17 @@ fn main() -> std::process::ExitCode {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let conf = server.configuration.clone();
-    let mut proxy =
-        pingora::proxy::http_proxy_service_with_name(&conf, gateway, "perpetuo gateway");
+    let slots = Slots::new(Limits {
+        max_connections: config.max_connections,
+        max_per_ip: config.max_connections_per_ip,
+        header_timeout: config.header_read_timeout,
+        keepalive_idle: config.keepalive_idle_timeout,
+    });
+    let guarded = Guarded {
+        app: Arc::new(pingora::proxy::http_proxy(&conf, gateway)),
+        slots,
+    };
+    let mut proxy = pingora::services::listening::Service::new("perpetuo gateway".into(), guarded);
     proxy.add_tcp(&config.gateway_addr.to_string());
     let mut metrics_service = pingora_prometheus::prometheus_http_service();
     metrics_service.add_tcp(&config.metrics_addr.to_string());

@@ -143,6 +143,20 @@ pub static LISTENER_RECONNECTS: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+pub static OPEN_CONNECTIONS: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "perpetuo_open_connections",
+        "Client connections open on the gateway.",
+    )
+});
+pub static CONNECTIONS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "perpetuo_connections_refused_total",
+        "Client connections closed at once because a connection cap was reached, by cap.",
+        &["cap"],
+    )
+});
+
 pub fn status_class(status: u16) -> &'static str {
     match status {
         100..=199 => "1xx",
@@ -176,6 +190,10 @@ pub fn init() {
     for r in ["queue_full", "write_failed"] {
         LOG_DROPPED.with_label_values(&[r]);
     }
+    LazyLock::force(&OPEN_CONNECTIONS);
+    for cap in ["total", "per_ip"] {
+        CONNECTIONS_REFUSED.with_label_values(&[cap]);
+    }
     for r in [
         "connect",
         "timeout",
@@ -183,6 +201,7 @@ pub fn init() {
         "provider_auth",
         "status_5xx",
         "early_end",
+        "stream_error",
     ] {
         FALLBACKS.with_label_values(&[r]);
     }

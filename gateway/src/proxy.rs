@@ -26,6 +26,7 @@ use crate::providers::{self, tokens, Adapter, Call, Generated, Route, StreamStat
 use crate::routing::{order, split_pinned, Breakers, Entry, EntryCache, Failure, Turns};
 use crate::sse::Framer;
 use crate::upstream::{Outcome, Ready, Upstreams};
+use crate::validate::{self, BadModel};
 
 /// Largest response body kept aside to read its usage.
 const MAX_USAGE_BODY: usize = 8 * 1024 * 1024;
@@ -259,17 +260,31 @@ impl Gateway {
         let key = self.authenticate(session).await?;
         ctx.key = Some(key.clone());
         let body = self.read_body(session).await?;
+        if validate::nests_deeper_than(&body, validate::MAX_JSON_DEPTH) {
+            return Err(GatewayError::bad_request(
+                "json_too_deep",
+                format!(
+                    "The request body nests deeper than {} levels.",
+                    validate::MAX_JSON_DEPTH
+                ),
+            )
+            .into());
+        }
         let request: Value = serde_json::from_slice(&body).map_err(|_| {
             GatewayError::bad_request("invalid_json", "The request body is not valid JSON.")
         })?;
-        let model = request
-            .get("model")
-            .and_then(Value::as_str)
-            .filter(|m| !m.is_empty())
-            .ok_or_else(|| {
-                GatewayError::bad_request("missing_model", "The request must name a `model`.")
-            })?
-            .to_string();
+        let model = request.get("model").and_then(Value::as_str).unwrap_or("");
+        let model = match validate::model_name(model) {
+            Ok(m) => m.to_string(),
+            Err(BadModel::Empty) => {
+                return Err(
+                    GatewayError::bad_request("missing_model", BadModel::Empty.message()).into(),
+                )
+            }
+            Err(bad) => {
+                return Err(GatewayError::bad_request("invalid_model", bad.message()).into())
+            }
+        };
         ctx.model_requested = Some(model.clone());
         let stream = route == Route::Chat
             && request
@@ -324,13 +339,15 @@ impl Gateway {
                     continue;
                 }
             };
-            if !self.breakers.allow(entry.id, Instant::now()) {
+            let Some(admission) = self.breakers.allow(entry.id, Instant::now()) else {
                 continue;
-            }
+            };
             let started = Instant::now();
             let deadline = started + self.upstreams.timeouts.ttfb;
+            // A client that leaves drops the attempt (and with it the upstream connection)
+            // and the admission, which hands a half-open breaker's probe to the next request.
             let outcome = tokio::select! {
-                o = self.upstreams.attempt(entry, &req, deadline) => o,
+                o = self.upstreams.attempt(entry, adapter, &req, deadline) => o,
                 _ = session.read_body_or_idle(true) => return Err(Stop::ClientGone),
             };
             let latency_ms = started.elapsed().as_millis().min(u32::MAX as u128) as u32;
@@ -343,7 +360,9 @@ impl Gateway {
                     metrics::FALLBACKS
                         .with_label_values(&[failure.reason()])
                         .inc();
-                    if self.breakers.failure(entry.id, Instant::now(), retry_after) {
+                    if !failure.counts_against_entry() {
+                        drop(admission);
+                    } else if admission.failure(Instant::now(), retry_after) {
                         metrics::BREAKER_OPENED
                             .with_label_values(&[entry.kind.as_str()])
                             .inc();
@@ -359,7 +378,7 @@ impl Gateway {
                 }
                 Outcome::Ready(ready) => {
                     let status = ready.header.status.as_u16();
-                    self.breakers.success(entry.id);
+                    admission.success();
                     ctx.attempts.push(Attempt {
                         provider_id: entry.id,
                         provider_name: entry.name.clone(),
@@ -440,15 +459,22 @@ impl Gateway {
             .map_err(|_| Stop::ClientGone)?;
         ctx.ttfb = Some(ctx.start.elapsed());
 
-        let mut framer = Framer::new();
+        let mut framer = Framer::with_limit(self.upstreams.max_event_bytes);
         let mut kept = Chunks::default();
         let mut next = ready.first.take();
         let mut done = ready.done;
+        let answer_deadline =
+            tokio::time::Instant::from_std(ctx.start + self.upstreams.timeouts.answer);
         loop {
             if let Some(chunk) = next.take() {
                 let out = if sse {
+                    let Ok(events) = framer.push(&chunk) else {
+                        return self
+                            .end_broken_stream(session, ctx, &state, "upstream_event_too_large")
+                            .await;
+                    };
                     let mut out = BytesMut::new();
-                    for event in framer.push(&chunk) {
+                    for event in events {
                         for piece in adapter.decode_event(&mut state, &event) {
                             out.extend_from_slice(&piece);
                         }
@@ -474,16 +500,25 @@ impl Gateway {
                     self.record_stream(ctx, &state);
                     return Err(Stop::ClientGone);
                 }
+                _ = tokio::time::sleep_until(answer_deadline) => {
+                    if !sse {
+                        self.midstream_failure(ctx, "answer_too_long");
+                        return Err(Stop::Abort(Error::explain(ErrorType::ReadTimedout, "answer too long")));
+                    }
+                    return self.end_broken_stream(session, ctx, &state, "answer_too_long").await;
+                }
             };
             match read {
                 Ok(Some(chunk)) => next = Some(chunk),
                 Ok(None) => done = true,
                 Err(e) => {
                     if !sse {
-                        self.midstream_failure(ctx);
+                        self.midstream_failure(ctx, "upstream_error_midstream");
                         return Err(Stop::Abort(e));
                     }
-                    return self.end_broken_stream(session, ctx, &state).await;
+                    return self
+                        .end_broken_stream(session, ctx, &state, "upstream_error_midstream")
+                        .await;
                 }
             }
         }
@@ -537,33 +572,38 @@ impl Gateway {
                 self.upstreams.release(ready).await;
                 Ok(())
             }
-            Err(providers::BrokenStream) => self.end_broken_stream(session, ctx, &state).await,
+            Err(providers::BrokenStream) => {
+                self.end_broken_stream(session, ctx, &state, "upstream_error_midstream")
+                    .await
+            }
         }
     }
 
-    /// A stream that broke after the commit: the client gets an error event (unless the
-    /// provider's own was already passed on) and never `[DONE]`.
+    /// A stream that broke after the commit (`kind` says how): the client gets an error
+    /// event (unless the provider's own was already passed on) and never `[DONE]`.
     async fn end_broken_stream(
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
         state: &StreamState,
+        kind: &'static str,
     ) -> Result<(), Stop> {
-        self.midstream_failure(ctx);
+        self.midstream_failure(ctx, kind);
         self.record_stream(ctx, state);
         if !state.errored {
-            let event = providers::chunk::error_event(
-                "The provider's stream broke off.",
-                "server_error",
-                "upstream_error_midstream",
-            );
+            let message = match kind {
+                "answer_too_long" => "The answer ran past the gateway's time limit.",
+                "upstream_event_too_large" => "The provider sent a stream event that is too large.",
+                _ => "The provider's stream broke off.",
+            };
+            let event = providers::chunk::error_event(message, "server_error", kind);
             let _ = session.write_response_body(Some(event), false).await;
         }
         let _ = session.write_response_body(None, true).await;
         Ok(())
     }
 
-    fn midstream_failure(&self, ctx: &mut Ctx) {
+    fn midstream_failure(&self, ctx: &mut Ctx, kind: &'static str) {
         if let Some(entry) = &ctx.served_by {
             if self.breakers.failure(entry.id, Instant::now(), None) {
                 metrics::BREAKER_OPENED
@@ -571,7 +611,7 @@ impl Gateway {
                     .inc();
             }
         }
-        ctx.error_kind = Some("upstream_error_midstream");
+        ctx.error_kind = Some(kind);
         ctx.status = 502;
     }
 
@@ -589,10 +629,16 @@ impl Gateway {
             body.extend_from_slice(&first);
         }
         let mut done = ready.done;
+        let answer_deadline =
+            tokio::time::Instant::from_std(ctx.start + self.upstreams.timeouts.answer);
         while !done {
             let read = tokio::select! {
                 r = ready.session.read_response_body() => r,
                 _ = session.read_body_or_idle(true) => return Err(Stop::ClientGone),
+                _ = tokio::time::sleep_until(answer_deadline) => {
+                    self.midstream_failure(ctx, "answer_too_long");
+                    return Err(GatewayError::upstream_timeout().into());
+                }
             };
             match read {
                 Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_USAGE_BODY => {
@@ -600,7 +646,7 @@ impl Gateway {
                 }
                 Ok(None) => done = true,
                 Ok(Some(_)) | Err(_) => {
-                    self.midstream_failure(ctx);
+                    self.midstream_failure(ctx, "upstream_error_midstream");
                     return Err(GatewayError::upstream_failed().into());
                 }
             }

@@ -1,5 +1,7 @@
 //! Incremental server-sent-events framer: bytes in, complete events out, safe across any
-//! chunk boundary (inside an event, a line ending or a UTF-8 character).
+//! chunk boundary (inside an event, a line ending or a UTF-8 character). Memory is bounded:
+//! an event longer than the framer's limit (an upstream that never sends a blank line) is
+//! an error, and the bytes held for it are released.
 
 use bytes::{Bytes, BytesMut};
 
@@ -11,23 +13,45 @@ pub struct Event {
     pub data: Option<String>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Framer {
     buf: BytesMut,
     /// Bytes already scanned without finding a terminator.
     scanned: usize,
+    limit: usize,
 }
 
-/// Longest event the framer holds before giving up on framing (a misbehaving upstream).
+/// Default longest event the framer holds before giving up on framing.
 pub const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
+
+/// An event grew past the framer's limit without its terminating blank line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a stream event is longer than {0} bytes")]
+pub struct EventTooLarge(pub usize);
+
+impl Default for Framer {
+    fn default() -> Self {
+        Self::with_limit(MAX_EVENT_BYTES)
+    }
+}
 
 impl Framer {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Adds bytes and returns every event they complete.
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<Event> {
+    /// A framer that refuses events longer than `limit` bytes.
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            scanned: 0,
+            limit: limit.max(1),
+        }
+    }
+
+    /// Adds bytes and returns every event they complete; `Err` once the event being
+    /// gathered is longer than the limit (the framer is then empty and should be dropped).
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Event>, EventTooLarge> {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
         while let Some(end) = self.find_terminator() {
@@ -35,7 +59,12 @@ impl Framer {
             self.scanned = 0;
             out.push(parse(raw));
         }
-        out
+        if self.buf.len() > self.limit {
+            self.buf = BytesMut::new();
+            self.scanned = 0;
+            return Err(EventTooLarge(self.limit));
+        }
+        Ok(out)
     }
 
     /// Whatever is left when the stream ends (an event without its blank line).
@@ -106,7 +135,7 @@ mod tests {
 
     fn collect(chunks: &[&[u8]]) -> Vec<Event> {
         let mut f = Framer::new();
-        let mut out: Vec<Event> = chunks.iter().flat_map(|c| f.push(c)).collect();
+        let mut out: Vec<Event> = chunks.iter().flat_map(|c| f.push(c).unwrap()).collect();
         out.extend(f.finish());
         out
     }
@@ -153,5 +182,22 @@ mod tests {
             let _ = f.push(&bytes);
         }
         let _ = f.finish();
+    }
+
+    #[test]
+    fn an_event_without_end_is_refused_past_the_limit() {
+        let mut f = Framer::with_limit(64);
+        assert_eq!(f.push(b"data: ok\n\n").unwrap().len(), 1);
+        for _ in 0..3 {
+            assert_eq!(f.push(&[b'x'; 16]).unwrap(), vec![]);
+        }
+        assert_eq!(f.push(&[b'x'; 32]), Err(EventTooLarge(64)));
+        assert_eq!(f.pending(), 0, "the held bytes are released");
+        // Many complete events in one chunk are fine, whatever their total size.
+        let many = "data: 0123456789\n\n".repeat(100);
+        assert_eq!(
+            Framer::with_limit(64).push(many.as_bytes()).unwrap().len(),
+            100
+        );
     }
 }

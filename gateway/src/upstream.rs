@@ -1,8 +1,11 @@
 //! One upstream attempt with pingora-core's pooled `Connector`: resolve (async, cached,
 //! checked against the upstream policy), connect, send the whole body, read the response
-//! header, and hold the answer until its first body chunk — all bounded by the
-//! time-to-first-byte timeout. Nothing here touches the client's session, so an attempt
-//! that fails can fall back to the next entry for any body size.
+//! header, and hold the answer until its first real content — all bounded by the
+//! time-to-first-byte timeout. A stream is held past its preamble (a role-only chunk,
+//! `message_start`, pings) until the first event a user would see; the preamble is kept
+//! and replayed. Nothing here touches the client's session, so an attempt that fails —
+//! including a stream that dies after its preamble — can fall back to the next entry for
+//! any body size.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -15,14 +18,21 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::providers::UpstreamRequest;
+use crate::providers::{Adapter, Signal, UpstreamRequest};
 use crate::routing::{should_fall_back, Entry, Failure};
+use crate::sse::Framer;
+
+/// Most preamble bytes held before the first content; past it the answer is committed
+/// (a provider whose preamble is this long is not one to hold back).
+const MAX_HELD_PREAMBLE: usize = 256 * 1024;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     pub connect: Duration,
     pub ttfb: Duration,
     pub idle: Duration,
+    /// Longest a whole answer may take, from the request's arrival to its last byte.
+    pub answer: Duration,
 }
 
 /// A response the client will get: its header and first chunk have arrived.
@@ -48,6 +58,8 @@ pub struct Upstreams {
     pub resolver: Resolver,
     pub policy: UpstreamPolicy,
     pub timeouts: Timeouts,
+    /// Longest stream event accepted from a provider.
+    pub max_event_bytes: usize,
 }
 
 fn failed(failure: Failure) -> Outcome {
@@ -98,17 +110,23 @@ impl Upstreams {
     pub async fn attempt(
         &self,
         entry: &Entry,
+        adapter: Adapter,
         req: &UpstreamRequest,
         deadline: Instant,
     ) -> Outcome {
         let budget = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(budget, self.attempt_inner(entry, req)).await {
+        match tokio::time::timeout(budget, self.attempt_inner(entry, adapter, req)).await {
             Ok(outcome) => outcome,
             Err(_) => failed(Failure::Timeout),
         }
     }
 
-    async fn attempt_inner(&self, entry: &Entry, req: &UpstreamRequest) -> Outcome {
+    async fn attempt_inner(
+        &self,
+        entry: &Entry,
+        adapter: Adapter,
+        req: &UpstreamRequest,
+    ) -> Outcome {
         let peer = match self.peer(entry).await {
             Ok(p) => p,
             Err(e) => {
@@ -143,38 +161,73 @@ impl Upstreams {
                 retry_after: retry_after(&header),
             };
         }
-        // Hold the answer until its first body bytes: a stream that dies before them
-        // falls back like any other failure.
+        let stream = status < 300
+            && header
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/event-stream"));
+        let first = if stream {
+            self.hold_until_content(&mut session, adapter).await
+        } else {
+            hold_until_body(&mut session, status, &header).await
+        };
+        match first {
+            Ok((first, done)) => {
+                session.set_read_timeout(Some(self.timeouts.idle));
+                Outcome::Ready(Box::new(Ready {
+                    session,
+                    peer,
+                    header,
+                    first,
+                    done,
+                }))
+            }
+            Err(failure) => Outcome::Failed {
+                failure,
+                status: Some(status),
+                retry_after: None,
+            },
+        }
+    }
+
+    /// Reads a stream until its first event with content, keeping everything read before
+    /// it. A stream that ends, breaks or reports an error before that is a failure.
+    async fn hold_until_content(
+        &self,
+        session: &mut HttpSession,
+        adapter: Adapter,
+    ) -> Result<(Option<Bytes>, bool), Failure> {
+        let mut framer = Framer::with_limit(self.max_event_bytes);
+        let mut held = bytes::BytesMut::new();
         loop {
-            match session.read_response_body().await {
-                Ok(Some(chunk)) if chunk.is_empty() => continue,
-                Ok(Some(chunk)) => {
-                    let done = session.response_done();
-                    session.set_read_timeout(Some(self.timeouts.idle));
-                    return Outcome::Ready(Box::new(Ready {
-                        session,
-                        peer,
-                        header,
-                        first: Some(chunk),
-                        done,
-                    }));
+            let chunk = match session.read_response_body().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => {
+                    let last = framer.finish();
+                    let verdict = last.map_or(Signal::Preamble, |e| adapter.signal(&e));
+                    return match verdict {
+                        Signal::Content => Ok((Some(held.freeze()), true)),
+                        Signal::Preamble => Err(Failure::EarlyEnd),
+                        Signal::Error => Err(Failure::StreamError),
+                    };
                 }
-                Ok(None) if status >= 300 || header.headers.get("content-length").is_some() => {
-                    return Outcome::Ready(Box::new(Ready {
-                        session,
-                        peer,
-                        header,
-                        first: None,
-                        done: true,
-                    }));
+                Err(_) => return Err(Failure::EarlyEnd),
+            };
+            let events = framer.push(&chunk).map_err(|_| Failure::EarlyEnd)?;
+            held.extend_from_slice(&chunk);
+            let verdict = events
+                .iter()
+                .map(|e| adapter.signal(e))
+                .find(|s| *s != Signal::Preamble)
+                .unwrap_or(Signal::Preamble);
+            match verdict {
+                Signal::Content => return Ok((Some(held.freeze()), session.response_done())),
+                Signal::Error => return Err(Failure::StreamError),
+                Signal::Preamble if held.len() > MAX_HELD_PREAMBLE => {
+                    return Ok((Some(held.freeze()), session.response_done()))
                 }
-                Ok(None) | Err(_) => {
-                    return Outcome::Failed {
-                        failure: Failure::EarlyEnd,
-                        status: Some(status),
-                        retry_after: None,
-                    }
-                }
+                Signal::Preamble => {}
             }
         }
     }
@@ -184,6 +237,26 @@ impl Upstreams {
         self.connector
             .release_http_session(ready.session, &ready.peer, idle)
             .await;
+    }
+}
+
+/// Reads a whole-body answer up to its first body bytes. An empty body counts as an
+/// answer only when it is declared (`Content-Length`) or is an error status: a `200`
+/// that closes without a byte is a broken answer and falls back.
+async fn hold_until_body(
+    session: &mut HttpSession,
+    status: u16,
+    header: &ResponseHeader,
+) -> Result<(Option<Bytes>, bool), Failure> {
+    loop {
+        match session.read_response_body().await {
+            Ok(Some(chunk)) if chunk.is_empty() => continue,
+            Ok(Some(chunk)) => return Ok((Some(chunk), session.response_done())),
+            Ok(None) if status >= 300 || header.headers.get("content-length").is_some() => {
+                return Ok((None, true))
+            }
+            Ok(None) | Err(_) => return Err(Failure::EarlyEnd),
+        }
     }
 }
 

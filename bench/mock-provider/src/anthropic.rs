@@ -552,9 +552,24 @@ impl Reply<'_> {
             .filter(|(_, event)| matches!(event, Event::ContentBlockDelta { .. }))
             .nth(1)
             .map_or(events.len(), |(at, _)| at + 1);
+        // message_start, the empty text block and the ping come before the first delta
+        // (or the first tool-use block).
+        let preamble = events
+            .iter()
+            .position(|event| {
+                matches!(
+                    event,
+                    Event::ContentBlockDelta { .. }
+                        | Event::ContentBlockStart {
+                            content_block: Block::ToolUse { .. },
+                            ..
+                        }
+                )
+            })
+            .unwrap_or(events.len());
         let mut head: Vec<Bytes> = events.iter().map(Event::sse).collect();
         let tail = head.split_off(split);
-        broken_stream(head, tail, behavior, stall, stream_error_event())
+        broken_stream(head, tail, preamble, behavior, stall, stream_error_event())
     }
 }
 

@@ -43,6 +43,20 @@ pub enum Behavior {
     /// `message_stop`). Requests that do not stream succeed normally. Model names
     /// containing `stream-error-event`.
     StreamErrorEvent,
+    /// Send the headers and the stream's preamble only — what comes before the first
+    /// content a user would see: OpenAI's role-only chunk; Anthropic's `message_start`,
+    /// empty text block and `ping`; for Gemini a chunk with empty text — then cut the
+    /// connection. Requests that do not stream succeed normally. Model names containing
+    /// `drop-after-preamble`.
+    DropAfterPreamble,
+    /// Send the preamble (as for [`Behavior::DropAfterPreamble`]), wait
+    /// [`MockConfig::stall`](crate::MockConfig::stall), then the rest of the stream.
+    /// Model names containing `stall-after-preamble`.
+    StallAfterPreamble,
+    /// Send `200` with an event-stream content type, then `data: ` and 8 MiB of bytes
+    /// that never end an event, then cut the connection. Requests that do not stream
+    /// succeed normally. Model names containing `unframed-stream`.
+    Unframed,
     /// Succeed without any usage, streaming or not: no OpenAI `usage` field (even when
     /// `stream_options.include_usage` is set), no Anthropic `usage` object, no Gemini
     /// `usageMetadata`. Model names containing `no-usage`.
@@ -52,12 +66,22 @@ pub enum Behavior {
 impl Behavior {
     /// The behaviour named inside a model name, by substring match, or [`Behavior::Normal`].
     ///
-    /// Recognised markers, checked in this order: `stall-mid-stream`,
+    /// Recognised markers, checked in this order: `drop-after-preamble`,
+    /// `stall-after-preamble`, `unframed-stream`, `stall-mid-stream`,
     /// `stream-fail-early`, `drop-mid-stream`, `stream-error-event`, `no-usage`,
     /// `error-NNN` (any three-digit status, e.g. `error-429`, `error-500`, `error-503`,
     /// `error-529`, `error-401`, `error-400`), `slow-<ms>` and `stall`. So `gpt-4o-error-429` answers 429 and `mock-slow-1500`
     /// waits 1.5 s before its headers.
     pub fn from_model(model: &str) -> Behavior {
+        if model.contains("drop-after-preamble") {
+            return Behavior::DropAfterPreamble;
+        }
+        if model.contains("stall-after-preamble") {
+            return Behavior::StallAfterPreamble;
+        }
+        if model.contains("unframed-stream") {
+            return Behavior::Unframed;
+        }
         if model.contains("stall-mid-stream") {
             return Behavior::StallMidStream;
         }
@@ -130,6 +154,9 @@ mod tests {
             ("no-usage", Behavior::NoUsage),
             ("claude-stream-error-event", Behavior::StreamErrorEvent),
             ("error-529", Behavior::Status(529)),
+            ("gpt-drop-after-preamble", Behavior::DropAfterPreamble),
+            ("stall-after-preamble", Behavior::StallAfterPreamble),
+            ("x-unframed-stream", Behavior::Unframed),
         ];
         for (model, expected) in cases {
             assert_eq!(Behavior::from_model(model), expected, "{model}");

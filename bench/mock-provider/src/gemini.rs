@@ -558,10 +558,20 @@ impl Reply<'_> {
             .iter()
             .map(|chunk| sse::data_crlf(chunk))
             .collect();
+        // Gemini has no preamble of its own: the preamble behaviours open with a chunk
+        // whose only part is empty text.
+        let preamble = usize::from(matches!(
+            behavior,
+            Behavior::DropAfterPreamble | Behavior::StallAfterPreamble
+        ));
+        if preamble == 1 {
+            head.insert(0, sse::data_crlf(EMPTY_CHUNK.as_bytes()));
+        }
         let tail = head.split_off(break_point(head.len()));
         broken_stream(
             head,
             tail,
+            preamble,
             behavior,
             stall,
             sse::data_crlf(&stream_error_json()),
@@ -580,9 +590,13 @@ impl Reply<'_> {
         let mut tail = head.split_off(break_point(head.len()));
         tail.push(Bytes::from_static(b"]"));
         let error = array_element(b",\r\n", &stream_error_json(), b"]");
-        broken_stream(head, tail, behavior, stall, error)
+        broken_stream(head, tail, 0, behavior, stall, error)
     }
 }
+
+/// A stream chunk with nothing a user would see: one empty text part.
+const EMPTY_CHUNK: &str =
+    r#"{"candidates":[{"content":{"parts":[{"text":""}],"role":"model"},"index":0}]}"#;
 
 /// How many of `count` chunks come before a break: 2, or all but the last when there
 /// are fewer than three.

@@ -840,7 +840,8 @@ impl StreamReply<'_> {
         }
         events.push(Bytes::from_static(sse::DONE));
         let tail = events.split_off(3);
-        broken_stream(events, tail, behavior, stall, stream_error_event())
+        // The role-only chunk is the preamble.
+        broken_stream(events, tail, 1, behavior, stall, stream_error_event())
     }
 }
 

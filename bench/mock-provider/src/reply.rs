@@ -79,23 +79,48 @@ pub(crate) fn stream_response(
     )
 }
 
-/// The steps of a stream whose events are `head` then `tail`, broken between the two
-/// as `behavior` asks:
+/// The steps of a stream whose events are `head` then `tail` (the first `preamble` of
+/// them carrying nothing a user would see), broken as `behavior` asks:
 ///
 /// * [`Behavior::StreamFailEarly`]: cut before any event;
 /// * [`Behavior::DropMidStream`]: `head`, then cut;
 /// * [`Behavior::StallMidStream`]: `head`, a pause of `stall`, then `tail`;
 /// * [`Behavior::StreamErrorEvent`]: `head`, then `error_event`, and the stream ends;
+/// * [`Behavior::DropAfterPreamble`]: the preamble, then cut;
+/// * [`Behavior::StallAfterPreamble`]: the preamble, a pause of `stall`, then the rest;
+/// * [`Behavior::Unframed`]: `data: ` and 8 MiB that never end an event, then cut;
 /// * anything else: `head` then `tail`.
 pub(crate) fn broken_stream(
     head: Vec<Bytes>,
     tail: Vec<Bytes>,
+    preamble: usize,
     behavior: Behavior,
     stall: Duration,
     error_event: Bytes,
 ) -> Vec<Step> {
-    if behavior == Behavior::StreamFailEarly {
-        return vec![Step::Cut];
+    match behavior {
+        Behavior::StreamFailEarly => return vec![Step::Cut],
+        Behavior::Unframed => {
+            let filler = Bytes::from(vec![b'x'; 64 * 1024]);
+            let mut steps = vec![Step::Event(Bytes::from_static(b"data: "))];
+            steps.extend((0..128).map(|_| Step::Event(filler.clone())));
+            steps.push(Step::Cut);
+            return steps;
+        }
+        Behavior::DropAfterPreamble | Behavior::StallAfterPreamble => {
+            let mut events = head;
+            events.extend(tail);
+            let rest = events.split_off(preamble.min(events.len()));
+            let mut steps: Vec<Step> = events.into_iter().map(Step::Event).collect();
+            if behavior == Behavior::DropAfterPreamble {
+                steps.push(Step::Cut);
+            } else {
+                steps.push(Step::Pause(stall));
+                steps.extend(rest.into_iter().map(Step::Event));
+            }
+            return steps;
+        }
+        _ => {}
     }
     let mut steps: Vec<Step> = head.into_iter().map(Step::Event).collect();
     match behavior {

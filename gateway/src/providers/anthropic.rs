@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::chunk;
 use super::messages::{content_text, parse_data_url, parts, push_merged, Part};
-use super::{Decoded, Generated, StreamState, Unsupported, UpstreamRequest, Usage};
+use super::{Decoded, Generated, Signal, StreamState, Unsupported, UpstreamRequest, Usage};
 use crate::sse::Event;
 
 pub const VERSION: &str = "2023-06-01";
@@ -289,6 +289,62 @@ fn start(state: &mut StreamState, out: &mut Vec<Bytes>) {
             json!({"role": "assistant", "content": ""}),
             None,
         ));
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct SignalView<'a> {
+    #[serde(default, rename = "type", borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    content_block: Option<BlockView<'a>>,
+    #[serde(default, borrow)]
+    delta: Option<BlockView<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct BlockView<'a> {
+    #[serde(default, rename = "type", borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Anthropic streams open with `message_start`, an empty text block and pings: preamble,
+/// like thinking blocks (the chat client is not shown them). Text, a tool use, a stop
+/// reason or the end of the message is content; an `error` event is an error.
+pub fn signal<'a>(event: &'a Event) -> Signal {
+    let Some(data) = event.data.as_deref() else {
+        return Signal::Preamble;
+    };
+    let Ok(view) = serde_json::from_str::<SignalView<'a>>(data) else {
+        return Signal::Content;
+    };
+    let kind = view
+        .kind
+        .as_deref()
+        .or(event.event.as_deref())
+        .unwrap_or("");
+    let block_kind = |b: &Option<BlockView<'a>>| b.as_ref().and_then(|b| b.kind.clone());
+    let has_text = |b: &Option<BlockView<'_>>| {
+        b.as_ref()
+            .and_then(|b| b.text.as_deref())
+            .is_some_and(|t| !t.is_empty())
+    };
+    match kind {
+        "message_start" | "ping" | "content_block_stop" => Signal::Preamble,
+        "error" => Signal::Error,
+        "content_block_start" => match block_kind(&view.content_block).as_deref().unwrap_or("") {
+            "text" if !has_text(&view.content_block) => Signal::Preamble,
+            "thinking" | "redacted_thinking" => Signal::Preamble,
+            _ => Signal::Content,
+        },
+        "content_block_delta" => match block_kind(&view.delta).as_deref().unwrap_or("") {
+            "text_delta" if !has_text(&view.delta) => Signal::Preamble,
+            "thinking_delta" | "signature_delta" => Signal::Preamble,
+            _ => Signal::Content,
+        },
+        _ => Signal::Content,
     }
 }
 

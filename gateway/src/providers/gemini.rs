@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::chunk;
 use super::messages::{content_text, parse_data_url, parts, push_merged, Part};
-use super::{Decoded, Generated, StreamState, Unsupported, UpstreamRequest, Usage};
+use super::{Decoded, Generated, Signal, StreamState, Unsupported, UpstreamRequest, Usage};
 use crate::sse::Event;
 
 fn unsupported(msg: impl Into<String>) -> Unsupported {
@@ -206,6 +206,13 @@ pub fn translate_request(request: &Value) -> Result<Value, Unsupported> {
     Ok(Value::Object(body))
 }
 
+/// Everything but RFC 3986's unreserved characters is encoded in the model segment.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 pub fn build_request(
     prefix: &str,
     key: &str,
@@ -215,6 +222,9 @@ pub fn build_request(
 ) -> Result<UpstreamRequest, Unsupported> {
     let body = translate_request(request)?;
     let body = Bytes::from(serde_json::to_vec(&body).map_err(|e| unsupported(e.to_string()))?);
+    // The model is the client's string: encoded, it stays one path segment, so no name
+    // can reach another endpoint (or query) of the provider.
+    let model = percent_encoding::utf8_percent_encode(model, PATH_SEGMENT);
     let path = if stream {
         format!("{prefix}/models/{model}:streamGenerateContent?alt=sse")
     } else {
@@ -316,6 +326,86 @@ pub fn decode_response(body: &[u8], model: &str) -> Decoded {
         body: Some(Bytes::from(out.to_string())),
         usage,
         content,
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SignalView {
+    #[serde(default)]
+    candidates: Option<Vec<CandidateView>>,
+    #[serde(default)]
+    prompt_feedback: Option<FeedbackView>,
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CandidateView {
+    #[serde(default)]
+    content: Option<ContentView>,
+    #[serde(default)]
+    finish_reason: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+struct ContentView {
+    #[serde(default)]
+    parts: Vec<PartView>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PartView {
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    thought: Option<bool>,
+    #[serde(default)]
+    function_call: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FeedbackView {
+    #[serde(default)]
+    block_reason: Option<serde::de::IgnoredAny>,
+}
+
+/// Gemini has no formal preamble, but a chunk can carry only empty text, thoughts or
+/// usage: those are held. Text, a function call, a finish reason or a blocked prompt
+/// is content; an `error` object is an error.
+pub fn signal(event: &Event) -> Signal {
+    let Some(data) = event.data.as_deref() else {
+        return Signal::Preamble;
+    };
+    let Ok(view) = serde_json::from_str::<SignalView>(data) else {
+        return Signal::Content;
+    };
+    if view.error.is_some() {
+        return Signal::Error;
+    }
+    if view
+        .prompt_feedback
+        .is_some_and(|f| f.block_reason.is_some())
+    {
+        return Signal::Content;
+    }
+    let content = view.candidates.iter().flatten().any(|c| {
+        c.finish_reason.is_some()
+            || c.content.as_ref().is_some_and(|content| {
+                content.parts.iter().any(|p| {
+                    p.function_call.is_some()
+                        || (p.thought != Some(true)
+                            && p.text.as_deref().is_some_and(|t| !t.is_empty()))
+                })
+            })
+    });
+    if content {
+        Signal::Content
+    } else {
+        Signal::Preamble
     }
 }
 

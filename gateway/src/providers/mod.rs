@@ -169,6 +169,19 @@ impl Generated {
     }
 }
 
+/// What one provider stream event means while the answer is held before its first token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Nothing a user would see yet: a role-only chunk, `message_start`, a ping, an empty
+    /// text block, reasoning the client is not shown. Kept and replayed once committed.
+    Preamble,
+    /// The first thing a user would see: text, a tool call, a refusal, a finish (or
+    /// something the gateway cannot read, which it will not hold back).
+    Content,
+    /// The provider reported an error in the stream before any content.
+    Error,
+}
+
 /// A stream that ended without its format's proper end (or after an error event).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BrokenStream;
@@ -272,6 +285,15 @@ impl Adapter {
             Adapter::OpenAi => openai::decode_event(state, event).into_iter().collect(),
             Adapter::Anthropic => anthropic::decode_event(state, event),
             Adapter::Gemini => gemini::decode_event(state, event),
+        }
+    }
+
+    /// Classifies one provider stream event for the hold before the first token.
+    pub fn signal(self, event: &Event) -> Signal {
+        match self {
+            Adapter::OpenAi => openai::signal(event),
+            Adapter::Anthropic => anthropic::signal(event),
+            Adapter::Gemini => gemini::signal(event),
         }
     }
 

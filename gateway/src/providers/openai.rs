@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::{Call, Generated, Route, StreamState, Unsupported, UpstreamRequest, Usage};
+use super::{Call, Generated, Route, Signal, StreamState, Unsupported, UpstreamRequest, Usage};
 use crate::sse::Event;
 
 pub fn path(prefix: &str, route: Route) -> String {
@@ -152,6 +152,70 @@ struct DetailsView {
     cached_tokens: Option<u64>,
 }
 
+/// The parts of a chunk that say whether a user would see something in it.
+#[derive(serde::Deserialize)]
+struct SignalView<'a> {
+    #[serde(default, borrow)]
+    choices: Option<Vec<SignalChoice<'a>>>,
+    #[serde(default)]
+    usage: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+struct SignalChoice<'a> {
+    #[serde(default, borrow)]
+    delta: Option<SignalDelta<'a>>,
+    #[serde(default)]
+    finish_reason: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+struct SignalDelta<'a> {
+    #[serde(default, borrow)]
+    content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    refusal: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    tool_calls: Option<Vec<serde::de::IgnoredAny>>,
+    #[serde(default)]
+    function_call: Option<serde::de::IgnoredAny>,
+}
+
+/// OpenAI-format streams open with a role-only chunk (`"delta":{"role":"assistant",
+/// "content":""}`): that is preamble. Text, a refusal, a tool call or a finish reason is
+/// content; a usage chunk, `[DONE]` or anything unreadable commits too, so an unusual
+/// server is never held back.
+pub fn signal(event: &Event) -> Signal {
+    let Some(data) = event.data.as_deref() else {
+        return Signal::Preamble;
+    };
+    let Ok(view) = serde_json::from_str::<SignalView<'_>>(data) else {
+        return Signal::Content;
+    };
+    if view.error.is_some() {
+        return Signal::Error;
+    }
+    let Some(choices) = view.choices else {
+        return Signal::Content;
+    };
+    let content = choices.iter().any(|c| {
+        c.finish_reason.is_some()
+            || c.delta.as_ref().is_some_and(|d| {
+                d.content.as_deref().is_some_and(|t| !t.is_empty())
+                    || d.refusal.as_deref().is_some_and(|t| !t.is_empty())
+                    || d.tool_calls.as_ref().is_some_and(|t| !t.is_empty())
+                    || d.function_call.is_some()
+            })
+    });
+    if content || view.usage.is_some() {
+        Signal::Content
+    } else {
+        Signal::Preamble
+    }
+}
+
 /// Passes an event on, or drops the usage-only chunk the client did not ask for.
 pub fn decode_event(state: &mut StreamState, event: &Event) -> Option<Bytes> {
     let Some(data) = event.data.as_deref() else {
@@ -241,6 +305,7 @@ mod tests {
             };
             let out: Vec<Option<Bytes>> = Framer::new()
                 .push(stream.as_bytes())
+                .unwrap()
                 .iter()
                 .map(|e| decode_event(&mut st, e))
                 .collect();

@@ -28,7 +28,7 @@ fn run(adapter: Adapter, parts: &[&[u8]], wants_usage: bool) -> (Vec<u8>, Stream
     let mut framer = Framer::new();
     let mut out = Vec::new();
     for p in parts {
-        for ev in framer.push(p) {
+        for ev in framer.push(p).unwrap() {
             for piece in adapter.decode_event(&mut st, &ev) {
                 out.extend_from_slice(&piece);
             }
@@ -300,6 +300,126 @@ fn non_stream_bodies_and_errors() {
     assert_eq!(e["error"]["code"], "INVALID_ARGUMENT");
 }
 
+/// The signal of every event of a stream, in order.
+fn signals(adapter: Adapter, stream: &str) -> Vec<Signal> {
+    let mut framer = Framer::new();
+    let mut events = framer.push(stream.as_bytes()).unwrap();
+    events.extend(framer.finish());
+    events.iter().map(|e| adapter.signal(e)).collect()
+}
+
+#[test]
+fn the_first_token_is_the_first_thing_a_user_would_see() {
+    use Signal::{Content, Error, Preamble};
+    // Role-only chunk first, then text.
+    assert_eq!(
+        signals(Adapter::OpenAi, OPENAI_STREAM)[..2],
+        [Preamble, Content]
+    );
+    // message_start, empty text block and ping, then the first text delta.
+    assert_eq!(
+        signals(Adapter::Anthropic, ANTHROPIC_STREAM)[..4],
+        [Preamble, Preamble, Preamble, Content]
+    );
+    assert_eq!(signals(Adapter::Gemini, GEMINI_STREAM)[0], Content);
+    let one = |adapter: Adapter, data: Value| signals(adapter, &format!("data: {data}\n\n"))[0];
+    let openai = [
+        (
+            json!({"choices": [{"delta": {"role": "assistant", "content": null}}]}),
+            Preamble,
+        ),
+        (
+            json!({"choices": [{"delta": {"role": "assistant"}, "finish_reason": null}]}),
+            Preamble,
+        ),
+        (
+            json!({"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"name": "f"}}]}}]}),
+            Content,
+        ),
+        (json!({"choices": [{"delta": {"refusal": "no"}}]}), Content),
+        (
+            json!({"choices": [{"delta": {}, "finish_reason": "stop"}]}),
+            Content,
+        ),
+        (
+            json!({"choices": [], "usage": {"prompt_tokens": 1}}),
+            Content,
+        ),
+        (json!({"error": {"message": "overloaded"}}), Error),
+    ];
+    for (data, want) in openai {
+        assert_eq!(one(Adapter::OpenAi, data.clone()), want, "{data}");
+    }
+    assert_eq!(
+        signals(Adapter::OpenAi, ": keep-alive\n\ndata: [DONE]\n\n"),
+        [Preamble, Content]
+    );
+    let anthropic = [
+        (
+            json!({"type": "content_block_start", "content_block": {"type": "thinking", "thinking": ""}}),
+            Preamble,
+        ),
+        (
+            json!({"type": "content_block_delta", "delta": {"type": "thinking_delta", "thinking": "hmm"}}),
+            Preamble,
+        ),
+        (
+            json!({"type": "content_block_start", "content_block": {"type": "tool_use", "name": "f"}}),
+            Content,
+        ),
+        (
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}}),
+            Content,
+        ),
+        (
+            json!({"type": "error", "error": {"type": "overloaded_error"}}),
+            Error,
+        ),
+    ];
+    for (data, want) in anthropic {
+        assert_eq!(one(Adapter::Anthropic, data.clone()), want, "{data}");
+    }
+    let gemini = [
+        (
+            json!({"candidates": [{"content": {"role": "model", "parts": [{"text": ""}]}}]}),
+            Preamble,
+        ),
+        (
+            json!({"candidates": [{"content": {"parts": [{"text": "plan", "thought": true}]}}]}),
+            Preamble,
+        ),
+        (json!({"usageMetadata": {"promptTokenCount": 3}}), Preamble),
+        (json!({"candidates": [{"finishReason": "SAFETY"}]}), Content),
+        (
+            json!({"promptFeedback": {"blockReason": "SAFETY"}}),
+            Content,
+        ),
+        (json!({"error": {"code": 503}}), Error),
+    ];
+    for (data, want) in gemini {
+        assert_eq!(one(Adapter::Gemini, data.clone()), want, "{data}");
+    }
+}
+
+#[test]
+fn a_gemini_model_name_stays_one_path_segment() {
+    let req = json!({"messages": [{"role": "user", "content": "hi"}]});
+    for (model, path) in [
+        (
+            "gemini-2.5-flash",
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+        ),
+        (
+            "../../files?x=1#",
+            "/v1beta/models/..%2F..%2Ffiles%3Fx%3D1%23:generateContent",
+        ),
+        ("a b:c/d", "/v1beta/models/a%20b%3Ac%2Fd:generateContent"),
+    ] {
+        let up = gemini::build_request("/v1beta", "k", &req, model, false).unwrap();
+        assert_eq!(up.path, path);
+    }
+}
+
 fn split_at(bytes: &[u8], mut cuts: Vec<usize>) -> Vec<&[u8]> {
     cuts.iter_mut().for_each(|c| *c %= bytes.len() + 1);
     cuts.sort_unstable();
@@ -352,7 +472,7 @@ proptest! {
             let mut st = state(true);
             for p in &payloads {
                 let raw = format!("data: {p}\n\n");
-                for ev in Framer::new().push(raw.as_bytes()) {
+                for ev in Framer::new().push(raw.as_bytes()).unwrap() {
                     let _ = adapter.decode_event(&mut st, &ev);
                 }
             }

@@ -1,0 +1,315 @@
+//! Client connections, guarded before any HTTP is parsed: a cap on open connections (in
+//! all and per client IP), a deadline for a request's whole header, and a limit on how
+//! long a kept-alive connection may wait for its next request.
+//!
+//! Pingora's HTTP/1 server applies its timeouts per read, and waits for a kept-alive
+//! connection's next request without any deadline, so a client can hold a connection by
+//! sending nothing, or one byte a minute. [`Guarded`] wraps the proxy app and runs the
+//! keep-alive loop itself: it reads each request's header (bounded in time and size),
+//! then hands the bytes to Pingora as an already-read prefix, so the proxy parses them
+//! without another read. The connection's slot is held by a [`Slot`] for its whole life.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::metrics;
+
+/// Largest request header accepted (request line and fields).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most open connections in all.
+    pub max_connections: usize,
+    /// Most open connections from one IP address; 0 for no per-address cap.
+    pub max_per_ip: usize,
+    /// Time allowed for a request's whole header: from connecting for a new connection,
+    /// from the first byte of the request on a kept-alive one.
+    pub header_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    pub keepalive_idle: Duration,
+}
+
+/// Counts of open connections, in all and per address.
+#[derive(Debug)]
+pub struct Slots {
+    limits: Limits,
+    open: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One open connection's place; freed when dropped.
+#[derive(Debug)]
+pub struct Slot {
+    slots: Arc<Slots>,
+    ip: Option<IpAddr>,
+    admitted: bool,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    Total,
+    PerIp,
+}
+
+impl Refused {
+    pub fn label(self) -> &'static str {
+        match self {
+            Refused::Total => "total",
+            Refused::PerIp => "per_ip",
+        }
+    }
+}
+
+impl Slots {
+    pub fn new(limits: Limits) -> Arc<Self> {
+        Arc::new(Self {
+            limits,
+            open: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Takes a place for a connection from `ip`, or says which cap it would pass.
+    pub fn acquire(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Slot, Refused> {
+        let before = self.open.fetch_add(1, Ordering::AcqRel);
+        // From here on, `slot`'s Drop gives back what was taken.
+        let mut slot = Slot {
+            slots: self.clone(),
+            ip: None,
+            admitted: false,
+        };
+        if before >= self.limits.max_connections {
+            return Err(Refused::Total);
+        }
+        if let (Some(ip), true) = (ip, self.limits.max_per_ip > 0) {
+            let Ok(mut map) = self.per_ip.lock() else {
+                return Ok(slot);
+            };
+            let n = map.entry(ip).or_insert(0);
+            if *n >= self.limits.max_per_ip {
+                return Err(Refused::PerIp);
+            }
+            *n += 1;
+            slot.ip = Some(ip);
+        }
+        slot.admitted = true;
+        metrics::OPEN_CONNECTIONS.inc();
+        Ok(slot)
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots.open.fetch_sub(1, Ordering::AcqRel);
+        if self.admitted {
+            metrics::OPEN_CONNECTIONS.dec();
+        }
+        if let Some(ip) = self.ip {
+            if let Ok(mut map) = self.slots.per_ip.lock() {
+                if let Some(n) = map.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        map.remove(&ip);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What waiting for a request's header gave.
+enum Header {
+    /// The header (and whatever of the body came with it).
+    Read(BytesMut),
+    /// The client closed, stayed silent past a deadline, or sent a header too large.
+    Gone,
+    TooLarge,
+}
+
+/// End of the header: the blank line, with CRLF or bare LF line ends.
+fn header_end(buf: &[u8], from: usize) -> bool {
+    let start = from.saturating_sub(3);
+    let b = &buf[start..];
+    b.windows(4).any(|w| w == b"\r\n\r\n") || b.windows(2).any(|w| w == b"\n\n")
+}
+
+/// Reads one request header: the first byte within `first_byte`, the whole header within
+/// `header` of the start (new connection) or of its first byte (kept-alive connection).
+async fn read_header(
+    stream: &mut Stream,
+    first_byte: Duration,
+    header: Duration,
+    new_connection: bool,
+    shutdown: &mut ShutdownWatch,
+) -> Header {
+    let start = tokio::time::Instant::now();
+    let mut buf = BytesMut::with_capacity(1024);
+    let first = tokio::select! {
+        r = tokio::time::timeout(first_byte, stream.read_buf(&mut buf)) => r,
+        _ = shutdown.changed() => return Header::Gone,
+    };
+    match first {
+        Ok(Ok(n)) if n > 0 => {}
+        _ => return Header::Gone,
+    }
+    let deadline = if new_connection {
+        start + header
+    } else {
+        tokio::time::Instant::now() + header
+    };
+    let mut scanned = 0;
+    loop {
+        if header_end(&buf, scanned) {
+            return Header::Read(buf);
+        }
+        if buf.len() > MAX_HEADER_BYTES {
+            return Header::TooLarge;
+        }
+        scanned = buf.len();
+        match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return Header::Gone,
+        }
+    }
+}
+
+/// The proxy app behind the connection guard.
+pub struct Guarded<A> {
+    pub app: Arc<A>,
+    pub slots: Arc<Slots>,
+}
+
+#[async_trait]
+impl<A> ServerApp for Guarded<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let ip = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let _slot = match self.slots.acquire(ip) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                metrics::CONNECTIONS_REFUSED
+                    .with_label_values(&[refused.label()])
+                    .inc();
+                return None;
+            }
+        };
+        let limits = self.slots.limits;
+        let mut shutdown = shutdown.clone();
+        let mut new_connection = true;
+        loop {
+            let first_byte = if new_connection {
+                limits.header_timeout
+            } else {
+                limits.keepalive_idle
+            };
+            let head = read_header(
+                &mut stream,
+                first_byte,
+                limits.header_timeout,
+                new_connection,
+                &mut shutdown,
+            )
+            .await;
+            let prefix = match head {
+                Header::Read(prefix) => prefix,
+                Header::Gone => break,
+                Header::TooLarge => {
+                    let _ = stream
+                        .write_all(
+                            b"HTTP/1.1 431 Request Header Fields Too Large\r\n\
+                              content-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                    let _ = stream.flush().await;
+                    break;
+                }
+            };
+            let mut session = ServerSession::new_http1(stream);
+            session.set_pipelined_prefix(prefix);
+            let reused = self.app.process_new_http(session, &shutdown).await?;
+            let (next, _settings) = reused.consume();
+            stream = next;
+            if *shutdown.borrow() {
+                break;
+            }
+            new_connection = false;
+        }
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.app.http_cleanup().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slots(total: usize, per_ip: usize) -> Arc<Slots> {
+        Slots::new(Limits {
+            max_connections: total,
+            max_per_ip: per_ip,
+            header_timeout: Duration::from_secs(1),
+            keepalive_idle: Duration::from_secs(1),
+        })
+    }
+
+    #[test]
+    fn caps_in_all_and_per_address_and_gives_back() {
+        let s = slots(3, 2);
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let a1 = s.acquire(Some(a)).unwrap();
+        let a2 = s.acquire(Some(a)).unwrap();
+        assert_eq!(s.acquire(Some(a)).unwrap_err(), Refused::PerIp);
+        let b1 = s.acquire(Some(b)).unwrap();
+        assert_eq!(s.acquire(Some(b)).unwrap_err(), Refused::Total);
+        assert_eq!(s.open(), 3, "refused attempts give their place back");
+        drop(a1);
+        let a3 = s.acquire(Some(a)).unwrap();
+        drop((a2, a3, b1));
+        assert_eq!(s.open(), 0);
+        assert!(s.per_ip.lock().unwrap().is_empty(), "no address is kept");
+        let unlimited = slots(10, 0);
+        let held: Vec<Slot> = (0..10)
+            .map(|_| unlimited.acquire(Some(a)).unwrap())
+            .collect();
+        assert_eq!(held.len(), 10);
+    }
+
+    #[test]
+    fn header_ends() {
+        assert!(header_end(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", 0));
+        assert!(header_end(b"GET / HTTP/1.1\nhost: x\n\n", 0));
+        assert!(!header_end(b"GET / HTTP/1.1\r\nhost: x\r\n", 0));
+        // A terminator split across two reads is found from the previous length.
+        let full = b"GET / HTTP/1.1\r\n\r\n";
+        assert!(header_end(full, full.len() - 2));
+    }
+}
