@@ -143,11 +143,18 @@ enum Header {
     TooLarge,
 }
 
-/// End of the header: the blank line, with CRLF or bare LF line ends.
-fn header_end(buf: &[u8], from: usize) -> bool {
+/// Length of the header (up to its blank line, CRLF or bare LF line ends), when the
+/// blank line is in `buf`; the search starts near `from`, where the last one stopped.
+fn header_end(buf: &[u8], from: usize) -> Option<usize> {
     let start = from.saturating_sub(3);
     let b = &buf[start..];
-    b.windows(4).any(|w| w == b"\r\n\r\n") || b.windows(2).any(|w| w == b"\n\n")
+    let crlf = b.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    let lf = b.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    let end = match (crlf, lf) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b)?,
+    };
+    Some(start + end)
 }
 
 /// Reads one request header: the first byte within `first_byte`, the whole header within
@@ -176,16 +183,31 @@ async fn read_header(
     };
     let mut scanned = 0;
     loop {
-        if header_end(&buf, scanned) {
-            return Header::Read(buf);
-        }
-        if buf.len() > MAX_HEADER_BYTES {
-            return Header::TooLarge;
+        match header_end(&buf, scanned) {
+            Some(end) if end > MAX_HEADER_BYTES => return Header::TooLarge,
+            Some(_) => return Header::Read(buf),
+            None if buf.len() > MAX_HEADER_BYTES => return Header::TooLarge,
+            None => {}
         }
         scanned = buf.len();
         match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => {}
             _ => return Header::Gone,
+        }
+    }
+}
+
+/// Reads and discards what the client is still sending (bounded in bytes and time)
+/// before closing, so it receives the answer rather than a reset.
+async fn linger(stream: &mut Stream) {
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 8192];
+    let mut left = 4 * MAX_HEADER_BYTES;
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    while left > 0 {
+        match tokio::time::timeout_at(until, stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+            _ => return,
         }
     }
 }
@@ -246,6 +268,7 @@ where
                         )
                         .await;
                     let _ = stream.flush().await;
+                    linger(&mut stream).await;
                     break;
                 }
             };
@@ -305,11 +328,14 @@ mod tests {
 
     #[test]
     fn header_ends() {
-        assert!(header_end(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", 0));
-        assert!(header_end(b"GET / HTTP/1.1\nhost: x\n\n", 0));
-        assert!(!header_end(b"GET / HTTP/1.1\r\nhost: x\r\n", 0));
+        assert_eq!(
+            header_end(b"GET / HTTP/1.1\r\nhost: x\r\n\r\nbody", 0),
+            Some(27)
+        );
+        assert_eq!(header_end(b"GET / HTTP/1.1\nhost: x\n\n", 0), Some(24));
+        assert_eq!(header_end(b"GET / HTTP/1.1\r\nhost: x\r\n", 0), None);
         // A terminator split across two reads is found from the previous length.
         let full = b"GET / HTTP/1.1\r\n\r\n";
-        assert!(header_end(full, full.len() - 2));
+        assert_eq!(header_end(full, full.len() - 2), Some(full.len()));
     }
 }

@@ -5,7 +5,11 @@
 mod harness;
 
 mod auth;
+mod connections;
+mod containment;
 mod fallback;
+mod first_token;
+mod hostile;
 mod kinds;
 mod lifecycle;
 mod proxying;

@@ -1,0 +1,170 @@
+//! Client connections cannot be hoarded: a silent or trickling client loses its
+//! connection at the header deadline, a kept-alive connection at its idle limit, one
+//! address cannot hold more than its share, and thousands of idle connections do not
+//! stop other clients from being served.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::harness::{Env, Gateway};
+
+fn addr(gw: &Gateway) -> SocketAddr {
+    gw.base.trim_start_matches("http://").parse().unwrap()
+}
+
+async fn connect_from(source: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(format!("{source}:0").parse().unwrap())?;
+    socket.connect(to).await
+}
+
+/// Whether the gateway closes `conn` within `within` (reading whatever it sends first).
+async fn closed_within(conn: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nhost: gw\r\n\r\n";
+
+#[tokio::test]
+async fn silent_trickling_and_idle_connections_are_closed() {
+    let env = Env::new().await;
+    let gw = Gateway::start_with(
+        &env,
+        &env.db.url,
+        &[
+            ("HEADER_READ_TIMEOUT_MS", "600"),
+            ("KEEPALIVE_IDLE_TIMEOUT_MS", "600"),
+        ],
+    )
+    .await;
+    let to = addr(&gw);
+
+    // A connection that never sends a byte.
+    let mut silent = TcpStream::connect(to).await.unwrap();
+    assert!(closed_within(&mut silent, Duration::from_secs(10)).await);
+
+    // A header sent one byte at a time, slower than the deadline allows in all.
+    let mut trickle = TcpStream::connect(to).await.unwrap();
+    let mut closed = false;
+    for b in HEALTHZ.iter().cycle().take(200) {
+        if trickle.write_all(&[*b]).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(closed || closed_within(&mut trickle, Duration::from_secs(5)).await);
+
+    // A kept-alive connection: served, reused, then closed once idle.
+    let mut kept = TcpStream::connect(to).await.unwrap();
+    for _ in 0..2 {
+        kept.write_all(HEALTHZ).await.unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = kept.read(&mut buf).await.unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains("{\"status\":\"ok\"}"), "{text}");
+    }
+    assert!(closed_within(&mut kept, Duration::from_secs(10)).await);
+
+    // A request whose header and body arrive in pieces is still served whole.
+    let mut split = TcpStream::connect(to).await.unwrap();
+    let body = br#"{"model":"gpt-4o-mini","messages":[]}"#;
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: {}\r\nauthorization: Bearer nope\r\n\r\n",
+        body.len()
+    );
+    let (h1, h2) = head.as_bytes().split_at(20);
+    split.write_all(h1).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    split.write_all(h2).await.unwrap();
+    split.write_all(&body[..5]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    split.write_all(&body[5..]).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    let n = split.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 401"));
+}
+
+#[tokio::test]
+async fn an_oversized_header_is_refused() {
+    let env = Env::new().await;
+    let gw = Gateway::start(&env).await;
+    let mut conn = TcpStream::connect(addr(&gw)).await.unwrap();
+    let big = format!(
+        "GET /healthz HTTP/1.1\r\nhost: gw\r\nx-big: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let written = conn.write_all(big.as_bytes()).await;
+    let mut buf = vec![0u8; 1024];
+    let read = conn.read(&mut buf).await;
+    let n = *read.as_ref().unwrap_or(&0);
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        text.starts_with("HTTP/1.1 431"),
+        "{written:?} {read:?} {text}"
+    );
+}
+
+#[tokio::test]
+async fn ten_thousand_idle_connections_do_not_stop_other_clients() {
+    let env = Env::new().await;
+    let gw = Gateway::start_with(
+        &env,
+        &env.db.url,
+        &[
+            ("MAX_CONNECTIONS_PER_IP", "500"),
+            ("HEADER_READ_TIMEOUT_MS", "30000"),
+        ],
+    )
+    .await;
+    let to = addr(&gw);
+    // 10,000 connections from one address that never send anything: the gateway keeps
+    // 500 of them (until their header deadline) and closes the rest at once.
+    let mut idle = Vec::with_capacity(10_000);
+    for _ in 0..10_000 {
+        match connect_from("127.0.0.1", to).await {
+            Ok(c) => idle.push(c),
+            Err(e) => panic!("connect failed after {}: {e}", idle.len()),
+        }
+    }
+    let mut open = 0;
+    for c in idle.iter_mut() {
+        let mut buf = [0u8; 1];
+        if let Err(_) | Ok(Ok(1..)) =
+            tokio::time::timeout(Duration::from_millis(1), c.read(&mut buf)).await
+        {
+            open += 1;
+        }
+    }
+    assert!(open <= 500, "{open} idle connections kept from one address");
+    // Another client is served at once, over a new connection.
+    let other: IpAddr = "127.0.0.2".parse().unwrap();
+    let client = reqwest::Client::builder()
+        .local_address(other)
+        .build()
+        .unwrap();
+    for _ in 0..5 {
+        let resp = client
+            .get(format!("{}/healthz", gw.base))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let metrics = gw.metrics_text().await;
+    assert!(metrics.contains("perpetuo_connections_refused_total{cap=\"per_ip\"}"));
+    drop(idle);
+}
