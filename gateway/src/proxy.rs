@@ -715,6 +715,7 @@ fn build_record(ctx: &Ctx, pricing: &Pricing) -> Option<LogRecord> {
         ),
         None => (Usage::default(), UsageSource::None),
     };
+    let usage = usage.clamped();
     let cost = match (&ctx.model_served, reached_provider) {
         (Some(m), true) => {
             let c = pricing.cost_nusd(m, &usage.counts());
@@ -753,7 +754,7 @@ fn build_record(ctx: &Ctx, pricing: &Pricing) -> Option<LogRecord> {
         streamed: ctx.streamed,
         prompt_tokens: clamp(usage.prompt_tokens),
         completion_tokens: clamp(usage.completion_tokens),
-        total_tokens: clamp(usage.prompt_tokens + usage.completion_tokens),
+        total_tokens: clamp(usage.prompt_tokens + usage.completion_tokens), // both ≤ 10^8
         cost_nusd: cost,
         usage_source: source,
         latency_ms: clamp(ctx.start.elapsed().as_millis() as u64),

@@ -184,6 +184,46 @@ mod tests {
         let _ = f.finish();
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// Whatever the bytes and however they are cut, the framer loses nothing (events
+        /// and what is pending add up to the input) and never holds more than its limit.
+        #[test]
+        fn lossless_and_bounded(
+            chunks in proptest::collection::vec(
+                proptest::collection::vec(proptest::prelude::prop_oneof![
+                    proptest::prelude::Just(b'\n'), proptest::prelude::Just(b'\r'), proptest::prelude::any::<u8>()
+                ], 0..200),
+                0..20),
+            limit in 16usize..512,
+        ) {
+            let mut f = Framer::with_limit(limit);
+            let mut seen: Vec<u8> = Vec::new();
+            let mut input: Vec<u8> = Vec::new();
+            for c in &chunks {
+                input.extend_from_slice(c);
+                match f.push(c) {
+                    Ok(events) => {
+                        events.iter().for_each(|e| seen.extend_from_slice(&e.raw));
+                        proptest::prop_assert!(f.pending() <= limit);
+                    }
+                    Err(EventTooLarge(l)) => {
+                        proptest::prop_assert_eq!(l, limit);
+                        proptest::prop_assert_eq!(f.pending(), 0);
+                        return Ok(());
+                    }
+                }
+            }
+            if let Some(rest) = f.finish() {
+                seen.extend_from_slice(&rest.raw);
+            }
+            let trailing_blank = input.len() - seen.len();
+            proptest::prop_assert!(input.starts_with(&seen));
+            proptest::prop_assert!(input[seen.len()..].iter().all(|b| b.is_ascii_whitespace()), "{} bytes lost", trailing_blank);
+        }
+    }
+
     #[test]
     fn an_event_without_end_is_refused_past_the_limit() {
         let mut f = Framer::with_limit(64);

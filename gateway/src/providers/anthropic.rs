@@ -216,14 +216,14 @@ fn usage(u: &Value, previous: Option<Usage>) -> Usage {
     let (input, write, read) = match (input, write, read) {
         (None, None, None) => (
             prev.prompt_tokens
-                .saturating_sub(prev.cached_tokens + prev.cache_write_tokens),
+                .saturating_sub(prev.cached_tokens.saturating_add(prev.cache_write_tokens)),
             prev.cache_write_tokens,
             prev.cached_tokens,
         ),
         (i, w, r) => (i.unwrap_or(0), w.unwrap_or(0), r.unwrap_or(0)),
     };
     Usage {
-        prompt_tokens: input + write + read,
+        prompt_tokens: input.saturating_add(write).saturating_add(read),
         completion_tokens: n("output_tokens").unwrap_or(prev.completion_tokens),
         cached_tokens: read,
         cache_write_tokens: write,

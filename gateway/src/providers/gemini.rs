@@ -254,7 +254,7 @@ fn usage(v: &Value) -> Option<Usage> {
     let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
     Some(Usage {
         prompt_tokens: n("promptTokenCount"),
-        completion_tokens: n("candidatesTokenCount") + n("thoughtsTokenCount"),
+        completion_tokens: n("candidatesTokenCount").saturating_add(n("thoughtsTokenCount")),
         cached_tokens: n("cachedContentTokenCount"),
         cache_write_tokens: 0,
     })

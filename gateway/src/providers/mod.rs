@@ -81,7 +81,23 @@ pub struct Usage {
     pub cache_write_tokens: u64,
 }
 
+/// Most tokens one request is counted for, per class. No model takes or writes this many
+/// in one request; a provider that reports more (a bug or a hostile server) is clamped,
+/// so its numbers cannot overflow a log row, a counter or a cost.
+pub const MAX_TOKENS_PER_REQUEST: u64 = 100_000_000;
+
 impl Usage {
+    /// The same usage with every count clamped to [`MAX_TOKENS_PER_REQUEST`].
+    pub fn clamped(self) -> Self {
+        let c = |n: u64| n.min(MAX_TOKENS_PER_REQUEST);
+        Self {
+            prompt_tokens: c(self.prompt_tokens),
+            completion_tokens: c(self.completion_tokens),
+            cached_tokens: c(self.cached_tokens),
+            cache_write_tokens: c(self.cache_write_tokens),
+        }
+    }
+
     pub fn counts(&self) -> TokenCounts {
         TokenCounts {
             prompt_tokens: self.prompt_tokens,
@@ -96,7 +112,7 @@ impl Usage {
         serde_json::json!({
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "total_tokens": self.prompt_tokens.saturating_add(self.completion_tokens),
             "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
         })
     }

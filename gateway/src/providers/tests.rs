@@ -480,6 +480,43 @@ proptest! {
         }
     }
 
+    /// Usage numbers from a provider are untrusted: whatever they are (huge, negative,
+    /// fractional, strings), decoding never panics and the counted usage stays within
+    /// the per-request clamp, so a cost and a log row can always be made of it.
+    #[test]
+    fn hostile_usage_numbers_are_contained(
+        a in prop_oneof![any::<u64>().prop_map(|n| json!(n)), any::<i64>().prop_map(|n| json!(n)), any::<f64>().prop_map(|n| json!(n)), ".{0,5}".prop_map(|s| json!(s))],
+        b in any::<u64>(),
+        c in prop_oneof![Just(u64::MAX), any::<u64>()],
+    ) {
+        let bodies = [
+            (Adapter::OpenAi, json!({"choices": [], "usage": {"prompt_tokens": a, "completion_tokens": b, "prompt_tokens_details": {"cached_tokens": c}}})),
+            (Adapter::Anthropic, json!({"type": "message", "content": [], "usage": {"input_tokens": c, "cache_creation_input_tokens": b, "cache_read_input_tokens": c, "output_tokens": a}})),
+            (Adapter::Gemini, json!({"candidates": [], "usageMetadata": {"promptTokenCount": b, "candidatesTokenCount": c, "thoughtsTokenCount": c, "cachedContentTokenCount": a}})),
+        ];
+        let pricing = perpetuo_core::pricing::Pricing::embedded().unwrap();
+        for (adapter, body) in bodies {
+            let decoded = adapter.decode_response(body.to_string().as_bytes(), "gpt-4o");
+            let streamed = {
+                let mut st = state(true);
+                let raw = format!("data: {body}\n\n");
+                for ev in Framer::new().push(raw.as_bytes()).unwrap() {
+                    let _ = adapter.decode_event(&mut st, &ev);
+                }
+                st.usage
+            };
+            for usage in [decoded.usage, streamed].into_iter().flatten() {
+                let u = usage.clamped();
+                for n in [u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.cache_write_tokens] {
+                    prop_assert!(n <= MAX_TOKENS_PER_REQUEST);
+                }
+                let _ = u.to_openai();
+                let cost = pricing.cost_nusd("gpt-4o", &u.counts()).unwrap();
+                prop_assert!((0..i64::MAX / 1000).contains(&cost));
+            }
+        }
+    }
+
     #[test]
     fn arbitrary_requests_never_panic(role in "(system|user|assistant|tool|x)", text in ".{0,30}", args in ".{0,30}") {
         let req = json!({"messages": [
