@@ -192,6 +192,16 @@ impl Gateway {
     }
 
     pub async fn start_with(env: &Env, database_url: &str, extra: &[(&str, &str)]) -> Self {
+        Self::start_with_output(env, database_url, extra, None).await
+    }
+
+    /// Like [`Gateway::start_with`], writing the gateway's stdout and stderr to `output`.
+    pub async fn start_with_output(
+        env: &Env,
+        database_url: &str,
+        extra: &[(&str, &str)],
+        output: Option<&std::fs::File>,
+    ) -> Self {
         let (port, mport) = (free_port(), free_port());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_perpetuo-gateway"));
         cmd.env_clear()
@@ -205,6 +215,10 @@ impl Gateway {
             .current_dir(std::env::temp_dir())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
+        if let Some(file) = output {
+            cmd.stdout(file.try_clone().unwrap())
+                .stderr(file.try_clone().unwrap());
+        }
         for (k, v) in DEFAULT_ENV.iter().chain(extra) {
             cmd.env(k, v);
         }

@@ -5,6 +5,7 @@
 mod harness;
 
 mod auth;
+mod canary;
 mod connections;
 mod containment;
 mod fallback;
