@@ -236,3 +236,46 @@ async fn a_probe_whose_client_leaves_does_not_keep_its_entry_out() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-perpetuo-provider"], "first");
 }
+
+#[tokio::test]
+async fn a_model_the_provider_refuses_does_not_open_the_breaker() {
+    let env = Env::new().await;
+    let (a, b) = (mock().await, mock().await);
+    env.add_provider("first", &a.base_url(), 1).await;
+    env.add_provider("second", &b.base_url(), 2).await;
+    let gw = Gateway::start_with(&env, &env.db.url, &[("BREAKER_THRESHOLD", "1")]).await;
+    // The first entry answers 403 for this client-chosen model (a model its key may not
+    // use): the request falls back, but the entry stays in service for everyone.
+    a.set_behavior(Some(Behavior::Status(403)));
+    for _ in 0..3 {
+        let resp = gw
+            .chat(&env.key, chat_body("gpt-4o-mini"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.headers()["x-perpetuo-provider"], "second");
+    }
+    a.set_behavior(None);
+    let resp = gw
+        .chat(&env.key, chat_body("gpt-4o-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-perpetuo-provider"], "first");
+    // A 500 is about the entry: with a threshold of one it opens the breaker.
+    a.set_behavior(Some(Behavior::Status(500)));
+    let resp = gw
+        .chat(&env.key, chat_body("gpt-4o-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-perpetuo-provider"], "second");
+    a.set_behavior(None);
+    let resp = gw
+        .chat(&env.key, chat_body("gpt-4o-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-perpetuo-provider"], "second");
+}
