@@ -5,6 +5,7 @@ pub mod auth;
 pub mod config;
 pub mod downstream;
 pub mod errors;
+pub mod frontdoor;
 pub mod invalidation;
 pub mod log_writer;
 pub mod metrics;

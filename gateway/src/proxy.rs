@@ -20,11 +20,12 @@ use uuid::Uuid;
 
 use crate::auth::{AuthError, AuthedKey, KeyCache};
 use crate::errors::GatewayError;
+use crate::frontdoor::{self, anthropic_messages as messages, Door};
 use crate::log_writer::LogSink;
 use crate::metrics;
-use crate::providers::{self, tokens, Adapter, Call, Generated, Route, StreamState, Usage};
+use crate::providers::{self, tokens, Adapter, Call, Generated, StreamState, Usage};
 use crate::routing::{order, split_pinned, Breakers, Entry, EntryCache, Failure, Turns};
-use crate::sse::Framer;
+use crate::sse::{Event, Framer};
 use crate::upstream::{Outcome, Ready, Upstreams};
 use crate::validate::{self, BadModel};
 
@@ -47,7 +48,7 @@ pub struct Ctx {
     start: Instant,
     started_at: OffsetDateTime,
     request_id: Uuid,
-    route: Option<Route>,
+    door: Option<Door>,
     key: Option<Arc<AuthedKey>>,
     model_requested: Option<String>,
     model_served: Option<String>,
@@ -62,6 +63,8 @@ pub struct Ctx {
     ttfb: Option<Duration>,
     /// Set once the request's record has been handed to the log writer.
     logged: bool,
+    /// The front door whose shape errors are written in.
+    error_shape: Door,
     sink: LogSink,
     pricing: Arc<Pricing>,
 }
@@ -112,6 +115,157 @@ impl Chunks {
     }
 }
 
+/// What the client asked for, as every attempt needs it.
+struct Inbound<'a> {
+    door: Door,
+    call: Call<'a>,
+    /// The Messages door's request in the OpenAI chat shape (and its bytes), for
+    /// providers that do not speak the Messages API.
+    pivot: Option<&'a Result<(Value, Bytes), providers::Unsupported>>,
+    anthropic_version: Option<String>,
+    anthropic_beta: Option<String>,
+}
+
+/// How a provider's answer reaches the client.
+enum Encoding {
+    /// In OpenAI's format, as the adapter gives it.
+    OpenAi,
+    /// Unchanged: the provider speaks the client's format (the adapter still reads it,
+    /// for usage and for whether the stream ended properly).
+    Passthrough,
+    /// The adapter's OpenAI format encoded as Anthropic's Messages events.
+    Messages(Box<messages::StreamEncoder>),
+}
+
+impl Encoding {
+    /// Whether a non-stream answer must be read whole to be rewritten.
+    fn rewrites_whole_body(&self, adapter: Adapter) -> bool {
+        match self {
+            Encoding::OpenAi => adapter.translates(),
+            Encoding::Passthrough => false,
+            Encoding::Messages(_) => true,
+        }
+    }
+
+    /// Decodes one provider event and appends what the client receives to `out`.
+    fn event(
+        &mut self,
+        adapter: Adapter,
+        state: &mut StreamState,
+        event: &Event,
+        out: &mut BytesMut,
+    ) {
+        match self {
+            Encoding::OpenAi => {
+                for piece in adapter.decode_event(state, event) {
+                    out.extend_from_slice(&piece);
+                }
+            }
+            Encoding::Passthrough => {
+                let _ = adapter.decode_event(state, event);
+                out.extend_from_slice(&event.raw);
+            }
+            Encoding::Messages(encoder) => {
+                for piece in adapter.decode_event(state, event) {
+                    for e in encoder.push(&crate::sse::parse(piece)) {
+                        out.extend_from_slice(&e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The provider's stream ended; `Err` when it ended without its format's end.
+    fn finish(
+        &mut self,
+        adapter: Adapter,
+        state: &mut StreamState,
+    ) -> Result<Vec<Bytes>, providers::BrokenStream> {
+        let tail = adapter.finish_stream(state)?;
+        match self {
+            Encoding::OpenAi => Ok(tail),
+            Encoding::Passthrough => Ok(Vec::new()),
+            Encoding::Messages(encoder) => {
+                let mut out: Vec<Bytes> = tail
+                    .into_iter()
+                    .flat_map(|piece| encoder.push(&crate::sse::parse(piece)))
+                    .collect();
+                out.extend(encoder.finish());
+                if encoder.complete() {
+                    Ok(out)
+                } else {
+                    Err(providers::BrokenStream)
+                }
+            }
+        }
+    }
+
+    /// The event that ends a broken stream, unless the provider's own error event was
+    /// already passed on.
+    fn broken(&self, state: &StreamState, message: &str, kind: &str) -> Option<Bytes> {
+        match self {
+            Encoding::OpenAi if !state.errored => {
+                Some(providers::chunk::error_event(message, "server_error", kind))
+            }
+            Encoding::Passthrough if !state.errored => Some(messages::error_event(502, message)),
+            Encoding::Messages(encoder) if !encoder.errored => {
+                Some(messages::error_event(502, message))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Inbound<'_> {
+    /// The request for one entry, its stream state and how its answer is encoded.
+    fn build(
+        &self,
+        adapter: Adapter,
+        entry: &Entry,
+        served: &str,
+    ) -> Result<(crate::providers::UpstreamRequest, StreamState, Encoding), providers::Unsupported>
+    {
+        let prefix = &entry.upstream.path_prefix;
+        let key = entry.key.expose();
+        match (self.door, adapter) {
+            (Door::Messages, Adapter::Anthropic) => {
+                let req = providers::anthropic::passthrough_request(
+                    prefix,
+                    key,
+                    &self.call,
+                    served,
+                    self.anthropic_version.as_deref(),
+                    self.anthropic_beta.as_deref(),
+                )?;
+                let state = StreamState {
+                    meta: providers::chunk::Meta::new(served),
+                    ..Default::default()
+                };
+                Ok((req, state, Encoding::Passthrough))
+            }
+            (Door::Messages, _) => {
+                let (chat, raw) = match self.pivot {
+                    Some(Ok((chat, raw))) => (chat, raw),
+                    Some(Err(e)) => return Err(e.clone()),
+                    None => return Err(providers::Unsupported("no request".into())),
+                };
+                let call = Call {
+                    request: chat,
+                    raw,
+                    ..self.call
+                };
+                let (req, state) = adapter.build_request(prefix, key, &call, served)?;
+                let encoder = messages::StreamEncoder::new(served);
+                Ok((req, state, Encoding::Messages(Box::new(encoder))))
+            }
+            _ => {
+                let (req, state) = adapter.build_request(prefix, key, &self.call, served)?;
+                Ok((req, state, Encoding::OpenAi))
+            }
+        }
+    }
+}
+
 /// Reads and discards the rest of a request body, up to `cap` bytes in all.
 async fn drain(session: &mut Session, mut seen: usize, cap: usize) {
     while seen <= cap {
@@ -120,14 +274,6 @@ async fn drain(session: &mut Session, mut seen: usize, cap: usize) {
             Ok(None) | Err(_) => return,
         }
     }
-}
-
-fn bearer(session: &Session) -> Option<&str> {
-    let v = session.get_header("authorization")?.to_str().ok()?;
-    let v = v
-        .strip_prefix("Bearer ")
-        .or_else(|| v.strip_prefix("bearer "))?;
-    Some(v.trim())
 }
 
 impl Gateway {
@@ -162,10 +308,12 @@ impl Gateway {
         Ok(())
     }
 
-    async fn authenticate(&self, session: &Session) -> Result<Arc<AuthedKey>, GatewayError> {
-        let token = bearer(session)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(GatewayError::missing_key)?;
+    async fn authenticate(
+        &self,
+        session: &Session,
+        door: Option<Door>,
+    ) -> Result<Arc<AuthedKey>, GatewayError> {
+        let token = frontdoor::credentials(session, door).ok_or_else(GatewayError::missing_key)?;
         self.keys.authenticate(token).await.map_err(|e| match e {
             AuthError::Invalid => GatewayError::invalid_key(),
             AuthError::Unavailable => GatewayError::auth_unavailable(),
@@ -210,7 +358,7 @@ impl Gateway {
     }
 
     async fn models(&self, session: &mut Session, ctx: &mut Ctx) -> Result<(), Stop> {
-        let key = self.authenticate(session).await?;
+        let key = self.authenticate(session, None).await?;
         let entries = self
             .entries
             .entries(key.workspace_id)
@@ -240,7 +388,7 @@ impl Gateway {
     async fn handle(&self, session: &mut Session, ctx: &mut Ctx) -> Result<(), Stop> {
         let method = session.req_header().method.as_str().to_string();
         let path = session.req_header().uri.path().to_string();
-        let route = match (method.as_str(), path.as_str()) {
+        let door = match (method.as_str(), path.as_str()) {
             ("GET", "/healthz") => {
                 ctx.status = 200;
                 let body = br#"{"status":"ok"}"#.to_vec();
@@ -250,15 +398,85 @@ impl Gateway {
                     .map_err(Stop::Abort);
             }
             ("GET", "/v1/models") => return self.models(session, ctx).await,
-            ("POST", "/v1/chat/completions") => Route::Chat,
-            ("POST", "/v1/embeddings") => Route::Embeddings,
-            _ => return Err(GatewayError::not_found(&path).into()),
+            ("POST", "/v1/messages/count_tokens") => return self.count_tokens(session, ctx).await,
+            _ => match Door::for_route(&method, &path) {
+                Some(door) => door,
+                None => return Err(GatewayError::not_found(&path).into()),
+            },
         };
-        ctx.route = Some(route);
+        ctx.door = Some(door);
+        ctx.error_shape = door;
         // A client that stops reading must not hold a stream forever.
         session.set_write_timeout(Some(self.upstreams.timeouts.idle));
-        let key = self.authenticate(session).await?;
+        let key = self.authenticate(session, Some(door)).await?;
         ctx.key = Some(key.clone());
+        let (body, request, model) = self.read_request(session).await?;
+        ctx.model_requested = Some(model.clone());
+        let stream = door.streams()
+            && request
+                .get("stream")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+        ctx.streamed = stream;
+        // The Messages door speaks to non-Anthropic providers through the OpenAI chat
+        // shape; its conversion is made once and refused per entry only where needed.
+        let pivot = match door {
+            Door::Messages => Some(messages::to_chat(&request).and_then(|(chat, _)| {
+                let raw =
+                    serde_json::to_vec(&chat).map_err(|e| providers::Unsupported(e.to_string()))?;
+                Ok((chat, Bytes::from(raw)))
+            })),
+            _ => None,
+        };
+        let request = Arc::new(request);
+        ctx.request = Some(match &pivot {
+            Some(Ok((chat, _))) => Arc::new(chat.clone()),
+            _ => request.clone(),
+        });
+
+        let entries = self
+            .entries
+            .entries(key.workspace_id)
+            .await
+            .map_err(|_| GatewayError::auth_unavailable())?;
+        let (pinned, bare_model) = split_pinned(&model);
+        let candidates = order(
+            &entries,
+            bare_model,
+            pinned,
+            door.operation(),
+            self.turns.next(),
+        );
+        if candidates.is_empty() {
+            return Err(GatewayError::model_not_found(&model).into());
+        }
+        let header = |name: &str| {
+            session
+                .get_header(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let inbound = Inbound {
+            door,
+            call: Call {
+                route: door.operation(),
+                request: &request,
+                raw: &body,
+                model: bare_model,
+                stream,
+            },
+            pivot: pivot.as_ref(),
+            anthropic_version: header("anthropic-version"),
+            anthropic_beta: header("anthropic-beta"),
+        };
+        self.run_attempts(session, ctx, &candidates, &inbound).await
+    }
+
+    /// Reads, checks and parses a JSON request body; returns it with its model name.
+    async fn read_request(
+        &self,
+        session: &mut Session,
+    ) -> Result<(Bytes, Value, String), GatewayError> {
         let body = self.read_body(session).await?;
         if validate::nests_deeper_than(&body, validate::MAX_JSON_DEPTH) {
             return Err(GatewayError::bad_request(
@@ -267,8 +485,7 @@ impl Gateway {
                     "The request body nests deeper than {} levels.",
                     validate::MAX_JSON_DEPTH
                 ),
-            )
-            .into());
+            ));
         }
         let request: Value = serde_json::from_slice(&body).map_err(|_| {
             GatewayError::bad_request("invalid_json", "The request body is not valid JSON.")
@@ -277,42 +494,36 @@ impl Gateway {
         let model = match validate::model_name(model) {
             Ok(m) => m.to_string(),
             Err(BadModel::Empty) => {
-                return Err(
-                    GatewayError::bad_request("missing_model", BadModel::Empty.message()).into(),
-                )
+                return Err(GatewayError::bad_request(
+                    "missing_model",
+                    BadModel::Empty.message(),
+                ))
             }
-            Err(bad) => {
-                return Err(GatewayError::bad_request("invalid_model", bad.message()).into())
-            }
+            Err(bad) => return Err(GatewayError::bad_request("invalid_model", bad.message())),
         };
-        ctx.model_requested = Some(model.clone());
-        let stream = route == Route::Chat
-            && request
-                .get("stream")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-        ctx.streamed = stream;
-        let request = Arc::new(request);
-        ctx.request = Some(request.clone());
+        Ok((body, request, model))
+    }
 
-        let entries = self
-            .entries
-            .entries(key.workspace_id)
-            .await
-            .map_err(|_| GatewayError::auth_unavailable())?;
-        let (pinned, bare_model) = split_pinned(&model);
-        let candidates = order(&entries, bare_model, pinned, route, self.turns.next());
-        if candidates.is_empty() {
-            return Err(GatewayError::model_not_found(&model).into());
+    /// `POST /v1/messages/count_tokens`: the prompt's tokens, counted here with the
+    /// tokenizer (no provider is called and nothing is billed).
+    async fn count_tokens(&self, session: &mut Session, ctx: &mut Ctx) -> Result<(), Stop> {
+        ctx.error_shape = Door::Messages;
+        self.authenticate(session, Some(Door::Messages)).await?;
+        let (_, request, _) = self.read_request(session).await?;
+        let chat = messages::to_chat(&request)
+            .map(|(chat, _)| chat)
+            .unwrap_or(request);
+        let mut n = tokens::prompt(&chat);
+        if let Some(tools) = chat.get("tools") {
+            n = n.saturating_add(tokens::count(&tools.to_string()));
         }
-        let call = Call {
-            route,
-            request: &request,
-            raw: &body,
-            model: bare_model,
-            stream,
-        };
-        self.run_attempts(session, ctx, &candidates, &call).await
+        let body = serde_json::json!({"input_tokens": n})
+            .to_string()
+            .into_bytes();
+        ctx.status = 200;
+        self.write_json(session, ctx, 200, body)
+            .await
+            .map_err(Stop::Abort)
     }
 
     async fn run_attempts(
@@ -320,19 +531,14 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut Ctx,
         candidates: &[Arc<Entry>],
-        call: &Call<'_>,
+        inbound: &Inbound<'_>,
     ) -> Result<(), Stop> {
         let mut failures: Vec<Failure> = Vec::new();
         let mut refused: Option<String> = None;
         for entry in candidates {
             let adapter = Adapter::for_kind(entry.kind);
-            let served = entry.served_model(call.model).to_string();
-            let (req, state) = match adapter.build_request(
-                &entry.upstream.path_prefix,
-                entry.key.expose(),
-                call,
-                &served,
-            ) {
+            let served = entry.served_model(inbound.call.model).to_string();
+            let (req, state, encoding) = match inbound.build(adapter, entry, &served) {
                 Ok(built) => built,
                 Err(providers::Unsupported(reason)) => {
                     refused.get_or_insert(reason);
@@ -391,7 +597,9 @@ impl Gateway {
                     metrics::UPSTREAM_DURATION
                         .with_label_values(&[entry.kind.as_str()])
                         .observe(started.elapsed().as_secs_f64());
-                    return self.deliver(session, ctx, *ready, adapter, state).await;
+                    return self
+                        .deliver(session, ctx, *ready, adapter, state, encoding)
+                        .await;
                 }
             }
         }
@@ -418,6 +626,7 @@ impl Gateway {
         mut ready: Ready,
         adapter: Adapter,
         mut state: StreamState,
+        mut encoding: Encoding,
     ) -> Result<(), Stop> {
         let status = ready.header.status.as_u16();
         ctx.status = status;
@@ -429,8 +638,10 @@ impl Gateway {
             .unwrap_or("application/json")
             .to_string();
         let sse = status < 300 && content_type.starts_with("text/event-stream");
-        if !sse && adapter.translates() {
-            return self.deliver_translated(session, ctx, ready, adapter).await;
+        if !sse && encoding.rewrites_whole_body(adapter) {
+            return self
+                .deliver_translated(session, ctx, ready, adapter, &encoding)
+                .await;
         }
         let mut h = ResponseHeader::build(status, Some(8)).map_err(Stop::Abort)?;
         let header_result = (|| -> pingora::Result<()> {
@@ -470,14 +681,18 @@ impl Gateway {
                 let out = if sse {
                     let Ok(events) = framer.push(&chunk) else {
                         return self
-                            .end_broken_stream(session, ctx, &state, "upstream_event_too_large")
+                            .end_broken_stream(
+                                session,
+                                ctx,
+                                &state,
+                                &encoding,
+                                "upstream_event_too_large",
+                            )
                             .await;
                     };
                     let mut out = BytesMut::new();
                     for event in events {
-                        for piece in adapter.decode_event(&mut state, &event) {
-                            out.extend_from_slice(&piece);
-                        }
+                        encoding.event(adapter, &mut state, &event, &mut out);
                     }
                     out.freeze()
                 } else {
@@ -505,7 +720,9 @@ impl Gateway {
                         self.midstream_failure(ctx, "answer_too_long");
                         return Err(Stop::Abort(Error::explain(ErrorType::ReadTimedout, "answer too long")));
                     }
-                    return self.end_broken_stream(session, ctx, &state, "answer_too_long").await;
+                    return self
+                        .end_broken_stream(session, ctx, &state, &encoding, "answer_too_long")
+                        .await;
                 }
             };
             match read {
@@ -517,7 +734,13 @@ impl Gateway {
                         return Err(Stop::Abort(e));
                     }
                     return self
-                        .end_broken_stream(session, ctx, &state, "upstream_error_midstream")
+                        .end_broken_stream(
+                            session,
+                            ctx,
+                            &state,
+                            &encoding,
+                            "upstream_error_midstream",
+                        )
                         .await;
                 }
             }
@@ -540,9 +763,7 @@ impl Gateway {
         }
         if let Some(rest) = framer.finish() {
             let mut out = BytesMut::new();
-            for piece in adapter.decode_event(&mut state, &rest) {
-                out.extend_from_slice(&piece);
-            }
+            encoding.event(adapter, &mut state, &rest, &mut out);
             if !out.is_empty()
                 && session
                     .write_response_body(Some(out.freeze()), false)
@@ -553,7 +774,7 @@ impl Gateway {
                 return Err(Stop::ClientGone);
             }
         }
-        match adapter.finish_stream(&mut state) {
+        match encoding.finish(adapter, &mut state) {
             Ok(tail) => {
                 self.record_stream(ctx, &state);
                 for piece in tail {
@@ -573,7 +794,7 @@ impl Gateway {
                 Ok(())
             }
             Err(providers::BrokenStream) => {
-                self.end_broken_stream(session, ctx, &state, "upstream_error_midstream")
+                self.end_broken_stream(session, ctx, &state, &encoding, "upstream_error_midstream")
                     .await
             }
         }
@@ -586,17 +807,17 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut Ctx,
         state: &StreamState,
+        encoding: &Encoding,
         kind: &'static str,
     ) -> Result<(), Stop> {
         self.midstream_failure(ctx, kind);
         self.record_stream(ctx, state);
-        if !state.errored {
-            let message = match kind {
-                "answer_too_long" => "The answer ran past the gateway's time limit.",
-                "upstream_event_too_large" => "The provider sent a stream event that is too large.",
-                _ => "The provider's stream broke off.",
-            };
-            let event = providers::chunk::error_event(message, "server_error", kind);
+        let message = match kind {
+            "answer_too_long" => "The answer ran past the gateway's time limit.",
+            "upstream_event_too_large" => "The provider sent a stream event that is too large.",
+            _ => "The provider's stream broke off.",
+        };
+        if let Some(event) = encoding.broken(state, message, kind) {
             let _ = session.write_response_body(Some(event), false).await;
         }
         let _ = session.write_response_body(None, true).await;
@@ -622,6 +843,7 @@ impl Gateway {
         ctx: &mut Ctx,
         mut ready: Ready,
         adapter: Adapter,
+        encoding: &Encoding,
     ) -> Result<(), Stop> {
         let status = ready.header.status.as_u16();
         let mut body = BytesMut::new();
@@ -651,20 +873,34 @@ impl Gateway {
                 }
             }
         }
+        let served = ctx.model_served.as_deref().unwrap_or("");
         let out = if status < 300 {
-            let decoded = adapter.decode_response(&body, ctx.model_served.as_deref().unwrap_or(""));
+            let decoded = adapter.decode_response(&body, served);
             let out = decoded
                 .body
                 .clone()
                 .unwrap_or_else(|| body.clone().freeze());
             let (usage, content) = decoded.usage_and_content();
+            let out = match encoding {
+                Encoding::Messages(_) => {
+                    let completion: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+                    Bytes::from(
+                        messages::from_completion(&completion, served, usage.as_ref()).to_string(),
+                    )
+                }
+                _ => out,
+            };
             ctx.usage = usage;
             ctx.content = content;
             out
         } else {
-            adapter
+            let out = adapter
                 .error_body(status, &body)
-                .unwrap_or_else(|| body.clone().freeze())
+                .unwrap_or_else(|| body.clone().freeze());
+            match encoding {
+                Encoding::Messages(_) => messages::from_openai_error(status, &out),
+                _ => out,
+            }
         };
         let mut h = ResponseHeader::build(status, Some(6)).map_err(Stop::Abort)?;
         let built = (|| -> pingora::Result<()> {
@@ -698,7 +934,7 @@ impl Gateway {
 
 /// The log record of a finished request (`None` for routes that are not logged).
 fn build_record(ctx: &Ctx, pricing: &Pricing) -> Option<LogRecord> {
-    let route = ctx.route?;
+    let door = ctx.door?;
     let entry = ctx.served_by.as_ref();
     let kind = entry.map_or("none", |e| e.kind.as_str());
     let reached_provider = entry.is_some();
@@ -746,7 +982,7 @@ fn build_record(ctx: &Ctx, pricing: &Pricing) -> Option<LogRecord> {
         provider_id: entry.map(|e| e.id),
         provider_name: entry.map(|e| e.name.clone()),
         provider_kind: entry.map(|e| e.kind.as_str().to_string()),
-        route: route.label().to_string(),
+        route: door.label().to_string(),
         model_requested: ctx.model_requested.clone(),
         model_served: ctx.model_served.clone(),
         status: i16::try_from(ctx.status).unwrap_or(0),
@@ -772,7 +1008,7 @@ impl ProxyHttp for Gateway {
             start: Instant::now(),
             started_at: OffsetDateTime::now_utc(),
             request_id: Uuid::now_v7(),
-            route: None,
+            door: None,
             key: None,
             model_requested: None,
             model_served: None,
@@ -786,6 +1022,7 @@ impl ProxyHttp for Gateway {
             content: Generated::default(),
             ttfb: None,
             logged: false,
+            error_shape: Door::Chat,
             sink: self.sink.clone(),
             pricing: self.pricing.clone(),
         }
@@ -797,7 +1034,8 @@ impl ProxyHttp for Gateway {
             Err(Stop::Respond(err)) => {
                 ctx.status = err.status;
                 ctx.error_kind = Some(err.code);
-                let _ = self.write_json(session, ctx, err.status, err.body()).await;
+                let body = ctx.error_shape.error_body(&err).to_vec();
+                let _ = self.write_json(session, ctx, err.status, body).await;
                 Ok(true)
             }
             Err(Stop::ClientGone) => {
@@ -831,7 +1069,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
-        let route = ctx.route.map_or("other", Route::label);
+        let route = ctx.door.map_or("other", Door::label);
         let kind = ctx.served_by.as_ref().map_or("none", |e| e.kind.as_str());
         metrics::REQUESTS
             .with_label_values(&[route, kind, metrics::status_class(ctx.status)])
@@ -855,7 +1093,7 @@ impl Drop for Ctx {
     /// A request whose task was dropped before `logging` ran — cut off when the shutdown
     /// grace period ended — still gets its one record.
     fn drop(&mut self) {
-        if self.logged || self.route.is_none() {
+        if self.logged || self.door.is_none() {
             return;
         }
         self.logged = true;

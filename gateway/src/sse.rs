@@ -105,7 +105,8 @@ impl Framer {
     }
 }
 
-fn parse(raw: Bytes) -> Event {
+/// Parses one complete event (its raw bytes, blank line included).
+pub fn parse(raw: Bytes) -> Event {
     let text = String::from_utf8_lossy(&raw);
     let mut data: Option<String> = None;
     let mut event = None;

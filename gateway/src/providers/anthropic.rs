@@ -198,6 +198,39 @@ pub fn build_request(
     ))
 }
 
+/// A Messages-API request passed through as the client sent it (full fidelity: thinking,
+/// `cache_control`, server tools, betas), with the entry's key, the served model and the
+/// client's `anthropic-version` / `anthropic-beta`.
+pub fn passthrough_request(
+    prefix: &str,
+    key: &str,
+    call: &super::Call<'_>,
+    served_model: &str,
+    version: Option<&str>,
+    beta: Option<&str>,
+) -> Result<UpstreamRequest, Unsupported> {
+    let body = if call.request.get("model").and_then(Value::as_str) == Some(served_model) {
+        call.raw.clone()
+    } else {
+        let mut body = call.request.clone();
+        body["model"] = json!(served_model);
+        Bytes::from(serde_json::to_vec(&body).map_err(|e| unsupported(e.to_string()))?)
+    };
+    let mut headers = vec![
+        ("x-api-key", key.to_string()),
+        ("anthropic-version", version.unwrap_or(VERSION).to_string()),
+    ];
+    if let Some(beta) = beta {
+        headers.push(("anthropic-beta", beta.to_string()));
+    }
+    Ok(UpstreamRequest::json(
+        format!("{prefix}/messages"),
+        headers,
+        body,
+        call.stream,
+    ))
+}
+
 pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
     match stop_reason {
         Some("max_tokens") => "length",

@@ -211,7 +211,10 @@ impl Gateway {
             .env("GATEWAY_ADDR", format!("127.0.0.1:{port}"))
             .env("METRICS_ADDR", format!("127.0.0.1:{mport}"))
             .env("ALLOWED_PRIVATE_UPSTREAMS", "127.0.0.0/8")
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("GW_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .current_dir(std::env::temp_dir())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());

@@ -13,6 +13,7 @@ mod first_token;
 mod hostile;
 mod kinds;
 mod lifecycle;
+mod messages;
 mod proxying;
 mod sdk;
 mod streaming;

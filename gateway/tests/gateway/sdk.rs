@@ -1,14 +1,17 @@
-//! The official `openai` Python SDK against the gateway (interpreter from
-//! `PERPETUO_PYTHON`, else `python3`; `scripts/test` provides one with `openai` installed).
+//! The official `openai` and `anthropic` Python SDKs against the gateway (interpreter
+//! from `PERPETUO_PYTHON`, else `python3`; `scripts/test` provides one with both installed).
 
 use std::process::Command;
 
 use perpetuo_core::provider::ProviderKind;
 
+use mock_provider::MockProvider;
+
 use crate::harness::{mock, Env, Gateway};
 
-#[tokio::test]
-async fn openai_python_sdk() {
+/// Entries of every kind on mocks: `first` and `second` (OpenAI) share the OpenAI
+/// models and `error-429`; `claude` and `gem` serve one model each.
+async fn setup() -> (Env, Gateway, MockProvider, MockProvider) {
     let env = Env::new().await;
     let (a, b) = (mock().await, mock().await);
     let k = ProviderKind::Openai;
@@ -49,8 +52,12 @@ async fn openai_python_sdk() {
     )
     .await;
     let gw = Gateway::start(&env).await;
+    (env, gw, a, b)
+}
+
+/// Runs one SDK check script against the gateway; returns its output.
+async fn run_script(env: &Env, gw: &Gateway, script: &'static str, sdk: &str) -> String {
     let python = std::env::var("PERPETUO_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_sdk_check.py");
     let base = gw.base.clone();
     let key = env.key.clone();
     let out = tokio::task::spawn_blocking(move || {
@@ -65,11 +72,30 @@ async fn openai_python_sdk() {
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "openai SDK checks failed (is the `openai` package installed for this interpreter?):\n{stdout}\n{stderr}"
+        "{sdk} SDK checks failed (is the `{sdk}` package installed for this interpreter?):\n{stdout}\n{stderr}"
     );
+    stdout
+}
+
+#[tokio::test]
+async fn openai_python_sdk() {
+    let (env, gw, _a, _b) = setup().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_sdk_check.py");
+    let stdout = run_script(&env, &gw, script, "openai").await;
+    assert!(stdout.contains("12 passed, 0 failed"), "{stdout}");
+}
+
+#[tokio::test]
+async fn anthropic_python_sdk() {
+    let (env, gw, _a, _b) = setup().await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/sdk/anthropic_sdk_check.py"
+    );
+    let stdout = run_script(&env, &gw, script, "anthropic").await;
     assert!(stdout.contains("12 passed, 0 failed"), "{stdout}");
 }

@@ -1,0 +1,82 @@
+//! Front doors: the client-facing APIs the gateway speaks. Each is a decoder and an
+//! encoder around one pipeline (authenticate → route → attempt with fallback → deliver →
+//! record): which routes it answers, where its key comes from, its error shape, and how
+//! an answer in OpenAI's chat format (the pivot the provider adapters speak) is encoded
+//! back. Front doors never see provider wire formats, except to pass a request through
+//! unchanged to a provider of their own format.
+
+pub mod anthropic_messages;
+
+use bytes::Bytes;
+use pingora::proxy::Session;
+
+use crate::errors::GatewayError;
+use crate::providers::Route;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// OpenAI Chat Completions, `POST /v1/chat/completions`.
+    Chat,
+    /// OpenAI Embeddings, `POST /v1/embeddings`.
+    Embeddings,
+    /// Anthropic Messages, `POST /v1/messages`.
+    Messages,
+}
+
+impl Door {
+    /// The door for a proxied route.
+    pub fn for_route(method: &str, path: &str) -> Option<Self> {
+        match (method, path) {
+            ("POST", "/v1/chat/completions") => Some(Door::Chat),
+            ("POST", "/v1/embeddings") => Some(Door::Embeddings),
+            ("POST", "/v1/messages") => Some(Door::Messages),
+            _ => None,
+        }
+    }
+
+    /// The `route` of log rows and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Door::Chat => "chat",
+            Door::Embeddings => "embeddings",
+            Door::Messages => "messages",
+        }
+    }
+
+    /// What the provider adapters are asked to do (in OpenAI's terms).
+    pub fn operation(self) -> Route {
+        match self {
+            Door::Chat | Door::Messages => Route::Chat,
+            Door::Embeddings => Route::Embeddings,
+        }
+    }
+
+    /// Whether answers may stream.
+    pub fn streams(self) -> bool {
+        self != Door::Embeddings
+    }
+
+    /// A gateway error in this door's shape.
+    pub fn error_body(self, err: &GatewayError) -> Bytes {
+        match self {
+            Door::Messages => anthropic_messages::error_body(err.status, &err.message),
+            Door::Chat | Door::Embeddings => Bytes::from(err.body()),
+        }
+    }
+}
+
+/// The client's Perpetuo key: `Authorization: Bearer` everywhere, and Anthropic's
+/// `x-api-key` as well on doors that Anthropic clients use.
+pub fn credentials(session: &Session, door: Option<Door>) -> Option<&str> {
+    let header = |name: &str| session.get_header(name).and_then(|v| v.to_str().ok());
+    let bearer = header("authorization").and_then(|v| {
+        v.strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+            .map(str::trim)
+    });
+    match door {
+        Some(Door::Messages) => bearer.or_else(|| header("x-api-key").map(str::trim)),
+        _ => bearer,
+    }
+    .filter(|k| !k.is_empty())
+}
