@@ -10,4 +10,5 @@ mod kinds;
 mod lifecycle;
 mod proxying;
 mod sdk;
+mod sealing;
 mod streaming;
