@@ -11,6 +11,7 @@ use perpetuo_core::db::providers::{NewProvider, ProviderEntry};
 use perpetuo_core::db::{self, DbError};
 use perpetuo_core::dns::ResolveError;
 use perpetuo_core::provider::ProviderKind;
+use perpetuo_core::text;
 use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -112,48 +113,9 @@ struct Fields {
     model_map: BTreeMap<String, String>,
 }
 
-/// Characters that must not be stored in a string the gateway may put in a header or a
-/// URL: control characters (CR, LF, NUL…), invisible format characters (zero-width,
-/// bidirectional overrides, BOM), line and paragraph separators, and private-use ones.
-fn is_unprintable(c: char) -> bool {
-    c.is_control()
-        || matches!(c,
-            '\u{00AD}'
-            | '\u{0600}'..='\u{0605}'
-            | '\u{061C}'
-            | '\u{06DD}'
-            | '\u{070F}'
-            | '\u{0890}'..='\u{0891}'
-            | '\u{08E2}'
-            | '\u{180E}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{2028}'..='\u{202E}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{206F}'
-            | '\u{E000}'..='\u{F8FF}'
-            | '\u{FEFF}'
-            | '\u{FFF9}'..='\u{FFFB}'
-            | '\u{110BD}'
-            | '\u{110CD}'
-            | '\u{13430}'..='\u{1343F}'
-            | '\u{1BCA0}'..='\u{1BCA3}'
-            | '\u{1D173}'..='\u{1D17A}'
-            | '\u{E0001}'
-            | '\u{E0020}'..='\u{E007F}'
-            | '\u{F0000}'..='\u{10FFFF}')
-}
-
 /// A name shown in headers and logs: trimmed, 1 to `max` characters, all printable.
 fn check_text(s: &str, max: usize) -> Result<(), String> {
-    if s.is_empty() {
-        Err("must not be empty".into())
-    } else if s.chars().count() > max {
-        Err(format!("must be at most {max} characters"))
-    } else if s.chars().any(is_unprintable) {
-        Err("must contain only printable characters (no control characters)".into())
-    } else {
-        Ok(())
-    }
+    text::check_name(s, max).map_err(|e| e.to_string())
 }
 
 fn clean_models(models: Vec<String>, errs: &mut FieldErrors) -> Vec<String> {
