@@ -126,11 +126,17 @@ fn is_public_v4(v4: Ipv4Addr) -> bool {
 /// Teredo client or a NAT64 resolver path would reach the embedded IPv4 address.
 fn is_public_v6(v6: Ipv6Addr) -> bool {
     let seg = v6.segments();
-    (seg[0] & 0xe000) == 0x2000 // global unicast 2000::/3; everything else is reserved
-        && !((seg[0] == 0x2001 && seg[1] < 0x0200) // 2001::/23 IETF protocol assignments: Teredo 2001::/32, benchmarking, ORCHID
-            || (seg[0] == 0x2001 && seg[1] == 0x0db8) // 2001:db8::/32 documentation
-            || seg[0] == 0x2002 // 6to4
-            || (seg[0] == 0x3fff && seg[1] < 0x1000)) // 3fff::/20 documentation
+    // Global unicast 2000::/3; everything outside it is reserved, local or multicast.
+    let global_unicast = (seg[0] & 0xe000) == 0x2000;
+    let special_purpose = match seg[0] {
+        // 2001::/23 IETF protocol assignments (Teredo 2001::/32, benchmarking, ORCHID)
+        // and 2001:db8::/32 documentation.
+        0x2001 => seg[1] < 0x0200 || seg[1] == 0x0db8,
+        0x2002 => true,            // 6to4
+        0x3fff => seg[1] < 0x1000, // 3fff::/20 documentation
+        _ => false,
+    };
+    global_unicast && !special_purpose
 }
 
 pub fn is_public(ip: IpAddr) -> bool {

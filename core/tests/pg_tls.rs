@@ -1,6 +1,7 @@
 //! `sslmode` for real: a private PostgreSQL cluster with `ssl=on` and a certificate made
 //! here by a throwaway CA, on a free loopback port; the pool and the single connection
 //! reach it with each mode, and the server's `pg_stat_ssl` says whether TLS was used.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
