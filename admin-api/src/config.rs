@@ -20,7 +20,8 @@ pub struct Cli {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Apply pending database migrations and exit.
+    /// Apply pending database migrations, re-seal provider keys sealed under an older
+    /// format (needs PERPETUO_MASTER_KEY), and exit.
     Migrate,
 }
 

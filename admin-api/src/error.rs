@@ -17,6 +17,13 @@ pub enum ApiError {
         message: String,
         fields: BTreeMap<String, String>,
     },
+    /// A validation failure with its own code, for callers that must tell it apart.
+    #[error("{message}")]
+    InvalidField {
+        code: &'static str,
+        message: String,
+        fields: BTreeMap<String, String>,
+    },
     #[error("{1}")]
     BadRequest(&'static str, String),
     #[error("authentication required")]
@@ -66,6 +73,18 @@ impl ApiError {
         }
     }
 
+    /// A 400 with `code` and one field error.
+    pub fn field_code(code: &'static str, field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let mut fields = BTreeMap::new();
+        fields.insert(field.to_string(), message.clone());
+        ApiError::InvalidField {
+            code,
+            message: format!("{field}: {message}"),
+            fields,
+        }
+    }
+
     pub fn internal(e: impl std::fmt::Display) -> Self {
         ApiError::Internal(e.to_string())
     }
@@ -73,6 +92,7 @@ impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Validation { .. } => (StatusCode::BAD_REQUEST, "validation_error"),
+            ApiError::InvalidField { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::BadRequest(code, _) => (StatusCode::BAD_REQUEST, code),
             ApiError::Unauthorized(code) => (StatusCode::UNAUTHORIZED, code),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
@@ -130,7 +150,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let (message, fields, cause) = match self {
-            ApiError::Validation { message, fields } => (message, Some(fields), None),
+            ApiError::Validation { message, fields }
+            | ApiError::InvalidField {
+                message, fields, ..
+            } => (message, Some(fields), None),
             ApiError::Internal(cause) => ("internal error".to_string(), None, Some(cause)),
             ApiError::Unavailable(cause) => (
                 "service temporarily unavailable".to_string(),

@@ -31,6 +31,8 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub enum StartupError {
     #[error("database: {0}")]
     Db(#[from] db::DbError),
+    #[error("re-sealing provider keys: {0}")]
+    Reseal(#[from] db::providers::ResealError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -47,12 +49,24 @@ pub struct Application {
     router: Router,
 }
 
-/// `perpetuo-admin migrate`.
+/// `perpetuo-admin migrate`: schema migrations, then provider keys sealed under an older
+/// associated-data format are re-sealed (one transaction; a key that does not open with
+/// the master key fails the command and changes nothing). Running it again is a no-op.
 pub async fn migrate_only(config: &Config) -> Result<(), StartupError> {
     let pool = db::pool(config.database_url.expose(), 2)?;
     let applied = db::migrate::run(&pool).await?;
     tracing::info!(applied, "migrations applied");
+    let resealed = reseal(&pool, &config.master_key).await?;
+    tracing::info!(resealed, "provider keys re-sealed");
     Ok(())
+}
+
+async fn reseal(
+    pool: &db::Pool,
+    master_key: &perpetuo_core::crypto::MasterKey,
+) -> Result<usize, db::providers::ResealError> {
+    let mut client = pool.get().await.map_err(db::DbError::from)?;
+    db::providers::reseal_old_formats(&mut client, master_key).await
 }
 
 impl Application {
@@ -60,6 +74,13 @@ impl Application {
         let pool = db::pool(config.database_url.expose(), config.db_pool_size)?;
         let applied = db::migrate::run(&pool).await?;
         tracing::info!(applied, "migrations applied");
+        // Not fatal: the gateway opens rows of the older format too, and the error (which
+        // names the entry, never the key) tells the operator what to look at.
+        match reseal(&pool, &config.master_key).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(resealed = n, "provider keys re-sealed"),
+            Err(e) => tracing::error!(error = %e, "provider keys not re-sealed"),
+        }
         let state = AppState {
             inner: Arc::new(Inner {
                 pool,

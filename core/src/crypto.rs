@@ -1,18 +1,67 @@
 //! Sealing of provider keys with AES-256-GCM under the master key.
 //!
-//! Each seal uses a fresh random 96-bit nonce and binds the ciphertext to the row it
-//! belongs to (associated data = entry id), so a sealed key copied to another row does
-//! not open. The key version is stored beside the ciphertext so the master key can be
-//! rotated: rows sealed under an older version are opened with that version's key.
+//! Each seal uses a fresh random 96-bit nonce and binds the ciphertext to where the key
+//! may be sent: the associated data names the entry id, its workspace, its provider kind
+//! and its base URL ([`KeyBinding`]), so a sealed key copied to another row, or a row whose
+//! kind or base URL was changed behind the admin API's back, does not open. Rows sealed
+//! before that binding existed carry `aad_version` 1 (entry id only); they still open and
+//! are re-sealed under the current binding by the admin API. The key version is stored
+//! beside the ciphertext so the master key can be rotated: rows sealed under an older
+//! version are opened with that version's key.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use rand::RngCore;
 
+use uuid::Uuid;
+
+use crate::provider::ProviderKind;
 use crate::Secret;
 
 pub const NONCE_LEN: usize = 12;
+
+/// Associated data of the first format: the entry id alone.
+pub const AAD_ENTRY_ID: i16 = 1;
+/// Associated data of the current format: entry id, workspace, kind and base URL.
+pub const AAD_BOUND: i16 = 2;
+/// What new seals use.
+pub const AAD_CURRENT: i16 = AAD_BOUND;
+
+/// Where a provider key belongs and may be sent; it is the associated data of its seal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyBinding<'a> {
+    pub entry_id: Uuid,
+    pub workspace_id: Uuid,
+    pub kind: ProviderKind,
+    /// The stored base URL; `None` means the kind's public endpoint.
+    pub base_url: Option<&'a str>,
+}
+
+impl KeyBinding<'_> {
+    /// The associated data of format `version`. Every variable-length part is
+    /// length-prefixed, so two different bindings never give the same bytes.
+    pub fn aad(&self, version: i16) -> Result<Vec<u8>, SealError> {
+        match version {
+            AAD_ENTRY_ID => Ok(self.entry_id.as_bytes().to_vec()),
+            AAD_BOUND => {
+                let kind = self.kind.as_str().as_bytes();
+                let url = self.base_url.unwrap_or("").as_bytes();
+                let mut out = Vec::with_capacity(48 + kind.len() + url.len());
+                out.extend_from_slice(b"perpetuo-provider-key/2");
+                out.extend_from_slice(self.entry_id.as_bytes());
+                out.extend_from_slice(self.workspace_id.as_bytes());
+                for part in [kind, url] {
+                    out.extend_from_slice(&(part.len() as u64).to_be_bytes());
+                    out.extend_from_slice(part);
+                }
+                out.push(u8::from(self.base_url.is_some()));
+                Ok(out)
+            }
+            other => Err(SealError::UnknownAad(other)),
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct MasterKey {
@@ -42,6 +91,8 @@ pub enum SealError {
     Open,
     #[error("sealing failed")]
     Seal,
+    #[error("sealed with associated-data format {0}, which this process does not know")]
+    UnknownAad(i16),
 }
 
 /// What the database holds for one provider key.
@@ -50,6 +101,8 @@ pub struct Sealed {
     pub ciphertext: Vec<u8>,
     pub nonce: Vec<u8>,
     pub version: i32,
+    /// Format of the associated data the key was sealed with ([`AAD_ENTRY_ID`], [`AAD_BOUND`]).
+    pub aad_version: i16,
 }
 
 impl MasterKey {
@@ -82,7 +135,34 @@ impl MasterKey {
         self.version
     }
 
-    pub fn seal(&self, plaintext: &str, row_id: &[u8]) -> Result<Sealed, SealError> {
+    /// Seals a provider key for the entry `binding` describes, under the current format.
+    pub fn seal(&self, plaintext: &str, binding: &KeyBinding<'_>) -> Result<Sealed, SealError> {
+        self.seal_as(plaintext, binding, AAD_CURRENT)
+    }
+
+    /// Opens a provider key sealed for `binding`, by the format the row records.
+    pub fn open(
+        &self,
+        sealed: &Sealed,
+        binding: &KeyBinding<'_>,
+    ) -> Result<Secret<String>, SealError> {
+        self.open_raw(sealed, &binding.aad(sealed.aad_version)?)
+    }
+
+    /// Seals under an explicit associated-data format; tests use it to write old rows.
+    pub fn seal_as(
+        &self,
+        plaintext: &str,
+        binding: &KeyBinding<'_>,
+        aad_version: i16,
+    ) -> Result<Sealed, SealError> {
+        let aad = binding.aad(aad_version)?;
+        let mut sealed = self.seal_raw(plaintext, &aad)?;
+        sealed.aad_version = aad_version;
+        Ok(sealed)
+    }
+
+    fn seal_raw(&self, plaintext: &str, aad: &[u8]) -> Result<Sealed, SealError> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let ciphertext = self
@@ -91,7 +171,7 @@ impl MasterKey {
                 Nonce::from_slice(&nonce),
                 Payload {
                     msg: plaintext.as_bytes(),
-                    aad: row_id,
+                    aad,
                 },
             )
             .map_err(|_| SealError::Seal)?;
@@ -99,10 +179,11 @@ impl MasterKey {
             ciphertext,
             nonce: nonce.to_vec(),
             version: self.version,
+            aad_version: AAD_CURRENT,
         })
     }
 
-    pub fn open(&self, sealed: &Sealed, row_id: &[u8]) -> Result<Secret<String>, SealError> {
+    fn open_raw(&self, sealed: &Sealed, aad: &[u8]) -> Result<Secret<String>, SealError> {
         if sealed.version != self.version {
             return Err(SealError::UnknownVersion(sealed.version));
         }
@@ -115,7 +196,7 @@ impl MasterKey {
                 Nonce::from_slice(&sealed.nonce),
                 Payload {
                     msg: &sealed.ciphertext,
-                    aad: row_id,
+                    aad,
                 },
             )
             .map_err(|_| SealError::Open)?;
@@ -135,28 +216,89 @@ pub fn last4(key: &str) -> String {
 mod tests {
     use super::*;
 
+    fn binding(url: Option<&str>) -> KeyBinding<'_> {
+        KeyBinding {
+            entry_id: Uuid::from_u128(1),
+            workspace_id: Uuid::from_u128(2),
+            kind: ProviderKind::OpenaiCompatible,
+            base_url: url,
+        }
+    }
+
     #[test]
     fn seal_open_round_trip_with_fresh_nonces() {
         let k = MasterKey::from_base64(&MasterKey::generate_base64()).unwrap();
-        let a = k.seal("sk-provider-secret", b"row-1").unwrap();
-        let b = k.seal("sk-provider-secret", b"row-1").unwrap();
+        let b1 = binding(Some("https://api.example.com/v1"));
+        let a = k.seal("sk-provider-secret", &b1).unwrap();
+        let b = k.seal("sk-provider-secret", &b1).unwrap();
+        assert_eq!(a.aad_version, AAD_CURRENT);
         assert_ne!(a.nonce, b.nonce);
         assert_ne!(a.ciphertext, b.ciphertext);
         assert!(!a.ciphertext.windows(6).any(|w| w == b"sk-pro"));
-        assert_eq!(k.open(&a, b"row-1").unwrap().expose(), "sk-provider-secret");
+        assert_eq!(k.open(&a, &b1).unwrap().expose(), "sk-provider-secret");
     }
 
     #[test]
     fn refuses_other_rows_other_keys_and_tampering() {
         let k = MasterKey::from_base64(&MasterKey::generate_base64()).unwrap();
         let other = MasterKey::from_base64(&MasterKey::generate_base64()).unwrap();
-        let mut s = k.seal("secret", b"row-1").unwrap();
-        assert_eq!(k.open(&s, b"row-2"), Err(SealError::Open));
-        assert_eq!(other.open(&s, b"row-1"), Err(SealError::Open));
+        let b1 = binding(None);
+        let mut s = k.seal("secret", &b1).unwrap();
+        let row2 = KeyBinding {
+            entry_id: Uuid::from_u128(3),
+            ..b1
+        };
+        assert_eq!(k.open(&s, &row2), Err(SealError::Open));
+        assert_eq!(other.open(&s, &b1), Err(SealError::Open));
         s.ciphertext[0] ^= 1;
-        assert_eq!(k.open(&s, b"row-1"), Err(SealError::Open));
+        assert_eq!(k.open(&s, &b1), Err(SealError::Open));
         s.version = 2;
-        assert_eq!(k.open(&s, b"row-1"), Err(SealError::UnknownVersion(2)));
+        assert_eq!(k.open(&s, &b1), Err(SealError::UnknownVersion(2)));
+    }
+
+    #[test]
+    fn bound_to_workspace_kind_and_base_url() {
+        let k = MasterKey::from_base64(&MasterKey::generate_base64()).unwrap();
+        let home = binding(Some("https://api.example.com/v1"));
+        let s = k.seal("secret", &home).unwrap();
+        for moved in [
+            KeyBinding {
+                base_url: Some("https://attacker.example/v1"),
+                ..home
+            },
+            KeyBinding {
+                base_url: None,
+                ..home
+            },
+            KeyBinding {
+                kind: ProviderKind::Openai,
+                ..home
+            },
+            KeyBinding {
+                workspace_id: Uuid::from_u128(9),
+                ..home
+            },
+        ] {
+            assert_eq!(k.open(&s, &moved), Err(SealError::Open), "{moved:?}");
+        }
+        assert_eq!(k.open(&s, &home).unwrap().expose(), "secret");
+    }
+
+    #[test]
+    fn old_format_opens_by_entry_id_only() {
+        let k = MasterKey::from_base64(&MasterKey::generate_base64()).unwrap();
+        let home = binding(Some("https://api.example.com/v1"));
+        let s = k.seal_as("secret", &home, AAD_ENTRY_ID).unwrap();
+        assert_eq!(s.aad_version, AAD_ENTRY_ID);
+        // The first format bound nothing but the id, which is why rows are re-sealed.
+        let elsewhere = KeyBinding {
+            base_url: None,
+            ..home
+        };
+        assert_eq!(k.open(&s, &elsewhere).unwrap().expose(), "secret");
+        let mut unknown = s.clone();
+        unknown.aad_version = 7;
+        assert_eq!(k.open(&unknown, &home), Err(SealError::UnknownAad(7)));
     }
 
     #[test]

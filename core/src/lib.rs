@@ -12,6 +12,7 @@ pub mod password;
 pub mod pricing;
 pub mod provider;
 pub mod secret;
+pub mod text;
 pub mod upstream;
 
 #[cfg(feature = "test-util")]

@@ -1,9 +1,11 @@
 //! Where provider base URLs may point. A base URL must be `https://` and must not name or
 //! resolve to loopback, private, link-local, metadata or otherwise non-public addresses
 //! (including IPv4-mapped IPv6 forms and numeric spellings, which the URL parser
-//! normalises), unless the operator lists the address range in
-//! `ALLOWED_PRIVATE_UPSTREAMS` — then `http://` is accepted too. `169.254.0.0/16`
-//! (cloud metadata) is never allowed.
+//! normalises, and the IPv6 transition ranges — 6to4, Teredo, NAT64, IPv4-compatible and
+//! -translated — through which an IPv6 address can reach any IPv4 one, private included),
+//! unless the operator lists the address range in `ALLOWED_PRIVATE_UPSTREAMS` — then
+//! `http://` is accepted too. `169.254.0.0/16` (cloud metadata) is never allowed, whether
+//! written as IPv4 or embedded in an IPv6 address.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
@@ -74,10 +76,32 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The IPv4 addresses an IPv6 address carries in the transition formats: the low 32
+/// bits of IPv4-compatible, -translated and NAT64 (64:ff9b::/96, 64:ff9b:1::/48)
+/// addresses, bits 16–48 of 6to4 (2002::/16), and both the server and the (inverted)
+/// client address of Teredo (2001::/32).
+fn embedded_v4(v6: Ipv6Addr) -> Vec<Ipv4Addr> {
+    let s = v6.segments();
+    let pair = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    let low = pair(s[6], s[7]);
+    match s {
+        [0, 0, 0, 0, 0, 0, _, _] | [0, 0, 0, 0, 0xffff, 0, _, _] => vec![low],
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => vec![low],
+        [0x64, 0xff9b, 1, ..] => vec![low],
+        [0x2002, hi, lo, ..] => vec![pair(hi, lo)],
+        [0x2001, 0, hi, lo, ..] => vec![pair(hi, lo), pair(!s[6], !s[7])],
+        _ => Vec::new(),
+    }
+}
+
 fn is_metadata(ip: IpAddr) -> bool {
+    let v4_metadata = |v4: Ipv4Addr| v4.octets()[0] == 169 && v4.octets()[1] == 254;
     match canonical(ip) {
-        IpAddr::V4(v4) => v4.octets()[0] == 169 && v4.octets()[1] == 254,
-        IpAddr::V6(v6) => v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254),
+        IpAddr::V4(v4) => v4_metadata(v4),
+        IpAddr::V6(v6) => {
+            v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+                || embedded_v4(v6).into_iter().any(v4_metadata)
+        }
     }
 }
 
@@ -97,16 +121,22 @@ fn is_public_v4(v4: Ipv4Addr) -> bool {
         || o[0] >= 240)
 }
 
+/// Only global unicast (2000::/3) outside the special-purpose blocks is public. The
+/// transition ranges are refused whatever they embed: a gateway with a 6to4 relay, a
+/// Teredo client or a NAT64 resolver path would reach the embedded IPv4 address.
 fn is_public_v6(v6: Ipv6Addr) -> bool {
     let seg = v6.segments();
-    !(v6.is_unspecified()
-        || v6.is_loopback()
-        || v6.is_multicast()
-        || (seg[0] & 0xfe00) == 0xfc00 // unique local
-        || (seg[0] & 0xffc0) == 0xfe80 // link-local
-        || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
-        || (seg[0] == 0x64 && seg[1] == 0xff9b) // NAT64 can reach private v4
-        || v6.to_ipv4().is_some() && seg[0..6] == [0, 0, 0, 0, 0, 0]) // IPv4-compatible
+    // Global unicast 2000::/3; everything outside it is reserved, local or multicast.
+    let global_unicast = (seg[0] & 0xe000) == 0x2000;
+    let special_purpose = match seg[0] {
+        // 2001::/23 IETF protocol assignments (Teredo 2001::/32, benchmarking, ORCHID)
+        // and 2001:db8::/32 documentation.
+        0x2001 => seg[1] < 0x0200 || seg[1] == 0x0db8,
+        0x2002 => true,            // 6to4
+        0x3fff => seg[1] < 0x1000, // 3fff::/20 documentation
+        _ => false,
+    };
+    global_unicast && !special_purpose
 }
 
 pub fn is_public(ip: IpAddr) -> bool {
@@ -232,5 +262,82 @@ mod tests {
             .check_resolved(&["8.8.8.8".parse().unwrap(), "192.168.1.1".parse().unwrap()])
             .is_err());
         assert!("10.0.0.0/33".parse::<UpstreamPolicy>().is_err());
+    }
+
+    #[test]
+    fn ipv6_transition_and_special_ranges_are_refused() {
+        let p = UpstreamPolicy::default();
+        for bad in [
+            "::",
+            "::1",
+            "::10.0.0.1",                           // IPv4-compatible
+            "::ffff:10.0.0.1",                      // IPv4-mapped private
+            "::ffff:8.8.8.8",                       // IPv4-mapped public is that public address...
+            "::ffff:0:10.0.0.1",                    // IPv4-translated
+            "64:ff9b::8.8.8.8",                     // NAT64 well-known prefix
+            "64:ff9b::10.0.0.1",                    // NAT64 to a private address
+            "64:ff9b:1::a00:1",                     // NAT64 local-use prefix
+            "2002:a00:1::1",                        // 6to4 embedding 10.0.0.1
+            "2002:808:808::1", // 6to4 embedding a public address: still a relay path
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2", // Teredo
+            "2001:2::1",       // benchmarking
+            "2001:20::1",      // ORCHIDv2
+            "2001:db8::1",     // documentation
+            "3fff::1",         // documentation (RFC 9637)
+            "100::1",          // discard-only
+            "fc00::1",
+            "fd12:3456::1", // unique local
+            "fe80::1",      // link-local
+            "fec0::1",      // site-local (deprecated, still routed by some stacks)
+            "feff::1",
+            "ff02::1", // multicast
+            "5f00::1", // SRv6 SIDs
+        ] {
+            let ip: IpAddr = bad.parse().unwrap();
+            let public = bad == "::ffff:8.8.8.8";
+            assert_eq!(is_public(ip), public, "{bad}");
+            if !public {
+                let url = format!("https://[{bad}]/v1");
+                assert_eq!(
+                    p.parse_base_url(&url),
+                    Err(UpstreamError::PrivateAddress),
+                    "{bad}"
+                );
+                assert!(p.check_resolved(&[ip]).is_err(), "{bad}");
+            }
+        }
+        for good in [
+            "2606:4700::6810:84e5",
+            "2a00:1450:4001::200e",
+            "2001:4860::8888",
+        ] {
+            let ip: IpAddr = good.parse().unwrap();
+            assert!(is_public(ip), "{good}");
+            assert!(p.parse_base_url(&format!("https://[{good}]/v1")).is_ok());
+        }
+    }
+
+    #[test]
+    fn embedded_metadata_is_refused_even_when_its_range_is_allowed() {
+        let p: UpstreamPolicy = "64:ff9b::/96, 2002::/16, 2001::/32, ::/96, 10.0.0.0/8"
+            .parse()
+            .unwrap();
+        assert!(p.check_ip("64:ff9b::10.0.0.1".parse().unwrap()).is_ok());
+        for bad in [
+            "64:ff9b::169.254.169.254",
+            "64:ff9b:1::a9fe:a9fe",
+            "2002:a9fe:a9fe::1",
+            "::169.254.169.254",
+            "::ffff:169.254.169.254",
+            "::ffff:0:169.254.169.254",
+            // Teredo carries the client address inverted in its last 32 bits.
+            "2001:0:4136:e378:8000:63bf:5601:5601",
+        ] {
+            assert_eq!(
+                p.check_ip(bad.parse().unwrap()),
+                Err(UpstreamError::PrivateAddress),
+                "{bad}"
+            );
+        }
     }
 }

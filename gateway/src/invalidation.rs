@@ -57,9 +57,9 @@ impl Invalidator {
     }
 
     /// One connection's life: returns when it ends.
-    async fn listen_once(&self, connected_before: bool) -> Result<(), tokio_postgres::Error> {
-        let (client, mut conn) =
-            tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls).await?;
+    async fn listen_once(&self, connected_before: bool) -> Result<(), perpetuo_core::db::DbError> {
+        // TLS as `sslmode` in DATABASE_URL says, like the pool.
+        let (client, mut conn) = perpetuo_core::db::connect(&self.database_url).await?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let driver = tokio::spawn(async move {
             let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));

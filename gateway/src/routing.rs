@@ -144,7 +144,8 @@ async fn load(
             tracing::warn!(entry = %row.id, "provider entry has an unusable base URL; skipped");
             continue;
         };
-        let key = match master_key.open(&row.sealed, row.id.as_bytes()) {
+        // Opened by the format the row records: rows not yet re-sealed still open.
+        let key = match master_key.open(&row.sealed, &row.binding()) {
             Ok(k) => k,
             Err(e) => {
                 tracing::error!(entry = %row.id, error = %e, "provider key does not open; entry skipped");

@@ -63,8 +63,8 @@ pub async fn create(
     let name = body.name.map(|n| n.trim().to_string()).unwrap_or_default();
     if name.is_empty() {
         errs.add("name", "is required");
-    } else if name.chars().count() > 100 {
-        errs.add("name", "must be at most 100 characters");
+    } else if let Err(e) = perpetuo_core::text::check_name(&name, 100) {
+        errs.add("name", e.to_string());
     }
     let expires_at = match body.expires_at.as_deref() {
         None => None,

@@ -133,6 +133,10 @@ fn parse_query(workspace_id: Uuid, q: &HashMap<String, String>) -> Result<LogQue
         }
     }
     out.model = q.get("model").filter(|m| !m.is_empty()).cloned();
+    // PostgreSQL refuses NUL in text, so no logged model holds one: 400, not a failed query.
+    if out.model.as_deref().is_some_and(|m| m.contains('\0')) {
+        errs.add("model", "must not contain NUL characters");
+    }
     if let Some(s) = q.get("status").filter(|s| !s.is_empty()) {
         match s.parse::<i16>() {
             Ok(s) if (100..=599).contains(&s) => out.status = Some(s),

@@ -11,6 +11,7 @@ use perpetuo_core::db::providers::{NewProvider, ProviderEntry};
 use perpetuo_core::db::{self, DbError};
 use perpetuo_core::dns::ResolveError;
 use perpetuo_core::provider::ProviderKind;
+use perpetuo_core::text;
 use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -23,6 +24,8 @@ use crate::extract::{parse_id, ApiJson, AuthUser};
 use crate::state::AppState;
 
 const MAX_MODELS: usize = 500;
+const MAX_NAME_CHARS: usize = 100;
+const MAX_MODEL_CHARS: usize = 256;
 const DNS_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 const MAX_KEY_LEN: usize = 4096;
 const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1_000_000..=1_000_000;
@@ -76,18 +79,26 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 /// Create body (kind, name, api_key required) or update body (any subset).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ProviderInput {
+    #[schema(pattern = "^(openai|anthropic|gemini|openai_compatible)$")]
     pub kind: Option<String>,
+    /// 1 to 100 printable characters (it is sent in the `x-perpetuo-provider` header).
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
-    /// Write-only provider key.
+    /// Write-only provider key (visible ASCII). Required again when `kind` or `base_url`
+    /// changes.
+    #[schema(min_length = 1, max_length = 4096)]
     pub api_key: Option<String>,
     /// Required for openai_compatible; otherwise overrides the provider's public endpoint.
     /// `null` clears it.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub base_url: Option<Option<String>>,
+    #[schema(minimum = -1_000_000, maximum = 1_000_000)]
     pub priority: Option<i32>,
     pub enabled: Option<bool>,
+    /// Model names (each 1 to 256 printable characters); empty means any model.
     pub models: Option<Vec<String>>,
+    /// Requested model → model sent to this provider (names as in `models`).
     pub model_map: Option<BTreeMap<String, String>>,
 }
 
@@ -102,11 +113,16 @@ struct Fields {
     model_map: BTreeMap<String, String>,
 }
 
+/// A name shown in headers and logs: trimmed, 1 to `max` characters, all printable.
+fn check_text(s: &str, max: usize) -> Result<(), String> {
+    text::check_name(s, max).map_err(|e| e.to_string())
+}
+
 fn clean_models(models: Vec<String>, errs: &mut FieldErrors) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for m in models.into_iter().map(|m| m.trim().to_string()) {
-        if m.is_empty() || m.len() > 200 {
-            errs.add("models", "each model must be 1 to 200 characters");
+        if let Err(msg) = check_text(&m, MAX_MODEL_CHARS) {
+            errs.add("models", format!("each model {msg}"));
         } else if !out.contains(&m) {
             out.push(m);
         }
@@ -121,10 +137,11 @@ fn clean_map(map: BTreeMap<String, String>, errs: &mut FieldErrors) -> BTreeMap<
     let mut out = BTreeMap::new();
     for (k, v) in map {
         let (k, v) = (k.trim().to_string(), v.trim().to_string());
-        if k.is_empty() || v.is_empty() || k.len() > 200 || v.len() > 200 {
-            errs.add("model_map", "names must be 1 to 200 characters");
-        } else {
-            out.insert(k, v);
+        match check_text(&k, MAX_MODEL_CHARS).and(check_text(&v, MAX_MODEL_CHARS)) {
+            Err(msg) => errs.add("model_map", format!("each model name {msg}")),
+            Ok(()) => {
+                out.insert(k, v);
+            }
         }
     }
     if out.len() > MAX_MODELS {
@@ -158,14 +175,19 @@ async fn validate(
     };
     if name.is_empty() {
         errs.add("name", "is required");
-    } else if name.chars().count() > 100 {
-        errs.add("name", "must be at most 100 characters");
+    } else if let Err(msg) = check_text(&name, MAX_NAME_CHARS) {
+        errs.add("name", msg);
     }
     let api_key = input.api_key.map(|k| k.trim().to_string());
     match (&api_key, current) {
         (None, None) => errs.add("api_key", "is required"),
         (Some(k), _) if k.is_empty() => errs.add("api_key", "must not be empty"),
         (Some(k), _) if k.len() > MAX_KEY_LEN => errs.add("api_key", "is too long"),
+        // It is sent in a request header: visible ASCII only.
+        (Some(k), _) if !k.bytes().all(|b| b.is_ascii_graphic()) => errs.add(
+            "api_key",
+            "must contain only visible ASCII characters (no spaces or control characters)",
+        ),
         _ => {}
     }
     let base_url = match (input.base_url, current) {
@@ -243,10 +265,23 @@ async fn check_base_url(state: &AppState, raw: &str) -> Result<String, String> {
     Ok(url.as_str().to_string())
 }
 
-fn seal(state: &AppState, key: &str, id: Uuid) -> Result<crypto::Sealed, ApiError> {
+/// Seals `key` for the entry `f` describes.
+fn seal(
+    state: &AppState,
+    key: &str,
+    entry_id: Uuid,
+    workspace_id: Uuid,
+    f: &Fields,
+) -> Result<crypto::Sealed, ApiError> {
+    let binding = crypto::KeyBinding {
+        entry_id,
+        workspace_id,
+        kind: f.kind,
+        base_url: f.base_url.as_deref(),
+    };
     state
         .master_key
-        .seal(key, id.as_bytes())
+        .seal(key, &binding)
         .map_err(ApiError::internal)
 }
 
@@ -293,11 +328,11 @@ pub async fn create(
     let row = NewProvider {
         id: pid,
         workspace_id: ws.id,
+        sealed: seal(&state, &key, pid, ws.id, &f)?,
+        key_last4: crypto::last4(&key),
         kind: f.kind,
         name: f.name,
         base_url: f.base_url,
-        sealed: seal(&state, &key, pid)?,
-        key_last4: crypto::last4(&key),
         priority: f.priority,
         enabled: f.enabled,
         models: f.models,
@@ -311,6 +346,7 @@ pub async fn create(
 }
 
 /// Change a provider entry; fields left out keep their value, `api_key` replaces the key.
+/// Changing `kind` or `base_url` requires `api_key` too (400 `api_key_required`).
 #[utoipa::path(put, path = "/workspaces/{id}/providers/{pid}", tag = "providers", security(("bearer" = [])),
     params(("id" = String, Path, description = "workspace id"), ("pid" = String, Path, description = "provider entry id")),
     request_body = ProviderInput,
@@ -329,18 +365,28 @@ pub async fn update(
         .await?
         .ok_or(ApiError::NotFound)?;
     let (f, key) = validate(&state, body, Some(&current)).await?;
+    // The sealed key is bound to where it is sent: moving it takes the key again, so a
+    // stolen admin token alone cannot point an existing key at another server.
+    let moved = f.kind != current.kind || f.base_url != current.base_url;
+    if moved && key.is_none() {
+        return Err(ApiError::field_code(
+            "api_key_required",
+            "api_key",
+            "is required when kind or base_url changes",
+        ));
+    }
     let (sealed, key_last4) = match key {
-        Some(k) => (seal(&state, &k, pid)?, crypto::last4(&k)),
+        Some(k) => (seal(&state, &k, pid, ws.id, &f)?, crypto::last4(&k)),
         None => (current.sealed.clone(), current.key_last4.clone()),
     };
     let row = NewProvider {
         id: pid,
         workspace_id: ws.id,
+        sealed,
+        key_last4,
         kind: f.kind,
         name: f.name,
         base_url: f.base_url,
-        sealed,
-        key_last4,
         priority: f.priority,
         enabled: f.enabled,
         models: f.models,

@@ -23,9 +23,8 @@ fn parse_name(input: WorkspaceInput) -> Result<String, ApiError> {
     if name.is_empty() {
         return Err(ApiError::field("name", "is required"));
     }
-    if name.chars().count() > 100 {
-        return Err(ApiError::field("name", "must be at most 100 characters"));
-    }
+    perpetuo_core::text::check_name(&name, 100)
+        .map_err(|e| ApiError::field("name", e.to_string()))?;
     Ok(name)
 }
 

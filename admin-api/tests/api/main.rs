@@ -9,5 +9,6 @@ mod auth;
 mod errors;
 mod logs;
 mod providers;
+mod text_inputs;
 mod usage;
 mod workspaces;

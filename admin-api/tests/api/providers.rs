@@ -1,10 +1,14 @@
 //! Provider entries: write-only keys, validation, SSRF policy, ordering, notifications.
 
-use perpetuo_core::crypto::Sealed;
+use perpetuo_core::crypto::{KeyBinding, MasterKey, SealError, Sealed, AAD_BOUND, AAD_ENTRY_ID};
+use perpetuo_core::db;
+use perpetuo_core::provider::ProviderKind;
+use perpetuo_core::testing::TestDb;
 use reqwest::StatusCode;
 use serde_json::json;
+use uuid::Uuid;
 
-use crate::helpers::{error_code, TestApp};
+use crate::helpers::{config, error_code, TestApp};
 
 #[tokio::test]
 async fn create_update_delete_with_write_only_key() {
@@ -32,24 +36,29 @@ async fn create_update_delete_with_write_only_key() {
     let db = app.client().await;
     let row = db
         .query_one(
-            "SELECT sealed_key, key_nonce, key_version, t::text FROM provider_keys t",
+            "SELECT sealed_key, key_nonce, key_version, aad_version, t::text FROM provider_keys t",
             &[],
         )
         .await
         .unwrap();
-    let whole_row: String = row.get(3);
+    let whole_row: String = row.get(4);
     assert!(!whole_row.contains("very-secret"));
     let sealed = Sealed {
         ciphertext: row.get(0),
         nonce: row.get(1),
         version: row.get(2),
+        aad_version: row.get(3),
     };
+    assert_eq!(sealed.aad_version, AAD_BOUND);
     let id = uuid::Uuid::parse_str(&pid).unwrap();
+    let binding = KeyBinding {
+        entry_id: id,
+        workspace_id: Uuid::parse_str(&acc.workspace).unwrap(),
+        kind: ProviderKind::Anthropic,
+        base_url: None,
+    };
     assert_eq!(
-        app.master_key
-            .open(&sealed, id.as_bytes())
-            .unwrap()
-            .expose(),
+        app.master_key.open(&sealed, &binding).unwrap().expose(),
         "sk-ant-very-secret-9876"
     );
 
@@ -272,4 +281,358 @@ async fn recv(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
         .await
         .expect("notification within 5 s")
         .expect("listener alive")
+}
+
+/// The entry's row as the gateway reads it, and whether its key opens there.
+async fn opens(app_key: &MasterKey, db: &TestDb, ws: Uuid, id: Uuid) -> Result<String, SealError> {
+    let client = db.pool.get().await.unwrap();
+    let row = db::providers::get(&client, ws, id).await.unwrap().unwrap();
+    app_key
+        .open(&row.sealed, &row.binding())
+        .map(|k| k.expose().clone())
+}
+
+#[tokio::test]
+async fn moving_a_key_to_another_server_requires_the_key() {
+    let app = TestApp::spawn().await;
+    let acc = app.signup("move@example.com").await;
+    let ws = Uuid::parse_str(&acc.workspace).unwrap();
+    let base = format!("/workspaces/{}/providers", acc.workspace);
+    let (status, p) = app
+        .post(
+            &base,
+            &acc.token,
+            json!({"kind": "openai_compatible", "name": "groq", "api_key": "sk-groq-1234",
+                                         "base_url": "https://api.groq.example/openai/v1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+    let url = format!("{base}/{}", p["id"].as_str().unwrap());
+    let id = Uuid::parse_str(p["id"].as_str().unwrap()).unwrap();
+
+    for body in [
+        json!({"base_url": "https://collector.attacker.example/v1"}),
+        json!({"base_url": null, "kind": "openai"}),
+        json!({"kind": "openai"}),
+    ] {
+        let (status, resp) = app.put(&url, &acc.token, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} → {resp}");
+        assert_eq!(error_code(&resp), "api_key_required", "{resp}");
+        assert!(resp["error"]["fields"]["api_key"].is_string(), "{resp}");
+    }
+    let (_, list) = app.get(&base, &acc.token).await;
+    assert_eq!(
+        list["data"][0]["base_url"], "https://api.groq.example/openai/v1",
+        "a refused change changes nothing"
+    );
+
+    // Other fields, and the same base URL spelled again, need no key.
+    let (status, resp) = app
+        .put(
+            &url,
+            &acc.token,
+            json!({"priority": 7, "name": "groq-2",
+                                       "base_url": "https://api.groq.example/openai/v1/"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    assert_eq!(
+        opens(&app.master_key, &app.db, ws, id).await.unwrap(),
+        "sk-groq-1234"
+    );
+
+    // With the key, the entry moves and its key is sealed for the new place.
+    let (status, resp) = app
+        .put(
+            &url,
+            &acc.token,
+            json!({"base_url": "https://api.other.example/v1", "api_key": "sk-other-9999"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    assert_eq!(resp["base_url"], "https://api.other.example/v1");
+    assert_eq!(resp["key_last4"], "9999");
+    assert_eq!(
+        opens(&app.master_key, &app.db, ws, id).await.unwrap(),
+        "sk-other-9999"
+    );
+}
+
+#[tokio::test]
+async fn a_sealed_key_moved_in_the_database_does_not_open() {
+    let app = TestApp::spawn().await;
+    let acc = app.signup("tamper@example.com").await;
+    let other = app.signup("tamper2@example.com").await;
+    let ws = Uuid::parse_str(&acc.workspace).unwrap();
+    let ws2 = Uuid::parse_str(&other.workspace).unwrap();
+    let create = |token: String, ws: String, name: &'static str| {
+        let app = &app;
+        async move {
+            let (status, p) = app
+                .post(&format!("/workspaces/{ws}/providers"), &token,
+                      json!({"kind": "openai_compatible", "name": name, "api_key": format!("sk-{name}"),
+                             "base_url": "https://api.groq.example/v1"}))
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{p}");
+            Uuid::parse_str(p["id"].as_str().unwrap()).unwrap()
+        }
+    };
+    let a = create(acc.token.clone(), acc.workspace.clone(), "a").await;
+    let b = create(acc.token.clone(), acc.workspace.clone(), "b").await;
+    let c = create(other.token.clone(), other.workspace.clone(), "c").await;
+    let db = app.client().await;
+
+    // Another base URL, another kind: the binding no longer matches.
+    db.execute(
+        "UPDATE provider_keys SET base_url = 'https://collector.attacker.example/v1' WHERE id = $1",
+        &[&a],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        opens(&app.master_key, &app.db, ws, a).await,
+        Err(SealError::Open)
+    );
+    db.execute(
+        "UPDATE provider_keys SET kind = 'openai', base_url = NULL WHERE id = $1",
+        &[&b],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        opens(&app.master_key, &app.db, ws, b).await,
+        Err(SealError::Open)
+    );
+    // Another workspace's row, same kind and base URL, given a's sealed key.
+    db.execute(
+        "UPDATE provider_keys SET (sealed_key, key_nonce, aad_version) =
+             (SELECT sealed_key, key_nonce, aad_version FROM provider_keys WHERE id = $1)
+         WHERE id = $2",
+        &[&a, &c],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        opens(&app.master_key, &app.db, ws2, c).await,
+        Err(SealError::Open)
+    );
+}
+
+/// Inserts an entry sealed the old way (associated data = entry id only).
+async fn old_format_entry(db: &TestDb, key: &MasterKey, ws: Uuid, name: &str) -> Uuid {
+    let id = db::providers::new_id();
+    let base_url = Some("https://api.groq.example/v1".to_string());
+    let binding = KeyBinding {
+        entry_id: id,
+        workspace_id: ws,
+        kind: ProviderKind::OpenaiCompatible,
+        base_url: base_url.as_deref(),
+    };
+    let sealed = key
+        .seal_as(&format!("sk-{name}"), &binding, AAD_ENTRY_ID)
+        .unwrap();
+    let row = db::providers::NewProvider {
+        id,
+        workspace_id: ws,
+        kind: ProviderKind::OpenaiCompatible,
+        name: name.into(),
+        base_url,
+        sealed,
+        key_last4: "xxxx".into(),
+        priority: 1,
+        enabled: true,
+        models: vec![],
+        model_map: Default::default(),
+    };
+    let client = db.pool.get().await.unwrap();
+    db::providers::insert(&client, &row).await.unwrap();
+    id
+}
+
+async fn aad_versions(db: &TestDb) -> Vec<i16> {
+    let client = db.pool.get().await.unwrap();
+    client
+        .query("SELECT aad_version FROM provider_keys ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+async fn workspace(db: &TestDb, email: &str) -> Uuid {
+    let mut client = db.pool.get().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    let user = db::users::insert(
+        &tx,
+        &perpetuo_core::email::Email::parse(email).unwrap(),
+        "x",
+    )
+    .await
+    .unwrap();
+    let ws = db::workspaces::create(&tx, "w", user.id).await.unwrap();
+    tx.commit().await.unwrap();
+    ws.id
+}
+
+#[tokio::test]
+async fn old_format_rows_are_resealed_at_start_and_by_migrate() {
+    let db = TestDb::new().await.unwrap();
+    let key = MasterKey::from_base64(&MasterKey::generate_base64()).unwrap();
+    let ws = workspace(&db, "old@example.com").await;
+    let a = old_format_entry(&db, &key, ws, "a").await;
+    let b = old_format_entry(&db, &key, ws, "b").await;
+    // Before any re-seal, the old rows open (the gateway reads them the same way).
+    assert_eq!(opens(&key, &db, ws, a).await.unwrap(), "sk-a");
+    assert_eq!(aad_versions(&db).await, vec![AAD_ENTRY_ID, AAD_ENTRY_ID]);
+
+    // `perpetuo-admin migrate` re-seals them; a second run has nothing to do.
+    let cfg = config(&db, &key, "");
+    perpetuo_admin::startup::migrate_only(&cfg).await.unwrap();
+    assert_eq!(aad_versions(&db).await, vec![AAD_BOUND, AAD_BOUND]);
+    assert_eq!(opens(&key, &db, ws, a).await.unwrap(), "sk-a");
+    assert_eq!(opens(&key, &db, ws, b).await.unwrap(), "sk-b");
+    let mut client = db.pool.get().await.unwrap();
+    assert_eq!(
+        db::providers::reseal_old_formats(&mut client, &key)
+            .await
+            .unwrap(),
+        0
+    );
+    drop(client);
+
+    // The admin API does the same when it starts.
+    let c = old_format_entry(&db, &key, ws, "c").await;
+    let app = perpetuo_admin::startup::Application::build(config(&db, &key, ""))
+        .await
+        .unwrap();
+    drop(app);
+    assert_eq!(aad_versions(&db).await, vec![AAD_BOUND; 3]);
+    assert_eq!(opens(&key, &db, ws, c).await.unwrap(), "sk-c");
+}
+
+#[tokio::test]
+async fn reseal_is_all_or_nothing() {
+    let db = TestDb::new().await.unwrap();
+    let key = MasterKey::from_base64(&MasterKey::generate_base64()).unwrap();
+    let ws = workspace(&db, "atomic@example.com").await;
+    old_format_entry(&db, &key, ws, "a").await;
+    let b = old_format_entry(&db, &key, ws, "b").await;
+    let client = db.pool.get().await.unwrap();
+    client
+        .execute(
+            "UPDATE provider_keys SET sealed_key = '\\x00' || sealed_key WHERE id = $1",
+            &[&b],
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let err = perpetuo_admin::startup::migrate_only(&config(&db, &key, ""))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(&b.to_string()), "{err}");
+    assert_eq!(aad_versions(&db).await, vec![AAD_ENTRY_ID, AAD_ENTRY_ID]);
+    // With another master key nothing opens and nothing changes either.
+    let other = MasterKey::from_base64(&MasterKey::generate_base64()).unwrap();
+    assert!(
+        perpetuo_admin::startup::migrate_only(&config(&db, &other, ""))
+            .await
+            .is_err()
+    );
+    assert_eq!(aad_versions(&db).await, vec![AAD_ENTRY_ID, AAD_ENTRY_ID]);
+}
+
+#[tokio::test]
+async fn names_and_models_must_be_printable() {
+    let app = TestApp::spawn().await;
+    let acc = app.signup("print@example.com").await;
+    let base = format!("/workspaces/{}/providers", acc.workspace);
+    let long_model = "m".repeat(257);
+    let cases = [
+        (
+            json!({"kind": "openai", "name": "a\r\nx-injected: 1", "api_key": "k"}),
+            "name",
+        ),
+        (
+            json!({"kind": "openai", "name": "nul\u{0}", "api_key": "k"}),
+            "name",
+        ),
+        (
+            json!({"kind": "openai", "name": "tab\tname", "api_key": "k"}),
+            "name",
+        ),
+        (
+            json!({"kind": "openai", "name": "del\u{7f}", "api_key": "k"}),
+            "name",
+        ),
+        (
+            json!({"kind": "openai", "name": "bidi\u{202e}", "api_key": "k"}),
+            "name",
+        ),
+        (
+            json!({"kind": "openai", "name": "zero\u{200b}width", "api_key": "k"}),
+            "name",
+        ),
+        (
+            json!({"kind": "openai", "name": "line\u{2028}sep", "api_key": "k"}),
+            "name",
+        ),
+        (
+            json!({"kind": "openai", "name": "n".repeat(101), "api_key": "k"}),
+            "name",
+        ),
+        (
+            json!({"kind": "openai", "name": "x", "api_key": "sk-a\r\nb"}),
+            "api_key",
+        ),
+        (
+            json!({"kind": "openai", "name": "x", "api_key": "sk a"}),
+            "api_key",
+        ),
+        (
+            json!({"kind": "openai", "name": "x", "api_key": "k", "models": ["gpt\n4"]}),
+            "models",
+        ),
+        (
+            json!({"kind": "openai", "name": "x", "api_key": "k", "models": [long_model]}),
+            "models",
+        ),
+        (
+            json!({"kind": "openai", "name": "x", "api_key": "k", "model_map": {"a\u{0}": "b"}}),
+            "model_map",
+        ),
+        (
+            json!({"kind": "openai", "name": "x", "api_key": "k", "model_map": {"a": "b\rc"}}),
+            "model_map",
+        ),
+        (
+            json!({"kind": "openai", "name": "x", "api_key": "k", "model_map": {"a": "m".repeat(257)}}),
+            "model_map",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, resp) = app.post(&base, &acc.token, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} → {resp}");
+        assert_eq!(error_code(&resp), "validation_error");
+        assert!(
+            resp["error"]["fields"][field].is_string(),
+            "{field} not named for {body}: {resp}"
+        );
+    }
+    // Unicode letters, punctuation and inner spaces are fine; limits are inclusive.
+    let (status, p) = app
+        .post(&base, &acc.token, json!({"kind": "openai", "name": "Mistral – prod ü", "api_key": "k",
+                                         "models": ["m".repeat(256)], "model_map": {"gpt-4o": "m".repeat(256)}}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+    // Updates are checked the same way.
+    let (status, resp) = app
+        .put(
+            &format!("{base}/{}", p["id"].as_str().unwrap()),
+            &acc.token,
+            json!({"name": "x\ny"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{resp}");
+    assert!(resp["error"]["fields"]["name"].is_string());
 }

@@ -5,16 +5,18 @@ pub mod api_keys;
 pub mod logs;
 pub mod migrate;
 pub mod providers;
+pub mod tls;
 pub mod usage;
 pub mod users;
 pub mod workspaces;
 
-use std::str::FromStr;
+use std::task::{Context, Poll};
 
 pub use deadpool_postgres::{Client, Pool, Transaction};
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::NoTls;
+use tokio_postgres::{AsyncMessage, NoTls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -51,20 +53,24 @@ impl DbError {
     }
 }
 
+/// The connection pool; TLS as `sslmode` in `database_url` says (see [`tls`]).
 pub fn pool(database_url: &str, max_size: usize) -> Result<Pool, DbError> {
-    let mut cfg = tokio_postgres::Config::from_str(database_url)
-        .map_err(|e| DbError::Config(e.to_string()))?;
+    let tls::ConnectConfig {
+        pg: mut cfg, tls, ..
+    } = tls::parse(database_url)?;
     if cfg.get_connect_timeout().is_none() {
         cfg.connect_timeout(std::time::Duration::from_secs(3));
     }
-    cfg.application_name("perpetuo");
-    let mgr = Manager::from_config(
-        cfg,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    if cfg.get_application_name().is_none() {
+        cfg.application_name("perpetuo");
+    }
+    let mc = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let mgr = match tls {
+        Some(tls) => Manager::from_config(cfg, tls, mc),
+        None => Manager::from_config(cfg, NoTls, mc),
+    };
     Pool::builder(mgr)
         .max_size(max_size)
         .wait_timeout(Some(std::time::Duration::from_secs(5)))
@@ -72,6 +78,63 @@ pub fn pool(database_url: &str, max_size: usize) -> Result<Pool, DbError> {
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .build()
         .map_err(|e| DbError::Config(e.to_string()))
+}
+
+/// One connection outside the pool (the gateway's LISTEN connection), with the same TLS
+/// rules as [`pool`]. The caller drives the returned [`Connection`] for messages.
+pub async fn connect(database_url: &str) -> Result<(tokio_postgres::Client, Connection), DbError> {
+    let tls::ConnectConfig {
+        pg: mut cfg, tls, ..
+    } = tls::parse(database_url)?;
+    if cfg.get_connect_timeout().is_none() {
+        cfg.connect_timeout(std::time::Duration::from_secs(3));
+    }
+    if cfg.get_application_name().is_none() {
+        cfg.application_name("perpetuo");
+    }
+    Ok(match tls {
+        Some(tls) => {
+            let (client, conn) = cfg.connect(tls).await?;
+            (client, Connection(Box::new(conn)))
+        }
+        None => {
+            let (client, conn) = cfg.connect(NoTls).await?;
+            (client, Connection(Box::new(conn)))
+        }
+    })
+}
+
+/// The I/O half of a [`connect`]ed client, plain or TLS alike.
+pub struct Connection(Box<dyn PollMessage + Send>);
+
+impl Connection {
+    /// Drives the connection; yields notifications and notices until it closes.
+    pub fn poll_message(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<AsyncMessage, tokio_postgres::Error>>> {
+        self.0.poll_message(cx)
+    }
+}
+
+trait PollMessage {
+    fn poll_message(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<AsyncMessage, tokio_postgres::Error>>>;
+}
+
+impl<S, T> PollMessage for tokio_postgres::Connection<S, T>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    fn poll_message(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<AsyncMessage, tokio_postgres::Error>>> {
+        tokio_postgres::Connection::poll_message(self, cx)
+    }
 }
 
 /// Cheap liveness probe used by health checks.

@@ -10,7 +10,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::DbError;
-use crate::crypto::Sealed;
+use crate::crypto::{self, KeyBinding, MasterKey, SealError, Sealed};
 use crate::provider::ProviderKind;
 
 pub const NAME_UNIQUE: &str = "provider_keys_workspace_id_name_key";
@@ -32,8 +32,20 @@ pub struct ProviderEntry {
     pub updated_at: OffsetDateTime,
 }
 
+impl ProviderEntry {
+    /// What this row's sealed key is bound to.
+    pub fn binding(&self) -> KeyBinding<'_> {
+        KeyBinding {
+            entry_id: self.id,
+            workspace_id: self.workspace_id,
+            kind: self.kind,
+            base_url: self.base_url.as_deref(),
+        }
+    }
+}
+
 const COLUMNS: &str =
-    "id, workspace_id, kind, name, base_url, sealed_key, key_nonce, key_version, \
+    "id, workspace_id, kind, name, base_url, sealed_key, key_nonce, key_version, aad_version, \
                        key_last4, priority, enabled, models, model_map, created_at, updated_at";
 
 fn from_row(row: &Row) -> ProviderEntry {
@@ -51,6 +63,7 @@ fn from_row(row: &Row) -> ProviderEntry {
             ciphertext: row.get("sealed_key"),
             nonce: row.get("key_nonce"),
             version: row.get("key_version"),
+            aad_version: row.get("aad_version"),
         },
         key_last4: row.get("key_last4"),
         priority: row.get("priority"),
@@ -78,12 +91,12 @@ pub struct NewProvider {
     pub model_map: BTreeMap<String, String>,
 }
 
-/// The 13 written columns of an entry, in the order the statements below use.
+/// The 14 written columns of an entry, in the order the statements below use.
 fn write_params<'a>(
     p: &'a NewProvider,
     kind: &'a &'static str,
     model_map: &'a Json<&'a BTreeMap<String, String>>,
-) -> [&'a (dyn ToSql + Sync); 13] {
+) -> [&'a (dyn ToSql + Sync); 14] {
     [
         &p.id,
         &p.workspace_id,
@@ -98,6 +111,7 @@ fn write_params<'a>(
         &p.enabled,
         &p.models,
         model_map,
+        &p.sealed.aad_version,
     ]
 }
 
@@ -108,8 +122,8 @@ pub fn new_id() -> Uuid {
 pub async fn insert(db: &impl GenericClient, p: &NewProvider) -> Result<ProviderEntry, DbError> {
     let sql = format!(
         "INSERT INTO provider_keys (id, workspace_id, kind, name, base_url, sealed_key, key_nonce,
-             key_version, key_last4, priority, enabled, models, model_map)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {COLUMNS}"
+             key_version, key_last4, priority, enabled, models, model_map, aad_version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING {COLUMNS}"
     );
     let (kind, model_map) = (p.kind.as_str(), Json(&p.model_map));
     let row = db
@@ -146,7 +160,7 @@ pub async fn update(
     let sql = format!(
         "UPDATE provider_keys SET kind = $3, name = $4, base_url = $5, sealed_key = $6, key_nonce = $7,
              key_version = $8, key_last4 = $9, priority = $10, enabled = $11, models = $12,
-             model_map = $13, updated_at = now()
+             model_map = $13, aad_version = $14, updated_at = now()
          WHERE workspace_id = $2 AND id = $1 RETURNING {COLUMNS}"
     );
     let (kind, model_map) = (p.kind.as_str(), Json(&p.model_map));
@@ -164,6 +178,64 @@ pub async fn delete(db: &impl GenericClient, workspace: Uuid, id: Uuid) -> Resul
         )
         .await?;
     Ok(n == 1)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResealError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("provider entry {entry}: {source}")]
+    Seal { entry: Uuid, source: SealError },
+}
+
+impl From<tokio_postgres::Error> for ResealError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        ResealError::Db(e.into())
+    }
+}
+
+/// Re-seals every entry still sealed under an older associated-data format with the
+/// current one (see `crypto`), in one transaction: either every such row is re-sealed or
+/// none is (a row that does not open with `master_key` aborts the whole run). Running it
+/// again finds nothing to do. Returns how many rows were re-sealed.
+pub async fn reseal_old_formats(
+    client: &mut deadpool_postgres::Client,
+    master_key: &MasterKey,
+) -> Result<usize, ResealError> {
+    let tx = client.transaction().await?;
+    let sql = format!(
+        "SELECT {COLUMNS} FROM provider_keys WHERE aad_version <> $1 ORDER BY id FOR UPDATE"
+    );
+    let rows = tx.query(&sql, &[&crypto::AAD_CURRENT]).await?;
+    let mut done = 0;
+    for entry in rows.iter().map(from_row) {
+        let seal_err = |source| ResealError::Seal {
+            entry: entry.id,
+            source,
+        };
+        let key = master_key
+            .open(&entry.sealed, &entry.binding())
+            .map_err(seal_err)?;
+        let sealed = master_key
+            .seal(key.expose(), &entry.binding())
+            .map_err(seal_err)?;
+        tx.execute(
+            "UPDATE provider_keys SET sealed_key = $2, key_nonce = $3, key_version = $4,
+                 aad_version = $5
+             WHERE id = $1",
+            &[
+                &entry.id,
+                &sealed.ciphertext,
+                &sealed.nonce,
+                &sealed.version,
+                &sealed.aad_version,
+            ],
+        )
+        .await?;
+        done += 1;
+    }
+    tx.commit().await?;
+    Ok(done)
 }
 
 /// For tests and audits: the raw sealed column of every entry.

@@ -91,7 +91,18 @@ impl Env {
             kind,
             name: name.into(),
             base_url: Some(base_url.into()),
-            sealed: self.master.seal(&key, id.as_bytes()).unwrap(),
+            sealed: self
+                .master
+                .seal(
+                    &key,
+                    &crypto::KeyBinding {
+                        entry_id: id,
+                        workspace_id: self.workspace,
+                        kind,
+                        base_url: Some(base_url),
+                    },
+                )
+                .unwrap(),
             key_last4: crypto::last4(&key),
             priority,
             enabled: true,

@@ -16,4 +16,5 @@ mod lifecycle;
 mod messages;
 mod proxying;
 mod sdk;
+mod sealing;
 mod streaming;
