@@ -5,13 +5,14 @@ pub mod api_keys;
 pub mod logs;
 pub mod migrate;
 pub mod providers;
+pub mod sessions;
 pub mod usage;
 pub mod users;
 pub mod workspaces;
 
 use std::str::FromStr;
 
-pub use deadpool_postgres::{Client, Pool, Transaction};
+pub use deadpool_postgres::{Client, GenericClient, Pool, Transaction};
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
