@@ -32,6 +32,13 @@ fn parse_jwt_secret(s: &str) -> Result<Secret<String>, String> {
     Ok(Secret::new(s.to_string()))
 }
 
+fn parse_hash_concurrency(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=256).contains(&n) => Ok(n),
+        _ => Err("must be a whole number from 1 to 256".into()),
+    }
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
     /// PostgreSQL URL.
@@ -61,12 +68,54 @@ pub struct Config {
     /// Folder of the built dashboard.
     #[arg(long, env = "DASHBOARD_DIR", default_value = "dashboard/dist")]
     pub dashboard_dir: PathBuf,
-    /// Lifetime of admin tokens, in seconds.
-    #[arg(long, env = "JWT_TTL_SECONDS", default_value_t = 12 * 3600)]
+    /// Lifetime of admin access tokens, in seconds.
+    #[arg(long, env = "JWT_TTL_SECONDS", default_value_t = 3600)]
     pub jwt_ttl_seconds: u64,
     /// Maximum database connections.
     #[arg(long, env = "ADMIN_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: usize,
+    #[command(flatten)]
+    pub auth: AuthSettings,
+}
+
+pub const DEFAULT_REFRESH_TTL_SECONDS: u64 = 30 * 24 * 3600;
+pub const DEFAULT_RATE_PER_IP: u32 = 20;
+pub const DEFAULT_RATE_PER_ACCOUNT: u32 = 5;
+pub const DEFAULT_HASH_CONCURRENCY: usize = 4;
+pub const DEFAULT_HASH_WAIT_MS: u64 = 1000;
+
+/// Sessions, credential throttling and password hashing.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthSettings {
+    /// Lifetime of a refresh token (and idle lifetime of a session), in seconds; each
+    /// refresh starts it again.
+    #[arg(long, env = "REFRESH_TTL_SECONDS", default_value_t = DEFAULT_REFRESH_TTL_SECONDS)]
+    pub refresh_ttl_seconds: u64,
+    /// Login, signup and password-change attempts per client IP per minute (0: no limit).
+    #[arg(long, env = "AUTH_RATE_PER_IP", default_value_t = DEFAULT_RATE_PER_IP)]
+    pub rate_per_ip: u32,
+    /// Failed attempts per account (email) per minute before it is refused (0: no limit).
+    #[arg(long, env = "AUTH_RATE_PER_ACCOUNT", default_value_t = DEFAULT_RATE_PER_ACCOUNT)]
+    pub rate_per_account: u32,
+    /// Password hashes computed at once (each holds 19 MiB).
+    #[arg(long, env = "PASSWORD_HASH_CONCURRENCY", default_value_t = DEFAULT_HASH_CONCURRENCY,
+          value_parser = parse_hash_concurrency)]
+    pub hash_concurrency: usize,
+    /// How long a request waits for a hashing slot before it is answered 503, in ms.
+    #[arg(long, env = "PASSWORD_HASH_WAIT_MS", default_value_t = DEFAULT_HASH_WAIT_MS)]
+    pub hash_wait_ms: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            refresh_ttl_seconds: DEFAULT_REFRESH_TTL_SECONDS,
+            rate_per_ip: DEFAULT_RATE_PER_IP,
+            rate_per_account: DEFAULT_RATE_PER_ACCOUNT,
+            hash_concurrency: DEFAULT_HASH_CONCURRENCY,
+            hash_wait_ms: DEFAULT_HASH_WAIT_MS,
+        }
+    }
 }
 
 impl Config {

@@ -3,10 +3,12 @@
 //! ride in a response extension for the logging middleware.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use perpetuo_core::db::DbError;
+use perpetuo_core::password::PasswordError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -26,8 +28,8 @@ pub enum ApiError {
     },
     #[error("{1}")]
     BadRequest(&'static str, String),
-    #[error("authentication required")]
-    Unauthorized(&'static str),
+    #[error("{}", .0.message())]
+    Unauthorized(AuthError),
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -38,11 +40,49 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("{0}")]
     UnsupportedMediaType(String),
+    #[error("too many attempts; try again later")]
+    RateLimited { retry_after: Duration },
+    #[error("the server is busy; try again shortly")]
+    Busy { retry_after: Duration },
     #[error("service unavailable")]
     Unavailable(String),
     #[error("internal error")]
     Internal(String),
 }
+
+/// Why a request was not authenticated; each has its own code and message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    MissingToken,
+    InvalidToken,
+    InvalidCredentials,
+    InvalidRefreshToken,
+}
+
+impl AuthError {
+    pub fn code(self) -> &'static str {
+        match self {
+            AuthError::MissingToken => "missing_token",
+            AuthError::InvalidToken => "invalid_token",
+            AuthError::InvalidCredentials => "invalid_credentials",
+            AuthError::InvalidRefreshToken => "invalid_refresh_token",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            AuthError::MissingToken => {
+                "authentication required: send Authorization: Bearer <token>"
+            }
+            AuthError::InvalidToken => "token is invalid, expired or revoked",
+            AuthError::InvalidCredentials => "email or password is incorrect",
+            AuthError::InvalidRefreshToken => "refresh token is invalid, expired or revoked",
+        }
+    }
+}
+
+/// How long a client is told to wait when password hashing is saturated.
+const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// The body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
@@ -94,7 +134,7 @@ impl ApiError {
             ApiError::Validation { .. } => (StatusCode::BAD_REQUEST, "validation_error"),
             ApiError::InvalidField { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::BadRequest(code, _) => (StatusCode::BAD_REQUEST, code),
-            ApiError::Unauthorized(code) => (StatusCode::UNAUTHORIZED, code),
+            ApiError::Unauthorized(why) => (StatusCode::UNAUTHORIZED, why.code()),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
@@ -102,6 +142,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
@@ -146,9 +188,32 @@ impl From<DbError> for ApiError {
     }
 }
 
+impl From<PasswordError> for ApiError {
+    fn from(e: PasswordError) -> Self {
+        match e {
+            PasswordError::Busy => ApiError::Busy {
+                retry_after: BUSY_RETRY_AFTER,
+            },
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+/// `Retry-After` in whole seconds, rounded up and at least 1.
+fn retry_after_header(wait: Duration) -> HeaderValue {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    HeaderValue::from(secs.max(1))
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
+        let retry_after = match &self {
+            ApiError::RateLimited { retry_after } | ApiError::Busy { retry_after } => {
+                Some(retry_after_header(*retry_after))
+            }
+            _ => None,
+        };
         let (message, fields, cause) = match self {
             ApiError::Validation { message, fields }
             | ApiError::InvalidField {
@@ -159,16 +224,6 @@ impl IntoResponse for ApiError {
                 "service temporarily unavailable".to_string(),
                 None,
                 Some(cause),
-            ),
-            ApiError::Unauthorized(code) => (
-                match code {
-                    "invalid_token" => "token is invalid or expired",
-                    "invalid_credentials" => "email or password is incorrect",
-                    _ => "authentication required: send Authorization: Bearer <token>",
-                }
-                .to_string(),
-                None,
-                None,
             ),
             other => (other.to_string(), None, None),
         };
@@ -182,6 +237,9 @@ impl IntoResponse for ApiError {
         let mut resp = (status, axum::Json(body)).into_response();
         if let Some(cause) = cause {
             resp.extensions_mut().insert(LoggedCause(cause));
+        }
+        if let Some(wait) = retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, wait);
         }
         resp
     }

@@ -1,20 +1,24 @@
-//! Extractors: the authenticated user, JSON bodies and query strings with our rejection
-//! shape, and workspace path ids that answer 404 for anything not a member's.
+//! Extractors: the authenticated user, the client address, JSON bodies with our rejection
+//! shape, and path ids that answer 404 for anything malformed.
+
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
+use perpetuo_core::db::{self, DbError};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, AuthError};
 use crate::state::AppState;
 
-/// The user a valid bearer token names.
+/// The user a valid bearer token names, and the live session it was issued for.
 #[derive(Debug, Clone, Copy)]
 pub struct AuthUser {
     pub id: Uuid,
+    pub session: Uuid,
 }
 
 impl<S> FromRequestParts<S> for AuthUser
@@ -30,18 +34,43 @@ where
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or(ApiError::Unauthorized("missing_token"))?;
+            .ok_or(ApiError::Unauthorized(AuthError::MissingToken))?;
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or(ApiError::Unauthorized("missing_token"))?;
+            .ok_or(ApiError::Unauthorized(AuthError::MissingToken))?;
         let claims = state
             .jwt
             .verify(token)
-            .map_err(|_| ApiError::Unauthorized("invalid_token"))?;
-        Ok(AuthUser { id: claims.sub })
+            .map_err(|_| ApiError::Unauthorized(AuthError::InvalidToken))?;
+        // A signature proves who issued the token, not that its session is still open.
+        let client = state.pool.get().await.map_err(DbError::from)?;
+        if !db::sessions::is_active(&client, claims.sid, claims.sub).await? {
+            return Err(ApiError::Unauthorized(AuthError::InvalidToken));
+        }
+        Ok(AuthUser {
+            id: claims.sub,
+            session: claims.sid,
+        })
+    }
+}
+
+/// The client's address: the peer of the TCP connection. Headers such as
+/// `X-Forwarded-For` are not read, since any client can send them.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| ClientIp(addr.ip()))
+            .ok_or_else(|| ApiError::internal("served without connection info"))
     }
 }
 

@@ -3,19 +3,22 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::handler::HandlerWithoutStateExt;
-use axum::http::{HeaderValue, Method};
+use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use perpetuo_core::db;
 use perpetuo_core::dns::Resolver;
+use perpetuo_core::password::Hasher;
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -24,8 +27,17 @@ use crate::error::{ApiError, LoggedCause};
 use crate::jwt::JwtKeys;
 use crate::openapi::ApiDoc;
 use crate::state::{AppState, Inner};
+use crate::throttle::AuthThrottle;
 
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The dashboard loads only its own scripts, styles, images and API, with no inline script
+/// or style: React and the charts library set styles through the DOM (`element.style`),
+/// which `style-src 'self'` allows, and the end-to-end test fails on any violation.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+    style-src 'self'; img-src 'self' data:; font-src 'self'; \
+    connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+    frame-ancestors 'none'";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -81,6 +93,14 @@ impl Application {
             Ok(n) => tracing::info!(resealed = n, "provider keys re-sealed"),
             Err(e) => tracing::error!(error = %e, "provider keys not re-sealed"),
         }
+        let auth = &config.auth;
+        let hasher = Hasher::new(
+            auth.hash_concurrency,
+            Duration::from_millis(auth.hash_wait_ms),
+        );
+        if let Err(e) = hasher.warm_up().await {
+            tracing::warn!("password hasher warm-up: {e}");
+        }
         let state = AppState {
             inner: Arc::new(Inner {
                 pool,
@@ -88,6 +108,10 @@ impl Application {
                     config.jwt_secret.expose().as_bytes(),
                     config.jwt_ttl_seconds,
                 ),
+                refresh_ttl_seconds: i64::try_from(auth.refresh_ttl_seconds)
+                    .unwrap_or(i64::MAX / 2),
+                hasher,
+                throttle: AuthThrottle::new(auth.rate_per_ip, auth.rate_per_account),
                 master_key: config.master_key.clone(),
                 upstream_policy: config.allowed_private_upstreams.clone(),
                 resolver: Resolver::from_system(),
@@ -115,7 +139,11 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
-        axum::serve(self.listener, self.router)
+        // The peer address is what the credential throttles count per client.
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown_signal())
             .await
             .map_err(StartupError::Serve)
@@ -158,7 +186,32 @@ pub fn app(state: AppState, config: &Config) -> Result<Router, StartupError> {
     if let Some(cors) = cors(&config.cors_allowed_origins)? {
         router = router.layer(cors);
     }
-    Ok(router)
+    Ok(security_headers(router))
+}
+
+/// Headers on every response, API and dashboard alike: no framing, no MIME sniffing, no
+/// referrer, and a content security policy the built dashboard satisfies.
+fn security_headers(router: Router) -> Router {
+    let headers = [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
+    ];
+    headers
+        .into_iter()
+        .fold(router, |r, (name, value): (HeaderName, HeaderValue)| {
+            r.layer(SetResponseHeaderLayer::overriding(name, value))
+        })
 }
 
 /// Serves the built dashboard: `/` and its asset files (client routes are hash routes, so

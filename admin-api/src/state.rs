@@ -5,9 +5,11 @@ use std::sync::Arc;
 use perpetuo_core::crypto::MasterKey;
 use perpetuo_core::db::Pool;
 use perpetuo_core::dns::Resolver;
+use perpetuo_core::password::Hasher;
 use perpetuo_core::upstream::UpstreamPolicy;
 
 use crate::jwt::JwtKeys;
+use crate::throttle::AuthThrottle;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -17,6 +19,10 @@ pub struct AppState {
 pub struct Inner {
     pub pool: Pool,
     pub jwt: JwtKeys,
+    /// Lifetime of refresh tokens, in seconds.
+    pub refresh_ttl_seconds: i64,
+    pub hasher: Hasher,
+    pub throttle: AuthThrottle,
     pub master_key: MasterKey,
     pub upstream_policy: UpstreamPolicy,
     pub resolver: Resolver,

@@ -1,13 +1,20 @@
 //! Password hashing with argon2id (OWASP parameters: 19 MiB, 2 passes, 1 lane), run on the
 //! blocking pool. Unknown emails are verified against a dummy hash so that the response
 //! time does not reveal which accounts exist.
+//!
+//! Every hash and verification goes through a [`Hasher`], which admits at most a fixed
+//! number at a time: each one holds 19 MiB, so a flood of logins cannot allocate more
+//! than `permits × 19 MiB`. A caller that cannot get a permit within a short wait is
+//! refused with [`PasswordError::Busy`] instead of queueing without bound.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
 };
 use argon2::{Algorithm, Argon2, Params, Version};
+use tokio::sync::Semaphore;
 
 pub const MIN_LEN: usize = 8;
 pub const MAX_LEN: usize = 1024;
@@ -18,16 +25,18 @@ pub enum PasswordError {
     Hash,
     #[error("hashing task failed")]
     Join,
+    #[error("too many password hashes in progress")]
+    Busy,
 }
 
-fn hasher() -> Result<Argon2<'static>, PasswordError> {
+fn argon2() -> Result<Argon2<'static>, PasswordError> {
     let params = Params::new(19 * 1024, 2, 1, None).map_err(|_| PasswordError::Hash)?;
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
 fn hash_blocking(password: &str) -> Result<String, PasswordError> {
     let salt = SaltString::generate(&mut OsRng);
-    hasher()?
+    argon2()?
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|_| PasswordError::Hash)
@@ -37,7 +46,7 @@ fn verify_blocking(password: &str, phc: &str) -> bool {
     let Ok(parsed) = PasswordHash::new(phc) else {
         return false;
     };
-    match hasher() {
+    match argon2() {
         Ok(h) => h.verify_password(password.as_bytes(), &parsed).is_ok(),
         Err(_) => false,
     }
@@ -48,23 +57,69 @@ fn dummy_hash() -> &'static str {
     DUMMY.get_or_init(|| hash_blocking("perpetuo-dummy-password").unwrap_or_default())
 }
 
-pub async fn hash(password: String) -> Result<String, PasswordError> {
-    tokio::task::spawn_blocking(move || hash_blocking(&password))
-        .await
-        .map_err(|_| PasswordError::Join)?
+/// Runs argon2id on the blocking pool, at most `permits` at a time.
+#[derive(Debug, Clone)]
+pub struct Hasher {
+    permits: Arc<Semaphore>,
+    wait: Duration,
 }
 
-/// Verifies against `phc`, or against a dummy hash when the account does not exist.
-pub async fn verify(password: String, phc: Option<String>) -> Result<bool, PasswordError> {
-    tokio::task::spawn_blocking(move || match phc {
-        Some(phc) => verify_blocking(&password, &phc),
-        None => {
-            let _ = verify_blocking(&password, dummy_hash());
-            false
+impl Hasher {
+    /// `permits` hashes at once (at least one); a caller waits at most `wait` for a turn.
+    pub fn new(permits: usize, wait: Duration) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(permits.max(1))),
+            wait,
         }
-    })
-    .await
-    .map_err(|_| PasswordError::Join)
+    }
+
+    /// Computes the dummy hash now, so the first unknown-email login is not slower than
+    /// the others.
+    pub async fn warm_up(&self) -> Result<(), PasswordError> {
+        self.run(|| {
+            dummy_hash();
+        })
+        .await
+    }
+
+    pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
+        self.run(move || hash_blocking(&password)).await?
+    }
+
+    /// Verifies against `phc`, or against a dummy hash when the account does not exist.
+    pub async fn verify(
+        &self,
+        password: String,
+        phc: Option<String>,
+    ) -> Result<bool, PasswordError> {
+        self.run(move || match phc {
+            Some(phc) => verify_blocking(&password, &phc),
+            None => {
+                let _ = verify_blocking(&password, dummy_hash());
+                false
+            }
+        })
+        .await
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PasswordError> {
+        let permit = tokio::time::timeout(self.wait, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| PasswordError::Busy)?
+            .map_err(|_| PasswordError::Busy)?;
+        // The permit moves into the blocking task: if the caller goes away, the memory is
+        // still held until the hash finishes, and so is the permit.
+        tokio::task::spawn_blocking(move || {
+            let out = work();
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|_| PasswordError::Join)
+    }
 }
 
 #[cfg(test)]
@@ -73,12 +128,26 @@ mod tests {
 
     #[tokio::test]
     async fn hash_and_verify() {
-        let h = hash("correct horse".into()).await.unwrap();
-        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-        assert!(verify("correct horse".into(), Some(h.clone()))
+        let h = Hasher::new(2, Duration::from_secs(5));
+        let phc = h.hash("correct horse".into()).await.unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(h
+            .verify("correct horse".into(), Some(phc.clone()))
             .await
             .unwrap());
-        assert!(!verify("wrong horse".into(), Some(h)).await.unwrap());
-        assert!(!verify("anything".into(), None).await.unwrap());
+        assert!(!h.verify("wrong horse".into(), Some(phc)).await.unwrap());
+        assert!(!h.verify("anything".into(), None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_full_hasher_refuses_after_its_wait() {
+        let h = Hasher::new(1, Duration::from_millis(10));
+        let held = h.permits.clone().acquire_owned().await.unwrap();
+        assert!(matches!(
+            h.hash("correct horse".into()).await,
+            Err(PasswordError::Busy)
+        ));
+        drop(held);
+        assert!(h.hash("correct horse".into()).await.is_ok());
     }
 }

@@ -448,6 +448,19 @@ async function main() {
     ).catch(() => fail(`gateway still answers ${last?.status} to the revoked key after ${REVOKE_TIMEOUT_MS} ms`));
   });
 
+  await step('a refused access token is refreshed without leaving the app', async () => {
+    const session = () => page.evaluate(() => ({ refresh: sessionStorage.getItem('perpetuo.refresh') }));
+    const before = await session();
+    if (!before.refresh) fail('no refresh token kept with the session');
+    await page.evaluate(() => sessionStorage.setItem('perpetuo.token', 'no.longer.valid'));
+    await nav('Logs').click();
+    await page.getByRole('heading', { name: 'Logs', level: 1 }).waitFor();
+    await page.locator('table tbody tr').first().getByText(providerName).waitFor();
+    const after = await session();
+    if (!after.refresh || after.refresh === before.refresh) fail('the refresh token was not rotated');
+    main.refreshToken = after.refresh;
+  });
+
   await step('see the settings, log out and see the login page', async () => {
     await nav('Settings').click();
     await page.getByRole('heading', { name: 'Settings', level: 1 }).waitFor();
@@ -455,11 +468,22 @@ async function main() {
     await page.getByRole('button', { name: 'Log out' }).click();
     await page.getByRole('heading', { name: 'Log in to Perpetuo' }).waitFor();
     await shot(page, '10-login');
+    // Logging out ended the session on the server too.
+    const res = await fetch(`${adminUrl}/auth/refresh`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ refresh_token: main.refreshToken }),
+    });
+    if (res.status !== 401) fail(`the refresh token still works after logout (${res.status})`);
   });
 
   if (pageErrors.length > 0) {
     console.log(`\nbrowser console errors seen during the run:\n  ${pageErrors.join('\n  ')}`);
   }
+  // The admin API sends a strict Content-Security-Policy: nothing the dashboard does may
+  // trip it.
+  const cspViolations = pageErrors.filter((m) => m.includes('Content Security Policy'));
+  if (cspViolations.length > 0) fail(`the dashboard violates its Content-Security-Policy:\n  ${cspViolations.join('\n  ')}`);
 }
 
 // ---------------------------------------------------------------- run

@@ -3,7 +3,7 @@ import userEvent from '@testing-library/user-event';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { App } from './app';
 import { api, describeError } from './lib/api';
-import { loadToken, saveToken } from './lib/session';
+import { loadRefreshToken, loadToken, saveToken, saveTokens } from './lib/session';
 import { clearToasts, toast } from './lib/toast-store';
 
 function json(status: number, body: unknown) {
@@ -14,7 +14,7 @@ const WORKSPACE = { id: 'w1', name: 'Acme', role: 'owner', created_at: '2025-01-
 const USER = { id: 'u1', email: 'ana@example.com', created_at: '2025-01-01T00:00:00Z' };
 
 describe('App session handling', () => {
-  let routes: Record<string, () => Response>;
+  let routes: Record<string, (init?: RequestInit) => Response>;
 
   beforeEach(() => {
     window.location.hash = '';
@@ -22,10 +22,10 @@ describe('App session handling', () => {
     api.configure({
       getToken: loadToken,
       onError: (e) => toast.error(describeError(e)),
-      fetch: (async (input: RequestInfo | URL) => {
+      fetch: (async (input: RequestInfo | URL, init?: RequestInit) => {
         const path = String(input).split('?')[0];
         const handler = routes[path];
-        return handler ? handler() : json(404, { error: { code: 'not_found', message: 'not found' } });
+        return handler ? handler(init) : json(404, { error: { code: 'not_found', message: 'not found' } });
       }) as typeof fetch,
     });
   });
@@ -74,8 +74,13 @@ describe('App session handling', () => {
   });
 
   it('logs in, loads workspaces and logs out', async () => {
-    routes['/auth/login'] = () => json(200, { token: 'good', user: USER });
+    routes['/auth/login'] = () => json(200, { token: 'good', refresh_token: 'ppr-1', user: USER });
     routes['/auth/me'] = () => json(200, { user: USER, workspaces: [WORKSPACE] });
+    const logouts: (string | undefined)[] = [];
+    routes['/auth/logout'] = (init) => {
+      logouts.push((init?.headers as Record<string, string>).Authorization);
+      return new Response(null, { status: 204 });
+    };
     routes['/meta'] = () => json(200, { gateway_url: 'http://127.0.0.1:8000' });
     routes['/workspaces/w1/providers'] = () => json(200, { data: [] });
     routes['/workspaces/w1/usage'] = () =>
@@ -95,10 +100,34 @@ describe('App session handling', () => {
     expect(await screen.findByText('http://127.0.0.1:8000/v1')).toBeTruthy();
     expect(screen.getByLabelText('Workspace')).toHaveProperty('value', 'w1');
     expect(loadToken()).toBe('good');
+    expect(loadRefreshToken()).toBe('ppr-1');
 
     await user.click(screen.getByRole('button', { name: 'Log out' }));
     expect(await screen.findByText('You have been logged out.')).toBeTruthy();
+    expect(logouts).toEqual(['Bearer good']);
     expect(loadToken()).toBeNull();
+    expect(loadRefreshToken()).toBeNull();
+  });
+
+  it('refreshes an expired access token and stays in the app', async () => {
+    saveTokens({ token: 'stale', refresh_token: 'ppr-1' });
+    const authorized = (init?: RequestInit) => (init?.headers as Record<string, string>).Authorization === 'Bearer fresh';
+    const refreshed: unknown[] = [];
+    routes['/auth/me'] = (init) =>
+      authorized(init)
+        ? json(200, { user: USER, workspaces: [WORKSPACE] })
+        : json(401, { error: { code: 'invalid_token', message: 'token is invalid' } });
+    routes['/auth/refresh'] = (init) => {
+      refreshed.push(JSON.parse(String(init?.body)));
+      return json(200, { token: 'fresh', refresh_token: 'ppr-2' });
+    };
+    routes['/meta'] = () => json(200, { gateway_url: 'http://127.0.0.1:8000' });
+    routes['/workspaces/w1/providers'] = () => json(200, { data: [] });
+    render(<App />);
+    expect(await screen.findByRole('heading', { name: 'Acme', level: 1 })).toBeTruthy();
+    expect(refreshed).toEqual([{ refresh_token: 'ppr-1' }]);
+    expect(loadToken()).toBe('fresh');
+    expect(loadRefreshToken()).toBe('ppr-2');
   });
 
   it('lists logs and opens a request in the detail panel', async () => {

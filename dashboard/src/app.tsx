@@ -34,7 +34,7 @@ function RequireAuth({ children }: { children: ReactNode }) {
     return (
       <div className="fullscreen">
         <ErrorState error={session.loadError} onRetry={session.retry} title="Could not load your account" />
-        <Button variant="ghost" onClick={() => session.logout()}>
+        <Button variant="ghost" onClick={() => void session.logout()}>
           Log out
         </Button>
       </div>

@@ -6,7 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{error_code, TestApp, JWT_SECRET};
+use crate::helpers::{claims, error_code, TestApp, JWT_SECRET};
 
 #[tokio::test]
 async fn signup_creates_user_workspace_membership_and_key_shown_once() {
@@ -119,6 +119,11 @@ async fn duplicate_email_is_a_conflict_and_concurrent_signups_give_one_account()
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(error_code(&body), "conflict");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        !message.contains("exists") && !message.contains("dup@"),
+        "the message names no account: {message}"
+    );
 
     let req = || {
         app.raw(
@@ -203,6 +208,9 @@ async fn login_and_me() {
     assert_eq!(me["user"]["email"], "bob@example.com");
     assert_eq!(me["workspaces"][0]["id"], acc.workspace.as_str());
 
+    assert!(body["refresh_token"].as_str().unwrap().starts_with("ppr-"));
+
+    let mut refusals = vec![];
     for (email, pw) in [
         ("bob@example.com", "wrong password"),
         ("nobody@example.com", "correct horse"),
@@ -217,7 +225,12 @@ async fn login_and_me() {
             .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(error_code(&body), "invalid_credentials");
+        refusals.push(body);
     }
+    assert_eq!(
+        refusals[0], refusals[1],
+        "an unknown email and a wrong password get the same answer"
+    );
 }
 
 fn b64(v: &serde_json::Value) -> String {
@@ -228,32 +241,47 @@ fn b64(v: &serde_json::Value) -> String {
 async fn bad_tokens_are_refused() {
     let app = TestApp::spawn().await;
     let acc = app.signup("eve@example.com").await;
+    let sid = claims(&acc.token)["sid"].as_str().unwrap().to_string();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let claims = json!({"sub": acc.user_id, "iat": now - 7200, "exp": now - 3600});
-    let expired = encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .unwrap();
-    let good_claims = json!({"sub": acc.user_id, "iat": now, "exp": now + 3600});
-    let wrong_secret = encode(
-        &Header::default(),
-        &good_claims,
-        &EncodingKey::from_secret(b"another-secret-another-secret-123456"),
-    )
-    .unwrap();
+    let sign = |claims: &serde_json::Value, secret: &[u8]| {
+        encode(
+            &Header::default(),
+            claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    };
+    let good_claims = json!({"sub": acc.user_id, "sid": sid, "iss": "perpetuo-admin",
+        "aud": "perpetuo-admin-api", "iat": now, "exp": now + 3600});
+    let with = |key: &str, value: serde_json::Value| {
+        let mut c = good_claims.clone();
+        c[key] = value;
+        c
+    };
+    let without = |key: &str| {
+        let mut c = good_claims.clone();
+        c.as_object_mut().unwrap().remove(key);
+        c
+    };
+    let secret = JWT_SECRET.as_bytes();
+    let expired = sign(&with("exp", json!(now - 3600)), secret);
+    let wrong_secret = sign(&good_claims, b"another-secret-another-secret-123456");
+    let wrong_iss = sign(&with("iss", json!("someone-else")), secret);
+    let wrong_aud = sign(&with("aud", json!("perpetuo-gateway")), secret);
+    let no_iss = sign(&without("iss"), secret);
+    let no_aud = sign(&without("aud"), secret);
+    let no_sid = sign(&without("sid"), secret);
+    let unknown_sid = sign(&with("sid", json!(uuid::Uuid::now_v7())), secret);
+    let other_users_sid = {
+        let other = app.signup("mallory@example.com").await;
+        sign(&with("sid", claims(&other.token)["sid"].clone()), secret)
+    };
     let alg_none = format!(
         "{}.{}.",
         b64(&json!({"alg": "none", "typ": "JWT"})),
         b64(&good_claims)
     );
-    let valid = encode(
-        &Header::default(),
-        &good_claims,
-        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .unwrap();
+    let valid = sign(&good_claims, secret);
     let sig = valid.rsplit('.').next().unwrap();
     let rs256 = format!(
         "{}.{}.{}",
@@ -265,15 +293,22 @@ async fn bad_tokens_are_refused() {
     let (status, body) = app.raw(Method::GET, "/auth/me", None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(error_code(&body), "missing_token");
-    for bad in [
-        "garbage",
-        expired.as_str(),
-        wrong_secret.as_str(),
-        alg_none.as_str(),
-        rs256.as_str(),
+    for (name, bad) in [
+        ("garbage", "garbage"),
+        ("expired", expired.as_str()),
+        ("wrong secret", wrong_secret.as_str()),
+        ("wrong iss", wrong_iss.as_str()),
+        ("wrong aud", wrong_aud.as_str()),
+        ("no iss", no_iss.as_str()),
+        ("no aud", no_aud.as_str()),
+        ("no sid", no_sid.as_str()),
+        ("unknown sid", unknown_sid.as_str()),
+        ("another user's sid", other_users_sid.as_str()),
+        ("alg none", alg_none.as_str()),
+        ("rs256", rs256.as_str()),
     ] {
         let (status, body) = app.get("/auth/me", bad).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "accepted {bad}");
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "accepted: {name}");
         assert_eq!(error_code(&body), "invalid_token");
     }
     let (status, _) = app.get("/auth/me", &valid).await;

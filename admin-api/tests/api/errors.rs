@@ -83,6 +83,9 @@ async fn openapi_lists_every_route() {
     let expected = [
         ("/auth/signup", "post"),
         ("/auth/login", "post"),
+        ("/auth/refresh", "post"),
+        ("/auth/logout", "post"),
+        ("/auth/password", "post"),
         ("/auth/me", "get"),
         ("/workspaces", "get"),
         ("/workspaces", "post"),
@@ -120,6 +123,35 @@ async fn openapi_lists_every_route() {
         "undocumented or unexpected operations"
     );
     assert!(doc["components"]["schemas"]["ProviderDto"].is_object());
+
+    // Request fields the handlers insist on are required and not nullable.
+    let schemas = &doc["components"]["schemas"];
+    for (schema, fields) in [
+        ("Credentials", vec!["email", "password"]),
+        ("RefreshRequest", vec!["refresh_token"]),
+        ("PasswordChange", vec!["current_password", "new_password"]),
+    ] {
+        let s = &schemas[schema];
+        let mut required: Vec<&str> = s["required"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{schema} has no required fields: {s}"))
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        required.sort();
+        let mut expected = fields.clone();
+        expected.sort();
+        assert_eq!(required, expected, "{schema}");
+        for f in fields {
+            assert_eq!(s["properties"][f]["type"], "string", "{schema}.{f}: {s}");
+        }
+    }
+    for schema in ["LoginResponse", "SignupResponse", "SessionTokens"] {
+        assert!(
+            schemas[schema]["properties"]["refresh_token"].is_object(),
+            "{schema}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use perpetuo_admin::config::Config;
+use perpetuo_admin::config::{AuthSettings, Config};
 use perpetuo_admin::startup::Application;
 use perpetuo_core::crypto::MasterKey;
 use perpetuo_core::testing::TestDb;
@@ -32,6 +32,13 @@ pub fn config(db: &TestDb, master_key: &MasterKey, allowed: &str) -> Config {
         dashboard_dir: PathBuf::from("/nonexistent-dashboard"),
         jwt_ttl_seconds: 3600,
         db_pool_size: 8,
+        // Tests sign up and log in many times from one address; the throttling tests
+        // set their own limits.
+        auth: AuthSettings {
+            rate_per_ip: 0,
+            rate_per_account: 0,
+            ..AuthSettings::default()
+        },
     }
 }
 
@@ -41,11 +48,19 @@ impl TestApp {
     }
 
     pub async fn spawn_with(allowed_private: &str) -> Self {
+        Self::spawn_configured(|c| {
+            c.allowed_private_upstreams = allowed_private.parse().unwrap();
+        })
+        .await
+    }
+
+    /// An app whose configuration `adjust` changes first.
+    pub async fn spawn_configured(adjust: impl FnOnce(&mut Config)) -> Self {
         let db = TestDb::new().await.expect("test database");
         let master_key = MasterKey::from_base64(&MasterKey::generate_base64()).unwrap();
-        let app = Application::build(config(&db, &master_key, allowed_private))
-            .await
-            .expect("app builds");
+        let mut cfg = config(&db, &master_key, "");
+        adjust(&mut cfg);
+        let app = Application::build(cfg).await.expect("app builds");
         let base = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped());
         Self {
@@ -110,6 +125,7 @@ impl TestApp {
         assert_eq!(status, StatusCode::CREATED, "{body}");
         Account {
             token: body["token"].as_str().unwrap().to_string(),
+            refresh_token: body["refresh_token"].as_str().unwrap().to_string(),
             workspace: body["workspace"]["id"].as_str().unwrap().to_string(),
             key: body["api_key"]["key"].as_str().unwrap().to_string(),
             key_id: body["api_key"]["id"].as_str().unwrap().to_string(),
@@ -124,6 +140,7 @@ impl TestApp {
 
 pub struct Account {
     pub token: String,
+    pub refresh_token: String,
     pub workspace: String,
     pub key: String,
     pub key_id: String,
@@ -137,4 +154,14 @@ pub fn error_code(body: &Value) -> &str {
     e["code"]
         .as_str()
         .unwrap_or_else(|| panic!("no error code in {body}"))
+}
+
+/// The claims of a JWT, read without checking its signature.
+pub fn claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
 }

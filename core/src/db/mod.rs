@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod logs;
 pub mod migrate;
 pub mod providers;
+pub mod sessions;
 pub mod tls;
 pub mod usage;
 pub mod users;
@@ -12,7 +13,7 @@ pub mod workspaces;
 
 use std::task::{Context, Poll};
 
-pub use deadpool_postgres::{Client, Pool, Transaction};
+pub use deadpool_postgres::{Client, GenericClient, Pool, Transaction};
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_postgres::error::SqlState;

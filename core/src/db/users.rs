@@ -78,3 +78,24 @@ pub async fn count_by_email(db: &impl GenericClient, email: &str) -> Result<i64,
         .await?;
     Ok(row.get(0))
 }
+
+/// The stored password hash of `id`, if the account exists.
+pub async fn password_hash(db: &impl GenericClient, id: Uuid) -> Result<Option<String>, DbError> {
+    let row = db
+        .query_opt("SELECT password_hash FROM users WHERE id = $1", &[&id])
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+pub async fn set_password_hash(
+    db: &impl GenericClient,
+    id: Uuid,
+    password_hash: &str,
+) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE users SET password_hash = $2 WHERE id = $1",
+        &[&id, &password_hash],
+    )
+    .await?;
+    Ok(())
+}

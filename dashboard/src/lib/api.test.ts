@@ -161,3 +161,106 @@ describe('ApiClient', () => {
     expect(onError).not.toHaveBeenCalled();
   });
 });
+
+describe('ApiClient session refresh', () => {
+  function sessionClient(routes: Record<string, (init: RequestInit) => Response>) {
+    const tokens = { token: 'old-access', refresh: 'ppr-old' as string | null };
+    const calls: { path: string; auth?: string; body?: unknown }[] = [];
+    const fetchMock = vi.fn(async (input: RequestInfo | URL, init: RequestInit = {}) => {
+      const path = String(input);
+      const headers = (init.headers ?? {}) as Record<string, string>;
+      calls.push({ path, auth: headers.Authorization, body: init.body ? JSON.parse(String(init.body)) : undefined });
+      const handler = routes[path];
+      return handler ? handler(init) : jsonResponse(404, { error: { code: 'not_found', message: 'not found' } });
+    });
+    const onError = vi.fn();
+    const onUnauthorized = vi.fn();
+    const onRefreshed = vi.fn((t: { token: string; refresh_token: string }) => {
+      tokens.token = t.token;
+      tokens.refresh = t.refresh_token;
+    });
+    const c = new ApiClient({
+      fetch: fetchMock as unknown as typeof fetch,
+      getToken: () => tokens.token,
+      getRefreshToken: () => tokens.refresh,
+      onRefreshed,
+      onError,
+      onUnauthorized,
+    });
+    return { c, calls, tokens, onError, onUnauthorized, onRefreshed };
+  }
+
+  const unauthorized = () => jsonResponse(401, { error: { code: 'invalid_token', message: 'token is invalid' } });
+  const meFor = (good: string) => (init: RequestInit) =>
+    (init.headers as Record<string, string>).Authorization === `Bearer ${good}` ? jsonResponse(200, { ok: true }) : unauthorized();
+
+  it('refreshes once on a 401 and repeats the request with the new token', async () => {
+    const { c, calls, tokens, onError, onUnauthorized, onRefreshed } = sessionClient({
+      '/auth/me': meFor('new-access'),
+      '/auth/refresh': () => jsonResponse(200, { token: 'new-access', refresh_token: 'ppr-new' }),
+    });
+    await expect(c.get('/auth/me')).resolves.toEqual({ ok: true });
+    expect(calls.map((x) => x.path)).toEqual(['/auth/me', '/auth/refresh', '/auth/me']);
+    expect(calls[1].auth).toBeUndefined();
+    expect(calls[1].body).toEqual({ refresh_token: 'ppr-old' });
+    expect(calls[2].auth).toBe('Bearer new-access');
+    expect(onRefreshed).toHaveBeenCalledTimes(1);
+    expect(tokens.refresh).toBe('ppr-new');
+    expect(onUnauthorized).not.toHaveBeenCalled();
+    expect(onError).not.toHaveBeenCalled();
+  });
+
+  it('shares one refresh between requests that fail together', async () => {
+    const { c, calls } = sessionClient({
+      '/a': meFor('new-access'),
+      '/b': meFor('new-access'),
+      '/auth/refresh': () => jsonResponse(200, { token: 'new-access', refresh_token: 'ppr-new' }),
+    });
+    await expect(Promise.all([c.get('/a'), c.get('/b')])).resolves.toEqual([{ ok: true }, { ok: true }]);
+    expect(calls.filter((x) => x.path === '/auth/refresh')).toHaveLength(1);
+  });
+
+  it('ends the session when the refresh is refused, without a toast', async () => {
+    const { c, calls, onError, onUnauthorized } = sessionClient({
+      '/auth/me': unauthorized,
+      '/auth/refresh': () => jsonResponse(401, { error: { code: 'invalid_refresh_token', message: 'refresh token is invalid' } }),
+    });
+    const err = await c.get('/auth/me').catch((e: unknown) => e);
+    expect((err as ApiError).status).toBe(401);
+    expect(calls.map((x) => x.path)).toEqual(['/auth/me', '/auth/refresh']);
+    expect(onUnauthorized).toHaveBeenCalledTimes(1);
+    expect(onError).not.toHaveBeenCalled();
+  });
+
+  it('does not loop when the repeated request is refused too', async () => {
+    const { c, calls, onUnauthorized } = sessionClient({
+      '/auth/me': unauthorized,
+      '/auth/refresh': () => jsonResponse(200, { token: 'new-access', refresh_token: 'ppr-new' }),
+    });
+    await expect(c.get('/auth/me')).rejects.toMatchObject({ status: 401 });
+    expect(calls.map((x) => x.path)).toEqual(['/auth/me', '/auth/refresh', '/auth/me']);
+    expect(onUnauthorized).toHaveBeenCalledTimes(1);
+  });
+
+  it('without a refresh token, a 401 ends the session at once', async () => {
+    const { c, calls, tokens, onUnauthorized } = sessionClient({ '/auth/me': unauthorized });
+    tokens.refresh = null;
+    await expect(c.get('/auth/me')).rejects.toMatchObject({ status: 401 });
+    expect(calls.map((x) => x.path)).toEqual(['/auth/me']);
+    expect(onUnauthorized).toHaveBeenCalledTimes(1);
+  });
+
+  it('logs out through POST /auth/logout with the access token, quietly', async () => {
+    const { c, calls, onError, onUnauthorized } = sessionClient({
+      '/auth/logout': () => new Response(null, { status: 204 }),
+    });
+    await c.logout();
+    expect(calls).toEqual([{ path: '/auth/logout', auth: 'Bearer old-access', body: undefined }]);
+
+    const failing = sessionClient({ '/auth/logout': () => jsonResponse(500, { error: { code: 'internal_error', message: 'x' } }) });
+    await expect(failing.c.logout()).resolves.toBeUndefined();
+    expect(failing.onError).not.toHaveBeenCalled();
+    expect(onError).not.toHaveBeenCalled();
+    expect(onUnauthorized).not.toHaveBeenCalled();
+  });
+});

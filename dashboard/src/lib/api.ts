@@ -3,10 +3,13 @@
  *
  * Every request goes through `request`, which adds the bearer token, encodes
  * JSON bodies and query strings, and turns any failure into an `ApiError`.
- * Failures are reported on exactly one path: a 401 on an authenticated request
- * goes to the unauthorized handler (which ends the session), every other
- * failure goes to the error handler (which shows a toast). Callers still get
- * the rejected promise so forms can place `fields` messages next to inputs.
+ * Access tokens are short-lived: a 401 on an authenticated request first tries
+ * `POST /auth/refresh` once (one refresh at a time, shared by every request
+ * that needs it) and repeats the request with the new token. Failures are
+ * reported on exactly one path: a 401 that a refresh cannot cure goes to the
+ * unauthorized handler (which ends the session), every other failure goes to
+ * the error handler (which shows a toast). Callers still get the rejected
+ * promise so forms can place `fields` messages next to inputs.
  */
 
 export interface ApiErrorBody {
@@ -41,10 +44,20 @@ export interface RequestOptions {
   silent?: boolean;
 }
 
+/** The tokens of a session: a short-lived access token and its refresh token. */
+export interface SessionTokens {
+  token: string;
+  refresh_token: string;
+}
+
 export interface ApiClientConfig {
   baseUrl?: string;
   fetch?: typeof fetch;
   getToken?: () => string | null;
+  /** The refresh token of the session, if any. */
+  getRefreshToken?: () => string | null;
+  /** Receives the tokens of a successful refresh (they replace the old ones). */
+  onRefreshed?: (tokens: SessionTokens) => void;
   onUnauthorized?: (error: ApiError) => void;
   onError?: (error: ApiError) => void;
 }
@@ -115,6 +128,8 @@ export function isAbortError(error: unknown): boolean {
 
 export class ApiClient {
   private config: ApiClientConfig;
+  /** The refresh in flight, shared by every request that got a 401 meanwhile. */
+  private refreshing: Promise<boolean> | null = null;
 
   constructor(config: ApiClientConfig = {}) {
     this.config = { ...config };
@@ -125,6 +140,22 @@ export class ApiClient {
   }
 
   async request<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
+    return this.send<T>(method, path, options, true);
+  }
+
+  /** Ends the session on the server; failures are not reported (the session ends anyway). */
+  async logout(): Promise<void> {
+    if (!this.config.getToken?.()) return;
+    await this.send<void>('POST', '/auth/logout', { silent: true }, true, false).catch(() => undefined);
+  }
+
+  private async send<T>(
+    method: string,
+    path: string,
+    options: RequestOptions,
+    mayRefresh: boolean,
+    mayEndSession = true,
+  ): Promise<T> {
     const { body, query, signal, auth = true, silent = false } = options;
     const headers: Record<string, string> = { Accept: 'application/json' };
     const token = auth ? (this.config.getToken?.() ?? null) : null;
@@ -165,9 +196,12 @@ export class ApiClient {
     const text = await response.text().catch(() => '');
     const error = parseErrorResponse(response.status, text);
     if (response.status === 401 && token) {
-      // The session token is missing, expired or revoked: end the session.
+      // The access token expired or was revoked: a refresh may cure it, once.
+      if (mayRefresh && (await this.refreshAfter(token))) {
+        return this.send<T>(method, path, options, false, mayEndSession);
+      }
       error.handled = true;
-      this.config.onUnauthorized?.(error);
+      if (mayEndSession) this.config.onUnauthorized?.(error);
       throw error;
     }
     this.report(error, silent);
@@ -185,6 +219,40 @@ export class ApiClient {
   }
   delete<T = void>(path: string, options?: RequestOptions) {
     return this.request<T>('DELETE', path, options);
+  }
+
+  /**
+   * Gets a new access token after `failedToken` was refused; resolves whether the
+   * request is worth repeating. A token that changed meanwhile means another request
+   * already refreshed.
+   */
+  private async refreshAfter(failedToken: string): Promise<boolean> {
+    const current = this.config.getToken?.() ?? null;
+    if (current && current !== failedToken) return true;
+    if (!this.refreshing) {
+      this.refreshing = this.refresh().finally(() => {
+        this.refreshing = null;
+      });
+    }
+    return this.refreshing;
+  }
+
+  private async refresh(): Promise<boolean> {
+    const refreshToken = this.config.getRefreshToken?.() ?? null;
+    if (!refreshToken) return false;
+    try {
+      const tokens = await this.send<SessionTokens>(
+        'POST',
+        '/auth/refresh',
+        { body: { refresh_token: refreshToken }, auth: false, silent: true },
+        false,
+      );
+      if (!tokens?.token || !tokens.refresh_token) return false;
+      this.config.onRefreshed?.(tokens);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   private report(error: ApiError, silent: boolean) {

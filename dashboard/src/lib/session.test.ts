@@ -1,5 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { clearSession, isTokenExpired, loadToken, loadWorkspaceId, saveToken, saveWorkspaceId, tokenExpiry } from './session';
+import {
+  clearSession,
+  isTokenExpired,
+  loadRefreshToken,
+  loadToken,
+  loadWorkspaceId,
+  saveToken,
+  saveTokens,
+  saveWorkspaceId,
+  tokenExpiry,
+} from './session';
 
 function jwt(payload: object): string {
   const b64 = (o: object) => btoa(JSON.stringify(o)).replace(/=+$/, '').replace(/\+/g, '-').replace(/\//g, '_');
@@ -16,6 +26,15 @@ describe('session storage', () => {
     clearSession();
     expect(loadToken()).toBeNull();
     expect(loadWorkspaceId()).toBeNull();
+  });
+
+  it('keeps the refresh token with the session and clears it with the rest', () => {
+    saveTokens({ token: 'access', refresh_token: 'ppr-1' });
+    expect(loadToken()).toBe('access');
+    expect(loadRefreshToken()).toBe('ppr-1');
+    clearSession();
+    expect(loadToken()).toBeNull();
+    expect(loadRefreshToken()).toBeNull();
   });
 });
 

@@ -1,6 +1,7 @@
 /** The session is kept for the browser tab only (sessionStorage). */
 
 const TOKEN_KEY = 'perpetuo.token';
+const REFRESH_KEY = 'perpetuo.refresh';
 const WORKSPACE_KEY = 'perpetuo.workspace';
 
 function storage(): Storage | null {
@@ -19,6 +20,16 @@ export function saveToken(token: string): void {
   storage()?.setItem(TOKEN_KEY, token);
 }
 
+export function loadRefreshToken(): string | null {
+  return storage()?.getItem(REFRESH_KEY) ?? null;
+}
+
+/** Keeps both tokens of a session (after login, signup or a refresh). */
+export function saveTokens(tokens: { token: string; refresh_token: string }): void {
+  storage()?.setItem(TOKEN_KEY, tokens.token);
+  storage()?.setItem(REFRESH_KEY, tokens.refresh_token);
+}
+
 export function loadWorkspaceId(): string | null {
   return storage()?.getItem(WORKSPACE_KEY) ?? null;
 }
@@ -29,6 +40,7 @@ export function saveWorkspaceId(id: string): void {
 
 export function clearSession(): void {
   storage()?.removeItem(TOKEN_KEY);
+  storage()?.removeItem(REFRESH_KEY);
   storage()?.removeItem(WORKSPACE_KEY);
 }
 

@@ -47,6 +47,7 @@ async fn revocation_through_the_admin_api_reaches_a_running_gateway_within_a_sec
         dashboard_dir: "/nonexistent".into(),
         jwt_ttl_seconds: 600,
         db_pool_size: 4,
+        auth: Default::default(),
     })
     .await
     .unwrap();

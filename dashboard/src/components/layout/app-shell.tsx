@@ -45,7 +45,7 @@ export function AppShell() {
               {user.email}
             </div>
           )}
-          <Button size="sm" variant="ghost" onClick={() => logout('You have been logged out.')}>
+          <Button size="sm" variant="ghost" onClick={() => void logout('You have been logged out.')}>
             Log out
           </Button>
         </div>

@@ -12,3 +12,8 @@ export function login(credentials: Credentials) {
 export function fetchMe(signal?: AbortSignal) {
   return api.get<MeResponse>('/auth/me', { signal });
 }
+
+/** Ends the session on the server (its refresh token and access tokens). */
+export function logout() {
+  return api.logout();
+}

@@ -15,6 +15,7 @@ export interface Workspace {
 
 export interface SignupResponse {
   token: string;
+  refresh_token: string;
   user: User;
   workspace: Workspace;
   api_key: { id: string; key: string; prefix: string };
@@ -22,6 +23,7 @@ export interface SignupResponse {
 
 export interface LoginResponse {
   token: string;
+  refresh_token: string;
   user: User;
 }
 

@@ -3,9 +3,10 @@ import { api, ApiError } from '../../lib/api';
 import {
   clearSession,
   isTokenExpired,
+  loadRefreshToken,
   loadToken,
   loadWorkspaceId,
-  saveToken,
+  saveTokens,
   saveWorkspaceId,
   tokenExpiry,
 } from '../../lib/session';
@@ -39,7 +40,8 @@ interface SessionContextValue extends SessionState {
   workspace: Workspace | null;
   login: (credentials: Credentials) => Promise<void>;
   signup: (credentials: Credentials) => Promise<void>;
-  logout: (notice?: string) => void;
+  /** Ends the session on the server, then here. */
+  logout: (notice?: string) => Promise<void>;
   retry: () => void;
   selectWorkspace: (id: string) => void;
   upsertWorkspace: (workspace: Workspace) => void;
@@ -50,7 +52,9 @@ const SessionContext = createContext<SessionContextValue | null>(null);
 
 function initialState(): SessionState {
   const token = loadToken();
-  if (token && isTokenExpired(token)) {
+  // An expired access token is fine while there is a refresh token: the first request
+  // refreshes it.
+  if (token && isTokenExpired(token) && !loadRefreshToken()) {
     clearSession();
     return blank(EXPIRED_MESSAGE);
   }
@@ -86,34 +90,47 @@ export function SessionProvider({ children }: { children: ReactNode }) {
   const stateRef = useRef(state);
   stateRef.current = state;
 
-  const logout = useCallback((notice?: string) => {
+  const endSession = useCallback((notice?: string) => {
     clearSession();
     setState(blank(notice ?? null));
   }, []);
 
-  // Any 401 on an authenticated request ends the session.
+  const logout = useCallback(
+    async (notice?: string) => {
+      await authApi.logout();
+      endSession(notice);
+    },
+    [endSession],
+  );
+
+  // Access tokens are refreshed on a 401; a 401 that a refresh cannot cure ends the session.
   useEffect(() => {
     api.configure({
+      getRefreshToken: loadRefreshToken,
+      onRefreshed: (tokens) => {
+        saveTokens(tokens);
+        setState((s) => (s.token ? { ...s, token: tokens.token } : s));
+      },
       onUnauthorized: () => {
-        if (stateRef.current.token) logout(EXPIRED_MESSAGE);
+        if (stateRef.current.token) endSession(EXPIRED_MESSAGE);
       },
     });
-    return () => api.configure({ onUnauthorized: undefined });
-  }, [logout]);
+    return () => api.configure({ getRefreshToken: undefined, onRefreshed: undefined, onUnauthorized: undefined });
+  }, [endSession]);
 
-  // Log out when the token reaches its expiry time.
+  // Without a refresh token, the session ends when the access token expires.
   useEffect(() => {
-    if (!state.token) return;
+    if (!state.token || loadRefreshToken()) return;
     const exp = tokenExpiry(state.token);
     if (exp === null) return;
     const delay = exp - Date.now();
     if (delay <= 0) {
-      logout(EXPIRED_MESSAGE);
+      endSession(EXPIRED_MESSAGE);
       return;
     }
-    const timer = setTimeout(() => logout(EXPIRED_MESSAGE), Math.min(delay, 2_147_000_000));
+    const timer = setTimeout(() => endSession(EXPIRED_MESSAGE), Math.min(delay, 2_147_000_000));
     return () => clearTimeout(timer);
-  }, [state.token, logout]);
+  }, [state.token, endSession]);
 
   // With a stored token, load the user and workspaces.
   useEffect(() => {
@@ -136,13 +153,13 @@ export function SessionProvider({ children }: { children: ReactNode }) {
 
   const login = useCallback(async (credentials: Credentials) => {
     const result = await authApi.login(credentials);
-    saveToken(result.token);
+    saveTokens(result);
     setState({ ...blank(null), status: 'loading', token: result.token, user: result.user, workspaceId: loadWorkspaceId() });
   }, []);
 
   const signup = useCallback(async (credentials: Credentials) => {
     const result = await authApi.signup(credentials);
-    saveToken(result.token);
+    saveTokens(result);
     saveWorkspaceId(result.workspace.id);
     setState({
       ...blank(null),
