@@ -2,12 +2,16 @@
 //! PostgreSQL database per test, and in-process mock providers speaking OpenAI's formats.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod fault_kit;
 mod harness;
 
 mod auth;
+mod durability;
 mod fallback;
+mod faults;
 mod kinds;
 mod lifecycle;
+mod log_partitions;
 mod proxying;
 mod sdk;
 mod streaming;
