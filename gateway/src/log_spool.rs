@@ -178,11 +178,6 @@ impl Spool {
         Ok(true)
     }
 
-    /// When the oldest un-synced write happened, if any.
-    pub fn dirty_since(&self) -> Option<Instant> {
-        self.current.as_ref().and_then(|c| c.dirty_since)
-    }
-
     /// Flushes the current file to disk if anything was written since the last call.
     pub fn sync(&mut self) -> io::Result<()> {
         if let Some(c) = &mut self.current {

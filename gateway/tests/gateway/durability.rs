@@ -188,6 +188,27 @@ async fn after_restart(env: &Env, gw: &mut Gateway, load: &Load) -> usize {
     load.answered.len() - landed.len()
 }
 
+/// Requests per worker: more than fit before the kill, so the kill lands mid-run (those
+/// after it fail at once on a refused connection).
+const N: usize = 200;
+const KILL_AFTER: Duration = Duration::from_millis(800);
+
+async fn kill_after(pid: u32) {
+    tokio::time::sleep(KILL_AFTER).await;
+    crate::harness::kill(pid, "KILL");
+}
+
+/// The measured loss, as records and as milliseconds of traffic at the observed rate.
+fn report(database: &str, load: &Load, lost: usize) {
+    let rate = load.answered.len() as f64 / KILL_AFTER.as_secs_f64();
+    eprintln!(
+        "kill -9, database {database}: {} sent, {} answered, {lost} answered without a row (~{:.0} ms of traffic at {rate:.0} req/s)",
+        load.sent,
+        load.answered.len(),
+        lost as f64 / rate * 1000.0
+    );
+}
+
 #[tokio::test]
 async fn kill_9_under_load_duplicates_nothing_and_loses_at_most_the_queue() {
     let env = Env::new().await;
@@ -200,38 +221,20 @@ async fn kill_9_under_load_duplicates_nothing_and_loses_at_most_the_queue() {
 
     // With the database up.
     let pid = gw.pid();
-    let load = load_while(&gw, &env.key, 4, 60, async {
-        tokio::time::sleep(Duration::from_millis(800)).await;
-        crate::harness::kill(pid, "KILL");
-    })
-    .await;
+    let load = load_while(&gw, &env.key, 4, N, kill_after(pid)).await;
     let lost_up = after_restart(&env, &mut gw, &load).await;
-    eprintln!(
-        "kill -9, database up: {} sent, {} answered, {} lost",
-        load.sent,
-        load.answered.len(),
-        lost_up
-    );
+    report("up", &load, lost_up);
 
     // With the database gone: records go to the spool, which the next process replays.
     steady_load(&gw, &env.key, 1, Duration::ZERO).await;
     relay.set_mode(RelayMode::Reset);
     let pid = gw.pid();
-    let load = load_while(&gw, &env.key, 4, 60, async {
-        tokio::time::sleep(Duration::from_millis(800)).await;
-        crate::harness::kill(pid, "KILL");
-    })
-    .await;
+    let load = load_while(&gw, &env.key, 4, N, kill_after(pid)).await;
     assert!(
         !spool_files(gw.data_dir()).is_empty(),
         "the killed gateway left a spool"
     );
     relay.set_mode(RelayMode::Pass);
     let lost_down = after_restart(&env, &mut gw, &load).await;
-    eprintln!(
-        "kill -9, database down: {} sent, {} answered, {} lost",
-        load.sent,
-        load.answered.len(),
-        lost_down
-    );
+    report("down", &load, lost_down);
 }
