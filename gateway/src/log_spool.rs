@@ -7,7 +7,9 @@
 //! JSON of the record`. A frame cut short by a crash, or whose checksum does not match,
 //! ends the file: it and anything after it are skipped and counted. Files are capped at
 //! [`FILE_BYTES`] so a replay holds at most one in memory; the whole spool is capped at
-//! `max_bytes`, past which records are dropped and counted.
+//! `max_bytes`, past which records are dropped and counted. Writes reach the OS at once
+//! (they survive the process being killed); [`Spool::sync`] fsyncs them, which the writer
+//! does once per tick, so fsyncs are batched.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};

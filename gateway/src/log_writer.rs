@@ -14,6 +14,11 @@
 //!   idempotent: a row already present is skipped and moves no counter.
 //! - Shutdown: the service stops with the server; `drain`, run by `main` afterwards,
 //!   writes (or spools) what is still queued.
+//! - `kill -9`: what is lost is what sat only in memory — the records queued since the
+//!   last tick (`FLUSH_EVERY`) and the batch being inserted (under `SUSPECT_AFTER`, else
+//!   already spooled). Spooled records are written to the OS at once, so they survive the
+//!   process; the spool is fsynced at the end of every tick in which it was written, so a
+//!   machine crash loses at most that tick's spool writes as well.
 
 use std::path::PathBuf;
 use std::sync::Arc;
