@@ -238,3 +238,31 @@ async fn kill_9_under_load_duplicates_nothing_and_loses_at_most_the_queue() {
     let lost_down = after_restart(&env, &mut gw, &load).await;
     report("down", &load, lost_down);
 }
+
+/// Values a client controls that PostgreSQL would refuse or could not index (a NUL, a
+/// 12 KB model name) arrive through the gateway among ordinary requests: every request
+/// still gets its row.
+#[tokio::test]
+async fn odd_values_from_clients_still_get_their_rows() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("main", &m.base_url(), 1).await;
+    let gw = Gateway::start(&env).await;
+    let long = "m".repeat(12_000);
+    let mut ids = Vec::new();
+    for model in ["gpt-4o", "gpt\u{0}4o", long.as_str(), "gpt-4o"] {
+        let r = gw
+            .chat(&env.key, crate::harness::chat_body(model))
+            .send()
+            .await
+            .unwrap();
+        let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+        ids.push(Uuid::parse_str(&id).unwrap());
+    }
+    reconcile(&env, &ids, Duration::from_secs(10)).await;
+    let metrics = gw.metrics_text().await;
+    assert_eq!(
+        metric_value(&metrics, "perpetuo_log_rows_rejected_total"),
+        0.0
+    );
+}
