@@ -47,6 +47,7 @@ pub struct Spool {
     sealed: VecDeque<PathBuf>,
     current: Option<Current>,
     next_seq: u64,
+    reject_max_bytes: u64,
 }
 
 /// What reading one spool file gave.
@@ -101,6 +102,7 @@ impl Spool {
             sealed: found.into_iter().map(|(_, p, _)| p).collect(),
             current: None,
             next_seq,
+            reject_max_bytes: REJECT_FILE_BYTES,
         };
         metrics::LOG_SPOOL_BYTES.set(i64::try_from(total_bytes).unwrap_or(i64::MAX));
         Ok(spool)
@@ -239,7 +241,7 @@ impl Spool {
             line.push(b'\n');
             let path = self.dir.join(REJECT_FILE);
             let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            if size + line.len() as u64 > REJECT_FILE_BYTES {
+            if size + line.len() as u64 > self.reject_max_bytes {
                 fs::rename(&path, self.dir.join(format!("{REJECT_FILE}.1")))?;
             }
             let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
@@ -338,6 +340,28 @@ mod tests {
         let n = bad.len();
         bad[n - 3] ^= 0x55;
         assert_eq!(decode(&bad).records, written[..2]);
+    }
+
+    #[test]
+    fn the_reject_file_is_bounded() {
+        let dir = tempdir();
+        let mut spool = Spool::open(dir.path(), 1 << 30).unwrap();
+        spool.reject_max_bytes = 2_000;
+        for i in 0..20 {
+            spool.reject(&record(i), "22008");
+        }
+        let current = fs::metadata(spool.dir().join(REJECT_FILE)).unwrap().len();
+        let previous = fs::metadata(spool.dir().join(format!("{REJECT_FILE}.1")))
+            .unwrap()
+            .len();
+        assert!(
+            current <= 2_000 && previous <= 2_000,
+            "{current} {previous}"
+        );
+        let text = fs::read_to_string(spool.dir().join(REJECT_FILE)).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(line["sqlstate"], "22008");
+        assert!(line["record"]["id"].is_string());
     }
 
     fn decode_len(bytes: &[u8], index: usize) -> usize {
