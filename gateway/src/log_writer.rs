@@ -388,18 +388,31 @@ impl BackgroundService for LogWriter {
     }
 }
 
+/// How long `drain` waits for records still on their way: a runtime that outlived its
+/// shutdown timeout may still be dropping requests, each of which sends its record.
+pub const DRAIN_WAIT: Duration = Duration::from_secs(5);
+
 /// Writes everything still queued, spooling it if the database is away; for `main`, after
-/// the server has stopped. Returns how many records it handled.
+/// the server has stopped. It keeps receiving until every sender is gone (or
+/// `DRAIN_WAIT` passes), so a record sent late by a request dropped at the end of the
+/// shutdown is not left behind. Returns how many records it handled.
 pub async fn drain(pool: &Pool, rx: &SharedReceiver, spool: &SharedSpool) -> usize {
     let mut rx = rx.lock().await;
     let mut spool = spool.lock().await;
+    let deadline = Instant::now() + DRAIN_WAIT;
     let mut total = 0;
     let mut down = false;
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         take_batch(&mut rx, &mut batch);
         if batch.is_empty() {
-            break;
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(r)) => {
+                    metrics::LOG_QUEUE_DEPTH.dec();
+                    batch.push(r);
+                }
+                Ok(None) | Err(_) => break,
+            }
         }
         total += batch.len();
         if down {

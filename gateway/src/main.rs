@@ -158,6 +158,7 @@ fn main() -> std::process::ExitCode {
     server.run(RunArgs::default());
 
     // Every service has stopped: write (or spool) what is still queued on a private runtime.
+    let draining = std::time::Instant::now();
     let drained = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -171,7 +172,11 @@ fn main() -> std::process::ExitCode {
             })
         });
     match drained {
-        Ok(n) => tracing::info!(records = n, "final log records written"),
+        Ok(n) => tracing::info!(
+            records = n,
+            ms = draining.elapsed().as_millis() as u64,
+            "final log records written"
+        ),
         Err(e) => return fail(format!("final log drain failed: {e}")),
     }
     std::process::ExitCode::SUCCESS
