@@ -40,7 +40,12 @@ async fn admin_exec(admin_url: &str, sql: &str) -> Result<(), DbError> {
 impl TestDb {
     /// A new empty database with every migration applied.
     pub async fn new() -> Result<Self, DbError> {
-        let admin_url = with_dbname(&admin_url(), "postgres")?;
+        Self::on_server(&admin_url()).await
+    }
+
+    /// The same on the server at `server_url` (for tests that run their own cluster).
+    pub async fn on_server(server_url: &str) -> Result<Self, DbError> {
+        let admin_url = with_dbname(server_url, "postgres")?;
         let name = format!("perpetuo_test_{}", uuid::Uuid::now_v7().simple());
         admin_exec(&admin_url, &format!("CREATE DATABASE {name}")).await?;
         let url = with_dbname(&admin_url, &name)?;

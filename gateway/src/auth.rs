@@ -2,6 +2,11 @@
 //! negative TTLs) → database on a miss, with concurrent misses for one key coalesced into
 //! one query. Entries are invalidated by change notifications. `last_used_at` is
 //! collected here and written in batches by a background task.
+//!
+//! Outages: a key the database confirmed valid within the stale window
+//! (`KEY_CACHE_STALE_MS`) is still accepted when the database fails (errors or times
+//! out) after the key's cache entry expired. Only a database error serves it: an answer
+//! of "no such usable key" removes it, and so does a change notification for it.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -32,8 +37,17 @@ pub enum AuthError {
 /// Longest wait for the database on a cache miss before answering 503.
 const DB_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// `None` caches "no such usable key".
-type Entry = Option<Arc<AuthedKey>>;
+/// While the database fails, a key served from the stale store is cached this long, so
+/// each key costs the database at most one attempt per interval.
+const STALE_RECHECK: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+struct Entry {
+    /// `None` caches "no such usable key".
+    key: Option<Arc<AuthedKey>>,
+    /// Served from the stale store because the database failed.
+    stale: bool,
+}
 
 struct Ttl {
     positive: Duration,
@@ -47,27 +61,42 @@ impl Expiry<KeyHash, Entry> for Ttl {
         value: &Entry,
         _now: Instant,
     ) -> Option<Duration> {
-        Some(if value.is_some() {
-            self.positive
-        } else {
-            self.negative
+        Some(match value {
+            Entry { stale: true, .. } => STALE_RECHECK.min(self.positive),
+            Entry { key: Some(_), .. } => self.positive,
+            Entry { key: None, .. } => self.negative,
         })
     }
 }
 
+/// Bound of each of the two key stores (fresh and stale), in entries.
+const MAX_KEYS: u64 = 100_000;
+
 pub struct KeyCache {
     cache: Cache<KeyHash, Entry>,
+    /// Keys last confirmed valid by the database, kept for the stale window; read only
+    /// when the database fails.
+    stale: Cache<KeyHash, Arc<AuthedKey>>,
+    serve_stale: bool,
     pool: Pool,
     used: Mutex<HashSet<Uuid>>,
 }
 
 impl KeyCache {
-    pub fn new(pool: Pool, positive: Duration, negative: Duration) -> Self {
+    /// `positive`/`negative`: how long a valid/unknown key is cached; `stale`: how long
+    /// after its last confirmation a valid key is still served while the database fails
+    /// (zero: never).
+    pub fn new(pool: Pool, positive: Duration, negative: Duration, stale: Duration) -> Self {
         Self {
             cache: Cache::builder()
-                .max_capacity(100_000)
+                .max_capacity(MAX_KEYS)
                 .expire_after(Ttl { positive, negative })
                 .build(),
+            stale: Cache::builder()
+                .max_capacity(MAX_KEYS)
+                .time_to_live(stale.max(Duration::from_millis(1)))
+                .build(),
+            serve_stale: !stale.is_zero(),
             pool,
             used: Mutex::new(HashSet::new()),
         }
@@ -86,15 +115,37 @@ impl KeyCache {
             None => {
                 metrics::KEY_CACHE.with_label_values(&["miss"]).inc();
                 let pool = self.pool.clone();
-                self.cache
+                let stale = self.stale.clone();
+                let loaded = self
+                    .cache
                     .try_get_with(hash, async move {
-                        db::with_timeout(DB_TIMEOUT, load(&pool, &hash)).await
+                        let key = db::with_timeout(DB_TIMEOUT, load(&pool, &hash)).await?;
+                        match &key {
+                            Some(key) => stale.insert(hash, key.clone()).await,
+                            None => stale.invalidate(&hash).await,
+                        }
+                        Ok::<_, db::DbError>(Entry { key, stale: false })
                     })
-                    .await
-                    .map_err(|_| AuthError::Unavailable)?
+                    .await;
+                match loaded {
+                    Ok(entry) => entry,
+                    Err(_) if !self.serve_stale => return Err(AuthError::Unavailable),
+                    Err(_) => match self.stale.get(&hash).await {
+                        Some(key) => {
+                            metrics::KEY_CACHE.with_label_values(&["stale"]).inc();
+                            let entry = Entry {
+                                key: Some(key),
+                                stale: true,
+                            };
+                            self.cache.insert(hash, entry.clone()).await;
+                            entry
+                        }
+                        None => return Err(AuthError::Unavailable),
+                    },
+                }
             }
         };
-        let key = entry.ok_or(AuthError::Invalid)?;
+        let key = entry.key.ok_or(AuthError::Invalid)?;
         if key
             .expires_at
             .is_some_and(|e| e <= OffsetDateTime::now_utc())
@@ -109,10 +160,12 @@ impl KeyCache {
 
     pub async fn invalidate(&self, hash: &KeyHash) {
         self.cache.invalidate(hash).await;
+        self.stale.invalidate(hash).await;
     }
 
     pub fn invalidate_all(&self) {
         self.cache.invalidate_all();
+        self.stale.invalidate_all();
     }
 
     /// Writes `last_used_at` for every key used since the last call.
@@ -129,7 +182,7 @@ impl KeyCache {
     }
 }
 
-async fn load(pool: &Pool, hash: &KeyHash) -> Result<Entry, db::DbError> {
+async fn load(pool: &Pool, hash: &KeyHash) -> Result<Option<Arc<AuthedKey>>, db::DbError> {
     let client = pool.get().await?;
     let row = db::api_keys::find_by_hash(&client, hash).await?;
     Ok(row

@@ -94,6 +94,21 @@ pub struct Config {
     /// Capacity of the log queue (records); beyond it records are counted as dropped.
     #[arg(long, env = "LOG_QUEUE_CAPACITY", default_value_t = 50_000)]
     pub log_queue_capacity: usize,
+    /// Directory of the gateway's local state: the log spool (records waiting for
+    /// PostgreSQL) and its reject file. One directory per gateway process.
+    #[arg(long, env = "DATA_DIR", default_value = "/var/lib/perpetuo")]
+    pub data_dir: PathBuf,
+    /// Largest size of the log spool, in bytes; records past it are dropped and counted.
+    #[arg(long, env = "LOG_SPOOL_MAX_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub log_spool_max_bytes: u64,
+    /// How long after the database last confirmed a key it is still accepted while the
+    /// database fails, ms (0: never).
+    #[arg(long, env = "KEY_CACHE_STALE_MS", default_value = "900000", value_parser = millis)]
+    pub key_cache_stale: Duration,
+    /// Days of request logs kept (whole monthly partitions are dropped past it; usage
+    /// counters are kept); 0 keeps them forever.
+    #[arg(long, env = "LOG_RETENTION_DAYS", default_value_t = 90)]
+    pub log_retention_days: u32,
     /// Maximum database connections.
     #[arg(long, env = "GATEWAY_DB_POOL_SIZE", default_value_t = 8)]
     pub db_pool_size: usize,

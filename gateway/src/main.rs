@@ -12,8 +12,10 @@ use perpetuo_gateway::auth::KeyCache;
 use perpetuo_gateway::config::{Config, EMBEDDED_SERVER_CONF};
 use perpetuo_gateway::downstream::{Guarded, Limits, Slots};
 use perpetuo_gateway::invalidation::{Invalidator, LastUsedFlusher};
+use perpetuo_gateway::log_spool::Spool;
 use perpetuo_gateway::log_writer::{self, LogWriter};
 use perpetuo_gateway::metrics;
+use perpetuo_gateway::partitions::PartitionMaintainer;
 use perpetuo_gateway::proxy::Gateway;
 use perpetuo_gateway::routing::{Breakers, EntryCache, Turns};
 use perpetuo_gateway::upstream::{Timeouts, Upstreams};
@@ -78,7 +80,17 @@ fn main() -> std::process::ExitCode {
         pool.clone(),
         config.key_cache_ttl,
         config.key_cache_negative_ttl,
+        config.key_cache_stale,
     ));
+    let spool = match Spool::open(&config.data_dir, config.log_spool_max_bytes) {
+        Ok(s) => Arc::new(tokio::sync::Mutex::new(s)),
+        Err(e) => {
+            return fail(format!(
+                "DATA_DIR: cannot use {} for the log spool: {e}",
+                config.data_dir.display()
+            ))
+        }
+    };
     let entries = Arc::new(EntryCache::new(
         pool.clone(),
         config.master_key.clone(),
@@ -136,6 +148,14 @@ fn main() -> std::process::ExitCode {
         LogWriter {
             pool: pool.clone(),
             rx: rx.clone(),
+            spool: spool.clone(),
+        },
+    ));
+    server.add_service(background_service(
+        "log partitions",
+        PartitionMaintainer {
+            pool: pool.clone(),
+            retention_days: config.log_retention_days,
         },
     ));
     server.add_service(background_service(
@@ -150,7 +170,8 @@ fn main() -> std::process::ExitCode {
     tracing::info!(gateway = %config.gateway_addr, metrics = %config.metrics_addr, "gateway starting");
     server.run(RunArgs::default());
 
-    // Every service has stopped: write what is still queued on a private runtime.
+    // Every service has stopped: write (or spool) what is still queued on a private runtime.
+    let draining = std::time::Instant::now();
     let drained = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -160,11 +181,15 @@ fn main() -> std::process::ExitCode {
                     Ok(p) => p,
                     Err(_) => return 0,
                 };
-                log_writer::drain(&pool, &rx).await
+                log_writer::drain(&pool, &rx, &spool).await
             })
         });
     match drained {
-        Ok(n) => tracing::info!(records = n, "final log records written"),
+        Ok(n) => tracing::info!(
+            records = n,
+            ms = draining.elapsed().as_millis() as u64,
+            "final log records written"
+        ),
         Err(e) => return fail(format!("final log drain failed: {e}")),
     }
     std::process::ExitCode::SUCCESS

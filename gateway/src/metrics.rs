@@ -136,6 +136,43 @@ pub static LOG_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["reason"],
     )
 });
+pub static LOG_REJECTED: LazyLock<IntCounter> = LazyLock::new(|| {
+    int_counter(
+        "perpetuo_log_rows_rejected_total",
+        "Request log rows PostgreSQL refused (set aside in the spool's reject file).",
+    )
+});
+pub static LOG_SPOOLED: LazyLock<IntCounter> = LazyLock::new(|| {
+    int_counter(
+        "perpetuo_log_rows_spooled_total",
+        "Request log records written to the local spool while the database was away or slow.",
+    )
+});
+pub static LOG_REPLAYED: LazyLock<IntCounter> = LazyLock::new(|| {
+    int_counter(
+        "perpetuo_log_rows_replayed_total",
+        "Spooled request log records replayed into the database.",
+    )
+});
+pub static LOG_SPOOL_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "perpetuo_log_spool_bytes",
+        "Bytes of request log records waiting in the local spool.",
+    )
+});
+pub static LOG_SPOOL_TORN: LazyLock<IntCounter> = LazyLock::new(|| {
+    int_counter(
+        "perpetuo_log_spool_torn_records_total",
+        "Damaged spool records skipped on replay (a write cut short by a crash).",
+    )
+});
+pub static PARTITION_MAINTENANCE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "perpetuo_log_partition_maintenance_total",
+        "Runs of the log partition maintenance, by result.",
+        &["result"],
+    )
+});
 pub static LISTENER_RECONNECTS: LazyLock<IntCounter> = LazyLock::new(|| {
     int_counter(
         "perpetuo_listener_reconnects_total",
@@ -184,10 +221,18 @@ pub fn init() {
     LazyLock::force(&LOG_WRITTEN);
     LazyLock::force(&LOG_DROPPED);
     LazyLock::force(&LISTENER_RECONNECTS);
-    for r in ["hit", "miss"] {
+    LazyLock::force(&LOG_REJECTED);
+    LazyLock::force(&LOG_SPOOLED);
+    LazyLock::force(&LOG_REPLAYED);
+    LazyLock::force(&LOG_SPOOL_BYTES);
+    LazyLock::force(&LOG_SPOOL_TORN);
+    for r in ["ok", "error"] {
+        PARTITION_MAINTENANCE.with_label_values(&[r]);
+    }
+    for r in ["hit", "miss", "stale"] {
         KEY_CACHE.with_label_values(&[r]);
     }
-    for r in ["queue_full", "write_failed"] {
+    for r in ["queue_full", "spool_full", "spool_failed"] {
         LOG_DROPPED.with_label_values(&[r]);
     }
     LazyLock::force(&OPEN_CONNECTIONS);

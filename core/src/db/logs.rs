@@ -50,9 +50,12 @@ pub struct Attempt {
 }
 
 /// A request in its final state, as written by the gateway and read by the admin API.
-#[derive(Debug, Clone, PartialEq)]
+/// Serialisable so the gateway can spool it while the database is away (ISO 8601 with
+/// six-digit years, so even an absurd timestamp round-trips).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogRecord {
     pub id: Uuid,
+    #[serde(with = "time::serde::iso8601")]
     pub created_at: OffsetDateTime,
     pub workspace_id: Option<Uuid>,
     pub api_key_id: Option<Uuid>,
@@ -107,8 +110,69 @@ fn from_row(row: &Row) -> LogRecord {
     }
 }
 
+/// Longest stored text of each kind, in bytes; longer values are cut at a character
+/// boundary. Bounded so a multi-kilobyte value never breaks an index entry.
+const MAX_NAME: usize = 200;
+const MAX_MODEL: usize = 256;
+const MAX_LABEL: usize = 64;
+const MAX_ATTEMPTS: usize = 32;
+
+fn bounded(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    // PostgreSQL text cannot hold NUL.
+    s[..end].replace('\0', "\u{fffd}")
+}
+
+fn bounded_opt(s: &Option<String>, max: usize) -> Option<String> {
+    s.as_deref().map(|s| bounded(s, max))
+}
+
+/// The record as it is stored: texts bounded and free of NUL, counts and durations not
+/// negative, the status a plausible HTTP code. Counters are computed from this form, so
+/// they always equal the sums over the stored rows.
+pub fn storable(r: &LogRecord) -> LogRecord {
+    LogRecord {
+        id: r.id,
+        created_at: r.created_at,
+        workspace_id: r.workspace_id,
+        api_key_id: r.api_key_id,
+        provider_id: r.provider_id,
+        provider_name: bounded_opt(&r.provider_name, MAX_NAME),
+        provider_kind: bounded_opt(&r.provider_kind, MAX_LABEL),
+        route: bounded(&r.route, MAX_LABEL),
+        model_requested: bounded_opt(&r.model_requested, MAX_MODEL),
+        model_served: bounded_opt(&r.model_served, MAX_MODEL),
+        status: r.status.clamp(0, 999),
+        error_kind: bounded_opt(&r.error_kind, MAX_LABEL),
+        streamed: r.streamed,
+        prompt_tokens: r.prompt_tokens.max(0),
+        completion_tokens: r.completion_tokens.max(0),
+        total_tokens: r.total_tokens.max(0),
+        cost_nusd: r.cost_nusd.map(|c| c.max(0)),
+        usage_source: r.usage_source,
+        latency_ms: r.latency_ms.max(0),
+        ttfb_ms: r.ttfb_ms.map(|t| t.max(0)),
+        attempts: r
+            .attempts
+            .iter()
+            .take(MAX_ATTEMPTS)
+            .map(|a| Attempt {
+                provider_id: a.provider_id,
+                provider_name: bounded(&a.provider_name, MAX_NAME),
+                status: a.status,
+                latency_ms: a.latency_ms,
+                error_kind: bounded_opt(&a.error_kind, MAX_LABEL),
+            })
+            .collect(),
+    }
+}
+
 /// Inserts a batch of records in one statement (a record already present is skipped) and
 /// adds the inserted ones to `usage_counters`, in one transaction. Returns rows inserted.
+/// Records are stored in their [`storable`] form.
 pub async fn insert_batch(
     client: &mut deadpool_postgres::Client,
     records: &[LogRecord],
@@ -116,6 +180,8 @@ pub async fn insert_batch(
     if records.is_empty() {
         return Ok(0);
     }
+    let records: Vec<LogRecord> = records.iter().map(storable).collect();
+    let records = records.as_slice();
     let tx = client.transaction().await?;
     let ids: Vec<Uuid> = records.iter().map(|r| r.id).collect();
     let created: Vec<OffsetDateTime> = records.iter().map(|r| r.created_at).collect();
@@ -177,6 +243,35 @@ pub async fn insert_batch(
     usage::add(&tx, &deltas).await?;
     tx.commit().await?;
     Ok(inserted.len() as u64)
+}
+
+/// Creates the monthly log partitions from the month of `at` through `months_ahead`
+/// months later, where missing, moving rows the default partition holds for those months
+/// into them. Idempotent and safe from several processes. Returns how many were created.
+pub async fn ensure_partitions(
+    db: &impl GenericClient,
+    at: OffsetDateTime,
+    months_ahead: i32,
+) -> Result<i32, DbError> {
+    Ok(db
+        .query_one(
+            "SELECT perpetuo_ensure_log_partitions($1, $2)",
+            &[&at, &months_ahead],
+        )
+        .await?
+        .get(0))
+}
+
+/// Drops the monthly log partitions that end at or before `cutoff` (and older rows of
+/// the default partition); usage counters stay. Returns the dropped partitions' names.
+pub async fn drop_partitions_before(
+    db: &impl GenericClient,
+    cutoff: OffsetDateTime,
+) -> Result<Vec<String>, DbError> {
+    let rows = db
+        .query("SELECT perpetuo_drop_log_partitions($1)", &[&cutoff])
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 #[derive(Debug, Clone, Default)]

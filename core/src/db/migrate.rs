@@ -18,7 +18,8 @@ pub async fn run(pool: &Pool) -> Result<usize, DbError> {
     Ok(report.applied_migrations().len())
 }
 
-/// Creates the current and next month's log partitions if missing (idempotent).
+/// Creates the log partitions of the current month and the next three if missing
+/// (idempotent; see `logs::ensure_partitions`).
 pub async fn ensure_log_partitions(pool: &Pool) -> Result<(), DbError> {
     let client = pool.get().await?;
     client

@@ -44,6 +44,18 @@ impl DbError {
         }
     }
 
+    /// The SQLSTATE of an error that lies in the rows sent (class 22 data exception, 23
+    /// integrity violation, 54 program limit exceeded): sending them again fails again.
+    pub fn data_error(&self) -> Option<&str> {
+        match self {
+            DbError::Query(e) => e
+                .code()
+                .map(SqlState::code)
+                .filter(|c| ["22", "23", "54"].iter().any(|class| c.starts_with(class))),
+            _ => None,
+        }
+    }
+
     /// Whether the error means the database could not be reached at all.
     pub fn is_unavailable(&self) -> bool {
         match self {

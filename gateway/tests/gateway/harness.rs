@@ -1,4 +1,5 @@
-//! Test harness: seeded database, the gateway binary, a TCP relay to cut the database.
+//! Test harness: seeded database, the gateway binary (started, killed, restarted on its
+//! data directory), a TCP fault relay to cut, hang or slow the database.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -28,7 +29,16 @@ pub struct Env {
 
 impl Env {
     pub async fn new() -> Self {
-        let db = TestDb::new().await.expect("test database");
+        Self::seeded(TestDb::new().await.expect("test database")).await
+    }
+
+    /// An environment in a database of its own on the server at `server_url` (a private
+    /// cluster of the fault kit).
+    pub async fn on_server(server_url: &str) -> Self {
+        Self::seeded(TestDb::on_server(server_url).await.expect("test database")).await
+    }
+
+    async fn seeded(db: TestDb) -> Self {
         let master_b64 = MasterKey::generate_base64();
         let master = MasterKey::from_base64(&master_b64).unwrap();
         let mut client = db.pool.get().await.unwrap();
@@ -174,7 +184,7 @@ pub async fn mock() -> MockProvider {
     MockProvider::start(MockConfig::default()).await.unwrap()
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -187,6 +197,18 @@ pub struct Gateway {
     pub base: String,
     pub metrics: String,
     pub http: reqwest::Client,
+    spec: Spec,
+}
+
+/// How a gateway was started, so it can be started again after a kill.
+struct Spec {
+    database_url: String,
+    master_b64: String,
+    extra: Vec<(String, String)>,
+    /// The gateway's `DATA_DIR` (its log spool), kept across restarts.
+    data_dir: Arc<tempfile::TempDir>,
+    /// Where the gateway's stdout and stderr go (the test's stderr when unset).
+    output: Option<Arc<std::fs::File>>,
 }
 
 pub const DEFAULT_ENV: &[(&str, &str)] = &[
@@ -213,39 +235,32 @@ impl Gateway {
         extra: &[(&str, &str)],
         output: Option<&std::fs::File>,
     ) -> Self {
-        let (port, mport) = (free_port(), free_port());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_perpetuo-gateway"));
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("DATABASE_URL", database_url)
-            .env("PERPETUO_MASTER_KEY", &env.master_b64)
-            .env("GATEWAY_ADDR", format!("127.0.0.1:{port}"))
-            .env("METRICS_ADDR", format!("127.0.0.1:{mport}"))
-            .env("ALLOWED_PRIVATE_UPSTREAMS", "127.0.0.0/8")
-            .env(
-                "RUST_LOG",
-                std::env::var("GW_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .current_dir(std::env::temp_dir())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        if let Some(file) = output {
-            cmd.stdout(file.try_clone().unwrap())
-                .stderr(file.try_clone().unwrap());
-        }
-        for (k, v) in DEFAULT_ENV.iter().chain(extra) {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("gateway starts");
+        let spec = Spec {
+            database_url: database_url.to_string(),
+            master_b64: env.master_b64.clone(),
+            extra: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            data_dir: Arc::new(tempfile::tempdir().expect("gateway data directory")),
+            output: output.map(|f| Arc::new(f.try_clone().expect("log file"))),
+        };
+        let (child, base, metrics) = spawn(&spec);
         let gw = Self {
             child,
-            base: format!("http://127.0.0.1:{port}"),
-            metrics: format!("http://127.0.0.1:{mport}/metrics"),
+            base,
+            metrics,
             http: reqwest::Client::new(),
+            spec,
         };
+        gw.wait_healthy().await;
+        gw
+    }
+
+    async fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = gw.http.get(format!("{}/healthz", gw.base)).send().await {
+            if let Ok(r) = self.http.get(format!("{}/healthz", self.base)).send().await {
                 if r.status() == 200 {
                     break;
                 }
@@ -253,7 +268,28 @@ impl Gateway {
             assert!(Instant::now() < deadline, "gateway did not become healthy");
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        gw
+    }
+
+    /// The gateway's `DATA_DIR`.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.spec.data_dir.path()
+    }
+
+    /// `kill -9`: no shutdown, no drain.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the binary again (after [`Gateway::kill9`] or an exit) on the same database
+    /// and `DATA_DIR`, on new ports (`base` and `metrics` change).
+    pub async fn restart(&mut self) {
+        self.kill9();
+        let (child, base, metrics) = spawn(&self.spec);
+        self.child = child;
+        self.base = base;
+        self.metrics = metrics;
+        self.wait_healthy().await;
     }
 
     pub fn chat(&self, key: &str, body: Value) -> reqwest::RequestBuilder {
@@ -280,12 +316,7 @@ impl Gateway {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        kill(self.pid(), sig);
     }
 
     /// Waits for the process to exit; returns whether it exited cleanly.
@@ -301,11 +332,64 @@ impl Gateway {
     }
 }
 
+/// Sends `sig` to the process `pid` (one we started).
+pub fn kill(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn(spec: &Spec) -> (Child, String, String) {
+    let (port, mport) = (free_port(), free_port());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_perpetuo-gateway"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &spec.database_url)
+        .env("PERPETUO_MASTER_KEY", &spec.master_b64)
+        .env("GATEWAY_ADDR", format!("127.0.0.1:{port}"))
+        .env("METRICS_ADDR", format!("127.0.0.1:{mport}"))
+        .env("ALLOWED_PRIVATE_UPSTREAMS", "127.0.0.0/8")
+        .env("DATA_DIR", spec.data_dir.path())
+        .env(
+            "RUST_LOG",
+            std::env::var("GW_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if let Some(file) = &spec.output {
+        cmd.stdout(file.try_clone().expect("log file"))
+            .stderr(file.try_clone().expect("log file"));
+    }
+    for (k, v) in DEFAULT_ENV {
+        cmd.env(k, v);
+    }
+    for (k, v) in &spec.extra {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("gateway starts");
+    (
+        child,
+        format!("http://127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{mport}/metrics"),
+    )
+}
+
+/// The value of an unlabelled counter or gauge in Prometheus text (0 when absent).
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 pub fn chat_body(model: &str) -> Value {
@@ -330,43 +414,153 @@ pub async fn read_sse(resp: reqwest::Response) -> (Vec<String>, bool) {
     (data, clean)
 }
 
-/// A TCP relay in front of PostgreSQL, so a test can take the database away.
+/// What the fault relay does to the traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayMode {
+    /// Forwards everything.
+    Pass,
+    /// Forwards every chunk after this delay.
+    Delay(Duration),
+    /// Forwards nothing and holds what it received (a hung peer or a partition); new
+    /// connections are accepted and left waiting. Traffic resumes on `Pass`.
+    Blackhole,
+    /// Closes every connection with a reset, and every new one at once.
+    Reset,
+}
+
+/// A TCP fault relay in front of a server (PostgreSQL, a provider): the test points the
+/// gateway at `addr` and switches modes to take the server away.
 pub struct Relay {
     pub addr: SocketAddr,
+    mode: Arc<tokio::sync::watch::Sender<RelayMode>>,
     stop: Arc<tokio::sync::Notify>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Waits while the relay is blackholed; false once it resets (or the relay is gone).
+async fn passable(mode: &mut tokio::sync::watch::Receiver<RelayMode>) -> bool {
+    loop {
+        let m = *mode.borrow_and_update();
+        match m {
+            RelayMode::Reset => return false,
+            RelayMode::Blackhole => {
+                if mode.changed().await.is_err() {
+                    return false;
+                }
+            }
+            RelayMode::Pass | RelayMode::Delay(_) => return true,
+        }
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::ReadHalf<'_>,
+    mut to: tokio::net::tcp::WriteHalf<'_>,
+    mut mode: tokio::sync::watch::Receiver<RelayMode>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if !passable(&mut mode).await {
+            return;
+        }
+        let n = tokio::select! {
+            r = from.read(&mut buf) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            changed = mode.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let m = *mode.borrow();
+        if let RelayMode::Delay(d) = m {
+            tokio::time::sleep(d).await;
+        }
+        if !passable(&mut mode).await || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[allow(deprecated)] // SO_LINGER 0 is what makes the close a reset; it never blocks.
+fn reset(stream: &TcpStream) {
+    let _ = stream.set_linger(Some(Duration::ZERO));
+}
+
+async fn relay_conn(
+    mut inbound: TcpStream,
+    target: SocketAddr,
+    mut mode: tokio::sync::watch::Receiver<RelayMode>,
+) {
+    if !passable(&mut mode).await {
+        reset(&inbound);
+        return;
+    }
+    let Ok(mut outbound) = TcpStream::connect(target).await else {
+        return;
+    };
+    {
+        let (ri, wi) = inbound.split();
+        let (ro, wo) = outbound.split();
+        tokio::select! {
+            _ = pump(ri, wo, mode.clone()) => {}
+            _ = pump(ro, wi, mode.clone()) => {}
+        }
+    }
+    if *mode.borrow() == RelayMode::Reset {
+        reset(&inbound);
+        reset(&outbound);
+    }
 }
 
 impl Relay {
     pub async fn start(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let (mode, _) = tokio::sync::watch::channel(RelayMode::Pass);
+        let mode = Arc::new(mode);
         let stop = Arc::new(tokio::sync::Notify::new());
-        let stop2 = stop.clone();
+        let (stop2, mode2) = (stop.clone(), mode.clone());
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             loop {
                 tokio::select! {
                     _ = stop2.notified() => break,
                     accepted = listener.accept() => {
-                        let Ok((mut inbound, _)) = accepted else { break };
-                        conns.spawn(async move {
-                            if let Ok(mut outbound) = TcpStream::connect(target).await {
-                                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                            }
-                        });
+                        let Ok((inbound, _)) = accepted else { break };
+                        conns.spawn(relay_conn(inbound, target, mode2.subscribe()));
                     }
                 }
             }
             conns.abort_all();
         });
-        Self { addr, stop, task }
+        Self {
+            addr,
+            mode,
+            stop,
+            task,
+        }
+    }
+
+    pub fn set_mode(&self, mode: RelayMode) {
+        self.mode.send_replace(mode);
     }
 
     /// Closes the listener and every relayed connection: the database is gone.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
+        self.mode.send_replace(RelayMode::Reset);
         self.stop.notify_one();
-        let _ = self.task.await;
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

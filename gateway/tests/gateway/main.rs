@@ -2,17 +2,21 @@
 //! PostgreSQL database per test, and in-process mock providers speaking OpenAI's formats.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod fault_kit;
 mod harness;
 
 mod auth;
 mod canary;
 mod connections;
 mod containment;
+mod durability;
 mod fallback;
+mod faults;
 mod first_token;
 mod hostile;
 mod kinds;
 mod lifecycle;
+mod log_partitions;
 mod messages;
 mod proxying;
 mod sdk;

@@ -1,0 +1,280 @@
+//! The log writer under bad rows, a slow database and `kill -9`: every test ends with the
+//! reconciliation check (one row per answered request, counters equal the rows' sums).
+
+use std::time::Duration;
+
+use perpetuo_core::db::{self, logs::LogRecord, logs::UsageSource};
+use perpetuo_core::email::Email;
+use perpetuo_gateway::log_spool::{Spool, REJECT_FILE};
+use perpetuo_gateway::{log_writer, metrics};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::fault_kit::{reconcile, spool_files, steady_load, Load};
+use crate::harness::{
+    db_addr, metric_value, mock, relay_url, wait_for, Env, Gateway, Relay, RelayMode,
+};
+
+fn record(workspace: Uuid, key: Option<Uuid>, model: &str) -> LogRecord {
+    LogRecord {
+        id: Uuid::now_v7(),
+        created_at: OffsetDateTime::now_utc(),
+        workspace_id: Some(workspace),
+        api_key_id: key,
+        provider_id: None,
+        provider_name: Some("main".into()),
+        provider_kind: Some("openai".into()),
+        route: "chat".into(),
+        model_requested: Some(model.into()),
+        model_served: Some(model.into()),
+        status: 200,
+        error_kind: None,
+        streamed: false,
+        prompt_tokens: 10,
+        completion_tokens: 5,
+        total_tokens: 15,
+        cost_nusd: Some(1234),
+        usage_source: UsageSource::Provider,
+        latency_ms: 12,
+        ttfb_ms: Some(3),
+        attempts: vec![],
+    }
+}
+
+#[tokio::test]
+async fn a_refused_row_is_set_aside_and_every_other_row_lands() {
+    let env = Env::new().await;
+    let other = {
+        let mut client = env.client().await;
+        let tx = client.transaction().await.unwrap();
+        let user = db::users::insert(&tx, &Email::parse("two@example.com").unwrap(), "x")
+            .await
+            .unwrap();
+        let ws = db::workspaces::create(&tx, "second", user.id)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        ws.id
+    };
+    let mut batch: Vec<LogRecord> = Vec::new();
+    for i in 0..40 {
+        let ws = if i % 2 == 0 { env.workspace } else { other };
+        batch.push(record(ws, Some(env.key_id), "gpt-4o"));
+    }
+    // Stored after cleaning: a NUL in a model name, a 12 KB model name, negative numbers.
+    batch.push(record(env.workspace, None, "gpt\u{0}4o"));
+    batch.push(record(other, None, &"m".repeat(12_000)));
+    let mut absurd = record(other, None, "gpt-4o");
+    absurd.prompt_tokens = -7;
+    absurd.cost_nusd = Some(-1);
+    absurd.latency_ms = -1;
+    batch.push(absurd);
+    // Refused by PostgreSQL: a timestamp before its range (4713 BC).
+    let mut refused = record(env.workspace, Some(env.key_id), "gpt-4o");
+    refused.created_at = time::macros::datetime!(-9999-01-01 0:00 UTC);
+    batch.insert(17, refused.clone());
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
+    let rejected_before = metrics::LOG_REJECTED.get();
+    assert!(log_writer::write_batch(&env.db.pool, &mut spool, &batch).await);
+
+    let good: Vec<Uuid> = batch
+        .iter()
+        .filter(|r| r.id != refused.id)
+        .map(|r| r.id)
+        .collect();
+    let rows = reconcile(&env, &good, Duration::from_secs(5)).await;
+    assert_eq!(rows, good.len(), "every good row, and only those");
+    assert_eq!(metrics::LOG_REJECTED.get() - rejected_before, 1);
+    let rejects = std::fs::read_to_string(spool.dir().join(REJECT_FILE)).unwrap();
+    assert_eq!(rejects.lines().count(), 1, "{rejects}");
+    assert!(rejects.contains(&refused.id.to_string()));
+    assert!(rejects.contains("\"sqlstate\":\"22008\""), "{rejects}");
+    assert!(spool_files(dir.path()).is_empty(), "nothing was spooled");
+
+    // The cleaned rows: NUL replaced, the long name cut, negatives clamped to zero.
+    let client = env.client().await;
+    let stored = db::logs::all_for_workspace(&client, other).await.unwrap();
+    assert!(stored
+        .iter()
+        .all(|r| r.model_requested.as_deref().is_some_and(|m| m.len() <= 256)));
+    assert!(stored
+        .iter()
+        .all(|r| r.prompt_tokens >= 0 && r.latency_ms >= 0 && r.cost_nusd >= Some(0)));
+}
+
+/// Requests sent through a gateway whose database answers every packet 700 ms late:
+/// writes pass `SUSPECT_AFTER`, so records are spooled meanwhile and replayed; nothing is
+/// lost and nothing is counted twice.
+#[tokio::test]
+async fn a_slow_database_loses_and_doubles_nothing() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("main", &m.base_url(), 1).await;
+    let relay = Relay::start(db_addr(&env.db.url)).await;
+    let gw = Gateway::start_with(&env, &relay_url(&env.db.url, relay.addr), &[]).await;
+    let warm = steady_load(&gw, &env.key, 2, Duration::ZERO).await;
+    relay.set_mode(RelayMode::Delay(Duration::from_millis(700)));
+    let load = steady_load(&gw, &env.key, 20, Duration::from_millis(50)).await;
+    assert!(
+        load.statuses.iter().all(|s| *s == 200),
+        "{:?}",
+        load.statuses
+    );
+    wait_for("nothing was spooled", Duration::from_secs(10), || async {
+        metric_value(&gw.metrics_text().await, "perpetuo_log_rows_spooled_total") > 0.0
+    })
+    .await;
+    relay.set_mode(RelayMode::Pass);
+    let ids: Vec<Uuid> = warm
+        .answered
+        .iter()
+        .chain(&load.answered)
+        .copied()
+        .collect();
+    let rows = reconcile(&env, &ids, Duration::from_secs(30)).await;
+    assert_eq!(rows, ids.len());
+}
+
+/// Sends `workers` × `n` requests while `kill` runs; returns what was answered.
+async fn load_while(
+    gw: &Gateway,
+    key: &str,
+    workers: usize,
+    n: usize,
+    kill: impl std::future::Future<Output = ()>,
+) -> Load {
+    let loads = futures::future::join_all(
+        (0..workers).map(|_| steady_load(gw, key, n, Duration::from_millis(5))),
+    );
+    let (loads, ()) = tokio::join!(loads, kill);
+    let mut all = Load::default();
+    for l in loads {
+        all.sent += l.sent;
+        all.answered.extend(l.answered);
+        all.statuses.extend(l.statuses);
+    }
+    all
+}
+
+/// After `kill -9` and a restart on the same `DATA_DIR`: no request has two rows, no row
+/// lacks its answered request, counters equal the rows; returns rows lost.
+async fn after_restart(env: &Env, gw: &mut Gateway, load: &Load) -> usize {
+    gw.restart().await;
+    wait_for(
+        "the spool was not replayed",
+        Duration::from_secs(30),
+        || async { spool_files(gw.data_dir()).is_empty() },
+    )
+    .await;
+    // The restarted gateway writes within a tick; the rows of the killed one are final.
+    let client = env.client().await;
+    let rows: Vec<Uuid> = client
+        .query("SELECT id FROM request_logs", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let answered: std::collections::HashSet<Uuid> = load.answered.iter().copied().collect();
+    let landed: Vec<Uuid> = rows
+        .iter()
+        .copied()
+        .filter(|id| answered.contains(id))
+        .collect();
+    reconcile(env, &landed, Duration::from_secs(5)).await;
+    assert!(landed.len() <= load.answered.len());
+    load.answered.len() - landed.len()
+}
+
+/// Requests per worker: more than fit before the kill, so the kill lands mid-run (those
+/// after it fail at once on a refused connection).
+const N: usize = 200;
+const KILL_AFTER: Duration = Duration::from_millis(800);
+
+async fn kill_after(pid: u32) {
+    tokio::time::sleep(KILL_AFTER).await;
+    crate::harness::kill(pid, "KILL");
+}
+
+/// The measured loss, as records and as milliseconds of traffic at the observed rate.
+fn report(database: &str, load: &Load, lost: usize) {
+    let rate = load.answered.len() as f64 / KILL_AFTER.as_secs_f64();
+    eprintln!(
+        "kill -9, database {database}: {} sent, {} answered, {lost} answered without a row (~{:.0} ms of traffic at {rate:.0} req/s)",
+        load.sent,
+        load.answered.len(),
+        lost as f64 / rate * 1000.0
+    );
+}
+
+#[tokio::test]
+async fn kill_9_under_load_duplicates_nothing_and_loses_at_most_the_queue() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("main", &m.base_url(), 1).await;
+    let relay = Relay::start(db_addr(&env.db.url)).await;
+    let mut gw = Gateway::start_with(&env, &relay_url(&env.db.url, relay.addr), &[]).await;
+    let warm = steady_load(&gw, &env.key, 1, Duration::ZERO).await;
+    assert_eq!(warm.statuses, [200]);
+
+    // With the database up.
+    let pid = gw.pid();
+    let load = load_while(&gw, &env.key, 4, N, kill_after(pid)).await;
+    let lost_up = after_restart(&env, &mut gw, &load).await;
+    report("up", &load, lost_up);
+
+    // With the database gone: records go to the spool, which the next process replays.
+    steady_load(&gw, &env.key, 1, Duration::ZERO).await;
+    relay.set_mode(RelayMode::Reset);
+    let pid = gw.pid();
+    let load = load_while(&gw, &env.key, 4, N, kill_after(pid)).await;
+    let mut left = spool_files(gw.data_dir());
+    left.sort();
+    let newest = left.last().expect("the killed gateway left a spool");
+    // A write cut short by the kill: half a frame header at the end of the newest file.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(newest)
+        .unwrap();
+    std::io::Write::write_all(&mut f, &[0x40, 0x00]).unwrap();
+    drop(f);
+    relay.set_mode(RelayMode::Pass);
+    let lost_down = after_restart(&env, &mut gw, &load).await;
+    report("down", &load, lost_down);
+    let metrics = gw.metrics_text().await;
+    assert_eq!(
+        metric_value(&metrics, "perpetuo_log_spool_torn_records_total"),
+        1.0,
+        "the torn tail is skipped and counted"
+    );
+}
+
+/// Values a client controls that PostgreSQL would refuse or could not index (a NUL, a
+/// 12 KB model name) arrive through the gateway among ordinary requests: every request
+/// still gets its row.
+#[tokio::test]
+async fn odd_values_from_clients_still_get_their_rows() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("main", &m.base_url(), 1).await;
+    let gw = Gateway::start(&env).await;
+    let long = "m".repeat(12_000);
+    let mut ids = Vec::new();
+    for model in ["gpt-4o", "gpt\u{0}4o", long.as_str(), "gpt-4o"] {
+        let r = gw
+            .chat(&env.key, crate::harness::chat_body(model))
+            .send()
+            .await
+            .unwrap();
+        let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+        ids.push(Uuid::parse_str(&id).unwrap());
+    }
+    reconcile(&env, &ids, Duration::from_secs(10)).await;
+    let metrics = gw.metrics_text().await;
+    assert_eq!(
+        metric_value(&metrics, "perpetuo_log_rows_rejected_total"),
+        0.0
+    );
+}

@@ -1,0 +1,156 @@
+//! Log partitions kept months ahead by the gateway, rows stranded in the default partition
+//! moved when their month is created, and retention by whole partitions.
+
+use std::time::Duration;
+
+use perpetuo_core::db;
+use perpetuo_gateway::partitions::MONTHS_AHEAD;
+use time::{Date, Month, OffsetDateTime, Time};
+use uuid::Uuid;
+
+use crate::fault_kit::{reconcile_since, steady_load};
+use crate::harness::{mock, wait_for, Env, Gateway};
+
+fn month_start(year: i32, month: i32) -> OffsetDateTime {
+    let months = year * 12 + month - 1;
+    let month = Month::try_from((months.rem_euclid(12) + 1) as u8).unwrap();
+    Date::from_calendar_date(months.div_euclid(12), month, 1)
+        .unwrap()
+        .with_time(Time::MIDNIGHT)
+        .assume_utc()
+}
+
+fn partition_name(t: OffsetDateTime) -> String {
+    format!("request_logs_y{:04}m{:02}", t.year(), u8::from(t.month()))
+}
+
+async fn exists(client: &deadpool_postgres::Client, name: &str) -> bool {
+    client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn the_gateway_keeps_partitions_ahead_moves_stranded_rows_and_drops_old_months() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("main", &m.base_url(), 1).await;
+    let client = env.client().await;
+    let now = OffsetDateTime::now_utc();
+    let (y, mo) = (now.year(), i32::from(u8::from(now.month())));
+    let ahead: Vec<String> = (0..=MONTHS_AHEAD)
+        .map(|i| partition_name(month_start(y, mo + i)))
+        .collect();
+
+    // Take away every future partition (empty in a fresh database), and strand a row of
+    // month +2 in the default partition.
+    for name in &ahead[1..] {
+        client
+            .batch_execute(&format!("DROP TABLE {name}"))
+            .await
+            .unwrap();
+    }
+    let mut stranded = db_record(
+        env.workspace,
+        month_start(y, mo + 2) + time::Duration::days(3),
+    );
+    stranded.model_requested = Some("stranded".into());
+    // An old month with one row, past a 90-day retention.
+    let old_at = month_start(y, mo - 6) + time::Duration::days(1);
+    db::logs::ensure_partitions(&client, old_at, 0)
+        .await
+        .unwrap();
+    let old = db_record(env.workspace, old_at);
+    {
+        let mut c = env.client().await;
+        db::logs::insert_batch(&mut c, &[stranded.clone(), old.clone()])
+            .await
+            .unwrap();
+    }
+    let place = "SELECT tableoid::regclass::text FROM request_logs WHERE id = $1";
+    let where_stranded: String = client
+        .query_one(place, &[&stranded.id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(where_stranded, "request_logs_default");
+
+    let gw = Gateway::start_with(&env, &env.db.url, &[("LOG_RETENTION_DAYS", "90")]).await;
+    wait_for(
+        "partitions ahead were not created",
+        Duration::from_secs(10),
+        || async {
+            for name in &ahead {
+                if !exists(&client, name).await {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    let where_stranded: String = client
+        .query_one(place, &[&stranded.id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        where_stranded, ahead[2],
+        "the stranded row moved to its month"
+    );
+    wait_for(
+        "the old partition was not dropped",
+        Duration::from_secs(10),
+        || async { !exists(&client, &partition_name(month_start(y, mo - 6))).await },
+    )
+    .await;
+    // Its counters stay.
+    let kept: i64 = client
+        .query_one(
+            "SELECT coalesce(sum(requests), 0)::int8 FROM usage_counters WHERE bucket < $1",
+            &[&month_start(y, mo - 5)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 1, "usage counters outlive retention");
+
+    // Requests still land, and the counters of what is kept equal its rows.
+    let load = steady_load(&gw, &env.key, 3, Duration::ZERO).await;
+    assert_eq!(load.statuses, [200, 200, 200]);
+    reconcile_since(
+        &env,
+        &load.answered,
+        Duration::from_secs(10),
+        month_start(y, mo - 5),
+    )
+    .await;
+}
+
+fn db_record(workspace: Uuid, at: OffsetDateTime) -> db::logs::LogRecord {
+    db::logs::LogRecord {
+        id: Uuid::now_v7(),
+        created_at: at,
+        workspace_id: Some(workspace),
+        api_key_id: None,
+        provider_id: None,
+        provider_name: None,
+        provider_kind: None,
+        route: "chat".into(),
+        model_requested: Some("gpt-4o".into()),
+        model_served: None,
+        status: 200,
+        error_kind: None,
+        streamed: false,
+        prompt_tokens: 1,
+        completion_tokens: 1,
+        total_tokens: 2,
+        cost_nusd: None,
+        usage_source: db::logs::UsageSource::None,
+        latency_ms: 1,
+        ttfb_ms: None,
+        attempts: vec![],
+    }
+}
