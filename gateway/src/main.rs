@@ -2,7 +2,6 @@
 //! services into a Pingora server, runs it, then writes the log records still queued.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
 use perpetuo_core::db;
@@ -94,7 +93,8 @@ fn main() -> std::process::ExitCode {
     let entries = Arc::new(EntryCache::new(
         pool.clone(),
         config.master_key.clone(),
-        Duration::from_secs(300),
+        config.entry_cache_ttl,
+        config.key_cache_stale,
     ));
     let (sink, rx) = log_writer::channel(config.log_queue_capacity);
     let connector = Connector::new(Some(

@@ -180,6 +180,12 @@ pub static LISTENER_RECONNECTS: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+pub static ENTRY_CACHE_STALE: LazyLock<IntCounter> = LazyLock::new(|| {
+    int_counter(
+        "perpetuo_entry_cache_stale_total",
+        "Provider-entry lists served from the stale store while the database failed.",
+    )
+});
 pub static OPEN_CONNECTIONS: LazyLock<IntGauge> = LazyLock::new(|| {
     gauge(
         "perpetuo_open_connections",
@@ -236,6 +242,7 @@ pub fn init() {
         LOG_DROPPED.with_label_values(&[r]);
     }
     LazyLock::force(&OPEN_CONNECTIONS);
+    LazyLock::force(&ENTRY_CACHE_STALE);
     for cap in ["total", "per_ip"] {
         CONNECTIONS_REFUSED.with_label_values(&[cap]);
     }
