@@ -105,6 +105,10 @@ pub struct Config {
     /// entries) it is still used while the database fails, ms (0: never).
     #[arg(long, env = "KEY_CACHE_STALE_MS", default_value = "900000", value_parser = millis)]
     pub key_cache_stale: Duration,
+    /// Days a stored Responses API answer is kept (for `GET /v1/responses/{id}` and
+    /// `previous_response_id`).
+    #[arg(long, env = "RESPONSES_RETENTION_DAYS", default_value_t = 30)]
+    pub responses_retention_days: u32,
     /// How long a workspace's provider entries stay cached (notifications refresh them
     /// sooner), ms.
     #[arg(long, env = "ENTRY_CACHE_TTL_MS", default_value = "300000", value_parser = millis)]

@@ -15,7 +15,7 @@ use perpetuo_gateway::log_spool::Spool;
 use perpetuo_gateway::log_writer::{self, LogWriter};
 use perpetuo_gateway::metrics;
 use perpetuo_gateway::partitions::PartitionMaintainer;
-use perpetuo_gateway::proxy::Gateway;
+use perpetuo_gateway::proxy::{Gateway, ResponseStore};
 use perpetuo_gateway::routing::{Breakers, EntryCache, Turns};
 use perpetuo_gateway::upstream::{Timeouts, Upstreams};
 use pingora::connectors::http::Connector;
@@ -121,6 +121,12 @@ fn main() -> std::process::ExitCode {
         pricing: Arc::new(pricing),
         sink,
         max_body_bytes: config.max_body_bytes,
+        responses: ResponseStore {
+            pool: pool.clone(),
+            retention: std::time::Duration::from_secs(
+                u64::from(config.responses_retention_days) * 86_400,
+            ),
+        },
     };
 
     let mut server = Server::new_with_opt_and_conf(None, conf);

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::auth::{AuthError, AuthedKey, KeyCache};
 use crate::errors::GatewayError;
-use crate::frontdoor::{self, anthropic_messages as messages, Door};
+use crate::frontdoor::{self, anthropic_messages as messages, openai_responses as responses, Door};
 use crate::log_writer::LogSink;
 use crate::metrics;
 use crate::providers::{self, tokens, Adapter, Call, Generated, StreamState, Usage};
@@ -41,6 +41,29 @@ pub struct Gateway {
     pub pricing: Arc<Pricing>,
     pub sink: LogSink,
     pub max_body_bytes: usize,
+    /// Where the Responses API keeps stored responses.
+    pub responses: ResponseStore,
+}
+
+/// Stored responses (`store`, the Responses API's default), kept for `retention`.
+pub struct ResponseStore {
+    pub pool: perpetuo_core::db::Pool,
+    pub retention: Duration,
+}
+
+/// What storing one Responses answer needs besides the answer.
+#[derive(Debug, Clone)]
+struct ToStore {
+    input_items: Value,
+    /// The conversation before the answer, as chat messages.
+    conversation: Vec<Value>,
+}
+
+/// The Responses door's encoder and what to store when the answer is complete.
+struct ResponsesOut {
+    encoder: responses::StreamEncoder,
+    echo: responses::Echo,
+    store: Option<ToStore>,
 }
 
 /// Per-request state.
@@ -124,6 +147,9 @@ struct Inbound<'a> {
     pivot: Option<&'a Result<(Value, Bytes), providers::Unsupported>>,
     anthropic_version: Option<String>,
     anthropic_beta: Option<String>,
+    /// The Responses door: the new response's id, and what to store.
+    response_id: Option<String>,
+    to_store: Option<ToStore>,
 }
 
 /// How a provider's answer reaches the client.
@@ -135,6 +161,8 @@ enum Encoding {
     Passthrough,
     /// The adapter's OpenAI format encoded as Anthropic's Messages events.
     Messages(Box<messages::StreamEncoder>),
+    /// The adapter's OpenAI format encoded as the Responses API's events.
+    Responses(Box<ResponsesOut>),
 }
 
 impl Encoding {
@@ -143,7 +171,7 @@ impl Encoding {
         match self {
             Encoding::OpenAi => adapter.translates(),
             Encoding::Passthrough => false,
-            Encoding::Messages(_) => true,
+            Encoding::Messages(_) | Encoding::Responses(_) => true,
         }
     }
 
@@ -168,6 +196,13 @@ impl Encoding {
             Encoding::Messages(encoder) => {
                 for piece in adapter.decode_event(state, event) {
                     for e in encoder.push(&crate::sse::parse(piece)) {
+                        out.extend_from_slice(&e);
+                    }
+                }
+            }
+            Encoding::Responses(r) => {
+                for piece in adapter.decode_event(state, event) {
+                    for e in r.encoder.push(&crate::sse::parse(piece)) {
                         out.extend_from_slice(&e);
                     }
                 }
@@ -197,13 +232,28 @@ impl Encoding {
                     Err(providers::BrokenStream)
                 }
             }
+            // The Responses stream is closed by the caller, which stores the answer first.
+            Encoding::Responses(r) => {
+                let out: Vec<Bytes> = tail
+                    .into_iter()
+                    .flat_map(|piece| r.encoder.push(&crate::sse::parse(piece)))
+                    .collect();
+                if r.encoder.finished() {
+                    Ok(out)
+                } else {
+                    Err(providers::BrokenStream)
+                }
+            }
         }
     }
 
     /// The event that ends a broken stream, unless the provider's own error event was
     /// already passed on.
-    fn broken(&self, state: &StreamState, message: &str, kind: &str) -> Option<Bytes> {
+    fn broken(&mut self, state: &StreamState, message: &str, kind: &str) -> Option<Bytes> {
         match self {
+            Encoding::Responses(r) if !r.encoder.errored => {
+                Some(Bytes::from(r.encoder.failed(message).concat()))
+            }
             Encoding::OpenAi if !state.errored => {
                 Some(providers::chunk::error_event(message, "server_error", kind))
             }
@@ -257,6 +307,30 @@ impl Inbound<'_> {
                 let (req, state) = adapter.build_request(prefix, key, &call, served)?;
                 let encoder = messages::StreamEncoder::new(served);
                 Ok((req, state, Encoding::Messages(Box::new(encoder))))
+            }
+            (Door::Responses, _) => {
+                let (chat, raw) = match self.pivot {
+                    Some(Ok((chat, raw))) => (chat, raw),
+                    Some(Err(e)) => return Err(e.clone()),
+                    None => return Err(providers::Unsupported("no request".into())),
+                };
+                let call = Call {
+                    request: chat,
+                    raw,
+                    ..self.call
+                };
+                let (req, state) = adapter.build_request(prefix, key, &call, served)?;
+                let id = self
+                    .response_id
+                    .clone()
+                    .unwrap_or_else(responses::response_id);
+                let echo = responses::Echo::new(id, self.call.request, served);
+                let out = ResponsesOut {
+                    encoder: responses::StreamEncoder::new(echo.clone()),
+                    echo,
+                    store: self.to_store.clone(),
+                };
+                Ok((req, state, Encoding::Responses(Box::new(out))))
             }
             _ => {
                 let (req, state) = adapter.build_request(prefix, key, &self.call, served)?;
@@ -399,6 +473,9 @@ impl Gateway {
             }
             ("GET", "/v1/models") => return self.models(session, ctx).await,
             ("POST", "/v1/messages/count_tokens") => return self.count_tokens(session, ctx).await,
+            ("GET" | "DELETE", p) if p.starts_with("/v1/responses/") => {
+                return self.stored_response(session, ctx, &method, &path).await
+            }
             _ => match Door::for_route(&method, &path) {
                 Some(door) => door,
                 None => return Err(GatewayError::not_found(&path).into()),
@@ -420,14 +497,30 @@ impl Gateway {
         ctx.streamed = stream;
         // The Messages door speaks to non-Anthropic providers through the OpenAI chat
         // shape; its conversion is made once and refused per entry only where needed.
+        let mut to_store = None;
         let pivot = match door {
-            Door::Messages => Some(messages::to_chat(&request).and_then(|(chat, _)| {
+            Door::Messages => Some(messages::to_chat(&request).map(|(chat, _)| chat)),
+            Door::Responses => {
+                let history = self.previous_conversation(&key, &request).await?;
+                let chat = responses::to_chat(&request, &history);
+                if let (Ok(chat), true) = (&chat, request.get("store") != Some(&Value::Bool(false)))
+                {
+                    to_store = Some(ToStore {
+                        input_items: Value::Array(responses::input_items(&request)),
+                        conversation: chat["messages"].as_array().cloned().unwrap_or_default(),
+                    });
+                }
+                Some(chat)
+            }
+            _ => None,
+        }
+        .map(|chat| {
+            chat.and_then(|chat| {
                 let raw =
                     serde_json::to_vec(&chat).map_err(|e| providers::Unsupported(e.to_string()))?;
                 Ok((chat, Bytes::from(raw)))
-            })),
-            _ => None,
-        };
+            })
+        });
         let request = Arc::new(request);
         ctx.request = Some(match &pivot {
             Some(Ok((chat, _))) => Arc::new(chat.clone()),
@@ -468,8 +561,112 @@ impl Gateway {
             pivot: pivot.as_ref(),
             anthropic_version: header("anthropic-version"),
             anthropic_beta: header("anthropic-beta"),
+            response_id: (door == Door::Responses).then(responses::response_id),
+            to_store,
         };
         self.run_attempts(session, ctx, &candidates, &inbound).await
+    }
+
+    /// The stored conversation a Responses request continues (`previous_response_id`),
+    /// empty when it names none.
+    async fn previous_conversation(
+        &self,
+        key: &AuthedKey,
+        request: &Value,
+    ) -> Result<Vec<Value>, GatewayError> {
+        let Some(previous) = request.get("previous_response_id").and_then(Value::as_str) else {
+            return Ok(Vec::new());
+        };
+        let pool = &self.responses.pool;
+        let found = perpetuo_core::db::with_timeout(Duration::from_secs(5), async {
+            let client = pool.get().await?;
+            perpetuo_core::db::responses::find(&client, key.workspace_id, previous).await
+        })
+        .await
+        .map_err(|_| GatewayError::auth_unavailable())?;
+        match found {
+            Some(stored) => Ok(stored.conversation.as_array().cloned().unwrap_or_default()),
+            None => Err(GatewayError::response_not_found(previous)),
+        }
+    }
+
+    /// Stores a finished Responses answer; a failure is logged, and the answer still goes
+    /// out (only a later `previous_response_id` would miss it).
+    async fn store_response(&self, ctx: &Ctx, store: &ToStore, response: &Value, message: Value) {
+        let Some(key) = &ctx.key else { return };
+        let Some(id) = response["id"].as_str() else {
+            return;
+        };
+        let mut conversation = store.conversation.clone();
+        conversation.push(message);
+        let conversation = Value::Array(conversation);
+        let expires_at = OffsetDateTime::now_utc() + self.responses.retention;
+        let row = perpetuo_core::db::responses::NewStoredResponse {
+            id,
+            workspace_id: key.workspace_id,
+            api_key_id: Some(key.id),
+            expires_at,
+            response,
+            input_items: &store.input_items,
+            conversation: &conversation,
+        };
+        let pool = &self.responses.pool;
+        let stored = perpetuo_core::db::with_timeout(Duration::from_secs(5), async {
+            let client = pool.get().await?;
+            perpetuo_core::db::responses::insert(&client, &row).await
+        })
+        .await;
+        if let Err(e) = stored {
+            metrics::RESPONSES_NOT_STORED.inc();
+            tracing::warn!(request = %ctx.request_id, error = %e, "response not stored");
+        }
+    }
+
+    /// `GET|DELETE /v1/responses/{id}` and `GET /v1/responses/{id}/input_items`: a
+    /// workspace's stored responses (another workspace's are not found).
+    async fn stored_response(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        method: &str,
+        path: &str,
+    ) -> Result<(), Stop> {
+        let key = self.authenticate(session, None).await?;
+        let rest = path.trim_start_matches("/v1/responses/");
+        let (id, items) = match rest.strip_suffix("/input_items") {
+            Some(id) => (id, true),
+            None => (rest, false),
+        };
+        if id.is_empty() || id.contains('/') || (items && method != "GET") {
+            return Err(GatewayError::not_found(path).into());
+        }
+        let pool = &self.responses.pool;
+        let workspace = key.workspace_id;
+        let body = perpetuo_core::db::with_timeout(Duration::from_secs(5), async {
+            let client = pool.get().await?;
+            if method == "DELETE" {
+                let deleted = perpetuo_core::db::responses::delete(&client, workspace, id).await?;
+                return Ok(deleted.then(|| json!({"id": id, "object": "response", "deleted": true})));
+            }
+            let found = perpetuo_core::db::responses::find(&client, workspace, id).await?;
+            Ok(found.map(|r| {
+                if !items {
+                    return r.response;
+                }
+                let data = r.input_items.as_array().cloned().unwrap_or_default();
+                json!({"object": "list", "first_id": data.first().map(|i| i["id"].clone()),
+                       "last_id": data.last().map(|i| i["id"].clone()), "has_more": false, "data": data})
+            }))
+        })
+        .await
+        .map_err(|_| GatewayError::auth_unavailable())?;
+        let Some(body) = body else {
+            return Err(GatewayError::response_not_found(id).into());
+        };
+        ctx.status = 200;
+        self.write_json(session, ctx, 200, body.to_string().into_bytes())
+            .await
+            .map_err(Stop::Abort)
     }
 
     /// Reads, checks and parses a JSON request body; returns it with its model name.
@@ -685,7 +882,7 @@ impl Gateway {
                                 session,
                                 ctx,
                                 &state,
-                                &encoding,
+                                &mut encoding,
                                 "upstream_event_too_large",
                             )
                             .await;
@@ -721,7 +918,7 @@ impl Gateway {
                         return Err(Stop::Abort(Error::explain(ErrorType::ReadTimedout, "answer too long")));
                     }
                     return self
-                        .end_broken_stream(session, ctx, &state, &encoding, "answer_too_long")
+                        .end_broken_stream(session, ctx, &state, &mut encoding, "answer_too_long")
                         .await;
                 }
             };
@@ -738,7 +935,7 @@ impl Gateway {
                             session,
                             ctx,
                             &state,
-                            &encoding,
+                            &mut encoding,
                             "upstream_error_midstream",
                         )
                         .await;
@@ -775,8 +972,19 @@ impl Gateway {
             }
         }
         match encoding.finish(adapter, &mut state) {
-            Ok(tail) => {
+            Ok(mut tail) => {
                 self.record_stream(ctx, &state);
+                if let Encoding::Responses(r) = &mut encoding {
+                    // Stored before the client hears it is complete, so a follow-up naming
+                    // it as `previous_response_id` finds it.
+                    if let Some((closing, response, message)) = r.encoder.complete() {
+                        tail.extend(closing);
+                        if let Some(store) = &r.store {
+                            self.store_response(ctx, store, &response, message).await;
+                        }
+                        tail.push(r.encoder.close(&response));
+                    }
+                }
                 for piece in tail {
                     if session
                         .write_response_body(Some(piece), false)
@@ -794,8 +1002,14 @@ impl Gateway {
                 Ok(())
             }
             Err(providers::BrokenStream) => {
-                self.end_broken_stream(session, ctx, &state, &encoding, "upstream_error_midstream")
-                    .await
+                self.end_broken_stream(
+                    session,
+                    ctx,
+                    &state,
+                    &mut encoding,
+                    "upstream_error_midstream",
+                )
+                .await
             }
         }
     }
@@ -807,7 +1021,7 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut Ctx,
         state: &StreamState,
-        encoding: &Encoding,
+        encoding: &mut Encoding,
         kind: &'static str,
     ) -> Result<(), Stop> {
         self.midstream_failure(ctx, kind);
@@ -887,6 +1101,15 @@ impl Gateway {
                     Bytes::from(
                         messages::from_completion(&completion, served, usage.as_ref()).to_string(),
                     )
+                }
+                Encoding::Responses(r) => {
+                    let completion: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+                    let (response, message) =
+                        responses::from_completion(&completion, &r.echo, usage.as_ref());
+                    if let Some(store) = &r.store {
+                        self.store_response(ctx, store, &response, message).await;
+                    }
+                    Bytes::from(response.to_string())
                 }
                 _ => out,
             };

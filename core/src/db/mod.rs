@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod logs;
 pub mod migrate;
 pub mod providers;
+pub mod responses;
 pub mod sessions;
 pub mod tls;
 pub mod usage;

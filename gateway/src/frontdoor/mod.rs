@@ -6,6 +6,7 @@
 //! unchanged to a provider of their own format.
 
 pub mod anthropic_messages;
+pub mod openai_responses;
 
 use bytes::Bytes;
 use pingora::proxy::Session;
@@ -21,6 +22,8 @@ pub enum Door {
     Embeddings,
     /// Anthropic Messages, `POST /v1/messages`.
     Messages,
+    /// OpenAI Responses, `POST /v1/responses`.
+    Responses,
 }
 
 impl Door {
@@ -30,6 +33,7 @@ impl Door {
             ("POST", "/v1/chat/completions") => Some(Door::Chat),
             ("POST", "/v1/embeddings") => Some(Door::Embeddings),
             ("POST", "/v1/messages") => Some(Door::Messages),
+            ("POST", "/v1/responses") => Some(Door::Responses),
             _ => None,
         }
     }
@@ -40,13 +44,14 @@ impl Door {
             Door::Chat => "chat",
             Door::Embeddings => "embeddings",
             Door::Messages => "messages",
+            Door::Responses => "responses",
         }
     }
 
     /// What the provider adapters are asked to do (in OpenAI's terms).
     pub fn operation(self) -> Route {
         match self {
-            Door::Chat | Door::Messages => Route::Chat,
+            Door::Chat | Door::Messages | Door::Responses => Route::Chat,
             Door::Embeddings => Route::Embeddings,
         }
     }
@@ -60,7 +65,7 @@ impl Door {
     pub fn error_body(self, err: &GatewayError) -> Bytes {
         match self {
             Door::Messages => anthropic_messages::error_body(err.status, &err.message),
-            Door::Chat | Door::Embeddings => Bytes::from(err.body()),
+            Door::Chat | Door::Embeddings | Door::Responses => Bytes::from(err.body()),
         }
     }
 }

@@ -19,6 +19,7 @@ mod lifecycle;
 mod log_partitions;
 mod messages;
 mod proxying;
+mod responses;
 mod sdk;
 mod sealing;
 mod streaming;

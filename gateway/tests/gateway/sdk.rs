@@ -99,3 +99,14 @@ async fn anthropic_python_sdk() {
     let stdout = run_script(&env, &gw, script, "anthropic").await;
     assert!(stdout.contains("12 passed, 0 failed"), "{stdout}");
 }
+
+#[tokio::test]
+async fn openai_python_sdk_responses() {
+    let (env, gw, _a, _b) = setup().await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/sdk/openai_responses_check.py"
+    );
+    let stdout = run_script(&env, &gw, script, "openai").await;
+    assert!(stdout.contains("12 passed, 0 failed"), "{stdout}");
+}
