@@ -7,6 +7,8 @@
 
 pub mod anthropic_messages;
 pub mod openai_responses;
+#[cfg(test)]
+mod tests;
 
 use bytes::Bytes;
 use pingora::proxy::Session;

@@ -12,7 +12,7 @@ pub mod openai;
 pub mod tokens;
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 #[cfg(test)]
 mod tests;
 
