@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use perpetuo_core::db::logs::{Attempt, LogRecord, UsageSource};
 use perpetuo_core::pricing::Pricing;
+use perpetuo_core::provider::ProviderKind;
 use pingora::http::ResponseHeader;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -163,6 +164,17 @@ enum Encoding {
     Messages(Box<messages::StreamEncoder>),
     /// The adapter's OpenAI format encoded as the Responses API's events.
     Responses(Box<ResponsesOut>),
+    /// OpenAI's own Responses API, passed through; read for usage and for storing.
+    ResponsesPassthrough(Box<PassedResponse>),
+}
+
+/// A Responses answer passed through from OpenAI.
+struct PassedResponse {
+    store: Option<ToStore>,
+    /// The final Response object, once `response.completed` (or `.incomplete`) passed.
+    last: Option<Value>,
+    /// The last `sequence_number` seen, to number an error event after it.
+    sequence: u64,
 }
 
 impl Encoding {
@@ -171,7 +183,17 @@ impl Encoding {
         match self {
             Encoding::OpenAi => adapter.translates(),
             Encoding::Passthrough => false,
-            Encoding::Messages(_) | Encoding::Responses(_) => true,
+            Encoding::Messages(_) | Encoding::Responses(_) | Encoding::ResponsesPassthrough(_) => {
+                true
+            }
+        }
+    }
+
+    /// How the provider's stream is read during the hold before the first token.
+    fn classifier(&self, adapter: Adapter) -> crate::upstream::Classify {
+        match self {
+            Encoding::ResponsesPassthrough(_) => responses::upstream_signal,
+            _ => adapter.classifier(),
         }
     }
 
@@ -207,6 +229,33 @@ impl Encoding {
                     }
                 }
             }
+            Encoding::ResponsesPassthrough(p) => {
+                out.extend_from_slice(&event.raw);
+                let Some(v) = event
+                    .data
+                    .as_deref()
+                    .and_then(|d| serde_json::from_str::<Value>(d).ok())
+                else {
+                    return;
+                };
+                if let Some(n) = v["sequence_number"].as_u64() {
+                    p.sequence = n;
+                }
+                match v["type"].as_str().unwrap_or("") {
+                    "response.completed" | "response.incomplete" => {
+                        state.usage = responses::usage_of(&v["response"]);
+                        state.finished = true;
+                        p.last = Some(v["response"].clone());
+                    }
+                    "response.failed" | "error" => state.errored = true,
+                    "response.output_text.delta" => {
+                        if let Some(d) = v["delta"].as_str() {
+                            state.content.push(d);
+                        }
+                    }
+                    _ => {}
+                }
+            }
         }
     }
 
@@ -232,6 +281,8 @@ impl Encoding {
                     Err(providers::BrokenStream)
                 }
             }
+            Encoding::ResponsesPassthrough(_) if state.finished && !state.errored => Ok(Vec::new()),
+            Encoding::ResponsesPassthrough(_) => Err(providers::BrokenStream),
             // The Responses stream is closed by the caller, which stores the answer first.
             Encoding::Responses(r) => {
                 let out: Vec<Bytes> = tail
@@ -253,6 +304,11 @@ impl Encoding {
         match self {
             Encoding::Responses(r) if !r.encoder.errored => {
                 Some(Bytes::from(r.encoder.failed(message).concat()))
+            }
+            Encoding::ResponsesPassthrough(p) if !state.errored => {
+                let event = json!({"type": "error", "code": kind, "message": message,
+                                   "param": null, "sequence_number": p.sequence + 1});
+                Some(Bytes::from(format!("event: error\ndata: {event}\n\n")))
             }
             Encoding::OpenAi if !state.errored => {
                 Some(providers::chunk::error_event(message, "server_error", kind))
@@ -307,6 +363,22 @@ impl Inbound<'_> {
                 let (req, state) = adapter.build_request(prefix, key, &call, served)?;
                 let encoder = messages::StreamEncoder::new(served);
                 Ok((req, state, Encoding::Messages(Box::new(encoder))))
+            }
+            (Door::Responses, Adapter::OpenAi)
+                if entry.kind == ProviderKind::Openai
+                    && self.call.request.get("previous_response_id").is_none() =>
+            {
+                let req = providers::openai::responses_request(prefix, key, &self.call, served)?;
+                let state = StreamState {
+                    meta: providers::chunk::Meta::new(served),
+                    ..Default::default()
+                };
+                let passed = PassedResponse {
+                    store: self.to_store.clone(),
+                    last: None,
+                    sequence: 0,
+                };
+                Ok((req, state, Encoding::ResponsesPassthrough(Box::new(passed))))
             }
             (Door::Responses, _) => {
                 let (chat, raw) = match self.pivot {
@@ -503,11 +575,16 @@ impl Gateway {
             Door::Responses => {
                 let history = self.previous_conversation(&key, &request).await?;
                 let chat = responses::to_chat(&request, &history);
-                if let (Ok(chat), true) = (&chat, request.get("store") != Some(&Value::Bool(false)))
-                {
+                if request.get("store") != Some(&Value::Bool(false)) {
+                    // A request only OpenAI can take (built-in tools) is still stored; its
+                    // conversation then starts from what can be expressed as chat: nothing.
+                    let conversation = match &chat {
+                        Ok(chat) => chat["messages"].as_array().cloned().unwrap_or_default(),
+                        Err(_) => Vec::new(),
+                    };
                     to_store = Some(ToStore {
                         input_items: Value::Array(responses::input_items(&request)),
-                        conversation: chat["messages"].as_array().cloned().unwrap_or_default(),
+                        conversation,
                     });
                 }
                 Some(chat)
@@ -750,7 +827,7 @@ impl Gateway {
             // A client that leaves drops the attempt (and with it the upstream connection)
             // and the admission, which hands a half-open breaker's probe to the next request.
             let outcome = tokio::select! {
-                o = self.upstreams.attempt(entry, adapter, &req, deadline) => o,
+                o = self.upstreams.attempt(entry, encoding.classifier(adapter), &req, deadline) => o,
                 _ = session.read_body_or_idle(true) => return Err(Stop::ClientGone),
             };
             let latency_ms = started.elapsed().as_millis().min(u32::MAX as u128) as u32;
@@ -974,6 +1051,12 @@ impl Gateway {
         match encoding.finish(adapter, &mut state) {
             Ok(mut tail) => {
                 self.record_stream(ctx, &state);
+                if let Encoding::ResponsesPassthrough(p) = &encoding {
+                    if let (Some(store), Some(response)) = (&p.store, &p.last) {
+                        let message = responses::assistant_from_output(response);
+                        self.store_response(ctx, store, response, message).await;
+                    }
+                }
                 if let Encoding::Responses(r) = &mut encoding {
                     // Stored before the client hears it is complete, so a follow-up naming
                     // it as `previous_response_id` finds it.
@@ -1094,13 +1177,22 @@ impl Gateway {
                 .body
                 .clone()
                 .unwrap_or_else(|| body.clone().freeze());
-            let (usage, content) = decoded.usage_and_content();
+            let (mut usage, content) = decoded.usage_and_content();
             let out = match encoding {
                 Encoding::Messages(_) => {
                     let completion: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
                     Bytes::from(
                         messages::from_completion(&completion, served, usage.as_ref()).to_string(),
                     )
+                }
+                Encoding::ResponsesPassthrough(p) => {
+                    let response: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    if let Some(store) = &p.store {
+                        let message = responses::assistant_from_output(&response);
+                        self.store_response(ctx, store, &response, message).await;
+                    }
+                    usage = responses::usage_of(&response);
+                    body.clone().freeze()
                 }
                 Encoding::Responses(r) => {
                     let completion: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);

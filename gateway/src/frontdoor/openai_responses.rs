@@ -408,6 +408,59 @@ fn assistant_message(message: &Value) -> Value {
     m
 }
 
+/// What one event of OpenAI's own Responses stream (passed through) means for the hold:
+/// the `response.created` / `in_progress` / item-added preamble is held; text, a function
+/// call, a refusal or the end is content; `error` / `response.failed` is an error.
+pub fn upstream_signal(event: &Event) -> crate::providers::Signal {
+    use crate::providers::Signal;
+    let Some(data) = event.data.as_deref() else {
+        return Signal::Preamble;
+    };
+    let Ok(v) = serde_json::from_str::<Value>(data) else {
+        return Signal::Content;
+    };
+    match v["type"].as_str().or(event.event.as_deref()).unwrap_or("") {
+        "response.created" | "response.in_progress" | "response.content_part.added" => {
+            Signal::Preamble
+        }
+        "response.output_item.added" if v["item"]["type"] == "message" => Signal::Preamble,
+        "response.output_item.added" if v["item"]["type"] == "reasoning" => Signal::Preamble,
+        t if t.starts_with("response.reasoning") => Signal::Preamble,
+        "error" | "response.failed" => Signal::Error,
+        _ => Signal::Content,
+    }
+}
+
+/// Usage of a Response object (OpenAI's `input_tokens` include the cached ones).
+pub fn usage_of(response: &Value) -> Option<Usage> {
+    let u = response.get("usage").filter(|u| u.is_object())?;
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    Some(Usage {
+        prompt_tokens: n(&u["input_tokens"]),
+        completion_tokens: n(&u["output_tokens"]),
+        cached_tokens: n(&u["input_tokens_details"]["cached_tokens"]),
+        cache_write_tokens: 0,
+    })
+}
+
+/// The assistant's chat message (for the stored conversation) of a Response's output.
+pub fn assistant_from_output(response: &Value) -> Value {
+    let items = response["output"].as_array().cloned().unwrap_or_default();
+    let text: String = items
+        .iter()
+        .filter(|i| i["type"] == "message")
+        .flat_map(|i| i["content"].as_array().cloned().unwrap_or_default())
+        .filter_map(|c| c["text"].as_str().map(str::to_string))
+        .collect();
+    let calls: Vec<Value> = items
+        .iter()
+        .filter(|i| i["type"] == "function_call")
+        .map(|i| json!({"id": i["call_id"], "type": "function", "function": {"name": i["name"], "arguments": i["arguments"]}}))
+        .collect();
+    let text = (!text.is_empty()).then_some(text);
+    assistant_message(&json!({"content": text, "tool_calls": calls}))
+}
+
 /// A tool call being streamed.
 #[derive(Debug)]
 struct StreamCall {

@@ -154,9 +154,78 @@ async fn each_kind(k: &Kind) {
     assert_eq!(output_text(&v), "It is sunny in Paris.");
 }
 
+/// `openai_compatible` entries get the Responses API translated to chat completions
+/// (`openai` entries get it passed through: see below).
+const OPENAI_COMPATIBLE: Kind = Kind {
+    kind: ProviderKind::OpenaiCompatible,
+    ..OPENAI
+};
+
 #[tokio::test]
-async fn openai_kind() {
-    each_kind(&OPENAI).await;
+async fn openai_compatible_kind() {
+    each_kind(&OPENAI_COMPATIBLE).await;
+}
+
+#[tokio::test]
+async fn openai_entries_get_the_request_unchanged() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider_with("oai", ProviderKind::Openai, &m.base_url(), 1, &[], &[])
+        .await;
+    let gw = Gateway::start(&env).await;
+    let body = json!({"model": "gpt-4o-mini", "input": "Say hello to the test suite",
+        "tools": [{"type": "web_search_preview"}], "include": ["reasoning.encrypted_content"]});
+    let resp = post(&gw, &env.key, &body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let rid = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let v: Value = resp.json().await.unwrap();
+    let up = m.last_request().unwrap();
+    assert_eq!(up.path, "/v1/responses");
+    assert_eq!(
+        up.json.clone().unwrap(),
+        body,
+        "the body went through unchanged"
+    );
+    assert_eq!(up.header("authorization"), Some("Bearer sk-upstream-oai"));
+    assert_eq!(output_text(&v), mock_provider::DEFAULT_CONTENT);
+    assert!(
+        v["id"].as_str().unwrap().starts_with("resp_mock_"),
+        "OpenAI's own response"
+    );
+    let row = env.log_row(&rid).await;
+    assert_eq!(row.route, "responses");
+    assert_eq!(
+        i64::from(row.prompt_tokens),
+        v["usage"]["input_tokens"].as_i64().unwrap()
+    );
+    assert_eq!(
+        i64::from(row.completion_tokens),
+        v["usage"]["output_tokens"].as_i64().unwrap()
+    );
+    // Stored here too, so it can be read back and continued on any kind.
+    let (status, stored) = get(&gw, &env.key, v["id"].as_str().unwrap()).await;
+    assert_eq!((status, &stored), (200, &v));
+
+    // Streamed: OpenAI's own events, unchanged, and the usage of response.completed.
+    let mut body = body.clone();
+    body["stream"] = json!(true);
+    let resp = post(&gw, &env.key, &body).send().await.unwrap();
+    let rid = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let ev = events(resp).await;
+    let done = ev.last().unwrap();
+    assert_eq!(done["type"], "response.completed");
+    assert!(done["response"]["id"]
+        .as_str()
+        .unwrap()
+        .starts_with("resp_mock_"));
+    let row = env.log_row(&rid).await;
+    assert!(row.streamed);
+    assert_eq!(
+        i64::from(row.completion_tokens),
+        done["response"]["usage"]["output_tokens"].as_i64().unwrap()
+    );
+    let (status, _) = get(&gw, &env.key, done["response"]["id"].as_str().unwrap()).await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test]
