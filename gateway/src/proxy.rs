@@ -89,6 +89,8 @@ pub struct Ctx {
     logged: bool,
     /// The front door whose shape errors are written in.
     error_shape: Door,
+    /// What the gateway changed in the request, for the log row.
+    note: Option<&'static str>,
     sink: LogSink,
     pricing: Arc<Pricing>,
 }
@@ -150,6 +152,8 @@ struct Inbound<'a> {
     anthropic_beta: Option<String>,
     /// The Responses door: the new response's id, and what to store.
     response_id: Option<String>,
+    /// The Messages door's conversion dropped thinking blocks.
+    thinking_dropped: bool,
     to_store: Option<ToStore>,
 }
 
@@ -570,8 +574,12 @@ impl Gateway {
         // The Messages door speaks to non-Anthropic providers through the OpenAI chat
         // shape; its conversion is made once and refused per entry only where needed.
         let mut to_store = None;
+        let mut thinking_dropped = false;
         let pivot = match door {
-            Door::Messages => Some(messages::to_chat(&request).map(|(chat, _)| chat)),
+            Door::Messages => Some(messages::to_chat(&request).map(|(chat, dropped)| {
+                thinking_dropped = dropped.thinking;
+                chat
+            })),
             Door::Responses => {
                 let history = self.previous_conversation(&key, &request).await?;
                 let chat = responses::to_chat(&request, &history);
@@ -639,6 +647,7 @@ impl Gateway {
             anthropic_version: header("anthropic-version"),
             anthropic_beta: header("anthropic-beta"),
             response_id: (door == Door::Responses).then(responses::response_id),
+            thinking_dropped,
             to_store,
         };
         self.run_attempts(session, ctx, &candidates, &inbound).await
@@ -859,6 +868,9 @@ impl Gateway {
                 Outcome::Ready(ready) => {
                     let status = ready.header.status.as_u16();
                     admission.success();
+                    if inbound.thinking_dropped && matches!(encoding, Encoding::Messages(_)) {
+                        ctx.note = Some("thinking blocks dropped in translation");
+                    }
                     ctx.attempts.push(Attempt {
                         provider_id: entry.id,
                         provider_name: entry.name.clone(),
@@ -1311,6 +1323,7 @@ fn build_record(ctx: &Ctx, pricing: &Pricing) -> Option<LogRecord> {
         latency_ms: clamp(ctx.start.elapsed().as_millis() as u64),
         ttfb_ms: ctx.ttfb.map(|t| clamp(t.as_millis() as u64)),
         attempts: ctx.attempts.clone(),
+        note: ctx.note.map(str::to_string),
     })
 }
 
@@ -1338,6 +1351,7 @@ impl ProxyHttp for Gateway {
             ttfb: None,
             logged: false,
             error_shape: Door::Chat,
+            note: None,
             sink: self.sink.clone(),
             pricing: self.pricing.clone(),
         }

@@ -156,6 +156,22 @@ async fn translated(k: &Kind) {
     );
     assert!(row.completion_tokens > 0);
 
+    // Thinking blocks cannot be translated: they are dropped, and the log row says so.
+    let mut body = messages_body(k.model);
+    body["messages"] = json!([
+        {"role": "user", "content": "Say hello"},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "hmm", "signature": "x"}, {"type": "text", "text": "Hello"}]},
+        {"role": "user", "content": "Again"}
+    ]);
+    let resp = post(&gw, &env.key, &body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let rid = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let row = env.log_row(&rid).await;
+    assert_eq!(
+        row.note.as_deref(),
+        Some("thinking blocks dropped in translation")
+    );
+
     // Tool use: the call comes back as a tool_use block, streamed arguments re-join.
     let tools = json!([{"name": "get_weather", "description": "Weather of a city",
         "input_schema": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}]);

@@ -32,6 +32,8 @@ export interface LogEntry {
   latency_ms: number;
   ttfb_ms: number | null;
   attempts: Attempt[];
+  /** What the gateway changed in the request, if anything. */
+  note?: string | null;
 }
 
 export interface LogPage {

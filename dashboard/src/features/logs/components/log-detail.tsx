@@ -32,6 +32,12 @@ function LogDetailBody({ entry }: { entry: LogEntry }) {
           <dd className="cell-mono">{entry.id}</dd>
           <dt>API</dt>
           <dd>{routeLabel(entry.route)}</dd>
+          {entry.note && (
+            <>
+              <dt>Note</dt>
+              <dd>{entry.note}</dd>
+            </>
+          )}
           <dt>Model requested</dt>
           <dd>{entry.model_requested ?? '—'}</dd>
           <dt>Model served</dt>
