@@ -358,3 +358,20 @@ async fn count_tokens_is_answered_here() {
     assert_eq!(v["input_tokens"], 4 + 6 + 3 * 2 + 3);
     assert_eq!(m.hits(), 0);
 }
+
+#[tokio::test]
+async fn images_reach_other_kinds() {
+    let (env, m, gw) = one_entry(&GEMINI).await;
+    let mut body = messages_body(GEMINI.model);
+    body["messages"] = json!([{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}]}]);
+    let resp = post(&gw, &env.key, &body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let sent = m.last_request().unwrap().json.unwrap();
+    let parts = &sent["contents"][0]["parts"];
+    assert_eq!(
+        parts[1]["inlineData"],
+        json!({"mimeType": "image/png", "data": "iVBORw0KGgo="})
+    );
+}

@@ -364,3 +364,47 @@ async fn built_in_tools_are_refused_by_name() {
     );
     assert_eq!(m.hits(), 0);
 }
+
+#[tokio::test]
+async fn falls_back_across_kinds_and_carries_images() {
+    let env = Env::new().await;
+    let (oai, ant) = (mock().await, mock().await);
+    env.add_provider_with(
+        "compat",
+        ProviderKind::OpenaiCompatible,
+        &oai.base_url(),
+        1,
+        &[],
+        &[],
+    )
+    .await;
+    env.add_provider_with(
+        "claude",
+        ProviderKind::Anthropic,
+        &ant.anthropic_base_url(),
+        2,
+        &[],
+        &[("gpt-4o-mini", "claude-sonnet-4-5")],
+    )
+    .await;
+    let gw = Gateway::start_with(&env, &env.db.url, &[("BREAKER_THRESHOLD", "1000")]).await;
+    oai.set_behavior(Some(mock_provider::Behavior::Status(429)));
+    let image = "data:image/png;base64,iVBORw0KGgo=";
+    let body = json!({"model": "gpt-4o-mini", "input": [{"role": "user", "content": [
+        {"type": "input_text", "text": "What is this?"},
+        {"type": "input_image", "image_url": image}]}]});
+    let resp = post(&gw, &env.key, &body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-perpetuo-provider"], "claude");
+    assert_eq!(resp.headers()["x-perpetuo-attempts"], "2");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(output_text(&v), mock_provider::DEFAULT_CONTENT);
+    let sent = ant.last_request().unwrap().json.unwrap();
+    assert_eq!(sent["model"], "claude-sonnet-4-5");
+    let source = &sent["messages"][0]["content"][1]["source"];
+    assert_eq!(
+        (source["type"].as_str(), source["media_type"].as_str()),
+        (Some("base64"), Some("image/png"))
+    );
+    assert_eq!(source["data"], "iVBORw0KGgo=");
+}
