@@ -326,7 +326,40 @@ impl Encoding {
     }
 }
 
+/// The stream state of an answer passed through unchanged (read only for its usage).
+fn passthrough_state(served: &str) -> StreamState {
+    StreamState {
+        meta: providers::chunk::Meta::new(served),
+        ..Default::default()
+    }
+}
+
 impl Inbound<'_> {
+    /// The door's request in the OpenAI chat shape, built for one entry by its adapter.
+    fn pivot_request(
+        &self,
+        adapter: Adapter,
+        entry: &Entry,
+        served: &str,
+    ) -> Result<(crate::providers::UpstreamRequest, StreamState), providers::Unsupported> {
+        let (chat, raw) = match self.pivot {
+            Some(Ok((chat, raw))) => (chat, raw),
+            Some(Err(e)) => return Err(e.clone()),
+            None => return Err(providers::Unsupported("no request".into())),
+        };
+        let call = Call {
+            request: chat,
+            raw,
+            ..self.call
+        };
+        adapter.build_request(
+            &entry.upstream.path_prefix,
+            entry.key.expose(),
+            &call,
+            served,
+        )
+    }
+
     /// The request for one entry, its stream state and how its answer is encoded.
     fn build(
         &self,
@@ -347,24 +380,11 @@ impl Inbound<'_> {
                     self.anthropic_version.as_deref(),
                     self.anthropic_beta.as_deref(),
                 )?;
-                let state = StreamState {
-                    meta: providers::chunk::Meta::new(served),
-                    ..Default::default()
-                };
+                let state = passthrough_state(served);
                 Ok((req, state, Encoding::Passthrough))
             }
             (Door::Messages, _) => {
-                let (chat, raw) = match self.pivot {
-                    Some(Ok((chat, raw))) => (chat, raw),
-                    Some(Err(e)) => return Err(e.clone()),
-                    None => return Err(providers::Unsupported("no request".into())),
-                };
-                let call = Call {
-                    request: chat,
-                    raw,
-                    ..self.call
-                };
-                let (req, state) = adapter.build_request(prefix, key, &call, served)?;
+                let (req, state) = self.pivot_request(adapter, entry, served)?;
                 let encoder = messages::StreamEncoder::new(served);
                 Ok((req, state, Encoding::Messages(Box::new(encoder))))
             }
@@ -373,10 +393,7 @@ impl Inbound<'_> {
                     && self.call.request.get("previous_response_id").is_none() =>
             {
                 let req = providers::openai::responses_request(prefix, key, &self.call, served)?;
-                let state = StreamState {
-                    meta: providers::chunk::Meta::new(served),
-                    ..Default::default()
-                };
+                let state = passthrough_state(served);
                 let passed = PassedResponse {
                     store: self.to_store.clone(),
                     last: None,
@@ -385,17 +402,7 @@ impl Inbound<'_> {
                 Ok((req, state, Encoding::ResponsesPassthrough(Box::new(passed))))
             }
             (Door::Responses, _) => {
-                let (chat, raw) = match self.pivot {
-                    Some(Ok((chat, raw))) => (chat, raw),
-                    Some(Err(e)) => return Err(e.clone()),
-                    None => return Err(providers::Unsupported("no request".into())),
-                };
-                let call = Call {
-                    request: chat,
-                    raw,
-                    ..self.call
-                };
-                let (req, state) = adapter.build_request(prefix, key, &call, served)?;
+                let (req, state) = self.pivot_request(adapter, entry, served)?;
                 let id = self
                     .response_id
                     .clone()

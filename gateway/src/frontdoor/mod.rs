@@ -72,6 +72,27 @@ impl Door {
     }
 }
 
+/// The start of a chat request translated from another door: the client's `model`, the
+/// converted `messages`, and the fields that only change name (`(from, to)` pairs).
+pub(crate) fn chat_request(
+    request: &serde_json::Value,
+    messages: Vec<serde_json::Value>,
+    renamed: &[(&str, &str)],
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    out.insert(
+        "model".into(),
+        request.get("model").cloned().unwrap_or_default(),
+    );
+    out.insert("messages".into(), serde_json::Value::Array(messages));
+    for (from, to) in renamed {
+        if let Some(v) = request.get(*from).filter(|v| !v.is_null()) {
+            out.insert((*to).into(), v.clone());
+        }
+    }
+    out
+}
+
 /// The client's Perpetuo key: `Authorization: Bearer` everywhere, and Anthropic's
 /// `x-api-key` as well on doors that Anthropic clients use.
 pub fn credentials(session: &Session, door: Option<Door>) -> Option<&str> {

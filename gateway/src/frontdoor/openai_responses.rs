@@ -185,23 +185,17 @@ pub fn to_chat(request: &Value, history: &[Value]) -> Result<Value, Unsupported>
         Some(Value::Array(items)) => messages.extend(items_to_messages(items)?),
         _ => return Err(unsupported("`input` must be a string or an array of items")),
     }
-    let mut out = Map::new();
-    out.insert(
-        "model".into(),
-        request.get("model").cloned().unwrap_or(Value::Null),
+    let mut out = super::chat_request(
+        request,
+        messages,
+        &[
+            ("max_output_tokens", "max_tokens"),
+            ("temperature", "temperature"),
+            ("top_p", "top_p"),
+            ("parallel_tool_calls", "parallel_tool_calls"),
+            ("user", "user"),
+        ],
     );
-    out.insert("messages".into(), Value::Array(messages));
-    for (from, to) in [
-        ("max_output_tokens", "max_tokens"),
-        ("temperature", "temperature"),
-        ("top_p", "top_p"),
-        ("parallel_tool_calls", "parallel_tool_calls"),
-        ("user", "user"),
-    ] {
-        if let Some(v) = request.get(from).filter(|v| !v.is_null()) {
-            out.insert(to.into(), v.clone());
-        }
-    }
     if let Some(effort) = request
         .get("reasoning")
         .and_then(|r| r.get("effort"))
