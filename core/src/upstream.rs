@@ -26,9 +26,16 @@ pub enum UpstreamError {
     Scheme,
     #[error("base_url must not carry credentials, a query or a fragment")]
     Extras,
-    #[error("base_url points to a private, loopback or link-local address")]
+    #[error(
+        "base_url points to a private, loopback or link-local address; to use a server on \
+         your network (Ollama, vLLM, a test mock), add its range to ALLOWED_PRIVATE_UPSTREAMS \
+         on the admin API and the gateway, e.g. 127.0.0.0/8 (169.254.0.0/16 is never allowed)"
+    )]
     PrivateAddress,
-    #[error("base_url names a local host")]
+    #[error(
+        "base_url names a local host; use its IP address and allow it with \
+         ALLOWED_PRIVATE_UPSTREAMS"
+    )]
     LocalName,
 }
 

@@ -261,6 +261,7 @@ pub fn init() {
         "status_5xx",
         "early_end",
         "stream_error",
+        "upstream_refused_by_policy",
     ] {
         FALLBACKS.with_label_values(&[r]);
     }

@@ -300,6 +300,9 @@ pub enum Failure {
     EarlyEnd,
     /// The stream reported an error before its first content.
     StreamError,
+    /// The entry's address is private or loopback and `ALLOWED_PRIVATE_UPSTREAMS` does
+    /// not allow it.
+    RefusedByPolicy,
 }
 
 impl Failure {
@@ -319,6 +322,7 @@ impl Failure {
             Failure::Status(_) => "status_5xx",
             Failure::EarlyEnd => "early_end",
             Failure::StreamError => "stream_error",
+            Failure::RefusedByPolicy => "upstream_refused_by_policy",
         }
     }
 }

@@ -134,8 +134,12 @@ impl Upstreams {
     ) -> Outcome {
         let peer = match self.peer(entry).await {
             Ok(p) => p,
+            Err(ResolveError::Policy(e)) => {
+                tracing::warn!(entry = %entry.id, error = %e, "provider address refused by the upstream policy (ALLOWED_PRIVATE_UPSTREAMS)");
+                return failed(Failure::RefusedByPolicy);
+            }
             Err(e) => {
-                tracing::warn!(entry = %entry.id, error = %e, "provider address refused or unresolvable");
+                tracing::warn!(entry = %entry.id, error = %e, "provider address unresolvable");
                 return failed(Failure::Connect);
             }
         };

@@ -180,6 +180,17 @@ async fn validation_and_upstream_policy() {
             "{field} not named for {body}: {resp}"
         );
     }
+    // A refused private address names the setting that allows it.
+    let (_, resp) = app
+        .post(&base, &acc.token, json!({"kind": "openai_compatible", "name": "x", "api_key": "k", "base_url": "https://127.0.0.1/v1"}))
+        .await;
+    assert!(
+        resp["error"]["fields"]["base_url"]
+            .as_str()
+            .unwrap()
+            .contains("ALLOWED_PRIVATE_UPSTREAMS"),
+        "{resp}"
+    );
     let (status, body) = app
         .post(&base, &acc.token, json!({"kind": "openai_compatible", "name": "groq", "api_key": "k", "base_url": "https://api.groq.example/openai/v1/"}))
         .await;

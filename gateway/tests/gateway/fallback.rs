@@ -258,5 +258,8 @@ async fn the_gateway_refuses_private_addresses_the_operator_did_not_allow() {
     let rid = resp.headers()["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(m.hits(), 0, "nothing was sent to the refused address");
     let row = env.log_row(&rid).await;
-    assert_eq!(row.attempts[0].error_kind.as_deref(), Some("connect"));
+    assert_eq!(
+        row.attempts[0].error_kind.as_deref(),
+        Some("upstream_refused_by_policy")
+    );
 }
