@@ -8,12 +8,10 @@ use perpetuo_admin::startup::Application;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let _ = dotenvy::dotenv();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    if let Err(e) = perpetuo_core::logging::init() {
+        eprintln!("{e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Migrate) => perpetuo_admin::startup::migrate_only(&cli.config).await,

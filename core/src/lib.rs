@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod db;
 pub mod dns;
 pub mod email;
+pub mod logging;
 pub mod password;
 pub mod pricing;
 pub mod provider;

@@ -34,12 +34,10 @@ fn fail(msg: impl std::fmt::Display) -> std::process::ExitCode {
 
 fn main() -> std::process::ExitCode {
     let _ = dotenvy::dotenv();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    if let Err(e) = perpetuo_core::logging::init() {
+        eprintln!("{e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let config = Config::parse();
     metrics::init();
 

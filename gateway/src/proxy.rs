@@ -17,6 +17,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::auth::{AuthError, AuthedKey, KeyCache};
@@ -1365,7 +1366,10 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
-        match self.handle(session, ctx).await {
+        // Every line logged while the request runs carries its id (a warn-level span, so
+        // it is on whenever warnings are).
+        let span = tracing::warn_span!("request", request_id = %ctx.request_id);
+        match self.handle(session, ctx).instrument(span).await {
             Ok(()) => Ok(true),
             Err(Stop::Respond(err)) => {
                 ctx.status = err.status;

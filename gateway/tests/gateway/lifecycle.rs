@@ -126,3 +126,40 @@ async fn a_request_cut_off_by_the_end_of_the_grace_period_still_gets_its_row() {
     assert_eq!(row.status, 503);
     assert!(row.streamed);
 }
+
+#[tokio::test]
+async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
+    let env = Env::new().await;
+    let m = mock_provider::MockProvider::start(Default::default())
+        .await
+        .unwrap();
+    env.add_provider("loopback", &m.base_url(), 1).await;
+    let path = std::env::temp_dir().join(format!("perpetuo-json-log-{}.log", env.workspace));
+    let file = std::fs::File::create(&path).unwrap();
+    let gw = Gateway::start_with_output(
+        &env,
+        &env.db.url,
+        &[("LOG_FORMAT", "json"), ("ALLOWED_PRIVATE_UPSTREAMS", "")],
+        Some(&file),
+    )
+    .await;
+    // The entry's address is refused by the policy: the gateway logs a warning.
+    let resp = gw.chat(&env.key, chat_body("gpt-4o")).send().await.unwrap();
+    let rid = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    drop(gw);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let warning = lines
+        .iter()
+        .find(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("ALLOWED_PRIVATE_UPSTREAMS"))
+        })
+        .unwrap_or_else(|| panic!("no policy warning in {text}"));
+    assert_eq!(warning["span"]["request_id"], rid.as_str());
+}
