@@ -90,6 +90,13 @@ impl Pricing {
 
     /// The price of `model`: an exact entry, else the longest entry that is a prefix of
     /// it followed by `-` (dated or tagged variants).
+    /// Every priced model name, in order.
+    pub fn model_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.models.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
     pub fn price(&self, model: &str) -> Option<&ModelPrice> {
         if let Some(p) = self.models.get(model) {
             return Some(p);

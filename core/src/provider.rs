@@ -29,6 +29,20 @@ impl ProviderKind {
         }
     }
 
+    /// Whether a public model name is this kind's own (by the provider's naming), for
+    /// listing the models of an entry that serves any model. `openai_compatible` servers
+    /// name their models freely: none is theirs by name.
+    pub fn names_model(self, model: &str) -> bool {
+        match self {
+            ProviderKind::Openai => ["gpt-", "o1", "o3", "o4", "text-embedding-", "chatgpt-"]
+                .iter()
+                .any(|p| model.starts_with(p)),
+            ProviderKind::Anthropic => model.starts_with("claude-"),
+            ProviderKind::Gemini => model.starts_with("gemini-"),
+            ProviderKind::OpenaiCompatible => false,
+        }
+    }
+
     /// The public endpoint used when an entry has no `base_url`.
     pub fn default_base_url(self) -> Option<&'static str> {
         match self {

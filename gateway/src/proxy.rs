@@ -522,17 +522,31 @@ impl Gateway {
             .entries(key.workspace_id)
             .await
             .map_err(|_| GatewayError::auth_unavailable())?;
+        // Models the entries name, and — for entries that serve any model — the pricing
+        // table's models of their kind, marked as such (the provider may serve others).
         let mut seen = std::collections::BTreeMap::new();
         for e in entries.iter() {
             for m in e.models.iter().chain(e.model_map.keys()) {
-                seen.entry(m.clone()).or_insert(e.kind.as_str());
+                seen.insert(m.clone(), (e.kind.as_str(), false));
+            }
+        }
+        for e in entries.iter().filter(|e| e.models.is_empty()) {
+            for m in self.pricing.model_names() {
+                if e.kind.names_model(m) {
+                    seen.entry(m.to_string()).or_insert((e.kind.as_str(), true));
+                }
             }
         }
         let data: Vec<Value> = seen
             .into_iter()
-            .map(
-                |(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}),
-            )
+            .map(|(id, (owner, from_pricing))| {
+                let mut model =
+                    json!({"id": id, "object": "model", "created": 0, "owned_by": owner});
+                if from_pricing {
+                    model["perpetuo_listed_from"] = json!("pricing_table");
+                }
+                model
+            })
             .collect();
         let body = json!({"object": "list", "data": data})
             .to_string()

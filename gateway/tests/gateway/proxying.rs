@@ -286,3 +286,54 @@ async fn missing_provider_usage_is_counted_with_the_tokenizer_and_marked_estimat
         assert!(row.completion_tokens > 0);
     }
 }
+
+#[tokio::test]
+async fn models_of_entries_that_serve_any_model_come_from_the_pricing_table() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider_with(
+        "claude",
+        perpetuo_core::provider::ProviderKind::Anthropic,
+        &m.anthropic_base_url(),
+        1,
+        &[],
+        &[],
+    )
+    .await;
+    env.add_provider_with(
+        "local",
+        perpetuo_core::provider::ProviderKind::OpenaiCompatible,
+        &m.base_url(),
+        2,
+        &["llama-3"],
+        &[],
+    )
+    .await;
+    let gw = Gateway::start(&env).await;
+    let models: Value = gw
+        .http
+        .get(format!("{}/v1/models", gw.base))
+        .bearer_auth(&env.key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let data = models["data"].as_array().unwrap();
+    let claude: Vec<&Value> = data
+        .iter()
+        .filter(|m| m["owned_by"] == "anthropic")
+        .collect();
+    assert!(!claude.is_empty(), "{models}");
+    assert!(claude
+        .iter()
+        .all(|m| m["id"].as_str().unwrap().starts_with("claude-")
+            && m["perpetuo_listed_from"] == "pricing_table"));
+    let llama = data.iter().find(|m| m["id"] == "llama-3").unwrap();
+    assert_eq!(llama["owned_by"], "openai_compatible");
+    assert!(llama.get("perpetuo_listed_from").is_none());
+    assert!(!data
+        .iter()
+        .any(|m| m["id"].as_str().unwrap().starts_with("gpt-")));
+}
