@@ -121,6 +121,7 @@ fn main() -> std::process::ExitCode {
         pricing: Arc::new(pricing),
         sink,
         max_body_bytes: config.max_body_bytes,
+        limiter: Arc::new(perpetuo_gateway::limits::Limiter::default()),
     };
 
     let mut server = Server::new_with_opt_and_conf(None, conf);

@@ -117,6 +117,13 @@ pub static KEY_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["result"],
     )
 });
+pub static LIMIT_REFUSALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "perpetuo_limit_refusals_total",
+        "Requests refused by a key or workspace limit, by limit kind and scope.",
+        &["limit", "scope"],
+    )
+});
 pub static LOG_QUEUE_DEPTH: LazyLock<IntGauge> = LazyLock::new(|| {
     gauge(
         "perpetuo_log_queue_depth",
@@ -217,6 +224,7 @@ pub fn init() {
     LazyLock::force(&COST);
     LazyLock::force(&UNPRICED);
     LazyLock::force(&KEY_CACHE);
+    LazyLock::force(&LIMIT_REFUSALS);
     LazyLock::force(&LOG_QUEUE_DEPTH);
     LazyLock::force(&LOG_WRITTEN);
     LazyLock::force(&LOG_DROPPED);

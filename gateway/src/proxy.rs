@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::auth::{AuthError, AuthedKey, KeyCache};
 use crate::errors::GatewayError;
 use crate::frontdoor::{self, anthropic_messages as messages, Door};
+use crate::limits::{self, Limiter};
 use crate::log_writer::LogSink;
 use crate::metrics;
 use crate::providers::{self, tokens, Adapter, Call, Generated, StreamState, Usage};
@@ -41,6 +42,7 @@ pub struct Gateway {
     pub pricing: Arc<Pricing>,
     pub sink: LogSink,
     pub max_body_bytes: usize,
+    pub limiter: Arc<Limiter>,
 }
 
 /// Per-request state.
@@ -67,6 +69,8 @@ pub struct Ctx {
     error_shape: Door,
     sink: LogSink,
     pricing: Arc<Pricing>,
+    /// The key's limits: the permit held while the request runs, or the refusal.
+    limits: limits::Gate,
 }
 
 /// How a request ended early.
@@ -305,7 +309,7 @@ impl Gateway {
         if let Some(p) = provider {
             h.insert_header("x-perpetuo-provider", p)?;
         }
-        Ok(())
+        ctx.limits.write_headers(h)
     }
 
     async fn authenticate(
@@ -469,6 +473,9 @@ impl Gateway {
             anthropic_version: header("anthropic-version"),
             anthropic_beta: header("anthropic-beta"),
         };
+        let estimate = limits::Estimate::of(&request, body.len(), bare_model, &self.pricing);
+        ctx.limits = self.limiter.admit(key.id, key.workspace_id, &key.policy, bare_model, estimate);
+        ctx.limits.check()?;
         self.run_attempts(session, ctx, &candidates, &inbound).await
     }
 
@@ -973,6 +980,8 @@ fn build_record(ctx: &Ctx, pricing: &Pricing) -> Option<LogRecord> {
             .with_label_values(&[kind])
             .inc_by(c as f64 / 1e9);
     }
+    ctx.limits
+        .settle(usage.prompt_tokens + usage.completion_tokens, cost.unwrap_or(0));
     let clamp = |n: u64| i32::try_from(n).unwrap_or(i32::MAX);
     Some(LogRecord {
         id: ctx.request_id,
@@ -986,7 +995,11 @@ fn build_record(ctx: &Ctx, pricing: &Pricing) -> Option<LogRecord> {
         model_requested: ctx.model_requested.clone(),
         model_served: ctx.model_served.clone(),
         status: i16::try_from(ctx.status).unwrap_or(0),
-        error_kind: ctx.error_kind.map(str::to_string),
+        error_kind: ctx
+            .limits
+            .refused_kind()
+            .or(ctx.error_kind)
+            .map(str::to_string),
         streamed: ctx.streamed,
         prompt_tokens: clamp(usage.prompt_tokens),
         completion_tokens: clamp(usage.completion_tokens),
@@ -1025,6 +1038,7 @@ impl ProxyHttp for Gateway {
             error_shape: Door::Chat,
             sink: self.sink.clone(),
             pricing: self.pricing.clone(),
+            limits: limits::Gate::default(),
         }
     }
 
