@@ -200,7 +200,16 @@ async fn load(pool: &Pool, hash: &KeyHash) -> Result<Option<Arc<AuthedKey>>, db:
     // A budget's spend so far comes from the usage counters, so that a restart or a lost
     // shared store does not hand the key a fresh budget.
     let key_seed = match k.limits.budget_nusd {
-        Some(_) => Some(seed(&client, k.workspace_id, Some(k.id), k.limits.budget_period, now).await?),
+        Some(_) => Some(
+            seed(
+                &client,
+                k.workspace_id,
+                Some(k.id),
+                k.limits.budget_period,
+                now,
+            )
+            .await?,
+        ),
         None => None,
     };
     let workspace_seed = match workspace.budget_nusd {

@@ -55,10 +55,13 @@ impl Policy {
 
     pub fn allows_model(&self, model: &str) -> bool {
         self.allowed_models.is_empty()
-            || self.allowed_models.iter().any(|p| match p.strip_suffix('*') {
-                Some(prefix) => model.starts_with(prefix),
-                None => p == model,
-            })
+            || self
+                .allowed_models
+                .iter()
+                .any(|p| match p.strip_suffix('*') {
+                    Some(prefix) => model.starts_with(prefix),
+                    None => p == model,
+                })
     }
 }
 
@@ -342,7 +345,11 @@ impl Limiter {
         let mut scopes = Vec::with_capacity(2);
         for (scope, limits, seed) in [
             (Scope::Key(key_id), &policy.key, policy.key_seed),
-            (Scope::Workspace(workspace_id), &policy.workspace, policy.workspace_seed),
+            (
+                Scope::Workspace(workspace_id),
+                &policy.workspace,
+                policy.workspace_seed,
+            ),
         ] {
             if !limits.is_empty() {
                 scopes.push((scope, *limits, seed, self.counters(scope)));

@@ -474,7 +474,9 @@ impl Gateway {
             anthropic_beta: header("anthropic-beta"),
         };
         let estimate = limits::Estimate::of(&request, body.len(), bare_model, &self.pricing);
-        ctx.limits = self.limiter.admit(key.id, key.workspace_id, &key.policy, bare_model, estimate);
+        ctx.limits =
+            self.limiter
+                .admit(key.id, key.workspace_id, &key.policy, bare_model, estimate);
         ctx.limits.check()?;
         self.run_attempts(session, ctx, &candidates, &inbound).await
     }
@@ -980,8 +982,10 @@ fn build_record(ctx: &Ctx, pricing: &Pricing) -> Option<LogRecord> {
             .with_label_values(&[kind])
             .inc_by(c as f64 / 1e9);
     }
-    ctx.limits
-        .settle(usage.prompt_tokens + usage.completion_tokens, cost.unwrap_or(0));
+    ctx.limits.settle(
+        usage.prompt_tokens + usage.completion_tokens,
+        cost.unwrap_or(0),
+    );
     let clamp = |n: u64| i32::try_from(n).unwrap_or(i32::MAX);
     Some(LogRecord {
         id: ctx.request_id,

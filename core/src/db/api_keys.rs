@@ -91,6 +91,16 @@ pub async fn list(db: &impl GenericClient, workspace: Uuid) -> Result<Vec<ApiKey
     Ok(rows.iter().map(from_row).collect())
 }
 
+pub async fn get(
+    db: &impl GenericClient,
+    workspace: Uuid,
+    id: Uuid,
+) -> Result<Option<ApiKey>, DbError> {
+    let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE workspace_id = $1 AND id = $2");
+    let row = db.query_opt(&sql, &[&workspace, &id]).await?;
+    Ok(row.as_ref().map(from_row))
+}
+
 /// Revokes a key (idempotent: a revoked key keeps its first revocation time).
 pub async fn revoke(
     db: &impl GenericClient,

@@ -245,6 +245,9 @@ mod tests {
         assert_eq!(Period::Month.start(t), datetime!(2026-12-01 0:00 UTC));
         assert_eq!(Period::Month.end(t), datetime!(2027-01-01 0:00 UTC));
         let other_zone = datetime!(2027-01-01 01:30 +02:00);
-        assert_eq!(Period::Month.start(other_zone), datetime!(2026-12-01 0:00 UTC));
+        assert_eq!(
+            Period::Month.start(other_zone),
+            datetime!(2026-12-01 0:00 UTC)
+        );
     }
 }
