@@ -474,9 +474,10 @@ impl Gateway {
             anthropic_beta: header("anthropic-beta"),
         };
         let estimate = limits::Estimate::of(&request, body.len(), bare_model, &self.pricing);
-        ctx.limits =
-            self.limiter
-                .admit(key.id, key.workspace_id, &key.policy, bare_model, estimate);
+        ctx.limits = self
+            .limiter
+            .admit(key.id, key.workspace_id, &key.policy, bare_model, estimate)
+            .await;
         ctx.limits.check()?;
         self.run_attempts(session, ctx, &candidates, &inbound).await
     }

@@ -429,3 +429,311 @@ async fn refusals_use_the_front_doors_own_shape() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["type"], "error", "{body}");
 }
+
+/// A `redis-server` of this test's own on a free port, stopped by its PID.
+struct PrivateRedis {
+    child: Option<std::process::Child>,
+    port: u16,
+}
+
+impl PrivateRedis {
+    async fn start() -> Self {
+        let mut r = Self {
+            child: None,
+            port: crate::harness::free_port(),
+        };
+        r.restart().await;
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    async fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server) is installed");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for(
+            "redis-server listens",
+            Duration::from_secs(10),
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+            },
+        )
+        .await;
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn cli(&self, args: &[&str]) {
+        let ok = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The shared Redis on 127.0.0.1:6379 when one runs there, else a private one.
+async fn shared_redis() -> (String, Option<PrivateRedis>) {
+    if tokio::net::TcpStream::connect("127.0.0.1:6379")
+        .await
+        .is_ok()
+    {
+        ("redis://127.0.0.1:6379/".into(), None)
+    } else {
+        let r = PrivateRedis::start().await;
+        (r.url(), Some(r))
+    }
+}
+
+fn fallbacks(metrics: &str) -> f64 {
+    metric_value(metrics, "perpetuo_limit_fallbacks_total")
+}
+
+#[tokio::test]
+async fn two_gateways_share_one_redis_exactly() {
+    let (env, _m) = setup().await;
+    set_key(&env, env.key_id, "rpm_limit = 3").await;
+    let (url, _private) = shared_redis().await;
+    let prefix = format!("test-{}:", Uuid::now_v7());
+    let vars = [
+        ("REDIS_URL", url.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+        // A loaded test machine must not turn a slow answer into a fallback.
+        ("REDIS_DEADLINE_MS", "2000"),
+    ];
+    let a = Gateway::start_with(&env, &env.db.url, &vars).await;
+    let b = Gateway::start_with(&env, &env.db.url, &vars).await;
+    // Both are connected to Redis before counting starts.
+    for gw in [&a, &b] {
+        let (other, _) = env.new_key().await;
+        wait_for("connected to Redis", Duration::from_secs(5), || async {
+            let r = gw
+                .chat(&other, chat_body("gpt-4o-mini"))
+                .send()
+                .await
+                .unwrap();
+            r.status() == 200
+        })
+        .await;
+    }
+    inside_a_fresh_minute().await;
+    let mut remaining = Vec::new();
+    for gw in [&a, &b, &a] {
+        let r = gw
+            .chat(&env.key, chat_body("gpt-4o-mini"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        remaining.push(header(&r, "x-ratelimit-remaining-requests").to_string());
+    }
+    assert_eq!(remaining, ["2", "1", "0"], "one count across both gateways");
+    for gw in [&b, &a] {
+        let r = gw
+            .chat(&env.key, chat_body("gpt-4o-mini"))
+            .send()
+            .await
+            .unwrap();
+        refusal(r, &env, 429, "rate_limit_exceeded", "rate_limit_rpm").await;
+    }
+    for gw in [&a, &b] {
+        assert_eq!(fallbacks(&gw.metrics_text().await), 0.0);
+    }
+}
+
+#[tokio::test]
+async fn redis_stopped_falls_back_to_local_shares_and_comes_back() {
+    let (env, _m) = setup().await;
+    set_key(&env, env.key_id, "rpm_limit = 4").await;
+    let mut redis = PrivateRedis::start().await;
+    let url = redis.url();
+    let gw = Gateway::start_with(
+        &env,
+        &env.db.url,
+        &[
+            ("REDIS_URL", url.as_str()),
+            ("GATEWAY_REPLICAS", "2"),
+            ("REDIS_DEADLINE_MS", "2000"),
+        ],
+    )
+    .await;
+    inside_a_fresh_minute().await;
+    wait_for("served through Redis", Duration::from_secs(5), || async {
+        let r = gw
+            .chat(&env.key, chat_body("gpt-4o-mini"))
+            .send()
+            .await
+            .unwrap();
+        r.status() == 200 && fallbacks(&gw.metrics_text().await) == 0.0
+    })
+    .await;
+
+    redis.stop();
+    // Requests keep flowing on this gateway's share: 4 / 2 replicas = 2 a minute.
+    for _ in 0..2 {
+        let r = gw
+            .chat(&env.key, chat_body("gpt-4o-mini"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "x-ratelimit-limit-requests"), "2");
+    }
+    let r = gw
+        .chat(&env.key, chat_body("gpt-4o-mini"))
+        .send()
+        .await
+        .unwrap();
+    refusal(r, &env, 429, "rate_limit_exceeded", "rate_limit_rpm").await;
+    let during = fallbacks(&gw.metrics_text().await);
+    assert!(
+        during >= 3.0,
+        "every check while Redis is down counts: {during}"
+    );
+
+    redis.restart().await;
+    wait_for("shared again", Duration::from_secs(10), || async {
+        let before = fallbacks(&gw.metrics_text().await);
+        let r = gw
+            .chat(&env.key, chat_body("gpt-4o-mini"))
+            .send()
+            .await
+            .unwrap();
+        let limit = r
+            .headers()
+            .get("x-ratelimit-limit-requests")
+            .map(|v| v.to_str().unwrap().to_string());
+        fallbacks(&gw.metrics_text().await) == before && limit.as_deref() == Some("4")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn budget_survives_a_redis_flush() {
+    let (env, _m) = setup().await;
+    let mut body = chat_body("gpt-4o-mini");
+    body["max_tokens"] = json!(10);
+    let u = mock_provider::expected_usage(&body);
+    let actual = cost(u.prompt_tokens, u.completion_tokens);
+    let budget = actual + estimate(&body);
+    set_key(&env, env.key_id, &format!("budget_nusd = {budget}")).await;
+    let redis = PrivateRedis::start().await;
+    let url = redis.url();
+    let gw = Gateway::start_with(
+        &env,
+        &env.db.url,
+        &[("REDIS_URL", url.as_str()), ("REDIS_DEADLINE_MS", "2000")],
+    )
+    .await;
+    let (other, _) = env.new_key().await;
+    wait_for("connected to Redis", Duration::from_secs(5), || async {
+        gw.chat(&other, chat_body("gpt-4o-mini"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+    })
+    .await;
+    for _ in 0..2 {
+        let r = gw.chat(&env.key, body.clone()).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let rid = request_id(&r);
+        r.bytes().await.unwrap();
+        env.log_row(&rid).await;
+    }
+    let r = gw.chat(&env.key, body.clone()).send().await.unwrap();
+    refusal(r, &env, 429, "insufficient_quota", "budget_exceeded").await;
+
+    redis.cli(&["FLUSHALL"]);
+    for _ in 0..3 {
+        let r = gw.chat(&env.key, body.clone()).send().await.unwrap();
+        refusal(r, &env, 429, "insufficient_quota", "budget_exceeded").await;
+    }
+    assert_eq!(fallbacks(&gw.metrics_text().await), 0.0);
+}
+
+#[tokio::test]
+async fn concurrency_through_redis_is_released_when_the_stream_ends() {
+    let (env, _m) = setup().await;
+    set_key(&env, env.key_id, "concurrency_limit = 1").await;
+    let (url, _private) = shared_redis().await;
+    let prefix = format!("test-{}:", Uuid::now_v7());
+    let vars = [
+        ("REDIS_URL", url.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+        ("REDIS_DEADLINE_MS", "2000"),
+    ];
+    let a = Gateway::start_with(&env, &env.db.url, &vars).await;
+    let b = Gateway::start_with(&env, &env.db.url, &vars).await;
+    let mut held = chat_body("gpt-stall-mid-stream");
+    held["stream"] = json!(true);
+    let mut first = wait_for_redis_admission(&a, &env, held).await;
+    let first_id = request_id(&first);
+    assert!(first.chunk().await.unwrap().is_some());
+    // The slot is taken for every gateway.
+    let r = b
+        .chat(&env.key, chat_body("gpt-4o-mini"))
+        .send()
+        .await
+        .unwrap();
+    refusal(r, &env, 429, "rate_limit_exceeded", "concurrency_limit").await;
+    drop(first);
+    env.log_row(&first_id).await;
+    wait_for(
+        "the slot is released in Redis",
+        Duration::from_secs(5),
+        || async {
+            b.chat(&env.key, chat_body("gpt-4o-mini"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 200
+        },
+    )
+    .await;
+    for gw in [&a, &b] {
+        assert_eq!(fallbacks(&gw.metrics_text().await), 0.0);
+    }
+}
+
+/// Sends `body` once the gateway's link to Redis is up (no fallback counted).
+async fn wait_for_redis_admission(gw: &Gateway, env: &Env, body: Value) -> Response {
+    let (probe, _) = env.new_key().await;
+    wait_for("connected to Redis", Duration::from_secs(5), || async {
+        gw.chat(&probe, chat_body("gpt-4o-mini"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+    })
+    .await;
+    let r = gw.chat(&env.key, body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r
+}
