@@ -34,7 +34,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::auth::KeyCache;
+use crate::auth::{AuthedKey, KeyCache};
 use crate::errors::GatewayError;
 use crate::metrics;
 
@@ -459,15 +459,17 @@ impl Limiter {
         }
     }
 
-    /// Runs the checks for one request. Keys and workspaces without limits cost nothing.
+    /// Runs the checks for one request. Keys and workspaces without limits cost nothing:
+    /// not even the estimate is made for them.
     pub async fn admit(
         &self,
-        key_id: Uuid,
-        workspace_id: Uuid,
-        policy: &Policy,
+        key: &AuthedKey,
         model: &str,
-        estimate: Estimate,
+        request: &Value,
+        body_len: usize,
+        pricing: &Pricing,
     ) -> Gate {
+        let (key_id, workspace_id, policy) = (key.id, key.workspace_id, &key.policy);
         if policy.is_unlimited() {
             return Gate::default();
         }
@@ -487,6 +489,7 @@ impl Limiter {
         if policy.key.is_empty() && policy.workspace.is_empty() {
             return Gate::default();
         }
+        let estimate = Estimate::of(request, body_len, model, pricing);
         match &self.shared {
             None => self.local.admit(key_id, workspace_id, policy, estimate, 1),
             Some(store) => match store.admit(key_id, workspace_id, policy, estimate).await {

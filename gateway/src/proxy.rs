@@ -473,10 +473,9 @@ impl Gateway {
             anthropic_version: header("anthropic-version"),
             anthropic_beta: header("anthropic-beta"),
         };
-        let estimate = limits::Estimate::of(&request, body.len(), bare_model, &self.pricing);
         ctx.limits = self
             .limiter
-            .admit(key.id, key.workspace_id, &key.policy, bare_model, estimate)
+            .admit(&key, bare_model, &request, body.len(), &self.pricing)
             .await;
         ctx.limits.check()?;
         self.run_attempts(session, ctx, &candidates, &inbound).await
