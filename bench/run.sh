@@ -47,6 +47,7 @@ export PERPETUO_MASTER_KEY="$(head -c 32 /dev/urandom | base64)"
 export JWT_SECRET="bench-secret-bench-secret-bench-secret-00"
 export ALLOWED_PRIVATE_UPSTREAMS="127.0.0.0/8"
 export RUST_LOG=warn
+export DATA_DIR="$WORK/data"
 
 MOCK_PORT=$(free_port); ADMIN_PORT=$(free_port); GW_PORT=$(free_port); METRICS_PORT=$(free_port); NGINX_PORT=$(free_port)
 # The load generator and the mock share core 0; each proxy under test gets core 1.

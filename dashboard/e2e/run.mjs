@@ -14,8 +14,9 @@
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants, existsSync, mkdirSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -230,6 +231,12 @@ async function chat(gatewayUrl, key, { stream = false } = {}) {
 
 // ---------------------------------------------------------------- the test
 
+function gatewayDataDir() {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'perpetuo-e2e-gateway-'));
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
 async function main() {
   const adminBin = requireExecutable('ADMIN_BIN');
   const gatewayBin = requireExecutable('GATEWAY_BIN');
@@ -275,6 +282,8 @@ async function main() {
       GATEWAY_ADDR: `${HOST}:${gatewayPort}`,
       METRICS_ADDR: `${HOST}:${metricsPort}`,
       ALLOWED_PRIVATE_UPSTREAMS: '127.0.0.0/8',
+      // The gateway's log spool: a private directory, removed when the process exits.
+      DATA_DIR: gatewayDataDir(),
     });
     await waitForService(gateway, `${gatewayUrl}/healthz`, () => httpOk(`${gatewayUrl}/healthz`));
   });

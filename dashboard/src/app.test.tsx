@@ -137,6 +137,7 @@ describe('App session handling', () => {
       id: 'r1',
       created_at: new Date().toISOString(),
       api_key_id: 'k1',
+      route: 'messages',
       provider_id: 'p2',
       provider_name: 'Backup',
       provider_kind: 'openai_compatible',
@@ -184,6 +185,7 @@ describe('App session handling', () => {
     expect(dialog.textContent).toContain('320 ms');
     expect(dialog.textContent).toContain('Estimated by the gateway');
     expect(dialog.textContent).toContain('local-mini');
+    expect(dialog.textContent).toContain('Anthropic Messages');
 
     await user.keyboard('{Escape}');
     expect(screen.queryByRole('dialog')).toBeNull();

@@ -108,10 +108,18 @@ pub struct Config {
     /// Largest size of the log spool, in bytes; records past it are dropped and counted.
     #[arg(long, env = "LOG_SPOOL_MAX_BYTES", default_value_t = 1024 * 1024 * 1024)]
     pub log_spool_max_bytes: u64,
-    /// How long after the database last confirmed a key it is still accepted while the
-    /// database fails, ms (0: never).
+    /// How long after the database last confirmed a key (or a workspace's provider
+    /// entries) it is still used while the database fails, ms (0: never).
     #[arg(long, env = "KEY_CACHE_STALE_MS", default_value = "900000", value_parser = millis)]
     pub key_cache_stale: Duration,
+    /// Days a stored Responses API answer is kept (for `GET /v1/responses/{id}` and
+    /// `previous_response_id`).
+    #[arg(long, env = "RESPONSES_RETENTION_DAYS", default_value_t = 30)]
+    pub responses_retention_days: u32,
+    /// How long a workspace's provider entries stay cached (notifications refresh them
+    /// sooner), ms.
+    #[arg(long, env = "ENTRY_CACHE_TTL_MS", default_value = "300000", value_parser = millis)]
+    pub entry_cache_ttl: Duration,
     /// Days of request logs kept (whole monthly partitions are dropped past it; usage
     /// counters are kept); 0 keeps them forever.
     #[arg(long, env = "LOG_RETENTION_DAYS", default_value_t = 90)]

@@ -103,6 +103,16 @@ impl GatewayError {
         )
     }
 
+    pub fn response_not_found(id: &str) -> Self {
+        Self::new(
+            404,
+            "invalid_request_error",
+            "not_found",
+            format!("No stored response with id '{id}'."),
+            Source::Client,
+        )
+    }
+
     pub fn providers_unavailable() -> Self {
         Self::new(
             503,

@@ -15,6 +15,8 @@ pub mod partitions;
 pub mod providers;
 pub mod proxy;
 pub mod routing;
+#[cfg(test)]
+mod saved_inputs;
 pub mod sse;
 pub mod upstream;
 pub mod validate;

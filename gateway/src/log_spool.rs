@@ -309,6 +309,7 @@ mod tests {
             latency_ms: 5,
             ttfb_ms: None,
             attempts: vec![],
+            note: None,
         }
     }
 

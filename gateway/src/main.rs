@@ -2,7 +2,6 @@
 //! services into a Pingora server, runs it, then writes the log records still queued.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
 use perpetuo_core::db;
@@ -17,7 +16,7 @@ use perpetuo_gateway::log_spool::Spool;
 use perpetuo_gateway::log_writer::{self, LogWriter};
 use perpetuo_gateway::metrics;
 use perpetuo_gateway::partitions::PartitionMaintainer;
-use perpetuo_gateway::proxy::Gateway;
+use perpetuo_gateway::proxy::{Gateway, ResponseStore};
 use perpetuo_gateway::routing::{Breakers, EntryCache, Turns};
 use perpetuo_gateway::upstream::{Timeouts, Upstreams};
 use pingora::connectors::http::Connector;
@@ -95,7 +94,8 @@ fn main() -> std::process::ExitCode {
     let entries = Arc::new(EntryCache::new(
         pool.clone(),
         config.master_key.clone(),
-        Duration::from_secs(300),
+        config.entry_cache_ttl,
+        config.key_cache_stale,
     ));
     let (sink, rx) = log_writer::channel(config.log_queue_capacity);
     let connector = Connector::new(Some(
@@ -107,7 +107,7 @@ fn main() -> std::process::ExitCode {
                 deadline: config.redis_deadline,
                 replicas: config.gateway_replicas,
                 prefix: config.redis_key_prefix.clone(),
-                slot_ttl: config.max_answer_duration + Duration::from_secs(60),
+                slot_ttl: config.max_answer_duration + std::time::Duration::from_secs(60),
             };
             match limits::RedisStore::new(url.expose(), settings, keys.clone()) {
                 Ok(store) => Some(Arc::new(store)),
@@ -141,6 +141,12 @@ fn main() -> std::process::ExitCode {
         pricing: Arc::new(pricing),
         sink,
         max_body_bytes: config.max_body_bytes,
+        responses: ResponseStore {
+            pool: pool.clone(),
+            retention: std::time::Duration::from_secs(
+                u64::from(config.responses_retention_days) * 86_400,
+            ),
+        },
         limiter: limiter.clone(),
     };
 

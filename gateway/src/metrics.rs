@@ -199,6 +199,18 @@ pub static LISTENER_RECONNECTS: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+pub static ENTRY_CACHE_STALE: LazyLock<IntCounter> = LazyLock::new(|| {
+    int_counter(
+        "perpetuo_entry_cache_stale_total",
+        "Provider-entry lists served from the stale store while the database failed.",
+    )
+});
+pub static RESPONSES_NOT_STORED: LazyLock<IntCounter> = LazyLock::new(|| {
+    int_counter(
+        "perpetuo_responses_not_stored_total",
+        "Responses API answers that could not be stored (the answer still went out).",
+    )
+});
 pub static OPEN_CONNECTIONS: LazyLock<IntGauge> = LazyLock::new(|| {
     gauge(
         "perpetuo_open_connections",
@@ -258,6 +270,8 @@ pub fn init() {
         LOG_DROPPED.with_label_values(&[r]);
     }
     LazyLock::force(&OPEN_CONNECTIONS);
+    LazyLock::force(&ENTRY_CACHE_STALE);
+    LazyLock::force(&RESPONSES_NOT_STORED);
     for cap in ["total", "per_ip"] {
         CONNECTIONS_REFUSED.with_label_values(&[cap]);
     }

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use perpetuo_core::db::logs::{Attempt, LogRecord, UsageSource};
 use perpetuo_core::pricing::Pricing;
+use perpetuo_core::provider::ProviderKind;
 use pingora::http::ResponseHeader;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -20,7 +21,7 @@ use uuid::Uuid;
 
 use crate::auth::{AuthError, AuthedKey, KeyCache};
 use crate::errors::GatewayError;
-use crate::frontdoor::{self, anthropic_messages as messages, Door};
+use crate::frontdoor::{self, anthropic_messages as messages, openai_responses as responses, Door};
 use crate::limits::{self, Limiter};
 use crate::log_writer::LogSink;
 use crate::metrics;
@@ -42,7 +43,30 @@ pub struct Gateway {
     pub pricing: Arc<Pricing>,
     pub sink: LogSink,
     pub max_body_bytes: usize,
+    /// Where the Responses API keeps stored responses.
+    pub responses: ResponseStore,
     pub limiter: Arc<Limiter>,
+}
+
+/// Stored responses (`store`, the Responses API's default), kept for `retention`.
+pub struct ResponseStore {
+    pub pool: perpetuo_core::db::Pool,
+    pub retention: Duration,
+}
+
+/// What storing one Responses answer needs besides the answer.
+#[derive(Debug, Clone)]
+struct ToStore {
+    input_items: Value,
+    /// The conversation before the answer, as chat messages.
+    conversation: Vec<Value>,
+}
+
+/// The Responses door's encoder and what to store when the answer is complete.
+struct ResponsesOut {
+    encoder: responses::StreamEncoder,
+    echo: responses::Echo,
+    store: Option<ToStore>,
 }
 
 /// Per-request state.
@@ -67,6 +91,8 @@ pub struct Ctx {
     logged: bool,
     /// The front door whose shape errors are written in.
     error_shape: Door,
+    /// What the gateway changed in the request, for the log row.
+    note: Option<&'static str>,
     sink: LogSink,
     pricing: Arc<Pricing>,
     /// The key's limits: the permit held while the request runs, or the refusal.
@@ -128,6 +154,11 @@ struct Inbound<'a> {
     pivot: Option<&'a Result<(Value, Bytes), providers::Unsupported>>,
     anthropic_version: Option<String>,
     anthropic_beta: Option<String>,
+    /// The Responses door: the new response's id, and what to store.
+    response_id: Option<String>,
+    /// The Messages door's conversion dropped thinking blocks.
+    thinking_dropped: bool,
+    to_store: Option<ToStore>,
 }
 
 /// How a provider's answer reaches the client.
@@ -139,6 +170,19 @@ enum Encoding {
     Passthrough,
     /// The adapter's OpenAI format encoded as Anthropic's Messages events.
     Messages(Box<messages::StreamEncoder>),
+    /// The adapter's OpenAI format encoded as the Responses API's events.
+    Responses(Box<ResponsesOut>),
+    /// OpenAI's own Responses API, passed through; read for usage and for storing.
+    ResponsesPassthrough(Box<PassedResponse>),
+}
+
+/// A Responses answer passed through from OpenAI.
+struct PassedResponse {
+    store: Option<ToStore>,
+    /// The final Response object, once `response.completed` (or `.incomplete`) passed.
+    last: Option<Value>,
+    /// The last `sequence_number` seen, to number an error event after it.
+    sequence: u64,
 }
 
 impl Encoding {
@@ -147,7 +191,17 @@ impl Encoding {
         match self {
             Encoding::OpenAi => adapter.translates(),
             Encoding::Passthrough => false,
-            Encoding::Messages(_) => true,
+            Encoding::Messages(_) | Encoding::Responses(_) | Encoding::ResponsesPassthrough(_) => {
+                true
+            }
+        }
+    }
+
+    /// How the provider's stream is read during the hold before the first token.
+    fn classifier(&self, adapter: Adapter) -> crate::upstream::Classify {
+        match self {
+            Encoding::ResponsesPassthrough(_) => responses::upstream_signal,
+            _ => adapter.classifier(),
         }
     }
 
@@ -176,6 +230,40 @@ impl Encoding {
                     }
                 }
             }
+            Encoding::Responses(r) => {
+                for piece in adapter.decode_event(state, event) {
+                    for e in r.encoder.push(&crate::sse::parse(piece)) {
+                        out.extend_from_slice(&e);
+                    }
+                }
+            }
+            Encoding::ResponsesPassthrough(p) => {
+                out.extend_from_slice(&event.raw);
+                let Some(v) = event
+                    .data
+                    .as_deref()
+                    .and_then(|d| serde_json::from_str::<Value>(d).ok())
+                else {
+                    return;
+                };
+                if let Some(n) = v["sequence_number"].as_u64() {
+                    p.sequence = n;
+                }
+                match v["type"].as_str().unwrap_or("") {
+                    "response.completed" | "response.incomplete" => {
+                        state.usage = responses::usage_of(&v["response"]);
+                        state.finished = true;
+                        p.last = Some(v["response"].clone());
+                    }
+                    "response.failed" | "error" => state.errored = true,
+                    "response.output_text.delta" => {
+                        if let Some(d) = v["delta"].as_str() {
+                            state.content.push(d);
+                        }
+                    }
+                    _ => {}
+                }
+            }
         }
     }
 
@@ -201,13 +289,35 @@ impl Encoding {
                     Err(providers::BrokenStream)
                 }
             }
+            Encoding::ResponsesPassthrough(_) if state.finished && !state.errored => Ok(Vec::new()),
+            Encoding::ResponsesPassthrough(_) => Err(providers::BrokenStream),
+            // The Responses stream is closed by the caller, which stores the answer first.
+            Encoding::Responses(r) => {
+                let out: Vec<Bytes> = tail
+                    .into_iter()
+                    .flat_map(|piece| r.encoder.push(&crate::sse::parse(piece)))
+                    .collect();
+                if r.encoder.finished() {
+                    Ok(out)
+                } else {
+                    Err(providers::BrokenStream)
+                }
+            }
         }
     }
 
     /// The event that ends a broken stream, unless the provider's own error event was
     /// already passed on.
-    fn broken(&self, state: &StreamState, message: &str, kind: &str) -> Option<Bytes> {
+    fn broken(&mut self, state: &StreamState, message: &str, kind: &str) -> Option<Bytes> {
         match self {
+            Encoding::Responses(r) if !r.encoder.errored => {
+                Some(Bytes::from(r.encoder.failed(message).concat()))
+            }
+            Encoding::ResponsesPassthrough(p) if !state.errored => {
+                let event = json!({"type": "error", "code": kind, "message": message,
+                                   "param": null, "sequence_number": p.sequence + 1});
+                Some(Bytes::from(format!("event: error\ndata: {event}\n\n")))
+            }
             Encoding::OpenAi if !state.errored => {
                 Some(providers::chunk::error_event(message, "server_error", kind))
             }
@@ -220,7 +330,40 @@ impl Encoding {
     }
 }
 
+/// The stream state of an answer passed through unchanged (read only for its usage).
+fn passthrough_state(served: &str) -> StreamState {
+    StreamState {
+        meta: providers::chunk::Meta::new(served),
+        ..Default::default()
+    }
+}
+
 impl Inbound<'_> {
+    /// The door's request in the OpenAI chat shape, built for one entry by its adapter.
+    fn pivot_request(
+        &self,
+        adapter: Adapter,
+        entry: &Entry,
+        served: &str,
+    ) -> Result<(crate::providers::UpstreamRequest, StreamState), providers::Unsupported> {
+        let (chat, raw) = match self.pivot {
+            Some(Ok((chat, raw))) => (chat, raw),
+            Some(Err(e)) => return Err(e.clone()),
+            None => return Err(providers::Unsupported("no request".into())),
+        };
+        let call = Call {
+            request: chat,
+            raw,
+            ..self.call
+        };
+        adapter.build_request(
+            &entry.upstream.path_prefix,
+            entry.key.expose(),
+            &call,
+            served,
+        )
+    }
+
     /// The request for one entry, its stream state and how its answer is encoded.
     fn build(
         &self,
@@ -241,26 +384,40 @@ impl Inbound<'_> {
                     self.anthropic_version.as_deref(),
                     self.anthropic_beta.as_deref(),
                 )?;
-                let state = StreamState {
-                    meta: providers::chunk::Meta::new(served),
-                    ..Default::default()
-                };
+                let state = passthrough_state(served);
                 Ok((req, state, Encoding::Passthrough))
             }
             (Door::Messages, _) => {
-                let (chat, raw) = match self.pivot {
-                    Some(Ok((chat, raw))) => (chat, raw),
-                    Some(Err(e)) => return Err(e.clone()),
-                    None => return Err(providers::Unsupported("no request".into())),
-                };
-                let call = Call {
-                    request: chat,
-                    raw,
-                    ..self.call
-                };
-                let (req, state) = adapter.build_request(prefix, key, &call, served)?;
+                let (req, state) = self.pivot_request(adapter, entry, served)?;
                 let encoder = messages::StreamEncoder::new(served);
                 Ok((req, state, Encoding::Messages(Box::new(encoder))))
+            }
+            (Door::Responses, Adapter::OpenAi)
+                if entry.kind == ProviderKind::Openai
+                    && self.call.request.get("previous_response_id").is_none() =>
+            {
+                let req = providers::openai::responses_request(prefix, key, &self.call, served)?;
+                let state = passthrough_state(served);
+                let passed = PassedResponse {
+                    store: self.to_store.clone(),
+                    last: None,
+                    sequence: 0,
+                };
+                Ok((req, state, Encoding::ResponsesPassthrough(Box::new(passed))))
+            }
+            (Door::Responses, _) => {
+                let (req, state) = self.pivot_request(adapter, entry, served)?;
+                let id = self
+                    .response_id
+                    .clone()
+                    .unwrap_or_else(responses::response_id);
+                let echo = responses::Echo::new(id, self.call.request, served);
+                let out = ResponsesOut {
+                    encoder: responses::StreamEncoder::new(echo.clone()),
+                    echo,
+                    store: self.to_store.clone(),
+                };
+                Ok((req, state, Encoding::Responses(Box::new(out))))
             }
             _ => {
                 let (req, state) = adapter.build_request(prefix, key, &self.call, served)?;
@@ -403,6 +560,9 @@ impl Gateway {
             }
             ("GET", "/v1/models") => return self.models(session, ctx).await,
             ("POST", "/v1/messages/count_tokens") => return self.count_tokens(session, ctx).await,
+            ("GET" | "DELETE", p) if p.starts_with("/v1/responses/") => {
+                return self.stored_response(session, ctx, &method, &path).await
+            }
             _ => match Door::for_route(&method, &path) {
                 Some(door) => door,
                 None => return Err(GatewayError::not_found(&path).into()),
@@ -424,14 +584,39 @@ impl Gateway {
         ctx.streamed = stream;
         // The Messages door speaks to non-Anthropic providers through the OpenAI chat
         // shape; its conversion is made once and refused per entry only where needed.
+        let mut to_store = None;
+        let mut thinking_dropped = false;
         let pivot = match door {
-            Door::Messages => Some(messages::to_chat(&request).and_then(|(chat, _)| {
+            Door::Messages => Some(messages::to_chat(&request).map(|(chat, dropped)| {
+                thinking_dropped = dropped.thinking;
+                chat
+            })),
+            Door::Responses => {
+                let history = self.previous_conversation(&key, &request).await?;
+                let chat = responses::to_chat(&request, &history);
+                if request.get("store") != Some(&Value::Bool(false)) {
+                    // A request only OpenAI can take (built-in tools) is still stored; its
+                    // conversation then starts from what can be expressed as chat: nothing.
+                    let conversation = match &chat {
+                        Ok(chat) => chat["messages"].as_array().cloned().unwrap_or_default(),
+                        Err(_) => Vec::new(),
+                    };
+                    to_store = Some(ToStore {
+                        input_items: Value::Array(responses::input_items(&request)),
+                        conversation,
+                    });
+                }
+                Some(chat)
+            }
+            _ => None,
+        }
+        .map(|chat| {
+            chat.and_then(|chat| {
                 let raw =
                     serde_json::to_vec(&chat).map_err(|e| providers::Unsupported(e.to_string()))?;
                 Ok((chat, Bytes::from(raw)))
-            })),
-            _ => None,
-        };
+            })
+        });
         let request = Arc::new(request);
         ctx.request = Some(match &pivot {
             Some(Ok((chat, _))) => Arc::new(chat.clone()),
@@ -472,6 +657,9 @@ impl Gateway {
             pivot: pivot.as_ref(),
             anthropic_version: header("anthropic-version"),
             anthropic_beta: header("anthropic-beta"),
+            response_id: (door == Door::Responses).then(responses::response_id),
+            thinking_dropped,
+            to_store,
         };
         ctx.limits = self
             .limiter
@@ -479,6 +667,108 @@ impl Gateway {
             .await;
         ctx.limits.check()?;
         self.run_attempts(session, ctx, &candidates, &inbound).await
+    }
+
+    /// The stored conversation a Responses request continues (`previous_response_id`),
+    /// empty when it names none.
+    async fn previous_conversation(
+        &self,
+        key: &AuthedKey,
+        request: &Value,
+    ) -> Result<Vec<Value>, GatewayError> {
+        let Some(previous) = request.get("previous_response_id").and_then(Value::as_str) else {
+            return Ok(Vec::new());
+        };
+        let pool = &self.responses.pool;
+        let found = perpetuo_core::db::with_timeout(Duration::from_secs(5), async {
+            let client = pool.get().await?;
+            perpetuo_core::db::responses::find(&client, key.workspace_id, previous).await
+        })
+        .await
+        .map_err(|_| GatewayError::auth_unavailable())?;
+        match found {
+            Some(stored) => Ok(stored.conversation.as_array().cloned().unwrap_or_default()),
+            None => Err(GatewayError::response_not_found(previous)),
+        }
+    }
+
+    /// Stores a finished Responses answer; a failure is logged, and the answer still goes
+    /// out (only a later `previous_response_id` would miss it).
+    async fn store_response(&self, ctx: &Ctx, store: &ToStore, response: &Value, message: Value) {
+        let Some(key) = &ctx.key else { return };
+        let Some(id) = response["id"].as_str() else {
+            return;
+        };
+        let mut conversation = store.conversation.clone();
+        conversation.push(message);
+        let conversation = Value::Array(conversation);
+        let expires_at = OffsetDateTime::now_utc() + self.responses.retention;
+        let row = perpetuo_core::db::responses::NewStoredResponse {
+            id,
+            workspace_id: key.workspace_id,
+            api_key_id: Some(key.id),
+            expires_at,
+            response,
+            input_items: &store.input_items,
+            conversation: &conversation,
+        };
+        let pool = &self.responses.pool;
+        let stored = perpetuo_core::db::with_timeout(Duration::from_secs(5), async {
+            let client = pool.get().await?;
+            perpetuo_core::db::responses::insert(&client, &row).await
+        })
+        .await;
+        if let Err(e) = stored {
+            metrics::RESPONSES_NOT_STORED.inc();
+            tracing::warn!(request = %ctx.request_id, error = %e, "response not stored");
+        }
+    }
+
+    /// `GET|DELETE /v1/responses/{id}` and `GET /v1/responses/{id}/input_items`: a
+    /// workspace's stored responses (another workspace's are not found).
+    async fn stored_response(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        method: &str,
+        path: &str,
+    ) -> Result<(), Stop> {
+        let key = self.authenticate(session, None).await?;
+        let rest = path.trim_start_matches("/v1/responses/");
+        let (id, items) = match rest.strip_suffix("/input_items") {
+            Some(id) => (id, true),
+            None => (rest, false),
+        };
+        if id.is_empty() || id.contains('/') || (items && method != "GET") {
+            return Err(GatewayError::not_found(path).into());
+        }
+        let pool = &self.responses.pool;
+        let workspace = key.workspace_id;
+        let body = perpetuo_core::db::with_timeout(Duration::from_secs(5), async {
+            let client = pool.get().await?;
+            if method == "DELETE" {
+                let deleted = perpetuo_core::db::responses::delete(&client, workspace, id).await?;
+                return Ok(deleted.then(|| json!({"id": id, "object": "response", "deleted": true})));
+            }
+            let found = perpetuo_core::db::responses::find(&client, workspace, id).await?;
+            Ok(found.map(|r| {
+                if !items {
+                    return r.response;
+                }
+                let data = r.input_items.as_array().cloned().unwrap_or_default();
+                json!({"object": "list", "first_id": data.first().map(|i| i["id"].clone()),
+                       "last_id": data.last().map(|i| i["id"].clone()), "has_more": false, "data": data})
+            }))
+        })
+        .await
+        .map_err(|_| GatewayError::auth_unavailable())?;
+        let Some(body) = body else {
+            return Err(GatewayError::response_not_found(id).into());
+        };
+        ctx.status = 200;
+        self.write_json(session, ctx, 200, body.to_string().into_bytes())
+            .await
+            .map_err(Stop::Abort)
     }
 
     /// Reads, checks and parses a JSON request body; returns it with its model name.
@@ -562,7 +852,7 @@ impl Gateway {
             // A client that leaves drops the attempt (and with it the upstream connection)
             // and the admission, which hands a half-open breaker's probe to the next request.
             let outcome = tokio::select! {
-                o = self.upstreams.attempt(entry, adapter, &req, deadline) => o,
+                o = self.upstreams.attempt(entry, encoding.classifier(adapter), &req, deadline) => o,
                 _ = session.read_body_or_idle(true) => return Err(Stop::ClientGone),
             };
             let latency_ms = started.elapsed().as_millis().min(u32::MAX as u128) as u32;
@@ -594,6 +884,9 @@ impl Gateway {
                 Outcome::Ready(ready) => {
                     let status = ready.header.status.as_u16();
                     admission.success();
+                    if inbound.thinking_dropped && matches!(encoding, Encoding::Messages(_)) {
+                        ctx.note = Some("thinking blocks dropped in translation");
+                    }
                     ctx.attempts.push(Attempt {
                         provider_id: entry.id,
                         provider_name: entry.name.clone(),
@@ -694,7 +987,7 @@ impl Gateway {
                                 session,
                                 ctx,
                                 &state,
-                                &encoding,
+                                &mut encoding,
                                 "upstream_event_too_large",
                             )
                             .await;
@@ -730,7 +1023,7 @@ impl Gateway {
                         return Err(Stop::Abort(Error::explain(ErrorType::ReadTimedout, "answer too long")));
                     }
                     return self
-                        .end_broken_stream(session, ctx, &state, &encoding, "answer_too_long")
+                        .end_broken_stream(session, ctx, &state, &mut encoding, "answer_too_long")
                         .await;
                 }
             };
@@ -747,7 +1040,7 @@ impl Gateway {
                             session,
                             ctx,
                             &state,
-                            &encoding,
+                            &mut encoding,
                             "upstream_error_midstream",
                         )
                         .await;
@@ -784,8 +1077,25 @@ impl Gateway {
             }
         }
         match encoding.finish(adapter, &mut state) {
-            Ok(tail) => {
+            Ok(mut tail) => {
                 self.record_stream(ctx, &state);
+                if let Encoding::ResponsesPassthrough(p) = &encoding {
+                    if let (Some(store), Some(response)) = (&p.store, &p.last) {
+                        let message = responses::assistant_from_output(response);
+                        self.store_response(ctx, store, response, message).await;
+                    }
+                }
+                if let Encoding::Responses(r) = &mut encoding {
+                    // Stored before the client hears it is complete, so a follow-up naming
+                    // it as `previous_response_id` finds it.
+                    if let Some((closing, response, message)) = r.encoder.complete() {
+                        tail.extend(closing);
+                        if let Some(store) = &r.store {
+                            self.store_response(ctx, store, &response, message).await;
+                        }
+                        tail.push(r.encoder.close(&response));
+                    }
+                }
                 for piece in tail {
                     if session
                         .write_response_body(Some(piece), false)
@@ -803,8 +1113,14 @@ impl Gateway {
                 Ok(())
             }
             Err(providers::BrokenStream) => {
-                self.end_broken_stream(session, ctx, &state, &encoding, "upstream_error_midstream")
-                    .await
+                self.end_broken_stream(
+                    session,
+                    ctx,
+                    &state,
+                    &mut encoding,
+                    "upstream_error_midstream",
+                )
+                .await
             }
         }
     }
@@ -816,7 +1132,7 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut Ctx,
         state: &StreamState,
-        encoding: &Encoding,
+        encoding: &mut Encoding,
         kind: &'static str,
     ) -> Result<(), Stop> {
         self.midstream_failure(ctx, kind);
@@ -889,13 +1205,31 @@ impl Gateway {
                 .body
                 .clone()
                 .unwrap_or_else(|| body.clone().freeze());
-            let (usage, content) = decoded.usage_and_content();
+            let (mut usage, content) = decoded.usage_and_content();
             let out = match encoding {
                 Encoding::Messages(_) => {
                     let completion: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
                     Bytes::from(
                         messages::from_completion(&completion, served, usage.as_ref()).to_string(),
                     )
+                }
+                Encoding::ResponsesPassthrough(p) => {
+                    let response: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    if let Some(store) = &p.store {
+                        let message = responses::assistant_from_output(&response);
+                        self.store_response(ctx, store, &response, message).await;
+                    }
+                    usage = responses::usage_of(&response);
+                    body.clone().freeze()
+                }
+                Encoding::Responses(r) => {
+                    let completion: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+                    let (response, message) =
+                        responses::from_completion(&completion, &r.echo, usage.as_ref());
+                    if let Some(store) = &r.store {
+                        self.store_response(ctx, store, &response, message).await;
+                    }
+                    Bytes::from(response.to_string())
                 }
                 _ => out,
             };
@@ -1013,6 +1347,7 @@ fn build_record(ctx: &Ctx, pricing: &Pricing) -> Option<LogRecord> {
         latency_ms: clamp(ctx.start.elapsed().as_millis() as u64),
         ttfb_ms: ctx.ttfb.map(|t| clamp(t.as_millis() as u64)),
         attempts: ctx.attempts.clone(),
+        note: ctx.note.map(str::to_string),
     })
 }
 
@@ -1040,6 +1375,7 @@ impl ProxyHttp for Gateway {
             ttfb: None,
             logged: false,
             error_shape: Door::Chat,
+            note: None,
             sink: self.sink.clone(),
             pricing: self.pricing.clone(),
             limits: limits::Gate::default(),

@@ -14,6 +14,7 @@ use perpetuo_core::provider::ProviderKind;
 use perpetuo_core::Secret;
 use uuid::Uuid;
 
+use crate::metrics;
 use crate::providers::{Adapter, Route};
 
 /// Where an entry's requests go.
@@ -90,19 +91,60 @@ impl Entry {
     }
 }
 
+/// A workspace's entries as the cache holds them.
+#[derive(Clone)]
+struct Loaded {
+    entries: Arc<Vec<Arc<Entry>>>,
+    /// Served from the stale store because the database failed.
+    stale: bool,
+}
+
+struct EntryTtl {
+    fresh: Duration,
+}
+
+/// While the database fails, stale entries are cached this long, so a hung database
+/// costs one attempt per workspace per second, not one per request.
+const STALE_RECHECK: Duration = Duration::from_secs(1);
+
+impl moka::Expiry<Uuid, Loaded> for EntryTtl {
+    fn expire_after_create(&self, _key: &Uuid, value: &Loaded, _now: Instant) -> Option<Duration> {
+        Some(if value.stale {
+            STALE_RECHECK.min(self.fresh)
+        } else {
+            self.fresh
+        })
+    }
+}
+
+/// A workspace's usable entries, cached (bounded, expiring, invalidated by change
+/// notifications). Like the key cache, it keeps what the database last said for a stale
+/// window and serves that only while the database fails, so cached keys do not find
+/// their workspace without entries during an outage.
 pub struct EntryCache {
-    cache: Cache<Uuid, Arc<Vec<Arc<Entry>>>>,
+    cache: Cache<Uuid, Loaded>,
+    stale: Cache<Uuid, Arc<Vec<Arc<Entry>>>>,
+    serve_stale: bool,
     pool: Pool,
     master_key: MasterKey,
 }
 
+const MAX_WORKSPACES: u64 = 50_000;
+
 impl EntryCache {
-    pub fn new(pool: Pool, master_key: MasterKey, ttl: Duration) -> Self {
+    /// `ttl`: how long entries are cached; `stale`: how long the last entries the
+    /// database gave are kept for an outage (zero: never served stale).
+    pub fn new(pool: Pool, master_key: MasterKey, ttl: Duration, stale: Duration) -> Self {
         Self {
             cache: Cache::builder()
-                .max_capacity(50_000)
-                .time_to_live(ttl)
+                .max_capacity(MAX_WORKSPACES)
+                .expire_after(EntryTtl { fresh: ttl })
                 .build(),
+            stale: Cache::builder()
+                .max_capacity(MAX_WORKSPACES)
+                .time_to_live(stale.max(Duration::from_millis(1)))
+                .build(),
+            serve_stale: !stale.is_zero(),
             pool,
             master_key,
         }
@@ -112,19 +154,43 @@ impl EntryCache {
     pub async fn entries(&self, workspace: Uuid) -> Result<Arc<Vec<Arc<Entry>>>, Arc<db::DbError>> {
         let pool = self.pool.clone();
         let key = self.master_key.clone();
+        let stale = self.stale.clone();
+        let serve_stale = self.serve_stale;
         self.cache
             .try_get_with(workspace, async move {
-                db::with_timeout(Duration::from_secs(5), load(&pool, &key, workspace)).await
+                match db::with_timeout(Duration::from_secs(5), load(&pool, &key, workspace)).await {
+                    Ok(entries) => {
+                        stale.insert(workspace, entries.clone()).await;
+                        Ok(Loaded {
+                            entries,
+                            stale: false,
+                        })
+                    }
+                    Err(e) if serve_stale => match stale.get(&workspace).await {
+                        Some(entries) => {
+                            metrics::ENTRY_CACHE_STALE.inc();
+                            Ok(Loaded {
+                                entries,
+                                stale: true,
+                            })
+                        }
+                        None => Err(e),
+                    },
+                    Err(e) => Err(e),
+                }
             })
             .await
+            .map(|l| l.entries)
     }
 
     pub async fn invalidate(&self, workspace: Uuid) {
         self.cache.invalidate(&workspace).await;
+        self.stale.invalidate(&workspace).await;
     }
 
     pub fn invalidate_all(&self) {
         self.cache.invalidate_all();
+        self.stale.invalidate_all();
     }
 }
 

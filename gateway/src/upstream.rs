@@ -18,9 +18,14 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::providers::{Adapter, Signal, UpstreamRequest};
+use crate::providers::{Signal, UpstreamRequest};
 use crate::routing::{should_fall_back, Entry, Failure};
+use crate::sse::Event;
 use crate::sse::Framer;
+
+/// Says what one event of the provider's stream means for the hold (the provider's wire
+/// format decides: see [`crate::providers::Adapter::signal`]).
+pub type Classify = fn(&Event) -> Signal;
 
 /// Most preamble bytes held before the first content; past it the answer is committed
 /// (a provider whose preamble is this long is not one to hold back).
@@ -110,12 +115,12 @@ impl Upstreams {
     pub async fn attempt(
         &self,
         entry: &Entry,
-        adapter: Adapter,
+        signal: Classify,
         req: &UpstreamRequest,
         deadline: Instant,
     ) -> Outcome {
         let budget = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(budget, self.attempt_inner(entry, adapter, req)).await {
+        match tokio::time::timeout(budget, self.attempt_inner(entry, signal, req)).await {
             Ok(outcome) => outcome,
             Err(_) => failed(Failure::Timeout),
         }
@@ -124,7 +129,7 @@ impl Upstreams {
     async fn attempt_inner(
         &self,
         entry: &Entry,
-        adapter: Adapter,
+        signal: Classify,
         req: &UpstreamRequest,
     ) -> Outcome {
         let peer = match self.peer(entry).await {
@@ -168,7 +173,7 @@ impl Upstreams {
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.starts_with("text/event-stream"));
         let first = if stream {
-            self.hold_until_content(&mut session, adapter).await
+            self.hold_until_content(&mut session, signal).await
         } else {
             hold_until_body(&mut session, status, &header).await
         };
@@ -196,7 +201,7 @@ impl Upstreams {
     async fn hold_until_content(
         &self,
         session: &mut HttpSession,
-        adapter: Adapter,
+        signal: Classify,
     ) -> Result<(Option<Bytes>, bool), Failure> {
         let mut framer = Framer::with_limit(self.max_event_bytes);
         let mut held = bytes::BytesMut::new();
@@ -205,7 +210,7 @@ impl Upstreams {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => {
                     let last = framer.finish();
-                    let verdict = last.map_or(Signal::Preamble, |e| adapter.signal(&e));
+                    let verdict = last.map_or(Signal::Preamble, |e| signal(&e));
                     return match verdict {
                         Signal::Content => Ok((Some(held.freeze()), true)),
                         Signal::Preamble => Err(Failure::EarlyEnd),
@@ -218,7 +223,7 @@ impl Upstreams {
             held.extend_from_slice(&chunk);
             let verdict = events
                 .iter()
-                .map(|e| adapter.signal(e))
+                .map(signal)
                 .find(|s| *s != Signal::Preamble)
                 .unwrap_or(Signal::Preamble);
             match verdict {

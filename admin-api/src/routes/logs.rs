@@ -56,6 +56,8 @@ pub struct LogDto {
     pub latency_ms: i32,
     pub ttfb_ms: Option<i32>,
     pub attempts: Vec<AttemptDto>,
+    /// What the gateway changed in the request (e.g. dropped thinking blocks), if anything.
+    pub note: Option<String>,
 }
 
 impl From<Attempt> for AttemptDto {
@@ -79,6 +81,7 @@ impl From<LogRecord> for LogDto {
             provider_id: r.provider_id,
             provider_name: r.provider_name,
             provider_kind: r.provider_kind,
+            note: r.note,
             route: r.route,
             model_requested: r.model_requested,
             model_served: r.model_served,

@@ -46,6 +46,7 @@ pub fn record(
                 }]
             })
             .unwrap_or_default(),
+        note: None,
     }
 }
 

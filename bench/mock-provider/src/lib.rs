@@ -43,6 +43,7 @@ pub mod gemini;
 pub mod openai;
 pub mod record;
 mod reply;
+pub mod responses;
 pub mod server;
 pub mod sse;
 pub mod tool_call;

@@ -51,7 +51,7 @@ pub const EMBEDDING_DIMENSIONS: usize = 8;
 /// The `system_fingerprint` of every completion.
 const SYSTEM_FINGERPRINT: &str = "fp_mock";
 
-const EVENT_STREAM: &str = "text/event-stream; charset=utf-8";
+pub(crate) const EVENT_STREAM: &str = "text/event-stream; charset=utf-8";
 
 /// The models listed by `GET /v1/models`.
 pub const MODELS: &[&str] = &["mock-gpt-4o", "mock-gpt-4o-mini", "mock-text-embedding"];
@@ -494,7 +494,7 @@ fn error(
 
 /// The error response for [`Behavior::Status`], with the `type` and `code` OpenAI uses
 /// for that status; `429` also carries `retry-after: 1` and rate-limit headers.
-fn status_error(status: u16, model: &str) -> Response {
+pub(crate) fn status_error(status: u16, model: &str) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let (message, kind, code) = match status.as_u16() {
         400 => (
@@ -559,7 +559,7 @@ fn status_error(status: u16, model: &str) -> Response {
     response
 }
 
-fn invalid_json() -> Response {
+pub(crate) fn invalid_json() -> Response {
     error(
         StatusCode::BAD_REQUEST,
         "We could not parse the JSON body of your request. (HINT: This likely means you aren't \
@@ -571,7 +571,7 @@ fn invalid_json() -> Response {
     )
 }
 
-fn missing_model() -> Response {
+pub(crate) fn missing_model() -> Response {
     error(
         StatusCode::BAD_REQUEST,
         "you must provide a model parameter",
@@ -581,7 +581,7 @@ fn missing_model() -> Response {
     )
 }
 
-fn missing_parameter(name: &str) -> Response {
+pub(crate) fn missing_parameter(name: &str) -> Response {
     error(
         StatusCode::BAD_REQUEST,
         &format!("Missing required parameter: '{name}'."),
@@ -598,6 +598,7 @@ fn missing_parameter(name: &str) -> Response {
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/responses", post(crate::responses::create))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{model}", get(retrieve_model))

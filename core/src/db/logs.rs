@@ -77,11 +77,14 @@ pub struct LogRecord {
     pub latency_ms: i32,
     pub ttfb_ms: Option<i32>,
     pub attempts: Vec<Attempt>,
+    /// What the gateway changed in the request, when anything (e.g. dropped blocks).
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 const COLUMNS: &str = "id, created_at, workspace_id, api_key_id, provider_id, provider_name, provider_kind, \
      route, model_requested, model_served, status, error_kind, streamed, prompt_tokens, completion_tokens, \
-     total_tokens, cost_nusd, usage_source, latency_ms, ttfb_ms, attempts";
+     total_tokens, cost_nusd, usage_source, latency_ms, ttfb_ms, attempts, note";
 
 fn from_row(row: &Row) -> LogRecord {
     let Json(attempts): Json<Vec<Attempt>> = row.try_get("attempts").unwrap_or(Json(Vec::new()));
@@ -107,6 +110,7 @@ fn from_row(row: &Row) -> LogRecord {
         latency_ms: row.get("latency_ms"),
         ttfb_ms: row.get("ttfb_ms"),
         attempts,
+        note: row.get("note"),
     }
 }
 
@@ -167,6 +171,7 @@ pub fn storable(r: &LogRecord) -> LogRecord {
                 error_kind: bounded_opt(&a.error_kind, MAX_LABEL),
             })
             .collect(),
+        note: bounded_opt(&r.note, MAX_NAME),
     }
 }
 
@@ -207,17 +212,18 @@ pub async fn insert_batch(
     let lat: Vec<i32> = records.iter().map(|r| r.latency_ms).collect();
     let ttfb: Vec<Option<i32>> = records.iter().map(|r| r.ttfb_ms).collect();
     let attempts: Vec<Json<&Vec<Attempt>>> = records.iter().map(|r| Json(&r.attempts)).collect();
+    let notes: Vec<Option<&str>> = records.iter().map(|r| r.note.as_deref()).collect();
     let sql = format!(
         "INSERT INTO request_logs ({COLUMNS})
          SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[],
              $7::text[], $8::text[], $9::text[], $10::text[], $11::int2[], $12::text[], $13::bool[], $14::int4[],
-             $15::int4[], $16::int4[], $17::int8[], $18::text[], $19::int4[], $20::int4[], $21::jsonb[])
+             $15::int4[], $16::int4[], $17::int8[], $18::text[], $19::int4[], $20::int4[], $21::jsonb[], $22::text[])
          ON CONFLICT DO NOTHING
          RETURNING id"
     );
-    let params: [&(dyn ToSql + Sync); 21] = [
+    let params: [&(dyn ToSql + Sync); 22] = [
         &ids, &created, &ws, &keys, &pids, &pnames, &pkinds, &routes, &mreq, &mserved, &status,
-        &ekind, &streamed, &pt, &ct, &tt, &cost, &usrc, &lat, &ttfb, &attempts,
+        &ekind, &streamed, &pt, &ct, &tt, &cost, &usrc, &lat, &ttfb, &attempts, &notes,
     ];
     let inserted = tx.query(&sql, &params).await?;
     let inserted: std::collections::HashSet<Uuid> = inserted.iter().map(|r| r.get(0)).collect();

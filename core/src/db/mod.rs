@@ -6,6 +6,7 @@ pub mod limits;
 pub mod logs;
 pub mod migrate;
 pub mod providers;
+pub mod responses;
 pub mod sessions;
 pub mod tls;
 pub mod usage;

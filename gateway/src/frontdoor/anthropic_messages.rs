@@ -4,7 +4,7 @@
 //! back into a Messages response or Anthropic's event sequence. Pure transforms.
 
 use bytes::Bytes;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::providers::{Unsupported, Usage};
 use crate::sse::Event;
@@ -177,22 +177,16 @@ pub fn to_chat(request: &Value) -> Result<(Value, Dropped), Unsupported> {
     for m in turns {
         messages.extend(convert_message(m, &mut dropped)?);
     }
-    let mut out = Map::new();
-    out.insert(
-        "model".into(),
-        request.get("model").cloned().unwrap_or(Value::Null),
+    let mut out = super::chat_request(
+        request,
+        messages,
+        &[
+            ("max_tokens", "max_tokens"),
+            ("temperature", "temperature"),
+            ("top_p", "top_p"),
+            ("stop_sequences", "stop"),
+        ],
     );
-    out.insert("messages".into(), Value::Array(messages));
-    for (from, to) in [
-        ("max_tokens", "max_tokens"),
-        ("temperature", "temperature"),
-        ("top_p", "top_p"),
-        ("stop_sequences", "stop"),
-    ] {
-        if let Some(v) = request.get(from).filter(|v| !v.is_null()) {
-            out.insert(to.into(), v.clone());
-        }
-    }
     if let Some(user) = request
         .get("metadata")
         .and_then(|m| m.get("user_id"))

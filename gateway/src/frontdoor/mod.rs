@@ -6,6 +6,9 @@
 //! unchanged to a provider of their own format.
 
 pub mod anthropic_messages;
+pub mod openai_responses;
+#[cfg(test)]
+mod tests;
 
 use bytes::Bytes;
 use pingora::proxy::Session;
@@ -21,6 +24,8 @@ pub enum Door {
     Embeddings,
     /// Anthropic Messages, `POST /v1/messages`.
     Messages,
+    /// OpenAI Responses, `POST /v1/responses`.
+    Responses,
 }
 
 impl Door {
@@ -30,6 +35,7 @@ impl Door {
             ("POST", "/v1/chat/completions") => Some(Door::Chat),
             ("POST", "/v1/embeddings") => Some(Door::Embeddings),
             ("POST", "/v1/messages") => Some(Door::Messages),
+            ("POST", "/v1/responses") => Some(Door::Responses),
             _ => None,
         }
     }
@@ -40,13 +46,14 @@ impl Door {
             Door::Chat => "chat",
             Door::Embeddings => "embeddings",
             Door::Messages => "messages",
+            Door::Responses => "responses",
         }
     }
 
     /// What the provider adapters are asked to do (in OpenAI's terms).
     pub fn operation(self) -> Route {
         match self {
-            Door::Chat | Door::Messages => Route::Chat,
+            Door::Chat | Door::Messages | Door::Responses => Route::Chat,
             Door::Embeddings => Route::Embeddings,
         }
     }
@@ -60,9 +67,30 @@ impl Door {
     pub fn error_body(self, err: &GatewayError) -> Bytes {
         match self {
             Door::Messages => anthropic_messages::error_body(err.status, &err.message),
-            Door::Chat | Door::Embeddings => Bytes::from(err.body()),
+            Door::Chat | Door::Embeddings | Door::Responses => Bytes::from(err.body()),
         }
     }
+}
+
+/// The start of a chat request translated from another door: the client's `model`, the
+/// converted `messages`, and the fields that only change name (`(from, to)` pairs).
+pub(crate) fn chat_request(
+    request: &serde_json::Value,
+    messages: Vec<serde_json::Value>,
+    renamed: &[(&str, &str)],
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    out.insert(
+        "model".into(),
+        request.get("model").cloned().unwrap_or_default(),
+    );
+    out.insert("messages".into(), serde_json::Value::Array(messages));
+    for (from, to) in renamed {
+        if let Some(v) = request.get(*from).filter(|v| !v.is_null()) {
+            out.insert((*to).into(), v.clone());
+        }
+    }
+    out
 }
 
 /// The client's Perpetuo key: `Authorization: Bearer` everywhere, and Anthropic's

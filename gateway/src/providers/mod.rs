@@ -12,7 +12,7 @@ pub mod openai;
 pub mod tokens;
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 #[cfg(test)]
 mod tests;
 
@@ -306,10 +306,15 @@ impl Adapter {
 
     /// Classifies one provider stream event for the hold before the first token.
     pub fn signal(self, event: &Event) -> Signal {
+        (self.classifier())(event)
+    }
+
+    /// [`Adapter::signal`] as a function of the event alone.
+    pub fn classifier(self) -> fn(&Event) -> Signal {
         match self {
-            Adapter::OpenAi => openai::signal(event),
-            Adapter::Anthropic => anthropic::signal(event),
-            Adapter::Gemini => gemini::signal(event),
+            Adapter::OpenAi => openai::signal,
+            Adapter::Anthropic => anthropic::signal,
+            Adapter::Gemini => gemini::signal,
         }
     }
 

@@ -45,6 +45,30 @@ pub fn build_request(
     ))
 }
 
+/// A Responses API request passed through to OpenAI unchanged (built-in tools and all),
+/// with the served model name.
+pub fn responses_request(
+    prefix: &str,
+    key: &str,
+    call: &Call<'_>,
+    served_model: &str,
+) -> Result<UpstreamRequest, Unsupported> {
+    let body = if call.request.get("model").and_then(Value::as_str) == Some(served_model) {
+        call.raw.clone()
+    } else {
+        let mut body = call.request.clone();
+        body["model"] = json!(served_model);
+        Bytes::from(serde_json::to_vec(&body).map_err(|e| Unsupported(e.to_string()))?)
+    };
+    let auth = vec![("authorization", format!("Bearer {key}"))];
+    Ok(UpstreamRequest::json(
+        format!("{prefix}/responses"),
+        auth,
+        body,
+        call.stream,
+    ))
+}
+
 /// The request with the served model name and, for streams, the usage chunk asked for.
 fn rewrite(request: &Value, served_model: &str, stream: bool) -> Result<Vec<u8>, Unsupported> {
     let mut body = request.clone();

@@ -15,6 +15,10 @@ use uuid::Uuid;
 use crate::harness::{chat_body, mock, read_sse, wait_for, Env, Gateway};
 
 /// Another workspace in the same database, with its own key; returns (workspace, key).
+pub async fn neighbour_key(env: &Env) -> (Uuid, String) {
+    neighbour(env).await
+}
+
 async fn neighbour(env: &Env) -> (Uuid, String) {
     let mut client = env.client().await;
     let tx = client.transaction().await.unwrap();

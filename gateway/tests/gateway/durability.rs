@@ -38,6 +38,7 @@ fn record(workspace: Uuid, key: Option<Uuid>, model: &str) -> LogRecord {
         latency_ms: 12,
         ttfb_ms: Some(3),
         attempts: vec![],
+        note: None,
     }
 }
 

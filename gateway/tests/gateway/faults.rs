@@ -103,6 +103,8 @@ async fn cached_keys_outlive_their_ttl_while_the_database_hangs_but_not_a_revoca
             ("KEY_CACHE_TTL_MS", "300"),
             ("KEY_CACHE_NEGATIVE_TTL_MS", "200"),
             ("KEY_CACHE_STALE_MS", "600000"),
+            // The workspace's provider entries expire too: they are served stale as well.
+            ("ENTRY_CACHE_TTL_MS", "300"),
         ],
     )
     .await;
@@ -146,6 +148,12 @@ async fn cached_keys_outlive_their_ttl_while_the_database_hangs_but_not_a_revoca
         metrics.lines().any(
             |l| l.starts_with("perpetuo_key_cache_total{result=\"stale\"}") && !l.ends_with(" 0")
         ),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("perpetuo_entry_cache_stale_total") && !l.ends_with(" 0")),
         "{metrics}"
     );
 

@@ -152,5 +152,6 @@ fn db_record(workspace: Uuid, at: OffsetDateTime) -> db::logs::LogRecord {
         latency_ms: 1,
         ttfb_ms: None,
         attempts: vec![],
+        note: None,
     }
 }

@@ -20,6 +20,7 @@ mod limits;
 mod log_partitions;
 mod messages;
 mod proxying;
+mod responses;
 mod sdk;
 mod sealing;
 mod streaming;

@@ -156,6 +156,22 @@ async fn translated(k: &Kind) {
     );
     assert!(row.completion_tokens > 0);
 
+    // Thinking blocks cannot be translated: they are dropped, and the log row says so.
+    let mut body = messages_body(k.model);
+    body["messages"] = json!([
+        {"role": "user", "content": "Say hello"},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "hmm", "signature": "x"}, {"type": "text", "text": "Hello"}]},
+        {"role": "user", "content": "Again"}
+    ]);
+    let resp = post(&gw, &env.key, &body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let rid = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let row = env.log_row(&rid).await;
+    assert_eq!(
+        row.note.as_deref(),
+        Some("thinking blocks dropped in translation")
+    );
+
     // Tool use: the call comes back as a tool_use block, streamed arguments re-join.
     let tools = json!([{"name": "get_weather", "description": "Weather of a city",
         "input_schema": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}]);
@@ -341,4 +357,21 @@ async fn count_tokens_is_answered_here() {
     // "You are terse." (4) + "Say hello to the test suite" (6) + 3 per message + 3.
     assert_eq!(v["input_tokens"], 4 + 6 + 3 * 2 + 3);
     assert_eq!(m.hits(), 0);
+}
+
+#[tokio::test]
+async fn images_reach_other_kinds() {
+    let (env, m, gw) = one_entry(&GEMINI).await;
+    let mut body = messages_body(GEMINI.model);
+    body["messages"] = json!([{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}]}]);
+    let resp = post(&gw, &env.key, &body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let sent = m.last_request().unwrap().json.unwrap();
+    let parts = &sent["contents"][0]["parts"];
+    assert_eq!(
+        parts[1]["inlineData"],
+        json!({"mimeType": "image/png", "data": "iVBORw0KGgo="})
+    );
 }

@@ -67,6 +67,7 @@ async fn run_script(env: &Env, gw: &Gateway, script: &'static str, sdk: &str) ->
             .env("GOOD_KEY", key)
             .env("BAD_KEY", format!("pp-{}", "B".repeat(43)))
             .env("MODELS", "gpt-4o-mini,claude-sonnet-4-5,gemini-2.5-flash")
+            .env("PASSTHROUGH_MODELS", "gpt-4o-mini")
             .output()
             .expect("python runs")
     })
@@ -98,6 +99,17 @@ async fn anthropic_python_sdk() {
     );
     let stdout = run_script(&env, &gw, script, "anthropic").await;
     assert!(stdout.contains("12 passed, 0 failed"), "{stdout}");
+}
+
+#[tokio::test]
+async fn openai_python_sdk_responses() {
+    let (env, gw, _a, _b) = setup().await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/sdk/openai_responses_check.py"
+    );
+    let stdout = run_script(&env, &gw, script, "openai").await;
+    assert!(stdout.contains("11 passed, 0 failed"), "{stdout}");
 }
 
 #[tokio::test]

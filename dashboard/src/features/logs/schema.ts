@@ -14,6 +14,8 @@ export interface LogEntry {
   id: string;
   created_at: string;
   api_key_id: string | null;
+  /** The front door: chat, embeddings, messages or responses. */
+  route: string;
   provider_id: string | null;
   provider_name: string | null;
   provider_kind: string | null;
@@ -30,6 +32,8 @@ export interface LogEntry {
   latency_ms: number;
   ttfb_ms: number | null;
   attempts: Attempt[];
+  /** What the gateway changed in the request, if anything. */
+  note?: string | null;
 }
 
 export interface LogPage {
@@ -47,6 +51,22 @@ export interface LogFilters {
   /** datetime-local values */
   from: string;
   to: string;
+}
+
+/** How a log row's front door reads in the UI. */
+export function routeLabel(route: string): string {
+  switch (route) {
+    case 'chat':
+      return 'Chat Completions';
+    case 'embeddings':
+      return 'Embeddings';
+    case 'messages':
+      return 'Anthropic Messages';
+    case 'responses':
+      return 'Responses';
+    default:
+      return route;
+  }
 }
 
 export const EMPTY_FILTERS: LogFilters = { provider: '', model: '', status: '', from: '', to: '' };

@@ -47,6 +47,13 @@ describe('validateProviderForm', () => {
     expect(errors.name).toBe('Enter a name.');
     expect(errors.api_key).toBe('Enter the provider API key.');
     expect(validateProviderForm({ ...valid, apiKey: '' }, 'edit')).toEqual({});
+    const original = { kind: valid.kind, base_url: valid.baseUrl || null };
+    expect(validateProviderForm({ ...valid, apiKey: '' }, 'edit', original)).toEqual({});
+    expect(
+      validateProviderForm({ ...valid, apiKey: '', baseUrl: 'https://elsewhere.example.com/v1' }, 'edit', original).api_key,
+    ).toMatch(/needs the API key again/);
+    expect(validateProviderForm({ ...valid, apiKey: '', kind: 'gemini' }, 'edit', original).api_key).toMatch(/API key again/);
+    expect(validateProviderForm({ ...valid, kind: 'gemini' }, 'edit', original)).toEqual({});
   });
 
   it('requires a base URL only for openai_compatible', () => {

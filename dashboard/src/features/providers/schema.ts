@@ -129,13 +129,23 @@ export function validateBaseUrl(value: string): string | undefined {
  * (kind, name, api_key, base_url, priority, models, model_map) so server
  * errors land on the same inputs; map rows use "model_map.<row>".
  */
-export function validateProviderForm(values: ProviderFormValues, mode: 'create' | 'edit'): ProviderFormErrors {
+export function validateProviderForm(
+  values: ProviderFormValues,
+  mode: 'create' | 'edit',
+  original?: Pick<Provider, 'kind' | 'base_url'>,
+): ProviderFormErrors {
   const errors: ProviderFormErrors = {};
   if (!PROVIDER_KINDS.some((k) => k.value === values.kind)) errors.kind = 'Choose a provider kind.';
   const name = values.name.trim();
   if (!name) errors.name = 'Enter a name.';
   else if (name.length > 100) errors.name = 'Use at most 100 characters.';
   if (mode === 'create' && !values.apiKey.trim()) errors.api_key = 'Enter the provider API key.';
+  // The key is sealed to its kind and base URL: sending it elsewhere needs it again.
+  const moved =
+    original !== undefined &&
+    (values.kind !== original.kind || values.baseUrl.trim() !== (original.base_url ?? ''));
+  if (mode === 'edit' && moved && !values.apiKey.trim())
+    errors.api_key = 'Changing the kind or base URL needs the API key again.';
   const baseUrl = values.baseUrl.trim();
   if (baseUrl) {
     const problem = validateBaseUrl(baseUrl);

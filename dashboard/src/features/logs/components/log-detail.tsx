@@ -2,7 +2,7 @@ import { formatCost, formatDateTime, formatDuration, formatTokens, statusTone } 
 import { Badge } from '../../../components/ui/badge';
 import { Dialog } from '../../../components/ui/dialog';
 import { kindInfo } from '../../providers/schema';
-import { USAGE_SOURCE_LABEL, type LogEntry } from '../schema';
+import { USAGE_SOURCE_LABEL, routeLabel, type LogEntry } from '../schema';
 
 export function LogDetail({ entry, onClose }: { entry: LogEntry | null; onClose: () => void }) {
   return (
@@ -30,6 +30,14 @@ function LogDetailBody({ entry }: { entry: LogEntry }) {
           <dd>{formatDateTime(entry.created_at)}</dd>
           <dt>Request ID</dt>
           <dd className="cell-mono">{entry.id}</dd>
+          <dt>API</dt>
+          <dd>{routeLabel(entry.route)}</dd>
+          {entry.note && (
+            <>
+              <dt>Note</dt>
+              <dd>{entry.note}</dd>
+            </>
+          )}
           <dt>Model requested</dt>
           <dd>{entry.model_requested ?? '—'}</dd>
           <dt>Model served</dt>

@@ -41,7 +41,7 @@ export function ProviderForm({ mode, initialValues, original, onSubmit, onCancel
 
   async function handleSubmit(event: FormEvent) {
     event.preventDefault();
-    const found = validateProviderForm(values, mode);
+    const found = validateProviderForm(values, mode, original);
     setErrors(found);
     if (Object.keys(found).length > 0) {
       if (found.base_url && !needsBaseUrl) setAdvanced(true);
