@@ -28,6 +28,7 @@ const STARTUP_TIMEOUT_MS = 60_000;
 const LOGS_TIMEOUT_MS = 45_000;
 const USAGE_TIMEOUT_MS = 45_000;
 const REVOKE_TIMEOUT_MS = 3_000;
+const LIMIT_TIMEOUT_MS = 3_000;
 const MODEL = 'gpt-4o-mini';
 
 const children = [];
@@ -225,7 +226,7 @@ async function chat(gatewayUrl, key, { stream = false } = {}) {
     signal: AbortSignal.timeout(20_000),
   });
   const text = await res.text();
-  return { status: res.status, text };
+  return { status: res.status, text, headers: res.headers };
 }
 
 // ---------------------------------------------------------------- the test
@@ -437,6 +438,55 @@ async function main() {
     await shot(page, '07-usage');
   });
 
+  await step('set an RPM of 2 on the key, see the third request refused and the refusal in Logs', async () => {
+    await nav('API keys').click();
+    await page.getByRole('heading', { name: 'API keys', level: 1 }).waitFor();
+    await page.getByRole('button', { name: `Limits of ${keyName}` }).click();
+    const dialog = page.getByRole('dialog', { name: 'Key limits' });
+    await dialog.getByLabel('Requests per minute').fill('2');
+    await dialog.getByRole('button', { name: 'Save limits' }).click();
+    await dialog.waitFor({ state: 'hidden' });
+    await page.getByRole('row', { name: new RegExp(keyName) }).getByText('/ 2 req/min').waitFor();
+    await shot(page, '08-api-key-limits');
+    // Minute windows are calendar minutes: keep the three requests inside one.
+    const second = new Date().getUTCSeconds();
+    if (second >= 45) await sleep((61 - second) * 1000);
+    // The limit reaches the gateway by NOTIFY; the first answer that carries it is request 1.
+    let last = null;
+    await waitFor(
+      'the gateway to apply the RPM',
+      async () => {
+        last = await chat(gatewayUrl, apiKey);
+        return last.status === 200 && last.headers.get('x-ratelimit-limit-requests') === '2';
+      },
+      LIMIT_TIMEOUT_MS,
+      100,
+    ).catch(() => fail(`the gateway did not apply the limit: ${last?.status} ${last?.headers.get('x-ratelimit-limit-requests')}`));
+    if (last.headers.get('x-ratelimit-remaining-requests') !== '1') fail(`first request: remaining ${last.headers.get('x-ratelimit-remaining-requests')}`);
+    const secondReq = await chat(gatewayUrl, apiKey);
+    if (secondReq.status !== 200) fail(`second request answered ${secondReq.status}: ${secondReq.text.slice(0, 300)}`);
+    const third = await chat(gatewayUrl, apiKey);
+    if (third.status !== 429) fail(`third request answered ${third.status}, not 429`);
+    const error = JSON.parse(third.text).error;
+    if (error?.code !== 'rate_limit_exceeded') fail(`third request refused with ${third.text.slice(0, 300)}`);
+    if (!third.headers.get('retry-after')) fail('the refusal has no Retry-After');
+
+    await nav('Logs').click();
+    await page.getByRole('heading', { name: 'Logs', level: 1 }).waitFor();
+    const refused = page.locator('table tbody tr').filter({ has: page.getByText('429', { exact: true }) });
+    await waitFor(
+      'the refusal in the logs table',
+      async () => {
+        if ((await refused.count()) >= 1) return true;
+        await page.getByRole('button', { name: 'Refresh' }).click();
+        return false;
+      },
+      LOGS_TIMEOUT_MS,
+      1000,
+    );
+    await shot(page, '08-logs-refusal');
+  });
+
   await step('revoke the key in the UI and get 401 from the gateway', async () => {
     await nav('API keys').click();
     await page.getByRole('heading', { name: 'API keys', level: 1 }).waitFor();
@@ -464,7 +514,7 @@ async function main() {
     await page.evaluate(() => sessionStorage.setItem('perpetuo.token', 'no.longer.valid'));
     await nav('Logs').click();
     await page.getByRole('heading', { name: 'Logs', level: 1 }).waitFor();
-    await page.locator('table tbody tr').first().getByText(providerName).waitFor();
+    await page.locator('table tbody tr').getByText(providerName).first().waitFor();
     const after = await session();
     if (!after.refresh || after.refresh === before.refresh) fail('the refresh token was not rotated');
     main.refreshToken = after.refresh;

@@ -19,6 +19,7 @@ use perpetuo_core::db::{self, Pool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::limits::{Policy, Seed};
 use crate::metrics;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +27,8 @@ pub struct AuthedKey {
     pub id: Uuid,
     pub workspace_id: Uuid,
     pub expires_at: Option<OffsetDateTime>,
+    /// The key's and its workspace's limits, loaded with the key.
+    pub policy: Policy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,14 +187,60 @@ impl KeyCache {
 
 async fn load(pool: &Pool, hash: &KeyHash) -> Result<Option<Arc<AuthedKey>>, db::DbError> {
     let client = pool.get().await?;
-    let row = db::api_keys::find_by_hash(&client, hash).await?;
-    Ok(row
-        .filter(|k| k.is_active(OffsetDateTime::now_utc()))
-        .map(|k| {
-            Arc::new(AuthedKey {
-                id: k.id,
-                workspace_id: k.workspace_id,
-                expires_at: k.expires_at,
-            })
-        }))
+    let now = OffsetDateTime::now_utc();
+    let Some(k) = db::api_keys::find_by_hash(&client, hash)
+        .await?
+        .filter(|k| k.is_active(now))
+    else {
+        return Ok(None);
+    };
+    let workspace = db::limits::workspace(&client, k.workspace_id)
+        .await?
+        .unwrap_or_default();
+    // A budget's spend so far comes from the usage counters, so that a restart or a lost
+    // shared store does not hand the key a fresh budget.
+    let key_seed = match k.limits.budget_nusd {
+        Some(_) => Some(
+            seed(
+                &client,
+                k.workspace_id,
+                Some(k.id),
+                k.limits.budget_period,
+                now,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let workspace_seed = match workspace.budget_nusd {
+        Some(_) => Some(seed(&client, k.workspace_id, None, workspace.budget_period, now).await?),
+        None => None,
+    };
+    Ok(Some(Arc::new(AuthedKey {
+        id: k.id,
+        workspace_id: k.workspace_id,
+        expires_at: k.expires_at,
+        policy: Policy {
+            key: k.limits,
+            workspace,
+            allowed_models: k.allowed_models,
+            key_seed,
+            workspace_seed,
+        },
+    })))
+}
+
+async fn seed(
+    client: &db::Client,
+    workspace: Uuid,
+    key: Option<Uuid>,
+    period: db::limits::Period,
+    now: OffsetDateTime,
+) -> Result<Seed, db::DbError> {
+    let period_start = period.start(now);
+    let spent_nusd = db::limits::spend_since(client, workspace, key, period_start).await?;
+    Ok(Seed {
+        period_start,
+        spent_nusd,
+    })
 }

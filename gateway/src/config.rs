@@ -18,6 +18,13 @@ fn millis(s: &str) -> Result<Duration, String> {
         .map_err(|_| "must be a whole number of milliseconds".into())
 }
 
+fn redis_url(s: &str) -> Result<Secret<String>, String> {
+    match s.split_once("://") {
+        Some(("redis" | "rediss" | "unix", _)) => Ok(Secret::new(s.to_string())),
+        _ => Err("must be a redis://, rediss:// or unix:// URL".into()),
+    }
+}
+
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "perpetuo-gateway",
@@ -117,6 +124,19 @@ pub struct Config {
     /// counters are kept); 0 keeps them forever.
     #[arg(long, env = "LOG_RETENTION_DAYS", default_value_t = 90)]
     pub log_retention_days: u32,
+    /// Redis shared by every gateway for limits; unset: limits are kept in process.
+    #[arg(long, env = "REDIS_URL", value_parser = redis_url, hide_env_values = true)]
+    pub redis_url: Option<Secret<String>>,
+    /// Longest a request waits for Redis before limiting locally, ms.
+    #[arg(long, env = "REDIS_DEADLINE_MS", default_value = "20", value_parser = millis)]
+    pub redis_deadline: Duration,
+    /// Gateways sharing the limits; each allows this share of a limit while Redis is
+    /// unreachable.
+    #[arg(long, env = "GATEWAY_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub gateway_replicas: u32,
+    /// Prefix of the gateway's Redis keys.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "perpetuo:")]
+    pub redis_key_prefix: String,
     /// Maximum database connections.
     #[arg(long, env = "GATEWAY_DB_POOL_SIZE", default_value_t = 8)]
     pub db_pool_size: usize,

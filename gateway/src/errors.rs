@@ -133,6 +133,41 @@ impl GatewayError {
         )
     }
 
+    /// A key or workspace limit refused the request; `what` names the limit.
+    pub fn limit_exceeded(what: &str, scope: &str, limit: u64, retry_after_s: u64) -> Self {
+        Self::new(
+            429,
+            "rate_limit_error",
+            "rate_limit_exceeded",
+            format!(
+                "Rate limit reached for {what} on this {scope}: limit {limit}. \
+                 Please try again in {retry_after_s}s."
+            ),
+            Source::Client,
+        )
+    }
+
+    /// The key's or workspace's spend budget for the period is used up.
+    pub fn budget_exhausted(scope: &str, period: &str) -> Self {
+        Self::new(
+            429,
+            "insufficient_quota",
+            "insufficient_quota",
+            format!("The spend budget of this {scope} for the current {period} is used up."),
+            Source::Client,
+        )
+    }
+
+    pub fn model_not_allowed(model: &str) -> Self {
+        Self::new(
+            403,
+            "invalid_request_error",
+            "model_not_allowed",
+            format!("This API key is not allowed to use the model `{model}`."),
+            Source::Client,
+        )
+    }
+
     pub fn upstream_timeout() -> Self {
         Self::new(
             504,

@@ -48,6 +48,8 @@ impl Invalidator {
                 Some(h) => self.keys.invalidate(&h).await,
                 None => self.keys.invalidate_all(),
             },
+            // Workspace limits travel with every key of the workspace.
+            "workspaces" => self.keys.invalidate_all(),
             "provider_keys" => match n.workspace_id {
                 Some(ws) => self.entries.invalidate(ws).await,
                 None => self.entries.invalidate_all(),

@@ -7,6 +7,7 @@ pub mod downstream;
 pub mod errors;
 pub mod frontdoor;
 pub mod invalidation;
+pub mod limits;
 pub mod log_spool;
 pub mod log_writer;
 pub mod metrics;

@@ -11,6 +11,7 @@ use perpetuo_gateway::auth::KeyCache;
 use perpetuo_gateway::config::{Config, EMBEDDED_SERVER_CONF};
 use perpetuo_gateway::downstream::{Guarded, Limits, Slots};
 use perpetuo_gateway::invalidation::{Invalidator, LastUsedFlusher};
+use perpetuo_gateway::limits;
 use perpetuo_gateway::log_spool::Spool;
 use perpetuo_gateway::log_writer::{self, LogWriter};
 use perpetuo_gateway::metrics;
@@ -98,6 +99,25 @@ fn main() -> std::process::ExitCode {
     let connector = Connector::new(Some(
         pingora::connectors::ConnectorOptions::from_server_conf(&conf),
     ));
+    let redis = match &config.redis_url {
+        Some(url) => {
+            let settings = limits::RedisSettings {
+                deadline: config.redis_deadline,
+                replicas: config.gateway_replicas,
+                prefix: config.redis_key_prefix.clone(),
+                slot_ttl: config.max_answer_duration + std::time::Duration::from_secs(60),
+            };
+            match limits::RedisStore::new(url.expose(), settings, keys.clone()) {
+                Ok(store) => Some(Arc::new(store)),
+                Err(e) => return fail(format!("REDIS_URL: {e}")),
+            }
+        }
+        None => None,
+    };
+    let limiter = Arc::new(match &redis {
+        Some(store) => limits::Limiter::shared(store.clone()),
+        None => limits::Limiter::default(),
+    });
     let gateway = Gateway {
         keys: keys.clone(),
         entries: entries.clone(),
@@ -125,6 +145,7 @@ fn main() -> std::process::ExitCode {
                 u64::from(config.responses_retention_days) * 86_400,
             ),
         },
+        limiter: limiter.clone(),
     };
 
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -171,6 +192,12 @@ fn main() -> std::process::ExitCode {
         },
     ));
     server.add_service(background_service("last used", LastUsedFlusher { keys }));
+    if let Some(store) = redis {
+        server.add_service(background_service(
+            "shared limits",
+            limits::RedisLink { store },
+        ));
+    }
     tracing::info!(gateway = %config.gateway_addr, metrics = %config.metrics_addr, "gateway starting");
     server.run(RunArgs::default());
 

@@ -117,6 +117,25 @@ pub static KEY_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["result"],
     )
 });
+pub static LIMIT_REFUSALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "perpetuo_limit_refusals_total",
+        "Requests refused by a key or workspace limit, by limit kind and scope.",
+        &["limit", "scope"],
+    )
+});
+pub static LIMIT_FALLBACKS: LazyLock<IntCounter> = LazyLock::new(|| {
+    int_counter(
+        "perpetuo_limit_fallbacks_total",
+        "Limit checks made locally because the shared store (Redis) was down or slow.",
+    )
+});
+pub static LIMIT_SETTLE_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    int_counter(
+        "perpetuo_limit_settlements_dropped_total",
+        "Settlements for the shared store dropped because its queue was full.",
+    )
+});
 pub static LOG_QUEUE_DEPTH: LazyLock<IntGauge> = LazyLock::new(|| {
     gauge(
         "perpetuo_log_queue_depth",
@@ -229,6 +248,9 @@ pub fn init() {
     LazyLock::force(&COST);
     LazyLock::force(&UNPRICED);
     LazyLock::force(&KEY_CACHE);
+    LazyLock::force(&LIMIT_REFUSALS);
+    LazyLock::force(&LIMIT_FALLBACKS);
+    LazyLock::force(&LIMIT_SETTLE_DROPPED);
     LazyLock::force(&LOG_QUEUE_DEPTH);
     LazyLock::force(&LOG_WRITTEN);
     LazyLock::force(&LOG_DROPPED);

@@ -23,6 +23,7 @@ use uuid::Uuid;
 use crate::auth::{AuthError, AuthedKey, KeyCache};
 use crate::errors::GatewayError;
 use crate::frontdoor::{self, anthropic_messages as messages, openai_responses as responses, Door};
+use crate::limits::{self, Limiter};
 use crate::log_writer::LogSink;
 use crate::metrics;
 use crate::providers::{self, tokens, Adapter, Call, Generated, StreamState, Usage};
@@ -45,6 +46,7 @@ pub struct Gateway {
     pub max_body_bytes: usize,
     /// Where the Responses API keeps stored responses.
     pub responses: ResponseStore,
+    pub limiter: Arc<Limiter>,
 }
 
 /// Stored responses (`store`, the Responses API's default), kept for `retention`.
@@ -94,6 +96,8 @@ pub struct Ctx {
     note: Option<&'static str>,
     sink: LogSink,
     pricing: Arc<Pricing>,
+    /// The key's limits: the permit held while the request runs, or the refusal.
+    limits: limits::Gate,
 }
 
 /// How a request ended early.
@@ -463,7 +467,7 @@ impl Gateway {
         if let Some(p) = provider {
             h.insert_header("x-perpetuo-provider", p)?;
         }
-        Ok(())
+        ctx.limits.write_headers(h)
     }
 
     async fn authenticate(
@@ -672,6 +676,11 @@ impl Gateway {
             thinking_dropped,
             to_store,
         };
+        ctx.limits = self
+            .limiter
+            .admit(&key, bare_model, &request, body.len(), &self.pricing)
+            .await;
+        ctx.limits.check()?;
         self.run_attempts(session, ctx, &candidates, &inbound).await
     }
 
@@ -1322,6 +1331,10 @@ fn build_record(ctx: &Ctx, pricing: &Pricing) -> Option<LogRecord> {
             .with_label_values(&[kind])
             .inc_by(c as f64 / 1e9);
     }
+    ctx.limits.settle(
+        usage.prompt_tokens + usage.completion_tokens,
+        cost.unwrap_or(0),
+    );
     let clamp = |n: u64| i32::try_from(n).unwrap_or(i32::MAX);
     Some(LogRecord {
         id: ctx.request_id,
@@ -1335,7 +1348,11 @@ fn build_record(ctx: &Ctx, pricing: &Pricing) -> Option<LogRecord> {
         model_requested: ctx.model_requested.clone(),
         model_served: ctx.model_served.clone(),
         status: i16::try_from(ctx.status).unwrap_or(0),
-        error_kind: ctx.error_kind.map(str::to_string),
+        error_kind: ctx
+            .limits
+            .refused_kind()
+            .or(ctx.error_kind)
+            .map(str::to_string),
         streamed: ctx.streamed,
         prompt_tokens: clamp(usage.prompt_tokens),
         completion_tokens: clamp(usage.completion_tokens),
@@ -1376,6 +1393,7 @@ impl ProxyHttp for Gateway {
             note: None,
             sink: self.sink.clone(),
             pricing: self.pricing.clone(),
+            limits: limits::Gate::default(),
         }
     }
 

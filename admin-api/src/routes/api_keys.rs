@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::dto::{parse_time, ApiKeyDto, ListOf};
+use perpetuo_core::db::limits::KeySettings;
+use perpetuo_core::email::Email;
+
+use super::dto::{parse_time, usd, ApiKeyDto, LimitsDto, ListOf};
 use super::member_workspace;
 use crate::error::{ApiError, FieldErrors};
 use crate::extract::{parse_id, ApiJson, AuthUser};
@@ -18,8 +21,126 @@ use crate::state::AppState;
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ApiKeyInput {
     pub name: Option<String>,
-    /// RFC 3339; the key stops working at this time.
+    #[serde(flatten)]
+    pub settings: KeySettingsInput,
+}
+
+/// What can be set on a key at creation and changed later (`PUT` replaces all of it).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct KeySettingsInput {
+    /// RFC 3339; the key stops working at this time (null: never).
     pub expires_at: Option<String>,
+    pub limits: Option<LimitsDto>,
+    /// Exact model names and `prefix*` patterns; empty or absent allows every model.
+    pub allowed_models: Option<Vec<String>>,
+    /// A label shown with the key's logs.
+    pub label: Option<String>,
+    /// The email of the key's owner.
+    pub owner_email: Option<String>,
+}
+
+/// Most model patterns on one key.
+const MAX_ALLOWED_MODELS: usize = 100;
+
+impl KeySettingsInput {
+    fn parse(&self, errs: &mut FieldErrors) -> KeySettings {
+        let expires_at = match self.expires_at.as_deref() {
+            None => None,
+            Some(raw) => match parse_time("expires_at", raw) {
+                Ok(t) if t <= OffsetDateTime::now_utc() => {
+                    errs.add("expires_at", "must be in the future");
+                    None
+                }
+                Ok(t) => Some(t),
+                Err(_) => {
+                    errs.add("expires_at", "must be an RFC 3339 timestamp");
+                    None
+                }
+            },
+        };
+        let limits = self
+            .limits
+            .as_ref()
+            .map(|l| l.parse("limits", errs))
+            .unwrap_or_default();
+        let allowed_models: Vec<String> = self
+            .allowed_models
+            .iter()
+            .flatten()
+            .map(|m| m.trim().to_string())
+            .collect();
+        if allowed_models.len() > MAX_ALLOWED_MODELS {
+            errs.add(
+                "allowed_models",
+                format!("at most {MAX_ALLOWED_MODELS} entries"),
+            );
+        }
+        for m in &allowed_models {
+            let body = m.strip_suffix('*').unwrap_or(m);
+            if m.is_empty()
+                || body.contains('*')
+                || perpetuo_core::text::check_name(m, 200).is_err()
+            {
+                errs.add(
+                    "allowed_models",
+                    "each entry is a model name or a prefix followed by one trailing `*`",
+                );
+            }
+        }
+        let label = self
+            .label
+            .as_deref()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string);
+        if let Some(l) = &label {
+            if let Err(e) = perpetuo_core::text::check_name(l, 100) {
+                errs.add("label", e.to_string());
+            }
+        }
+        let owner_email = match self.owner_email.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(raw) => match Email::parse(raw) {
+                Ok(e) => Some(e.as_str().to_string()),
+                Err(e) => {
+                    errs.add("owner_email", e.to_string());
+                    None
+                }
+            },
+        };
+        KeySettings {
+            limits,
+            allowed_models,
+            expires_at,
+            label,
+            owner_email,
+        }
+    }
+}
+
+/// A key's limits with what it has used: requests and tokens over the last minute (from
+/// its log rows) and spend in the budget period (from the usage counters). Gateways
+/// count in memory ahead of these figures, which trail by the log writer's batch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyLimitsDto {
+    pub limits: LimitsDto,
+    pub workspace_limits: LimitsDto,
+    pub allowed_models: Vec<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    pub usage: KeyUsageDto,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyUsageDto {
+    pub requests_last_minute: i64,
+    pub tokens_last_minute: i64,
+    /// Spend of this key in its budget period, USD.
+    pub spend_usd: f64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub period_start: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub period_end: OffsetDateTime,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -66,24 +187,18 @@ pub async fn create(
     } else if let Err(e) = perpetuo_core::text::check_name(&name, 100) {
         errs.add("name", e.to_string());
     }
-    let expires_at = match body.expires_at.as_deref() {
-        None => None,
-        Some(raw) => match parse_time("expires_at", raw) {
-            Ok(t) if t <= OffsetDateTime::now_utc() => {
-                errs.add("expires_at", "must be in the future");
-                None
-            }
-            Ok(t) => Some(t),
-            Err(_) => {
-                errs.add("expires_at", "must be an RFC 3339 timestamp");
-                None
-            }
-        },
-    };
+    let settings = body.settings.parse(&mut errs);
     errs.into_result()?;
     let key = apikey::generate();
-    let client = state.pool.get().await.map_err(DbError::from)?;
-    let row = db::api_keys::insert(&client, ws.id, &name, &key, Some(user.id), expires_at).await?;
+    let mut client = state.pool.get().await.map_err(DbError::from)?;
+    let tx = client.transaction().await.map_err(DbError::from)?;
+    let row =
+        db::api_keys::insert(&tx, ws.id, &name, &key, Some(user.id), settings.expires_at).await?;
+    db::limits::set_key(&tx, ws.id, row.id, &settings).await?;
+    let row = db::api_keys::get(&tx, ws.id, row.id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    tx.commit().await.map_err(DbError::from)?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedApiKey {
@@ -91,6 +206,72 @@ pub async fn create(
             key: key.plaintext.expose().clone(),
         }),
     ))
+}
+
+/// Replace a key's limits, allowed models, expiry and metadata; gateways apply them
+/// within a second.
+#[utoipa::path(put, path = "/workspaces/{id}/api-keys/{kid}", tag = "api-keys", security(("bearer" = [])),
+    params(("id" = String, Path, description = "workspace id"), ("kid" = String, Path, description = "API key id")),
+    request_body = KeySettingsInput,
+    responses((status = 200, body = ApiKeyDto), (status = 400, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody)))]
+pub async fn update(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path((id, kid)): Path<(String, String)>,
+    ApiJson(body): ApiJson<KeySettingsInput>,
+) -> Result<Json<ApiKeyDto>, ApiError> {
+    let ws = member_workspace(&state, user, &id).await?;
+    let kid = parse_id(&kid)?;
+    let mut errs = FieldErrors::default();
+    let settings = body.parse(&mut errs);
+    errs.into_result()?;
+    let client = state.pool.get().await.map_err(DbError::from)?;
+    if !db::limits::set_key(&client, ws.id, kid, &settings).await? {
+        return Err(ApiError::NotFound);
+    }
+    let row = db::api_keys::get(&client, ws.id, kid)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(row.into()))
+}
+
+/// A key's limits and current consumption, for scripts that watch a key.
+#[utoipa::path(get, path = "/workspaces/{id}/api-keys/{kid}/limits", tag = "api-keys", security(("bearer" = [])),
+    params(("id" = String, Path, description = "workspace id"), ("kid" = String, Path, description = "API key id")),
+    responses((status = 200, body = KeyLimitsDto), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn limits(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path((id, kid)): Path<(String, String)>,
+) -> Result<Json<KeyLimitsDto>, ApiError> {
+    let ws = member_workspace(&state, user, &id).await?;
+    let kid = parse_id(&kid)?;
+    let client = state.pool.get().await.map_err(DbError::from)?;
+    let key = db::api_keys::get(&client, ws.id, kid)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let workspace = db::limits::workspace(&client, ws.id)
+        .await?
+        .unwrap_or_default();
+    let now = OffsetDateTime::now_utc();
+    let period = key.limits.budget_period;
+    let (start, end) = (period.start(now), period.end(now));
+    let spent = db::limits::spend_since(&client, ws.id, Some(kid), start).await?;
+    let recent = db::limits::last_minute(&client, ws.id, kid).await?;
+    Ok(Json(KeyLimitsDto {
+        limits: key.limits.into(),
+        workspace_limits: workspace.into(),
+        allowed_models: key.allowed_models,
+        expires_at: key.expires_at,
+        usage: KeyUsageDto {
+            requests_last_minute: recent.requests,
+            tokens_last_minute: recent.tokens,
+            spend_usd: usd(spent),
+            period_start: start,
+            period_end: end,
+        },
+    }))
 }
 
 /// Revoke a key; gateways stop accepting it within a second.

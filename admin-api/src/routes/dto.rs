@@ -1,10 +1,11 @@
 //! Response bodies shared by several routes, and time (de)serialisation helpers.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use perpetuo_core::db::limits::{Limits, Period};
 use perpetuo_core::db::{api_keys::ApiKey, users::User, workspaces::Workspace};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -35,6 +36,9 @@ pub struct WorkspaceDto {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// The workspace's limits (shown by `GET`/`PUT /workspaces/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsDto>,
 }
 
 impl From<Workspace> for WorkspaceDto {
@@ -45,6 +49,88 @@ impl From<Workspace> for WorkspaceDto {
             role: w.role.as_str().to_string(),
             created_at: w.created_at,
             updated_at: w.updated_at,
+            limits: None,
+        }
+    }
+}
+
+/// Optional limits of a key or a workspace; an absent or null field means no limit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsDto {
+    /// Requests per minute.
+    pub rpm: Option<u32>,
+    /// Tokens (prompt + completion) per minute.
+    pub tpm: Option<u32>,
+    /// Requests in flight at once.
+    pub max_concurrency: Option<u32>,
+    /// Spend budget in USD per period, with a hard stop.
+    pub budget_usd: Option<f64>,
+    /// The budget's calendar period in UTC: `day`, `week` (from Monday) or `month` (default).
+    pub budget_period: Option<String>,
+}
+
+/// Largest budget accepted, in USD.
+const MAX_BUDGET_USD: f64 = 1e9;
+
+impl LimitsDto {
+    /// Validates into `Limits`, reporting errors under `prefix.<field>`.
+    pub fn parse(&self, prefix: &str, errs: &mut crate::error::FieldErrors) -> Limits {
+        let count = |field: &str, v: Option<u32>, errs: &mut crate::error::FieldErrors| match v {
+            Some(0) => {
+                errs.add(
+                    &format!("{prefix}.{field}"),
+                    "must be at least 1 (null for no limit)",
+                );
+                None
+            }
+            Some(n) if n > i32::MAX as u32 => {
+                errs.add(&format!("{prefix}.{field}"), "is too large");
+                None
+            }
+            v => v,
+        };
+        let budget_nusd = match self.budget_usd {
+            None => None,
+            Some(b) if b.is_finite() && (0.0..=MAX_BUDGET_USD).contains(&b) => {
+                Some((b * 1e9).round() as i64)
+            }
+            Some(_) => {
+                errs.add(
+                    &format!("{prefix}.budget_usd"),
+                    "must be a number between 0 and 1000000000",
+                );
+                None
+            }
+        };
+        let budget_period = match self.budget_period.as_deref() {
+            None => Period::Month,
+            Some(p) => Period::parse(p).unwrap_or_else(|| {
+                errs.add(
+                    &format!("{prefix}.budget_period"),
+                    "must be day, week or month",
+                );
+                Period::Month
+            }),
+        };
+        Limits {
+            rpm: count("rpm", self.rpm, errs),
+            tpm: count("tpm", self.tpm, errs),
+            concurrency: count("max_concurrency", self.max_concurrency, errs),
+            budget_nusd,
+            budget_period,
+        }
+    }
+}
+
+impl From<Limits> for LimitsDto {
+    fn from(l: Limits) -> Self {
+        Self {
+            rpm: l.rpm,
+            tpm: l.tpm,
+            max_concurrency: l.concurrency,
+            budget_usd: l.budget_nusd.map(usd),
+            budget_period: Some(l.budget_period.as_str().to_string()),
         }
     }
 }
@@ -63,6 +149,11 @@ pub struct ApiKeyDto {
     pub revoked_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
+    pub limits: LimitsDto,
+    /// Exact model names and `prefix*` patterns; empty allows every model.
+    pub allowed_models: Vec<String>,
+    pub label: Option<String>,
+    pub owner_email: Option<String>,
 }
 
 impl From<ApiKey> for ApiKeyDto {
@@ -75,6 +166,10 @@ impl From<ApiKey> for ApiKeyDto {
             last_used_at: k.last_used_at,
             revoked_at: k.revoked_at,
             expires_at: k.expires_at,
+            limits: k.limits.into(),
+            allowed_models: k.allowed_models,
+            label: k.label,
+            owner_email: k.owner_email,
         }
     }
 }

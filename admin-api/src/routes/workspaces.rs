@@ -1,4 +1,5 @@
-//! Workspaces the caller belongs to: list, create (caller becomes owner), get, rename.
+//! Workspaces the caller belongs to: list, create (caller becomes owner), get, rename and
+//! set the workspace's limits.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -7,19 +8,25 @@ use perpetuo_core::db::{self, DbError};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::dto::{ListOf, WorkspaceDto};
+use super::dto::{LimitsDto, ListOf, WorkspaceDto};
 use super::member_workspace;
-use crate::error::ApiError;
+use crate::error::{ApiError, FieldErrors};
 use crate::extract::{ApiJson, AuthUser};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct WorkspaceInput {
     pub name: Option<String>,
+    /// Limits shared by every key of the workspace (`PUT` only; absent: unchanged).
+    pub limits: Option<LimitsDto>,
 }
 
-fn parse_name(input: WorkspaceInput) -> Result<String, ApiError> {
-    let name = input.name.map(|n| n.trim().to_string()).unwrap_or_default();
+fn parse_name(input: &WorkspaceInput) -> Result<String, ApiError> {
+    let name = input
+        .name
+        .as_deref()
+        .map(|n| n.trim().to_string())
+        .unwrap_or_default();
     if name.is_empty() {
         return Err(ApiError::field("name", "is required"));
     }
@@ -50,7 +57,7 @@ pub async fn create(
     user: AuthUser,
     ApiJson(body): ApiJson<WorkspaceInput>,
 ) -> Result<(StatusCode, Json<WorkspaceDto>), ApiError> {
-    let name = parse_name(body)?;
+    let name = parse_name(&body)?;
     let mut client = state.pool.get().await.map_err(DbError::from)?;
     let tx = client.transaction().await.map_err(DbError::from)?;
     let ws = db::workspaces::create(&tx, &name, user.id).await?;
@@ -67,7 +74,12 @@ pub async fn get(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<Json<WorkspaceDto>, ApiError> {
-    Ok(Json(member_workspace(&state, user, &id).await?.into()))
+    let ws = member_workspace(&state, user, &id).await?;
+    let client = state.pool.get().await.map_err(DbError::from)?;
+    let limits = db::limits::workspace(&client, ws.id).await?;
+    let mut dto = WorkspaceDto::from(ws);
+    dto.limits = limits.map(Into::into);
+    Ok(Json(dto))
 }
 
 /// Rename a workspace.
@@ -82,11 +94,22 @@ pub async fn update(
     ApiJson(body): ApiJson<WorkspaceInput>,
 ) -> Result<Json<WorkspaceDto>, ApiError> {
     let ws = member_workspace(&state, user, &id).await?;
-    let name = parse_name(body)?;
-    let client = state.pool.get().await.map_err(DbError::from)?;
-    db::workspaces::rename(&client, ws.id, &name).await?;
-    let ws = db::workspaces::get_for_user(&client, ws.id, user.id)
+    let name = parse_name(&body)?;
+    let mut errs = FieldErrors::default();
+    let limits = body.limits.as_ref().map(|l| l.parse("limits", &mut errs));
+    errs.into_result()?;
+    let mut client = state.pool.get().await.map_err(DbError::from)?;
+    let tx = client.transaction().await.map_err(DbError::from)?;
+    db::workspaces::rename(&tx, ws.id, &name).await?;
+    if let Some(l) = &limits {
+        db::limits::set_workspace(&tx, ws.id, l).await?;
+    }
+    let ws = db::workspaces::get_for_user(&tx, ws.id, user.id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(Json(ws.into()))
+    let limits = db::limits::workspace(&tx, ws.id).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    let mut dto = WorkspaceDto::from(ws);
+    dto.limits = limits.map(Into::into);
+    Ok(Json(dto))
 }

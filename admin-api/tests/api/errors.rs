@@ -99,6 +99,8 @@ async fn openapi_lists_every_route() {
         ("/workspaces/{id}/api-keys", "post"),
         ("/workspaces/{id}/api-keys/{kid}/revoke", "post"),
         ("/workspaces/{id}/api-keys/{kid}", "delete"),
+        ("/workspaces/{id}/api-keys/{kid}", "put"),
+        ("/workspaces/{id}/api-keys/{kid}/limits", "get"),
         ("/workspaces/{id}/logs", "get"),
         ("/workspaces/{id}/usage", "get"),
         ("/workspaces/{id}/usage/by-provider", "get"),

@@ -8,6 +8,7 @@ mod api_keys;
 mod auth;
 mod errors;
 mod headers;
+mod limits;
 mod logs;
 mod providers;
 mod sessions;

@@ -5,6 +5,7 @@ use time::OffsetDateTime;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use super::limits::{self, Limits};
 use super::DbError;
 use crate::apikey::{KeyHash, NewApiKey};
 
@@ -18,6 +19,11 @@ pub struct ApiKey {
     pub last_used_at: Option<OffsetDateTime>,
     pub revoked_at: Option<OffsetDateTime>,
     pub expires_at: Option<OffsetDateTime>,
+    pub limits: Limits,
+    /// Exact names and `prefix*` patterns; empty allows every model.
+    pub allowed_models: Vec<String>,
+    pub label: Option<String>,
+    pub owner_email: Option<String>,
 }
 
 impl ApiKey {
@@ -27,8 +33,9 @@ impl ApiKey {
     }
 }
 
-const COLUMNS: &str =
-    "id, workspace_id, name, prefix, created_at, last_used_at, revoked_at, expires_at";
+const COLUMNS: &str = "id, workspace_id, name, prefix, created_at, last_used_at, revoked_at, \
+     expires_at, rpm_limit, tpm_limit, concurrency_limit, budget_nusd, budget_period, \
+     allowed_models, label, owner_email";
 
 fn from_row(row: &Row) -> ApiKey {
     ApiKey {
@@ -40,6 +47,10 @@ fn from_row(row: &Row) -> ApiKey {
         last_used_at: row.get("last_used_at"),
         revoked_at: row.get("revoked_at"),
         expires_at: row.get("expires_at"),
+        limits: limits::from_row(row),
+        allowed_models: row.get("allowed_models"),
+        label: row.get("label"),
+        owner_email: row.get("owner_email"),
     }
 }
 
@@ -78,6 +89,16 @@ pub async fn list(db: &impl GenericClient, workspace: Uuid) -> Result<Vec<ApiKey
     );
     let rows = db.query(&sql, &[&workspace]).await?;
     Ok(rows.iter().map(from_row).collect())
+}
+
+pub async fn get(
+    db: &impl GenericClient,
+    workspace: Uuid,
+    id: Uuid,
+) -> Result<Option<ApiKey>, DbError> {
+    let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE workspace_id = $1 AND id = $2");
+    let row = db.query_opt(&sql, &[&workspace, &id]).await?;
+    Ok(row.as_ref().map(from_row))
 }
 
 /// Revokes a key (idempotent: a revoked key keeps its first revocation time).

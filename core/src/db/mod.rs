@@ -2,6 +2,7 @@
 //! and queries. Callers never write SQL.
 
 pub mod api_keys;
+pub mod limits;
 pub mod logs;
 pub mod migrate;
 pub mod providers;

@@ -16,6 +16,7 @@ mod first_token;
 mod hostile;
 mod kinds;
 mod lifecycle;
+mod limits;
 mod log_partitions;
 mod messages;
 mod proxying;

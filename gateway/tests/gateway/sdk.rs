@@ -111,3 +111,38 @@ async fn openai_python_sdk_responses() {
     let stdout = run_script(&env, &gw, script, "openai").await;
     assert!(stdout.contains("11 passed, 0 failed"), "{stdout}");
 }
+
+#[tokio::test]
+async fn openai_python_sdk_sees_rate_limits() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider_with(
+        "first",
+        ProviderKind::Openai,
+        &m.base_url(),
+        1,
+        &["gpt-4o-mini"],
+        &[],
+    )
+    .await;
+    env.client()
+        .await
+        .execute(
+            "UPDATE api_keys SET rpm_limit = 2 WHERE id = $1",
+            &[&env.key_id],
+        )
+        .await
+        .unwrap();
+    let gw = Gateway::start(&env).await;
+    // The three requests must fall in one calendar minute.
+    let second = time::OffsetDateTime::now_utc().second();
+    if second >= 45 {
+        tokio::time::sleep(std::time::Duration::from_secs(61 - u64::from(second))).await;
+    }
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/sdk/openai_limits_check.py"
+    );
+    let stdout = run_script(&env, &gw, script, "openai").await;
+    assert!(stdout.contains("3 passed, 0 failed"), "{stdout}");
+}

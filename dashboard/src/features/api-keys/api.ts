@@ -1,5 +1,5 @@
 import { api, seg } from '../../lib/api';
-import type { ApiKey, ApiKeyInput, CreatedApiKey } from './schema';
+import type { ApiKey, ApiKeyInput, CreatedApiKey, KeyLimitsReport, KeySettingsInput } from './schema';
 
 const base = (workspaceId: string) => `/workspaces/${seg(workspaceId)}/api-keys`;
 
@@ -17,4 +17,12 @@ export function revokeApiKey(workspaceId: string, keyId: string) {
 
 export function deleteApiKey(workspaceId: string, keyId: string) {
   return api.delete(`${base(workspaceId)}/${seg(keyId)}`);
+}
+
+export function updateApiKey(workspaceId: string, keyId: string, input: KeySettingsInput) {
+  return api.put<ApiKey>(`${base(workspaceId)}/${seg(keyId)}`, input);
+}
+
+export function getKeyLimits(workspaceId: string, keyId: string, signal?: AbortSignal) {
+  return api.get<KeyLimitsReport>(`${base(workspaceId)}/${seg(keyId)}/limits`, { signal });
 }

@@ -6,6 +6,131 @@ export interface ApiKey {
   last_used_at: string | null;
   revoked_at: string | null;
   expires_at: string | null;
+  limits?: Limits;
+  /** Exact model names and `prefix*` patterns; empty allows every model. */
+  allowed_models?: string[];
+  label?: string | null;
+  owner_email?: string | null;
+}
+
+export type BudgetPeriod = 'day' | 'week' | 'month';
+
+/** Optional limits of a key or workspace; null means no limit. */
+export interface Limits {
+  rpm: number | null;
+  tpm: number | null;
+  max_concurrency: number | null;
+  budget_usd: number | null;
+  budget_period: BudgetPeriod | null;
+}
+
+/** `PUT /workspaces/{id}/api-keys/{kid}`: replaces every setting. */
+export interface KeySettingsInput {
+  expires_at: string | null;
+  limits: Limits;
+  allowed_models: string[];
+  label: string | null;
+  owner_email: string | null;
+}
+
+/** `GET /workspaces/{id}/api-keys/{kid}/limits`. */
+export interface KeyLimitsReport {
+  limits: Limits;
+  workspace_limits: Limits;
+  allowed_models: string[];
+  expires_at: string | null;
+  usage: {
+    requests_last_minute: number;
+    tokens_last_minute: number;
+    spend_usd: number;
+    period_start: string;
+    period_end: string;
+  };
+}
+
+export function hasLimits(limits: Limits | undefined): boolean {
+  return !!limits && (limits.rpm !== null || limits.tpm !== null || limits.max_concurrency !== null || limits.budget_usd !== null);
+}
+
+export interface LimitsFormValues {
+  rpm: string;
+  tpm: string;
+  maxConcurrency: string;
+  budgetUsd: string;
+  budgetPeriod: BudgetPeriod;
+  /** Comma or newline separated. */
+  allowedModels: string;
+  label: string;
+  ownerEmail: string;
+}
+
+export type LimitsFormErrors = Partial<Record<'rpm' | 'tpm' | 'max_concurrency' | 'budget_usd' | 'allowed_models' | 'owner_email' | 'label', string>>;
+
+const text = (n: number | null | undefined) => (n === null || n === undefined ? '' : String(n));
+
+export function limitsFormFrom(key: Pick<ApiKey, 'limits' | 'allowed_models' | 'label' | 'owner_email'>): LimitsFormValues {
+  return {
+    rpm: text(key.limits?.rpm),
+    tpm: text(key.limits?.tpm),
+    maxConcurrency: text(key.limits?.max_concurrency),
+    budgetUsd: text(key.limits?.budget_usd),
+    budgetPeriod: key.limits?.budget_period ?? 'month',
+    allowedModels: (key.allowed_models ?? []).join(', '),
+    label: key.label ?? '',
+    ownerEmail: key.owner_email ?? '',
+  };
+}
+
+function splitModels(raw: string): string[] {
+  return raw
+    .split(/[,\n]/)
+    .map((m) => m.trim())
+    .filter(Boolean);
+}
+
+export function validateLimitsForm(v: LimitsFormValues): LimitsFormErrors {
+  const errors: LimitsFormErrors = {};
+  const whole = (raw: string, field: keyof LimitsFormErrors) => {
+    if (raw.trim() === '') return;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < 1 || n > 2147483647) errors[field] = 'Enter a whole number of at least 1, or leave empty for no limit.';
+  };
+  whole(v.rpm, 'rpm');
+  whole(v.tpm, 'tpm');
+  whole(v.maxConcurrency, 'max_concurrency');
+  if (v.budgetUsd.trim() !== '') {
+    const n = Number(v.budgetUsd);
+    if (!Number.isFinite(n) || n < 0 || n > 1e9) errors.budget_usd = 'Enter an amount in USD, or leave empty for no budget.';
+  }
+  for (const m of splitModels(v.allowedModels)) {
+    if (m.slice(0, -1).includes('*')) errors.allowed_models = 'Use a model name, or a prefix followed by one trailing *.';
+  }
+  if (v.label.trim().length > 100) errors.label = 'Use at most 100 characters.';
+  if (v.ownerEmail.trim() && !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(v.ownerEmail.trim())) errors.owner_email = 'Enter a valid email address.';
+  return errors;
+}
+
+export function limitsFormToInput(v: LimitsFormValues, expiresAt: string | null): KeySettingsInput {
+  const num = (raw: string) => (raw.trim() === '' ? null : Number(raw));
+  return {
+    expires_at: expiresAt,
+    limits: {
+      rpm: num(v.rpm),
+      tpm: num(v.tpm),
+      max_concurrency: num(v.maxConcurrency),
+      budget_usd: num(v.budgetUsd),
+      budget_period: v.budgetPeriod,
+    },
+    allowed_models: splitModels(v.allowedModels),
+    label: v.label.trim() || null,
+    owner_email: v.ownerEmail.trim() || null,
+  };
+}
+
+/** Share of a limit used, between 0 and 1; null without a limit. */
+export function usedShare(used: number, limit: number | null): number | null {
+  if (limit === null || limit <= 0) return null;
+  return Math.min(1, Math.max(0, used / limit));
 }
 
 export interface CreatedApiKey extends ApiKey {

@@ -1,4 +1,5 @@
 import { api, seg } from '../../lib/api';
+import type { Limits } from '../api-keys/schema';
 import type { Workspace } from './schema';
 
 export function listWorkspaces(signal?: AbortSignal) {
@@ -10,9 +11,13 @@ export function createWorkspace(name: string) {
 }
 
 export function getWorkspace(id: string, signal?: AbortSignal) {
-  return api.get<Workspace>(`/workspaces/${seg(id)}`, { signal });
+  return api.get<Workspace & { limits?: Limits }>(`/workspaces/${seg(id)}`, { signal });
 }
 
 export function renameWorkspace(id: string, name: string) {
   return api.put<Workspace>(`/workspaces/${seg(id)}`, { name });
+}
+
+export function setWorkspaceLimits(id: string, name: string, limits: Limits) {
+  return api.put<Workspace & { limits?: Limits }>(`/workspaces/${seg(id)}`, { name, limits });
 }

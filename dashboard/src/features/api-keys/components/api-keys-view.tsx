@@ -12,6 +12,8 @@ import { useWorkspaceId } from '../../auth/session-context';
 import { deleteApiKey, listApiKeys, revokeApiKey } from '../api';
 import { keyStatus, type ApiKey } from '../schema';
 import { CreateKeyDialog } from './create-key-dialog';
+import { KeyLimitsDialog } from './key-limits-dialog';
+import { KeyUsage } from './key-usage';
 
 const STATUS_TONE = { active: 'success', revoked: 'danger', expired: 'warning' } as const;
 const STATUS_LABEL = { active: 'Active', revoked: 'Revoked', expired: 'Expired' } as const;
@@ -22,6 +24,7 @@ export function ApiKeysView() {
   const [creating, setCreating] = useState(false);
   const [toRevoke, setToRevoke] = useState<ApiKey | null>(null);
   const [toDelete, setToDelete] = useState<ApiKey | null>(null);
+  const [toLimit, setToLimit] = useState<ApiKey | null>(null);
   const list = keys.data ?? [];
 
   async function revoke(key: ApiKey) {
@@ -75,6 +78,7 @@ export function ApiKeysView() {
                   <th scope="col">Last used</th>
                   <th scope="col">Expires</th>
                   <th scope="col">Status</th>
+                  <th scope="col">Usage and limits</th>
                   <th scope="col">
                     <span className="sr-only">Actions</span>
                   </th>
@@ -95,7 +99,15 @@ export function ApiKeysView() {
                       <td>
                         <Badge tone={STATUS_TONE[status]}>{STATUS_LABEL[status]}</Badge>
                       </td>
+                      <td>
+                        <KeyUsage apiKey={key} />
+                      </td>
                       <td className="cell-actions">
+                        {status === 'active' && (
+                          <Button size="sm" aria-label={`Limits of ${key.name}`} onClick={() => setToLimit(key)}>
+                            Limits
+                          </Button>
+                        )}
                         {status === 'active' && (
                           <Button size="sm" aria-label={`Revoke ${key.name}`} onClick={() => setToRevoke(key)}>
                             Revoke
@@ -121,6 +133,14 @@ export function ApiKeysView() {
           const { key: _plaintext, ...stored } = created;
           void _plaintext;
           keys.setData((current) => [stored, ...(current ?? []).filter((k) => k.id !== stored.id)]);
+        }}
+      />
+      <KeyLimitsDialog
+        apiKey={toLimit}
+        onClose={() => setToLimit(null)}
+        onSaved={(saved) => {
+          keys.setData((current) => (current ?? []).map((k) => (k.id === saved.id ? { ...k, ...saved } : k)));
+          toast.success(`Limits of “${saved.name}” saved.`);
         }}
       />
       <ConfirmDialog

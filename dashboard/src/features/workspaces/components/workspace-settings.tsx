@@ -8,6 +8,7 @@ import { TextField } from '../../../components/ui/field';
 import { useSession } from '../../auth/session-context';
 import { renameWorkspace } from '../api';
 import { validateWorkspaceName } from '../schema';
+import { WorkspaceLimits } from './workspace-limits';
 
 export function WorkspaceSettings() {
   const { workspace, upsertWorkspace, user } = useSession();
@@ -53,6 +54,7 @@ export function WorkspaceSettings() {
           </dd>
         </dl>
       </Card>
+      <WorkspaceLimits workspaceId={workspace.id} name={workspace.name} />
       {user && (
         <Card title="Account">
           <dl className="details">
