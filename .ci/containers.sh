@@ -23,16 +23,20 @@ CI_PREFIX="perpetuo-ci"
 IMAGE="${PERPETUO_IMAGE:-perpetuo:ci}"
 WORK="$(mktemp -d /tmp/perpetuo-containers.XXXXXX)"
 DOCKERD_PID=""
+IMAGES_BEFORE=""
 
 cleanup() {
   local rc=$?
   set +e
   if [ -n "${BASES_PID:-}" ]; then kill "$BASES_PID" 2>/dev/null; wait "$BASES_PID" 2>/dev/null; fi
-  if [ "${PERPETUO_KEEP_CI_IMAGES:-0}" != "1" ] && [ -x "$DOCKER" ] && $DOCKER info >/dev/null 2>&1; then
-    ids="$($DOCKER images --filter "reference=$CI_PREFIX/*" -q; $DOCKER images -q "$IMAGE")"
-    [ -n "$ids" ] && $DOCKER rmi -f $ids >/dev/null 2>&1
-    $DOCKER image prune -f --filter "label=org.perpetuo.ci=1" >/dev/null 2>&1
-    $DOCKER builder prune -f >/dev/null 2>&1
+  if [ "${PERPETUO_KEEP_CI_IMAGES:-0}" != "1" ] && [ -n "$IMAGES_BEFORE" ] && $DOCKER info >/dev/null 2>&1; then
+    # Every image this step made (bases, the image, intermediate stages), nothing else.
+    # Several passes: a parent goes only once its children are gone.
+    for _ in 1 2 3 4 5; do
+      $DOCKER images -aq --no-trunc | sort -u | comm -13 "$IMAGES_BEFORE" - >"$WORK/images-new"
+      [ -s "$WORK/images-new" ] || break
+      xargs -r $DOCKER rmi -f <"$WORK/images-new" >/dev/null 2>&1
+    done
   fi
   if [ -n "$DOCKERD_PID" ]; then
     $SUDO kill "$DOCKERD_PID" 2>/dev/null
@@ -70,6 +74,9 @@ if ! $DOCKER info >/dev/null 2>&1; then
   $DOCKER info >/dev/null 2>&1 || { tail -20 "$WORK/dockerd.log"; exit 1; }
 fi
 
+IMAGES_BEFORE="$WORK/images-before"
+$DOCKER images -aq --no-trunc | sort -u >"$IMAGES_BEFORE"
+
 # --- base images -------------------------------------------------------------------------
 # The Debian mirror apt already uses.
 mirror() {
@@ -102,23 +109,28 @@ build_base() { # name, then files or directories to put in the build context
   mkdir -p "$ctx"
   cp ".ci/images/$name.Dockerfile" "$ctx/Dockerfile"
   for f in "$@"; do cp -a "$f" "$ctx/"; done
-  timeout 900 $DOCKER build --label org.perpetuo.ci=1 --build-arg "BASE=$BASE" -t "$tag" "$ctx" \
+  timeout 900 $DOCKER build --force-rm --label org.perpetuo.ci=1 --build-arg "BASE=$BASE" -t "$tag" "$ctx" \
     >"$WORK/base-$name.log" 2>&1 || { tail -30 "$WORK/base-$name.log"; return 1; }
   rm -rf "$ctx"
 }
 
 cp "$CA_BUNDLE" "$WORK/ca-bundle.crt"
-TOOLCHAIN="$(dirname "$(dirname "$(rustup which cargo)")")"
-mkdir -p "$WORK/toolchain"
-cp -a "$TOOLCHAIN/bin" "$TOOLCHAIN/lib" "$WORK/toolchain/"
-[ -d "$TOOLCHAIN/libexec" ] && cp -a "$TOOLCHAIN/libexec" "$WORK/toolchain/"
-build_base rust "$WORK/ca-bundle.crt" "$WORK/toolchain"
-rm -rf "$WORK/toolchain"
-NODE_BIN="$(readlink -f "$(command -v node)")"
-NPM_DIR="$(dirname "$NODE_BIN")/../lib/node_modules/npm"
-cp "$NODE_BIN" "$WORK/node"
-cp -a "$NPM_DIR" "$WORK/npm"
-build_base node "$WORK/ca-bundle.crt" "$WORK/node" "$WORK/npm"
+# Debian's rustc is too old for the workspace: the builder base gets this machine's
+# toolchain; likewise Node.js.
+if ! have_image "$CI_PREFIX/rust:latest"; then
+  TOOLCHAIN="$(dirname "$(dirname "$(rustup which cargo)")")"
+  mkdir -p "$WORK/toolchain"
+  cp -a "$TOOLCHAIN/bin" "$TOOLCHAIN/lib" "$WORK/toolchain/"
+  if [ -d "$TOOLCHAIN/libexec" ]; then cp -a "$TOOLCHAIN/libexec" "$WORK/toolchain/"; fi
+  build_base rust "$WORK/ca-bundle.crt" "$WORK/toolchain"
+  rm -rf "$WORK/toolchain"
+fi
+if ! have_image "$CI_PREFIX/node:latest"; then
+  NODE_BIN="$(readlink -f "$(command -v node)")"
+  cp "$NODE_BIN" "$WORK/node"
+  cp -a "$(dirname "$NODE_BIN")/../lib/node_modules/npm" "$WORK/npm"
+  build_base node "$WORK/ca-bundle.crt" "$WORK/node" "$WORK/npm"
+fi
 # The stack's own bases build beside the image, which does not need them.
 (
   build_base postgres .ci/images/postgres-entrypoint.sh
@@ -133,7 +145,7 @@ BASES_PID=$!
 # --- the image ---------------------------------------------------------------------------
 if ! have_image "$IMAGE" || [ "${PERPETUO_KEEP_CI_IMAGES:-0}" != "1" ]; then
   log "building $IMAGE"
-  timeout 2400 $DOCKER build \
+  timeout 2400 $DOCKER build --force-rm \
     --build-arg "RUST_IMAGE=$CI_PREFIX/rust:latest" \
     --build-arg "NODE_IMAGE=$CI_PREFIX/node:latest" \
     --build-arg "RUNTIME_IMAGE=$BASE" \
