@@ -78,6 +78,7 @@ teardown() {
   exit $rc
 }
 trap teardown EXIT
+trap "exit 143" TERM INT
 
 health() { $DOCKER inspect --format '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$(compose ps -q "$1")"; }
 wait_healthy() { # seconds, services…
@@ -154,7 +155,7 @@ log "profile scale: second replica and nginx"
 compose up -d --no-build gateway-2 lb >/dev/null
 wait_healthy 180 gateway-2
 deadline=$(( $(date +%s) + 60 ))
-until curl -fsS -o /dev/null "http://127.0.0.1:$LB_PORT/healthz"; do
+until curl -fsS --max-time 5 -o /dev/null "http://127.0.0.1:$LB_PORT/healthz"; do
   [ "$(date +%s)" -lt "$deadline" ] || { echo "the load balancer does not answer" >&2; exit 1; }
   sleep 1
 done

@@ -29,6 +29,11 @@ cleanup() {
   local rc=$?
   set +e
   if [ -n "${BASES_PID:-}" ]; then kill "$BASES_PID" 2>/dev/null; wait "$BASES_PID" 2>/dev/null; fi
+  if [ -n "$IMAGES_BEFORE" ] && $DOCKER info >/dev/null 2>&1; then
+    # Containers left by an interrupted build hold their images: remove the ones this
+    # step made first.
+    $DOCKER ps -aq --no-trunc | sort -u | comm -13 "$CONTAINERS_BEFORE" - | xargs -r $DOCKER rm -f >/dev/null 2>&1
+  fi
   if [ "${PERPETUO_KEEP_CI_IMAGES:-0}" != "1" ] && [ -n "$IMAGES_BEFORE" ] && $DOCKER info >/dev/null 2>&1; then
     # Every image this step made (bases, the image, intermediate stages), nothing else.
     # Several passes: a parent goes only once its children are gone.
@@ -47,6 +52,7 @@ cleanup() {
   exit $rc
 }
 trap cleanup EXIT
+trap "exit 143" TERM INT
 
 # --- tools -------------------------------------------------------------------------------
 need=()
@@ -74,6 +80,8 @@ if ! $DOCKER info >/dev/null 2>&1; then
   $DOCKER info >/dev/null 2>&1 || { tail -20 "$WORK/dockerd.log"; exit 1; }
 fi
 
+CONTAINERS_BEFORE="$WORK/containers-before"
+$DOCKER ps -aq --no-trunc | sort -u >"$CONTAINERS_BEFORE"
 IMAGES_BEFORE="$WORK/images-before"
 $DOCKER images -aq --no-trunc | sort -u >"$IMAGES_BEFORE"
 
