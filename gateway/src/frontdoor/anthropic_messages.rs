@@ -432,6 +432,10 @@ impl StreamEncoder {
     /// Encodes one OpenAI-format event (`data: {chunk}` or `[DONE]`).
     pub fn push(&mut self, event: &Event) -> Vec<Bytes> {
         let mut out = Vec::new();
+        // After an error event nothing more goes out (the stream is over for the client).
+        if self.errored {
+            return out;
+        }
         let Some(data) = event.data.as_deref() else {
             return out;
         };

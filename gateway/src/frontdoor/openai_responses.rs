@@ -465,9 +465,15 @@ struct StreamCall {
     output_index: usize,
 }
 
+/// Most text and arguments one encoded answer keeps (the Responses events repeat the
+/// whole text at the end): past it the stream fails rather than grow without bound.
+pub const MAX_KEPT_OUTPUT: usize = 16 * 1024 * 1024;
+
 /// Encodes an OpenAI chat stream as the Responses event sequence.
 #[derive(Debug)]
 pub struct StreamEncoder {
+    /// Bytes of text and arguments kept so far.
+    kept: usize,
     echo: Echo,
     seq: u64,
     started: bool,
@@ -485,6 +491,7 @@ pub struct StreamEncoder {
 impl StreamEncoder {
     pub fn new(echo: Echo) -> Self {
         Self {
+            kept: 0,
             echo,
             seq: 0,
             started: false,
@@ -565,6 +572,9 @@ impl StreamEncoder {
     /// Encodes one OpenAI-format event (`data: {chunk}` or `[DONE]`).
     pub fn push(&mut self, event: &Event) -> Vec<Bytes> {
         let mut out = Vec::new();
+        if self.errored {
+            return out;
+        }
         let Some(data) = event.data.as_deref() else {
             return out;
         };
@@ -585,6 +595,14 @@ impl StreamEncoder {
         self.start(&mut out);
         if let Some(u) = crate::providers::openai::parse_usage(&chunk) {
             self.usage = Some(u);
+        }
+        self.kept = self.kept.saturating_add(data.len());
+        if self.kept > MAX_KEPT_OUTPUT {
+            self.errored = true;
+            out.extend(
+                self.failed("The answer is longer than the gateway keeps for one response."),
+            );
+            return out;
         }
         for choice in chunk["choices"].as_array().into_iter().flatten() {
             let delta = &choice["delta"];
@@ -788,6 +806,32 @@ mod tests {
         assert_eq!(r["output"][1]["call_id"], "call_1");
         assert_eq!(r["usage"]["total_tokens"], 7);
         assert_eq!(message["tool_calls"][0]["id"], "call_1");
+    }
+
+    #[test]
+    fn an_endless_answer_fails_instead_of_growing() {
+        let mut enc = StreamEncoder::new(Echo::new("resp_1".into(), &json!({}), "m"));
+        let piece = "x".repeat(64 * 1024);
+        let chunk = format!(
+            "data: {}\n\n",
+            json!({"choices": [{"delta": {"content": piece}}]})
+        );
+        let mut failed = false;
+        for _ in 0..(MAX_KEPT_OUTPUT / piece.len() + 2) {
+            let out = enc.push(&Framer::new().push(chunk.as_bytes()).unwrap()[0]);
+            if out
+                .iter()
+                .any(|e| String::from_utf8_lossy(e).contains("response.failed"))
+            {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed && enc.errored);
+        assert!(enc.complete().is_none());
+        assert!(enc
+            .push(&Framer::new().push(chunk.as_bytes()).unwrap()[0])
+            .is_empty());
     }
 
     #[test]
