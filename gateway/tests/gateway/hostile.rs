@@ -16,10 +16,26 @@ pub async fn sse_server(body: impl Into<Vec<u8>>) -> SocketAddr {
         while let Ok((mut conn, _)) = listener.accept().await {
             let body = body.clone();
             tokio::spawn(async move {
-                // Read the request header (the body may follow; it is not needed).
+                // Read the whole request: a body left unread would make the close a
+                // reset, which the gateway would see as a broken answer.
                 let mut buf = vec![0u8; 64 * 1024];
                 let mut seen = Vec::new();
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                let header_end = loop {
+                    if let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&seen[..header_end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while seen.len() < header_end + length {
                     match conn.read(&mut buf).await {
                         Ok(0) | Err(_) => return,
                         Ok(n) => seen.extend_from_slice(&buf[..n]),
