@@ -60,13 +60,18 @@ signup=$(curl -fsS -X POST "http://127.0.0.1:$ADMIN_PORT/auth/signup" -H 'conten
 TOKEN=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' <<<"$signup")
 WS=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["workspace"]["id"])' <<<"$signup")
 KEY=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"]["key"])' <<<"$signup")
+KID=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"]["id"])' <<<"$signup")
 curl -fsS -X POST "http://127.0.0.1:$ADMIN_PORT/workspaces/$WS/providers" -H "authorization: Bearer $TOKEN" \
   -H 'content-type: application/json' \
   -d "{\"kind\":\"openai_compatible\",\"name\":\"mock\",\"api_key\":\"sk-bench\",\"base_url\":\"http://127.0.0.1:$MOCK_PORT/v1\"}" >/dev/null
 
-GATEWAY_ADDR="127.0.0.1:$GW_PORT" METRICS_ADDR="127.0.0.1:$METRICS_PORT" GATEWAY_SERVER_CONF="$ROOT/bench/scripts/gateway.yaml" \
-  taskset -c 1 "$BIN/perpetuo-gateway" & GW_PID=$!; pids+=($GW_PID)
-wait_http "http://127.0.0.1:$GW_PORT/healthz"
+start_gateway() { # extra environment assignments for the gateway, if any
+  env "$@" GATEWAY_ADDR="127.0.0.1:$GW_PORT" METRICS_ADDR="127.0.0.1:$METRICS_PORT" \
+    GATEWAY_SERVER_CONF="$ROOT/bench/scripts/gateway.yaml" \
+    taskset -c 1 "$BIN/perpetuo-gateway" & GW_PID=$!; pids+=($GW_PID)
+  wait_http "http://127.0.0.1:$GW_PORT/healthz"
+}
+start_gateway
 
 HAVE_NGINX=0
 if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then
@@ -113,6 +118,22 @@ NGINX_RSS=0; [ "$HAVE_NGINX" = 1 ] && NGINX_RSS=$(rss_kb "$NGINX_PID")
 sleep 1
 LOGGED=$(curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" | awk '/^perpetuo_log_rows_written_total / {print $2}')
 DROPPED=$(curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" | awk '/^perpetuo_log_rows_dropped_total/ {s+=$2} END {print s+0}')
+
+# The same non-stream request with limits set on the key (every check runs, none refuses):
+# in process, then shared through Redis when one answers on 127.0.0.1:6379.
+export BENCH_BODY='{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write one short sentence about benchmarks."}]}'
+curl -fsS -X PUT "http://127.0.0.1:$ADMIN_PORT/workspaces/$WS/api-keys/$KID" -H "authorization: Bearer $TOKEN" \
+  -H 'content-type: application/json' \
+  -d '{"limits":{"rpm":4000000000,"tpm":4000000000,"max_concurrency":1000000,"budget_usd":1000000000,"budget_period":"month"}}' >/dev/null
+sleep 1.5 # the change reaches the gateway by NOTIFY
+BENCH_KEY="$KEY" wrk -t1 -c4 -d1s -s bench/scripts/post.lua "http://127.0.0.1:$GW_PORT/v1/chat/completions" >/dev/null
+results+=("$(run gateway-limits "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$KEY")")
+if (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+  kill "$GW_PID" 2>/dev/null; wait "$GW_PID" 2>/dev/null || true
+  start_gateway REDIS_URL="redis://127.0.0.1:6379" REDIS_KEY_PREFIX="perpetuo-bench-$$:"
+  BENCH_KEY="$KEY" wrk -t1 -c4 -d1s -s bench/scripts/post.lua "http://127.0.0.1:$GW_PORT/v1/chat/completions" >/dev/null
+  results+=("$(run gateway-redis "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$KEY")")
+fi
 
 python3 - "$DURATION" "$CONNS" "$GW_RSS" "$NGINX_RSS" "${LOGGED:-0}" "${DROPPED:-0}" "${results[@]}" <<'PY'
 import sys
