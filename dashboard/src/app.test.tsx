@@ -162,6 +162,22 @@ describe('App session handling', () => {
     routes['/auth/me'] = () => json(200, { user: USER, workspaces: [WORKSPACE] });
     routes['/workspaces/w1/providers'] = () => json(200, { data: [] });
     routes['/workspaces/w1/logs'] = () => json(200, { data: [log], page: 1, limit: 25, total: 1 });
+    routes['/workspaces/w1/api-keys'] = () =>
+      json(200, {
+        data: [
+          {
+            id: 'k1',
+            name: 'ci',
+            prefix: 'pp-abcd',
+            created_at: new Date().toISOString(),
+            last_used_at: null,
+            revoked_at: null,
+            expires_at: null,
+            label: 'Nightly jobs',
+            owner_email: 'ops@example.com',
+          },
+        ],
+      });
     api.configure({
       fetch: (async (input: RequestInfo | URL) => {
         seen.push(String(input));
@@ -186,6 +202,8 @@ describe('App session handling', () => {
     expect(dialog.textContent).toContain('Estimated by the gateway');
     expect(dialog.textContent).toContain('local-mini');
     expect(dialog.textContent).toContain('Anthropic Messages');
+    expect(dialog.textContent).toContain('Nightly jobs');
+    expect(dialog.textContent).toContain('ops@example.com');
 
     await user.keyboard('{Escape}');
     expect(screen.queryByRole('dialog')).toBeNull();

@@ -2,17 +2,27 @@ import { formatCost, formatDateTime, formatDuration, formatTokens, statusTone } 
 import { Badge } from '../../../components/ui/badge';
 import { Dialog } from '../../../components/ui/dialog';
 import { kindInfo } from '../../providers/schema';
+import type { ApiKey } from '../../api-keys/schema';
 import { USAGE_SOURCE_LABEL, routeLabel, type LogEntry } from '../schema';
 
-export function LogDetail({ entry, onClose }: { entry: LogEntry | null; onClose: () => void }) {
+export function LogDetail({
+  entry,
+  apiKey,
+  onClose,
+}: {
+  entry: LogEntry | null;
+  /** The request's key, when it is still listed. */
+  apiKey?: ApiKey | null;
+  onClose: () => void;
+}) {
   return (
     <Dialog open={entry !== null} onClose={onClose} title="Request details" variant="panel">
-      {entry && <LogDetailBody entry={entry} />}
+      {entry && <LogDetailBody entry={entry} apiKey={apiKey} />}
     </Dialog>
   );
 }
 
-function LogDetailBody({ entry }: { entry: LogEntry }) {
+function LogDetailBody({ entry, apiKey }: { entry: LogEntry; apiKey?: ApiKey | null }) {
   const served = entry.model_served && entry.model_served !== entry.model_requested ? entry.model_served : null;
   return (
     <div className="stack">
@@ -47,8 +57,18 @@ function LogDetailBody({ entry }: { entry: LogEntry }) {
             {entry.provider_name ?? '—'}
             {entry.provider_kind && <span className="muted"> · {kindInfo(entry.provider_kind).label}</span>}
           </dd>
-          <dt>API key ID</dt>
-          <dd className="cell-mono">{entry.api_key_id ?? '—'}</dd>
+          <dt>API key</dt>
+          <dd>
+            {apiKey ? (
+              <>
+                {apiKey.label || apiKey.name}
+                <span className="muted"> · {apiKey.prefix}…</span>
+                {apiKey.owner_email && <span className="muted"> · {apiKey.owner_email}</span>}
+              </>
+            ) : (
+              <span className="cell-mono">{entry.api_key_id ?? '—'}</span>
+            )}
+          </dd>
         </dl>
       </section>
       <section aria-labelledby="detail-timing">

@@ -10,6 +10,7 @@ import { Spinner } from '../../../components/ui/spinner';
 import { EmptyState, ErrorState, LoadingState } from '../../../components/ui/states';
 import { useWorkspaceId } from '../../auth/session-context';
 import { listProviders } from '../../providers/api';
+import { listApiKeys } from '../../api-keys/api';
 import { listLogs } from '../api';
 import { filtersFromParams, filtersToParams, hasFilters, pageCount, PAGE_SIZE, type LogEntry } from '../schema';
 import { LogDetail } from './log-detail';
@@ -26,6 +27,8 @@ export function LogsView() {
   const [selected, setSelected] = useState<LogEntry | null>(null);
 
   const providers = useResource((signal) => listProviders(workspaceId, signal), [workspaceId]);
+  // The keys, to show each request's key by its name, label and owner.
+  const keys = useResource((signal) => listApiKeys(workspaceId, signal), [workspaceId]);
   const logs = useResource(
     (signal) => listLogs(workspaceId, filters, page, PAGE_SIZE, signal),
     [workspaceId, filters, page],
@@ -129,7 +132,11 @@ export function LogsView() {
           </>
         )}
       </Card>
-      <LogDetail entry={selected} onClose={() => setSelected(null)} />
+      <LogDetail
+        entry={selected}
+        apiKey={keys.data?.find((k) => k.id === selected?.api_key_id) ?? null}
+        onClose={() => setSelected(null)}
+      />
     </>
   );
 }
