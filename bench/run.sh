@@ -124,7 +124,7 @@ DROPPED=$(curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" | awk '/^perpetuo_l
 export BENCH_BODY='{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write one short sentence about benchmarks."}]}'
 curl -fsS -X PUT "http://127.0.0.1:$ADMIN_PORT/workspaces/$WS/api-keys/$KID" -H "authorization: Bearer $TOKEN" \
   -H 'content-type: application/json' \
-  -d '{"limits":{"rpm":4000000000,"tpm":4000000000,"max_concurrency":1000000,"budget_usd":1000000000,"budget_period":"month"}}' >/dev/null
+  -d '{"limits":{"rpm":2000000000,"tpm":2000000000,"max_concurrency":1000000,"budget_usd":1000000,"budget_period":"month"}}' >/dev/null
 sleep 1.5 # the change reaches the gateway by NOTIFY
 BENCH_KEY="$KEY" wrk -t1 -c4 -d1s -s bench/scripts/post.lua "http://127.0.0.1:$GW_PORT/v1/chat/completions" >/dev/null
 results+=("$(run gateway-limits "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$KEY")")
