@@ -702,7 +702,14 @@ impl Gateway {
         .await
         .map_err(|_| GatewayError::auth_unavailable())?;
         match found {
-            Some(stored) => Ok(stored.conversation.as_array().cloned().unwrap_or_default()),
+            Some(stored) => match stored.conversation {
+                Value::Array(messages) => Ok(messages),
+                // Stored without its conversation: it outgrew the body limit.
+                _ => Err(GatewayError::bad_request(
+                    "conversation_too_long",
+                    "The conversation of this response is too long to continue; start a new one.",
+                )),
+            },
             None => Err(GatewayError::response_not_found(previous)),
         }
     }
@@ -716,7 +723,12 @@ impl Gateway {
         };
         let mut conversation = store.conversation.clone();
         conversation.push(message);
-        let conversation = Value::Array(conversation);
+        // A chain of turns grows its conversation with every answer; past the body limit
+        // it is not kept (and cannot be continued), so no tenant can grow one without end.
+        let mut conversation = Value::Array(conversation);
+        if serde_json::to_vec(&conversation).map_or(true, |b| b.len() > self.max_body_bytes) {
+            conversation = Value::Null;
+        }
         let expires_at = OffsetDateTime::now_utc() + self.responses.retention;
         let row = perpetuo_core::db::responses::NewStoredResponse {
             id,

@@ -408,3 +408,52 @@ async fn falls_back_across_kinds_and_carries_images() {
     );
     assert_eq!(source["data"], "iVBORw0KGgo=");
 }
+
+#[tokio::test]
+async fn a_conversation_past_the_body_limit_is_not_kept_for_ever() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider_with(
+        "claude",
+        ProviderKind::Anthropic,
+        &m.anthropic_base_url(),
+        1,
+        &[],
+        &[],
+    )
+    .await;
+    let gw = Gateway::start_with(&env, &env.db.url, &[("MAX_BODY_BYTES", "3000")]).await;
+    let turn = |previous: Option<&str>| {
+        let mut body = json!({"model": "claude-sonnet-4-5", "input": "x".repeat(1600)});
+        if let Some(p) = previous {
+            body["previous_response_id"] = json!(p);
+        }
+        body
+    };
+    let first: Value = post(&gw, &env.key, &turn(None))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let second = post(&gw, &env.key, &turn(first["id"].as_str()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 200, "the first conversation fits");
+    let second: Value = second.json().await.unwrap();
+    // Two turns of 1,600 bytes pass the 3,000-byte limit: the answer is stored, its
+    // conversation is not, and continuing it is refused.
+    assert_eq!(
+        get(&gw, &env.key, second["id"].as_str().unwrap()).await.0,
+        200
+    );
+    let third = post(&gw, &env.key, &turn(second["id"].as_str()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(third.status(), 400);
+    let v: Value = third.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "conversation_too_long");
+}
