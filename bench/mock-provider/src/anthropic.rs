@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::behavior::Behavior;
-use crate::openai::{content_pieces, CONTENT_PIECES, TOKENS_PER_MESSAGE};
+use crate::openai::{content_pieces_of, CONTENT_PIECES, TOKENS_PER_MESSAGE};
 use crate::record::RecordedRequest;
 use crate::reply::{
     broken_stream, json_response, plain_body, recorded, stream_response, to_json,
@@ -407,12 +407,25 @@ async fn messages_response(shared: Arc<Shared>, json: Option<Value>) -> Response
     }
     wait_before_headers(&shared, behavior).await;
 
+    let kind = answer_kind(&json);
+    let pieces = shared.config.pieces;
+    let usage = (!behavior.omits_usage()).then(|| {
+        let usage = expected_anthropic_usage(&json);
+        match kind {
+            AnswerKind::ToolUse(_) => usage,
+            _ => AnthropicUsage {
+                output_tokens: pieces as u64,
+                ..usage
+            },
+        }
+    });
     let reply = Reply {
         id: format!("msg_mock_{}", shared.next_completion_number()),
         model,
-        kind: answer_kind(&json),
-        usage: (!behavior.omits_usage()).then(|| expected_anthropic_usage(&json)),
+        kind,
+        usage,
         content: &shared.config.content,
+        pieces,
     };
     if json.get("stream").and_then(Value::as_bool) == Some(true) {
         let steps = reply.steps(behavior, shared.config.stall);
@@ -428,6 +441,8 @@ struct Reply<'a> {
     kind: AnswerKind,
     usage: Option<AnthropicUsage>,
     content: &'a str,
+    /// Into how many pieces a text answer is streamed.
+    pieces: usize,
 }
 
 impl Reply<'_> {
@@ -507,7 +522,7 @@ impl Reply<'_> {
         ];
         let pieces = match self.kind {
             AnswerKind::ToolUse(_) => vec![TOOL_CALL_PREAMBLE.to_owned()],
-            _ => content_pieces(self.text()),
+            _ => content_pieces_of(self.text(), self.pieces),
         };
         for piece in &pieces {
             events.push(Event::ContentBlockDelta {

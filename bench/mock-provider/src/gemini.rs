@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::behavior::Behavior;
-use crate::openai::{content_pieces, CONTENT_PIECES, TOKENS_PER_MESSAGE};
+use crate::openai::{content_pieces_of, CONTENT_PIECES, TOKENS_PER_MESSAGE};
 use crate::record::RecordedRequest;
 use crate::reply::{
     broken_stream, json_response, plain_body, recorded, stream_response, to_json,
@@ -431,12 +431,25 @@ async fn generate_content(
     }
     wait_before_headers(&shared, behavior).await;
 
+    let kind = answer_kind(&json, &model);
+    let pieces = shared.config.pieces;
+    let usage = (!behavior.omits_usage()).then(|| {
+        let usage = expected_gemini_usage(&json, &model);
+        match kind {
+            AnswerKind::Content | AnswerKind::ToolResult => GeminiUsage {
+                candidates_token_count: pieces as u64,
+                ..usage
+            },
+            _ => usage,
+        }
+    });
     let reply = Reply {
         id: format!("mock-{}", shared.next_completion_number()),
         model: &model,
-        kind: answer_kind(&json, &model),
-        usage: (!behavior.omits_usage()).then(|| expected_gemini_usage(&json, &model)),
+        kind,
+        usage,
         content: &shared.config.content,
+        pieces,
     };
     let stall = shared.config.stall;
     match mode {
@@ -453,6 +466,8 @@ struct Reply<'a> {
     kind: AnswerKind,
     usage: Option<GeminiUsage>,
     content: &'a str,
+    /// Into how many chunks a text answer is streamed.
+    pieces: usize,
 }
 
 impl Reply<'_> {
@@ -538,7 +553,7 @@ impl Reply<'_> {
             let candidates = self.usage.map_or(0, |usage| usage.candidates_token_count);
             return vec![to_json(&self.response(candidate, candidates))];
         }
-        let pieces = content_pieces(self.text());
+        let pieces = content_pieces_of(self.text(), self.pieces);
         let count = pieces.len();
         pieces
             .iter()

@@ -26,11 +26,23 @@ struct Args {
     /// How long the `stall` behaviours wait, in seconds.
     #[arg(long, default_value_t = 60)]
     stall_secs: u64,
+    /// Into how many pieces a text answer is streamed (also its completion tokens).
+    #[arg(long, default_value_t = mock_provider::openai::CONTENT_PIECES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
+    pieces: usize,
+    /// The text of a normal answer (split into `--pieces` pieces).
+    #[arg(long, default_value = mock_provider::DEFAULT_CONTENT)]
+    content: String,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    // A load test holds one socket per open stream: take the whole hard limit on open
+    // files, not the usual soft 1024.
+    if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("mock-provider: cannot raise the open-files limit: {err}");
+    }
     // Listen for signals before announcing the address, so that a signal sent right
     // after the announcement stops the server cleanly.
     let shutdown = match shutdown_signal() {
@@ -45,6 +57,8 @@ async fn main() -> ExitCode {
         fragment: args.fragment,
         bind: args.addr,
         stall: Duration::from_secs(args.stall_secs),
+        pieces: args.pieces,
+        content: args.content,
         ..MockConfig::default()
     };
     let mock = match MockProvider::start(config).await {

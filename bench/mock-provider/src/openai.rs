@@ -12,7 +12,6 @@
 //! and [`expected_embedding_usage`].
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::header::RETRY_AFTER;
@@ -31,7 +30,7 @@ use crate::reply::{
     broken_stream, json_response, plain_body, recorded, stream_response, to_json,
     wait_before_headers, with_header, words,
 };
-use crate::server::Shared;
+use crate::server::{MockConfig, Shared};
 use crate::sse::{self, Step};
 use crate::tool_call::{TOOL_CALL_ARGUMENTS, TOOL_CALL_ARGUMENT_PIECES, TOOL_RESULT_REPLY};
 
@@ -197,12 +196,19 @@ pub fn embedding_for(text: &str) -> [f32; EMBEDDING_DIMENSIONS] {
 /// The reply split into [`CONTENT_PIECES`] runs of characters as even as possible
 /// (earlier pieces take the remainder). Pieces are empty when the reply is shorter.
 pub fn content_pieces(content: &str) -> Vec<String> {
+    content_pieces_of(content, CONTENT_PIECES)
+}
+
+/// The reply split into `count` runs of characters as even as possible (earlier pieces
+/// take the remainder); [`content_pieces`] with another count.
+pub fn content_pieces_of(content: &str, count: usize) -> Vec<String> {
+    let count = count.max(1);
     let chars: Vec<char> = content.chars().collect();
-    let base = chars.len() / CONTENT_PIECES;
-    let extra = chars.len() % CONTENT_PIECES;
-    let mut pieces = Vec::with_capacity(CONTENT_PIECES);
+    let base = chars.len() / count;
+    let extra = chars.len() % count;
+    let mut pieces = Vec::with_capacity(count);
     let mut start = 0;
-    for i in 0..CONTENT_PIECES {
+    for i in 0..count {
         let len = base + usize::from(i < extra);
         pieces.push(chars[start..start + len].iter().collect());
         start += len;
@@ -633,8 +639,14 @@ async fn chat_response(shared: Arc<Shared>, json: Option<Value>) -> Response {
 
     let id = format!("chatcmpl-mock-{}", shared.next_completion_number());
     let created = shared.created();
-    let usage = (!behavior.omits_usage()).then(|| expected_usage(&json));
     let kind = answer_kind(&json);
+    let usage = (!behavior.omits_usage()).then(|| {
+        let usage = expected_usage(&json);
+        match kind {
+            AnswerKind::ToolCall(_) => usage,
+            _ => Usage::new(usage.prompt_tokens, shared.config.pieces as u64),
+        }
+    });
     let answer = match &kind {
         AnswerKind::Content => Answer::Text(shared.config.content.as_str()),
         AnswerKind::ToolResult => Answer::Text(TOOL_RESULT_REPLY),
@@ -653,7 +665,7 @@ async fn chat_response(shared: Arc<Shared>, json: Option<Value>) -> Response {
             usage: if include_usage { usage } else { None },
             usage_field: include_usage && usage.is_some(),
         };
-        let steps = stream.steps(&answer, behavior, shared.config.stall);
+        let steps = stream.steps(&answer, behavior, &shared.config);
         return stream_response(&shared, steps, EVENT_STREAM);
     }
 
@@ -781,7 +793,7 @@ impl StreamReply<'_> {
     /// tool call streams a chunk naming the call (`id`, `type`, `function.name`, empty
     /// `arguments`), one chunk per piece of [`TOOL_CALL_ARGUMENT_PIECES`], and finishes
     /// with `tool_calls`.
-    fn steps(&self, answer: &Answer<'_>, behavior: Behavior, stall: Duration) -> Vec<Step> {
+    fn steps(&self, answer: &Answer<'_>, behavior: Behavior, config: &MockConfig) -> Vec<Step> {
         let mut events = Vec::new();
         match *answer {
             Answer::Text(text) => {
@@ -794,7 +806,7 @@ impl StreamReply<'_> {
                     },
                     None,
                 ));
-                for piece in content_pieces(text) {
+                for piece in content_pieces_of(text, config.pieces) {
                     events.push(self.chunk(
                         Delta {
                             content: Some(Some(&piece)),
@@ -842,7 +854,14 @@ impl StreamReply<'_> {
         events.push(Bytes::from_static(sse::DONE));
         let tail = events.split_off(3);
         // The role-only chunk is the preamble.
-        broken_stream(events, tail, 1, behavior, stall, stream_error_event())
+        broken_stream(
+            events,
+            tail,
+            1,
+            behavior,
+            config.stall,
+            stream_error_event(),
+        )
     }
 }
 

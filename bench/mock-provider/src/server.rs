@@ -15,7 +15,7 @@ use bytes::Bytes;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::behavior::Behavior;
@@ -28,6 +28,10 @@ pub const DEFAULT_CONTENT: &str = "Hello from mock provider.";
 
 /// Largest request body the mock reads.
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Connections waiting to be accepted. Tokio's default (1024) drops connections of a
+/// burst of thousands of streams; the kernel caps this at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 16 * 1024;
 
 /// How the mock serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,9 +46,12 @@ pub struct MockConfig {
     pub bind: SocketAddr,
     /// How long [`Behavior::Stall`] and [`Behavior::StallMidStream`] wait. Default: 60 s.
     pub stall: Duration,
-    /// The assistant reply of a normal success, streamed in
-    /// [`openai::CONTENT_PIECES`] pieces. Default: [`DEFAULT_CONTENT`].
+    /// The assistant reply of a normal success, streamed in [`MockConfig::pieces`]
+    /// pieces. Default: [`DEFAULT_CONTENT`].
     pub content: String,
+    /// Into how many pieces a text reply is streamed, which is also its completion
+    /// (output, candidates) token count. Default: [`openai::CONTENT_PIECES`] (5).
+    pub pieces: usize,
     /// A fixed `created` timestamp (Unix seconds) for byte-reproducible output.
     /// Default: `None`, the current time.
     pub created: Option<u64>,
@@ -58,6 +65,7 @@ impl Default for MockConfig {
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             stall: Duration::from_secs(60),
             content: DEFAULT_CONTENT.to_owned(),
+            pieces: openai::CONTENT_PIECES,
             created: None,
         }
     }
@@ -126,7 +134,13 @@ pub struct MockProvider {
 impl MockProvider {
     /// Binds `config.bind` and starts serving on the current Tokio runtime.
     pub async fn start(config: MockConfig) -> io::Result<MockProvider> {
-        let listener = TcpListener::bind(config.bind).await?;
+        let socket = match config.bind {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(config.bind)?;
+        let listener = socket.listen(LISTEN_BACKLOG)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             config,

@@ -247,3 +247,70 @@ async fn stream_error_event_sends_an_error_object_and_ends_without_done() {
     let json: Value = response.json().await.unwrap();
     assert_eq!(json["choices"][0]["message"]["content"], DEFAULT_CONTENT);
 }
+
+#[tokio::test]
+async fn pieces_sets_the_number_of_content_chunks_and_the_completion_tokens() {
+    let mock = start_with(MockConfig {
+        chunk_delay: Duration::from_millis(1),
+        pieces: 20,
+        ..MockConfig::default()
+    })
+    .await;
+    let request = stream_body("gpt-4o", true);
+    let response = post(&mock, "/chat/completions", &request).await;
+    let (frames, error) = frames(response).await;
+    assert!(error.is_none());
+    let text = String::from_utf8(joined(&frames)).unwrap();
+    let chunks = chunks(&data_payloads(&text));
+    // Role, 20 content pieces, stop, usage.
+    assert_eq!(chunks.len(), 1 + 20 + 1 + 1);
+    assert!(chunks[1..21]
+        .iter()
+        .all(|c| c["choices"][0]["delta"]["content"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())));
+    assert_eq!(streamed_text(&chunks), DEFAULT_CONTENT);
+    let usage: Usage = serde_json::from_value(chunks[22]["usage"].clone()).unwrap();
+    assert_eq!(usage.completion_tokens, 20);
+    assert_eq!(usage.prompt_tokens, expected_usage(&request).prompt_tokens);
+
+    // The same count whole, and in the other formats.
+    let whole: Value = post(
+        &mock,
+        "/chat/completions",
+        &crate::support::chat_body("gpt-4o"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(whole["usage"]["completion_tokens"], 20);
+    let claude = serde_json::json!({"model": "claude", "max_tokens": 16, "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let text = post(&mock, "/messages", &claude)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text.matches("event: content_block_delta").count(), 20);
+    assert!(text.contains(r#""output_tokens":20"#), "{text}");
+    let gemini = serde_json::json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]});
+    let url = format!(
+        "{}/models/gemini-x:streamGenerateContent?alt=sse",
+        mock.gemini_base_url()
+    );
+    let text = crate::support::client()
+        .post(url)
+        .json(&gemini)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text.matches("data: ").count(), 20);
+    assert!(
+        text.contains(r#""candidatesTokenCount":20,"totalTokenCount""#),
+        "{text}"
+    );
+}
