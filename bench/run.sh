@@ -1,151 +1,424 @@
 #!/usr/bin/env bash
-# Side-by-side load test on 127.0.0.1: the same chat-completion request, non-stream and
-# then streamed, sent with wrk (1) straight to the mock provider, (2) through a plain
-# nginx proxy, (3) through the Perpetuo gateway (auth from cache, routing, usage
-# extraction, log writing). Reports
-# requests/s, p50/p99 latency, the ratios to the direct run, and peak RSS of the proxies.
+# The benchmark suite, on 127.0.0.1 only: the same requests sent straight to the mock
+# provider (direct), through nginx (proxy_pass), through a bare Pingora proxy built with
+# the gateway's settings (bench/bare-pingora), and through the Perpetuo gateway (auth,
+# routing, usage, logging). The proxy under test is pinned to CPU core 1 (one worker);
+# the load generator and the mock share core 0; PostgreSQL is not pinned.
 #
-#   bench/run.sh [duration_seconds=10] [connections=32]
+#   bench/run.sh [options]
+#     --sections LIST   comma-separated, default all:
+#                       nonstream,stream,translate,body,pgcpu,logs,limits,startup
+#     --duration S      seconds per wrk run (default 10)
+#     --levels LIST     wrk connections (default 1,16,64)
+#     --streams LIST    concurrent streams (default 100,1000,10000)
+#     --rounds N        streams per worker, back to back (default 3)
+#     --pieces N        content chunks per stream (default 20)
+#     --chunk-ms MS     pacing between chunks (default 20)
+#     --wide-chunk-ms MS  pacing at 5,000 streams and more (default 200: at 20 ms the
+#                       load core cannot produce 10,000 streams' events)
+#     --bin DIR         binaries (default target/release)
+#     --out FILE        results (default bench/results/<UTC date>.md)
+#     --smoke           every section for a second or so, with small stream counts and
+#                       the debug binaries unless --bin is given; checks that every
+#                       section produced figures (and that every request was logged),
+#                       asserts nothing about speed; writes to a temporary file
 #
-# Needs: release builds (cargo build --release -p perpetuo-gateway -p perpetuo-admin
-# -p mock-provider), wrk, PostgreSQL (as for scripts/test), optionally nginx, python3.
-# Everything runs on 127.0.0.1, is bounded by the duration, and is stopped at the end.
+# Needs: wrk, curl, python3, PostgreSQL (as for scripts/test), the binaries
+# perpetuo-gateway, perpetuo-admin, mock-provider, bare-pingora and stream-load
+# (cargo build --release -p perpetuo-gateway -p perpetuo-admin -p mock-provider
+#  -p bare-pingora -p stream-load); nginx is optional (its rows are left out without it).
+# Every process it starts is stopped at the end, and its database dropped.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 . scripts/lib/pg.sh
 
-DURATION="${1:-10}"
-CONNS="${2:-32}"
-BIN="$ROOT/target/release"
-for b in perpetuo-gateway perpetuo-admin mock-provider; do
-  [ -x "$BIN/$b" ] || { echo "missing $BIN/$b: cargo build --release -p perpetuo-gateway -p perpetuo-admin -p mock-provider" >&2; exit 1; }
+SECTIONS="nonstream,stream,translate,body,pgcpu,logs,limits,startup"
+DURATION=10
+LEVELS="1,16,64"
+STREAMS="100,1000,10000"
+ROUNDS=3
+PIECES=20
+CHUNK_MS=20
+WIDE_CHUNK_MS=200
+WIDE_FROM=5000
+BIN=""
+OUT=""
+SMOKE=0
+STARTUP_RUNS=5
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --sections) SECTIONS="$2"; shift 2 ;;
+    --duration) DURATION="$2"; shift 2 ;;
+    --levels) LEVELS="$2"; shift 2 ;;
+    --streams) STREAMS="$2"; shift 2 ;;
+    --rounds) ROUNDS="$2"; shift 2 ;;
+    --pieces) PIECES="$2"; shift 2 ;;
+    --chunk-ms) CHUNK_MS="$2"; shift 2 ;;
+    --wide-chunk-ms) WIDE_CHUNK_MS="$2"; shift 2 ;;
+    --bin) BIN="$2"; shift 2 ;;
+    --out) OUT="$2"; shift 2 ;;
+    --smoke)
+      SMOKE=1; DURATION=1; STREAMS="10,50"; ROUNDS=1; PIECES=5; CHUNK_MS=2; STARTUP_RUNS=1
+      shift ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+if [ -z "$BIN" ]; then
+  if [ "$SMOKE" = 1 ]; then BIN="$ROOT/target/debug"; else BIN="$ROOT/target/release"; fi
+fi
+for b in perpetuo-gateway perpetuo-admin mock-provider bare-pingora stream-load; do
+  [ -x "$BIN/$b" ] || { echo "missing $BIN/$b: cargo build --release -p perpetuo-gateway -p perpetuo-admin -p mock-provider -p bare-pingora -p stream-load" >&2; exit 1; }
 done
 command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
+has() { case ",$SECTIONS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+# Work on core 1 for the proxy, core 0 for the rest; one core alone if that is all.
+if [ "$(nproc)" -ge 2 ]; then PROXY_CPU=1; LOAD_CPU=0; else PROXY_CPU=0; LOAD_CPU=0; fi
 
 WORK="$(mktemp -d)"
 mkdir -p "$WORK/tmp"
+RESULTS="$WORK/results.jsonl"
+: > "$RESULTS"
 pids=()
 DB=""
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   [ -n "$DB" ] && "$(pg_bin psql)" "$PGURL" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_http() { for _ in $(seq 1 200); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "not up: $1" >&2; return 1; }
-rss_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+wait_http() { for _ in $(seq 1 400); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "not up: $1" >&2; return 1; }
+wait_port() { for _ in $(seq 1 400); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "not listening: $1" >&2; return 1; }
+status_kb() { # pid field: VmRSS or VmHWM in kB, 0 when gone
+  local k v _u
+  while read -r k v _u; do [ "$k" = "$2:" ] && { echo "$v"; return; }; done < "/proc/$1/status" 2>/dev/null || true
+  echo 0
+}
+stop() { # pid [signal]: stops a process this script started, and forgets it
+  local p keep=()
+  kill "-${2:-TERM}" "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true
+  for p in "${pids[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
+  pids=("${keep[@]}")
+}
+record() { echo "$1" >> "$RESULTS"; }
+say() { echo "== $*" >&2; }
 
+# --- the database, the admin API, a user, a key, and the mock as three providers ------
 PGURL="$(pg_test_url)"
 DB="perpetuo_bench_$$"
-"$(pg_bin psql)" "$PGURL" -qc "CREATE DATABASE $DB" >/dev/null
+PSQL="$(pg_bin psql)"
+"$PSQL" "$PGURL" -qc "CREATE DATABASE $DB" >/dev/null
 export DATABASE_URL="${PGURL%/*}/$DB"
 export PERPETUO_MASTER_KEY="$(head -c 32 /dev/urandom | base64)"
 export JWT_SECRET="bench-secret-bench-secret-bench-secret-00"
 export ALLOWED_PRIVATE_UPSTREAMS="127.0.0.0/8"
 export RUST_LOG=warn
 export DATA_DIR="$WORK/data"
+sql() { "$PSQL" "$DATABASE_URL" -qAtc "$1"; }
 
-MOCK_PORT=$(free_port); ADMIN_PORT=$(free_port); GW_PORT=$(free_port); METRICS_PORT=$(free_port); NGINX_PORT=$(free_port)
-# The load generator and the mock share core 0; each proxy under test gets core 1.
-taskset -c 0 "$BIN/mock-provider" --addr "127.0.0.1:$MOCK_PORT" --chunk-delay-ms 0 >/dev/null & pids+=($!)
-ADMIN_ADDR="127.0.0.1:$ADMIN_PORT" "$BIN/perpetuo-admin" >/dev/null 2>&1 & pids+=($!)
+MOCK_PORT=$(free_port); ADMIN_PORT=$(free_port); GW_PORT=$(free_port); METRICS_PORT=$(free_port)
+NGINX_PORT=$(free_port); BARE_PORT=$(free_port)
+MOCK_CONTENT="Benchmarks measure what a system does under load, so that changes can be compared fairly and honestly."
+
+start_mock() { # chunk delay in ms
+  taskset -c "$LOAD_CPU" "$BIN/mock-provider" --addr "127.0.0.1:$MOCK_PORT" --chunk-delay-ms "$1" \
+    --pieces "$PIECES" --content "$MOCK_CONTENT" >/dev/null & MOCK_PID=$!; pids+=($MOCK_PID)
+  wait_port "$MOCK_PORT"
+}
+start_mock "$CHUNK_MS"
+ADMIN_ADDR="127.0.0.1:$ADMIN_PORT" "$BIN/perpetuo-admin" >"$WORK/admin.log" 2>&1 & pids+=($!)
 wait_http "http://127.0.0.1:$ADMIN_PORT/healthz"
-
 signup=$(curl -fsS -X POST "http://127.0.0.1:$ADMIN_PORT/auth/signup" -H 'content-type: application/json' \
   -d '{"email":"bench@example.com","password":"bench-password"}')
-TOKEN=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' <<<"$signup")
-WS=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["workspace"]["id"])' <<<"$signup")
-KEY=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"]["key"])' <<<"$signup")
-KID=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"]["id"])' <<<"$signup")
-curl -fsS -X POST "http://127.0.0.1:$ADMIN_PORT/workspaces/$WS/providers" -H "authorization: Bearer $TOKEN" \
-  -H 'content-type: application/json' \
-  -d "{\"kind\":\"openai_compatible\",\"name\":\"mock\",\"api_key\":\"sk-bench\",\"base_url\":\"http://127.0.0.1:$MOCK_PORT/v1\"}" >/dev/null
+json_get() { python3 -c 'import json,sys; v=json.load(sys.stdin)
+for k in sys.argv[1].split("."): v=v[k]
+print(v)' "$1"; }
+TOKEN=$(json_get token <<<"$signup")
+WS=$(json_get workspace.id <<<"$signup")
+KEY=$(json_get api_key.key <<<"$signup")
+KID=$(json_get api_key.id <<<"$signup")
+add_provider() { # kind name base_url model
+  curl -fsS -X POST "http://127.0.0.1:$ADMIN_PORT/workspaces/$WS/providers" -H "authorization: Bearer $TOKEN" \
+    -H 'content-type: application/json' \
+    -d "{\"kind\":\"$1\",\"name\":\"$2\",\"api_key\":\"sk-bench\",\"base_url\":\"$3\",\"models\":[\"$4\"]}" >/dev/null
+}
+OPENAI_MODEL="gpt-4o-mini"; CLAUDE_MODEL="claude-3-5-haiku-latest"; GEMINI_MODEL="gemini-2.0-flash"
+add_provider openai_compatible mock "http://127.0.0.1:$MOCK_PORT/v1" "$OPENAI_MODEL"
+add_provider anthropic mock-anthropic "http://127.0.0.1:$MOCK_PORT/v1" "$CLAUDE_MODEL"
+add_provider gemini mock-gemini "http://127.0.0.1:$MOCK_PORT/v1beta" "$GEMINI_MODEL"
 
-start_gateway() { # extra environment assignments for the gateway, if any
-  env "$@" GATEWAY_ADDR="127.0.0.1:$GW_PORT" METRICS_ADDR="127.0.0.1:$METRICS_PORT" \
-    GATEWAY_SERVER_CONF="$ROOT/bench/scripts/gateway.yaml" \
-    taskset -c 1 "$BIN/perpetuo-gateway" & GW_PID=$!; pids+=($GW_PID)
+GW_ENV=(GATEWAY_ADDR="127.0.0.1:$GW_PORT" METRICS_ADDR="127.0.0.1:$METRICS_PORT"
+  GATEWAY_SERVER_CONF="$ROOT/bench/scripts/gateway.yaml" MAX_CONNECTIONS=20000 MAX_CONNECTIONS_PER_IP=0)
+start_gateway() {
+  env "${GW_ENV[@]}" taskset -c "$PROXY_CPU" "$BIN/perpetuo-gateway" >>"$WORK/gateway.log" 2>&1 & GW_PID=$!; pids+=($GW_PID)
   wait_http "http://127.0.0.1:$GW_PORT/healthz"
 }
 start_gateway
-
-HAVE_NGINX=0
-if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then
-  NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+taskset -c "$PROXY_CPU" "$BIN/bare-pingora" --listen "127.0.0.1:$BARE_PORT" --upstream "127.0.0.1:$MOCK_PORT" \
+  --conf "$ROOT/bench/scripts/gateway.yaml" >/dev/null 2>"$WORK/bare.log" & BARE_PID=$!; pids+=($BARE_PID)
+wait_port "$BARE_PORT"
+NGINX_PID=""
+NGINX="$(command -v nginx || true)"; [ -z "$NGINX" ] && [ -x /usr/sbin/nginx ] && NGINX=/usr/sbin/nginx
+if [ -n "$NGINX" ]; then
   sed -e "s#@DIR@#$WORK#g" -e "s#@MOCK_PORT@#$MOCK_PORT#g" -e "s#@NGINX_PORT@#$NGINX_PORT#g" \
     bench/scripts/nginx.conf.tmpl > "$WORK/nginx.conf"
-  taskset -c 1 "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" & NGINX_PID=$!; pids+=($NGINX_PID)
-  sleep 0.5
-  HAVE_NGINX=1
+  taskset -c "$PROXY_CPU" "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" -e "$WORK/nginx-error.log" 2>/dev/null & NGINX_PID=$!; pids+=($NGINX_PID)
+  wait_port "$NGINX_PORT"
 fi
 
-export BENCH_BODY='{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write one short sentence about benchmarks."}]}'
-run() { # name url key
-  local out
-  out=$(BENCH_KEY="$3" taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s bench/scripts/post.lua "$2")
-  echo "$out" > "$WORK/$1.txt"
-  python3 - "$1" "$WORK/$1.txt" <<'PY'
-import re, sys
-name, path = sys.argv[1], sys.argv[2]
-text = open(path).read()
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-def lat(p):
-    m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", text)
-    v, u = float(m.group(1)), m.group(2)
-    return v / 1000 if u == "us" else v * 1000 if u == "s" else v
-errs = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-print(f"{name} {rps:.0f} {lat(50):.3f} {lat(99):.3f} {errs.group(1) if errs else 0}")
-PY
+# path name → URL base and the process to watch (direct: the mock itself)
+PATHS=(direct); [ -n "$NGINX_PID" ] && PATHS+=(nginx); PATHS+=(bare gateway)
+base_of() { case "$1" in direct) echo "http://127.0.0.1:$MOCK_PORT" ;; nginx) echo "http://127.0.0.1:$NGINX_PORT" ;;
+  bare) echo "http://127.0.0.1:$BARE_PORT" ;; gateway) echo "http://127.0.0.1:$GW_PORT" ;; esac; }
+pid_of() { case "$1" in direct) echo "$MOCK_PID" ;; nginx) echo "$NGINX_PID" ;; bare) echo "$BARE_PID" ;; gateway) echo "$GW_PID" ;; esac; }
+key_of() { [ "$1" = gateway ] && echo "$KEY" || true; }
+
+chat_body() { # model stream(true|false)
+  if [ "$2" = true ]; then
+    printf '{"model":"%s","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write one short sentence about benchmarks."}]}' "$1"
+  else
+    printf '{"model":"%s","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write one short sentence about benchmarks."}]}' "$1"
+  fi
+}
+CLAUDE_BODY='{"model":"'$CLAUDE_MODEL'","max_tokens":256,"system":"You are a helpful assistant.","messages":[{"role":"user","content":"Write one short sentence about benchmarks."}]}'
+CLAUDE_STREAM_BODY='{"model":"'$CLAUDE_MODEL'","max_tokens":256,"stream":true,"system":"You are a helpful assistant.","messages":[{"role":"user","content":"Write one short sentence about benchmarks."}]}'
+GEMINI_BODY='{"systemInstruction":{"parts":[{"text":"You are a helpful assistant."}]},"contents":[{"role":"user","parts":[{"text":"Write one short sentence about benchmarks."}]}]}'
+
+# Client-side count of the gateway's answers, for the log reconciliation.
+GW_ANSWERED=0
+count_gateway() { GW_ANSWERED=$((GW_ANSWERED + $1)); }
+
+wrk_run() { # section path level url key [body_file] [extra json fields]
+  local section="$1" path="$2" level="$3" url="$4" key="$5" bodyfile="${6:-}" extra="${7:-}" out line
+  out="$WORK/wrk-$section-$path-$level.txt"
+  BENCH_KEY="$key" BENCH_BODY_FILE="$bodyfile" taskset -c "$LOAD_CPU" \
+    wrk -t1 -c"$level" -d"${DURATION}s" --latency -s bench/scripts/post.lua "$url" > "$out"
+  line=$(python3 bench/scripts/report.py wrk "$out" --section "$section" --path "$path" --level "$level" ${extra:+--extra "$extra"})
+  record "$line"
+  case "$path" in gateway*) count_gateway "$(json_get requests <<<"$line")" ;; esac
+  echo "   $section $path c=$level: $(json_get rps <<<"$line") req/s, p99 $(json_get p99 <<<"$line") ms, non-2xx $(json_get non2xx <<<"$line")" >&2
+}
+warm() { # url key body_file
+  BENCH_KEY="$2" BENCH_BODY_FILE="$3" taskset -c "$LOAD_CPU" wrk -t1 -c4 -d1s -s bench/scripts/post.lua "$1" > "$WORK/warm.txt"
+  case "$1" in *":$GW_PORT/"*) count_gateway "$(python3 bench/scripts/report.py wrk "$WORK/warm.txt" --section warm --path warm --level 4 | json_get requests)" ;; esac
+}
+body_file() { # name content → path
+  printf '%s' "$2" > "$WORK/$1.json"; echo "$WORK/$1.json"
 }
 
-# Warm up each path (connection pools, key cache), then measure.
-BENCH_KEY="$KEY" wrk -t1 -c4 -d1s -s bench/scripts/post.lua "http://127.0.0.1:$GW_PORT/v1/chat/completions" >/dev/null
-results=()
-results+=("$(run direct "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" "")")
-[ "$HAVE_NGINX" = 1 ] && results+=("$(run nginx "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" "")")
-results+=("$(run gateway "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$KEY")")
-# The same request streamed (SSE, 8 events, usage chunk asked for by the gateway).
-export BENCH_BODY='{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write one short sentence about benchmarks."}]}'
-results+=("$(run direct-sse "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" "")")
-[ "$HAVE_NGINX" = 1 ] && results+=("$(run nginx-sse "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" "")")
-results+=("$(run gateway-sse "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$KEY")")
-GW_RSS=$(rss_kb "$GW_PID")
-NGINX_RSS=0; [ "$HAVE_NGINX" = 1 ] && NGINX_RSS=$(rss_kb "$NGINX_PID")
-sleep 1
-LOGGED=$(curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" | awk '/^perpetuo_log_rows_written_total / {print $2}')
-DROPPED=$(curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" | awk '/^perpetuo_log_rows_dropped_total/ {s+=$2} END {print s+0}')
-
-# The same non-stream request with limits set on the key (every check runs, none refuses):
-# in process, then shared through Redis when one answers on 127.0.0.1:6379.
-export BENCH_BODY='{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write one short sentence about benchmarks."}]}'
-curl -fsS -X PUT "http://127.0.0.1:$ADMIN_PORT/workspaces/$WS/api-keys/$KID" -H "authorization: Bearer $TOKEN" \
-  -H 'content-type: application/json' \
-  -d '{"limits":{"rpm":2000000000,"tpm":2000000000,"max_concurrency":1000000,"budget_usd":1000000,"budget_period":"month"}}' >/dev/null
-sleep 1.5 # the change reaches the gateway by NOTIFY
-BENCH_KEY="$KEY" wrk -t1 -c4 -d1s -s bench/scripts/post.lua "http://127.0.0.1:$GW_PORT/v1/chat/completions" >/dev/null
-results+=("$(run gateway-limits "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$KEY")")
-if (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
-  kill "$GW_PID" 2>/dev/null; wait "$GW_PID" 2>/dev/null || true
-  start_gateway REDIS_URL="redis://127.0.0.1:6379" REDIS_KEY_PREFIX="perpetuo-bench-$$:"
-  BENCH_KEY="$KEY" wrk -t1 -c4 -d1s -s bench/scripts/post.lua "http://127.0.0.1:$GW_PORT/v1/chat/completions" >/dev/null
-  results+=("$(run gateway-redis "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$KEY")")
+# --- non-stream: c=1/16/64 for every path, RSS of every proxy --------------------------
+if has nonstream; then
+  say "non-stream chat completion, wrk -t1, ${DURATION}s per run, c=$LEVELS"
+  B=$(body_file chat "$(chat_body "$OPENAI_MODEL" false)")
+  for p in "${PATHS[@]}"; do warm "$(base_of "$p")/v1/chat/completions" "$(key_of "$p")" "$B"; done
+  for c in ${LEVELS//,/ }; do
+    for p in "${PATHS[@]}"; do
+      wrk_run nonstream "$p" "$c" "$(base_of "$p")/v1/chat/completions" "$(key_of "$p")" "$B"
+    done
+  done
+  for p in "${PATHS[@]}"; do
+    pid=$(pid_of "$p")
+    record "{\"section\":\"rss\",\"phase\":\"nonstream\",\"path\":\"$p\",\"rss_kb\":$(status_kb "$pid" VmRSS),\"hwm_kb\":$(status_kb "$pid" VmHWM)}"
+  done
 fi
 
-python3 - "$DURATION" "$CONNS" "$GW_RSS" "$NGINX_RSS" "${LOGGED:-0}" "${DROPPED:-0}" "${results[@]}" <<'PY'
-import sys
-dur, conns, gw_rss, nginx_rss, logged, dropped = sys.argv[1:7]
-rows = [r.split() for r in sys.argv[7:]]
-by_name = {r[0]: r for r in rows}
-print(f"wrk, {conns} connections, {dur} s per run, chat completion, non-stream and SSE (release builds, 127.0.0.1)")
-print(f"{'path':<12} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'req/s vs direct':>16} {'p50 vs direct':>14} {'p99 vs direct':>14}")
-for name, rps, p50, p99, errs in rows:
-    base = by_name["direct-sse" if name.endswith("-sse") else "direct"]
-    print(f"{name:<12} {float(rps):>8.0f} {float(p50):>8.3f} {float(p99):>8.3f} {errs:>8} "
-          f"{float(rps)/float(base[1]):>16.2f} {float(p50)/float(base[2]):>14.2f} {float(p99)/float(base[3]):>14.2f}")
-print(f"peak RSS: gateway {int(gw_rss)/1024:.1f} MiB" + (f", nginx {int(nginx_rss)/1024:.1f} MiB" if int(nginx_rss) else ""))
-print(f"gateway log rows written: {logged}, dropped: {dropped}")
+# --- streaming: N concurrent streams, back to back, per path ---------------------------
+stream_run() { # section path level url dialect bodyfile key [extra json]
+  local section="$1" path="$2" n="$3" url="$4" dialect="$5" bodyfile="$6" key="$7" extra="${8:-}"
+  local pid peakfile sampler line before after1 after5 args=()
+  pid=$(pid_of "${path%%-*}")
+  before=$(status_kb "$pid" VmRSS)
+  peakfile="$WORK/peak-$section-$path-$n"
+  echo 0 > "$peakfile"
+  ( peak=0; while [ -e "/proc/$pid" ]; do
+      v=$(status_kb "$pid" VmRSS); [ "$v" -gt "$peak" ] && { peak=$v; echo "$peak" > "$peakfile"; }
+      sleep 0.05; done ) & sampler=$!
+  [ -n "$key" ] && args+=(-H "authorization: Bearer $key")
+  line=$(taskset -c "$LOAD_CPU" "$BIN/stream-load" --url "$url" --dialect "$dialect" --body-file "$bodyfile" \
+    "${args[@]}" --concurrency "$n" --streams $((n * ROUNDS)) --stall-ms 30000 --timeout-ms 300000 --json 2>/dev/null) || true
+  kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
+  sleep 1; after1=$(status_kb "$pid" VmRSS)
+  sleep 4; after5=$(status_kb "$pid" VmRSS)
+  [ -z "$line" ] && line='{"streams":0,"completed":0,"failed":0,"stalled":0}'
+  line=$(python3 -c 'import json,sys
+d=json.loads(sys.argv[1]); d.update(json.loads(sys.argv[2]))
+print(json.dumps(d))' "$line" "{\"section\":\"$section\",\"path\":\"$path\",\"level\":$n,\"rss_before_kb\":$before,\"peak_rss_kb\":$(cat "$peakfile"),\"rss_after_1s_kb\":$after1,\"rss_after_5s_kb\":$after5${extra:+,$extra}}")
+  record "$line"
+  case "$path" in gateway*) count_gateway "$(json_get streams <<<"$line")" ;; esac
+  echo "   $section $path n=$n: completed $(json_get completed <<<"$line")/$(json_get streams <<<"$line"), ttft p99 $(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("ttft_ms",{}).get("p99","-"))' "$line") ms, peak RSS $(( $(cat "$peakfile") / 1024 )) MiB" >&2
+}
+
+if has stream; then
+  S=$(body_file chat-stream "$(chat_body "$OPENAI_MODEL" true)")
+  for n in ${STREAMS//,/ }; do
+    pace=$CHUNK_MS; [ "$n" -ge "$WIDE_FROM" ] && pace=$WIDE_CHUNK_MS
+    # A fresh mock per level, paced for it; the proxies keep running (warm).
+    stop "$MOCK_PID"; start_mock "$pace"
+    say "streaming: $n concurrent streams x $ROUNDS rounds, role chunk + $PIECES chunks x $pace ms"
+    for p in "${PATHS[@]}"; do
+      stream_run stream "$p" "$n" "$(base_of "$p")/v1/chat/completions" openai "$S" "$(key_of "$p")" "\"pace_ms\":$pace,\"pieces\":$PIECES"
+    done
+  done
+  [ "$(python3 -c 'import sys; print(max(int(x) for x in sys.argv[1].split(",")))' "$STREAMS")" -ge "$WIDE_FROM" ] && { stop "$MOCK_PID"; start_mock "$CHUNK_MS"; }
+fi
+
+# --- the Anthropic and Gemini translation paths (the client speaks OpenAI) ------------
+if has translate; then
+  c=16; n=100; [ "$SMOKE" = 1 ] && n=10
+  say "translation paths: non-stream c=$c, streaming $n x $ROUNDS"
+  BO=$(body_file t-openai "$(chat_body "$OPENAI_MODEL" false)")
+  BA=$(body_file t-claude "$(chat_body "$CLAUDE_MODEL" false)")
+  BG=$(body_file t-gemini "$(chat_body "$GEMINI_MODEL" false)")
+  DA=$(body_file d-claude "$CLAUDE_BODY"); DG=$(body_file d-gemini "$GEMINI_BODY")
+  GW="http://127.0.0.1:$GW_PORT/v1/chat/completions"; M="http://127.0.0.1:$MOCK_PORT"
+  warm "$GW" "$KEY" "$BA"; warm "$GW" "$KEY" "$BG"
+  wrk_run translate direct-anthropic "$c" "$M/v1/messages" "" "$DA" '{"format":"anthropic"}'
+  wrk_run translate direct-gemini "$c" "$M/v1beta/models/$GEMINI_MODEL:generateContent" "" "$DG" '{"format":"gemini"}'
+  wrk_run translate gateway-openai "$c" "$GW" "$KEY" "$BO" '{"format":"openai"}'
+  wrk_run translate gateway-anthropic "$c" "$GW" "$KEY" "$BA" '{"format":"anthropic"}'
+  wrk_run translate gateway-gemini "$c" "$GW" "$KEY" "$BG" '{"format":"gemini"}'
+  SO=$(body_file ts-openai "$(chat_body "$OPENAI_MODEL" true)")
+  SA=$(body_file ts-claude "$(chat_body "$CLAUDE_MODEL" true)")
+  SG=$(body_file ts-gemini "$(chat_body "$GEMINI_MODEL" true)")
+  DSA=$(body_file ds-claude "$CLAUDE_STREAM_BODY")
+  stream_run translate-stream direct-anthropic "$n" "$M/v1/messages" anthropic "$DSA" "" '"format":"anthropic"'
+  stream_run translate-stream direct-gemini "$n" "$M/v1beta/models/$GEMINI_MODEL:streamGenerateContent?alt=sse" gemini "$DG" "" '"format":"gemini"'
+  stream_run translate-stream gateway-openai "$n" "$GW" openai "$SO" "$KEY" '"format":"openai"'
+  stream_run translate-stream gateway-anthropic "$n" "$GW" openai "$SA" "$KEY" '"format":"anthropic"'
+  stream_run translate-stream gateway-gemini "$n" "$GW" openai "$SG" "$KEY" '"format":"gemini"'
+fi
+
+# --- a 1 MiB request body --------------------------------------------------------------
+if has body; then
+  c=16
+  say "1 MiB request body, non-stream, c=$c"
+  BIG=$(body_file big "$(python3 -c 'import json; print(json.dumps({"model":"'$OPENAI_MODEL'","messages":[{"role":"user","content":("lorem ipsum dolor sit amet " * 40330)[:1048576]}]}))')")
+  for p in "${PATHS[@]}"; do
+    wrk_run body "$p" "$c" "$(base_of "$p")/v1/chat/completions" "$(key_of "$p")" "$BIG" "{\"body_bytes\":$(stat -c %s "$BIG")}"
+  done
+fi
+
+# --- PostgreSQL CPU per 1,000 logged requests ------------------------------------------
+metric_sum() { curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 {s += $2} END {printf "%d\n", s}'; }
+wait_logged() { # until the DB holds as many rows as the gateway says it wrote, and that stops moving
+  local last=-1 now rows i
+  for i in $(seq 1 100); do
+    now=$(metric_sum perpetuo_log_rows_written_total); rows=$(sql "SELECT count(*) FROM request_logs")
+    [ "$now" = "$last" ] && [ "$rows" -ge "$now" ] && [ "$(metric_sum perpetuo_log_queue_depth)" = 0 ] && return 0
+    last=$now; sleep 0.3
+  done
+}
+pg_cpu_ticks() { # our database's backends | the whole cluster: utime+stime in clock ticks
+  local pids all=0 ours=0 pid master
+  pids=$(sql "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+  for pid in $pids; do ours=$((ours + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0))); done
+  master=$(awk '{print $4}' "/proc/$(sql "SELECT pg_backend_pid()")/stat" 2>/dev/null || echo 0)
+  if [ "$master" != 0 ]; then
+    for pid in $master $(cat "/proc/$master/task/$master/children" 2>/dev/null); do
+      all=$((all + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    done
+  fi
+  echo "$ours $all"
+}
+if has pgcpu; then
+  c=16
+  say "PostgreSQL CPU per 1,000 logged requests (gateway, non-stream, c=$c, ${DURATION}s)"
+  B=$(body_file pg "$(chat_body "$OPENAI_MODEL" false)")
+  wait_logged
+  rows0=$(sql "SELECT count(*) FROM request_logs"); read -r ours0 all0 <<<"$(pg_cpu_ticks)"
+  wrk_run pgcpu gateway "$c" "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$KEY" "$B"
+  wait_logged
+  rows1=$(sql "SELECT count(*) FROM request_logs"); read -r ours1 all1 <<<"$(pg_cpu_ticks)"
+  record "{\"section\":\"pgcpu\",\"rows\":$((rows1 - rows0)),\"ticks_per_s\":$(getconf CLK_TCK),\"ours_ticks\":$((ours1 - ours0)),\"cluster_ticks\":$((all1 - all0)),\"pg_stat_statements\":$(sql "SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'")}"
+  echo "   $((rows1 - rows0)) rows; CPU ticks of this database's backends $((ours1 - ours0)), whole cluster $((all1 - all0))" >&2
+fi
+
+# --- log reconciliation: rows = answers, nothing dropped --------------------------------
+if has logs; then
+  say "log reconciliation"
+  wait_logged
+  record "{\"section\":\"logs\",\"client_answered\":$GW_ANSWERED,\"requests_metric\":$(metric_sum perpetuo_requests_total),\"written_metric\":$(metric_sum perpetuo_log_rows_written_total),\"dropped_metric\":$(metric_sum perpetuo_log_rows_dropped_total),\"rejected_metric\":$(metric_sum perpetuo_log_rows_rejected_total),\"spooled_metric\":$(metric_sum perpetuo_log_rows_spooled_total),\"db_rows\":$(sql "SELECT count(*) FROM request_logs")}"
+  tail -n 1 "$RESULTS" | sed 's/^/   /' >&2
+fi
+
+# --- limits on the key, in process and through Redis (after the reconciliation: the
+# gateway is restarted for Redis, and its counters start again) ---------------------------
+if has limits; then
+  c=16
+  say "limits: the same non-stream request, c=$c, without limits, with limits in process, through Redis"
+  B=$(body_file limits "$(chat_body "$OPENAI_MODEL" false)")
+  GW="http://127.0.0.1:$GW_PORT/v1/chat/completions"
+  wrk_run limits gateway "$c" "$GW" "$KEY" "$B"
+  # Limits high enough never to refuse, so that every check and settlement runs.
+  curl -fsS -X PUT "http://127.0.0.1:$ADMIN_PORT/workspaces/$WS/api-keys/$KID" -H "authorization: Bearer $TOKEN" \
+    -H 'content-type: application/json' \
+    -d '{"limits":{"rpm":2000000000,"tpm":2000000000,"max_concurrency":1000000,"budget_usd":1000000,"budget_period":"month"}}' >/dev/null
+  sleep 1.5 # the change reaches the gateway by NOTIFY
+  warm "$GW" "$KEY" "$B"
+  wrk_run limits gateway-limits "$c" "$GW" "$KEY" "$B"
+  if (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+    stop "$GW_PID"
+    base_env=("${GW_ENV[@]}")
+    GW_ENV+=(REDIS_URL="redis://127.0.0.1:6379" REDIS_KEY_PREFIX="perpetuo-bench-$$:")
+    start_gateway
+    warm "$GW" "$KEY" "$B"
+    wrk_run limits gateway-redis "$c" "$GW" "$KEY" "$B"
+    GW_ENV=("${base_env[@]}")
+  else
+    echo "   no Redis on 127.0.0.1:6379: the shared-limits row is left out" >&2
+  fi
+fi
+
+# --- cold start: exec → first proxied answer --------------------------------------------
+if has startup; then
+  say "cold start: exec → first proxied answer, $STARTUP_RUNS runs"
+  stop "$GW_PID"
+  CB=$(chat_body "$OPENAI_MODEL" false)
+  runs=(); healthy=()
+  for i in $(seq 1 "$STARTUP_RUNS"); do
+    start=$(date +%s%N); h=""
+    env "${GW_ENV[@]}" taskset -c "$PROXY_CPU" "$BIN/perpetuo-gateway" >>"$WORK/gateway.log" 2>&1 & GW_PID=$!; pids+=($GW_PID)
+    for _ in $(seq 1 5000); do
+      if [ -z "$h" ] && curl -fsS -o /dev/null "http://127.0.0.1:$GW_PORT/healthz" 2>/dev/null; then h=$(date +%s%N); fi
+      if [ -n "$h" ] && curl -fsS -o /dev/null -H "authorization: Bearer $KEY" -H 'content-type: application/json' \
+        -d "$CB" "http://127.0.0.1:$GW_PORT/v1/chat/completions" 2>/dev/null; then break; fi
+      sleep 0.002
+    done
+    end=$(date +%s%N)
+    runs+=($(( (end - start) / 1000 ))); healthy+=($(( (h - start) / 1000 )))
+    count_gateway 1
+    [ "$i" -lt "$STARTUP_RUNS" ] && stop "$GW_PID" INT
+  done
+  record "{\"section\":\"startup\",\"first_answer_us\":[$(IFS=,; echo "${runs[*]}")],\"healthz_us\":[$(IFS=,; echo "${healthy[*]}")]}"
+  echo "   first proxied answer (µs): ${runs[*]}; healthy (µs): ${healthy[*]}" >&2
+fi
+
+# --- the machine, then the report -------------------------------------------------------
+ver() { "$@" 2>&1 | head -n 1 || true; }
+python3 - "$RESULTS" <<PY
+import json, sys, os, subprocess
+def out(*cmd):
+    try: return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip() or subprocess.run(cmd, capture_output=True, text=True, timeout=10).stderr.strip()
+    except Exception: return ""
+cpu = next((l.split(":",1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+mem = next((l.split(":",1)[1].strip() for l in open("/proc/meminfo") if l.startswith("MemTotal")), "?")
+d = {"section": "machine", "nproc": os.cpu_count(), "cpu": cpu, "memory": mem,
+     "kernel": os.uname().release, "load_avg_at_end": open("/proc/loadavg").read().split()[:3],
+     "rustc": out("rustc", "-V"), "nginx": "$( [ -n "$NGINX" ] && ver "$NGINX" -v)", "wrk": "$(ver wrk -v)",
+     "postgres": "$(sql 'SHOW server_version' 2>/dev/null || true)", "commit": out("git", "-C", "$ROOT", "rev-parse", "--short", "HEAD"),
+     "dirty": bool(out("git", "-C", "$ROOT", "status", "--porcelain", "--untracked-files=no")),
+     "bin": "$BIN", "smoke": $SMOKE == 1, "duration_s": $DURATION, "levels": "$LEVELS", "streams": "$STREAMS",
+     "rounds": $ROUNDS, "pieces": $PIECES, "chunk_ms": $CHUNK_MS, "wide_chunk_ms": $WIDE_CHUNK_MS, "wide_from": $WIDE_FROM,
+     "proxy_cpu": $PROXY_CPU, "load_cpu": $LOAD_CPU, "sections": "$SECTIONS"}
+open(sys.argv[1], "a").write(json.dumps(d) + "\n")
 PY
+if [ -z "$OUT" ]; then
+  if [ "$SMOKE" = 1 ]; then OUT="$WORK/smoke.md"; else mkdir -p bench/results; OUT="bench/results/$(date -u +%Y-%m-%dT%H%M).md"; fi
+fi
+check=(); [ "$SMOKE" = 1 ] && check=(--check "$SECTIONS")
+python3 bench/scripts/report.py render "$RESULTS" --out "$OUT" "${check[@]}"
+[ "$SMOKE" = 1 ] && cat "$OUT" || echo "results written to $OUT" >&2

@@ -1,0 +1,317 @@
+#!/usr/bin/env python3
+"""Figures of bench/run.sh: reads wrk's output, and renders the run's results as markdown.
+
+  report.py wrk FILE --section S --path P --level N [--extra JSON]
+      one JSON line: rps, p50/p90/p99 ms, requests, non2xx, socket errors
+  report.py render RESULTS.jsonl --out FILE.md [--check SECTIONS]
+      the markdown report (tables with ratios to direct, nginx and bare Pingora);
+      --check fails (exit 1) when a listed section produced no figures, or when the
+      log reconciliation does not hold. It says nothing about speed.
+
+Python 3 standard library only.
+"""
+import argparse
+import json
+import re
+import sys
+
+# ---------------------------------------------------------------------------- wrk
+
+
+def wrk_ms(text, pattern):
+    m = re.search(pattern + r"\s+([\d.]+)(us|ms|s)\b", text)
+    if not m:
+        return None
+    v, unit = float(m.group(1)), m.group(2)
+    return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+
+
+def parse_wrk(text):
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    requests = re.search(r"(\d+) requests in", text)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    return {
+        "rps": float(rps.group(1)) if rps else 0.0,
+        "requests": int(requests.group(1)) if requests else 0,
+        "p50": wrk_ms(text, r"\s50%"),
+        "p90": wrk_ms(text, r"\s90%"),
+        "p99": wrk_ms(text, r"\s99%"),
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": sum(int(x) for x in sock.groups()) if sock else 0,
+    }
+
+
+# ------------------------------------------------------------------------- render
+
+
+def fmt(v, digits=2):
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        if abs(v) >= 1000:
+            return f"{v:,.0f}".replace(",", " ")
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def ratio(a, b):
+    if a is None or b in (None, 0):
+        return None
+    return a / b
+
+
+def mib(kb):
+    return None if kb in (None, 0) else kb / 1024
+
+
+def table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    for r in rows:
+        out.append("| " + " | ".join(fmt(c) for c in r) + " |")
+    return "\n".join(out) + "\n"
+
+
+def render(rows):
+    by = lambda section: [r for r in rows if r.get("section") == section]
+    machine = (by("machine") or [{}])[-1]
+    md = []
+    md.append("# Benchmark run\n")
+    if machine.get("smoke"):
+        md.append("**Smoke run**: seconds-long, small stream counts, possibly debug binaries. "
+                  "The figures only show that every section works; they are not results.\n")
+    md.append(table(["machine", ""], [[k, str(v)] for k, v in machine.items() if k != "section"]))
+    md.append("\nEverything on 127.0.0.1. The proxy under test (one worker) runs on CPU "
+              f"{machine.get('proxy_cpu', '?')}; wrk or stream-load and the mock provider on CPU "
+              f"{machine.get('load_cpu', '?')}; PostgreSQL unpinned. Compare figures within this run only: "
+              "the ratios are the result.\n")
+
+    paths_order = ["direct", "nginx", "bare", "gateway"]
+
+    ns = by("nonstream")
+    if ns:
+        md.append("\n## Non-stream chat completion (wrk -t1, keep-alive)\n")
+        md.append("`vs nginx` and `vs bare` are req/s ratios; `added p99` is p99 minus direct's p99 at the same "
+                  "level, and `÷ nginx added` divides the path's added p99 by nginx's.\n\n")
+        levels = sorted({r["level"] for r in ns})
+        out = []
+        for level in levels:
+            at = {r["path"]: r for r in ns if r["level"] == level}
+            d, n, b = at.get("direct"), at.get("nginx"), at.get("bare")
+            for p in paths_order:
+                r = at.get(p)
+                if not r:
+                    continue
+                added = r["p99"] - d["p99"] if d and r.get("p99") is not None and d.get("p99") is not None else None
+                nadded = n["p99"] - d["p99"] if n and d and n.get("p99") is not None and d.get("p99") is not None else None
+                out.append([f"c={level}", p, r["rps"], r["p50"], r["p99"], r["non2xx"] + r.get("socket_errors", 0),
+                            ratio(r["rps"], d and d["rps"]), ratio(r["rps"], n and n["rps"]), ratio(r["rps"], b and b["rps"]),
+                            added, ratio(added, nadded) if nadded and nadded > 0 else None])
+        md.append(table(["level", "path", "req/s", "p50 ms", "p99 ms", "errors", "vs direct", "vs nginx", "vs bare",
+                         "added p99 ms", "÷ nginx added"], out))
+        rss = by("rss")
+        if rss:
+            md.append("\nMemory after the non-stream runs (`direct` is the mock provider):\n\n")
+            md.append(table(["path", "RSS MiB", "peak RSS MiB"], [[r["path"], mib(r["rss_kb"]), mib(r["hwm_kb"])] for r in rss]))
+
+    def stream_table(rs, base_of):
+        out = []
+        for r in rs:
+            base = base_of(r)
+            ttft, ttfb = r.get("ttft_ms", {}), r.get("ttfb_ms", {})
+            added = ttft.get("p99") - base["ttft_ms"]["p99"] if base and ttft.get("p99") is not None and base.get("ttft_ms") else None
+            per_stream = None
+            if r.get("peak_rss_kb") and r.get("rss_before_kb") is not None and r.get("level"):
+                per_stream = max(r["peak_rss_kb"] - r["rss_before_kb"], 0) / r["level"]
+            out.append([r["path"], r["level"], f'{r.get("completed", 0)}/{r.get("streams", 0)}', r.get("failed", 0), r.get("stalled", 0),
+                        ttfb.get("p50"), ttfb.get("p99"), ttft.get("p50"), ttft.get("p90"), ttft.get("p99"), ttft.get("max"),
+                        added, mib(r.get("peak_rss_kb")), per_stream, mib(r.get("rss_after_1s_kb")), mib(r.get("rss_after_5s_kb"))])
+        return table(["path", "streams", "completed", "failed", "stalled", "TTFB p50", "TTFB p99", "TTFT p50", "TTFT p90",
+                      "TTFT p99", "TTFT max", "added TTFT p99", "peak RSS MiB", "KiB/stream", "RSS +1 s", "RSS +5 s"], out)
+
+    st = by("stream")
+    if st:
+        md.append("\n## Streaming (stream-load, OpenAI SSE, streams back to back)\n")
+        md.append("Each level keeps N streams in flight, each worker running its streams back to back on one "
+                  "kept-alive connection; the mock sends a role chunk then content chunks at the pace shown. "
+                  "Times in ms over completed streams, from the request (connecting included for a worker's first). "
+                  "TTFT is the first content chunk, not the role-only preamble. A completed stream ended with usage "
+                  "and `[DONE]`. `added TTFT p99` is over direct's at the same level. `KiB/stream` is (peak RSS − RSS "
+                  "before the level) ÷ N. `direct`'s memory columns are the mock's.\n\n")
+        levels = sorted({r["level"] for r in st})
+        ratios = []
+        for level in levels:
+            rs = sorted([r for r in st if r["level"] == level], key=lambda r: paths_order.index(r["path"]) if r["path"] in paths_order else 9)
+            direct = next((r for r in rs if r["path"] == "direct"), None)
+            md.append(f"\n**{level} concurrent streams**, role chunk + {rs[0].get('pieces', '?')} chunks × {rs[0].get('pace_ms', '?')} ms\n\n")
+            md.append(stream_table(rs, lambda r: direct))
+            nginx = next((r for r in rs if r["path"] == "nginx"), None)
+            if direct and nginx and direct.get("ttft_ms") and nginx.get("ttft_ms"):
+                nadded = nginx["ttft_ms"]["p99"] - direct["ttft_ms"]["p99"]
+                for r in rs:
+                    if r["path"] in ("bare", "gateway") and r.get("ttft_ms"):
+                        added = r["ttft_ms"]["p99"] - direct["ttft_ms"]["p99"]
+                        ratios.append([level, r["path"], added, nadded, ratio(added, nadded) if nadded > 0 else None,
+                                       ratio(r.get("peak_rss_kb"), nginx.get("peak_rss_kb"))])
+        if ratios:
+            md.append("\nAgainst nginx (added TTFT p99 over direct, and peak RSS):\n\n")
+            md.append(table(["streams", "path", "added TTFT p99 ms", "nginx added ms", "÷ nginx added", "peak RSS ÷ nginx"], ratios))
+
+    tr = by("translate")
+    trs = by("translate-stream")
+    if tr or trs:
+        md.append("\n## Translation paths (the client speaks OpenAI; the provider entry is Anthropic or Gemini)\n")
+        md.append("`direct-*` sends the provider's own format straight to the mock. `vs gateway-openai` compares "
+                  "with the same gateway passing OpenAI through unchanged; `vs direct` with the mock in that format.\n\n")
+        if tr:
+            at = {r["path"]: r for r in tr}
+            out = []
+            for r in tr:
+                fmt_ = r.get("format")
+                d = at.get(f"direct-{fmt_}")
+                out.append([r["path"], r["level"], r["rps"], r["p50"], r["p99"], r["non2xx"] + r.get("socket_errors", 0),
+                            ratio(r["rps"], at.get("gateway-openai", {}).get("rps")),
+                            ratio(r["rps"], d["rps"]) if d and r["path"].startswith("gateway") else None])
+            md.append(table(["path (non-stream)", "c", "req/s", "p50 ms", "p99 ms", "errors", "vs gateway-openai", "vs direct"], out))
+        if trs:
+            at = {r["path"]: r for r in trs}
+            md.append("\n")
+            md.append(stream_table(trs, lambda r: at.get(f"direct-{r.get('format')}") if r["path"].startswith("gateway") else None))
+
+    bd = by("body")
+    if bd:
+        size = bd[0].get("body_bytes", 0)
+        md.append(f"\n## Large request body ({size} bytes, non-stream, wrk c={bd[0]['level']})\n\n")
+        at = {r["path"]: r for r in bd}
+        out = [[r["path"], r["rps"], r["p50"], r["p99"], r["non2xx"] + r.get("socket_errors", 0),
+                ratio(r["rps"], at.get("direct", {}).get("rps")), ratio(r["rps"], at.get("nginx", {}).get("rps")),
+                ratio(r["rps"], at.get("bare", {}).get("rps")), r["rps"] * size / 2**20] for r in bd]
+        md.append(table(["path", "req/s", "p50 ms", "p99 ms", "errors", "vs direct", "vs nginx", "vs bare", "MiB/s in"], out))
+
+    pg = by("pgcpu")
+    if pg:
+        r = pg[-1]
+        hz = r.get("ticks_per_s") or 100
+        per = lambda ticks: ticks * 1000 / hz / r["rows"] * 1000 if r["rows"] else None
+        md.append("\n## PostgreSQL CPU per 1,000 logged requests\n\n")
+        md.append(f"From `/proc/<pid>/stat` (utime + stime, {hz} ticks/s) before and after a gateway run, "
+                  "divided by the rows it added to `request_logs`. \"This database\" sums the backends connected "
+                  "to the run's database (the gateway's pool and listener, the admin API's pool); \"cluster\" adds "
+                  "every process of the server, including other databases' work on a shared machine. "
+                  f"pg_stat_statements installed: {'yes' if r.get('pg_stat_statements') else 'no'}.\n\n")
+        md.append(table(["rows logged", "CPU ms, this database", "CPU ms, cluster", "ms per 1,000 rows, this database", "ms per 1,000 rows, cluster"],
+                        [[r["rows"], r["ours_ticks"] * 1000 / hz, r["cluster_ticks"] * 1000 / hz, per(r["ours_ticks"]), per(r["cluster_ticks"])]]))
+
+    lg = by("logs")
+    if lg:
+        r = lg[-1]
+        ok = reconciled(r)
+        md.append("\n## Log reconciliation\n\n")
+        md.append("Answers counted by the load tools (wrk's completed requests, every stream started, cold-start "
+                  "probes) are a lower bound: requests cut when wrk stops are answered and logged too.\n\n")
+        md.append(table(["answers counted by clients", "perpetuo_requests_total", "rows written (metric)", "dropped", "rejected",
+                         "spooled", "rows in request_logs", "holds"],
+                        [[r["client_answered"], r["requests_metric"], r["written_metric"], r["dropped_metric"], r.get("rejected_metric"),
+                          r.get("spooled_metric"), r["db_rows"], "yes" if ok else "**no**"]]))
+
+    li = by("limits")
+    if li:
+        at = {r["path"]: r for r in li}
+        md.append("\n## Limits on the key (non-stream, wrk c=%d)\n\n" % li[0]["level"])
+        md.append("The key given limits high enough never to refuse (every check and settlement runs), first "
+                  "in process, then with the gateway restarted on Redis at 127.0.0.1:6379.\n\n")
+        md.append(table(["path", "req/s", "p50 ms", "p99 ms", "errors", "vs gateway without limits"],
+                        [[r["path"], r["rps"], r["p50"], r["p99"], r["non2xx"] + r.get("socket_errors", 0),
+                          ratio(r["rps"], at.get("gateway", {}).get("rps"))] for r in li]))
+
+    su = by("startup")
+    if su:
+        r = su[-1]
+        runs = sorted(r["first_answer_us"])
+        md.append("\n## Cold start\n\n")
+        md.append("From exec of the gateway to its first proxied `200` (a chat completion through the "
+                  "mock: key lookup in PostgreSQL, entry load, upstream connect), and to its first healthy `/healthz`.\n\n")
+        md.append(table(["runs", "first answer ms (min / median / max)", "healthz ms (median)"],
+                        [[len(runs), f"{runs[0]/1000:.0f} / {runs[len(runs)//2]/1000:.0f} / {runs[-1]/1000:.0f}",
+                          sorted(r["healthz_us"])[len(runs)//2] / 1000]]))
+    return "".join(md)
+
+
+def reconciled(r):
+    return (r["db_rows"] == r["written_metric"] and r["dropped_metric"] == 0
+            and r["db_rows"] >= r["client_answered"] > 0)
+
+
+def check(rows, sections):
+    problems = []
+    by = lambda s: [r for r in rows if r.get("section") == s]
+    for s in sections:
+        if s == "nonstream":
+            rs = by("nonstream")
+            if not rs or any(r["requests"] <= 0 or r["rps"] <= 0 for r in rs):
+                problems.append("nonstream: a path produced no requests")
+            if not by("rss") or any(r["rss_kb"] <= 0 for r in by("rss")):
+                problems.append("nonstream: no RSS figures")
+        elif s == "stream":
+            rs = by("stream")
+            if not rs or any(r.get("completed", 0) <= 0 or not r.get("ttft_ms", {}).get("count") or r.get("peak_rss_kb", 0) <= 0 for r in rs):
+                problems.append("stream: a path completed no stream (or has no TTFT / peak RSS)")
+        elif s == "translate":
+            if not by("translate") or any(r["requests"] <= 0 for r in by("translate")):
+                problems.append("translate: a non-stream path produced no requests")
+            if not by("translate-stream") or any(r.get("completed", 0) <= 0 for r in by("translate-stream")):
+                problems.append("translate: a streamed path completed no stream")
+        elif s == "body":
+            if not by("body") or any(r["requests"] <= 0 for r in by("body")):
+                problems.append("body: a path produced no requests")
+        elif s == "pgcpu":
+            if not by("pgcpu") or by("pgcpu")[-1]["rows"] <= 0:
+                problems.append("pgcpu: no rows logged")
+        elif s == "logs":
+            if not by("logs"):
+                problems.append("logs: no figures")
+            elif not reconciled(by("logs")[-1]):
+                problems.append(f"logs: reconciliation does not hold: {by('logs')[-1]}")
+        elif s == "limits":
+            if not by("limits") or any(r["requests"] <= 0 for r in by("limits")):
+                problems.append("limits: a path produced no requests")
+        elif s == "startup":
+            if not by("startup") or min(by("startup")[-1]["first_answer_us"]) <= 0:
+                problems.append("startup: no figures")
+    return problems
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    w = sub.add_parser("wrk")
+    w.add_argument("file")
+    w.add_argument("--section", required=True)
+    w.add_argument("--path", required=True)
+    w.add_argument("--level", type=int, required=True)
+    w.add_argument("--extra", default="{}")
+    r = sub.add_parser("render")
+    r.add_argument("results")
+    r.add_argument("--out", required=True)
+    r.add_argument("--check", default="")
+    a = ap.parse_args()
+    if a.cmd == "wrk":
+        d = {"section": a.section, "path": a.path, "level": a.level}
+        d.update(parse_wrk(open(a.file).read()))
+        d.update(json.loads(a.extra))
+        print(json.dumps(d))
+        return 0
+    rows = [json.loads(l) for l in open(a.results) if l.strip()]
+    open(a.out, "w").write(render(rows))
+    if a.check:
+        problems = check(rows, [s for s in a.check.split(",") if s])
+        for p in problems:
+            print(f"smoke check failed: {p}", file=sys.stderr)
+        if problems:
+            return 1
+        print("smoke check: every section produced figures", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
