@@ -16,6 +16,7 @@
 #     --chunk-ms MS     pacing between chunks (default 20)
 #     --wide-chunk-ms MS  pacing at 5,000 streams and more (default 200: at 20 ms the
 #                       load core cannot produce 10,000 streams' events)
+#     --ramp-ms MS      open each level's streams over this time (default 0: one burst)
 #     --bin DIR         binaries (default target/release)
 #     --out FILE        results (default bench/results/<UTC date>.md)
 #     --smoke           every section for a second or so, with small stream counts and
@@ -42,10 +43,12 @@ PIECES=20
 CHUNK_MS=20
 WIDE_CHUNK_MS=200
 WIDE_FROM=5000
+RAMP_MS=0
 BIN=""
 OUT=""
 SMOKE=0
 STARTUP_RUNS=5
+AFTER1=1; AFTER2=4 # RSS read 1 s and 5 s after the streams end
 while [ $# -gt 0 ]; do
   case "$1" in
     --sections) SECTIONS="$2"; shift 2 ;;
@@ -56,10 +59,11 @@ while [ $# -gt 0 ]; do
     --pieces) PIECES="$2"; shift 2 ;;
     --chunk-ms) CHUNK_MS="$2"; shift 2 ;;
     --wide-chunk-ms) WIDE_CHUNK_MS="$2"; shift 2 ;;
+    --ramp-ms) RAMP_MS="$2"; shift 2 ;;
     --bin) BIN="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --smoke)
-      SMOKE=1; DURATION=1; STREAMS="10,50"; ROUNDS=1; PIECES=5; CHUNK_MS=2; STARTUP_RUNS=1
+      SMOKE=1; DURATION=1; STREAMS="10,50"; ROUNDS=1; PIECES=5; CHUNK_MS=2; STARTUP_RUNS=1; AFTER1=0.2; AFTER2=0.3
       shift ;;
     -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -168,13 +172,16 @@ if [ -n "$NGINX" ]; then
     bench/scripts/nginx.conf.tmpl > "$WORK/nginx.conf"
   taskset -c "$PROXY_CPU" "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" -e "$WORK/nginx-error.log" 2>/dev/null & NGINX_PID=$!; pids+=($NGINX_PID)
   wait_port "$NGINX_PORT"
+  # Memory is the worker's (worker_processes 1), not the master's.
+  NGINX_WORKER=$(cat "/proc/$NGINX_PID/task/$NGINX_PID/children" 2>/dev/null | awk '{print $1}')
+  NGINX_WORKER=${NGINX_WORKER:-$NGINX_PID}
 fi
 
 # path name → URL base and the process to watch (direct: the mock itself)
 PATHS=(direct); [ -n "$NGINX_PID" ] && PATHS+=(nginx); PATHS+=(bare gateway)
 base_of() { case "$1" in direct) echo "http://127.0.0.1:$MOCK_PORT" ;; nginx) echo "http://127.0.0.1:$NGINX_PORT" ;;
   bare) echo "http://127.0.0.1:$BARE_PORT" ;; gateway) echo "http://127.0.0.1:$GW_PORT" ;; esac; }
-pid_of() { case "$1" in direct) echo "$MOCK_PID" ;; nginx) echo "$NGINX_PID" ;; bare) echo "$BARE_PID" ;; gateway) echo "$GW_PID" ;; esac; }
+pid_of() { case "$1" in direct) echo "$MOCK_PID" ;; nginx) echo "$NGINX_WORKER" ;; bare) echo "$BARE_PID" ;; gateway) echo "$GW_PID" ;; esac; }
 key_of() { [ "$1" = gateway ] && echo "$KEY" || true; }
 
 chat_body() { # model stream(true|false)
@@ -239,10 +246,10 @@ stream_run() { # section path level url dialect bodyfile key [extra json]
       sleep 0.05; done ) & sampler=$!
   [ -n "$key" ] && args+=(-H "authorization: Bearer $key")
   line=$(taskset -c "$LOAD_CPU" "$BIN/stream-load" --url "$url" --dialect "$dialect" --body-file "$bodyfile" \
-    "${args[@]}" --concurrency "$n" --streams $((n * ROUNDS)) --stall-ms 30000 --timeout-ms 300000 --json 2>/dev/null) || true
+    "${args[@]}" --concurrency "$n" --streams $((n * ROUNDS)) --ramp-ms "$RAMP_MS" --stall-ms 30000 --timeout-ms 300000 --json 2>/dev/null) || true
   kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
-  sleep 1; after1=$(status_kb "$pid" VmRSS)
-  sleep 4; after5=$(status_kb "$pid" VmRSS)
+  sleep "$AFTER1"; after1=$(status_kb "$pid" VmRSS)
+  sleep "$AFTER2"; after5=$(status_kb "$pid" VmRSS)
   [ -z "$line" ] && line='{"streams":0,"completed":0,"failed":0,"stalled":0}'
   line=$(python3 -c 'import json,sys
 d=json.loads(sys.argv[1]); d.update(json.loads(sys.argv[2]))
@@ -316,7 +323,8 @@ pg_cpu_ticks() { # our database's backends | the whole cluster: utime+stime in c
   local pids all=0 ours=0 pid master
   pids=$(sql "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
   for pid in $pids; do ours=$((ours + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0))); done
-  master=$(awk '{print $4}' "/proc/$(sql "SELECT pg_backend_pid()")/stat" 2>/dev/null || echo 0)
+  # The postmaster: the parent of the (long-lived) checkpointer.
+  master=$(awk '{print $4}' "/proc/$(sql "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'")/stat" 2>/dev/null || echo 0)
   if [ "$master" != 0 ]; then
     for pid in $master $(cat "/proc/$master/task/$master/children" 2>/dev/null); do
       all=$((all + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
@@ -406,14 +414,15 @@ def out(*cmd):
     except Exception: return ""
 cpu = next((l.split(":",1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 mem = next((l.split(":",1)[1].strip() for l in open("/proc/meminfo") if l.startswith("MemTotal")), "?")
-d = {"section": "machine", "nproc": os.cpu_count(), "cpu": cpu, "memory": mem,
+import time
+d = {"section": "machine", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "nproc": os.cpu_count(), "cpu": cpu, "memory": mem,
      "kernel": os.uname().release, "load_avg_at_end": open("/proc/loadavg").read().split()[:3],
      "rustc": out("rustc", "-V"), "nginx": "$( [ -n "$NGINX" ] && ver "$NGINX" -v)", "wrk": "$(ver wrk -v)",
      "postgres": "$(sql 'SHOW server_version' 2>/dev/null || true)", "commit": out("git", "-C", "$ROOT", "rev-parse", "--short", "HEAD"),
      "dirty": bool(out("git", "-C", "$ROOT", "status", "--porcelain", "--untracked-files=no")),
      "bin": "$BIN", "smoke": $SMOKE == 1, "duration_s": $DURATION, "levels": "$LEVELS", "streams": "$STREAMS",
-     "rounds": $ROUNDS, "pieces": $PIECES, "chunk_ms": $CHUNK_MS, "wide_chunk_ms": $WIDE_CHUNK_MS, "wide_from": $WIDE_FROM,
-     "proxy_cpu": $PROXY_CPU, "load_cpu": $LOAD_CPU, "sections": "$SECTIONS"}
+     "rounds": $ROUNDS, "pieces": $PIECES, "chunk_ms": $CHUNK_MS, "wide_chunk_ms": $WIDE_CHUNK_MS, "wide_from": $WIDE_FROM, "ramp_ms": $RAMP_MS,
+     "rss_after_s": [$AFTER1, $AFTER1 + $AFTER2], "proxy_cpu": $PROXY_CPU, "load_cpu": $LOAD_CPU, "sections": "$SECTIONS"}
 open(sys.argv[1], "a").write(json.dumps(d) + "\n")
 PY
 if [ -z "$OUT" ]; then

@@ -66,7 +66,7 @@ def mib(kb):
 
 
 def table(header, rows):
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    out = ["", "| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
     for r in rows:
         out.append("| " + " | ".join(fmt(c) for c in r) + " |")
     return "\n".join(out) + "\n"
@@ -76,21 +76,21 @@ def render(rows):
     by = lambda section: [r for r in rows if r.get("section") == section]
     machine = (by("machine") or [{}])[-1]
     md = []
-    md.append("# Benchmark run\n")
+    md.append(f"# Benchmark run, {machine.get('date', '')}\n\n")
     if machine.get("smoke"):
         md.append("**Smoke run**: seconds-long, small stream counts, possibly debug binaries. "
-                  "The figures only show that every section works; they are not results.\n")
-    md.append(table(["machine", ""], [[k, str(v)] for k, v in machine.items() if k != "section"]))
+                  "The figures only show that every section works; they are not results.\n\n")
+    md.append(table(["machine", ""], [[k, str(v)] for k, v in machine.items() if k not in ("section", "date")]))
     md.append("\nEverything on 127.0.0.1. The proxy under test (one worker) runs on CPU "
               f"{machine.get('proxy_cpu', '?')}; wrk or stream-load and the mock provider on CPU "
               f"{machine.get('load_cpu', '?')}; PostgreSQL unpinned. Compare figures within this run only: "
-              "the ratios are the result.\n")
+              "the ratios are the result.\n\n")
 
     paths_order = ["direct", "nginx", "bare", "gateway"]
 
     ns = by("nonstream")
     if ns:
-        md.append("\n## Non-stream chat completion (wrk -t1, keep-alive)\n")
+        md.append("\n## Non-stream chat completion (wrk -t1, keep-alive)\n\n")
         md.append("`vs nginx` and `vs bare` are req/s ratios; `added p99` is p99 minus direct's p99 at the same "
                   "level, and `÷ nginx added` divides the path's added p99 by nginx's.\n\n")
         levels = sorted({r["level"] for r in ns})
@@ -114,6 +114,8 @@ def render(rows):
             md.append("\nMemory after the non-stream runs (`direct` is the mock provider):\n\n")
             md.append(table(["path", "RSS MiB", "peak RSS MiB"], [[r["path"], mib(r["rss_kb"]), mib(r["hwm_kb"])] for r in rss]))
 
+    after = machine.get("rss_after_s", [1, 5])
+
     def stream_table(rs, base_of):
         out = []
         for r in rs:
@@ -123,15 +125,18 @@ def render(rows):
             per_stream = None
             if r.get("peak_rss_kb") and r.get("rss_before_kb") is not None and r.get("level"):
                 per_stream = max(r["peak_rss_kb"] - r["rss_before_kb"], 0) / r["level"]
-            out.append([r["path"], r["level"], f'{r.get("completed", 0)}/{r.get("streams", 0)}', r.get("failed", 0), r.get("stalled", 0),
+            failed = r.get("failed", 0)
+            if failed:
+                failed = f'{failed} ({", ".join(f"{k} {v}" for k, v in r.get("failures", {}).items())})'
+            out.append([r["path"], r["level"], f'{r.get("completed", 0)}/{r.get("streams", 0)}', failed, r.get("stalled", 0),
                         ttfb.get("p50"), ttfb.get("p99"), ttft.get("p50"), ttft.get("p90"), ttft.get("p99"), ttft.get("max"),
                         added, mib(r.get("peak_rss_kb")), per_stream, mib(r.get("rss_after_1s_kb")), mib(r.get("rss_after_5s_kb"))])
         return table(["path", "streams", "completed", "failed", "stalled", "TTFB p50", "TTFB p99", "TTFT p50", "TTFT p90",
-                      "TTFT p99", "TTFT max", "added TTFT p99", "peak RSS MiB", "KiB/stream", "RSS +1 s", "RSS +5 s"], out)
+                      "TTFT p99", "TTFT max", "added TTFT p99", "peak RSS MiB", "KiB/stream", f"RSS +{after[0]:g} s", f"RSS +{after[1]:g} s"], out)
 
     st = by("stream")
     if st:
-        md.append("\n## Streaming (stream-load, OpenAI SSE, streams back to back)\n")
+        md.append("\n## Streaming (stream-load, OpenAI SSE, streams back to back)\n\n")
         md.append("Each level keeps N streams in flight, each worker running its streams back to back on one "
                   "kept-alive connection; the mock sends a role chunk then content chunks at the pace shown. "
                   "Times in ms over completed streams, from the request (connecting included for a worker's first). "
@@ -160,9 +165,9 @@ def render(rows):
     tr = by("translate")
     trs = by("translate-stream")
     if tr or trs:
-        md.append("\n## Translation paths (the client speaks OpenAI; the provider entry is Anthropic or Gemini)\n")
+        md.append("\n## Translation paths (the client speaks OpenAI; the provider entry is Anthropic or Gemini)\n\n")
         md.append("`direct-*` sends the provider's own format straight to the mock. `vs gateway-openai` compares "
-                  "with the same gateway passing OpenAI through unchanged; `vs direct` with the mock in that format.\n\n")
+                  "with the same gateway passing OpenAI through unchanged; `vs direct` with the mock in that format.\n")
         if tr:
             at = {r["path"]: r for r in tr}
             out = []
