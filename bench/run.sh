@@ -236,27 +236,28 @@ fi
 # --- streaming: N concurrent streams, back to back, per path ---------------------------
 stream_run() { # section path level url dialect bodyfile key [extra json]
   local section="$1" path="$2" n="$3" url="$4" dialect="$5" bodyfile="$6" key="$7" extra="${8:-}"
-  local pid peakfile sampler line before after1 after5 args=()
+  local pid peakfile sampler line before peak after1 after5 args=()
   pid=$(pid_of "${path%%-*}")
   before=$(status_kb "$pid" VmRSS)
   peakfile="$WORK/peak-$section-$path-$n"
   echo 0 > "$peakfile"
   ( peak=0; while [ -e "/proc/$pid" ]; do
-      v=$(status_kb "$pid" VmRSS); [ "$v" -gt "$peak" ] && { peak=$v; echo "$peak" > "$peakfile"; }
+      v=$(status_kb "$pid" VmRSS); [ "$v" -gt "$peak" ] && { peak=$v; echo "$peak" > "$peakfile.new"; mv "$peakfile.new" "$peakfile"; }
       sleep 0.05; done ) & sampler=$!
   [ -n "$key" ] && args+=(-H "authorization: Bearer $key")
   line=$(taskset -c "$LOAD_CPU" "$BIN/stream-load" --url "$url" --dialect "$dialect" --body-file "$bodyfile" \
     "${args[@]}" --concurrency "$n" --streams $((n * ROUNDS)) --ramp-ms "$RAMP_MS" --stall-ms 30000 --timeout-ms 300000 --json 2>/dev/null) || true
   kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
+  peak=$(cat "$peakfile" 2>/dev/null); peak=${peak:-0}
   sleep "$AFTER1"; after1=$(status_kb "$pid" VmRSS)
   sleep "$AFTER2"; after5=$(status_kb "$pid" VmRSS)
   [ -z "$line" ] && line='{"streams":0,"completed":0,"failed":0,"stalled":0}'
   line=$(python3 -c 'import json,sys
 d=json.loads(sys.argv[1]); d.update(json.loads(sys.argv[2]))
-print(json.dumps(d))' "$line" "{\"section\":\"$section\",\"path\":\"$path\",\"level\":$n,\"rss_before_kb\":$before,\"peak_rss_kb\":$(cat "$peakfile"),\"rss_after_1s_kb\":$after1,\"rss_after_5s_kb\":$after5${extra:+,$extra}}")
+print(json.dumps(d))' "$line" "{\"section\":\"$section\",\"path\":\"$path\",\"level\":$n,\"rss_before_kb\":$before,\"peak_rss_kb\":${peak:-0},\"rss_after_1s_kb\":$after1,\"rss_after_5s_kb\":$after5${extra:+,$extra}}")
   record "$line"
   case "$path" in gateway*) count_gateway "$(json_get streams <<<"$line")" ;; esac
-  echo "   $section $path n=$n: completed $(json_get completed <<<"$line")/$(json_get streams <<<"$line"), ttft p99 $(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("ttft_ms",{}).get("p99","-"))' "$line") ms, peak RSS $(( $(cat "$peakfile") / 1024 )) MiB" >&2
+  echo "   $section $path n=$n: completed $(json_get completed <<<"$line")/$(json_get streams <<<"$line"), ttft p99 $(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("ttft_ms",{}).get("p99","-"))' "$line") ms, peak RSS $(( ${peak:-0} / 1024 )) MiB" >&2
 }
 
 if has stream; then
@@ -326,7 +327,10 @@ pg_cpu_ticks() { # our database's backends | the whole cluster: utime+stime in c
   # The postmaster: the parent of the (long-lived) checkpointer.
   master=$(awk '{print $4}' "/proc/$(sql "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'")/stat" 2>/dev/null || echo 0)
   if [ "$master" != 0 ]; then
-    for pid in $master $(cat "/proc/$master/task/$master/children" 2>/dev/null); do
+    # The postmaster's own time and its reaped children's (cutime, cstime: backends that
+    # ended), plus the live children's.
+    all=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$master/stat" 2>/dev/null || echo 0)
+    for pid in $(cat "/proc/$master/task/$master/children" 2>/dev/null); do
       all=$((all + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
     done
   fi

@@ -1,6 +1,8 @@
 //! The load client against the real mock provider, in process: every dialect's streams
 //! complete and are timed, and broken streams are counted as failed or stalled by reason.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::Duration;
 
 use bytes::Bytes;
