@@ -16,6 +16,7 @@
 #     --chunk-ms MS     pacing between chunks (default 20)
 #     --wide-chunk-ms MS  pacing at 5,000 streams and more (default 200: at 20 ms the
 #                       load core cannot produce 10,000 streams' events)
+#     --with-peer       also measure bare Pingora's native path (`--mode peer`) as `bare-peer`
 #     --ramp-ms MS      open each level's streams over this time (default 0: one burst)
 #     --bin DIR         binaries (default target/release)
 #     --out FILE        results (default bench/results/<UTC date>.md)
@@ -44,6 +45,7 @@ CHUNK_MS=20
 WIDE_CHUNK_MS=200
 WIDE_FROM=5000
 RAMP_MS=0
+WITH_PEER=0
 BIN=""
 OUT=""
 SMOKE=0
@@ -60,6 +62,7 @@ while [ $# -gt 0 ]; do
     --chunk-ms) CHUNK_MS="$2"; shift 2 ;;
     --wide-chunk-ms) WIDE_CHUNK_MS="$2"; shift 2 ;;
     --ramp-ms) RAMP_MS="$2"; shift 2 ;;
+    --with-peer) WITH_PEER=1; shift ;;
     --bin) BIN="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --smoke)
@@ -125,7 +128,7 @@ export DATA_DIR="$WORK/data"
 sql() { "$PSQL" "$DATABASE_URL" -qAtc "$1"; }
 
 MOCK_PORT=$(free_port); ADMIN_PORT=$(free_port); GW_PORT=$(free_port); METRICS_PORT=$(free_port)
-NGINX_PORT=$(free_port); BARE_PORT=$(free_port)
+NGINX_PORT=$(free_port); BARE_PORT=$(free_port); PEER_PORT=$(free_port)
 MOCK_CONTENT="Benchmarks measure what a system does under load, so that changes can be compared fairly and honestly."
 
 start_mock() { # chunk delay in ms
@@ -165,6 +168,12 @@ start_gateway
 taskset -c "$PROXY_CPU" "$BIN/bare-pingora" --listen "127.0.0.1:$BARE_PORT" --upstream "127.0.0.1:$MOCK_PORT" \
   --conf "$ROOT/bench/scripts/gateway.yaml" >/dev/null 2>"$WORK/bare.log" & BARE_PID=$!; pids+=($BARE_PID)
 wait_port "$BARE_PORT"
+PEER_PID=""
+if [ "$WITH_PEER" = 1 ]; then
+  taskset -c "$PROXY_CPU" "$BIN/bare-pingora" --listen "127.0.0.1:$PEER_PORT" --upstream "127.0.0.1:$MOCK_PORT" \
+    --conf "$ROOT/bench/scripts/gateway.yaml" --mode peer >/dev/null 2>"$WORK/bare-peer.log" & PEER_PID=$!; pids+=($PEER_PID)
+  wait_port "$PEER_PORT"
+fi
 NGINX_PID=""
 NGINX="$(command -v nginx || true)"; [ -z "$NGINX" ] && [ -x /usr/sbin/nginx ] && NGINX=/usr/sbin/nginx
 if [ -n "$NGINX" ]; then
@@ -178,10 +187,10 @@ if [ -n "$NGINX" ]; then
 fi
 
 # path name → URL base and the process to watch (direct: the mock itself)
-PATHS=(direct); [ -n "$NGINX_PID" ] && PATHS+=(nginx); PATHS+=(bare gateway)
+PATHS=(direct); [ -n "$NGINX_PID" ] && PATHS+=(nginx); PATHS+=(bare); [ -n "$PEER_PID" ] && PATHS+=(bare-peer); PATHS+=(gateway)
 base_of() { case "$1" in direct) echo "http://127.0.0.1:$MOCK_PORT" ;; nginx) echo "http://127.0.0.1:$NGINX_PORT" ;;
-  bare) echo "http://127.0.0.1:$BARE_PORT" ;; gateway) echo "http://127.0.0.1:$GW_PORT" ;; esac; }
-pid_of() { case "$1" in direct) echo "$MOCK_PID" ;; nginx) echo "$NGINX_WORKER" ;; bare) echo "$BARE_PID" ;; gateway) echo "$GW_PID" ;; esac; }
+  bare) echo "http://127.0.0.1:$BARE_PORT" ;; bare-peer) echo "http://127.0.0.1:$PEER_PORT" ;; gateway) echo "http://127.0.0.1:$GW_PORT" ;; esac; }
+pid_of() { case "$1" in direct) echo "$MOCK_PID" ;; nginx) echo "$NGINX_WORKER" ;; bare) echo "$BARE_PID" ;; bare-peer) echo "$PEER_PID" ;; gateway) echo "$GW_PID" ;; esac; }
 key_of() { [ "$1" = gateway ] && echo "$KEY" || true; }
 
 chat_body() { # model stream(true|false)
@@ -237,7 +246,7 @@ fi
 stream_run() { # section path level url dialect bodyfile key [extra json]
   local section="$1" path="$2" n="$3" url="$4" dialect="$5" bodyfile="$6" key="$7" extra="${8:-}"
   local pid peakfile sampler line before peak after1 after5 args=()
-  pid=$(pid_of "${path%%-*}")
+  case "$path" in bare-peer) pid=$PEER_PID ;; *) pid=$(pid_of "${path%%-*}") ;; esac
   before=$(status_kb "$pid" VmRSS)
   peakfile="$WORK/peak-$section-$path-$n"
   echo 0 > "$peakfile"
@@ -425,7 +434,7 @@ d = {"section": "machine", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmti
      "postgres": "$(sql 'SHOW server_version' 2>/dev/null || true)", "commit": out("git", "-C", "$ROOT", "rev-parse", "--short", "HEAD"),
      "dirty": bool(out("git", "-C", "$ROOT", "status", "--porcelain", "--untracked-files=no")),
      "bin": "$BIN", "smoke": $SMOKE == 1, "duration_s": $DURATION, "levels": "$LEVELS", "streams": "$STREAMS",
-     "rounds": $ROUNDS, "pieces": $PIECES, "chunk_ms": $CHUNK_MS, "wide_chunk_ms": $WIDE_CHUNK_MS, "wide_from": $WIDE_FROM, "ramp_ms": $RAMP_MS,
+     "rounds": $ROUNDS, "pieces": $PIECES, "chunk_ms": $CHUNK_MS, "wide_chunk_ms": $WIDE_CHUNK_MS, "wide_from": $WIDE_FROM, "ramp_ms": $RAMP_MS, "with_peer": $WITH_PEER == 1,
      "rss_after_s": [$AFTER1, $AFTER1 + $AFTER2], "proxy_cpu": $PROXY_CPU, "load_cpu": $LOAD_CPU, "sections": "$SECTIONS"}
 open(sys.argv[1], "a").write(json.dumps(d) + "\n")
 PY

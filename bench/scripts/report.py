@@ -86,7 +86,7 @@ def render(rows):
               f"{machine.get('load_cpu', '?')}; PostgreSQL unpinned. Compare figures within this run only: "
               "the ratios are the result.\n\n")
 
-    paths_order = ["direct", "nginx", "bare", "gateway"]
+    paths_order = ["direct", "nginx", "bare", "bare-peer", "gateway"]
 
     ns = by("nonstream")
     if ns:
@@ -154,7 +154,7 @@ def render(rows):
             if direct and nginx and direct.get("ttft_ms") and nginx.get("ttft_ms"):
                 nadded = nginx["ttft_ms"]["p99"] - direct["ttft_ms"]["p99"]
                 for r in rs:
-                    if r["path"] in ("bare", "gateway") and r.get("ttft_ms"):
+                    if r["path"] in ("bare", "bare-peer", "gateway") and r.get("ttft_ms"):
                         added = r["ttft_ms"]["p99"] - direct["ttft_ms"]["p99"]
                         ratios.append([level, r["path"], added, nadded, ratio(added, nadded) if nadded > 0 else None,
                                        ratio(r.get("peak_rss_kb"), nginx.get("peak_rss_kb"))])
