@@ -144,6 +144,7 @@ fn main() -> std::process::ExitCode {
             retention: std::time::Duration::from_secs(
                 u64::from(config.responses_retention_days) * 86_400,
             ),
+            max_conversation_bytes: config.max_body_bytes,
         },
         limiter: limiter.clone(),
     };

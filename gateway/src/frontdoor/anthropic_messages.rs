@@ -3,6 +3,8 @@
 //! chat shape the provider adapters take, and the answer — whole or streamed — is encoded
 //! back into a Messages response or Anthropic's event sequence. Pure transforms.
 
+pub mod door;
+
 use bytes::Bytes;
 use serde_json::{json, Value};
 
