@@ -274,17 +274,57 @@ pub struct Whole {
     pub store: Option<Pending>,
 }
 
-/// A whole answer in OpenAI's chat format, as the adapter translates it (errors in
-/// OpenAI's shape too).
-pub fn whole_as_chat(adapter: Adapter, status: u16, body: Bytes, served: &str) -> Whole {
-    if status >= 300 {
-        let body = adapter.error_body(status, &body).unwrap_or(body);
-        return Whole {
+impl Whole {
+    /// The answer as it came (its usage is read elsewhere).
+    pub fn unchanged(body: Bytes) -> Self {
+        Self {
             body,
             usage: None,
             content: Generated::default(),
             store: None,
-        };
+        }
+    }
+}
+
+/// A door's encoder of OpenAI chat stream events (`data: {chunk}` or `[DONE]`).
+pub trait ChatEvents {
+    fn push(&mut self, event: &Event) -> Vec<Bytes>;
+}
+
+/// Decodes one provider event with the adapter and appends its OpenAI chat events,
+/// re-encoded by `events`, to `out`.
+pub fn reencode(
+    adapter: Adapter,
+    state: &mut StreamState,
+    event: &Event,
+    out: &mut BytesMut,
+    events: &mut impl ChatEvents,
+) {
+    for piece in adapter.decode_event(state, event) {
+        for e in events.push(&crate::sse::parse(piece)) {
+            out.extend_from_slice(&e);
+        }
+    }
+}
+
+/// The adapter's closing OpenAI chat events, re-encoded by `events`.
+pub fn reencode_finish(
+    adapter: Adapter,
+    state: &mut StreamState,
+    events: &mut impl ChatEvents,
+) -> Result<Vec<Bytes>, BrokenStream> {
+    Ok(adapter
+        .finish_stream(state)?
+        .into_iter()
+        .flat_map(|piece| events.push(&crate::sse::parse(piece)))
+        .collect())
+}
+
+/// A whole answer in OpenAI's chat format, as the adapter translates it (errors in
+/// OpenAI's shape too).
+pub fn whole_as_chat(adapter: Adapter, status: u16, body: Bytes, served: &str) -> Whole {
+    if status >= 300 {
+        return Whole::unchanged(adapter.error_body(status, &body).unwrap_or(body));
     }
     let decoded = adapter.decode_response(&body, served);
     let out = decoded.body.clone().unwrap_or(body);

@@ -33,6 +33,21 @@ async fn send(session: &mut Session, piece: Bytes) -> Result<(), Stop> {
         .map_err(|_| Stop::ClientGone)
 }
 
+/// Writes one piece of a stream; when the client is gone, what the stream showed is kept
+/// for the record.
+async fn send_stream(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    state: &StreamState,
+    piece: Bytes,
+) -> Result<(), Stop> {
+    let sent = send(session, piece).await;
+    if sent.is_err() {
+        ctx.take_stream(state);
+    }
+    sent
+}
+
 /// Ends the answer's body.
 async fn end(session: &mut Session) -> Result<(), Stop> {
     session
@@ -126,10 +141,7 @@ impl Gateway {
                     }
                     chunk
                 };
-                if let Err(stop) = send(session, out).await {
-                    ctx.take_stream(&state);
-                    return Err(stop);
-                }
+                send_stream(session, ctx, &state, out).await?;
             }
             if done {
                 break;
@@ -185,10 +197,7 @@ impl Gateway {
         if let Some(rest) = framer.finish() {
             let mut out = BytesMut::new();
             encoder.event(adapter, &mut state, &rest, &mut out);
-            if let Err(stop) = send(session, out.freeze()).await {
-                ctx.take_stream(&state);
-                return Err(stop);
-            }
+            send_stream(session, ctx, &state, out.freeze()).await?;
         }
         match encoder.finish(adapter, &mut state) {
             Ok(finished) => {

@@ -6,10 +6,13 @@ use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 
 use super::{error_event, from_completion, from_openai_error, to_chat, StreamEncoder};
-use crate::frontdoor::{pivot, whole_as_chat, Built, Encoder, Finished, Inbound, Prepared, Whole};
+use crate::frontdoor::{
+    pivot, reencode, reencode_finish, whole_as_chat, Built, Encoder, Finished, Inbound, Prepared,
+    Whole,
+};
 use crate::providers::{self, Adapter, BrokenStream, StreamState, Unsupported};
 use crate::routing::Entry;
-use crate::sse::{self, Event};
+use crate::sse::Event;
 
 /// The note on the log row of a converted request whose thinking blocks were dropped.
 const THINKING_DROPPED: &str = "thinking blocks dropped in translation";
@@ -106,12 +109,7 @@ impl Encoder for Passthrough {
 
     fn whole(&mut self, _adapter: Adapter, _status: u16, body: Bytes, _served: &str) -> Whole {
         // Not called: the answer is passed on as it arrives.
-        Whole {
-            body,
-            usage: None,
-            content: Default::default(),
-            store: None,
-        }
+        Whole::unchanged(body)
     }
 }
 
@@ -133,11 +131,7 @@ impl Encoder for Converted {
         event: &Event,
         out: &mut BytesMut,
     ) {
-        for piece in adapter.decode_event(state, event) {
-            for e in self.events.push(&sse::parse(piece)) {
-                out.extend_from_slice(&e);
-            }
-        }
+        reencode(adapter, state, event, out, &mut self.events);
     }
 
     fn finish(
@@ -145,11 +139,7 @@ impl Encoder for Converted {
         adapter: Adapter,
         state: &mut StreamState,
     ) -> Result<Finished, BrokenStream> {
-        let mut tail: Vec<Bytes> = adapter
-            .finish_stream(state)?
-            .into_iter()
-            .flat_map(|piece| self.events.push(&sse::parse(piece)))
-            .collect();
+        let mut tail = reencode_finish(adapter, state, &mut self.events)?;
         tail.extend(self.events.finish());
         if self.events.complete() {
             Ok(Finished::tail(tail))

@@ -12,10 +12,13 @@ use super::{
     assistant_from_output, from_completion, input_items, response_id, to_chat, upstream_signal,
     usage_of, Echo, StreamEncoder,
 };
-use crate::frontdoor::{pivot, whole_as_chat, Built, Encoder, Finished, Inbound, Prepared, Whole};
+use crate::frontdoor::{
+    pivot, reencode, reencode_finish, whole_as_chat, Built, Encoder, Finished, Inbound, Prepared,
+    Whole,
+};
 use crate::providers::{self, Adapter, BrokenStream, StreamState, Unsupported};
 use crate::routing::Entry;
-use crate::sse::{self, Event};
+use crate::sse::Event;
 use crate::upstream::Classify;
 
 /// The request converted to the chat shape after its stored history, and what to store.
@@ -196,11 +199,7 @@ impl Encoder for Converted {
         event: &Event,
         out: &mut BytesMut,
     ) {
-        for piece in adapter.decode_event(state, event) {
-            for e in self.events.push(&sse::parse(piece)) {
-                out.extend_from_slice(&e);
-            }
-        }
+        reencode(adapter, state, event, out, &mut self.events);
     }
 
     fn finish(
@@ -208,11 +207,7 @@ impl Encoder for Converted {
         adapter: Adapter,
         state: &mut StreamState,
     ) -> Result<Finished, BrokenStream> {
-        let mut tail: Vec<Bytes> = adapter
-            .finish_stream(state)?
-            .into_iter()
-            .flat_map(|piece| self.events.push(&sse::parse(piece)))
-            .collect();
+        let mut tail = reencode_finish(adapter, state, &mut self.events)?;
         if !self.events.finished() {
             return Err(BrokenStream);
         }
