@@ -89,9 +89,13 @@ fn main() -> std::process::ExitCode {
             ))
         }
     };
+    let master_key = match &config.master_key_previous {
+        Some(previous) => config.master_key.clone().with_previous(previous),
+        None => config.master_key.clone(),
+    };
     let entries = Arc::new(EntryCache::new(
         pool.clone(),
-        config.master_key.clone(),
+        master_key,
         config.entry_cache_ttl,
         config.key_cache_stale,
     ));
