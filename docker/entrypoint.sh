@@ -25,4 +25,6 @@ done
 case "$(secret DATABASE_URL)" in
   *://*:@*) refuse "DATABASE_URL" "has an empty password (POSTGRES_PASSWORD)" ;;
 esac
+# Compose passes optional variables through as empty strings; empty means unset here.
+[ -n "$(secret PERPETUO_MASTER_KEY_PREVIOUS)" ] || unset PERPETUO_MASTER_KEY_PREVIOUS
 exec "$@"

@@ -20,9 +20,20 @@ pub struct Cli {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
+    /// Serve the admin API and the dashboard (the default when no command is given).
+    Serve,
     /// Apply pending database migrations, re-seal provider keys sealed under an older
     /// format (needs PERPETUO_MASTER_KEY), and exit.
     Migrate,
+    /// Create a user and their personal workspace, as signup does, with the password read
+    /// from standard input; prints the user id and the workspace id.
+    CreateUser(crate::commands::CreateUserArgs),
+    /// Re-seal every provider key under PERPETUO_MASTER_KEY, opening those still sealed
+    /// under PERPETUO_MASTER_KEY_PREVIOUS, in one transaction.
+    RotateMasterKey,
+    /// Check the configuration as `serve` would, and that the database is reachable and
+    /// migrated; list every problem found and exit non-zero if there is one.
+    CheckConfig,
 }
 
 fn parse_jwt_secret(s: &str) -> Result<Secret<String>, String> {
@@ -50,6 +61,10 @@ pub struct Config {
     /// 32-byte key (base64) sealing provider keys.
     #[arg(long, env = "PERPETUO_MASTER_KEY", value_parser = config::master_key, hide_env_values = true)]
     pub master_key: MasterKey,
+    /// The master key being rotated away from: provider keys sealed under it still open
+    /// until `rotate-master-key` has re-sealed them. Unset outside a rotation.
+    #[arg(long, env = "PERPETUO_MASTER_KEY_PREVIOUS", value_parser = config::master_key, hide_env_values = true)]
+    pub master_key_previous: Option<MasterKey>,
     /// Address of the admin API and dashboard.
     #[arg(long, env = "ADMIN_ADDR", default_value = "127.0.0.1:3000")]
     pub admin_addr: SocketAddr,
@@ -87,6 +102,11 @@ pub const DEFAULT_HASH_WAIT_MS: u64 = 1000;
 /// Sessions, credential throttling and password hashing.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AuthSettings {
+    /// Whether anyone may sign up through `POST /auth/signup` (false: accounts are made
+    /// with `perpetuo-admin create-user`).
+    #[arg(long, env = "SIGNUP_ENABLED", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub signup_enabled: bool,
     /// Lifetime of a refresh token (and idle lifetime of a session), in seconds; each
     /// refresh starts it again.
     #[arg(long, env = "REFRESH_TTL_SECONDS", default_value_t = DEFAULT_REFRESH_TTL_SECONDS)]
@@ -109,6 +129,7 @@ pub struct AuthSettings {
 impl Default for AuthSettings {
     fn default() -> Self {
         Self {
+            signup_enabled: true,
             refresh_ttl_seconds: DEFAULT_REFRESH_TTL_SECONDS,
             rate_per_ip: DEFAULT_RATE_PER_IP,
             rate_per_account: DEFAULT_RATE_PER_ACCOUNT,
@@ -119,6 +140,14 @@ impl Default for AuthSettings {
 }
 
 impl Config {
+    /// The master key, holding the previous one too during a rotation.
+    pub fn master_keys(&self) -> MasterKey {
+        match &self.master_key_previous {
+            Some(previous) => self.master_key.clone().with_previous(previous),
+            None => self.master_key.clone(),
+        }
+    }
+
     pub fn gateway_url(&self) -> String {
         self.gateway_public_url
             .clone()

@@ -30,6 +30,9 @@ pub enum ApiError {
     BadRequest(&'static str, String),
     #[error("{}", .0.message())]
     Unauthorized(AuthError),
+    /// Refused whoever asks, with its own code (e.g. signup closed by the operator).
+    #[error("{1}")]
+    Forbidden(&'static str, String),
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -135,6 +138,7 @@ impl ApiError {
             ApiError::InvalidField { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::BadRequest(code, _) => (StatusCode::BAD_REQUEST, code),
             ApiError::Unauthorized(why) => (StatusCode::UNAUTHORIZED, why.code()),
+            ApiError::Forbidden(code, _) => (StatusCode::FORBIDDEN, code),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),

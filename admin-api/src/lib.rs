@@ -2,6 +2,8 @@
 //! usage, plus `/openapi.json` and the built dashboard. It meets the gateway only in the
 //! database.
 
+pub mod accounts;
+pub mod commands;
 pub mod config;
 pub mod error;
 pub mod extract;

@@ -68,7 +68,7 @@ pub async fn migrate_only(config: &Config) -> Result<(), StartupError> {
     let pool = db::pool(config.database_url.expose(), 2)?;
     let applied = db::migrate::run(&pool).await?;
     tracing::info!(applied, "migrations applied");
-    let resealed = reseal(&pool, &config.master_key).await?;
+    let resealed = reseal(&pool, &config.master_keys()).await?;
     tracing::info!(resealed, "provider keys re-sealed");
     Ok(())
 }
@@ -88,7 +88,7 @@ impl Application {
         tracing::info!(applied, "migrations applied");
         // Not fatal: the gateway opens rows of the older format too, and the error (which
         // names the entry, never the key) tells the operator what to look at.
-        match reseal(&pool, &config.master_key).await {
+        match reseal(&pool, &config.master_keys()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(resealed = n, "provider keys re-sealed"),
             Err(e) => tracing::error!(error = %e, "provider keys not re-sealed"),
@@ -112,7 +112,8 @@ impl Application {
                     .unwrap_or(i64::MAX / 2),
                 hasher,
                 throttle: AuthThrottle::new(auth.rate_per_ip, auth.rate_per_account),
-                master_key: config.master_key.clone(),
+                master_key: config.master_keys(),
+                signup_enabled: config.auth.signup_enabled,
                 upstream_policy: config.allowed_private_upstreams.clone(),
                 resolver: Resolver::from_system(),
                 gateway_url: config.gateway_url(),
@@ -169,9 +170,10 @@ async fn shutdown_signal() {
 
 /// The whole HTTP surface.
 pub fn app(state: AppState, config: &Config) -> Result<Router, StartupError> {
-    let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(crate::routes::router())
         .split_for_parts();
+    crate::openapi::finish(&mut doc);
     let doc = Arc::new(doc);
     let mut router = api
         .route(
@@ -227,7 +229,7 @@ fn dashboard(config: &Config) -> axum::routing::MethodRouter {
     }
 }
 
-fn cors(origins: &str) -> Result<Option<CorsLayer>, StartupError> {
+pub(crate) fn cors(origins: &str) -> Result<Option<CorsLayer>, StartupError> {
     let list: Vec<HeaderValue> = origins
         .split(',')
         .map(str::trim)

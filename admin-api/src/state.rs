@@ -24,6 +24,8 @@ pub struct Inner {
     pub hasher: Hasher,
     pub throttle: AuthThrottle,
     pub master_key: MasterKey,
+    /// `SIGNUP_ENABLED`: whether `POST /auth/signup` creates accounts.
+    pub signup_enabled: bool,
     pub upstream_policy: UpstreamPolicy,
     pub resolver: Resolver,
     pub gateway_url: String,

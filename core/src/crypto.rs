@@ -6,8 +6,13 @@
 //! kind or base URL was changed behind the admin API's back, does not open. Rows sealed
 //! before that binding existed carry `aad_version` 1 (entry id only); they still open and
 //! are re-sealed under the current binding by the admin API. The key version is stored
-//! beside the ciphertext so the master key can be rotated: rows sealed under an older
-//! version are opened with that version's key.
+//! beside the ciphertext.
+//!
+//! Rotating the master key: while `PERPETUO_MASTER_KEY_PREVIOUS` holds the old key, a
+//! [`MasterKey`] carries it too and [`MasterKey::open`] accepts rows sealed under either
+//! (AES-GCM authenticates, so a row that opens under a key was sealed under it); new seals
+//! always use the current key. `perpetuo-admin rotate-master-key` re-seals every row still
+//! under the previous key, after which the previous key can be dropped.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -67,11 +72,16 @@ impl KeyBinding<'_> {
 pub struct MasterKey {
     version: i32,
     cipher: Aes256Gcm,
+    /// The key being rotated away from: it still opens, it never seals.
+    previous: Option<Aes256Gcm>,
 }
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MasterKey(v{}, ***)", self.version)
+        match self.previous {
+            Some(_) => write!(f, "MasterKey(v{}, ***, previous ***)", self.version),
+            None => write!(f, "MasterKey(v{}, ***)", self.version),
+        }
     }
 }
 
@@ -121,7 +131,23 @@ impl MasterKey {
     pub fn from_bytes(version: i32, bytes: &[u8]) -> Result<Self, MasterKeyError> {
         let cipher = Aes256Gcm::new_from_slice(bytes)
             .map_err(|_| MasterKeyError::WrongLength(bytes.len()))?;
-        Ok(Self { version, cipher })
+        Ok(Self {
+            version,
+            cipher,
+            previous: None,
+        })
+    }
+
+    /// This key, also opening (never sealing) what `previous` sealed: the state of a
+    /// master-key rotation.
+    pub fn with_previous(mut self, previous: &MasterKey) -> Self {
+        self.previous = Some(previous.cipher.clone());
+        self
+    }
+
+    /// Whether a previous key is held (a rotation is under way).
+    pub fn has_previous(&self) -> bool {
+        self.previous.is_some()
     }
 
     /// A fresh random key in base64, for generated development configuration.
@@ -140,13 +166,27 @@ impl MasterKey {
         self.seal_as(plaintext, binding, AAD_CURRENT)
     }
 
-    /// Opens a provider key sealed for `binding`, by the format the row records.
+    /// Opens a provider key sealed for `binding`, by the format the row records, under
+    /// the current key or, during a rotation, the previous one.
     pub fn open(
         &self,
         sealed: &Sealed,
         binding: &KeyBinding<'_>,
     ) -> Result<Secret<String>, SealError> {
-        self.open_raw(sealed, &binding.aad(sealed.aad_version)?)
+        let aad = binding.aad(sealed.aad_version)?;
+        match (self.open_raw(&self.cipher, sealed, &aad), &self.previous) {
+            (Err(SealError::Open), Some(previous)) => self.open_raw(previous, sealed, &aad),
+            (result, _) => result,
+        }
+    }
+
+    /// Opens under the current key only: what a finished rotation leaves.
+    pub fn open_current(
+        &self,
+        sealed: &Sealed,
+        binding: &KeyBinding<'_>,
+    ) -> Result<Secret<String>, SealError> {
+        self.open_raw(&self.cipher, sealed, &binding.aad(sealed.aad_version)?)
     }
 
     /// Seals under an explicit associated-data format; tests use it to write old rows.
@@ -183,15 +223,19 @@ impl MasterKey {
         })
     }
 
-    fn open_raw(&self, sealed: &Sealed, aad: &[u8]) -> Result<Secret<String>, SealError> {
+    fn open_raw(
+        &self,
+        cipher: &Aes256Gcm,
+        sealed: &Sealed,
+        aad: &[u8],
+    ) -> Result<Secret<String>, SealError> {
         if sealed.version != self.version {
             return Err(SealError::UnknownVersion(sealed.version));
         }
         if sealed.nonce.len() != NONCE_LEN {
             return Err(SealError::Open);
         }
-        let plain = self
-            .cipher
+        let plain = cipher
             .decrypt(
                 Nonce::from_slice(&sealed.nonce),
                 Payload {
@@ -299,6 +343,30 @@ mod tests {
         let mut unknown = s.clone();
         unknown.aad_version = 7;
         assert_eq!(k.open(&unknown, &home), Err(SealError::UnknownAad(7)));
+    }
+
+    #[test]
+    fn during_a_rotation_both_keys_open_and_only_the_new_one_seals() {
+        let old = MasterKey::from_base64(&MasterKey::generate_base64()).unwrap();
+        let new = MasterKey::from_base64(&MasterKey::generate_base64()).unwrap();
+        let both = new.clone().with_previous(&old);
+        assert!(both.has_previous() && !new.has_previous());
+        assert!(format!("{both:?}").contains("previous ***"));
+        let b = binding(None);
+        let under_old = old.seal("old-secret", &b).unwrap();
+        let under_both = both.seal("new-secret", &b).unwrap();
+        assert_eq!(both.open(&under_old, &b).unwrap().expose(), "old-secret");
+        assert_eq!(both.open_current(&under_old, &b), Err(SealError::Open));
+        assert_eq!(both.open(&under_both, &b).unwrap().expose(), "new-secret");
+        // What both seal is under the new key alone.
+        assert_eq!(new.open(&under_both, &b).unwrap().expose(), "new-secret");
+        assert_eq!(old.open(&under_both, &b), Err(SealError::Open));
+        // A third key opens nothing, with or without a previous key.
+        let stranger = MasterKey::from_base64(&MasterKey::generate_base64()).unwrap();
+        assert_eq!(
+            both.open(&stranger.seal("x", &b).unwrap(), &b),
+            Err(SealError::Open)
+        );
     }
 
     #[test]

@@ -49,7 +49,33 @@ describe('App session handling', () => {
     await user.click(await screen.findByRole('button', { name: 'Log in' }));
     expect(screen.getByText('Enter your email address.')).toBeTruthy();
     expect(screen.getByText('Enter your password.')).toBeTruthy();
-    expect(fetchSpy).not.toHaveBeenCalled();
+    // Only the server's public settings were asked for; no credentials were sent.
+    const paths = fetchSpy.mock.calls.map((call) => String(call[0]).split('?')[0]);
+    expect(paths.filter((p) => !p.endsWith('/meta'))).toEqual([]);
+  });
+
+  it('offers signup while the server allows it', async () => {
+    routes['/meta'] = () => json(200, { gateway_url: 'http://127.0.0.1:8000', signup_enabled: true });
+    render(<App />);
+    expect(await screen.findByRole('link', { name: 'Create an account' })).toBeTruthy();
+  });
+
+  it('hides the signup link and form when the server closed signup', async () => {
+    routes['/meta'] = () => json(200, { gateway_url: 'http://127.0.0.1:8000', signup_enabled: false });
+    const signups: unknown[] = [];
+    routes['/auth/signup'] = (init) => {
+      signups.push(init?.body);
+      return json(403, { error: { code: 'signup_disabled', message: 'signup is closed' } });
+    };
+    render(<App />);
+    expect(await screen.findByText('Accounts on this server are created by its administrator.')).toBeTruthy();
+    expect(screen.queryByRole('link', { name: 'Create an account' })).toBeNull();
+
+    window.location.hash = '#/signup';
+    expect(await screen.findByRole('heading', { name: 'Signup is closed' })).toBeTruthy();
+    expect(screen.queryByRole('button', { name: 'Create account' })).toBeNull();
+    expect(screen.queryByLabelText('Password')).toBeNull();
+    expect(signups).toEqual([]);
   });
 
   it('goes back to login with a message when the API answers 401', async () => {

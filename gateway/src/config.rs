@@ -37,6 +37,10 @@ pub struct Config {
     /// 32-byte key (base64) that opens sealed provider keys.
     #[arg(long, env = "PERPETUO_MASTER_KEY", value_parser = config::master_key, hide_env_values = true)]
     pub master_key: MasterKey,
+    /// During a master-key rotation, the key being replaced: provider keys sealed under it
+    /// still open until `perpetuo-admin rotate-master-key` has re-sealed them.
+    #[arg(long, env = "PERPETUO_MASTER_KEY_PREVIOUS", value_parser = config::master_key, hide_env_values = true)]
+    pub master_key_previous: Option<MasterKey>,
     /// Address of the OpenAI-compatible proxy.
     #[arg(long, env = "GATEWAY_ADDR", default_value = "127.0.0.1:8000")]
     pub gateway_addr: SocketAddr,

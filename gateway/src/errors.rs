@@ -113,6 +113,29 @@ impl GatewayError {
         )
     }
 
+    /// The workspace's provider entries could not be read (database unreachable and
+    /// nothing cached).
+    pub fn routing_unavailable() -> Self {
+        Self::new(
+            503,
+            "server_error",
+            "routing_unavailable",
+            "The workspace's providers could not be read right now; retry shortly.",
+            Source::Internal,
+        )
+    }
+
+    /// Stored responses could not be read or written right now.
+    pub fn store_unavailable() -> Self {
+        Self::new(
+            503,
+            "server_error",
+            "store_unavailable",
+            "Stored responses could not be reached right now; retry shortly.",
+            Source::Internal,
+        )
+    }
+
     pub fn providers_unavailable() -> Self {
         Self::new(
             503,

@@ -12,6 +12,7 @@ pub mod log_spool;
 pub mod log_writer;
 pub mod metrics;
 pub mod partitions;
+pub mod pipeline;
 pub mod providers;
 pub mod proxy;
 pub mod routing;

@@ -89,9 +89,13 @@ fn main() -> std::process::ExitCode {
             ))
         }
     };
+    let master_key = match &config.master_key_previous {
+        Some(previous) => config.master_key.clone().with_previous(previous),
+        None => config.master_key.clone(),
+    };
     let entries = Arc::new(EntryCache::new(
         pool.clone(),
-        config.master_key.clone(),
+        master_key,
         config.entry_cache_ttl,
         config.key_cache_stale,
     ));
@@ -144,6 +148,7 @@ fn main() -> std::process::ExitCode {
             retention: std::time::Duration::from_secs(
                 u64::from(config.responses_retention_days) * 86_400,
             ),
+            max_conversation_bytes: config.max_body_bytes,
         },
         limiter: limiter.clone(),
     };

@@ -3,6 +3,8 @@
 # pg_private_url: starts (or reuses) a private cluster in $ROOT/.dev/pgdata on port
 # $PERPETUO_PG_PORT (default 54329) and prints its URL. Runs initdb/pg_ctl as the
 # `postgres` user when this script runs as root, since PostgreSQL refuses root.
+# pg_private_running: whether something already answers on that port.
+# pg_private_stop: stops the private cluster (fast shutdown).
 
 PERPETUO_PG_PORT="${PERPETUO_PG_PORT:-54329}"
 
@@ -55,6 +57,16 @@ pg_private_url() {
     -o \"-p $PERPETUO_PG_PORT -k '$sock' -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off\" start" \
     >&2 || { tail -n 20 "$dir/postgres.log" >&2; return 1; }
   echo "$url"
+}
+
+pg_private_running() {
+  pg_reachable "postgres://postgres@127.0.0.1:${PERPETUO_PG_PORT}/postgres"
+}
+
+pg_private_stop() {
+  local pg_ctl data="$ROOT/.dev/pgdata"
+  pg_ctl="$(pg_bin pg_ctl)" || return 1
+  as_pg_user "'$pg_ctl' -D '$data' -m fast -w -t 30 stop" >/dev/null
 }
 
 # A URL for tests: $TEST_DATABASE_URL, else $DATABASE_URL, else the server on

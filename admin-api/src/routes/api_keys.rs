@@ -20,6 +20,8 @@ use crate::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ApiKeyInput {
+    /// 1 to 100 printable characters.
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 100)]
     pub name: Option<String>,
     #[serde(flatten)]
     pub settings: KeySettingsInput,

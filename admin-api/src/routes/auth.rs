@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::dto::{UserDto, WorkspaceDto};
+use crate::accounts;
 use crate::error::{ApiError, AuthError, FieldErrors};
 use crate::extract::{ApiJson, AuthUser, ClientIp};
 use crate::state::AppState;
@@ -100,7 +101,10 @@ fn check_password(errs: &mut FieldErrors, field: &str, value: Option<&str>, chec
     }
 }
 
-fn parse_credentials(c: Credentials, check_length: bool) -> Result<(Email, String), ApiError> {
+pub(crate) fn parse_credentials(
+    c: Credentials,
+    check_length: bool,
+) -> Result<(Email, String), ApiError> {
     let mut errs = FieldErrors::default();
     let email = match c.email.as_deref().map(Email::parse) {
         None => {
@@ -148,9 +152,11 @@ async fn open_session(
     })
 }
 
-/// Create an account with its default workspace and a first API key.
+/// Create an account with its default workspace and a first API key. Answers 403
+/// `signup_disabled` when the server runs with `SIGNUP_ENABLED=false` (see `GET /meta`).
 #[utoipa::path(post, path = "/auth/signup", tag = "auth", request_body = Credentials,
     responses((status = 201, body = SignupResponse), (status = 400, body = crate::error::ErrorBody),
+              (status = 403, description = "signup is disabled (`signup_disabled`)", body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody),
               (status = 503, body = crate::error::ErrorBody)))]
 pub async fn signup(
@@ -158,6 +164,12 @@ pub async fn signup(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<(StatusCode, Json<SignupResponse>), ApiError> {
+    if !state.signup_enabled {
+        return Err(ApiError::Forbidden(
+            "signup_disabled",
+            "signup is closed on this server; ask an administrator for an account".into(),
+        ));
+    }
     let (email, pw) = parse_credentials(body, true)?;
     let attempt = admit(&state, ip, email.as_str())?;
     // Hashed before the email is looked at, so a taken email costs the same time.
@@ -166,15 +178,14 @@ pub async fn signup(
 
     let mut client = state.pool.get().await.map_err(DbError::from)?;
     let tx = client.transaction().await.map_err(DbError::from)?;
-    let user = match db::users::insert(&tx, &email, &hash).await {
-        Ok(u) => u,
-        Err(e) if e.unique_violation() == Some(db::users::EMAIL_UNIQUE) => {
+    let (user, workspace) = match accounts::create(&tx, &email, &hash).await {
+        Ok(created) => created,
+        Err(accounts::CreateError::EmailTaken) => {
             attempt.failed();
             return Err(ApiError::Conflict(SIGNUP_REFUSED.into()));
         }
-        Err(e) => return Err(e.into()),
+        Err(accounts::CreateError::Db(e)) => return Err(e.into()),
     };
-    let workspace = db::workspaces::create(&tx, "Default", user.id).await?;
     let api_key =
         db::api_keys::insert(&tx, workspace.id, "Default key", &key, Some(user.id), None).await?;
     let tokens = open_session(&state, &tx, user.id).await?;

@@ -29,12 +29,17 @@ pub async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, ApiE
 pub struct Meta {
     /// Base URL of the OpenAI-compatible gateway (clients use `{gateway_url}/v1`).
     pub gateway_url: String,
+    /// Whether `POST /auth/signup` creates accounts (`SIGNUP_ENABLED`); when false the
+    /// dashboard hides its signup form.
+    pub signup_enabled: bool,
 }
 
-/// Public facts the dashboard shows (the gateway URL for quickstart snippets).
+/// Public facts the dashboard needs: the gateway URL for quickstart snippets and whether
+/// signup is open.
 #[utoipa::path(get, path = "/meta", tag = "meta", responses((status = 200, body = Meta)))]
 pub async fn meta(State(state): State<AppState>) -> Json<Meta> {
     Json(Meta {
         gateway_url: state.gateway_url.clone(),
+        signup_enabled: state.signup_enabled,
     })
 }

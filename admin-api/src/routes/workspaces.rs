@@ -16,6 +16,8 @@ use crate::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct WorkspaceInput {
+    /// 1 to 100 printable characters; required on create and on `PUT`.
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 100)]
     pub name: Option<String>,
     /// Limits shared by every key of the workspace (`PUT` only; absent: unchanged).
     pub limits: Option<LimitsDto>,

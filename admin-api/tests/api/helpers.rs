@@ -24,6 +24,7 @@ pub fn config(db: &TestDb, master_key: &MasterKey, allowed: &str) -> Config {
         database_url: Secret::new(db.url.clone()),
         jwt_secret: Secret::new(JWT_SECRET.into()),
         master_key: master_key.clone(),
+        master_key_previous: None,
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         gateway_addr: "127.0.0.1:8000".parse().unwrap(),
         gateway_public_url: None,

@@ -6,10 +6,12 @@ mod helpers;
 
 mod api_keys;
 mod auth;
+mod commands;
 mod errors;
 mod headers;
 mod limits;
 mod logs;
+mod openapi;
 mod providers;
 mod sessions;
 mod text_inputs;

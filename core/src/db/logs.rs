@@ -175,6 +175,18 @@ pub fn storable(r: &LogRecord) -> LogRecord {
     }
 }
 
+/// The batch insert: one row per element of 22 parallel arrays.
+static INSERT_LOGS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO request_logs ({COLUMNS})
+         SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[],
+             $7::text[], $8::text[], $9::text[], $10::text[], $11::int2[], $12::text[], $13::bool[], $14::int4[],
+             $15::int4[], $16::int4[], $17::int8[], $18::text[], $19::int4[], $20::int4[], $21::jsonb[], $22::text[])
+         ON CONFLICT DO NOTHING
+         RETURNING id"
+    )
+});
+
 /// Inserts a batch of records in one statement (a record already present is skipped) and
 /// adds the inserted ones to `usage_counters`, in one transaction. Returns rows inserted.
 /// Records are stored in their [`storable`] form.
@@ -213,19 +225,13 @@ pub async fn insert_batch(
     let ttfb: Vec<Option<i32>> = records.iter().map(|r| r.ttfb_ms).collect();
     let attempts: Vec<Json<&Vec<Attempt>>> = records.iter().map(|r| Json(&r.attempts)).collect();
     let notes: Vec<Option<&str>> = records.iter().map(|r| r.note.as_deref()).collect();
-    let sql = format!(
-        "INSERT INTO request_logs ({COLUMNS})
-         SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[],
-             $7::text[], $8::text[], $9::text[], $10::text[], $11::int2[], $12::text[], $13::bool[], $14::int4[],
-             $15::int4[], $16::int4[], $17::int8[], $18::text[], $19::int4[], $20::int4[], $21::jsonb[], $22::text[])
-         ON CONFLICT DO NOTHING
-         RETURNING id"
-    );
     let params: [&(dyn ToSql + Sync); 22] = [
         &ids, &created, &ws, &keys, &pids, &pnames, &pkinds, &routes, &mreq, &mserved, &status,
         &ekind, &streamed, &pt, &ct, &tt, &cost, &usrc, &lat, &ttfb, &attempts, &notes,
     ];
-    let inserted = tx.query(&sql, &params).await?;
+    // Prepared once per connection: every flush sends only its parameters.
+    let insert = tx.prepare_cached(&INSERT_LOGS).await?;
+    let inserted = tx.query(&insert, &params).await?;
     let inserted: std::collections::HashSet<Uuid> = inserted.iter().map(|r| r.get(0)).collect();
 
     let mut deltas: HashMap<CounterKey, CounterDelta> = HashMap::new();

@@ -18,6 +18,37 @@ pub async fn run(pool: &Pool) -> Result<usize, DbError> {
     Ok(report.applied_migrations().len())
 }
 
+/// Migrations embedded in this build that the database has not applied yet, as
+/// `V<version>__<name>`, oldest first.
+pub async fn pending(pool: &Pool) -> Result<Vec<String>, DbError> {
+    let mut client = pool.get().await?;
+    let runner = embedded::migrations::runner();
+    // A database never migrated has no history table: everything is pending.
+    let has_history: bool = client
+        .query_one(
+            "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    let applied = if has_history {
+        runner
+            .get_applied_migrations_async(&mut **client)
+            .await
+            .map_err(|e| DbError::Migration(e.to_string()))?
+    } else {
+        Vec::new()
+    };
+    let mut pending: Vec<_> = runner
+        .get_migrations()
+        .iter()
+        .filter(|m| !applied.iter().any(|a| a.version() == m.version()))
+        .map(|m| (m.version(), format!("V{}__{}", m.version(), m.name())))
+        .collect();
+    pending.sort();
+    Ok(pending.into_iter().map(|(_, name)| name).collect())
+}
+
 /// Creates the log partitions of the current month and the next three if missing
 /// (idempotent; see `logs::ensure_partitions`).
 pub async fn ensure_log_partitions(pool: &Pool) -> Result<(), DbError> {

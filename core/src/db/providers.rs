@@ -238,6 +238,71 @@ pub async fn reseal_old_formats(
     Ok(done)
 }
 
+/// Every entry of every workspace, by id (configuration checks read them to see that
+/// their keys open).
+pub async fn all(db: &impl GenericClient) -> Result<Vec<ProviderEntry>, DbError> {
+    let sql = format!("SELECT {COLUMNS} FROM provider_keys ORDER BY id");
+    let rows = db.query(&sql, &[]).await?;
+    Ok(rows.iter().map(from_row).collect())
+}
+
+/// What a master-key rotation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// Rows re-sealed under the current key.
+    pub resealed: usize,
+    /// Rows already sealed under the current key (and format), left as they were.
+    pub already_current: usize,
+}
+
+/// Re-seals every entry not yet under `master_key`'s current key (and current format),
+/// opening it with the previous key `master_key` holds, in one transaction: a row that
+/// opens under neither key aborts the run and changes nothing. Rows that already open under
+/// the current key are left alone, so running it again re-seals nothing.
+pub async fn rotate_master_key(
+    client: &mut deadpool_postgres::Client,
+    master_key: &MasterKey,
+) -> Result<Rotation, ResealError> {
+    let tx = client.transaction().await?;
+    let sql = format!("SELECT {COLUMNS} FROM provider_keys ORDER BY id FOR UPDATE");
+    let rows = tx.query(&sql, &[]).await?;
+    let mut done = Rotation {
+        resealed: 0,
+        already_current: 0,
+    };
+    for entry in rows.iter().map(from_row) {
+        let binding = entry.binding();
+        if entry.sealed.aad_version == crypto::AAD_CURRENT
+            && master_key.open_current(&entry.sealed, &binding).is_ok()
+        {
+            done.already_current += 1;
+            continue;
+        }
+        let seal_err = |source| ResealError::Seal {
+            entry: entry.id,
+            source,
+        };
+        let key = master_key.open(&entry.sealed, &binding).map_err(seal_err)?;
+        let sealed = master_key.seal(key.expose(), &binding).map_err(seal_err)?;
+        tx.execute(
+            "UPDATE provider_keys SET sealed_key = $2, key_nonce = $3, key_version = $4,
+                 aad_version = $5
+             WHERE id = $1",
+            &[
+                &entry.id,
+                &sealed.ciphertext,
+                &sealed.nonce,
+                &sealed.version,
+                &sealed.aad_version,
+            ],
+        )
+        .await?;
+        done.resealed += 1;
+    }
+    tx.commit().await?;
+    Ok(done)
+}
+
 /// For tests and audits: the raw sealed column of every entry.
 pub async fn raw_sealed_columns(db: &impl GenericClient) -> Result<Vec<Vec<u8>>, DbError> {
     let rows = db

@@ -76,8 +76,10 @@ pub async fn add(
     let params: [&(dyn ToSql + Sync); 11] = [
         &ws, &bucket, &key, &pid, &model, &req, &err, &pt, &ct, &tt, &cost,
     ];
-    db.execute(
-        "INSERT INTO usage_counters (workspace_id, bucket, api_key_id, provider_id, model, requests, errors,
+    // Prepared once per connection: every flush sends only its parameters.
+    let upsert = db
+        .prepare_cached(
+            "INSERT INTO usage_counters (workspace_id, bucket, api_key_id, provider_id, model, requests, errors,
              prompt_tokens, completion_tokens, total_tokens, cost_nusd)
          SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[], $6::int8[],
              $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[])
@@ -88,9 +90,9 @@ pub async fn add(
              completion_tokens = usage_counters.completion_tokens + EXCLUDED.completion_tokens,
              total_tokens = usage_counters.total_tokens + EXCLUDED.total_tokens,
              cost_nusd = usage_counters.cost_nusd + EXCLUDED.cost_nusd",
-        &params,
-    )
-    .await?;
+        )
+        .await?;
+    db.execute(&upsert, &params).await?;
     Ok(())
 }
 

@@ -3,6 +3,8 @@
 //! chat shape the provider adapters take, and the answer — whole or streamed — is encoded
 //! back into a Messages response or Anthropic's event sequence. Pure transforms.
 
+pub mod door;
+
 use bytes::Bytes;
 use serde_json::{json, Value};
 
@@ -375,6 +377,12 @@ pub struct StreamEncoder {
     finished: bool,
     /// The provider reported an error (already passed on as an `error` event).
     pub errored: bool,
+}
+
+impl super::ChatEvents for StreamEncoder {
+    fn push(&mut self, event: &Event) -> Vec<Bytes> {
+        StreamEncoder::push(self, event)
+    }
 }
 
 impl StreamEncoder {

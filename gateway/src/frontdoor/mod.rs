@@ -1,20 +1,35 @@
 //! Front doors: the client-facing APIs the gateway speaks. Each is a decoder and an
-//! encoder around one pipeline (authenticate → route → attempt with fallback → deliver →
-//! record): which routes it answers, where its key comes from, its error shape, and how
-//! an answer in OpenAI's chat format (the pivot the provider adapters speak) is encoded
-//! back. Front doors never see provider wire formats, except to pass a request through
-//! unchanged to a provider of their own format.
+//! encoder around one pipeline (authenticate → limit → route → attempt with fallback →
+//! deliver → record, in `crate::pipeline`): which routes it answers, where its key comes
+//! from, its error shape, how its request is prepared once ([`prepare`]) and built for one
+//! entry ([`Door::build`]), and how the answer is encoded back ([`Encoder`]). Front doors
+//! never see provider wire formats, except to pass a request through unchanged to a
+//! provider of their own format; the provider adapters speak OpenAI's chat format as the
+//! pivot.
+//!
+//! A new front door is one module here: its variant of [`Door`], its `prepare` arm and its
+//! `build`, returning its own [`Encoder`].
 
 pub mod anthropic_messages;
+pub mod models;
+pub mod openai_chat;
 pub mod openai_responses;
 #[cfg(test)]
 mod tests;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
+use serde_json::Value;
 
+use crate::auth::AuthedKey;
 use crate::errors::GatewayError;
-use crate::providers::Route;
+use crate::providers::{
+    Adapter, BrokenStream, Call, Generated, Route, StreamState, Unsupported, UpstreamRequest, Usage,
+};
+use crate::routing::Entry;
+use crate::sse::Event;
+use crate::upstream::Classify;
+use openai_responses::store::{Pending, ResponseStore, ToStore};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Door {
@@ -70,8 +85,257 @@ impl Door {
             Door::Chat | Door::Embeddings | Door::Responses => Bytes::from(err.body()),
         }
     }
+
+    /// The request for one entry, its stream state and how its answer is encoded.
+    pub fn build(
+        self,
+        inbound: &Inbound<'_>,
+        entry: &Entry,
+        served: &str,
+    ) -> Result<Built, Unsupported> {
+        match self {
+            Door::Chat | Door::Embeddings => openai_chat::build(inbound, entry, served),
+            Door::Messages => anthropic_messages::door::build(inbound, entry, served),
+            Door::Responses => openai_responses::door::build(inbound, entry, served),
+        }
+    }
 }
 
+/// A request built for one entry: what is sent, the provider-side stream state, and the
+/// encoder of the answer.
+pub struct Built {
+    pub request: UpstreamRequest,
+    pub state: StreamState,
+    pub encoder: Box<dyn Encoder>,
+}
+
+/// What a door prepared once per request, for every attempt.
+#[derive(Default)]
+pub struct Prepared {
+    /// The request in the OpenAI chat shape (and its bytes), for doors that do not speak
+    /// it themselves; the conversion is made once and refused per entry only where needed.
+    pub pivot: Option<Result<(Value, Bytes), Unsupported>>,
+    /// Anthropic's version and beta headers, forwarded to anthropic entries.
+    pub anthropic_version: Option<String>,
+    pub anthropic_beta: Option<String>,
+    /// The Responses door: the new response's id, and what to store with it.
+    pub response_id: Option<String>,
+    pub to_store: Option<ToStore>,
+    /// What the door's conversion changed, for the log row.
+    pub note: Option<&'static str>,
+}
+
+impl Prepared {
+    /// The request as chat messages, for estimating its tokens.
+    pub fn chat(&self) -> Option<&Value> {
+        match &self.pivot {
+            Some(Ok((chat, _))) => Some(chat),
+            _ => None,
+        }
+    }
+}
+
+/// Decodes a door's request once: whatever every attempt shares (conversions, stored
+/// history, forwarded headers).
+pub async fn prepare(
+    door: Door,
+    session: &Session,
+    request: &Value,
+    key: &AuthedKey,
+    store: &ResponseStore,
+) -> Result<Prepared, GatewayError> {
+    let header = |name: &str| {
+        session
+            .get_header(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let prepared = match door {
+        Door::Chat | Door::Embeddings => Prepared::default(),
+        Door::Messages => {
+            let mut prepared = anthropic_messages::door::prepare(request);
+            prepared.anthropic_version = header("anthropic-version");
+            prepared.anthropic_beta = header("anthropic-beta");
+            prepared
+        }
+        Door::Responses => {
+            let history = store.previous_conversation(key, request).await?;
+            openai_responses::door::prepare(request, &history)
+        }
+    };
+    Ok(prepared)
+}
+
+/// The pivot chat request and its bytes, from a door's conversion.
+pub(crate) fn pivot(
+    chat: Result<Value, Unsupported>,
+) -> Option<Result<(Value, Bytes), Unsupported>> {
+    Some(chat.and_then(|chat| {
+        let raw = serde_json::to_vec(&chat).map_err(|e| Unsupported(e.to_string()))?;
+        Ok((chat, Bytes::from(raw)))
+    }))
+}
+
+/// What the client asked for, as every attempt needs it.
+pub struct Inbound<'a> {
+    pub door: Door,
+    pub call: Call<'a>,
+    pub prepared: &'a Prepared,
+}
+
+impl Inbound<'_> {
+    /// The door's request in the OpenAI chat shape, built for one entry by its adapter.
+    pub fn pivot_request(
+        &self,
+        adapter: Adapter,
+        entry: &Entry,
+        served: &str,
+    ) -> Result<(UpstreamRequest, StreamState), Unsupported> {
+        let (chat, raw) = match &self.prepared.pivot {
+            Some(Ok((chat, raw))) => (chat, raw),
+            Some(Err(e)) => return Err(e.clone()),
+            None => return Err(Unsupported("no request".into())),
+        };
+        let call = Call {
+            request: chat,
+            raw,
+            ..self.call
+        };
+        adapter.build_request(
+            &entry.upstream.path_prefix,
+            entry.key.expose(),
+            &call,
+            served,
+        )
+    }
+}
+
+/// How a provider's answer, as its adapter decodes it, reaches the client: one per
+/// attempt, chosen by the door for the entry's kind.
+pub trait Encoder: Send {
+    /// How the provider's stream is read during the hold before the first token.
+    fn classifier(&self, adapter: Adapter) -> Classify {
+        adapter.classifier()
+    }
+
+    /// Whether a non-stream answer must be read whole to be rewritten (otherwise it is
+    /// passed on as it arrives, and read for its usage).
+    fn rewrites_whole_body(&self, adapter: Adapter) -> bool;
+
+    /// Decodes one provider event and appends what the client receives to `out`.
+    fn event(
+        &mut self,
+        adapter: Adapter,
+        state: &mut StreamState,
+        event: &Event,
+        out: &mut BytesMut,
+    );
+
+    /// The provider's stream ended; `Err` when it ended without its format's end.
+    fn finish(
+        &mut self,
+        adapter: Adapter,
+        state: &mut StreamState,
+    ) -> Result<Finished, BrokenStream>;
+
+    /// The event that ends a broken stream, unless the provider's own error event was
+    /// already passed on.
+    fn broken(&mut self, state: &StreamState, message: &str, kind: &str) -> Option<Bytes>;
+
+    /// A whole answer (success or error) rewritten for the client.
+    fn whole(&mut self, adapter: Adapter, status: u16, body: Bytes, served: &str) -> Whole;
+
+    /// What the door changed in the request, for the log row.
+    fn note(&self) -> Option<&'static str> {
+        None
+    }
+}
+
+/// The end of a stream that ended properly.
+pub struct Finished {
+    /// Events still to send.
+    pub tail: Vec<Bytes>,
+    /// A response to store before the tail is sent (so a follow-up finds it).
+    pub store: Option<Pending>,
+}
+
+impl Finished {
+    pub fn tail(tail: Vec<Bytes>) -> Self {
+        Self { tail, store: None }
+    }
+}
+
+/// A whole answer for the client.
+pub struct Whole {
+    pub body: Bytes,
+    pub usage: Option<Usage>,
+    pub content: Generated,
+    /// A response to store before the answer is sent.
+    pub store: Option<Pending>,
+}
+
+impl Whole {
+    /// The answer as it came (its usage is read elsewhere).
+    pub fn unchanged(body: Bytes) -> Self {
+        Self {
+            body,
+            usage: None,
+            content: Generated::default(),
+            store: None,
+        }
+    }
+}
+
+/// A door's encoder of OpenAI chat stream events (`data: {chunk}` or `[DONE]`).
+pub trait ChatEvents {
+    fn push(&mut self, event: &Event) -> Vec<Bytes>;
+}
+
+/// Decodes one provider event with the adapter and appends its OpenAI chat events,
+/// re-encoded by `events`, to `out`.
+pub fn reencode(
+    adapter: Adapter,
+    state: &mut StreamState,
+    event: &Event,
+    out: &mut BytesMut,
+    events: &mut impl ChatEvents,
+) {
+    for piece in adapter.decode_event(state, event) {
+        for e in events.push(&crate::sse::parse(piece)) {
+            out.extend_from_slice(&e);
+        }
+    }
+}
+
+/// The adapter's closing OpenAI chat events, re-encoded by `events`.
+pub fn reencode_finish(
+    adapter: Adapter,
+    state: &mut StreamState,
+    events: &mut impl ChatEvents,
+) -> Result<Vec<Bytes>, BrokenStream> {
+    Ok(adapter
+        .finish_stream(state)?
+        .into_iter()
+        .flat_map(|piece| events.push(&crate::sse::parse(piece)))
+        .collect())
+}
+
+/// A whole answer in OpenAI's chat format, as the adapter translates it (errors in
+/// OpenAI's shape too).
+pub fn whole_as_chat(adapter: Adapter, status: u16, body: Bytes, served: &str) -> Whole {
+    if status >= 300 {
+        return Whole::unchanged(adapter.error_body(status, &body).unwrap_or(body));
+    }
+    let decoded = adapter.decode_response(&body, served);
+    let out = decoded.body.clone().unwrap_or(body);
+    let (usage, content) = decoded.usage_and_content();
+    Whole {
+        body: out,
+        usage,
+        content,
+        store: None,
+    }
+}
 /// The start of a chat request translated from another door: the client's `model`, the
 /// converted `messages`, and the fields that only change name (`(from, to)` pairs).
 pub(crate) fn chat_request(

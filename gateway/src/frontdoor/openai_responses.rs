@@ -1,7 +1,11 @@
 //! The OpenAI Responses API as a front door. A request (with the conversation of its
 //! `previous_response_id`, when stored) is decoded into the OpenAI chat shape the provider
 //! adapters take, and the answer is encoded back into a Response object or the Responses
-//! event sequence, every event numbered. Pure transforms; storage is the pipeline's.
+//! event sequence, every event numbered. Pure transforms here; the door around the pipeline is in [`door`], storage in
+//! [`store`].
+
+pub mod door;
+pub mod store;
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -486,6 +490,12 @@ pub struct StreamEncoder {
     done: bool,
     /// The provider reported an error (already passed on as `response.failed`).
     pub errored: bool,
+}
+
+impl super::ChatEvents for StreamEncoder {
+    fn push(&mut self, event: &Event) -> Vec<Bytes> {
+        StreamEncoder::push(self, event)
+    }
 }
 
 impl StreamEncoder {

@@ -157,6 +157,16 @@ pub struct StreamState {
     pub saw_tool_call: bool,
 }
 
+impl StreamState {
+    /// The state of an answer passed through unchanged (read only for its usage).
+    pub fn passthrough(served: &str) -> Self {
+        Self {
+            meta: chunk::Meta::new(served),
+            ..Default::default()
+        }
+    }
+}
+
 /// Generated text kept for a token estimate, bounded in memory.
 #[derive(Debug, Default, Clone)]
 pub struct Generated {

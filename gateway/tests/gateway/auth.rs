@@ -39,6 +39,7 @@ async fn revocation_through_the_admin_api_reaches_a_running_gateway_within_a_sec
         database_url: Secret::new(env.db.url.clone()),
         jwt_secret: Secret::new("gateway-test-secret-gateway-test-secret".into()),
         master_key: env.master.clone(),
+        master_key_previous: None,
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         gateway_addr: "127.0.0.1:8000".parse().unwrap(),
         gateway_public_url: None,

@@ -1,5 +1,5 @@
 import { api } from '../../lib/api';
-import type { Credentials, LoginResponse, MeResponse, SignupResponse } from './schema';
+import type { Credentials, LoginResponse, MeResponse, ServerSettings, SignupResponse } from './schema';
 
 export function signup(credentials: Credentials) {
   return api.post<SignupResponse>('/auth/signup', credentials, { auth: false });
@@ -16,4 +16,9 @@ export function fetchMe(signal?: AbortSignal) {
 /** Ends the session on the server (its refresh token and access tokens). */
 export function logout() {
   return api.logout();
+}
+
+/** What the server allows before anyone logs in (`GET /meta`); failures stay quiet; the forms then assume the defaults. */
+export function fetchServerSettings(signal?: AbortSignal) {
+  return api.get<ServerSettings>('/meta', { signal, auth: false, silent: true });
 }

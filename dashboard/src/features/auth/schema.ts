@@ -13,6 +13,12 @@ export interface Workspace {
   created_at: string;
 }
 
+/** The part of `GET /meta` the login and signup pages read. */
+export interface ServerSettings {
+  /** False when the operator closed public signup (`SIGNUP_ENABLED=false`). */
+  signup_enabled?: boolean;
+}
+
 export interface SignupResponse {
   token: string;
   refresh_token: string;

@@ -1,9 +1,11 @@
 import { useState, type FormEvent } from 'react';
 import { Link } from 'react-router-dom';
 import { ApiError, fieldErrors } from '../../../lib/api';
+import { useResource } from '../../../lib/use-resource';
 import { Button } from '../../../components/ui/button';
 import { TextField } from '../../../components/ui/field';
 import { Logo } from '../../../components/layout/logo';
+import { fetchServerSettings } from '../api';
 import { useSession } from '../session-context';
 import { MIN_PASSWORD_LENGTH, validateCredentials, type CredentialErrors } from '../schema';
 
@@ -13,6 +15,10 @@ export function AuthForm({ mode }: { mode: 'login' | 'signup' }) {
   const [password, setPassword] = useState('');
   const [errors, setErrors] = useState<CredentialErrors>({});
   const [busy, setBusy] = useState(false);
+  const [refusedSignup, setRefusedSignup] = useState(false);
+  const settings = useResource((signal) => fetchServerSettings(signal), []);
+  // Unknown (still loading, or an older server) counts as open: the server has the last word.
+  const signupClosed = settings.data?.signup_enabled === false || refusedSignup;
   const isSignup = mode === 'signup';
 
   async function onSubmit(event: FormEvent) {
@@ -27,6 +33,11 @@ export function AuthForm({ mode }: { mode: 'login' | 'signup' }) {
       if (isSignup) await session.signup(values);
       else await session.login(values);
     } catch (error) {
+      if (isSignup && error instanceof ApiError && error.code === 'signup_disabled') {
+        setRefusedSignup(true);
+        setBusy(false);
+        return;
+      }
       const found: CredentialErrors = fieldErrors(error);
       if (isSignup && error instanceof ApiError && error.status === 409 && !found.email)
         found.email = 'An account with this email already exists. Log in instead.';
@@ -34,6 +45,8 @@ export function AuthForm({ mode }: { mode: 'login' | 'signup' }) {
       setBusy(false);
     }
   }
+
+  if (isSignup && signupClosed) return <SignupClosed />;
 
   return (
     <div className="auth-page">
@@ -82,11 +95,33 @@ export function AuthForm({ mode }: { mode: 'login' | 'signup' }) {
             <>
               Already have an account? <Link to="/login">Log in</Link>
             </>
+          ) : signupClosed ? (
+            <>Accounts on this server are created by its administrator.</>
           ) : (
             <>
               New here? <Link to="/signup">Create an account</Link>
             </>
           )}
+        </p>
+      </div>
+    </div>
+  );
+}
+
+/** Shown instead of the signup form when the operator closed public signup. */
+function SignupClosed() {
+  return (
+    <div className="auth-page">
+      <div className="auth-card">
+        <div className="auth-brand">
+          <Logo />
+        </div>
+        <h1>Signup is closed</h1>
+        <p className="auth-subtitle">
+          Accounts on this server are created by its administrator. Ask them for one, then log in.
+        </p>
+        <p className="auth-switch">
+          Already have an account? <Link to="/login">Log in</Link>
         </p>
       </div>
     </div>

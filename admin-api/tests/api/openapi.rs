@@ -1,0 +1,135 @@
+//! The OpenAPI document's request bodies: every field a handler requires is required and
+//! not nullable, operation by operation.
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::helpers::TestApp;
+
+/// Required fields of each operation's request body; every operation with a body is here.
+const REQUIRED: &[(&str, &str, &[&str])] = &[
+    ("post", "/auth/signup", &["email", "password"]),
+    ("post", "/auth/login", &["email", "password"]),
+    ("post", "/auth/refresh", &["refresh_token"]),
+    (
+        "post",
+        "/auth/password",
+        &["current_password", "new_password"],
+    ),
+    ("post", "/workspaces", &["name"]),
+    ("put", "/workspaces/{id}", &["name"]),
+    (
+        "post",
+        "/workspaces/{id}/providers",
+        &["kind", "name", "api_key"],
+    ),
+    ("put", "/workspaces/{id}/providers/{pid}", &[]),
+    ("post", "/workspaces/{id}/api-keys", &["name"]),
+    ("put", "/workspaces/{id}/api-keys/{kid}", &[]),
+];
+
+/// The schema `r` points at, following `$ref`.
+fn resolve<'a>(doc: &'a Value, r: &'a Value) -> &'a Value {
+    match r["$ref"].as_str() {
+        Some(path) => {
+            let name = path.trim_start_matches("#/components/schemas/");
+            &doc["components"]["schemas"][name]
+        }
+        None => r,
+    }
+}
+
+/// Required field names and properties of an object schema, through `allOf`.
+fn fields(
+    doc: &Value,
+    schema: &Value,
+    required: &mut Vec<String>,
+    props: &mut Vec<(String, Value)>,
+) {
+    let schema = resolve(doc, schema);
+    if let Some(parts) = schema["allOf"].as_array() {
+        for part in parts {
+            fields(doc, part, required, props);
+        }
+    }
+    for r in schema["required"].as_array().into_iter().flatten() {
+        required.push(r.as_str().unwrap().to_string());
+    }
+    for (name, p) in schema["properties"].as_object().into_iter().flatten() {
+        props.push((name.clone(), p.clone()));
+    }
+}
+
+fn nullable(prop: &Value) -> bool {
+    let null = Value::String("null".into());
+    prop["type"] == null
+        || prop["type"].as_array().is_some_and(|t| t.contains(&null))
+        || prop["nullable"] == true
+        || prop["oneOf"]
+            .as_array()
+            .is_some_and(|alts| alts.iter().any(|a| a["type"] == null))
+}
+
+#[tokio::test]
+async fn required_request_fields_are_required_and_not_nullable() {
+    let app = TestApp::spawn().await;
+    let (_, doc) = app.raw(Method::GET, "/openapi.json", None, None).await;
+    let mut seen = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let Some(body) = op.get("requestBody") else {
+                continue;
+            };
+            seen.push((method.clone(), path.clone()));
+            let &(_, _, expected) = REQUIRED
+                .iter()
+                .find(|(m, p, _)| m == method && p == path)
+                .unwrap_or_else(|| {
+                    panic!("{method} {path} has a request body this test does not know")
+                });
+            assert_eq!(body["required"], true, "{method} {path}: the body itself");
+            let schema = &body["content"]["application/json"]["schema"];
+            let (mut required, mut props) = (Vec::new(), Vec::new());
+            fields(&doc, schema, &mut required, &mut props);
+            required.sort();
+            let mut want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+            want.sort();
+            assert_eq!(required, want, "{method} {path}");
+            for field in expected {
+                let (_, prop) = props
+                    .iter()
+                    .find(|(n, _)| n == field)
+                    .unwrap_or_else(|| panic!("{method} {path}: no property {field}"));
+                assert!(
+                    !nullable(prop),
+                    "{method} {path}: {field} is nullable: {prop}"
+                );
+                assert!(prop["type"].is_string(), "{method} {path}: {field}: {prop}");
+            }
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        REQUIRED.len(),
+        "operations with a body: {seen:?}"
+    );
+
+    // Signup documents its closed state.
+    let signup = &doc["paths"]["/auth/signup"]["post"]["responses"]["403"];
+    assert!(
+        signup["description"]
+            .as_str()
+            .unwrap()
+            .contains("signup_disabled"),
+        "{signup}"
+    );
+    let meta = &doc["components"]["schemas"]["Meta"];
+    assert_eq!(
+        meta["properties"]["signup_enabled"]["type"], "boolean",
+        "{meta}"
+    );
+    assert!(meta["required"]
+        .as_array()
+        .unwrap()
+        .contains(&"signup_enabled".into()));
+}

@@ -1,0 +1,142 @@
+//! Attempts with fallback: each candidate entry in order, past open breakers, until one
+//! answers; the first answer is delivered, and when none does the failures decide the
+//! client's error ([`verdict`]).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use perpetuo_core::db::logs::Attempt;
+
+use crate::errors::GatewayError;
+use crate::frontdoor::{Built, Inbound};
+use crate::metrics;
+use crate::providers::{Adapter, Unsupported};
+use crate::proxy::ctx::{Ctx, Stop};
+use crate::proxy::Gateway;
+use crate::routing::{Entry, Failure};
+use crate::upstream::Outcome;
+use pingora::proxy::Session;
+
+impl Gateway {
+    pub(crate) async fn attempt_all(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        candidates: &[Arc<Entry>],
+        inbound: &Inbound<'_>,
+    ) -> Result<(), Stop> {
+        let mut failures: Vec<Failure> = Vec::new();
+        let mut refused: Option<String> = None;
+        for entry in candidates {
+            let adapter = Adapter::for_kind(entry.kind);
+            let served = entry.served_model(inbound.call.model).to_string();
+            let built = match inbound.door.build(inbound, entry, &served) {
+                Ok(built) => built,
+                Err(Unsupported(reason)) => {
+                    refused.get_or_insert(reason);
+                    continue;
+                }
+            };
+            let Some(admission) = self.breakers.allow(entry.id, Instant::now()) else {
+                continue;
+            };
+            let Built {
+                request,
+                state,
+                encoder,
+            } = built;
+            let started = Instant::now();
+            let deadline = started + self.upstreams.timeouts.ttfb;
+            // A client that leaves drops the attempt (and with it the upstream connection)
+            // and the admission, which hands a half-open breaker's probe to the next request.
+            let outcome = tokio::select! {
+                o = self.upstreams.attempt(entry, encoder.classifier(adapter), &request, deadline) => o,
+                _ = session.read_body_or_idle(true) => return Err(Stop::ClientGone),
+            };
+            let latency_ms = started.elapsed().as_millis().min(u32::MAX as u128) as u32;
+            match outcome {
+                Outcome::Failed {
+                    failure,
+                    status,
+                    retry_after,
+                } => {
+                    metrics::FALLBACKS
+                        .with_label_values(&[failure.reason()])
+                        .inc();
+                    if !failure.counts_against_entry() {
+                        drop(admission);
+                    } else if admission.failure(Instant::now(), retry_after) {
+                        metrics::BREAKER_OPENED
+                            .with_label_values(&[entry.kind.as_str()])
+                            .inc();
+                    }
+                    ctx.attempts.push(Attempt {
+                        provider_id: entry.id,
+                        provider_name: entry.name.clone(),
+                        status,
+                        latency_ms,
+                        error_kind: Some(failure.reason().to_string()),
+                    });
+                    failures.push(failure);
+                }
+                Outcome::Ready(ready) => {
+                    admission.success();
+                    ctx.note = encoder.note();
+                    ctx.attempts.push(Attempt {
+                        provider_id: entry.id,
+                        provider_name: entry.name.clone(),
+                        status: Some(ready.header.status.as_u16()),
+                        latency_ms,
+                        error_kind: None,
+                    });
+                    ctx.served_by = Some(entry.clone());
+                    ctx.model_served = Some(served);
+                    metrics::UPSTREAM_DURATION
+                        .with_label_values(&[entry.kind.as_str()])
+                        .observe(started.elapsed().as_secs_f64());
+                    return self
+                        .deliver(session, ctx, *ready, adapter, state, encoder)
+                        .await;
+                }
+            }
+        }
+        Err(verdict(&failures, refused).into())
+    }
+}
+
+/// The client's error when no entry answered: a request no entry could take is the
+/// client's (400); entries all cooling down, all rate-limited, the last one timing out,
+/// or failing otherwise each have their own answer.
+pub fn verdict(failures: &[Failure], refused: Option<String>) -> GatewayError {
+    match (failures.last(), refused) {
+        (None, Some(reason)) => GatewayError::bad_request("unsupported_request", reason),
+        (None, None) => GatewayError::providers_unavailable(),
+        _ if failures.iter().all(|f| *f == Failure::Status(429)) => GatewayError::rate_limited(),
+        (Some(Failure::Timeout), _) => GatewayError::upstream_timeout(),
+        _ => GatewayError::upstream_failed(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_failures_decide_the_error() {
+        let code = |failures: &[Failure], refused: Option<&str>| {
+            verdict(failures, refused.map(str::to_string)).code
+        };
+        assert_eq!(code(&[], Some("n>1")), "unsupported_request");
+        assert_eq!(code(&[], None), "providers_unavailable");
+        let limited = [Failure::Status(429), Failure::Status(429)];
+        assert_eq!(code(&limited, Some("n>1")), "rate_limit_exceeded");
+        assert_eq!(
+            code(&[Failure::Status(500), Failure::Timeout], None),
+            "upstream_timeout"
+        );
+        assert_eq!(
+            code(&[Failure::Timeout, Failure::Status(429)], None),
+            "upstream_error"
+        );
+    }
+}

@@ -1,0 +1,104 @@
+//! The one pipeline every front door goes through: authenticate → read and prepare the
+//! request (the door's decoder) → route → limit → attempt with fallback ([`attempt`]) →
+//! deliver through the door's encoder ([`deliver`]) → record ([`record`], from
+//! `logging`). Nothing here knows a door's wire format.
+
+pub mod attempt;
+pub mod deliver;
+pub mod record;
+
+use std::sync::Arc;
+
+use pingora::proxy::Session;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::auth::{AuthError, AuthedKey};
+use crate::errors::GatewayError;
+use crate::frontdoor::{self, Door, Inbound};
+use crate::providers::Call;
+use crate::proxy::body;
+use crate::proxy::ctx::{Ctx, Stop};
+use crate::proxy::Gateway;
+use crate::routing::{order, split_pinned, Entry};
+
+impl Gateway {
+    /// The caller's key, from the cache (the database only on a miss).
+    pub(crate) async fn authenticate(
+        &self,
+        session: &Session,
+        door: Option<Door>,
+    ) -> Result<Arc<AuthedKey>, GatewayError> {
+        let token = frontdoor::credentials(session, door).ok_or_else(GatewayError::missing_key)?;
+        self.keys.authenticate(token).await.map_err(|e| match e {
+            AuthError::Invalid => GatewayError::invalid_key(),
+            AuthError::Unavailable => GatewayError::auth_unavailable(),
+        })
+    }
+
+    /// A workspace's provider entries, from the cache.
+    pub(crate) async fn entries(
+        &self,
+        workspace: Uuid,
+    ) -> Result<Arc<Vec<Arc<Entry>>>, GatewayError> {
+        self.entries
+            .entries(workspace)
+            .await
+            .map_err(|_| GatewayError::routing_unavailable())
+    }
+
+    /// Runs one proxied request through the pipeline for its front door.
+    pub(crate) async fn run(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        door: Door,
+    ) -> Result<(), Stop> {
+        ctx.door = Some(door);
+        ctx.error_shape = door;
+        // A client that stops reading must not hold a stream forever.
+        session.set_write_timeout(Some(self.upstreams.timeouts.idle));
+        let key = self.authenticate(session, Some(door)).await?;
+        ctx.key = Some(key.clone());
+        let request = body::read_json(session, self.max_body_bytes).await?;
+        ctx.model_requested = Some(request.model.clone());
+        let stream = door.streams()
+            && request
+                .body
+                .get("stream")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+        ctx.streamed = stream;
+        let prepared =
+            frontdoor::prepare(door, session, &request.body, &key, &self.responses).await?;
+        let body = Arc::new(request.body);
+        ctx.request = Some(match prepared.chat() {
+            Some(chat) => Arc::new(chat.clone()),
+            None => body.clone(),
+        });
+
+        let entries = self.entries(key.workspace_id).await?;
+        let (pinned, model) = split_pinned(&request.model);
+        let candidates = order(&entries, model, pinned, door.operation(), self.turns.next());
+        if candidates.is_empty() {
+            return Err(GatewayError::model_not_found(&request.model).into());
+        }
+        let inbound = Inbound {
+            door,
+            call: Call {
+                route: door.operation(),
+                request: &body,
+                raw: &request.raw,
+                model,
+                stream,
+            },
+            prepared: &prepared,
+        };
+        ctx.limits = self
+            .limiter
+            .admit(&key, model, &body, request.raw.len(), &self.pricing)
+            .await;
+        ctx.limits.check()?;
+        self.attempt_all(session, ctx, &candidates, &inbound).await
+    }
+}

@@ -1,0 +1,125 @@
+//! Per-request state, filled in by the pipeline's stages and read by `logging`, which
+//! turns it into exactly one log record (or `Drop`, when the request was cut off).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use perpetuo_core::db::logs::Attempt;
+use perpetuo_core::pricing::Pricing;
+use pingora::Error;
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::auth::AuthedKey;
+use crate::errors::GatewayError;
+use crate::frontdoor::Door;
+use crate::limits;
+use crate::log_writer::LogSink;
+use crate::pipeline::record;
+use crate::providers::{Generated, Usage};
+use crate::routing::Entry;
+
+/// Per-request state.
+pub struct Ctx {
+    pub(crate) start: Instant,
+    pub(crate) started_at: OffsetDateTime,
+    pub(crate) request_id: Uuid,
+    /// The front door of a proxied request (`None` for the other routes, not logged).
+    pub(crate) door: Option<Door>,
+    pub(crate) key: Option<Arc<AuthedKey>>,
+    pub(crate) model_requested: Option<String>,
+    pub(crate) model_served: Option<String>,
+    pub(crate) served_by: Option<Arc<Entry>>,
+    pub(crate) attempts: Vec<Attempt>,
+    pub(crate) status: u16,
+    pub(crate) error_kind: Option<&'static str>,
+    pub(crate) streamed: bool,
+    pub(crate) usage: Option<Usage>,
+    /// The request in the chat shape, for estimating its tokens when no usage came.
+    pub(crate) request: Option<Arc<Value>>,
+    pub(crate) content: Generated,
+    pub(crate) ttfb: Option<Duration>,
+    /// Set once the request's record has been handed to the log writer.
+    pub(crate) logged: bool,
+    /// The front door whose shape errors are written in.
+    pub(crate) error_shape: Door,
+    /// What the gateway changed in the request, for the log row.
+    pub(crate) note: Option<&'static str>,
+    sink: LogSink,
+    pricing: Arc<Pricing>,
+    /// The key's limits: the permit held while the request runs, or the refusal.
+    pub(crate) limits: limits::Gate,
+}
+
+impl Ctx {
+    pub fn new(sink: LogSink, pricing: Arc<Pricing>) -> Self {
+        Self {
+            start: Instant::now(),
+            started_at: OffsetDateTime::now_utc(),
+            request_id: Uuid::now_v7(),
+            door: None,
+            key: None,
+            model_requested: None,
+            model_served: None,
+            served_by: None,
+            attempts: Vec::new(),
+            status: 0,
+            error_kind: None,
+            streamed: false,
+            usage: None,
+            request: None,
+            content: Generated::default(),
+            ttfb: None,
+            logged: false,
+            error_shape: Door::Chat,
+            note: None,
+            sink,
+            pricing,
+            limits: limits::Gate::default(),
+        }
+    }
+
+    /// Hands the request's one record to the log writer (nothing for unlogged routes).
+    pub fn log(&mut self) {
+        if self.logged {
+            return;
+        }
+        self.logged = true;
+        if let Some(record) = record::build(self, &self.pricing) {
+            self.sink.send(record);
+        }
+    }
+}
+
+/// How a request ended early.
+pub enum Stop {
+    /// Answer with this error (nothing sent yet).
+    Respond(GatewayError),
+    /// The client went away.
+    ClientGone,
+    /// A committed non-stream answer broke: close without completing the body.
+    Abort(Box<Error>),
+}
+
+impl From<GatewayError> for Stop {
+    fn from(e: GatewayError) -> Self {
+        Stop::Respond(e)
+    }
+}
+
+impl Drop for Ctx {
+    /// A request whose task was dropped before `logging` ran — cut off when the shutdown
+    /// grace period ended — still gets its one record.
+    fn drop(&mut self) {
+        if self.logged || self.door.is_none() {
+            return;
+        }
+        self.error_kind = Some("cancelled_at_shutdown");
+        // Whatever had been sent, the answer did not reach its end.
+        if self.status == 0 || self.status == 200 {
+            self.status = 503;
+        }
+        self.log();
+    }
+}
