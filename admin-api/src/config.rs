@@ -76,6 +76,8 @@ pub struct Config {
     pub db_pool_size: usize,
     #[command(flatten)]
     pub auth: AuthSettings,
+    #[command(flatten)]
+    pub teams: crate::teams::TeamSettings,
 }
 
 pub const DEFAULT_REFRESH_TTL_SECONDS: u64 = 30 * 24 * 3600;
@@ -119,6 +121,16 @@ impl Default for AuthSettings {
 }
 
 impl Config {
+    /// Base URL of the dashboard in emailed links.
+    pub fn public_url(&self) -> String {
+        self.teams
+            .admin_public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.admin_addr))
+            .trim_end_matches('/')
+            .to_string()
+    }
+
     pub fn gateway_url(&self) -> String {
         self.gateway_public_url
             .clone()

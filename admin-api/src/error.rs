@@ -36,6 +36,12 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{0}")]
     Conflict(String),
+    /// A conflict with its own code, e.g. removing the last owner.
+    #[error("{message}")]
+    ConflictCode { code: &'static str, message: String },
+    /// Authenticated and a member, but not allowed to do this.
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
     #[error("request body too large")]
     PayloadTooLarge,
     #[error("{0}")]
@@ -125,6 +131,20 @@ impl ApiError {
         }
     }
 
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Forbidden {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::ConflictCode {
+            code,
+            message: message.into(),
+        }
+    }
+
     pub fn internal(e: impl std::fmt::Display) -> Self {
         ApiError::Internal(e.to_string())
     }
@@ -138,6 +158,8 @@ impl ApiError {
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::ConflictCode { code, .. } => (StatusCode::CONFLICT, code),
+            ApiError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, code),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")

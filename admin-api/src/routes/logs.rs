@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::Json;
 use perpetuo_core::db::logs::{Attempt, LogQuery, LogRecord};
 use perpetuo_core::db::{self, DbError};
@@ -12,9 +12,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::dto::{parse_time, usd};
-use super::member_workspace;
+use crate::access::Member;
 use crate::error::{ApiError, FieldErrors};
-use crate::extract::AuthUser;
 use crate::state::AppState;
 
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -177,11 +176,10 @@ fn parse_query(workspace_id: Uuid, q: &HashMap<String, String>) -> Result<LogQue
               (status = 404, body = crate::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
-    user: AuthUser,
-    Path(id): Path<String>,
+    member: Member,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<LogPageDto>, ApiError> {
-    let ws = member_workspace(&state, user, &id).await?;
+    let ws = &member.workspace;
     let query = parse_query(ws.id, &q)?;
     let client = state.pool.get().await.map_err(DbError::from)?;
     let page = db::logs::list(&client, &query).await?;

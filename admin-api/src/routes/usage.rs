@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::Json;
 use perpetuo_core::db::usage::{Granularity, Totals};
 use perpetuo_core::db::{self, DbError};
@@ -13,9 +13,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::dto::{parse_time, usd};
-use super::member_workspace;
+use crate::access::Member;
 use crate::error::{ApiError, FieldErrors};
-use crate::extract::AuthUser;
 use crate::state::AppState;
 
 const DEFAULT_RANGE_DAYS: i64 = 30;
@@ -118,11 +117,10 @@ fn parse_range(q: &HashMap<String, String>) -> Result<(OffsetDateTime, OffsetDat
               (status = 404, body = crate::error::ErrorBody)))]
 pub async fn summary(
     State(state): State<AppState>,
-    user: AuthUser,
-    Path(id): Path<String>,
+    member: Member,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<UsageDto>, ApiError> {
-    let ws = member_workspace(&state, user, &id).await?;
+    let ws = &member.workspace;
     let (from, to) = parse_range(&q)?;
     let g = Granularity::for_range(from, to);
     let client = state.pool.get().await.map_err(DbError::from)?;
@@ -152,11 +150,10 @@ pub async fn summary(
               (status = 404, body = crate::error::ErrorBody)))]
 pub async fn by_provider(
     State(state): State<AppState>,
-    user: AuthUser,
-    Path(id): Path<String>,
+    member: Member,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<ByProviderDto>, ApiError> {
-    let ws = member_workspace(&state, user, &id).await?;
+    let ws = &member.workspace;
     let (from, to) = parse_range(&q)?;
     let client = state.pool.get().await.map_err(DbError::from)?;
     let rows = db::usage::by_provider(&client, ws.id, from, to).await?;

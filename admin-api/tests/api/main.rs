@@ -12,6 +12,7 @@ mod limits;
 mod logs;
 mod providers;
 mod sessions;
+mod teams;
 mod text_inputs;
 mod throttling;
 mod usage;

@@ -48,6 +48,7 @@ async fn revocation_through_the_admin_api_reaches_a_running_gateway_within_a_sec
         jwt_ttl_seconds: 600,
         db_pool_size: 4,
         auth: Default::default(),
+        teams: Default::default(),
     })
     .await
     .unwrap();
