@@ -126,6 +126,7 @@ impl Config {
         self.teams
             .admin_public_url
             .clone()
+            .filter(|u| !u.trim().is_empty())
             .unwrap_or_else(|| format!("http://{}", self.admin_addr))
             .trim_end_matches('/')
             .to_string()

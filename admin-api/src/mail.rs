@@ -49,10 +49,10 @@ pub struct Mailer {
 impl Mailer {
     pub fn new(settings: &TeamSettings) -> Result<Self, MailError> {
         let from: Mailbox = settings.mail_from.parse().map_err(|_| MailError::From)?;
-        let smtp = match &settings.smtp_url {
+        let smtp = match settings.smtp_url() {
             None => None,
             Some(url) => Some(
-                AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose())
+                AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
                     // The error text may quote the URL, which can hold a password.
                     .map_err(|_| MailError::Config("not a usable SMTP URL".into()))?
                     .timeout(Some(SMTP_TIMEOUT))

@@ -7,11 +7,12 @@ use perpetuo_core::db::{self, Pool};
 use perpetuo_core::Secret;
 use time::OffsetDateTime;
 
+pub const DEFAULT_MAIL_FROM: &str = "Perpetuo <perpetuo@localhost>";
 pub const DEFAULT_DELETED_RETENTION_DAYS: u32 = 30;
 pub const DEFAULT_RESEND_COOLDOWN_SECONDS: u64 = 60;
 
 /// Whether accounts must verify their email before creating API keys or providers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verification {
     /// Required when SMTP is configured, off otherwise.
     Auto,
@@ -23,14 +24,15 @@ pub enum Verification {
 pub struct TeamSettings {
     /// SMTP server for invitations, verification and password-reset emails:
     /// `smtp://host:25` (plain), `smtp://user:pass@host:587?tls=required` (STARTTLS) or
-    /// `smtps://user:pass@host:465`. Unset: links are written to this process's log.
+    /// `smtps://user:pass@host:465`. Unset or empty: links are written to this process's
+    /// log.
     #[arg(long, env = "SMTP_URL", value_parser = parse_smtp_url, hide_env_values = true)]
     pub smtp_url: Option<Secret<String>>,
-    /// Sender of those emails, e.g. `Perpetuo <perpetuo@example.com>`.
-    #[arg(long, env = "MAIL_FROM", default_value = "Perpetuo <perpetuo@localhost>", value_parser = parse_mailbox)]
+    /// Sender of those emails, e.g. `Perpetuo <perpetuo@example.com>` (empty: the default).
+    #[arg(long, env = "MAIL_FROM", default_value = DEFAULT_MAIL_FROM, value_parser = parse_mailbox)]
     pub mail_from: String,
-    /// `auto` (required when SMTP_URL is set), `required` or `off`.
-    #[arg(long, env = "EMAIL_VERIFICATION", value_enum, default_value = "auto")]
+    /// `auto` (required when SMTP_URL is set; also when empty), `required` or `off`.
+    #[arg(long, env = "EMAIL_VERIFICATION", default_value = "auto", value_parser = parse_verification)]
     pub email_verification: Verification,
     /// Base URL of the dashboard used in emailed links (default: http://ADMIN_ADDR).
     #[arg(long, env = "ADMIN_PUBLIC_URL")]
@@ -47,7 +49,7 @@ impl Default for TeamSettings {
     fn default() -> Self {
         Self {
             smtp_url: None,
-            mail_from: "Perpetuo <perpetuo@localhost>".into(),
+            mail_from: DEFAULT_MAIL_FROM.into(),
             email_verification: Verification::Auto,
             admin_public_url: None,
             deleted_workspace_retention_days: DEFAULT_DELETED_RETENTION_DAYS,
@@ -57,9 +59,17 @@ impl Default for TeamSettings {
 }
 
 impl TeamSettings {
+    /// The SMTP URL, if one is set (an empty value counts as unset, as compose passes it).
+    pub fn smtp_url(&self) -> Option<&str> {
+        self.smtp_url
+            .as_ref()
+            .map(|u| u.expose().as_str())
+            .filter(|u| !u.is_empty())
+    }
+
     pub fn verification_required(&self) -> bool {
         match self.email_verification {
-            Verification::Auto => self.smtp_url.is_some(),
+            Verification::Auto => self.smtp_url().is_some(),
             Verification::Required => true,
             Verification::Off => false,
         }
@@ -67,6 +77,9 @@ impl TeamSettings {
 }
 
 fn parse_smtp_url(s: &str) -> Result<Secret<String>, String> {
+    if s.trim().is_empty() {
+        return Ok(Secret::new(String::new()));
+    }
     let url = url::Url::parse(s).map_err(|_| "must be an smtp:// or smtps:// URL".to_string())?;
     if !matches!(url.scheme(), "smtp" | "smtps") || url.host_str().is_none() {
         return Err("must be an smtp:// or smtps:// URL with a host".into());
@@ -74,7 +87,19 @@ fn parse_smtp_url(s: &str) -> Result<Secret<String>, String> {
     Ok(Secret::new(s.to_string()))
 }
 
+fn parse_verification(s: &str) -> Result<Verification, String> {
+    match s.trim() {
+        "" | "auto" => Ok(Verification::Auto),
+        "required" => Ok(Verification::Required),
+        "off" => Ok(Verification::Off),
+        _ => Err("must be auto, required or off".into()),
+    }
+}
+
 fn parse_mailbox(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Ok(DEFAULT_MAIL_FROM.to_string());
+    }
     s.parse::<lettre::message::Mailbox>()
         .map(|_| s.to_string())
         .map_err(|_| "must be an address such as `Perpetuo <perpetuo@example.com>`".into())
