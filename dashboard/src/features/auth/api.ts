@@ -1,5 +1,5 @@
 import { api } from '../../lib/api';
-import type { Credentials, LoginResponse, MeResponse, SignupResponse } from './schema';
+import type { Credentials, LoginResponse, MeResponse, SignupResponse, User } from './schema';
 
 export function signup(credentials: Credentials) {
   return api.post<SignupResponse>('/auth/signup', credentials, { auth: false });
@@ -16,4 +16,20 @@ export function fetchMe(signal?: AbortSignal) {
 /** Ends the session on the server (its refresh token and access tokens). */
 export function logout() {
   return api.logout();
+}
+
+export function verifyEmail(token: string) {
+  return api.post<User>('/auth/verify-email', { token }, { auth: false, silent: true });
+}
+
+export function resendVerification() {
+  return api.post<{ message: string }>('/auth/verify-email/resend');
+}
+
+export function requestPasswordReset(email: string) {
+  return api.post<{ message: string }>('/auth/password-reset', { email }, { auth: false });
+}
+
+export function confirmPasswordReset(token: string, newPassword: string) {
+  return api.post<void>('/auth/password-reset/confirm', { token, new_password: newPassword }, { auth: false, silent: true });
 }

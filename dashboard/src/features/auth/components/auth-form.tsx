@@ -1,5 +1,5 @@
 import { useState, type FormEvent } from 'react';
-import { Link } from 'react-router-dom';
+import { Link, useLocation } from 'react-router-dom';
 import { ApiError, fieldErrors } from '../../../lib/api';
 import { Button } from '../../../components/ui/button';
 import { TextField } from '../../../components/ui/field';
@@ -9,6 +9,7 @@ import { MIN_PASSWORD_LENGTH, validateCredentials, type CredentialErrors } from 
 
 export function AuthForm({ mode }: { mode: 'login' | 'signup' }) {
   const session = useSession();
+  const location = useLocation();
   const [email, setEmail] = useState('');
   const [password, setPassword] = useState('');
   const [errors, setErrors] = useState<CredentialErrors>({});
@@ -80,11 +81,13 @@ export function AuthForm({ mode }: { mode: 'login' | 'signup' }) {
         <p className="auth-switch">
           {isSignup ? (
             <>
-              Already have an account? <Link to="/login">Log in</Link>
+              Already have an account? <Link to="/login" state={location.state}>Log in</Link>
             </>
           ) : (
             <>
-              New here? <Link to="/signup">Create an account</Link>
+              New here? <Link to="/signup" state={location.state}>Create an account</Link>
+              <br />
+              <Link to="/forgot-password">Forgot your password?</Link>
             </>
           )}
         </p>
