@@ -301,3 +301,35 @@ pub fn document(doc: &mut OpenApi) {
 pub fn snapshot<T: serde::Serialize>(value: &T) -> Option<Value> {
     serde_json::to_value(value).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_has_one_rule_per_route_and_roles_only_on_workspace_routes() {
+        for (i, a) in RULES.iter().enumerate() {
+            for b in &RULES[i + 1..] {
+                assert!(
+                    !(a.method == b.method && a.path == b.path),
+                    "{} {} has two rules",
+                    a.method,
+                    a.path
+                );
+            }
+            let scoped = a.path.starts_with("/workspaces/{id}");
+            assert_eq!(
+                matches!(a.access, Access::Role(_)),
+                scoped,
+                "{} {}: a role needs the workspace in the path, and a workspace route needs a role",
+                a.method,
+                a.path
+            );
+        }
+        assert_eq!(
+            find(&Method::HEAD, "/healthz").map(|r| r.access),
+            Some(Access::Public)
+        );
+        assert!(find(&Method::PATCH, "/workspaces/{id}").is_none());
+    }
+}
