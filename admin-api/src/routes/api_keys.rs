@@ -15,7 +15,7 @@ use perpetuo_core::email::Email;
 use super::dto::{parse_time, usd, ApiKeyDto, LimitsDto, ListOf};
 use crate::access::{insufficient, snapshot, Member};
 use crate::error::{ApiError, FieldErrors};
-use crate::extract::{parse_id, ApiJson};
+use crate::extract::{parse_id, ApiJson, Conn};
 use crate::state::AppState;
 use perpetuo_core::db::api_keys::ApiKey;
 use perpetuo_core::db::workspaces::Role;
@@ -179,12 +179,8 @@ pub struct CreatedApiKey {
 #[utoipa::path(get, path = "/workspaces/{id}/api-keys", tag = "api-keys", security(("bearer" = [])),
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 200, body = ListOf<ApiKeyDto>), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn list(
-    State(state): State<AppState>,
-    member: Member,
-) -> Result<Json<ListOf<ApiKeyDto>>, ApiError> {
+pub async fn list(Conn(client): Conn, member: Member) -> Result<Json<ListOf<ApiKeyDto>>, ApiError> {
     let ws = &member.workspace;
-    let client = state.pool.get().await.map_err(DbError::from)?;
     let rows = db::api_keys::list(&client, ws.id).await?;
     Ok(Json(ListOf {
         data: rows.into_iter().map(Into::into).collect(),
@@ -249,7 +245,7 @@ pub async fn create(
     responses((status = 200, body = ApiKeyDto), (status = 400, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody)))]
 pub async fn update(
-    State(state): State<AppState>,
+    Conn(mut client): Conn,
     member: Member,
     Path((_id, kid)): Path<(String, String)>,
     ApiJson(body): ApiJson<KeySettingsInput>,
@@ -258,7 +254,6 @@ pub async fn update(
     let kid = parse_id(&kid)?;
     let mut errs = FieldErrors::default();
     let settings = body.parse(&mut errs);
-    let mut client = state.pool.get().await.map_err(DbError::from)?;
     let before: ApiKeyDto = managed_key(&client, &member, kid).await?.into();
     errs.into_result()?;
     let tx = client.transaction().await.map_err(DbError::from)?;
@@ -286,13 +281,12 @@ pub async fn update(
     params(("id" = String, Path, description = "workspace id"), ("kid" = String, Path, description = "API key id")),
     responses((status = 200, body = KeyLimitsDto), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn limits(
-    State(state): State<AppState>,
+    Conn(client): Conn,
     member: Member,
     Path((_id, kid)): Path<(String, String)>,
 ) -> Result<Json<KeyLimitsDto>, ApiError> {
     let ws = &member.workspace;
     let kid = parse_id(&kid)?;
-    let client = state.pool.get().await.map_err(DbError::from)?;
     let key = db::api_keys::get(&client, ws.id, kid)
         .await?
         .ok_or(ApiError::NotFound)?;
@@ -324,13 +318,12 @@ pub async fn limits(
     params(("id" = String, Path, description = "workspace id"), ("kid" = String, Path, description = "API key id")),
     responses((status = 200, body = ApiKeyDto), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn revoke(
-    State(state): State<AppState>,
+    Conn(mut client): Conn,
     member: Member,
     Path((_id, kid)): Path<(String, String)>,
 ) -> Result<Json<ApiKeyDto>, ApiError> {
     let ws = &member.workspace;
     let kid = parse_id(&kid)?;
-    let mut client = state.pool.get().await.map_err(DbError::from)?;
     let tx = client.transaction().await.map_err(DbError::from)?;
     let before: ApiKeyDto = managed_key(&tx, &member, kid).await?.into();
     let row: ApiKeyDto = db::api_keys::revoke(&tx, ws.id, kid)
@@ -354,13 +347,12 @@ pub async fn revoke(
     params(("id" = String, Path, description = "workspace id"), ("kid" = String, Path, description = "API key id")),
     responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn delete(
-    State(state): State<AppState>,
+    Conn(mut client): Conn,
     member: Member,
     Path((_id, kid)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let ws = &member.workspace;
     let kid = parse_id(&kid)?;
-    let mut client = state.pool.get().await.map_err(DbError::from)?;
     let tx = client.transaction().await.map_err(DbError::from)?;
     let before: ApiKeyDto = managed_key(&tx, &member, kid).await?.into();
     if !db::api_keys::delete(&tx, ws.id, kid).await? {

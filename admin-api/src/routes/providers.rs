@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::dto::ListOf;
 use crate::access::{snapshot, Member};
 use crate::error::{ApiError, FieldErrors};
-use crate::extract::{parse_id, ApiJson};
+use crate::extract::{parse_id, ApiJson, Conn};
 use crate::state::AppState;
 
 const MAX_MODELS: usize = 500;
@@ -298,11 +298,10 @@ fn name_conflict(e: DbError) -> ApiError {
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 200, body = ListOf<ProviderDto>), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn list(
-    State(state): State<AppState>,
+    Conn(client): Conn,
     member: Member,
 ) -> Result<Json<ListOf<ProviderDto>>, ApiError> {
     let ws = &member.workspace;
-    let client = state.pool.get().await.map_err(DbError::from)?;
     let rows = db::providers::list(&client, ws.id).await?;
     Ok(Json(ListOf {
         data: rows.into_iter().map(Into::into).collect(),
@@ -426,13 +425,12 @@ pub async fn update(
     params(("id" = String, Path, description = "workspace id"), ("pid" = String, Path, description = "provider entry id")),
     responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn delete(
-    State(state): State<AppState>,
+    Conn(mut client): Conn,
     member: Member,
     Path((_id, pid)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let ws = &member.workspace;
     let pid = parse_id(&pid)?;
-    let mut client = state.pool.get().await.map_err(DbError::from)?;
     let tx = client.transaction().await.map_err(DbError::from)?;
     let current = db::providers::get(&tx, ws.id, pid)
         .await?

@@ -43,10 +43,9 @@ fn parse_name(input: &WorkspaceInput) -> Result<String, ApiError> {
 #[utoipa::path(get, path = "/workspaces", tag = "workspaces", security(("bearer" = [])),
     responses((status = 200, body = ListOf<WorkspaceDto>), (status = 401, body = crate::error::ErrorBody)))]
 pub async fn list(
-    State(state): State<AppState>,
+    Conn(client): Conn,
     user: AuthUser,
 ) -> Result<Json<ListOf<WorkspaceDto>>, ApiError> {
-    let client = state.pool.get().await.map_err(DbError::from)?;
     let rows = db::workspaces::list_for_user(&client, user.id).await?;
     Ok(Json(ListOf {
         data: rows.into_iter().map(Into::into).collect(),
@@ -57,12 +56,11 @@ pub async fn list(
 #[utoipa::path(post, path = "/workspaces", tag = "workspaces", security(("bearer" = [])), request_body = WorkspaceInput,
     responses((status = 201, body = WorkspaceDto), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn create(
-    State(state): State<AppState>,
+    Conn(mut client): Conn,
     user: AuthUser,
     ApiJson(body): ApiJson<WorkspaceInput>,
 ) -> Result<(StatusCode, Json<WorkspaceDto>), ApiError> {
     let name = parse_name(&body)?;
-    let mut client = state.pool.get().await.map_err(DbError::from)?;
     let tx = client.transaction().await.map_err(DbError::from)?;
     let ws = db::workspaces::create(&tx, &name, user.id).await?;
     tx.commit().await.map_err(DbError::from)?;
