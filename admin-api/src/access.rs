@@ -82,6 +82,7 @@ pub const RULES: &[Rule] = &[
     rule("POST", "/auth/logout", User),
     rule("POST", "/auth/password", User),
     rule("GET", "/auth/me", User),
+    rule("GET", "/auth/events", User),
     rule("POST", "/auth/verify-email/resend", User),
     rule("POST", "/invitations/accept", User),
     rule("GET", "/workspaces", User),

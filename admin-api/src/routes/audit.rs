@@ -1,4 +1,5 @@
-//! A workspace's audit log: every change made through the admin API, newest first.
+//! A workspace's audit log: every change made through the admin API, newest first; and an
+//! account's own events outside any workspace (failed logins, password resets).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -12,9 +13,10 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::dto::ListOf;
 use crate::access::Member;
 use crate::error::{ApiError, FieldErrors};
-use crate::extract::Conn;
+use crate::extract::{AuthUser, Conn};
 
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 200;
@@ -125,5 +127,21 @@ pub async fn list(
         page,
         limit,
         total,
+    }))
+}
+
+/// Events of an account kept outside any workspace.
+const ACCOUNT_EVENTS: i64 = 50;
+
+/// The caller's own account events (failed logins, password resets), newest 50.
+#[utoipa::path(get, path = "/auth/events", tag = "audit", security(("bearer" = [])),
+    responses((status = 200, body = ListOf<AuditEntryDto>), (status = 401, body = crate::error::ErrorBody)))]
+pub async fn account_events(
+    user: AuthUser,
+    Conn(client): Conn,
+) -> Result<Json<ListOf<AuditEntryDto>>, ApiError> {
+    let rows = db::audit::for_account(&client, user.id, ACCOUNT_EVENTS).await?;
+    Ok(Json(ListOf {
+        data: rows.into_iter().map(Into::into).collect(),
     }))
 }

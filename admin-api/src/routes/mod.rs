@@ -47,6 +47,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(invitations::list, invitations::create))
         .routes(routes!(invitations::revoke))
         .routes(routes!(audit::list))
+        .routes(routes!(audit::account_events))
         .routes(routes!(providers::list, providers::create))
         .routes(routes!(providers::update, providers::delete))
         .routes(routes!(api_keys::list, api_keys::create))

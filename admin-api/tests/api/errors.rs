@@ -121,6 +121,7 @@ async fn openapi_lists_every_route() {
         ("/workspaces/{id}/invitations", "post"),
         ("/workspaces/{id}/invitations/{iid}", "delete"),
         ("/workspaces/{id}/audit", "get"),
+        ("/auth/events", "get"),
     ];
     for (path, method) in expected {
         assert!(

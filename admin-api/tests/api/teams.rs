@@ -999,7 +999,14 @@ async fn the_audit_log_records_who_changed_what() {
     let (status, _) = app.get(&format!("{audit}?actor=me"), &t.owner.token).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
-    // The failed login is kept against the account, outside any workspace.
+    // The failed login is kept against the account, outside any workspace, and the
+    // account sees it.
+    let (status, events) = app.get("/auth/events", &t.member.token).await;
+    assert_eq!(status, StatusCode::OK, "{events}");
+    assert_eq!(events["data"][0]["action"], "auth.login_failed");
+    assert_eq!(events["data"][0]["ip"], "127.0.0.1");
+    let (_, others) = app.get("/auth/events", &t.admin.token).await;
+    assert!(others["data"].as_array().unwrap().is_empty(), "{others}");
     let failures: i64 = app
         .client()
         .await

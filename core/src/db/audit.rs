@@ -143,3 +143,22 @@ pub async fn list(
         .await?;
     Ok((rows.iter().map(from_row).collect(), total))
 }
+
+/// An account's own recorded events outside any workspace (failed logins, password
+/// resets), newest first.
+pub async fn for_account(
+    db: &impl GenericClient,
+    actor: Uuid,
+    limit: i64,
+) -> Result<Vec<Entry>, DbError> {
+    let rows = db
+        .query(
+            "SELECT id, created_at, workspace_id, actor_id, actor_email, ip, action,
+                    target_type, target_id, before, after
+             FROM audit_log WHERE actor_id = $1 AND workspace_id IS NULL
+             ORDER BY created_at DESC, id DESC LIMIT $2",
+            &[&actor, &limit],
+        )
+        .await?;
+    Ok(rows.iter().map(from_row).collect())
+}
