@@ -1020,3 +1020,35 @@ async fn the_audit_log_records_who_changed_what() {
         .get(0);
     assert_eq!(failures, 1);
 }
+
+#[tokio::test]
+async fn an_invitation_that_cannot_be_mailed_is_not_kept() {
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("smtp://127.0.0.1:{}", closed.local_addr().unwrap().port());
+    drop(closed);
+    let app = TestApp::spawn_configured(|c| {
+        c.teams.smtp_url = Some(perpetuo_core::Secret::new(url));
+        c.teams.email_verification = perpetuo_admin::teams::Verification::Off;
+    })
+    .await;
+    let owner = app.signup("owner@example.com").await;
+    let url = format!("/workspaces/{}/invitations", owner.workspace);
+    let (status, b) = app
+        .post(
+            &url,
+            &owner.token,
+            json!({"email": "b@example.com", "role": "member"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    let (_, pending) = app.get(&url, &owner.token).await;
+    assert!(pending["data"].as_array().unwrap().is_empty(), "{pending}");
+    let (_, audit) = app
+        .get(
+            &format!("/workspaces/{}/audit", owner.workspace),
+            &owner.token,
+        )
+        .await;
+    assert_eq!(audit["total"], 0, "{audit}");
+}
