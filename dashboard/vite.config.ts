@@ -3,7 +3,7 @@ import react from '@vitejs/plugin-react';
 
 // API paths served by the admin API; the dev server forwards them so the
 // dashboard and the API share one origin, as they do in production.
-const API_PATHS = ['/auth', '/workspaces', '/healthz', '/openapi.json', '/meta'];
+const API_PATHS = ['/auth', '/workspaces', '/invitations', '/healthz', '/openapi.json', '/meta'];
 const API_TARGET = process.env.PERPETUO_ADMIN_URL ?? 'http://127.0.0.1:3000';
 
 export default defineConfig({

@@ -15,13 +15,15 @@ pub enum CreateError {
     Db(#[from] DbError),
 }
 
-/// Inserts the user and their workspace; call inside the caller's transaction.
+/// Inserts the user (`verified` when no email verification is asked of it) and their
+/// workspace; call inside the caller's transaction.
 pub async fn create(
     tx: &impl db::GenericClient,
     email: &Email,
     password_hash: &str,
+    verified: bool,
 ) -> Result<(User, Workspace), CreateError> {
-    let user = match db::users::insert(tx, email, password_hash).await {
+    let user = match db::users::insert_with(tx, email, password_hash, verified).await {
         Ok(u) => u,
         Err(e) if e.unique_violation() == Some(db::users::EMAIL_UNIQUE) => {
             return Err(CreateError::EmailTaken)

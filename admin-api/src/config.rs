@@ -91,6 +91,8 @@ pub struct Config {
     pub db_pool_size: usize,
     #[command(flatten)]
     pub auth: AuthSettings,
+    #[command(flatten)]
+    pub teams: crate::teams::TeamSettings,
 }
 
 pub const DEFAULT_REFRESH_TTL_SECONDS: u64 = 30 * 24 * 3600;
@@ -146,6 +148,17 @@ impl Config {
             Some(previous) => self.master_key.clone().with_previous(previous),
             None => self.master_key.clone(),
         }
+    }
+
+    /// Base URL of the dashboard in emailed links.
+    pub fn public_url(&self) -> String {
+        self.teams
+            .admin_public_url
+            .clone()
+            .filter(|u| !u.trim().is_empty())
+            .unwrap_or_else(|| format!("http://{}", self.admin_addr))
+            .trim_end_matches('/')
+            .to_string()
     }
 
     pub fn gateway_url(&self) -> String {

@@ -30,15 +30,19 @@ pub enum ApiError {
     BadRequest(&'static str, String),
     #[error("{}", .0.message())]
     Unauthorized(AuthError),
-    /// Refused whoever asks, with its own code (e.g. signup closed by the operator).
-    #[error("{1}")]
-    Forbidden(&'static str, String),
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("{0}")]
     Conflict(String),
+    /// A conflict with its own code, e.g. removing the last owner.
+    #[error("{message}")]
+    ConflictCode { code: &'static str, message: String },
+    /// Not allowed, with its own code: a role too low, an unverified email, signup closed
+    /// by the operator.
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
     #[error("request body too large")]
     PayloadTooLarge,
     #[error("{0}")]
@@ -128,6 +132,20 @@ impl ApiError {
         }
     }
 
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Forbidden {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::ConflictCode {
+            code,
+            message: message.into(),
+        }
+    }
+
     pub fn internal(e: impl std::fmt::Display) -> Self {
         ApiError::Internal(e.to_string())
     }
@@ -138,10 +156,11 @@ impl ApiError {
             ApiError::InvalidField { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::BadRequest(code, _) => (StatusCode::BAD_REQUEST, code),
             ApiError::Unauthorized(why) => (StatusCode::UNAUTHORIZED, why.code()),
-            ApiError::Forbidden(code, _) => (StatusCode::FORBIDDEN, code),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::ConflictCode { code, .. } => (StatusCode::CONFLICT, code),
+            ApiError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, code),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")

@@ -1,5 +1,6 @@
-//! Extractors: the authenticated user, the client address, JSON bodies with our rejection
-//! shape, and path ids that answer 404 for anything malformed.
+//! Extractors: the authenticated user, a database connection, the client address, JSON
+//! bodies with our rejection shape, and path ids that answer 404 for anything malformed.
+//! The workspace member of a request is `access::Member`.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -29,6 +30,10 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // Already checked by `access::enforce` for this request.
+        if let Some(user) = parts.extensions.get::<AuthUser>() {
+            return Ok(*user);
+        }
         let state = AppState::from_ref(state);
         let header = parts
             .headers
@@ -54,6 +59,23 @@ where
             id: claims.sub,
             session: claims.sid,
         })
+    }
+}
+
+/// A pooled database connection; 503 when the database cannot be reached.
+pub struct Conn(pub db::Client);
+
+impl<S> FromRequestParts<S> for Conn
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let client = state.pool.get().await.map_err(DbError::from)?;
+        Ok(Conn(client))
     }
 }
 

@@ -7,9 +7,9 @@ use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Perpetuo admin API", description = "Accounts, workspaces, provider entries, API keys, logs and usage of the Perpetuo LLM gateway."),
+    info(title = "Perpetuo admin API", description = "Accounts, workspaces and their members, provider entries, API keys, logs, usage and the audit log of the Perpetuo LLM gateway. Each operation states the least access it needs (`x-required-role`: public, user, viewer, member, admin or owner)."),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "workspaces"), (name = "providers"), (name = "api-keys"), (name = "logs"), (name = "usage"), (name = "meta"))
+    tags((name = "auth"), (name = "workspaces"), (name = "members"), (name = "audit"), (name = "providers"), (name = "api-keys"), (name = "logs"), (name = "usage"), (name = "meta"))
 )]
 pub struct ApiDoc;
 

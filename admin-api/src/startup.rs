@@ -54,11 +54,15 @@ pub enum StartupError {
     Serve(std::io::Error),
     #[error("CORS_ALLOWED_ORIGINS: `{0}` is not a valid origin")]
     Cors(String),
+    #[error("{0}")]
+    Mail(#[from] crate::mail::MailError),
 }
 
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    pool: db::Pool,
+    deleted_retention_days: u32,
 }
 
 /// `perpetuo-admin migrate`: schema migrations, then provider keys sealed under an older
@@ -101,9 +105,13 @@ impl Application {
         if let Err(e) = hasher.warm_up().await {
             tracing::warn!("password hasher warm-up: {e}");
         }
+        let mailer = crate::mail::Mailer::new(&config.teams)?;
+        if !mailer.is_configured() {
+            tracing::info!("SMTP_URL is not set: emailed links are written to this log");
+        }
         let state = AppState {
             inner: Arc::new(Inner {
-                pool,
+                pool: pool.clone(),
                 jwt: JwtKeys::new(
                     config.jwt_secret.expose().as_bytes(),
                     config.jwt_ttl_seconds,
@@ -117,6 +125,14 @@ impl Application {
                 upstream_policy: config.allowed_private_upstreams.clone(),
                 resolver: Resolver::from_system(),
                 gateway_url: config.gateway_url(),
+                mailer,
+                public_url: config.public_url(),
+                verification_required: config.teams.verification_required(),
+                resend_cooldown_seconds: i64::try_from(
+                    config.teams.verification_resend_cooldown_seconds,
+                )
+                .unwrap_or(i64::MAX / 2),
+                deleted_retention_days: config.teams.deleted_workspace_retention_days,
             }),
         };
         let router = app(state, &config)?;
@@ -126,7 +142,12 @@ impl Application {
                 addr: config.admin_addr,
                 source,
             })?;
-        Ok(Self { listener, router })
+        Ok(Self {
+            listener,
+            router,
+            pool,
+            deleted_retention_days: config.teams.deleted_workspace_retention_days,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -144,10 +165,12 @@ impl Application {
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(StartupError::Serve)
+        let serve = axum::serve(self.listener, service).with_graceful_shutdown(shutdown_signal());
+        // The purge never ends on its own; it stops with the server.
+        tokio::select! {
+            served = serve => served.map_err(StartupError::Serve),
+            () = crate::teams::purge_loop(self.pool, self.deleted_retention_days) => Ok(()),
+        }
     }
 }
 
@@ -174,12 +197,18 @@ pub fn app(state: AppState, config: &Config) -> Result<Router, StartupError> {
         .merge(crate::routes::router())
         .split_for_parts();
     crate::openapi::finish(&mut doc);
+    crate::access::document(&mut doc);
     let doc = Arc::new(doc);
     let mut router = api
         .route(
             "/openapi.json",
             get(move || async move { Json(doc.as_ref().clone()) }),
         )
+        // Every route above answers to `access::RULES`.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::access::enforce,
+        ))
         .with_state(state)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .fallback_service(dashboard(config))

@@ -9,6 +9,7 @@ use perpetuo_core::password::Hasher;
 use perpetuo_core::upstream::UpstreamPolicy;
 
 use crate::jwt::JwtKeys;
+use crate::mail::Mailer;
 use crate::throttle::AuthThrottle;
 
 #[derive(Clone)]
@@ -29,6 +30,14 @@ pub struct Inner {
     pub upstream_policy: UpstreamPolicy,
     pub resolver: Resolver,
     pub gateway_url: String,
+    pub mailer: Mailer,
+    /// Base URL of the dashboard in emailed links.
+    pub public_url: String,
+    /// Whether unverified accounts are kept from creating API keys and providers.
+    pub verification_required: bool,
+    pub resend_cooldown_seconds: i64,
+    /// Days a deleted workspace's logs and counters are kept.
+    pub deleted_retention_days: u32,
 }
 
 impl std::ops::Deref for AppState {

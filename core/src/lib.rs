@@ -14,6 +14,7 @@ pub mod pricing;
 pub mod provider;
 pub mod secret;
 pub mod text;
+pub mod token;
 pub mod upstream;
 
 #[cfg(feature = "test-util")]

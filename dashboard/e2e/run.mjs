@@ -10,6 +10,8 @@
 //   DATABASE_URL                      a fresh, empty PostgreSQL database
 //   DASHBOARD_DIR                     built dashboard (default: ../dist)
 //   CHROMIUM_PATH                     browser binary (default: /usr/bin/chromium)
+//   PERPETUO_PYTHON                   Python with aiosmtpd, for the SMTP server the admin
+//                                     API sends invitations to (default: python3)
 //   E2E_HEADFUL=1                     show the browser (for debugging)
 
 import { spawn } from 'node:child_process';
@@ -133,6 +135,47 @@ function tcpConnects(port) {
       resolve(false);
     });
   });
+}
+
+/**
+ * A real SMTP server (aiosmtpd, the admin API tests' sink) on a free loopback port; it
+ * keeps every message it receives.
+ */
+async function startSmtpSink() {
+  const python = process.env.PERPETUO_PYTHON ?? 'python3';
+  const script = path.join(HERE, '..', '..', 'admin-api', 'tests', 'api', 'smtp_sink.py');
+  const child = spawn(python, [script], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const service = { name: 'SMTP server', child, output: [], exited: null };
+  children.push(service);
+  child.on('exit', (code, signal) => {
+    service.exited = { code, signal };
+  });
+  child.on('error', (err) => {
+    service.exited = { code: -1, signal: null };
+    service.output.push(`spawn failed: ${err.message}`);
+  });
+  child.stderr.on('data', (chunk) => service.output.push(chunk.toString()));
+  const sink = { port: null, messages: [] };
+  let pending = '';
+  child.stdout.on('data', (chunk) => {
+    pending += chunk.toString();
+    let at;
+    while ((at = pending.indexOf('\n')) >= 0) {
+      const line = pending.slice(0, at);
+      pending = pending.slice(at + 1);
+      if (line.startsWith('PORT ')) sink.port = Number(line.slice(5));
+      else if (line.trim()) sink.messages.push(JSON.parse(line));
+    }
+  });
+  await waitForService(service, `the SMTP server (aiosmtpd in ${python})`, async () => sink.port !== null);
+  return sink;
+}
+
+/** The body of a received message with quoted-printable soft breaks and escapes undone. */
+function decodeMail(raw) {
+  return raw
+    .replace(/=\r?\n/g, '')
+    .replace(/=([0-9A-F]{2})/g, (_, hex) => String.fromCharCode(parseInt(hex, 16)));
 }
 
 async function httpOk(url) {
@@ -262,8 +305,15 @@ async function main() {
     await waitForService(mock, `mock provider on port ${mockPort}`, () => tcpConnects(mockPort));
   });
 
+  const smtp = await step('start an SMTP server', startSmtpSink);
+
   await step('start the admin API', async () => {
     const admin = startService('admin API', adminBin, [], {
+      SMTP_URL: `smtp://${HOST}:${smtp.port}`,
+      MAIL_FROM: 'Perpetuo <noreply@perpetuo.test>',
+      ADMIN_PUBLIC_URL: adminUrl,
+      // Verification has its own tests; this run signs up and adds a provider at once.
+      EMAIL_VERIFICATION: 'off',
       DATABASE_URL: databaseUrl,
       JWT_SECRET: jwtSecret,
       PERPETUO_MASTER_KEY: masterKey,
@@ -520,6 +570,33 @@ async function main() {
     main.refreshToken = after.refresh;
   });
 
+  const invitee = `viewer-${Date.now()}@example.com`;
+  const inviteLink = await step('invite a second user as viewer through the real SMTP server', async () => {
+    await nav('Members').click();
+    await page.getByRole('heading', { name: 'Members', level: 1 }).waitFor();
+    await page.getByLabel('Email', { exact: true }).fill(invitee);
+    await page.getByLabel('Role', { exact: true }).selectOption('viewer');
+    await page.getByRole('button', { name: 'Send invitation' }).click();
+    await page.getByText(`Invitation sent to ${invitee}.`).waitFor();
+    await page.getByRole('cell', { name: invitee, exact: true }).waitFor();
+    await shot(page, '09a-members');
+    const message = await waitFor(`an email to ${invitee}`, async () => smtp.messages.find((m) => m.to.includes(invitee)), 10_000);
+    const body = decodeMail(message.data);
+    const link = body.match(/http:\/\/[^\s"<]+#\/invite\?token=[A-Za-z0-9_-]+/)?.[0];
+    if (!link) fail(`no invitation link in the email:\n${body.slice(0, 2000)}`);
+    if (!link.startsWith(adminUrl)) fail(`the link does not point at the dashboard: ${link}`);
+    return link;
+  });
+
+  await step('see the invitation in the Audit view', async () => {
+    await nav('Audit').click();
+    await page.getByRole('heading', { name: 'Audit log', level: 1 }).waitFor();
+    const row = page.getByRole('row').filter({ hasText: 'invited a member' });
+    await row.getByText(`email: ${invitee}`).waitFor();
+    await row.getByRole('cell', { name: email, exact: true }).waitFor();
+    await shot(page, '09b-audit');
+  });
+
   await step('see the settings, log out and see the login page', async () => {
     await nav('Settings').click();
     await page.getByRole('heading', { name: 'Settings', level: 1 }).waitFor();
@@ -534,6 +611,47 @@ async function main() {
       body: JSON.stringify({ refresh_token: main.refreshToken }),
     });
     if (res.status !== 401) fail(`the refresh token still works after logout (${res.status})`);
+  });
+
+  await step('the invitee follows the link, signs up and accepts', async () => {
+    await page.goto(inviteLink);
+    await page.getByRole('heading', { name: 'Join a workspace' }).waitFor();
+    await page.getByRole('link', { name: 'Create an account' }).click();
+    await page.getByRole('heading', { name: 'Create your account' }).waitFor();
+    await page.getByLabel('Email').fill(invitee);
+    await page.getByLabel('Password').fill('viewer-password-123');
+    await page.getByRole('button', { name: 'Create account' }).click();
+    await page.getByRole('button', { name: 'Accept invitation' }).click();
+    await page.getByRole('navigation', { name: 'Main' }).waitFor();
+    await waitFor('the invited workspace to be selected', async () => {
+      await nav('Members').click();
+      return (await page.getByText('Your role: viewer.').count()) > 0;
+    }, 10_000);
+    await shot(page, '11-viewer-members');
+  });
+
+  await step('a viewer sees no provider form and cannot create keys', async () => {
+    for (const hidden of ['Providers', 'API keys', 'Audit']) {
+      if ((await nav(hidden).count()) > 0) fail(`a viewer sees the ${hidden} link`);
+    }
+    await page.goto(`${adminUrl}/#/providers/new`);
+    await page.getByText('Not available to your role').waitFor();
+    if ((await page.getByLabel('Base URL', { exact: true }).count()) > 0) fail('a viewer sees the provider form');
+    await page.goto(`${adminUrl}/#/api-keys`);
+    await page.getByText('Not available to your role').waitFor();
+    if ((await page.getByRole('button', { name: /Create/ }).count()) > 0) fail('a viewer sees a create-key button');
+    await shot(page, '12-viewer-no-keys');
+    // The server refuses it too.
+    const { token, workspace } = await page.evaluate(() => ({
+      token: sessionStorage.getItem('perpetuo.token'),
+      workspace: sessionStorage.getItem('perpetuo.workspace'),
+    }));
+    const res = await fetch(`${adminUrl}/workspaces/${workspace}/api-keys`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+      body: JSON.stringify({ name: 'not allowed' }),
+    });
+    if (res.status !== 403) fail(`a viewer creating a key got ${res.status}, not 403`);
   });
 
   if (pageErrors.length > 0) {

@@ -5,10 +5,14 @@ import { Button } from './components/ui/button';
 import { ErrorState, LoadingState } from './components/ui/states';
 import { Toaster } from './components/ui/toaster';
 import { SessionProvider, useSession } from './features/auth/session-context';
+import { ForgotPasswordPage, ResetPasswordPage, VerifyEmailPage } from './routes/account';
 import ApiKeysRoute from './routes/api-keys';
+import AuditRoute from './routes/audit';
 import HomeRoute from './routes/home';
+import InviteRoute from './routes/invite';
 import LoginRoute from './routes/login';
 import LogsRoute from './routes/logs';
+import MembersRoute from './routes/members';
 import NotFoundRoute from './routes/not-found';
 import ProviderEditRoute from './routes/provider-edit';
 import ProviderNewRoute from './routes/provider-new';
@@ -58,6 +62,10 @@ export function AppRoutes() {
     <Routes>
       <Route path="/login" element={<PublicOnly><LoginRoute /></PublicOnly>} />
       <Route path="/signup" element={<PublicOnly><SignupRoute /></PublicOnly>} />
+      <Route path="/forgot-password" element={<PublicOnly><ForgotPasswordPage /></PublicOnly>} />
+      <Route path="/reset-password" element={<ResetPasswordPage />} />
+      <Route path="/verify-email" element={<VerifyEmailPage />} />
+      <Route path="/invite" element={<InviteRoute />} />
       <Route element={<RequireAuth><AppShell /></RequireAuth>}>
         <Route index element={<HomeRoute />} />
         <Route path="providers" element={<ProvidersRoute />} />
@@ -73,6 +81,8 @@ export function AppRoutes() {
             </Suspense>
           }
         />
+        <Route path="members" element={<MembersRoute />} />
+        <Route path="audit" element={<AuditRoute />} />
         <Route path="settings" element={<SettingsRoute />} />
         <Route path="*" element={<NotFoundRoute />} />
       </Route>

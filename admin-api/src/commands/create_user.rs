@@ -70,7 +70,7 @@ pub async fn create_user(
     let pool = db::pool(config.database_url.expose(), 1)?;
     let mut client = pool.get().await.map_err(DbError::from)?;
     let tx = client.transaction().await.map_err(DbError::from)?;
-    let (user, workspace) = match accounts::create(&tx, &email, &hash).await {
+    let (user, workspace) = match accounts::create(&tx, &email, &hash, true).await {
         Ok(created) => created,
         Err(accounts::CreateError::EmailTaken) => return Err(CreateUserError::EmailTaken),
         Err(accounts::CreateError::Db(e)) => return Err(e.into()),

@@ -13,10 +13,12 @@ use perpetuo_core::db::limits::KeySettings;
 use perpetuo_core::email::Email;
 
 use super::dto::{parse_time, usd, ApiKeyDto, LimitsDto, ListOf};
-use super::member_workspace;
+use crate::access::{insufficient, snapshot, Member};
 use crate::error::{ApiError, FieldErrors};
-use crate::extract::{parse_id, ApiJson, AuthUser};
+use crate::extract::{parse_id, ApiJson, Conn};
 use crate::state::AppState;
+use perpetuo_core::db::api_keys::ApiKey;
+use perpetuo_core::db::workspaces::Role;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ApiKeyInput {
@@ -120,6 +122,28 @@ impl KeySettingsInput {
     }
 }
 
+/// Members manage the keys they created; admins and owners manage every key.
+fn may_manage(member: &Member, key: &ApiKey) -> Result<(), ApiError> {
+    if member.role() >= Role::Admin || key.created_by == Some(member.user.id) {
+        Ok(())
+    } else {
+        Err(insufficient(Role::Admin, member.role()))
+    }
+}
+
+/// The key, if it is in the workspace and the member may manage it (404, then 403).
+async fn managed_key(
+    db: &impl db::GenericClient,
+    member: &Member,
+    kid: uuid::Uuid,
+) -> Result<ApiKey, ApiError> {
+    let key = db::api_keys::get(db, member.workspace.id, kid)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    may_manage(member, &key)?;
+    Ok(key)
+}
+
 /// A key's limits with what it has used: requests and tokens over the last minute (from
 /// its log rows) and spend in the budget period (from the usage counters). Gateways
 /// count in memory ahead of these figures, which trail by the log writer's batch.
@@ -157,13 +181,8 @@ pub struct CreatedApiKey {
 #[utoipa::path(get, path = "/workspaces/{id}/api-keys", tag = "api-keys", security(("bearer" = [])),
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 200, body = ListOf<ApiKeyDto>), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn list(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path(id): Path<String>,
-) -> Result<Json<ListOf<ApiKeyDto>>, ApiError> {
-    let ws = member_workspace(&state, user, &id).await?;
-    let client = state.pool.get().await.map_err(DbError::from)?;
+pub async fn list(Conn(client): Conn, member: Member) -> Result<Json<ListOf<ApiKeyDto>>, ApiError> {
+    let ws = &member.workspace;
     let rows = db::api_keys::list(&client, ws.id).await?;
     Ok(Json(ListOf {
         data: rows.into_iter().map(Into::into).collect(),
@@ -177,11 +196,11 @@ pub async fn list(
               (status = 404, body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
-    user: AuthUser,
-    Path(id): Path<String>,
+    member: Member,
     ApiJson(body): ApiJson<ApiKeyInput>,
 ) -> Result<(StatusCode, Json<CreatedApiKey>), ApiError> {
-    let ws = member_workspace(&state, user, &id).await?;
+    let ws = &member.workspace;
+    member.require_verified(&state)?;
     let mut errs = FieldErrors::default();
     let name = body.name.map(|n| n.trim().to_string()).unwrap_or_default();
     if name.is_empty() {
@@ -194,17 +213,27 @@ pub async fn create(
     let key = apikey::generate();
     let mut client = state.pool.get().await.map_err(DbError::from)?;
     let tx = client.transaction().await.map_err(DbError::from)?;
-    let row =
-        db::api_keys::insert(&tx, ws.id, &name, &key, Some(user.id), settings.expires_at).await?;
+    let row = db::api_keys::insert(
+        &tx,
+        ws.id,
+        &name,
+        &key,
+        Some(member.user.id),
+        settings.expires_at,
+    )
+    .await?;
     db::limits::set_key(&tx, ws.id, row.id, &settings).await?;
-    let row = db::api_keys::get(&tx, ws.id, row.id)
+    let row: ApiKeyDto = db::api_keys::get(&tx, ws.id, row.id)
         .await?
-        .ok_or(ApiError::NotFound)?;
+        .ok_or(ApiError::NotFound)?
+        .into();
+    let entry = member.audit("api_key.created", "api_key", row.id, None, snapshot(&row));
+    db::audit::record(&tx, &entry).await?;
     tx.commit().await.map_err(DbError::from)?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedApiKey {
-            api_key: row.into(),
+            api_key: row,
             key: key.plaintext.expose().clone(),
         }),
     ))
@@ -218,24 +247,35 @@ pub async fn create(
     responses((status = 200, body = ApiKeyDto), (status = 400, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody)))]
 pub async fn update(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path((id, kid)): Path<(String, String)>,
+    Conn(mut client): Conn,
+    member: Member,
+    Path((_id, kid)): Path<(String, String)>,
     ApiJson(body): ApiJson<KeySettingsInput>,
 ) -> Result<Json<ApiKeyDto>, ApiError> {
-    let ws = member_workspace(&state, user, &id).await?;
+    let ws = &member.workspace;
     let kid = parse_id(&kid)?;
     let mut errs = FieldErrors::default();
     let settings = body.parse(&mut errs);
+    let before: ApiKeyDto = managed_key(&client, &member, kid).await?.into();
     errs.into_result()?;
-    let client = state.pool.get().await.map_err(DbError::from)?;
-    if !db::limits::set_key(&client, ws.id, kid, &settings).await? {
+    let tx = client.transaction().await.map_err(DbError::from)?;
+    if !db::limits::set_key(&tx, ws.id, kid, &settings).await? {
         return Err(ApiError::NotFound);
     }
-    let row = db::api_keys::get(&client, ws.id, kid)
+    let row: ApiKeyDto = db::api_keys::get(&tx, ws.id, kid)
         .await?
-        .ok_or(ApiError::NotFound)?;
-    Ok(Json(row.into()))
+        .ok_or(ApiError::NotFound)?
+        .into();
+    let entry = member.audit(
+        "api_key.updated",
+        "api_key",
+        kid,
+        snapshot(&before),
+        snapshot(&row),
+    );
+    db::audit::record(&tx, &entry).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    Ok(Json(row))
 }
 
 /// A key's limits and current consumption, for scripts that watch a key.
@@ -243,13 +283,12 @@ pub async fn update(
     params(("id" = String, Path, description = "workspace id"), ("kid" = String, Path, description = "API key id")),
     responses((status = 200, body = KeyLimitsDto), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn limits(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path((id, kid)): Path<(String, String)>,
+    Conn(client): Conn,
+    member: Member,
+    Path((_id, kid)): Path<(String, String)>,
 ) -> Result<Json<KeyLimitsDto>, ApiError> {
-    let ws = member_workspace(&state, user, &id).await?;
+    let ws = &member.workspace;
     let kid = parse_id(&kid)?;
-    let client = state.pool.get().await.map_err(DbError::from)?;
     let key = db::api_keys::get(&client, ws.id, kid)
         .await?
         .ok_or(ApiError::NotFound)?;
@@ -281,17 +320,28 @@ pub async fn limits(
     params(("id" = String, Path, description = "workspace id"), ("kid" = String, Path, description = "API key id")),
     responses((status = 200, body = ApiKeyDto), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn revoke(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path((id, kid)): Path<(String, String)>,
+    Conn(mut client): Conn,
+    member: Member,
+    Path((_id, kid)): Path<(String, String)>,
 ) -> Result<Json<ApiKeyDto>, ApiError> {
-    let ws = member_workspace(&state, user, &id).await?;
+    let ws = &member.workspace;
     let kid = parse_id(&kid)?;
-    let client = state.pool.get().await.map_err(DbError::from)?;
-    let row = db::api_keys::revoke(&client, ws.id, kid)
+    let tx = client.transaction().await.map_err(DbError::from)?;
+    let before: ApiKeyDto = managed_key(&tx, &member, kid).await?.into();
+    let row: ApiKeyDto = db::api_keys::revoke(&tx, ws.id, kid)
         .await?
-        .ok_or(ApiError::NotFound)?;
-    Ok(Json(row.into()))
+        .ok_or(ApiError::NotFound)?
+        .into();
+    let entry = member.audit(
+        "api_key.revoked",
+        "api_key",
+        kid,
+        snapshot(&before),
+        snapshot(&row),
+    );
+    db::audit::record(&tx, &entry).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    Ok(Json(row))
 }
 
 /// Delete a key.
@@ -299,16 +349,19 @@ pub async fn revoke(
     params(("id" = String, Path, description = "workspace id"), ("kid" = String, Path, description = "API key id")),
     responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn delete(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path((id, kid)): Path<(String, String)>,
+    Conn(mut client): Conn,
+    member: Member,
+    Path((_id, kid)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let ws = member_workspace(&state, user, &id).await?;
+    let ws = &member.workspace;
     let kid = parse_id(&kid)?;
-    let client = state.pool.get().await.map_err(DbError::from)?;
-    if db::api_keys::delete(&client, ws.id, kid).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound)
+    let tx = client.transaction().await.map_err(DbError::from)?;
+    let before: ApiKeyDto = managed_key(&tx, &member, kid).await?.into();
+    if !db::api_keys::delete(&tx, ws.id, kid).await? {
+        return Err(ApiError::NotFound);
     }
+    let entry = member.audit("api_key.deleted", "api_key", kid, snapshot(&before), None);
+    db::audit::record(&tx, &entry).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    Ok(StatusCode::NO_CONTENT)
 }

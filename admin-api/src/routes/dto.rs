@@ -14,6 +14,8 @@ pub struct UserDto {
     pub email: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// Whether the owner of the address has confirmed it.
+    pub email_verified: bool,
 }
 
 impl From<User> for UserDto {
@@ -22,6 +24,7 @@ impl From<User> for UserDto {
             id: u.id,
             email: u.email,
             created_at: u.created_at,
+            email_verified: u.email_verified_at.is_some(),
         }
     }
 }
@@ -30,7 +33,7 @@ impl From<User> for UserDto {
 pub struct WorkspaceDto {
     pub id: Uuid,
     pub name: String,
-    /// The caller's role: owner, admin or member.
+    /// The caller's role: owner, admin, member or viewer.
     pub role: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -154,6 +157,9 @@ pub struct ApiKeyDto {
     pub allowed_models: Vec<String>,
     pub label: Option<String>,
     pub owner_email: Option<String>,
+    /// The user who created the key (null once that account is gone).
+    pub created_by: Option<Uuid>,
+    pub created_by_email: Option<String>,
 }
 
 impl From<ApiKey> for ApiKeyDto {
@@ -170,6 +176,8 @@ impl From<ApiKey> for ApiKeyDto {
             allowed_models: k.allowed_models,
             label: k.label,
             owner_email: k.owner_email,
+            created_by: k.created_by,
+            created_by_email: k.created_by_email,
         }
     }
 }

@@ -2,20 +2,19 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::Query;
 use axum::Json;
+use perpetuo_core::db;
 use perpetuo_core::db::logs::{Attempt, LogQuery, LogRecord};
-use perpetuo_core::db::{self, DbError};
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::dto::{parse_time, usd};
-use super::member_workspace;
+use crate::access::Member;
 use crate::error::{ApiError, FieldErrors};
-use crate::extract::AuthUser;
-use crate::state::AppState;
+use crate::extract::Conn;
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 200;
@@ -176,14 +175,12 @@ fn parse_query(workspace_id: Uuid, q: &HashMap<String, String>) -> Result<LogQue
     responses((status = 200, body = LogPageDto), (status = 400, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody)))]
 pub async fn list(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path(id): Path<String>,
+    Conn(client): Conn,
+    member: Member,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<LogPageDto>, ApiError> {
-    let ws = member_workspace(&state, user, &id).await?;
+    let ws = &member.workspace;
     let query = parse_query(ws.id, &q)?;
-    let client = state.pool.get().await.map_err(DbError::from)?;
     let page = db::logs::list(&client, &query).await?;
     Ok(Json(LogPageDto {
         data: page.rows.into_iter().map(Into::into).collect(),

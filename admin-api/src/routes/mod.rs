@@ -1,20 +1,21 @@
-//! Route handlers, one module per resource: parse → `perpetuo_core::db` → DTO.
+//! Route handlers, one module per resource: parse → `perpetuo_core::db` → DTO. Who may
+//! call each route is `access::RULES`, applied before any handler runs.
 
 pub mod api_keys;
+pub mod audit;
 pub mod auth;
 pub mod dto;
 pub mod health;
+pub mod invitations;
 pub mod logs;
+pub mod members;
 pub mod providers;
 pub mod usage;
 pub mod workspaces;
 
-use perpetuo_core::db::workspaces::Workspace;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::ApiError;
-use crate::extract::{parse_id, AuthUser};
 use crate::state::AppState;
 
 /// Every API route, documented from the same handlers that serve it.
@@ -28,8 +29,25 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(auth::logout))
         .routes(routes!(auth::change_password))
         .routes(routes!(auth::me))
+        .routes(routes!(auth::verify_email))
+        .routes(routes!(auth::resend_verification))
+        .routes(routes!(auth::request_password_reset))
+        .routes(routes!(auth::confirm_password_reset))
+        .routes(routes!(invitations::accept))
         .routes(routes!(workspaces::list, workspaces::create))
-        .routes(routes!(workspaces::get, workspaces::update))
+        .routes(routes!(
+            workspaces::get,
+            workspaces::update,
+            workspaces::delete
+        ))
+        .routes(routes!(members::list))
+        .routes(routes!(members::update, members::remove))
+        .routes(routes!(members::leave))
+        .routes(routes!(members::transfer))
+        .routes(routes!(invitations::list, invitations::create))
+        .routes(routes!(invitations::revoke))
+        .routes(routes!(audit::list))
+        .routes(routes!(audit::account_events))
         .routes(routes!(providers::list, providers::create))
         .routes(routes!(providers::update, providers::delete))
         .routes(routes!(api_keys::list, api_keys::create))
@@ -39,21 +57,4 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(logs::list))
         .routes(routes!(usage::summary))
         .routes(routes!(usage::by_provider))
-}
-
-/// The workspace if the user is a member; 404 otherwise, revealing nothing.
-pub async fn member_workspace(
-    state: &AppState,
-    user: AuthUser,
-    raw_id: &str,
-) -> Result<Workspace, ApiError> {
-    let id = parse_id(raw_id)?;
-    let client = state
-        .pool
-        .get()
-        .await
-        .map_err(perpetuo_core::db::DbError::from)?;
-    perpetuo_core::db::workspaces::get_for_user(&client, id, user.id)
-        .await?
-        .ok_or(ApiError::NotFound)
 }

@@ -18,9 +18,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::dto::ListOf;
-use super::member_workspace;
+use crate::access::{snapshot, Member};
 use crate::error::{ApiError, FieldErrors};
-use crate::extract::{parse_id, ApiJson, AuthUser};
+use crate::extract::{parse_id, ApiJson, Conn};
 use crate::state::AppState;
 
 const MAX_MODELS: usize = 500;
@@ -298,12 +298,10 @@ fn name_conflict(e: DbError) -> ApiError {
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 200, body = ListOf<ProviderDto>), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn list(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path(id): Path<String>,
+    Conn(client): Conn,
+    member: Member,
 ) -> Result<Json<ListOf<ProviderDto>>, ApiError> {
-    let ws = member_workspace(&state, user, &id).await?;
-    let client = state.pool.get().await.map_err(DbError::from)?;
+    let ws = &member.workspace;
     let rows = db::providers::list(&client, ws.id).await?;
     Ok(Json(ListOf {
         data: rows.into_iter().map(Into::into).collect(),
@@ -317,11 +315,11 @@ pub async fn list(
               (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
-    user: AuthUser,
-    Path(id): Path<String>,
+    member: Member,
     ApiJson(body): ApiJson<ProviderInput>,
 ) -> Result<(StatusCode, Json<ProviderDto>), ApiError> {
-    let ws = member_workspace(&state, user, &id).await?;
+    let ws = &member.workspace;
+    member.require_verified(&state)?;
     let (f, key) = validate(&state, body, None).await?;
     let key = key.ok_or_else(|| ApiError::field("api_key", "is required"))?;
     let pid = db::providers::new_id();
@@ -338,11 +336,22 @@ pub async fn create(
         models: f.models,
         model_map: f.model_map,
     };
-    let client = state.pool.get().await.map_err(DbError::from)?;
-    let created = db::providers::insert(&client, &row)
+    let mut client = state.pool.get().await.map_err(DbError::from)?;
+    let tx = client.transaction().await.map_err(DbError::from)?;
+    let created: ProviderDto = db::providers::insert(&tx, &row)
         .await
-        .map_err(name_conflict)?;
-    Ok((StatusCode::CREATED, Json(created.into())))
+        .map_err(name_conflict)?
+        .into();
+    let entry = member.audit(
+        "provider.created",
+        "provider",
+        created.id,
+        None,
+        snapshot(&created),
+    );
+    db::audit::record(&tx, &entry).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 /// Change a provider entry; fields left out keep their value, `api_key` replaces the key.
@@ -354,13 +363,13 @@ pub async fn create(
               (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
-    user: AuthUser,
-    Path((id, pid)): Path<(String, String)>,
+    member: Member,
+    Path((_id, pid)): Path<(String, String)>,
     ApiJson(body): ApiJson<ProviderInput>,
 ) -> Result<Json<ProviderDto>, ApiError> {
-    let ws = member_workspace(&state, user, &id).await?;
+    let ws = &member.workspace;
     let pid = parse_id(&pid)?;
-    let client = state.pool.get().await.map_err(DbError::from)?;
+    let mut client = state.pool.get().await.map_err(DbError::from)?;
     let current = db::providers::get(&client, ws.id, pid)
         .await?
         .ok_or(ApiError::NotFound)?;
@@ -392,11 +401,23 @@ pub async fn update(
         models: f.models,
         model_map: f.model_map,
     };
-    let updated = db::providers::update(&client, &row)
+    let before = snapshot(&ProviderDto::from(current));
+    let tx = client.transaction().await.map_err(DbError::from)?;
+    let updated: ProviderDto = db::providers::update(&tx, &row)
         .await
         .map_err(name_conflict)?
-        .ok_or(ApiError::NotFound)?;
-    Ok(Json(updated.into()))
+        .ok_or(ApiError::NotFound)?
+        .into();
+    let entry = member.audit(
+        "provider.updated",
+        "provider",
+        pid,
+        before,
+        snapshot(&updated),
+    );
+    db::audit::record(&tx, &entry).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    Ok(Json(updated))
 }
 
 /// Remove a provider entry.
@@ -404,16 +425,22 @@ pub async fn update(
     params(("id" = String, Path, description = "workspace id"), ("pid" = String, Path, description = "provider entry id")),
     responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn delete(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path((id, pid)): Path<(String, String)>,
+    Conn(mut client): Conn,
+    member: Member,
+    Path((_id, pid)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let ws = member_workspace(&state, user, &id).await?;
+    let ws = &member.workspace;
     let pid = parse_id(&pid)?;
-    let client = state.pool.get().await.map_err(DbError::from)?;
-    if db::providers::delete(&client, ws.id, pid).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound)
+    let tx = client.transaction().await.map_err(DbError::from)?;
+    let current = db::providers::get(&tx, ws.id, pid)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if !db::providers::delete(&tx, ws.id, pid).await? {
+        return Err(ApiError::NotFound);
     }
+    let before = snapshot(&ProviderDto::from(current));
+    let entry = member.audit("provider.deleted", "provider", pid, before, None);
+    db::audit::record(&tx, &entry).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -3,20 +3,19 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::Query;
 use axum::Json;
+use perpetuo_core::db;
 use perpetuo_core::db::usage::{Granularity, Totals};
-use perpetuo_core::db::{self, DbError};
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::dto::{parse_time, usd};
-use super::member_workspace;
+use crate::access::Member;
 use crate::error::{ApiError, FieldErrors};
-use crate::extract::AuthUser;
-use crate::state::AppState;
+use crate::extract::Conn;
 
 const DEFAULT_RANGE_DAYS: i64 = 30;
 const MAX_RANGE_DAYS: i64 = 400;
@@ -117,15 +116,13 @@ fn parse_range(q: &HashMap<String, String>) -> Result<(OffsetDateTime, OffsetDat
     responses((status = 200, body = UsageDto), (status = 400, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody)))]
 pub async fn summary(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path(id): Path<String>,
+    Conn(client): Conn,
+    member: Member,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<UsageDto>, ApiError> {
-    let ws = member_workspace(&state, user, &id).await?;
+    let ws = &member.workspace;
     let (from, to) = parse_range(&q)?;
     let g = Granularity::for_range(from, to);
-    let client = state.pool.get().await.map_err(DbError::from)?;
     let totals = db::usage::totals(&client, ws.id, from, to).await?;
     let series = db::usage::series(&client, ws.id, from, to, g).await?;
     Ok(Json(UsageDto {
@@ -151,14 +148,12 @@ pub async fn summary(
     responses((status = 200, body = ByProviderDto), (status = 400, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody)))]
 pub async fn by_provider(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path(id): Path<String>,
+    Conn(client): Conn,
+    member: Member,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<ByProviderDto>, ApiError> {
-    let ws = member_workspace(&state, user, &id).await?;
+    let ws = &member.workspace;
     let (from, to) = parse_range(&q)?;
-    let client = state.pool.get().await.map_err(DbError::from)?;
     let rows = db::usage::by_provider(&client, ws.id, from, to).await?;
     Ok(Json(ByProviderDto {
         from,

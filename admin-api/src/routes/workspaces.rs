@@ -1,17 +1,21 @@
 //! Workspaces the caller belongs to: list, create (caller becomes owner), get, rename and
-//! set the workspace's limits.
+//! set the workspace's limits, delete.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use perpetuo_core::db::{self, DbError};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use serde::Serialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
 use super::dto::{LimitsDto, ListOf, WorkspaceDto};
-use super::member_workspace;
+use crate::access::{snapshot, Member};
 use crate::error::{ApiError, FieldErrors};
-use crate::extract::{ApiJson, AuthUser};
+use crate::extract::{ApiJson, AuthUser, Conn};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -41,10 +45,9 @@ fn parse_name(input: &WorkspaceInput) -> Result<String, ApiError> {
 #[utoipa::path(get, path = "/workspaces", tag = "workspaces", security(("bearer" = [])),
     responses((status = 200, body = ListOf<WorkspaceDto>), (status = 401, body = crate::error::ErrorBody)))]
 pub async fn list(
-    State(state): State<AppState>,
+    Conn(client): Conn,
     user: AuthUser,
 ) -> Result<Json<ListOf<WorkspaceDto>>, ApiError> {
-    let client = state.pool.get().await.map_err(DbError::from)?;
     let rows = db::workspaces::list_for_user(&client, user.id).await?;
     Ok(Json(ListOf {
         data: rows.into_iter().map(Into::into).collect(),
@@ -55,12 +58,11 @@ pub async fn list(
 #[utoipa::path(post, path = "/workspaces", tag = "workspaces", security(("bearer" = [])), request_body = WorkspaceInput,
     responses((status = 201, body = WorkspaceDto), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn create(
-    State(state): State<AppState>,
+    Conn(mut client): Conn,
     user: AuthUser,
     ApiJson(body): ApiJson<WorkspaceInput>,
 ) -> Result<(StatusCode, Json<WorkspaceDto>), ApiError> {
     let name = parse_name(&body)?;
-    let mut client = state.pool.get().await.map_err(DbError::from)?;
     let tx = client.transaction().await.map_err(DbError::from)?;
     let ws = db::workspaces::create(&tx, &name, user.id).await?;
     tx.commit().await.map_err(DbError::from)?;
@@ -71,47 +73,92 @@ pub async fn create(
 #[utoipa::path(get, path = "/workspaces/{id}", tag = "workspaces", security(("bearer" = [])),
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 200, body = WorkspaceDto), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn get(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path(id): Path<String>,
-) -> Result<Json<WorkspaceDto>, ApiError> {
-    let ws = member_workspace(&state, user, &id).await?;
-    let client = state.pool.get().await.map_err(DbError::from)?;
+pub async fn get(member: Member, Conn(client): Conn) -> Result<Json<WorkspaceDto>, ApiError> {
+    let ws = &member.workspace;
     let limits = db::limits::workspace(&client, ws.id).await?;
-    let mut dto = WorkspaceDto::from(ws);
+    let mut dto = WorkspaceDto::from(ws.clone());
     dto.limits = limits.map(Into::into);
     Ok(Json(dto))
 }
 
-/// Rename a workspace.
+/// Rename a workspace and set its limits.
 #[utoipa::path(put, path = "/workspaces/{id}", tag = "workspaces", security(("bearer" = [])), request_body = WorkspaceInput,
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 200, body = WorkspaceDto), (status = 400, body = crate::error::ErrorBody),
-              (status = 404, body = crate::error::ErrorBody)))]
+              (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn update(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path(id): Path<String>,
+    member: Member,
+    Conn(mut client): Conn,
     ApiJson(body): ApiJson<WorkspaceInput>,
 ) -> Result<Json<WorkspaceDto>, ApiError> {
-    let ws = member_workspace(&state, user, &id).await?;
+    let ws = &member.workspace;
     let name = parse_name(&body)?;
     let mut errs = FieldErrors::default();
     let limits = body.limits.as_ref().map(|l| l.parse("limits", &mut errs));
     errs.into_result()?;
-    let mut client = state.pool.get().await.map_err(DbError::from)?;
     let tx = client.transaction().await.map_err(DbError::from)?;
+    let mut before = WorkspaceDto::from(ws.clone());
+    before.limits = db::limits::workspace(&tx, ws.id).await?.map(Into::into);
     db::workspaces::rename(&tx, ws.id, &name).await?;
     if let Some(l) = &limits {
         db::limits::set_workspace(&tx, ws.id, l).await?;
     }
-    let ws = db::workspaces::get_for_user(&tx, ws.id, user.id)
+    let current = db::workspaces::get_for_user(&tx, ws.id, member.user.id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let limits = db::limits::workspace(&tx, ws.id).await?;
+    let mut dto = WorkspaceDto::from(current);
+    dto.limits = db::limits::workspace(&tx, ws.id).await?.map(Into::into);
+    let entry = member.audit(
+        "workspace.updated",
+        "workspace",
+        ws.id,
+        snapshot(&before),
+        snapshot(&dto),
+    );
+    db::audit::record(&tx, &entry).await?;
     tx.commit().await.map_err(DbError::from)?;
-    let mut dto = WorkspaceDto::from(ws);
-    dto.limits = limits.map(Into::into);
     Ok(Json(dto))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletedWorkspace {
+    pub id: Uuid,
+    /// API keys revoked by the deletion; gateways stop accepting them within a second.
+    pub revoked_api_keys: u64,
+    /// When the workspace's logs, usage counters and audit entries will be dropped.
+    #[serde(with = "time::serde::rfc3339")]
+    pub data_purged_after: OffsetDateTime,
+}
+
+/// Delete the workspace: its API keys are revoked at once, its providers, members and
+/// invitations go with it; its logs and usage counters are kept for
+/// `DELETED_WORKSPACE_RETENTION_DAYS`, then dropped.
+#[utoipa::path(delete, path = "/workspaces/{id}", tag = "workspaces", security(("bearer" = [])),
+    params(("id" = String, Path, description = "workspace id")),
+    responses((status = 200, body = DeletedWorkspace), (status = 403, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    member: Member,
+    Conn(mut client): Conn,
+) -> Result<Json<DeletedWorkspace>, ApiError> {
+    let ws = &member.workspace;
+    let tx = client.transaction().await.map_err(DbError::from)?;
+    let before = WorkspaceDto::from(ws.clone());
+    let revoked = db::workspaces::delete(&tx, ws.id, member.user.id).await?;
+    let entry = member.audit(
+        "workspace.deleted",
+        "workspace",
+        ws.id,
+        snapshot(&before),
+        Some(serde_json::json!({ "revoked_api_keys": revoked })),
+    );
+    db::audit::record(&tx, &entry).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    let days = i64::from(state.deleted_retention_days);
+    Ok(Json(DeletedWorkspace {
+        id: ws.id,
+        revoked_api_keys: revoked,
+        data_purged_after: OffsetDateTime::now_utc() + time::Duration::days(days),
+    }))
 }

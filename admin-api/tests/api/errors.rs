@@ -106,6 +106,22 @@ async fn openapi_lists_every_route() {
         ("/workspaces/{id}/usage/by-provider", "get"),
         ("/healthz", "get"),
         ("/meta", "get"),
+        ("/auth/verify-email", "post"),
+        ("/auth/verify-email/resend", "post"),
+        ("/auth/password-reset", "post"),
+        ("/auth/password-reset/confirm", "post"),
+        ("/invitations/accept", "post"),
+        ("/workspaces/{id}", "delete"),
+        ("/workspaces/{id}/members", "get"),
+        ("/workspaces/{id}/members/{uid}", "put"),
+        ("/workspaces/{id}/members/{uid}", "delete"),
+        ("/workspaces/{id}/leave", "post"),
+        ("/workspaces/{id}/transfer", "post"),
+        ("/workspaces/{id}/invitations", "get"),
+        ("/workspaces/{id}/invitations", "post"),
+        ("/workspaces/{id}/invitations/{iid}", "delete"),
+        ("/workspaces/{id}/audit", "get"),
+        ("/auth/events", "get"),
     ];
     for (path, method) in expected {
         assert!(

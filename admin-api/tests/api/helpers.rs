@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use perpetuo_admin::config::{AuthSettings, Config};
 use perpetuo_admin::startup::Application;
+use perpetuo_admin::teams::TeamSettings;
 use perpetuo_core::crypto::MasterKey;
 use perpetuo_core::testing::TestDb;
 use perpetuo_core::Secret;
@@ -40,6 +41,7 @@ pub fn config(db: &TestDb, master_key: &MasterKey, allowed: &str) -> Config {
             rate_per_account: 0,
             ..AuthSettings::default()
         },
+        teams: TeamSettings::default(),
     }
 }
 
@@ -128,8 +130,15 @@ impl TestApp {
             token: body["token"].as_str().unwrap().to_string(),
             refresh_token: body["refresh_token"].as_str().unwrap().to_string(),
             workspace: body["workspace"]["id"].as_str().unwrap().to_string(),
-            key: body["api_key"]["key"].as_str().unwrap().to_string(),
-            key_id: body["api_key"]["id"].as_str().unwrap().to_string(),
+            // No key is made before the email is verified, when verification is on.
+            key: body["api_key"]["key"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            key_id: body["api_key"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
             user_id: body["user"]["id"].as_str().unwrap().to_string(),
         }
     }
@@ -165,4 +174,140 @@ pub fn claims(token: &str) -> Value {
         .decode(payload)
         .unwrap();
     serde_json::from_slice(&bytes).unwrap()
+}
+
+/// A real SMTP server (`aiosmtpd`, run by `$PERPETUO_PYTHON`) on 127.0.0.1, keeping
+/// every message it receives. Stopped on drop.
+pub struct SmtpSink {
+    pub port: u16,
+    child: std::process::Child,
+    messages: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl SmtpSink {
+    pub fn start() -> Self {
+        use std::io::BufRead;
+        let python = std::env::var("PERPETUO_PYTHON").unwrap_or_else(|_| "python3".into());
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/smtp_sink.py");
+        let mut child = std::process::Command::new(&python)
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_else(|| {
+            panic!(
+                "the SMTP sink did not start: install aiosmtpd into the Python \
+                 that PERPETUO_PYTHON names ({python})"
+            )
+        });
+        let port = first
+            .strip_prefix("PORT ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line from the SMTP sink: {first}"));
+        let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = messages.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    sink.lock().unwrap().push(v);
+                }
+            }
+        });
+        Self {
+            port,
+            child,
+            messages,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Every message received so far to `to`, decoded.
+    pub fn messages_to(&self, to: &str) -> Vec<Mail> {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m["to"].as_array().unwrap().iter().any(|t| t == to))
+            .map(|m| Mail::parse(m["data"].as_str().unwrap()))
+            .collect()
+    }
+
+    /// Waits for the `n`th message (from 1) to `to`.
+    pub async fn wait_for(&self, to: &str, n: usize) -> Mail {
+        for _ in 0..500 {
+            let mut got = self.messages_to(to);
+            if got.len() >= n {
+                return got.swap_remove(n - 1);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("no message #{n} to {to} reached the SMTP server");
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A received message: its headers and its body with quoted-printable undone.
+pub struct Mail {
+    pub raw: String,
+    pub body: String,
+}
+
+impl Mail {
+    fn parse(raw: &str) -> Self {
+        Self {
+            raw: raw.to_string(),
+            body: decode_quoted_printable(raw),
+        }
+    }
+
+    pub fn subject(&self) -> String {
+        self.raw
+            .lines()
+            .find_map(|l| l.strip_prefix("Subject: "))
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The token of the first link whose path contains `route` (e.g. `#/invite`).
+    pub fn token(&self, route: &str) -> String {
+        let at = self
+            .body
+            .find(&format!("{route}?token="))
+            .unwrap_or_else(|| panic!("no {route} link in {}", self.body));
+        let rest = &self.body[at + route.len() + "?token=".len()..];
+        rest.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect()
+    }
+}
+
+fn decode_quoted_printable(s: &str) -> String {
+    let s = s.replace("=\r\n", "").replace("=\n", "");
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+            if let Ok(b) = u8::from_str_radix(hex, 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

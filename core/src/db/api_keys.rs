@@ -24,6 +24,9 @@ pub struct ApiKey {
     pub allowed_models: Vec<String>,
     pub label: Option<String>,
     pub owner_email: Option<String>,
+    /// The user who created the key (`None` once that account is deleted).
+    pub created_by: Option<Uuid>,
+    pub created_by_email: Option<String>,
 }
 
 impl ApiKey {
@@ -35,7 +38,8 @@ impl ApiKey {
 
 const COLUMNS: &str = "id, workspace_id, name, prefix, created_at, last_used_at, revoked_at, \
      expires_at, rpm_limit, tpm_limit, concurrency_limit, budget_nusd, budget_period, \
-     allowed_models, label, owner_email";
+     allowed_models, label, owner_email, created_by, \
+     (SELECT u.email FROM users u WHERE u.id = api_keys.created_by) AS created_by_email";
 
 fn from_row(row: &Row) -> ApiKey {
     ApiKey {
@@ -51,6 +55,8 @@ fn from_row(row: &Row) -> ApiKey {
         allowed_models: row.get("allowed_models"),
         label: row.get("label"),
         owner_email: row.get("owner_email"),
+        created_by: row.get("created_by"),
+        created_by_email: row.get("created_by_email"),
     }
 }
 
@@ -113,6 +119,21 @@ pub async fn revoke(
     );
     let row = db.query_opt(&sql, &[&workspace, &id]).await?;
     Ok(row.as_ref().map(from_row))
+}
+
+/// Revokes every live key `user` created in the workspace (a member leaving or removed);
+/// returns the keys revoked.
+pub async fn revoke_created_by(
+    db: &impl GenericClient,
+    workspace: Uuid,
+    user: Uuid,
+) -> Result<Vec<ApiKey>, DbError> {
+    let sql = format!(
+        "UPDATE api_keys SET revoked_at = now()
+         WHERE workspace_id = $1 AND created_by = $2 AND revoked_at IS NULL RETURNING {COLUMNS}"
+    );
+    let rows = db.query(&sql, &[&workspace, &user]).await?;
+    Ok(rows.iter().map(from_row).collect())
 }
 
 pub async fn delete(db: &impl GenericClient, workspace: Uuid, id: Uuid) -> Result<bool, DbError> {

@@ -1,7 +1,10 @@
 //! Database access: the pool, migrations, and one module per table with its row structs
 //! and queries. Callers never write SQL.
 
+pub mod account_tokens;
 pub mod api_keys;
+pub mod audit;
+pub mod invitations;
 pub mod limits;
 pub mod logs;
 pub mod migrate;

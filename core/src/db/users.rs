@@ -15,6 +15,8 @@ pub struct User {
     pub id: Uuid,
     pub email: String,
     pub created_at: OffsetDateTime,
+    /// When the owner of the address proved it; `None` while unverified.
+    pub email_verified_at: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone)]
@@ -28,19 +30,32 @@ fn from_row(row: &Row) -> User {
         id: row.get("id"),
         email: row.get("email"),
         created_at: row.get("created_at"),
+        email_verified_at: row.get("email_verified_at"),
     }
 }
 
+/// A new account with its email counted as verified.
 pub async fn insert(
     db: &impl GenericClient,
     email: &Email,
     password_hash: &str,
 ) -> Result<User, DbError> {
+    insert_with(db, email, password_hash, true).await
+}
+
+/// A new account; `verified` when no verification is asked of it.
+pub async fn insert_with(
+    db: &impl GenericClient,
+    email: &Email,
+    password_hash: &str,
+    verified: bool,
+) -> Result<User, DbError> {
     let row = db
         .query_one(
-            "INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3)
-             RETURNING id, email, created_at",
-            &[&super::new_id(), &email.as_str(), &password_hash],
+            "INSERT INTO users (id, email, password_hash, email_verified_at)
+             VALUES ($1, $2, $3, CASE WHEN $4 THEN now() END)
+             RETURNING id, email, created_at, email_verified_at",
+            &[&super::new_id(), &email.as_str(), &password_hash, &verified],
         )
         .await?;
     Ok(from_row(&row))
@@ -52,7 +67,7 @@ pub async fn find_by_email(
 ) -> Result<Option<UserWithHash>, DbError> {
     let row = db
         .query_opt(
-            "SELECT id, email, created_at, password_hash FROM users WHERE email = $1",
+            "SELECT id, email, created_at, email_verified_at, password_hash FROM users WHERE email = $1",
             &[&email.as_str()],
         )
         .await?;
@@ -65,7 +80,7 @@ pub async fn find_by_email(
 pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<User>, DbError> {
     let row = db
         .query_opt(
-            "SELECT id, email, created_at FROM users WHERE id = $1",
+            "SELECT id, email, created_at, email_verified_at FROM users WHERE id = $1",
             &[&id],
         )
         .await?;
@@ -98,4 +113,48 @@ pub async fn set_password_hash(
     )
     .await?;
     Ok(())
+}
+
+pub async fn mark_verified(db: &impl GenericClient, id: Uuid) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE users SET email_verified_at = COALESCE(email_verified_at, now()) WHERE id = $1",
+        &[&id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Claims the right to send `id` a verification email: true (and the time recorded) when
+/// none was sent in the last `cooldown_seconds`.
+pub async fn claim_verification_send(
+    db: &impl GenericClient,
+    id: Uuid,
+    cooldown_seconds: i64,
+) -> Result<bool, DbError> {
+    let n = db
+        .execute(
+            "UPDATE users SET verification_sent_at = now()
+             WHERE id = $1 AND (verification_sent_at IS NULL
+                   OR verification_sent_at <= now() - $2::bigint * interval '1 second')",
+            &[&id, &cooldown_seconds],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Seconds until `id` may be sent another verification email (0: now).
+pub async fn verification_wait(
+    db: &impl GenericClient,
+    id: Uuid,
+    cooldown_seconds: i64,
+) -> Result<i64, DbError> {
+    let row = db
+        .query_one(
+            "SELECT COALESCE(ceil(extract(epoch FROM
+                 verification_sent_at + $2::bigint * interval '1 second' - now()))::bigint, 0)
+             FROM users WHERE id = $1",
+            &[&id, &cooldown_seconds],
+        )
+        .await?;
+    Ok(row.get::<_, i64>(0).max(0))
 }

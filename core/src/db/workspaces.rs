@@ -1,4 +1,6 @@
-//! `workspaces` and `workspace_members`: a workspace is only visible to its members.
+//! `workspaces` and `workspace_members`: a workspace is only visible to its members; members
+//! have roles, a workspace always keeps an owner, and a deleted workspace leaves a tombstone
+//! until its logs and counters are purged.
 
 use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
@@ -7,28 +9,39 @@ use uuid::Uuid;
 
 use super::DbError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A member's role, from least to most power: the derived order is the order of power.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
-    Owner,
-    Admin,
+    /// Reads logs and usage.
+    Viewer,
+    /// A viewer who also creates and manages their own API keys.
     Member,
+    /// Providers, every API key, limits, and members below owner.
+    Admin,
+    /// Everything, including deleting the workspace and transferring ownership.
+    Owner,
 }
 
 impl Role {
+    pub const ALL: [Role; 4] = [Role::Viewer, Role::Member, Role::Admin, Role::Owner];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Owner => "owner",
             Role::Admin => "admin",
             Role::Member => "member",
+            Role::Viewer => "viewer",
         }
     }
 
-    fn parse(s: &str) -> Role {
-        match s {
-            "owner" => Role::Owner,
-            "admin" => Role::Admin,
-            _ => Role::Member,
-        }
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -46,7 +59,8 @@ fn from_row(row: &Row) -> Workspace {
     Workspace {
         id: row.get("id"),
         name: row.get("name"),
-        role: Role::parse(row.get("role")),
+        // The column's CHECK admits only the four roles; anything else reads as the least.
+        role: Role::parse(row.get("role")).unwrap_or(Role::Viewer),
         created_at: row.get("created_at"),
         updated_at: row.get("updated_at"),
     }
@@ -110,4 +124,232 @@ pub async fn rename(db: &impl GenericClient, id: Uuid, name: &str) -> Result<(),
     )
     .await?;
     Ok(())
+}
+
+/// One member of a workspace.
+#[derive(Debug, Clone)]
+pub struct MemberRow {
+    pub user_id: Uuid,
+    pub email: String,
+    pub role: Role,
+    pub joined_at: OffsetDateTime,
+}
+
+fn member_from_row(row: &Row) -> MemberRow {
+    MemberRow {
+        user_id: row.get("user_id"),
+        email: row.get("email"),
+        role: Role::parse(row.get("role")).unwrap_or(Role::Viewer),
+        joined_at: row.get("created_at"),
+    }
+}
+
+pub async fn members(db: &impl GenericClient, workspace: Uuid) -> Result<Vec<MemberRow>, DbError> {
+    let rows = db
+        .query(
+            "SELECT m.user_id, u.email, m.role, m.created_at
+             FROM workspace_members m JOIN users u ON u.id = m.user_id
+             WHERE m.workspace_id = $1 ORDER BY m.created_at, u.email",
+            &[&workspace],
+        )
+        .await?;
+    Ok(rows.iter().map(member_from_row).collect())
+}
+
+/// The member row, locked for the rest of the transaction.
+pub async fn member_for_update(
+    db: &impl GenericClient,
+    workspace: Uuid,
+    user: Uuid,
+) -> Result<Option<MemberRow>, DbError> {
+    let row = db
+        .query_opt(
+            "SELECT m.user_id, u.email, m.role, m.created_at
+             FROM workspace_members m JOIN users u ON u.id = m.user_id
+             WHERE m.workspace_id = $1 AND m.user_id = $2 FOR UPDATE OF m",
+            &[&workspace, &user],
+        )
+        .await?;
+    Ok(row.as_ref().map(member_from_row))
+}
+
+/// Adds `user` with `role`; a user who is already a member keeps the higher of the two.
+pub async fn add_member(
+    db: &impl GenericClient,
+    workspace: Uuid,
+    user: Uuid,
+    role: Role,
+) -> Result<(), DbError> {
+    let current = db
+        .query_opt(
+            "SELECT role FROM workspace_members WHERE workspace_id = $1 AND user_id = $2",
+            &[&workspace, &user],
+        )
+        .await?
+        .and_then(|r| Role::parse(r.get(0)));
+    match current {
+        Some(existing) if existing >= role => {}
+        Some(_) => set_role(db, workspace, user, role).await?,
+        None => {
+            db.execute(
+                "INSERT INTO workspace_members (workspace_id, user_id, role) VALUES ($1, $2, $3)",
+                &[&workspace, &user, &role.as_str()],
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn set_role(
+    db: &impl GenericClient,
+    workspace: Uuid,
+    user: Uuid,
+    role: Role,
+) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE workspace_members SET role = $3 WHERE workspace_id = $1 AND user_id = $2",
+        &[&workspace, &user, &role.as_str()],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn remove_member(
+    db: &impl GenericClient,
+    workspace: Uuid,
+    user: Uuid,
+) -> Result<bool, DbError> {
+    let n = db
+        .execute(
+            "DELETE FROM workspace_members WHERE workspace_id = $1 AND user_id = $2",
+            &[&workspace, &user],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Owners of the workspace, locking their rows so that two concurrent demotions cannot
+/// both see another owner remaining.
+pub async fn lock_owners(db: &impl GenericClient, workspace: Uuid) -> Result<Vec<Uuid>, DbError> {
+    let rows = db
+        .query(
+            "SELECT user_id FROM workspace_members
+             WHERE workspace_id = $1 AND role = 'owner' ORDER BY user_id FOR UPDATE",
+            &[&workspace],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Deletes a workspace: every API key is revoked first (gateways hear of it through the
+/// same notification as any revocation), then the row goes with its members, providers,
+/// keys and invitations. Logs, usage counters and audit entries stay, named by a
+/// tombstone, until [`purge_deleted`]. Call inside a transaction. Returns the number of
+/// keys revoked.
+pub async fn delete(db: &impl GenericClient, id: Uuid, deleted_by: Uuid) -> Result<u64, DbError> {
+    let revoked = db
+        .execute(
+            "UPDATE api_keys SET revoked_at = now() WHERE workspace_id = $1 AND revoked_at IS NULL",
+            &[&id],
+        )
+        .await?;
+    db.execute(
+        "INSERT INTO deleted_workspaces (id, name, deleted_by)
+         SELECT id, name, $2 FROM workspaces WHERE id = $1",
+        &[&id, &deleted_by],
+    )
+    .await?;
+    db.execute("DELETE FROM workspaces WHERE id = $1", &[&id])
+        .await?;
+    Ok(revoked)
+}
+
+/// What one purge removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    pub workspaces: u64,
+    pub log_rows: u64,
+    pub counter_rows: u64,
+    pub audit_rows: u64,
+}
+
+/// Drops the logs, usage counters and audit entries of workspaces deleted before
+/// `cutoff`, then their tombstones. At most `batch` workspaces per call.
+pub async fn purge_deleted(
+    db: &impl GenericClient,
+    cutoff: OffsetDateTime,
+    batch: i64,
+) -> Result<Purged, DbError> {
+    let ids: Vec<Uuid> = db
+        .query(
+            "SELECT id FROM deleted_workspaces WHERE deleted_at < $1 ORDER BY deleted_at LIMIT $2",
+            &[&cutoff, &batch],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if ids.is_empty() {
+        return Ok(Purged::default());
+    }
+    let log_rows = db
+        .execute(
+            "DELETE FROM request_logs WHERE workspace_id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
+    let counter_rows = db
+        .execute(
+            "DELETE FROM usage_counters WHERE workspace_id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
+    let audit_rows = db
+        .execute(
+            "DELETE FROM audit_log WHERE workspace_id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
+    let workspaces = db
+        .execute("DELETE FROM deleted_workspaces WHERE id = ANY($1)", &[&ids])
+        .await?;
+    Ok(Purged {
+        workspaces,
+        log_rows,
+        counter_rows,
+        audit_rows,
+    })
+}
+
+/// A user's membership as the admin API checks it on every workspace route.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    pub workspace: Workspace,
+    pub email: String,
+    pub email_verified: bool,
+}
+
+/// The workspace with `user`'s role, email and verification; `None` if not a member.
+pub async fn membership(
+    db: &impl GenericClient,
+    id: Uuid,
+    user: Uuid,
+) -> Result<Option<Membership>, DbError> {
+    let row = db
+        .query_opt(
+            "SELECT w.id, w.name, m.role, w.created_at, w.updated_at, u.email,
+                    u.email_verified_at IS NOT NULL AS email_verified
+             FROM workspace_members m
+             JOIN workspaces w ON w.id = m.workspace_id
+             JOIN users u ON u.id = m.user_id
+             WHERE m.workspace_id = $1 AND m.user_id = $2",
+            &[&id, &user],
+        )
+        .await?;
+    Ok(row.map(|r| Membership {
+        workspace: from_row(&r),
+        email: r.get("email"),
+        email_verified: r.get("email_verified"),
+    }))
 }

@@ -1,5 +1,10 @@
 import { ApiKeysView } from '../features/api-keys/components/api-keys-view';
+import { RoleGate } from '../features/members/components/role-gate';
 
 export default function ApiKeysRoute() {
-  return <ApiKeysView />;
+  return (
+    <RoleGate permission="viewKeys" title="API keys">
+      <ApiKeysView />
+    </RoleGate>
+  );
 }

@@ -1,7 +1,12 @@
 import { useParams } from 'react-router-dom';
 import { ProviderEditView } from '../features/providers/components/provider-editor';
+import { RoleGate } from '../features/members/components/role-gate';
 
 export default function ProviderEditRoute() {
   const { providerId = '' } = useParams();
-  return <ProviderEditView providerId={providerId} />;
+  return (
+    <RoleGate permission="manageProviders" title="Edit provider">
+      <ProviderEditView providerId={providerId} />
+    </RoleGate>
+  );
 }

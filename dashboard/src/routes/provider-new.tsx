@@ -1,5 +1,10 @@
 import { ProviderCreateView } from '../features/providers/components/provider-editor';
+import { RoleGate } from '../features/members/components/role-gate';
 
 export default function ProviderNewRoute() {
-  return <ProviderCreateView />;
+  return (
+    <RoleGate permission="manageProviders" title="Add provider">
+      <ProviderCreateView />
+    </RoleGate>
+  );
 }

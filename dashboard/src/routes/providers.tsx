@@ -1,5 +1,10 @@
 import { ProvidersView } from '../features/providers/components/providers-view';
+import { RoleGate } from '../features/members/components/role-gate';
 
 export default function ProvidersRoute() {
-  return <ProvidersView />;
+  return (
+    <RoleGate permission="viewProviders" title="Providers">
+      <ProvidersView />
+    </RoleGate>
+  );
 }

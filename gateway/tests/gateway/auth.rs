@@ -1,5 +1,5 @@
-//! Cached authentication: revocation through the admin API, a killed listener, a database
-//! that goes away.
+//! Cached authentication: revocation through the admin API (directly, with a removed
+//! member, with a deleted workspace), a killed listener, a database that goes away.
 
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,7 @@ async fn revocation_through_the_admin_api_reaches_a_running_gateway_within_a_sec
         jwt_ttl_seconds: 600,
         db_pool_size: 4,
         auth: Default::default(),
+        teams: Default::default(),
     })
     .await
     .unwrap();
@@ -161,6 +162,145 @@ async fn revocation_through_the_admin_api_reaches_a_running_gateway_within_a_sec
         },
     )
     .await;
+}
+
+/// Calls the admin API at `base` with `token`; returns the status and the JSON body.
+async fn admin_call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = http.request(method, url).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_removed_member_and_a_deleted_workspace_lose_their_keys_on_a_running_gateway() {
+    let env = Env::new().await;
+    let m = mock().await;
+    let admin = Application::build(perpetuo_admin::config::Config {
+        database_url: Secret::new(env.db.url.clone()),
+        jwt_secret: Secret::new("gateway-test-secret-gateway-test-secret".into()),
+        master_key: env.master.clone(),
+        master_key_previous: None,
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        gateway_addr: "127.0.0.1:8000".parse().unwrap(),
+        gateway_public_url: None,
+        allowed_private_upstreams: "127.0.0.0/8".parse().unwrap(),
+        cors_allowed_origins: String::new(),
+        dashboard_dir: "/nonexistent".into(),
+        jwt_ttl_seconds: 600,
+        db_pool_size: 4,
+        auth: Default::default(),
+        teams: Default::default(),
+    })
+    .await
+    .unwrap();
+    let admin_url = format!("http://127.0.0.1:{}", admin.port());
+    tokio::spawn(admin.run_until_stopped());
+    let http = reqwest::Client::new();
+    let signup = |email: &'static str| {
+        let http = http.clone();
+        let url = format!("{admin_url}/auth/signup");
+        async move {
+            let v: Value = http
+                .post(url)
+                .json(&json!({"email": email, "password": "correct horse"}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v
+        }
+    };
+    let owner = signup("owner@example.com").await;
+    let member = signup("member@example.com").await;
+    let token = owner["token"].as_str().unwrap();
+    let ws = owner["workspace"]["id"].as_str().unwrap();
+    let owner_key = owner["api_key"]["key"].as_str().unwrap();
+    let (status, _) = admin_call(
+        &http,
+        reqwest::Method::POST,
+        format!("{admin_url}/workspaces/{ws}/providers"),
+        token,
+        Some(json!({"kind": "openai_compatible", "name": "mock", "api_key": "sk-m", "base_url": m.base_url()})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let member_id = uuid::Uuid::parse_str(member["user"]["id"].as_str().unwrap()).unwrap();
+    db::workspaces::add_member(
+        &env.client().await,
+        uuid::Uuid::parse_str(ws).unwrap(),
+        member_id,
+        db::workspaces::Role::Member,
+    )
+    .await
+    .unwrap();
+    let (status, created) = admin_call(
+        &http,
+        reqwest::Method::POST,
+        format!("{admin_url}/workspaces/{ws}/api-keys"),
+        member["token"].as_str().unwrap(),
+        Some(json!({"name": "member key"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let member_key = created["key"].as_str().unwrap();
+
+    let gw = Gateway::start(&env).await;
+    for key in [owner_key, member_key] {
+        let status = gw
+            .chat(key, chat_body("gpt-4o"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200, "key cached");
+    }
+    let (status, removed) = admin_call(
+        &http,
+        reqwest::Method::DELETE,
+        format!("{admin_url}/workspaces/{ws}/members/{member_id}"),
+        token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{removed}");
+    assert_eq!(removed["revoked_api_keys"][0]["id"], created["id"]);
+    assert!(
+        refused_within(&gw, member_key, Duration::from_secs(10)).await,
+        "the removed member's key still works"
+    );
+    let status = gw
+        .chat(owner_key, chat_body("gpt-4o"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200, "the owner's key is untouched");
+
+    let (status, deleted) = admin_call(
+        &http,
+        reqwest::Method::DELETE,
+        format!("{admin_url}/workspaces/{ws}"),
+        token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{deleted}");
+    assert!(
+        refused_within(&gw, owner_key, Duration::from_secs(10)).await,
+        "a deleted workspace's key still works"
+    );
 }
 
 #[tokio::test]

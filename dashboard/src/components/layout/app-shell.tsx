@@ -1,19 +1,50 @@
 import { useState } from 'react';
+import { ApiError } from '../../lib/api';
+import { toast } from '../../lib/toast-store';
 import { NavLink, Outlet } from 'react-router-dom';
 import { Button } from '../ui/button';
 import { EmptyState } from '../ui/states';
+import { resendVerification } from '../../features/auth/api';
 import { useSession } from '../../features/auth/session-context';
+import { can, type Permission } from '../../features/members/schema';
 import { NewWorkspaceDialog, WorkspaceSwitcher } from '../../features/workspaces/components/workspace-switcher';
 import { Logo } from './logo';
 
-const NAV = [
+/** Entries a role cannot use are not shown (the server refuses them anyway). */
+const NAV: { to: string; label: string; end?: boolean; needs?: Permission }[] = [
   { to: '/', label: 'Overview', end: true },
-  { to: '/providers', label: 'Providers' },
-  { to: '/api-keys', label: 'API keys' },
+  { to: '/providers', label: 'Providers', needs: 'viewProviders' },
+  { to: '/api-keys', label: 'API keys', needs: 'viewKeys' },
   { to: '/logs', label: 'Logs' },
   { to: '/usage', label: 'Usage' },
+  { to: '/members', label: 'Members' },
+  { to: '/audit', label: 'Audit', needs: 'viewAudit' },
   { to: '/settings', label: 'Settings' },
 ];
+
+function VerifyBanner() {
+  const [busy, setBusy] = useState(false);
+  async function resend() {
+    setBusy(true);
+    try {
+      const answer = await resendVerification();
+      toast.success(answer.message.charAt(0).toUpperCase() + answer.message.slice(1) + '.');
+    } catch (err) {
+      if (err instanceof ApiError && err.code === 'rate_limited' && !err.handled)
+        toast.info('A link was sent a moment ago; check your inbox.');
+    } finally {
+      setBusy(false);
+    }
+  }
+  return (
+    <div className="banner banner-warning" role="status">
+      Verify your email address to create API keys and add providers: follow the link we sent you.{' '}
+      <Button size="sm" variant="ghost" busy={busy} onClick={() => void resend()}>
+        Send a new link
+      </Button>
+    </div>
+  );
+}
 
 export function AppShell() {
   const { user, logout, workspace } = useSession();
@@ -33,7 +64,7 @@ export function AppShell() {
         </div>
         <WorkspaceSwitcher />
         <nav aria-label="Main" className="nav">
-          {NAV.map((item) => (
+          {NAV.filter((item) => !item.needs || can(workspace?.role, item.needs)).map((item) => (
             <NavLink key={item.to} to={item.to} end={item.end} className={({ isActive }) => `nav-link${isActive ? ' active' : ''}`}>
               {item.label}
             </NavLink>
@@ -51,6 +82,7 @@ export function AppShell() {
         </div>
       </aside>
       <main id="main" className="main" tabIndex={-1}>
+        {user?.email_verified === false && <VerifyBanner />}
         {workspace ? (
           <Outlet />
         ) : (

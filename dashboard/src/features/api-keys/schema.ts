@@ -11,6 +11,9 @@ export interface ApiKey {
   allowed_models?: string[];
   label?: string | null;
   owner_email?: string | null;
+  /** The user who created the key. */
+  created_by?: string | null;
+  created_by_email?: string | null;
 }
 
 export type BudgetPeriod = 'day' | 'week' | 'month';

@@ -1,5 +1,5 @@
 import { api } from '../../lib/api';
-import type { Credentials, LoginResponse, MeResponse, ServerSettings, SignupResponse } from './schema';
+import type { Credentials, LoginResponse, MeResponse, ServerSettings, SignupResponse, User } from './schema';
 
 export function signup(credentials: Credentials) {
   return api.post<SignupResponse>('/auth/signup', credentials, { auth: false });
@@ -21,4 +21,20 @@ export function logout() {
 /** What the server allows before anyone logs in (`GET /meta`); failures stay quiet; the forms then assume the defaults. */
 export function fetchServerSettings(signal?: AbortSignal) {
   return api.get<ServerSettings>('/meta', { signal, auth: false, silent: true });
+}
+
+export function verifyEmail(token: string) {
+  return api.post<User>('/auth/verify-email', { token }, { auth: false, silent: true });
+}
+
+export function resendVerification() {
+  return api.post<{ message: string }>('/auth/verify-email/resend');
+}
+
+export function requestPasswordReset(email: string) {
+  return api.post<{ message: string }>('/auth/password-reset', { email }, { auth: false });
+}
+
+export function confirmPasswordReset(token: string, newPassword: string) {
+  return api.post<void>('/auth/password-reset/confirm', { token, new_password: newPassword }, { auth: false, silent: true });
 }

@@ -1,9 +1,11 @@
-export type Role = 'owner' | 'admin' | 'member' | string;
+export type Role = 'owner' | 'admin' | 'member' | 'viewer' | string;
 
 export interface User {
   id: string;
   email: string;
   created_at: string;
+  /** False until the owner of the address follows the verification link. */
+  email_verified?: boolean;
 }
 
 export interface Workspace {
@@ -24,7 +26,8 @@ export interface SignupResponse {
   refresh_token: string;
   user: User;
   workspace: Workspace;
-  api_key: { id: string; key: string; prefix: string };
+  /** Null when the email must be verified before any key is made. */
+  api_key: { id: string; key: string; prefix: string } | null;
 }
 
 export interface LoginResponse {

@@ -168,7 +168,9 @@ export function SessionProvider({ children }: { children: ReactNode }) {
       user: result.user,
       workspaces: [result.workspace],
       workspaceId: result.workspace.id,
-      signupKey: { workspaceId: result.workspace.id, key: result.api_key.key, prefix: result.api_key.prefix },
+      signupKey: result.api_key
+        ? { workspaceId: result.workspace.id, key: result.api_key.key, prefix: result.api_key.prefix }
+        : null,
     });
   }, []);
 

@@ -21,3 +21,7 @@ export function renameWorkspace(id: string, name: string) {
 export function setWorkspaceLimits(id: string, name: string, limits: Limits) {
   return api.put<Workspace & { limits?: Limits }>(`/workspaces/${seg(id)}`, { name, limits });
 }
+
+export function deleteWorkspace(id: string) {
+  return api.delete<{ id: string; revoked_api_keys: number; data_purged_after: string }>(`/workspaces/${seg(id)}`);
+}

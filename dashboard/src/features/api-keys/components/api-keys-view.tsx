@@ -8,7 +8,8 @@ import { Card } from '../../../components/ui/card';
 import { ConfirmDialog } from '../../../components/ui/confirm-dialog';
 import { PageHeader } from '../../../components/ui/page-header';
 import { EmptyState, ErrorState, LoadingState } from '../../../components/ui/states';
-import { useWorkspaceId } from '../../auth/session-context';
+import { useSession, useWorkspaceId } from '../../auth/session-context';
+import { can } from '../../members/schema';
 import { deleteApiKey, listApiKeys, revokeApiKey } from '../api';
 import { keyStatus, type ApiKey } from '../schema';
 import { CreateKeyDialog } from './create-key-dialog';
@@ -20,6 +21,10 @@ const STATUS_LABEL = { active: 'Active', revoked: 'Revoked', expired: 'Expired' 
 
 export function ApiKeysView() {
   const workspaceId = useWorkspaceId();
+  const { workspace, user } = useSession();
+  const canCreate = can(workspace?.role, 'createKeys');
+  // Members manage the keys they created; admins and owners manage every key.
+  const mayManage = (key: ApiKey) => can(workspace?.role, 'manageAnyKey') || (!!user && key.created_by === user.id);
   const keys = useResource((signal) => listApiKeys(workspaceId, signal), [workspaceId]);
   const [creating, setCreating] = useState(false);
   const [toRevoke, setToRevoke] = useState<ApiKey | null>(null);
@@ -45,9 +50,11 @@ export function ApiKeysView() {
         title="API keys"
         description="Keys let your applications call the gateway. Each request is logged under its key."
         actions={
-          <Button variant="primary" onClick={() => setCreating(true)}>
-            Create API key
-          </Button>
+          canCreate ? (
+            <Button variant="primary" onClick={() => setCreating(true)}>
+              Create API key
+            </Button>
+          ) : undefined
         }
       />
       <Card>
@@ -59,9 +66,11 @@ export function ApiKeysView() {
           <EmptyState
             title="No API keys"
             action={
-              <Button variant="primary" onClick={() => setCreating(true)}>
-                Create your first key
-              </Button>
+              canCreate ? (
+                <Button variant="primary" onClick={() => setCreating(true)}>
+                  Create your first key
+                </Button>
+              ) : undefined
             }
           >
             Create a key, then use it as the bearer token of your OpenAI client.
@@ -75,6 +84,7 @@ export function ApiKeysView() {
                   <th scope="col">Name</th>
                   <th scope="col">Key</th>
                   <th scope="col">Created</th>
+                  <th scope="col">Created by</th>
                   <th scope="col">Last used</th>
                   <th scope="col">Expires</th>
                   <th scope="col">Status</th>
@@ -92,6 +102,7 @@ export function ApiKeysView() {
                       <td className="cell-title">{key.name}</td>
                       <td className="cell-mono">{key.prefix}…</td>
                       <td title={formatDateTime(key.created_at)}>{formatRelative(key.created_at)}</td>
+                      <td>{key.created_by_email ?? <span className="muted">—</span>}</td>
                       <td title={key.last_used_at ? formatDateTime(key.last_used_at) : undefined}>
                         {key.last_used_at ? formatRelative(key.last_used_at) : <span className="muted">Never</span>}
                       </td>
@@ -103,19 +114,21 @@ export function ApiKeysView() {
                         <KeyUsage apiKey={key} />
                       </td>
                       <td className="cell-actions">
-                        {status === 'active' && (
+                        {status === 'active' && mayManage(key) && (
                           <Button size="sm" aria-label={`Limits of ${key.name}`} onClick={() => setToLimit(key)}>
                             Limits
                           </Button>
                         )}
-                        {status === 'active' && (
+                        {status === 'active' && mayManage(key) && (
                           <Button size="sm" aria-label={`Revoke ${key.name}`} onClick={() => setToRevoke(key)}>
                             Revoke
                           </Button>
                         )}
-                        <Button size="sm" variant="ghost" className="text-danger" aria-label={`Delete ${key.name}`} onClick={() => setToDelete(key)}>
-                          Delete
-                        </Button>
+                        {mayManage(key) && (
+                          <Button size="sm" variant="ghost" className="text-danger" aria-label={`Delete ${key.name}`} onClick={() => setToDelete(key)}>
+                            Delete
+                          </Button>
+                        )}
                       </td>
                     </tr>
                   );

@@ -1,5 +1,5 @@
 import { useState, type FormEvent } from 'react';
-import { Link } from 'react-router-dom';
+import { Link, useLocation } from 'react-router-dom';
 import { ApiError, fieldErrors } from '../../../lib/api';
 import { useResource } from '../../../lib/use-resource';
 import { Button } from '../../../components/ui/button';
@@ -11,6 +11,7 @@ import { MIN_PASSWORD_LENGTH, validateCredentials, type CredentialErrors } from 
 
 export function AuthForm({ mode }: { mode: 'login' | 'signup' }) {
   const session = useSession();
+  const location = useLocation();
   const [email, setEmail] = useState('');
   const [password, setPassword] = useState('');
   const [errors, setErrors] = useState<CredentialErrors>({});
@@ -93,13 +94,15 @@ export function AuthForm({ mode }: { mode: 'login' | 'signup' }) {
         <p className="auth-switch">
           {isSignup ? (
             <>
-              Already have an account? <Link to="/login">Log in</Link>
+              Already have an account? <Link to="/login" state={location.state}>Log in</Link>
             </>
           ) : signupClosed ? (
             <>Accounts on this server are created by its administrator.</>
           ) : (
             <>
-              New here? <Link to="/signup">Create an account</Link>
+              New here? <Link to="/signup" state={location.state}>Create an account</Link>
+              <br />
+              <Link to="/forgot-password">Forgot your password?</Link>
             </>
           )}
         </p>

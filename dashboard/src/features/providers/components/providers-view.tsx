@@ -8,12 +8,14 @@ import { Card } from '../../../components/ui/card';
 import { ConfirmDialog } from '../../../components/ui/confirm-dialog';
 import { PageHeader } from '../../../components/ui/page-header';
 import { EmptyState, ErrorState, LoadingState } from '../../../components/ui/states';
-import { useWorkspaceId } from '../../auth/session-context';
+import { useSession, useWorkspaceId } from '../../auth/session-context';
+import { can } from '../../members/schema';
 import { deleteProvider, listProviders, updateProvider } from '../api';
 import { kindInfo, planMove, sortByPriority, type Provider } from '../schema';
 
 export function ProvidersView() {
   const workspaceId = useWorkspaceId();
+  const manage = can(useSession().workspace?.role, 'manageProviders');
   const providers = useResource((signal) => listProviders(workspaceId, signal), [workspaceId]);
   const [pending, setPending] = useState<string | null>(null);
   const [toDelete, setToDelete] = useState<Provider | null>(null);
@@ -67,9 +69,11 @@ export function ProvidersView() {
         title="Providers"
         description="Requests go to the first enabled provider that serves the model; the next ones are fallbacks."
         actions={
-          <Link to="/providers/new" className="btn btn-primary">
-            Add provider
-          </Link>
+          manage ? (
+            <Link to="/providers/new" className="btn btn-primary">
+              Add provider
+            </Link>
+          ) : undefined
         }
       />
       <Card>
@@ -81,9 +85,11 @@ export function ProvidersView() {
           <EmptyState
             title="No providers yet"
             action={
-              <Link to="/providers/new" className="btn btn-primary">
-                Add your first provider
-              </Link>
+              manage ? (
+                <Link to="/providers/new" className="btn btn-primary">
+                  Add your first provider
+                </Link>
+              ) : undefined
             }
           >
             Add an OpenAI, Anthropic, Gemini or OpenAI-compatible endpoint with its API key.
@@ -108,7 +114,7 @@ export function ProvidersView() {
               <tbody>
                 {list.map((provider, index) => {
                   const info = kindInfo(provider.kind);
-                  const busy = pending !== null;
+                  const busy = pending !== null || !manage;
                   const mapped = Object.keys(provider.model_map).length;
                   return (
                     <tr key={provider.id} className={provider.enabled ? undefined : 'row-muted'}>
@@ -171,12 +177,16 @@ export function ProvidersView() {
                         </label>
                       </td>
                       <td className="cell-actions">
+                        {manage && (
+                          <>
                         <Link to={`/providers/${provider.id}`} className="btn btn-sm btn-secondary" aria-label={`Edit ${provider.name}`}>
                           Edit
                         </Link>
                         <Button size="sm" variant="ghost" className="text-danger" aria-label={`Delete ${provider.name}`} onClick={() => setToDelete(provider)}>
                           Delete
                         </Button>
+                          </>
+                        )}
                       </td>
                     </tr>
                   );

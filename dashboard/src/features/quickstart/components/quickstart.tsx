@@ -7,6 +7,7 @@ import { CodeBlock, CopyButton } from '../../../components/ui/copy-button';
 import { ErrorState, LoadingState } from '../../../components/ui/states';
 import { Tabs } from '../../../components/ui/tabs';
 import { useSession, useWorkspaceId } from '../../auth/session-context';
+import { can } from '../../members/schema';
 import { listProviders } from '../../providers/api';
 import { getMeta } from '../api';
 import { KEY_PLACEHOLDER } from '../schema';
@@ -14,9 +15,11 @@ import { curlSnippet, openaiBaseUrl, pythonSnippet } from '../snippets';
 
 export function Quickstart() {
   const workspaceId = useWorkspaceId();
-  const { signupKey, dismissSignupKey } = useSession();
+  const { signupKey, dismissSignupKey, workspace } = useSession();
+  // A viewer may not list providers or keys: the steps then say who can.
+  const seesProviders = can(workspace?.role, 'viewProviders');
   const meta = useResource((signal) => getMeta(signal), []);
-  const providers = useResource((signal) => listProviders(workspaceId, signal), [workspaceId]);
+  const providers = useResource((signal) => listProviders(workspaceId, signal), [workspaceId], seesProviders);
   const shownKey = signupKey && signupKey.workspaceId === workspaceId ? signupKey : null;
   const gatewayUrl = meta.data?.gateway_url ?? null;
   const providerCount = providers.data?.length ?? 0;
@@ -28,7 +31,7 @@ export function Quickstart() {
         <li className="step">
           <div className="step-head">
             <span className="step-title">Connect a provider</span>
-            {providers.loading ? null : providerCount > 0 ? (
+            {!seesProviders || providers.loading ? null : providerCount > 0 ? (
               <Badge tone="success">
                 {enabledCount} of {providerCount} enabled
               </Badge>
@@ -36,10 +39,14 @@ export function Quickstart() {
               <Badge tone="warning">None yet</Badge>
             )}
           </div>
-          <p className="step-text">
-            Add the API key of OpenAI, Anthropic, Gemini or any OpenAI-compatible endpoint.{' '}
-            <Link to={providerCount > 0 ? '/providers' : '/providers/new'}>{providerCount > 0 ? 'Manage providers' : 'Add a provider'}</Link>
-          </p>
+          {seesProviders ? (
+            <p className="step-text">
+              Add the API key of OpenAI, Anthropic, Gemini or any OpenAI-compatible endpoint.{' '}
+              <Link to={providerCount > 0 ? '/providers' : '/providers/new'}>{providerCount > 0 ? 'Manage providers' : 'Add a provider'}</Link>
+            </p>
+          ) : (
+            <p className="step-text">Providers are managed by the admins of this workspace.</p>
+          )}
         </li>
         <li className="step">
           <div className="step-head">
@@ -59,6 +66,10 @@ export function Quickstart() {
                 <Button onClick={dismissSignupKey}>I have saved it</Button>
               </div>
             </div>
+          ) : !seesProviders ? (
+            <p className="step-text">
+              Your role reads logs and usage; ask an admin for the member role to create API keys.
+            </p>
           ) : (
             <p className="step-text">
               The snippets below use <code>{KEY_PLACEHOLDER}</code>; replace it with a key from{' '}

@@ -10,7 +10,7 @@ import { limitsFormFrom, limitsFormToInput, validateLimitsForm, type BudgetPerio
 import { getWorkspace, setWorkspaceLimits } from '../api';
 
 /** Limits shared by every key of the workspace. */
-export function WorkspaceLimits({ workspaceId, name }: { workspaceId: string; name: string }) {
+export function WorkspaceLimits({ workspaceId, name, readOnly = false }: { workspaceId: string; name: string; readOnly?: boolean }) {
   const current = useResource((signal) => getWorkspace(workspaceId, signal), [workspaceId]);
   const [values, setValues] = useState<LimitsFormValues>(() => limitsFormFrom({}));
   const [errors, setErrors] = useState<Partial<Record<string, string>>>({});
@@ -48,6 +48,7 @@ export function WorkspaceLimits({ workspaceId, name }: { workspaceId: string; na
         <ErrorState error={current.error} onRetry={current.reload} title="Could not load the limits" />
       ) : (
         <form onSubmit={onSubmit} noValidate className="form">
+          <fieldset disabled={readOnly} className="fieldset-plain">
           <TextField label="Workspace requests per minute" inputMode="numeric" value={values.rpm} onChange={set('rpm')} error={errors.rpm} />
           <TextField label="Workspace tokens per minute" inputMode="numeric" value={values.tpm} onChange={set('tpm')} error={errors.tpm} />
           <TextField label="Workspace concurrent requests" inputMode="numeric" value={values.maxConcurrency} onChange={set('maxConcurrency')} error={errors.max_concurrency} />
@@ -62,6 +63,7 @@ export function WorkspaceLimits({ workspaceId, name }: { workspaceId: string; na
               Save workspace limits
             </Button>
           </div>
+          </fieldset>
         </form>
       )}
     </Card>

@@ -1,0 +1,1 @@
+export { ForgotPasswordPage, ResetPasswordPage, VerifyEmailPage } from '../features/auth/components/account-pages';
