@@ -16,6 +16,14 @@ const REQUIRED: &[(&str, &str, &[&str])] = &[
         "/auth/password",
         &["current_password", "new_password"],
     ),
+    ("post", "/auth/password-reset", &["email"]),
+    (
+        "post",
+        "/auth/password-reset/confirm",
+        &["token", "new_password"],
+    ),
+    ("post", "/auth/verify-email", &["token"]),
+    ("post", "/invitations/accept", &["token"]),
     ("post", "/workspaces", &["name"]),
     ("put", "/workspaces/{id}", &["name"]),
     (
@@ -26,6 +34,9 @@ const REQUIRED: &[(&str, &str, &[&str])] = &[
     ("put", "/workspaces/{id}/providers/{pid}", &[]),
     ("post", "/workspaces/{id}/api-keys", &["name"]),
     ("put", "/workspaces/{id}/api-keys/{kid}", &[]),
+    ("post", "/workspaces/{id}/invitations", &["email", "role"]),
+    ("put", "/workspaces/{id}/members/{uid}", &["role"]),
+    ("post", "/workspaces/{id}/transfer", &["user_id"]),
 ];
 
 /// The schema `r` points at, following `$ref`.
