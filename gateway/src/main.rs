@@ -20,6 +20,7 @@ use perpetuo_gateway::proxy::{Gateway, ResponseStore};
 use perpetuo_gateway::routing::{Breakers, EntryCache, Turns};
 use perpetuo_gateway::upstream::{Timeouts, Upstreams};
 use pingora::connectors::http::Connector;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
@@ -27,6 +28,10 @@ use pingora::services::background::background_service;
 // mimalloc: fewer allocator costs per request than glibc malloc (see bench/README.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Read and write buffer of each client connection.
+const CLIENT_READ_BUFFER: usize = 8 * 1024;
+const CLIENT_WRITE_BUFFER: usize = 1460;
 
 fn fail(msg: impl std::fmt::Display) -> std::process::ExitCode {
     tracing::error!("{msg}");
@@ -167,7 +172,15 @@ fn main() -> std::process::ExitCode {
         slots,
     };
     let mut proxy = pingora::services::listening::Service::new("perpetuo gateway".into(), guarded);
-    proxy.add_tcp(&config.gateway_addr.to_string());
+    // A client connection's read buffer: Pingora's default is 64 KiB per connection; a
+    // request header fits in far less, and larger bodies are read straight into the
+    // body buffer. Smaller keeps thousands of open streams light (bench/README.md).
+    proxy.add_listener(
+        ListenerConfig::tcp(config.gateway_addr.to_string()).l4_buffer(L4BufferSettings::new(
+            CLIENT_READ_BUFFER,
+            CLIENT_WRITE_BUFFER,
+        )),
+    );
     let mut metrics_service = pingora_prometheus::prometheus_http_service();
     metrics_service.add_tcp(&config.metrics_addr.to_string());
     metrics_service.threads = Some(1);
