@@ -26,6 +26,8 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 
 // mimalloc: fewer allocator costs per request than glibc malloc (see bench/README.md).
+// `--features system-alloc` leaves it out, for heap profilers that hook malloc.
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
