@@ -201,7 +201,8 @@ async fn read_header(
 /// before closing, so it receives the answer rather than a reset.
 async fn linger(stream: &mut Stream) {
     let _ = stream.shutdown().await;
-    let mut sink = [0u8; 8192];
+    // On the heap: an array here would sit in every connection's future, lingering or not.
+    let mut sink = vec![0u8; 8192];
     let mut left = 4 * MAX_HEADER_BYTES;
     let until = tokio::time::Instant::now() + Duration::from_secs(1);
     while left > 0 {
