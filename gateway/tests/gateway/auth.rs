@@ -31,11 +31,9 @@ async fn refused_within(gw: &Gateway, key: &str, within: Duration) -> bool {
     }
 }
 
-#[tokio::test]
-async fn revocation_through_the_admin_api_reaches_a_running_gateway_within_a_second() {
-    let env = Env::new().await;
-    let m = mock().await;
-    let admin = Application::build(perpetuo_admin::config::Config {
+/// The admin API's settings for a test beside a gateway on the same database.
+fn admin_config(env: &Env) -> perpetuo_admin::config::Config {
+    perpetuo_admin::config::Config {
         database_url: Secret::new(env.db.url.clone()),
         jwt_secret: Secret::new("gateway-test-secret-gateway-test-secret".into()),
         master_key: env.master.clone(),
@@ -50,9 +48,14 @@ async fn revocation_through_the_admin_api_reaches_a_running_gateway_within_a_sec
         db_pool_size: 4,
         auth: Default::default(),
         teams: Default::default(),
-    })
-    .await
-    .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn revocation_through_the_admin_api_reaches_a_running_gateway_within_a_second() {
+    let env = Env::new().await;
+    let m = mock().await;
+    let admin = Application::build(admin_config(&env)).await.unwrap();
     let admin_url = format!("http://127.0.0.1:{}", admin.port());
     tokio::spawn(admin.run_until_stopped());
     let http = reqwest::Client::new();
@@ -185,24 +188,7 @@ async fn admin_call(
 async fn a_removed_member_and_a_deleted_workspace_lose_their_keys_on_a_running_gateway() {
     let env = Env::new().await;
     let m = mock().await;
-    let admin = Application::build(perpetuo_admin::config::Config {
-        database_url: Secret::new(env.db.url.clone()),
-        jwt_secret: Secret::new("gateway-test-secret-gateway-test-secret".into()),
-        master_key: env.master.clone(),
-        master_key_previous: None,
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        gateway_addr: "127.0.0.1:8000".parse().unwrap(),
-        gateway_public_url: None,
-        allowed_private_upstreams: "127.0.0.0/8".parse().unwrap(),
-        cors_allowed_origins: String::new(),
-        dashboard_dir: "/nonexistent".into(),
-        jwt_ttl_seconds: 600,
-        db_pool_size: 4,
-        auth: Default::default(),
-        teams: Default::default(),
-    })
-    .await
-    .unwrap();
+    let admin = Application::build(admin_config(&env)).await.unwrap();
     let admin_url = format!("http://127.0.0.1:{}", admin.port());
     tokio::spawn(admin.run_until_stopped());
     let http = reqwest::Client::new();
