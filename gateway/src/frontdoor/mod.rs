@@ -242,8 +242,11 @@ pub trait Encoder: Send {
     /// already passed on.
     fn broken(&mut self, state: &StreamState, message: &str, kind: &str) -> Option<Bytes>;
 
-    /// A whole answer (success or error) rewritten for the client.
-    fn whole(&mut self, adapter: Adapter, status: u16, body: Bytes, served: &str) -> Whole;
+    /// A whole answer (success or error) rewritten for the client; called only when
+    /// [`Self::rewrites_whole_body`] says so (the default passes the body on).
+    fn whole(&mut self, _adapter: Adapter, _status: u16, body: Bytes, _served: &str) -> Whole {
+        Whole::unchanged(body)
+    }
 
     /// What the door changed in the request, for the log row.
     fn note(&self) -> Option<&'static str> {

@@ -10,16 +10,20 @@ use serde_json::{json, Value};
 
 use crate::harness::{chat_body, db_addr, mock, relay_url, wait_for, Env, Gateway, Relay};
 
+/// The status of a chat completion sent with `key`.
+async fn chat_status(gw: &Gateway, key: &str) -> reqwest::StatusCode {
+    gw.chat(key, chat_body("gpt-4o"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 /// Polls until the gateway refuses `key` with 401, for at most `within`.
 async fn refused_within(gw: &Gateway, key: &str, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     loop {
-        let status = gw
-            .chat(key, chat_body("gpt-4o"))
-            .send()
-            .await
-            .unwrap()
-            .status();
+        let status = chat_status(gw, key).await;
         if status == 401 {
             return true;
         }
@@ -82,15 +86,7 @@ async fn revocation_through_the_admin_api_reaches_a_running_gateway_within_a_sec
     assert_eq!(r.status(), 201);
 
     let gw = Gateway::start(&env).await;
-    assert_eq!(
-        gw.chat(key, chat_body("gpt-4o"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200,
-        "key cached"
-    );
+    assert_eq!(chat_status(&gw, key).await, 200, "key cached");
     let r = http
         .post(format!("{admin_url}/workspaces/{ws}/api-keys/{kid}/revoke"))
         .bearer_auth(token)
@@ -128,14 +124,7 @@ async fn revocation_through_the_admin_api_reaches_a_running_gateway_within_a_sec
         .unwrap();
         (k.plaintext.expose().clone(), row.id)
     };
-    assert_eq!(
-        gw.chat(&key2, chat_body("gpt-4o"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(chat_status(&gw, &key2).await, 200);
     let providers: Value = http
         .get(format!("{admin_url}/workspaces/{ws}/providers"))
         .bearer_auth(token)
@@ -155,14 +144,7 @@ async fn revocation_through_the_admin_api_reaches_a_running_gateway_within_a_sec
     wait_for(
         "provider change not seen within 1 s",
         Duration::from_secs(1),
-        || async {
-            gw.chat(&key2, chat_body("gpt-4o"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                == 404
-        },
+        || async { chat_status(&gw, &key2).await == 404 },
     )
     .await;
 }
@@ -244,12 +226,7 @@ async fn a_removed_member_and_a_deleted_workspace_lose_their_keys_on_a_running_g
 
     let gw = Gateway::start(&env).await;
     for key in [owner_key, member_key] {
-        let status = gw
-            .chat(key, chat_body("gpt-4o"))
-            .send()
-            .await
-            .unwrap()
-            .status();
+        let status = chat_status(&gw, key).await;
         assert_eq!(status, 200, "key cached");
     }
     let (status, removed) = admin_call(
@@ -266,12 +243,7 @@ async fn a_removed_member_and_a_deleted_workspace_lose_their_keys_on_a_running_g
         refused_within(&gw, member_key, Duration::from_secs(10)).await,
         "the removed member's key still works"
     );
-    let status = gw
-        .chat(owner_key, chat_body("gpt-4o"))
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let status = chat_status(&gw, owner_key).await;
     assert_eq!(status, 200, "the owner's key is untouched");
 
     let (status, deleted) = admin_call(
@@ -329,14 +301,7 @@ async fn a_killed_listener_reconnects_and_revocations_are_still_honoured() {
         },
     )
     .await;
-    assert_eq!(
-        gw.chat(&env.key, chat_body("gpt-4o"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(chat_status(&gw, &env.key).await, 200);
     db::api_keys::revoke(&client, env.workspace, env.key_id)
         .await
         .unwrap()
@@ -358,14 +323,7 @@ async fn with_the_database_gone_cached_keys_work_and_unknown_keys_get_503() {
     env.add_provider("main", &m.base_url(), 1).await;
     let relay = Relay::start(db_addr(&env.db.url)).await;
     let gw = Gateway::start_with(&env, &relay_url(&env.db.url, relay.addr), &[]).await;
-    assert_eq!(
-        gw.chat(&env.key, chat_body("gpt-4o"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(chat_status(&gw, &env.key).await, 200);
     let (unknown, _) = env.new_key().await;
 
     relay.stop().await;
@@ -391,12 +349,7 @@ async fn last_used_is_recorded_in_the_background() {
         .unwrap()
         .get::<_, bool>(0));
     for _ in 0..3 {
-        let status = gw
-            .chat(&env.key, chat_body("gpt-4o"))
-            .send()
-            .await
-            .unwrap()
-            .status();
+        let status = chat_status(&gw, &env.key).await;
         assert_eq!(status, 200);
     }
     wait_for(

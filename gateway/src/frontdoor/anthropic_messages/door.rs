@@ -106,11 +106,6 @@ impl Encoder for Passthrough {
     fn broken(&mut self, state: &StreamState, message: &str, _kind: &str) -> Option<Bytes> {
         (!state.errored).then(|| error_event(502, message))
     }
-
-    fn whole(&mut self, _adapter: Adapter, _status: u16, body: Bytes, _served: &str) -> Whole {
-        // Not called: the answer is passed on as it arrives.
-        Whole::unchanged(body)
-    }
 }
 
 /// The adapter's OpenAI chat answer encoded as a Messages response or event sequence.
