@@ -90,6 +90,45 @@ async fn status_and_code(gw: &Gateway, key: &str) -> (u16, String, Option<Uuid>)
     (status, code, id)
 }
 
+/// With the database hanging, a key still served from the stale store meets what was never
+/// cached: the workspace's provider entries (503 `routing_unavailable`) and its stored
+/// responses (503 `store_unavailable`) — each named for what could not be read.
+#[tokio::test]
+async fn what_was_never_cached_answers_503_naming_what_could_not_be_read() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("main", &m.base_url(), 1).await;
+    let relay = Relay::start(db_addr(&env.db.url)).await;
+    let gw = Gateway::start_with(
+        &env,
+        &relay_url(&env.db.url, relay.addr),
+        &[
+            ("KEY_CACHE_TTL_MS", "300"),
+            ("KEY_CACHE_STALE_MS", "600000"),
+        ],
+    )
+    .await;
+    // The key is confirmed by a route that reads no provider entries.
+    let stored = |id: &str| {
+        gw.http
+            .get(format!("{}/v1/responses/{id}", gw.base))
+            .bearer_auth(&env.key)
+            .send()
+    };
+    let r = stored("resp_none").await.unwrap();
+    assert_eq!(r.status(), 404);
+    relay.set_mode(RelayMode::Blackhole);
+    tokio::time::sleep(Duration::from_millis(400)).await; // past the key's TTL
+
+    let r = stored("resp_none").await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+    let (status, code, _) = status_and_code(&gw, &env.key).await;
+    assert_eq!((status, code.as_str()), (503, "routing_unavailable"));
+    relay.set_mode(RelayMode::Pass);
+}
+
 #[tokio::test]
 async fn cached_keys_outlive_their_ttl_while_the_database_hangs_but_not_a_revocation() {
     let env = Env::new().await;
