@@ -115,38 +115,9 @@ impl KeyCache {
                 metrics::KEY_CACHE.with_label_values(&["hit"]).inc();
                 e
             }
-            None => {
-                metrics::KEY_CACHE.with_label_values(&["miss"]).inc();
-                let pool = self.pool.clone();
-                let stale = self.stale.clone();
-                let loaded = self
-                    .cache
-                    .try_get_with(hash, async move {
-                        let key = db::with_timeout(DB_TIMEOUT, load(&pool, &hash)).await?;
-                        match &key {
-                            Some(key) => stale.insert(hash, key.clone()).await,
-                            None => stale.invalidate(&hash).await,
-                        }
-                        Ok::<_, db::DbError>(Entry { key, stale: false })
-                    })
-                    .await;
-                match loaded {
-                    Ok(entry) => entry,
-                    Err(_) if !self.serve_stale => return Err(AuthError::Unavailable),
-                    Err(_) => match self.stale.get(&hash).await {
-                        Some(key) => {
-                            metrics::KEY_CACHE.with_label_values(&["stale"]).inc();
-                            let entry = Entry {
-                                key: Some(key),
-                                stale: true,
-                            };
-                            self.cache.insert(hash, entry.clone()).await;
-                            entry
-                        }
-                        None => return Err(AuthError::Unavailable),
-                    },
-                }
-            }
+            // The miss path (a database read, the stale copy) is boxed so that its large
+            // future is not carried inside every request's future.
+            None => Box::pin(self.load_miss(hash)).await?,
         };
         let key = entry.key.ok_or(AuthError::Invalid)?;
         if key
@@ -159,6 +130,41 @@ impl KeyCache {
             used.insert(key.id);
         }
         Ok(key)
+    }
+
+    /// A key not in the cache: read from the database, or its stale copy when the
+    /// database is unavailable and stale serving is on.
+    async fn load_miss(&self, hash: KeyHash) -> Result<Entry, AuthError> {
+        metrics::KEY_CACHE.with_label_values(&["miss"]).inc();
+        let pool = self.pool.clone();
+        let stale = self.stale.clone();
+        let loaded = self
+            .cache
+            .try_get_with(hash, async move {
+                let key = db::with_timeout(DB_TIMEOUT, load(&pool, &hash)).await?;
+                match &key {
+                    Some(key) => stale.insert(hash, key.clone()).await,
+                    None => stale.invalidate(&hash).await,
+                }
+                Ok::<_, db::DbError>(Entry { key, stale: false })
+            })
+            .await;
+        match loaded {
+            Ok(entry) => Ok(entry),
+            Err(_) if !self.serve_stale => Err(AuthError::Unavailable),
+            Err(_) => match self.stale.get(&hash).await {
+                Some(key) => {
+                    metrics::KEY_CACHE.with_label_values(&["stale"]).inc();
+                    let entry = Entry {
+                        key: Some(key),
+                        stale: true,
+                    };
+                    self.cache.insert(hash, entry.clone()).await;
+                    Ok(entry)
+                }
+                None => Err(AuthError::Unavailable),
+            },
+        }
     }
 
     pub async fn invalidate(&self, hash: &KeyHash) {

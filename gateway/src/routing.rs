@@ -152,6 +152,17 @@ impl EntryCache {
 
     /// Enabled entries of a workspace by priority.
     pub async fn entries(&self, workspace: Uuid) -> Result<Arc<Vec<Arc<Entry>>>, Arc<db::DbError>> {
+        if let Some(loaded) = self.cache.get(&workspace).await {
+            return Ok(loaded.entries);
+        }
+        // The miss path is boxed so that its large future is not carried inside every
+        // request's future.
+        Box::pin(self.load_miss(workspace)).await
+    }
+
+    /// A workspace not in the cache: read from the database (one load however many
+    /// requests wait for it), or its stale copy when the database is unavailable.
+    async fn load_miss(&self, workspace: Uuid) -> Result<Arc<Vec<Arc<Entry>>>, Arc<db::DbError>> {
         let pool = self.pool.clone();
         let key = self.master_key.clone();
         let stale = self.stale.clone();

@@ -143,7 +143,10 @@ impl Upstreams {
                 return failed(Failure::Connect);
             }
         };
-        let Ok((mut session, _reused)) = self.connector.get_http_session(&peer).await else {
+        // Boxed: Pingora's connect future (TLS handshake included) is several KiB, and
+        // every request's future would otherwise carry it to its end.
+        let Ok((mut session, _reused)) = Box::pin(self.connector.get_http_session(&peer)).await
+        else {
             return failed(Failure::Connect);
         };
         let Ok(header) = request_header(entry, req) else {
@@ -241,11 +244,16 @@ impl Upstreams {
         }
     }
 
-    pub async fn release(&self, ready: Ready) {
-        let idle = ready.peer.options.idle_timeout;
-        self.connector
-            .release_http_session(ready.session, &ready.peer, idle)
-            .await;
+    /// Gives the provider connection back to the pool. Boxed: Pingora's release future is
+    /// several KiB, and a request's future would otherwise carry it from its start.
+    pub fn release(&self, ready: Box<Ready>) -> impl std::future::Future<Output = ()> + '_ {
+        Box::pin(async move {
+            let Ready { session, peer, .. } = *ready;
+            let idle = peer.options.idle_timeout;
+            self.connector
+                .release_http_session(session, &peer, idle)
+                .await;
+        })
     }
 }
 

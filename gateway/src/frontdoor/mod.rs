@@ -159,7 +159,8 @@ pub async fn prepare(
             prepared
         }
         Door::Responses => {
-            let history = store.previous_conversation(key, request).await?;
+            // Boxed: a database read that chat requests should not carry in their future.
+            let history = Box::pin(store.previous_conversation(key, request)).await?;
             openai_responses::door::prepare(request, &history)
         }
     };

@@ -95,7 +95,7 @@ impl Gateway {
                         .with_label_values(&[entry.kind.as_str()])
                         .observe(started.elapsed().as_secs_f64());
                     return self
-                        .deliver(session, ctx, *ready, adapter, state, encoder)
+                        .deliver(session, ctx, ready, adapter, state, encoder)
                         .await;
                 }
             }

@@ -70,7 +70,7 @@ impl Gateway {
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
-        mut ready: Ready,
+        mut ready: Box<Ready>,
         adapter: Adapter,
         mut state: StreamState,
         mut encoder: Box<dyn Encoder>,
@@ -203,7 +203,7 @@ impl Gateway {
             Ok(finished) => {
                 ctx.take_stream(&state);
                 if let (Some(pending), Some(key)) = (finished.store, &ctx.key) {
-                    self.responses.store(key, ctx.request_id, pending).await;
+                    Box::pin(self.responses.store(key, ctx.request_id, pending)).await;
                 }
                 for piece in finished.tail {
                     send(session, piece).await?;
@@ -269,7 +269,7 @@ impl Gateway {
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
-        mut ready: Ready,
+        mut ready: Box<Ready>,
         adapter: Adapter,
         encoder: &mut dyn Encoder,
     ) -> Result<(), Stop> {
@@ -304,7 +304,7 @@ impl Gateway {
         ctx.usage = whole.usage;
         ctx.content = whole.content;
         if let (Some(pending), Some(key)) = (whole.store, &ctx.key) {
-            self.responses.store(key, ctx.request_id, pending).await;
+            Box::pin(self.responses.store(key, ctx.request_id, pending)).await;
         }
         let header = respond::header(
             ctx,
