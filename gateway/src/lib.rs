@@ -2,6 +2,7 @@
 //! concern has its module. The gateway meets the admin API only in the database.
 
 pub mod auth;
+pub mod background;
 pub mod config;
 pub mod downstream;
 pub mod errors;

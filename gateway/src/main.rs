@@ -8,6 +8,7 @@ use perpetuo_core::db;
 use perpetuo_core::dns::Resolver;
 use perpetuo_core::pricing::Pricing;
 use perpetuo_gateway::auth::KeyCache;
+use perpetuo_gateway::background::Lowered;
 use perpetuo_gateway::config::{Config, EMBEDDED_SERVER_CONF};
 use perpetuo_gateway::downstream::{Guarded, Limits, Slots};
 use perpetuo_gateway::invalidation::{Invalidator, LastUsedFlusher};
@@ -190,28 +191,31 @@ fn main() -> std::process::ExitCode {
     server.add_service(metrics_service);
     server.add_service(background_service(
         "log writer",
-        LogWriter {
+        Lowered(LogWriter {
             pool: pool.clone(),
             rx: rx.clone(),
             spool: spool.clone(),
-        },
+        }),
     ));
     server.add_service(background_service(
         "log partitions",
-        PartitionMaintainer {
+        Lowered(PartitionMaintainer {
             pool: pool.clone(),
             retention_days: config.log_retention_days,
-        },
+        }),
     ));
     server.add_service(background_service(
         "change listener",
-        Invalidator {
+        Lowered(Invalidator {
             database_url: config.database_url.expose().clone(),
             keys: keys.clone(),
             entries,
-        },
+        }),
     ));
-    server.add_service(background_service("last used", LastUsedFlusher { keys }));
+    server.add_service(background_service(
+        "last used",
+        Lowered(LastUsedFlusher { keys }),
+    ));
     if let Some(store) = redis {
         server.add_service(background_service(
             "shared limits",

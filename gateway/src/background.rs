@@ -1,0 +1,61 @@
+//! Background services (the log writer's flushes, partition upkeep, `last_used_at`, the
+//! change listener) run on their own threads beside the request threads, on the same
+//! cores. A flush of a few hundred log rows is a couple of milliseconds of CPU in one go,
+//! and at the same priority the scheduler lets it run out its slice while a request
+//! thread that has just been woken waits: that wait was most of the gateway's p99 at one
+//! connection. These services therefore run their threads at a lower priority (nice
+//! [`BACKGROUND_NICE`]), so a waking request thread preempts them. Under full load they
+//! still get their share — at nice 10 about a tenth of a core beside one busy request
+//! thread, several times what the log writer needs.
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+/// The nice value of background threads (0 is the default, 19 the lowest priority).
+pub const BACKGROUND_NICE: i32 = 10;
+
+/// Runs a background service on a thread lowered to [`BACKGROUND_NICE`].
+pub struct Lowered<S>(pub S);
+
+#[async_trait]
+impl<S: BackgroundService + Send + Sync> BackgroundService for Lowered<S> {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        // Each Pingora background service has its own runtime thread: lowering the
+        // calling thread lowers this service, its timers and the database connections it
+        // opens.
+        lower_this_thread();
+        self.0.start(shutdown).await;
+    }
+}
+
+/// Lowers the calling thread's priority. Best effort: where the platform has no
+/// per-thread nice value or refuses the change, the thread keeps the default priority.
+pub fn lower_this_thread() {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), BACKGROUND_NICE) {
+            tracing::debug!(error = %e, "could not lower a background thread's priority");
+        }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lowers_only_the_calling_thread() {
+        let here = rustix::process::getpriority_process(None).ok();
+        let lowered = std::thread::spawn(|| {
+            lower_this_thread();
+            rustix::process::getpriority_process(Some(rustix::thread::gettid())).ok()
+        })
+        .join()
+        .ok()
+        .flatten();
+        assert_eq!(lowered, here.map(|p| p.max(BACKGROUND_NICE)));
+        assert_eq!(rustix::process::getpriority_process(None).ok(), here);
+    }
+}
