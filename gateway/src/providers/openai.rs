@@ -104,19 +104,21 @@ pub fn parse_usage(v: &Value) -> Option<Usage> {
     })
 }
 
+/// An answer's `usage`, read without building the rest of the answer.
 #[derive(serde::Deserialize)]
 struct UsageOnly {
-    usage: Option<Value>,
+    #[serde(default)]
+    usage: Option<UsageView>,
 }
 
 /// Usage and generated text of a whole (non-stream) response body. The text is only
 /// collected when there is no usage to report (it is kept for an estimate).
 pub fn decode_response(body: &[u8]) -> (Option<Usage>, Generated) {
     let mut content = Generated::default();
+    // The common case, typed; anything it cannot read (no usage, a count that is not a
+    // whole number) goes through the lenient reading below.
     if let Ok(UsageOnly { usage: Some(u) }) = serde_json::from_slice::<UsageOnly>(body) {
-        if let Some(usage) = parse_usage(&serde_json::json!({ "usage": u })) {
-            return (Some(usage), content);
-        }
+        return (Some(u.into()), content);
     }
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         return (None, content);
@@ -174,6 +176,20 @@ struct UsageView {
 struct DetailsView {
     #[serde(default)]
     cached_tokens: Option<u64>,
+}
+
+impl From<UsageView> for Usage {
+    fn from(u: UsageView) -> Self {
+        Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            cached_tokens: u
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
+            cache_write_tokens: 0,
+        }
+    }
 }
 
 /// The parts of a chunk that say whether a user would see something in it.
@@ -261,15 +277,7 @@ pub fn decode_event(state: &mut StreamState, event: &Event) -> Option<Bytes> {
         state.errored = true;
     }
     if let Some(u) = chunk.usage {
-        state.usage = Some(Usage {
-            prompt_tokens: u.prompt_tokens,
-            completion_tokens: u.completion_tokens,
-            cached_tokens: u
-                .prompt_tokens_details
-                .and_then(|d| d.cached_tokens)
-                .unwrap_or(0),
-            cache_write_tokens: 0,
-        });
+        state.usage = Some(u.into());
         if !state.client_wants_usage && chunk.choices.is_some_and(|c| c.is_empty()) {
             return None;
         }

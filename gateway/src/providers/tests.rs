@@ -517,6 +517,37 @@ proptest! {
         }
     }
 
+    /// The typed reading of an OpenAI answer's usage gives what the lenient reading of the
+    /// whole answer gives, whatever the counts hold (numbers, floats, strings, null,
+    /// nothing).
+    #[test]
+    fn typed_usage_reading_matches_the_lenient_one(
+        counts in proptest::collection::vec(prop_oneof![
+            any::<u64>().prop_map(|n| Some(json!(n))),
+            any::<i64>().prop_map(|n| Some(json!(n))),
+            any::<f64>().prop_map(|n| Some(json!(n))),
+            ".{0,3}".prop_map(|s| Some(json!(s))),
+            Just(Some(Value::Null)),
+            Just(None),
+        ], 3),
+        usage_null in any::<bool>(),
+    ) {
+        let mut usage = serde_json::Map::new();
+        for (name, v) in ["prompt_tokens", "completion_tokens"].iter().zip(&counts) {
+            if let Some(v) = v {
+                usage.insert((*name).into(), v.clone());
+            }
+        }
+        if let Some(c) = &counts[2] {
+            usage.insert("prompt_tokens_details".into(), json!({"cached_tokens": c}));
+        }
+        let usage = if usage_null { Value::Null } else { Value::Object(usage) };
+        let body = json!({"choices": [{"message": {"content": "hi"}}], "usage": usage});
+        let raw = body.to_string();
+        let (typed, _) = openai::decode_response(raw.as_bytes());
+        prop_assert_eq!(typed, openai::parse_usage(&body));
+    }
+
     #[test]
     fn arbitrary_requests_never_panic(role in "(system|user|assistant|tool|x)", text in ".{0,30}", args in ".{0,30}") {
         let req = json!({"messages": [
