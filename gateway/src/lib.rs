@@ -8,6 +8,7 @@ pub mod downstream;
 pub mod errors;
 pub mod frontdoor;
 pub mod invalidation;
+pub mod lazy_json;
 pub mod limits;
 pub mod log_spool;
 pub mod log_writer;

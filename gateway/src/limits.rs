@@ -36,6 +36,7 @@ use uuid::Uuid;
 
 use crate::auth::{AuthedKey, KeyCache};
 use crate::errors::GatewayError;
+use crate::lazy_json::LazyJson;
 use crate::metrics;
 
 /// Completion tokens assumed for a request that sets no `max_tokens`.
@@ -465,8 +466,7 @@ impl Limiter {
         &self,
         key: &AuthedKey,
         model: &str,
-        request: &Value,
-        body_len: usize,
+        request: &LazyJson,
         pricing: &Pricing,
     ) -> Gate {
         let (key_id, workspace_id, policy) = (key.id, key.workspace_id, &key.policy);
@@ -489,7 +489,8 @@ impl Limiter {
         if policy.key.is_empty() && policy.workspace.is_empty() {
             return Gate::default();
         }
-        let estimate = Estimate::of(request, body_len, model, pricing);
+        // Only here is the body read as a tree (for its completion cap).
+        let estimate = Estimate::of(request, request.raw().len(), model, pricing);
         match &self.shared {
             None => self.local.admit(key_id, workspace_id, policy, estimate, 1),
             Some(store) => match store.admit(key_id, workspace_id, policy, estimate).await {

@@ -60,7 +60,9 @@ impl Gateway {
                 ctx.error_shape = Door::Messages;
                 self.authenticate(session, Some(Door::Messages)).await?;
                 let request = body::read_json(session, self.max_body_bytes).await?;
-                json_bytes(&anthropic_messages::door::count_tokens(request.body))
+                json_bytes(&anthropic_messages::door::count_tokens(
+                    request.body.into_value(),
+                ))
             }
             ("GET" | "DELETE", p) if p.starts_with("/v1/responses/") => {
                 let key = self.authenticate(session, None).await?;

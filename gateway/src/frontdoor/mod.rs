@@ -17,12 +17,15 @@ pub mod openai_responses;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 use serde_json::Value;
 
 use crate::auth::AuthedKey;
 use crate::errors::GatewayError;
+use crate::lazy_json::LazyJson;
 use crate::providers::{
     Adapter, BrokenStream, Call, Generated, Route, StreamState, Unsupported, UpstreamRequest, Usage,
 };
@@ -114,7 +117,7 @@ pub struct Built {
 pub struct Prepared {
     /// The request in the OpenAI chat shape (and its bytes), for doors that do not speak
     /// it themselves; the conversion is made once and refused per entry only where needed.
-    pub pivot: Option<Result<(Value, Bytes), Unsupported>>,
+    pub pivot: Option<Result<Arc<LazyJson>, Unsupported>>,
     /// Anthropic's version and beta headers, forwarded to anthropic entries.
     pub anthropic_version: Option<String>,
     pub anthropic_beta: Option<String>,
@@ -126,10 +129,10 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// The request as chat messages, for estimating its tokens.
-    pub fn chat(&self) -> Option<&Value> {
+    /// The request as chat messages (and its bytes), for estimating its tokens.
+    pub fn pivot(&self) -> Option<&Arc<LazyJson>> {
         match &self.pivot {
-            Some(Ok((chat, _))) => Some(chat),
+            Some(Ok(chat)) => Some(chat),
             _ => None,
         }
     }
@@ -140,7 +143,7 @@ impl Prepared {
 pub async fn prepare(
     door: Door,
     session: &Session,
-    request: &Value,
+    request: &LazyJson,
     key: &AuthedKey,
     store: &ResponseStore,
 ) -> Result<Prepared, GatewayError> {
@@ -170,10 +173,10 @@ pub async fn prepare(
 /// The pivot chat request and its bytes, from a door's conversion.
 pub(crate) fn pivot(
     chat: Result<Value, Unsupported>,
-) -> Option<Result<(Value, Bytes), Unsupported>> {
+) -> Option<Result<Arc<LazyJson>, Unsupported>> {
     Some(chat.and_then(|chat| {
         let raw = serde_json::to_vec(&chat).map_err(|e| Unsupported(e.to_string()))?;
-        Ok((chat, Bytes::from(raw)))
+        Ok(Arc::new(LazyJson::parsed(chat, Bytes::from(raw))))
     }))
 }
 
@@ -192,14 +195,13 @@ impl Inbound<'_> {
         entry: &Entry,
         served: &str,
     ) -> Result<(UpstreamRequest, StreamState), Unsupported> {
-        let (chat, raw) = match &self.prepared.pivot {
-            Some(Ok((chat, raw))) => (chat, raw),
+        let chat = match &self.prepared.pivot {
+            Some(Ok(chat)) => chat,
             Some(Err(e)) => return Err(e.clone()),
             None => return Err(Unsupported("no request".into())),
         };
         let call = Call {
             request: chat,
-            raw,
             ..self.call
         };
         adapter.build_request(

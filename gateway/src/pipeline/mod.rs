@@ -10,7 +10,6 @@ pub mod record;
 use std::sync::Arc;
 
 use pingora::proxy::Session;
-use serde_json::Value;
 use uuid::Uuid;
 
 use crate::auth::{AuthError, AuthedKey};
@@ -62,18 +61,13 @@ impl Gateway {
         ctx.key = Some(key.clone());
         let request = body::read_json(session, self.max_body_bytes).await?;
         ctx.model_requested = Some(request.model.clone());
-        let stream = door.streams()
-            && request
-                .body
-                .get("stream")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
+        let stream = door.streams() && request.body.stream();
         ctx.streamed = stream;
         let prepared =
             frontdoor::prepare(door, session, &request.body, &key, &self.responses).await?;
         let body = Arc::new(request.body);
-        ctx.request = Some(match prepared.chat() {
-            Some(chat) => Arc::new(chat.clone()),
+        ctx.request = Some(match prepared.pivot() {
+            Some(chat) => chat.clone(),
             None => body.clone(),
         });
 
@@ -88,16 +82,12 @@ impl Gateway {
             call: Call {
                 route: door.operation(),
                 request: &body,
-                raw: &request.raw,
                 model,
                 stream,
             },
             prepared: &prepared,
         };
-        ctx.limits = self
-            .limiter
-            .admit(&key, model, &body, request.raw.len(), &self.pricing)
-            .await;
+        ctx.limits = self.limiter.admit(&key, model, &body, &self.pricing).await;
         ctx.limits.check()?;
         self.attempt_all(session, ctx, &candidates, &inbound).await
     }

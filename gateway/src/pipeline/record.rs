@@ -19,7 +19,7 @@ fn usage(ctx: &Ctx) -> (Usage, UsageSource) {
         Some(u) => (u, UsageSource::Provider),
         None if reached_provider => (
             Usage {
-                prompt_tokens: ctx.request.as_deref().map_or(0, tokens::prompt),
+                prompt_tokens: ctx.request.as_deref().map_or(0, |r| tokens::prompt(r)),
                 completion_tokens: ctx.content.tokens(),
                 ..Default::default()
             },

@@ -209,13 +209,10 @@ pub fn passthrough_request(
     version: Option<&str>,
     beta: Option<&str>,
 ) -> Result<UpstreamRequest, Unsupported> {
-    let body = if call.request.get("model").and_then(Value::as_str) == Some(served_model) {
-        call.raw.clone()
-    } else {
-        let mut body = call.request.clone();
-        body["model"] = json!(served_model);
-        Bytes::from(serde_json::to_vec(&body).map_err(|e| unsupported(e.to_string()))?)
-    };
+    let body = call
+        .request
+        .with_model(served_model)
+        .map_err(|e| unsupported(e.to_string()))?;
     let mut headers = vec![
         ("x-api-key", key.to_string()),
         ("anthropic-version", version.unwrap_or(VERSION).to_string()),

@@ -21,6 +21,7 @@ use perpetuo_core::pricing::TokenCounts;
 use perpetuo_core::provider::ProviderKind;
 use serde_json::Value;
 
+use crate::lazy_json::LazyJson;
 use crate::sse::Event;
 
 /// The gateway's OpenAI-compatible routes that reach providers.
@@ -122,10 +123,9 @@ impl Usage {
 #[derive(Debug, Clone, Copy)]
 pub struct Call<'a> {
     pub route: Route,
-    /// The parsed request body.
-    pub request: &'a Value,
-    /// The request body as the client sent it.
-    pub raw: &'a Bytes,
+    /// The request body: its bytes as the client sent them, the top-level fields, and the
+    /// tree when read as a `Value`.
+    pub request: &'a LazyJson,
     /// The requested model, without a `kind/` pin.
     pub model: &'a str,
     pub stream: bool,
@@ -278,11 +278,11 @@ impl Adapter {
                 req
             }
             Adapter::Anthropic => {
-                state.client_wants_usage = chunk::client_wants_usage(request);
+                state.client_wants_usage = request.include_usage();
                 anthropic::build_request(prefix, key, request, served_model, stream)?
             }
             Adapter::Gemini => {
-                state.client_wants_usage = chunk::client_wants_usage(request);
+                state.client_wants_usage = request.include_usage();
                 gemini::build_request(prefix, key, request, served_model, stream)?
             }
         };

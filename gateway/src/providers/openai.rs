@@ -26,15 +26,13 @@ pub fn build_request(
     let Call {
         route,
         request,
-        raw,
         stream,
         ..
     } = *call;
-    let wants_usage = stream && super::chunk::client_wants_usage(request);
-    let unchanged = request.get("model").and_then(Value::as_str) == Some(served_model)
-        && (!stream || wants_usage);
+    let wants_usage = stream && request.include_usage();
+    let unchanged = request.model() == Some(served_model) && (!stream || wants_usage);
     let body = if unchanged {
-        raw.clone()
+        request.raw().clone()
     } else {
         Bytes::from(rewrite(request, served_model, stream)?)
     };
@@ -53,13 +51,10 @@ pub fn responses_request(
     call: &Call<'_>,
     served_model: &str,
 ) -> Result<UpstreamRequest, Unsupported> {
-    let body = if call.request.get("model").and_then(Value::as_str) == Some(served_model) {
-        call.raw.clone()
-    } else {
-        let mut body = call.request.clone();
-        body["model"] = json!(served_model);
-        Bytes::from(serde_json::to_vec(&body).map_err(|e| Unsupported(e.to_string()))?)
-    };
+    let body = call
+        .request
+        .with_model(served_model)
+        .map_err(|e| Unsupported(e.to_string()))?;
     let auth = vec![("authorization", format!("Bearer {key}"))];
     Ok(UpstreamRequest::json(
         format!("{prefix}/responses"),
@@ -288,13 +283,14 @@ pub fn decode_event(state: &mut StreamState, event: &Event) -> Option<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lazy_json::LazyJson;
     use crate::sse::Framer;
 
-    fn build(req: &Value, raw: &Bytes, served: &str, stream: bool) -> (UpstreamRequest, bool) {
+    fn build(raw: &Bytes, served: &str, stream: bool) -> (UpstreamRequest, bool) {
+        let request = LazyJson::read(raw.clone()).unwrap();
         let call = Call {
             route: Route::Chat,
-            request: req,
-            raw,
+            request: &request,
             model: "a",
             stream,
         };
@@ -305,7 +301,7 @@ mod tests {
     fn stream_requests_ask_for_usage() {
         let req = json!({"model": "a", "stream": true, "messages": []});
         let raw = Bytes::from(req.to_string());
-        let (up, wants) = build(&req, &raw, "b", true);
+        let (up, wants) = build(&raw, "b", true);
         let body: Value = serde_json::from_slice(&up.body).unwrap();
         assert_eq!(body["model"], "b");
         assert_eq!(body["stream_options"]["include_usage"], true);
@@ -313,15 +309,14 @@ mod tests {
         assert_eq!(up.path, "/v1/chat/completions");
         let req = json!({"model": "a", "stream": true, "stream_options": {"include_usage": true}});
         let raw = Bytes::from(req.to_string());
-        let (up, wants) = build(&req, &raw, "a", true);
+        let (up, wants) = build(&raw, "a", true);
         assert!(wants);
         assert_eq!(
             up.body, raw,
             "nothing to rewrite: the client's bytes go upstream"
         );
-        let req = json!({"model": "a", "messages": []});
         let raw = Bytes::from_static(b"{\"model\": \"a\",  \"messages\": []}");
-        let (up, _) = build(&req, &raw, "a", false);
+        let (up, _) = build(&raw, "a", false);
         assert_eq!(up.body, raw);
     }
 

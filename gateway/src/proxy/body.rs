@@ -1,10 +1,10 @@
-//! The request body: read whole and bounded, then checked and parsed.
+//! The request body: read whole and bounded, then checked and scanned.
 
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
-use serde_json::Value;
 
 use crate::errors::GatewayError;
+use crate::lazy_json::LazyJson;
 use crate::validate::{self, BadModel};
 
 /// A body gathered from chunks without copying them; joined only when there are several.
@@ -87,14 +87,13 @@ pub async fn read(session: &mut Session, limit: usize) -> Result<Bytes, GatewayE
     }
 }
 
-/// A JSON request: its bytes as sent, parsed, and its model name.
+/// A JSON request: its body (read lazily as a tree) and its model name.
 pub struct JsonRequest {
-    pub raw: Bytes,
-    pub body: Value,
+    pub body: LazyJson,
     pub model: String,
 }
 
-/// Reads, checks and parses a JSON request body with its model name.
+/// Reads, checks and scans a JSON request body with its model name.
 pub async fn read_json(session: &mut Session, limit: usize) -> Result<JsonRequest, GatewayError> {
     let raw = read(session, limit).await?;
     if validate::nests_deeper_than(&raw, validate::MAX_JSON_DEPTH) {
@@ -106,11 +105,10 @@ pub async fn read_json(session: &mut Session, limit: usize) -> Result<JsonReques
             ),
         ));
     }
-    let body: Value = serde_json::from_slice(&raw).map_err(|_| {
+    let body = LazyJson::read(raw).ok_or_else(|| {
         GatewayError::bad_request("invalid_json", "The request body is not valid JSON.")
     })?;
-    let model = body.get("model").and_then(Value::as_str).unwrap_or("");
-    let model = match validate::model_name(model) {
+    let model = match validate::model_name(body.model().unwrap_or("")) {
         Ok(m) => m.to_string(),
         Err(BadModel::Empty) => {
             return Err(GatewayError::bad_request(
@@ -120,5 +118,5 @@ pub async fn read_json(session: &mut Session, limit: usize) -> Result<JsonReques
         }
         Err(bad) => return Err(GatewayError::bad_request("invalid_model", bad.message())),
     };
-    Ok(JsonRequest { raw, body, model })
+    Ok(JsonRequest { body, model })
 }

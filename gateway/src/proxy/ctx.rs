@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::lazy_json::LazyJson;
 use perpetuo_core::db::logs::Attempt;
 use perpetuo_core::pricing::Pricing;
 use pingora::Error;
-use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -37,7 +37,7 @@ pub struct Ctx {
     pub(crate) streamed: bool,
     pub(crate) usage: Option<Usage>,
     /// The request in the chat shape, for estimating its tokens when no usage came.
-    pub(crate) request: Option<Arc<Value>>,
+    pub(crate) request: Option<Arc<LazyJson>>,
     pub(crate) content: Generated,
     pub(crate) ttfb: Option<Duration>,
     /// Set once the request's record has been handed to the log writer.
