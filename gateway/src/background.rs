@@ -47,6 +47,34 @@ pub fn lower_this_thread() {
     }
 }
 
+/// Starts the thread that opens and drives the database pool's connections, and returns
+/// its runtime. Without it a pooled connection is driven by whichever runtime first opened
+/// it — often a request thread (a key lookup on a cache miss) — which then also writes
+/// every log flush that later borrows the connection and reads its answer, between two
+/// requests. The thread keeps the default priority: a cache miss on the request path
+/// waits on it.
+pub fn database_driver() -> std::io::Result<tokio::runtime::Handle> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("db io".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match runtime {
+                Ok(runtime) => {
+                    let _ = tx.send(Ok(runtime.handle().clone()));
+                    runtime.block_on(std::future::pending::<()>());
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        })?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("the database driver thread did not start"))?
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;

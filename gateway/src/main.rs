@@ -8,7 +8,7 @@ use perpetuo_core::db;
 use perpetuo_core::dns::Resolver;
 use perpetuo_core::pricing::Pricing;
 use perpetuo_gateway::auth::KeyCache;
-use perpetuo_gateway::background::Lowered;
+use perpetuo_gateway::background::{self, Lowered};
 use perpetuo_gateway::config::{Config, EMBEDDED_SERVER_CONF};
 use perpetuo_gateway::downstream::{Guarded, Limits, Slots};
 use perpetuo_gateway::invalidation::{Invalidator, LastUsedFlusher};
@@ -77,7 +77,15 @@ fn main() -> std::process::ExitCode {
         Ok(p) => p,
         Err(e) => return fail(format!("PRICING_FILE: {e}")),
     };
-    let pool = match db::pool(config.database_url.expose(), config.db_pool_size) {
+    let driver = match background::database_driver() {
+        Ok(d) => d,
+        Err(e) => return fail(format!("cannot start the database thread: {e}")),
+    };
+    let pool = match db::pool_driven_on(
+        config.database_url.expose(),
+        config.db_pool_size,
+        Some(driver),
+    ) {
         Ok(p) => p,
         Err(e) => return fail(format!("DATABASE_URL: {e}")),
     };

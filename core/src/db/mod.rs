@@ -71,8 +71,21 @@ impl DbError {
     }
 }
 
-/// The connection pool; TLS as `sslmode` in `database_url` says (see [`tls`]).
+/// The connection pool; TLS as `sslmode` in `database_url` says (see [`tls`]). Each
+/// connection is driven (its socket read and written) on the runtime that opens it.
 pub fn pool(database_url: &str, max_size: usize) -> Result<Pool, DbError> {
+    pool_driven_on(database_url, max_size, None)
+}
+
+/// [`pool`], with every connection opened and driven on `driver`'s runtime rather than on
+/// whichever runtime first asked for it. The gateway gives its pool a thread of its own,
+/// so that the log writer's inserts and their answers are never read and written on a
+/// request thread.
+pub fn pool_driven_on(
+    database_url: &str,
+    max_size: usize,
+    driver: Option<tokio::runtime::Handle>,
+) -> Result<Pool, DbError> {
     let tls::ConnectConfig {
         pg: mut cfg, tls, ..
     } = tls::parse(database_url)?;
@@ -85,9 +98,11 @@ pub fn pool(database_url: &str, max_size: usize) -> Result<Pool, DbError> {
     let mc = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };
-    let mgr = match tls {
-        Some(tls) => Manager::from_config(cfg, tls, mc),
-        None => Manager::from_config(cfg, NoTls, mc),
+    let mgr = match (tls, driver) {
+        (Some(tls), None) => Manager::from_config(cfg, tls, mc),
+        (None, None) => Manager::from_config(cfg, NoTls, mc),
+        (Some(tls), Some(driver)) => Manager::from_connect(cfg, DrivenOn { tls, driver }, mc),
+        (None, Some(driver)) => Manager::from_connect(cfg, DrivenOn { tls: NoTls, driver }, mc),
     };
     Pool::builder(mgr)
         .max_size(max_size)
@@ -96,6 +111,64 @@ pub fn pool(database_url: &str, max_size: usize) -> Result<Pool, DbError> {
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .build()
         .map_err(|e| DbError::Config(e.to_string()))
+}
+
+/// A pooled connection's client half and the task driving it.
+type Opened = Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>;
+
+/// Opens a pooled connection on `driver`'s runtime and drives it there: the socket is
+/// registered with that runtime's reactor, and only the client half comes back.
+struct DrivenOn<T> {
+    tls: T,
+    driver: tokio::runtime::Handle,
+}
+
+impl<T> deadpool_postgres::Connect for DrivenOn<T>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket> + Clone + Sync + Send + 'static,
+    T::Stream: Sync + Send,
+    T::TlsConnect: Sync + Send,
+    <T::TlsConnect as tokio_postgres::tls::TlsConnect<tokio_postgres::Socket>>::Future: Send,
+{
+    fn connect(
+        &self,
+        pg_config: &tokio_postgres::Config,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Opened> + Send + '_>> {
+        let (tls, here_tls) = (self.tls.clone(), self.tls.clone());
+        let (config, here_config) = (pg_config.clone(), pg_config.clone());
+        let (opened, client) = tokio::sync::oneshot::channel();
+        let task = self.driver.spawn(async move {
+            match config.connect(tls).await {
+                Ok((client, connection)) => {
+                    if opened.send(Ok(client)).is_ok() {
+                        if let Err(e) = connection.await {
+                            tracing::warn!(error = %e, "database connection closed with an error");
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = opened.send(Err(e));
+                }
+            }
+        });
+        Box::pin(async move {
+            match client.await {
+                Ok(Ok(client)) => Ok((client, task)),
+                Ok(Err(e)) => Err(e),
+                // The driver runtime is gone (the process is stopping): open and drive
+                // the connection here instead.
+                Err(_) => {
+                    let (client, connection) = here_config.connect(here_tls).await?;
+                    let task = tokio::spawn(async move {
+                        if let Err(e) = connection.await {
+                            tracing::warn!(error = %e, "database connection closed with an error");
+                        }
+                    });
+                    Ok((client, task))
+                }
+            }
+        })
+    }
 }
 
 /// One connection outside the pool (the gateway's LISTEN connection), with the same TLS
