@@ -249,3 +249,45 @@ pub async fn with_timeout<T>(
 pub(crate) fn new_id() -> uuid::Uuid {
     uuid::Uuid::now_v7()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn test_url() -> String {
+        std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    }
+
+    /// A pool given a driver runtime opens and drives its connections there: the client
+    /// works from another runtime, and stops working when the driver runtime is gone.
+    #[tokio::test]
+    async fn pooled_connections_live_on_the_driver_runtime() {
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let driver = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            handle_tx.send(rt.handle().clone()).unwrap();
+            rt.block_on(async {
+                let _ = stop_rx.await;
+            });
+            // Dropping the runtime cancels every task it drives.
+        });
+        let handle = handle_rx.recv().unwrap();
+        let pool = pool_driven_on(&test_url(), 1, Some(handle)).unwrap();
+        let client = pool.get().await.unwrap();
+        let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+        assert_eq!(one, 1);
+
+        stop_tx.send(()).unwrap();
+        driver.join().unwrap();
+        let after = client.query_one("SELECT 1", &[]).await;
+        assert!(
+            after.is_err_and(|e| e.is_closed()),
+            "the connection was driven somewhere other than the driver runtime"
+        );
+    }
+}
