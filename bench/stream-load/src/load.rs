@@ -205,7 +205,7 @@ async fn stream(
     };
     sample.ttfb = Some(start.elapsed());
     if response.status() != 200 {
-        return Outcome::Failed(Failure::Status);
+        return Outcome::Failed(Failure::Status(response.status().as_u16()));
     }
     let mut body = response.into_body();
     let mut watch = Watch::new(plan.dialect);

@@ -48,8 +48,8 @@ pub enum Failure {
     Connect,
     /// The request could not be sent or the response header not read.
     Request,
-    /// A status other than 200.
-    Status,
+    /// A status other than 200 (the status).
+    Status(u16),
     /// The body broke off (connection cut, read error).
     Body,
     /// An error event in the stream.
@@ -67,11 +67,12 @@ pub enum Failure {
 }
 
 impl Failure {
-    pub fn label(self) -> &'static str {
-        match self {
+    /// The reason's name in the report; a status carries its code (`status_502`).
+    pub fn label(self) -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed(match self {
+            Failure::Status(code) => return format!("status_{code}").into(),
             Failure::Connect => "connect",
             Failure::Request => "request",
-            Failure::Status => "status",
             Failure::Body => "body",
             Failure::ErrorEvent => "error_event",
             Failure::Garbled => "garbled",
@@ -79,7 +80,7 @@ impl Failure {
             Failure::NoUsage => "no_usage",
             Failure::NoEnd => "no_end",
             Failure::Timeout => "timeout",
-        }
+        })
     }
 }
 
@@ -116,7 +117,7 @@ pub struct Summary {
     pub completed: usize,
     pub failed: usize,
     pub stalled: usize,
-    pub failures: BTreeMap<&'static str, usize>,
+    pub failures: BTreeMap<String, usize>,
     pub connections: usize,
     pub elapsed_s: f64,
     pub streams_per_s: f64,
@@ -143,7 +144,7 @@ impl Summary {
         let mut failures = BTreeMap::new();
         for sample in samples {
             if let Outcome::Failed(why) = sample.outcome {
-                *failures.entry(why.label()).or_insert(0) += 1;
+                *failures.entry(why.label().into_owned()).or_insert(0) += 1;
             }
         }
         let stalled = samples

@@ -145,7 +145,7 @@ async fn broken_streams_are_counted_by_reason() {
     );
     let s = run("error-503").await;
     assert_eq!(
-        (s.completed, reason(&s, "status")),
+        (s.completed, reason(&s, "status_503")),
         (0, 3),
         "{}",
         s.report()
