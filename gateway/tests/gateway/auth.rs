@@ -8,7 +8,7 @@ use perpetuo_core::db;
 use perpetuo_core::Secret;
 use serde_json::{json, Value};
 
-use crate::harness::{chat_body, db_addr, mock, relay_url, wait_for, Env, Gateway, Relay};
+use crate::harness::{behind_relay, chat_body, mock, wait_for, BehindRelay, Env, Gateway};
 
 /// The status of a chat completion sent with `key`.
 async fn chat_status(gw: &Gateway, key: &str) -> reqwest::StatusCode {
@@ -318,11 +318,12 @@ async fn a_killed_listener_reconnects_and_revocations_are_still_honoured() {
 
 #[tokio::test]
 async fn with_the_database_gone_cached_keys_work_and_unknown_keys_get_503() {
-    let env = Env::new().await;
-    let m = mock().await;
-    env.add_provider("main", &m.base_url(), 1).await;
-    let relay = Relay::start(db_addr(&env.db.url)).await;
-    let gw = Gateway::start_with(&env, &relay_url(&env.db.url, relay.addr), &[]).await;
+    let BehindRelay {
+        env,
+        mock: _mock,
+        relay,
+        gw,
+    } = behind_relay(&[]).await;
     assert_eq!(chat_status(&gw, &env.key).await, 200);
     let (unknown, _) = env.new_key().await;
 

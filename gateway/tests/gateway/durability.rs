@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::fault_kit::{reconcile, spool_files, steady_load, Load};
 use crate::harness::{
-    db_addr, metric_value, mock, relay_url, wait_for, Env, Gateway, Relay, RelayMode,
+    behind_relay, metric_value, mock, wait_for, BehindRelay, Env, Gateway, RelayMode,
 };
 
 fn record(workspace: Uuid, key: Option<Uuid>, model: &str) -> LogRecord {
@@ -110,11 +110,12 @@ async fn a_refused_row_is_set_aside_and_every_other_row_lands() {
 /// lost and nothing is counted twice.
 #[tokio::test]
 async fn a_slow_database_loses_and_doubles_nothing() {
-    let env = Env::new().await;
-    let m = mock().await;
-    env.add_provider("main", &m.base_url(), 1).await;
-    let relay = Relay::start(db_addr(&env.db.url)).await;
-    let gw = Gateway::start_with(&env, &relay_url(&env.db.url, relay.addr), &[]).await;
+    let BehindRelay {
+        env,
+        mock: _mock,
+        relay,
+        gw,
+    } = behind_relay(&[]).await;
     let warm = steady_load(&gw, &env.key, 2, Duration::ZERO).await;
     relay.set_mode(RelayMode::Delay(Duration::from_millis(700)));
     let load = steady_load(&gw, &env.key, 20, Duration::from_millis(50)).await;
@@ -212,11 +213,12 @@ fn report(database: &str, load: &Load, lost: usize) {
 
 #[tokio::test]
 async fn kill_9_under_load_duplicates_nothing_and_loses_at_most_the_queue() {
-    let env = Env::new().await;
-    let m = mock().await;
-    env.add_provider("main", &m.base_url(), 1).await;
-    let relay = Relay::start(db_addr(&env.db.url)).await;
-    let mut gw = Gateway::start_with(&env, &relay_url(&env.db.url, relay.addr), &[]).await;
+    let BehindRelay {
+        env,
+        mock: _mock,
+        relay,
+        mut gw,
+    } = behind_relay(&[]).await;
     let warm = steady_load(&gw, &env.key, 1, Duration::ZERO).await;
     assert_eq!(warm.statuses, [200]);
 

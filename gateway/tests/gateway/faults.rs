@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::fault_kit::{reconcile, spool_files, steady_load, PgCluster};
 use crate::harness::{
-    chat_body, db_addr, metric_value, mock, relay_url, wait_for, Env, Gateway, Relay, RelayMode,
+    behind_relay, chat_body, metric_value, mock, wait_for, BehindRelay, Env, Gateway, RelayMode,
 };
 
 /// Warms the caches (two requests) before an outage; returns their request ids.
@@ -95,18 +95,15 @@ async fn status_and_code(gw: &Gateway, key: &str) -> (u16, String, Option<Uuid>)
 /// responses (503 `store_unavailable`) — each named for what could not be read.
 #[tokio::test]
 async fn what_was_never_cached_answers_503_naming_what_could_not_be_read() {
-    let env = Env::new().await;
-    let m = mock().await;
-    env.add_provider("main", &m.base_url(), 1).await;
-    let relay = Relay::start(db_addr(&env.db.url)).await;
-    let gw = Gateway::start_with(
-        &env,
-        &relay_url(&env.db.url, relay.addr),
-        &[
-            ("KEY_CACHE_TTL_MS", "300"),
-            ("KEY_CACHE_STALE_MS", "600000"),
-        ],
-    )
+    let BehindRelay {
+        env,
+        mock: _mock,
+        relay,
+        gw,
+    } = behind_relay(&[
+        ("KEY_CACHE_TTL_MS", "300"),
+        ("KEY_CACHE_STALE_MS", "600000"),
+    ])
     .await;
     // The key is confirmed by a route that reads no provider entries.
     let stored = |id: &str| {
@@ -131,21 +128,18 @@ async fn what_was_never_cached_answers_503_naming_what_could_not_be_read() {
 
 #[tokio::test]
 async fn cached_keys_outlive_their_ttl_while_the_database_hangs_but_not_a_revocation() {
-    let env = Env::new().await;
-    let m = mock().await;
-    env.add_provider("main", &m.base_url(), 1).await;
-    let relay = Relay::start(db_addr(&env.db.url)).await;
-    let gw = Gateway::start_with(
-        &env,
-        &relay_url(&env.db.url, relay.addr),
-        &[
-            ("KEY_CACHE_TTL_MS", "300"),
-            ("KEY_CACHE_NEGATIVE_TTL_MS", "200"),
-            ("KEY_CACHE_STALE_MS", "600000"),
-            // The workspace's provider entries expire too: they are served stale as well.
-            ("ENTRY_CACHE_TTL_MS", "300"),
-        ],
-    )
+    let BehindRelay {
+        env,
+        mock: _mock,
+        relay,
+        gw,
+    } = behind_relay(&[
+        ("KEY_CACHE_TTL_MS", "300"),
+        ("KEY_CACHE_NEGATIVE_TTL_MS", "200"),
+        ("KEY_CACHE_STALE_MS", "600000"),
+        // The workspace's provider entries expire too: they are served stale as well.
+        ("ENTRY_CACHE_TTL_MS", "300"),
+    ])
     .await;
     let (revoked, revoked_id) = env.new_key().await;
     let (unknown, _) = env.new_key().await;

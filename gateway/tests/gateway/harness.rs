@@ -564,6 +564,30 @@ impl Drop for Relay {
     }
 }
 
+/// A workspace with one provider entry (`main`, the mock) and a gateway that reaches the
+/// database through a [`Relay`] the test can delay, blackhole or stop.
+pub struct BehindRelay {
+    pub env: Env,
+    pub mock: MockProvider,
+    pub relay: Relay,
+    pub gw: Gateway,
+}
+
+/// Starts a [`BehindRelay`], the gateway with `extra` settings.
+pub async fn behind_relay(extra: &[(&str, &str)]) -> BehindRelay {
+    let env = Env::new().await;
+    let mock = mock().await;
+    env.add_provider("main", &mock.base_url(), 1).await;
+    let relay = Relay::start(db_addr(&env.db.url)).await;
+    let gw = Gateway::start_with(&env, &relay_url(&env.db.url, relay.addr), extra).await;
+    BehindRelay {
+        env,
+        mock,
+        relay,
+        gw,
+    }
+}
+
 pub fn relay_url(db_url: &str, relay: SocketAddr) -> String {
     let mut u = url::Url::parse(db_url).unwrap();
     u.set_host(Some("127.0.0.1")).unwrap();
