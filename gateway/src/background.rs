@@ -7,6 +7,9 @@
 //! [`BACKGROUND_NICE`]), so a waking request thread preempts them. Under full load they
 //! still get their share — at nice 10 about a tenth of a core beside one busy request
 //! thread, several times what the log writer needs.
+//!
+//! The same concern, keeping work that is not a request's off the request threads, puts
+//! the database pool's connections on a thread of their own ([`database_driver`]).
 
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;

@@ -29,16 +29,24 @@ struct Head {
 }
 
 impl Head {
-    fn of(v: &Value) -> Self {
+    /// From the top-level `model`, `stream` and `stream_options`, as present.
+    fn from_fields(
+        model: Option<&Value>,
+        stream: Option<&Value>,
+        stream_options: Option<&Value>,
+    ) -> Self {
         Head {
-            model: v.get("model").and_then(Value::as_str).map(str::to_string),
-            stream: v.get("stream").and_then(Value::as_bool).unwrap_or(false),
-            include_usage: v
-                .get("stream_options")
+            model: model.and_then(Value::as_str).map(str::to_string),
+            stream: stream.and_then(Value::as_bool).unwrap_or(false),
+            include_usage: stream_options
                 .and_then(|o| o.get("include_usage"))
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
         }
+    }
+
+    fn of(v: &Value) -> Self {
+        Self::from_fields(v.get("model"), v.get("stream"), v.get("stream_options"))
     }
 }
 
@@ -63,19 +71,11 @@ impl LazyJson {
         let object = raw.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
         if object {
             if let Ok(scan) = serde_json::from_slice::<Scan>(&raw) {
-                let head = Head {
-                    model: scan.model.and_then(|m| match m {
-                        Value::String(s) => Some(s),
-                        _ => None,
-                    }),
-                    stream: scan.stream.and_then(|s| s.as_bool()).unwrap_or(false),
-                    include_usage: scan
-                        .stream_options
-                        .as_ref()
-                        .and_then(|o| o.get("include_usage"))
-                        .and_then(Value::as_bool)
-                        .unwrap_or(false),
-                };
+                let head = Head::from_fields(
+                    scan.model.as_ref(),
+                    scan.stream.as_ref(),
+                    scan.stream_options.as_ref(),
+                );
                 return Some(LazyJson {
                     raw,
                     head,

@@ -59,14 +59,6 @@ pub fn error_event(message: &str, err_type: &str, code: &str) -> Bytes {
     event(&json!({"error": {"message": message, "type": err_type, "code": code, "param": null}}))
 }
 
-pub fn client_wants_usage(request: &Value) -> bool {
-    request
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
-}
-
 /// A whole `chat.completion` object.
 pub fn completion(
     meta: &Meta,
