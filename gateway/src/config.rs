@@ -18,6 +18,13 @@ fn millis(s: &str) -> Result<Duration, String> {
         .map_err(|_| "must be a whole number of milliseconds".into())
 }
 
+fn usd_per_mtok(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=100_000.0).contains(&v) => Ok(v),
+        _ => Err("must be a price in USD per million tokens, from 0 to 100000".into()),
+    }
+}
+
 fn redis_url(s: &str) -> Result<Secret<String>, String> {
     match s.split_once("://") {
         Some(("redis" | "rediss" | "unix", _)) => Ok(Secret::new(s.to_string())),
@@ -62,6 +69,11 @@ pub struct Config {
     /// Pricing table (TOML); the embedded conf/pricing.toml when unset.
     #[arg(long, env = "PRICING_FILE")]
     pub pricing_file: Option<String>,
+    /// Price (USD per million tokens, input and output alike) charged for models the
+    /// pricing table does not name; unset: such models cost nothing and are refused to
+    /// keys and workspaces with a spend budget (403 `model_not_priced`).
+    #[arg(long, env = "UNPRICED_MODEL_USD_PER_MTOK", value_parser = usd_per_mtok)]
+    pub unpriced_model_usd_per_mtok: Option<f64>,
     /// TCP (and TLS) connect timeout per attempt, ms.
     #[arg(long, env = "UPSTREAM_CONNECT_TIMEOUT_MS", default_value = "5000", value_parser = millis)]
     pub connect_timeout: Duration,
@@ -87,6 +99,10 @@ pub struct Config {
     /// connecting), ms.
     #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value = "10000", value_parser = millis)]
     pub header_read_timeout: Duration,
+    /// Time a client has to send a request's whole body, from its first read, ms; past
+    /// it the request is answered 408 and the connection closed.
+    #[arg(long, env = "BODY_READ_TIMEOUT_MS", default_value = "30000", value_parser = millis)]
+    pub body_read_timeout: Duration,
     /// How long a kept-alive client connection may wait for its next request, ms.
     #[arg(long, env = "KEEPALIVE_IDLE_TIMEOUT_MS", default_value = "60000", value_parser = millis)]
     pub keepalive_idle_timeout: Duration,

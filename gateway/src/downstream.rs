@@ -25,6 +25,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::metrics;
 
+/// Longest the answer to a connection refused at a cap may take to write.
+const REFUSAL_WRITE: Duration = Duration::from_millis(100);
+
 /// Largest request header accepted (request line and fields).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
@@ -69,6 +72,25 @@ impl Refused {
         match self {
             Refused::Total => "total",
             Refused::PerIp => "per_ip",
+        }
+    }
+
+    /// The whole answer to a refused connection: a 503 naming the cap, written without
+    /// reading anything, then the connection is closed.
+    pub fn answer(self) -> &'static [u8] {
+        match self {
+            Refused::Total => concat!(
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n",
+                "retry-after: 1\r\nconnection: close\r\ncontent-length: 95\r\n\r\n",
+                r#"{"error":{"message":"MAX_CONNECTIONS reached","type":"server_error","code":"connection_limit"}}"#,
+            )
+            .as_bytes(),
+            Refused::PerIp => concat!(
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n",
+                "retry-after: 1\r\nconnection: close\r\ncontent-length: 102\r\n\r\n",
+                r#"{"error":{"message":"MAX_CONNECTIONS_PER_IP reached","type":"server_error","code":"connection_limit"}}"#,
+            )
+            .as_bytes(),
         }
     }
 }
@@ -238,6 +260,15 @@ where
                 metrics::CONNECTIONS_REFUSED
                     .with_label_values(&[refused.label()])
                     .inc();
+                // One bounded write and close: a refused connection holds no slot and
+                // costs no read, so a flood of them stays cheap.
+                let answer = refused.answer();
+                let _ = tokio::time::timeout(REFUSAL_WRITE, async {
+                    stream.write_all(answer).await?;
+                    stream.flush().await?;
+                    stream.shutdown().await
+                })
+                .await;
                 return None;
             }
         };
@@ -325,6 +356,23 @@ mod tests {
             .map(|_| unlimited.acquire(Some(a)).unwrap())
             .collect();
         assert_eq!(held.len(), 10);
+    }
+
+    #[test]
+    fn refusals_are_short_complete_answers() {
+        for r in [Refused::Total, Refused::PerIp] {
+            let a = std::str::from_utf8(r.answer()).unwrap();
+            assert!(a.len() <= 230, "{} bytes", a.len());
+            let (head, body) = a.split_once("\r\n\r\n").unwrap();
+            assert!(head.starts_with("HTTP/1.1 503 "));
+            assert!(head.contains(&format!("content-length: {}", body.len())));
+            assert!(head.contains("retry-after: 1"));
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(v["error"]["code"], "connection_limit");
+        }
+        assert!(std::str::from_utf8(Refused::PerIp.answer())
+            .unwrap()
+            .contains("MAX_CONNECTIONS_PER_IP"));
     }
 
     #[test]

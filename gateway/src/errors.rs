@@ -89,6 +89,20 @@ impl GatewayError {
         )
     }
 
+    /// The request body did not arrive in time.
+    pub fn body_timeout(limit: std::time::Duration) -> Self {
+        Self::new(
+            408,
+            "invalid_request_error",
+            "request_timeout",
+            format!(
+                "The request body did not arrive within {} ms.",
+                limit.as_millis()
+            ),
+            Source::Client,
+        )
+    }
+
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(400, "invalid_request_error", code, message, Source::Client)
     }
@@ -187,6 +201,22 @@ impl GatewayError {
             "invalid_request_error",
             "model_not_allowed",
             format!("This API key is not allowed to use the model `{model}`."),
+            Source::Client,
+        )
+    }
+
+    /// A budget applies and the model has no price, so it could not be charged.
+    pub fn model_not_priced(model: &str) -> Self {
+        Self::new(
+            403,
+            "invalid_request_error",
+            "model_not_priced",
+            format!(
+                "The model `{model}` has no price in this gateway's pricing table, and a \
+                 spend budget applies to this API key or its workspace, so it cannot be \
+                 charged. An operator can price it (PRICING_FILE) or set \
+                 UNPRICED_MODEL_USD_PER_MTOK."
+            ),
             Source::Client,
         )
     }

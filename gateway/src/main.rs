@@ -17,6 +17,7 @@ use perpetuo_gateway::log_spool::Spool;
 use perpetuo_gateway::log_writer::{self, LogWriter};
 use perpetuo_gateway::metrics;
 use perpetuo_gateway::partitions::PartitionMaintainer;
+use perpetuo_gateway::proxy::body::BodyLimits;
 use perpetuo_gateway::proxy::{Gateway, ResponseStore};
 use perpetuo_gateway::routing::{Breakers, EntryCache, Turns};
 use perpetuo_gateway::upstream::{Timeouts, Upstreams};
@@ -73,9 +74,10 @@ fn main() -> std::process::ExitCode {
         Some(path) => Pricing::from_file(path),
         None => Pricing::embedded(),
     };
-    let pricing = match pricing {
-        Ok(p) => p,
-        Err(e) => return fail(format!("PRICING_FILE: {e}")),
+    let pricing = match (pricing, config.unpriced_model_usd_per_mtok) {
+        (Ok(p), Some(usd)) => p.with_unpriced(usd),
+        (Ok(p), None) => p,
+        (Err(e), _) => return fail(format!("PRICING_FILE: {e}")),
     };
     let driver = match background::database_driver() {
         Ok(d) => d,
@@ -127,7 +129,7 @@ fn main() -> std::process::ExitCode {
                 prefix: config.redis_key_prefix.clone(),
                 slot_ttl: config.max_answer_duration + std::time::Duration::from_secs(60),
             };
-            match limits::RedisStore::new(url.expose(), settings, keys.clone()) {
+            match limits::RedisStore::new(url.expose(), settings, pool.clone()) {
                 Ok(store) => Some(Arc::new(store)),
                 Err(e) => return fail(format!("REDIS_URL: {e}")),
             }
@@ -158,7 +160,10 @@ fn main() -> std::process::ExitCode {
         },
         pricing: Arc::new(pricing),
         sink,
-        max_body_bytes: config.max_body_bytes,
+        body: BodyLimits {
+            max_bytes: config.max_body_bytes,
+            timeout: config.body_read_timeout,
+        },
         responses: ResponseStore {
             pool: pool.clone(),
             retention: std::time::Duration::from_secs(

@@ -38,7 +38,8 @@ pub struct Gateway {
     pub upstreams: Upstreams,
     pub pricing: Arc<Pricing>,
     pub sink: LogSink,
-    pub max_body_bytes: usize,
+    /// How large a request body may be, and how long it may take to arrive.
+    pub body: body::BodyLimits,
     /// Where the Responses API keeps stored responses.
     pub responses: ResponseStore,
     pub limiter: Arc<Limiter>,
@@ -47,6 +48,8 @@ pub struct Gateway {
 impl Gateway {
     /// Answers the request: a route served here, or a front door's pipeline.
     async fn dispatch(&self, session: &mut Session, ctx: &mut Ctx) -> Result<(), Stop> {
+        // A body left unread after the answer is drained for a bounded time only.
+        session.set_total_drain_timeout(Some(body::DRAIN_DEADLINE));
         let method = session.req_header().method.as_str().to_string();
         let path = session.req_header().uri.path().to_string();
         let body = match (method.as_str(), path.as_str()) {
@@ -59,7 +62,7 @@ impl Gateway {
             ("POST", "/v1/messages/count_tokens") => {
                 ctx.error_shape = Door::Messages;
                 self.authenticate(session, Some(Door::Messages)).await?;
-                let request = body::read_json(session, self.max_body_bytes).await?;
+                let request = body::read_json(session, self.body).await?;
                 json_bytes(&anthropic_messages::door::count_tokens(
                     request.body.into_value(),
                 ))
@@ -152,5 +155,7 @@ impl ProxyHttp for Gateway {
                 .observe(t.as_secs_f64());
         }
         ctx.log();
+        // The request's shared limits are settled before its connection is reused.
+        ctx.limits.apply().await;
     }
 }

@@ -73,8 +73,9 @@ pub struct LimitsDto {
     pub budget_period: Option<String>,
 }
 
-/// Largest budget accepted, in USD.
-const MAX_BUDGET_USD: f64 = 1e9;
+/// Largest budget accepted, in USD: 10^15 nano-USD, so that every budget and spend the
+/// gateways send to Redis stays an integer Lua holds exactly (below 2^53).
+const MAX_BUDGET_USD: f64 = 1e6;
 
 impl LimitsDto {
     /// Validates into `Limits`, reporting errors under `prefix.<field>`.
@@ -101,7 +102,7 @@ impl LimitsDto {
             Some(_) => {
                 errs.add(
                     &format!("{prefix}.budget_usd"),
-                    "must be a number between 0 and 1000000000",
+                    "must be a number between 0 and 1000000",
                 );
                 None
             }

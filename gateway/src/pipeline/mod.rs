@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::auth::{AuthError, AuthedKey};
 use crate::errors::GatewayError;
 use crate::frontdoor::{self, Door, Inbound};
+use crate::limits::Admission;
 use crate::providers::Call;
 use crate::proxy::body;
 use crate::proxy::ctx::{Ctx, Stop};
@@ -59,7 +60,7 @@ impl Gateway {
         session.set_write_timeout(Some(self.upstreams.timeouts.idle));
         let key = self.authenticate(session, Some(door)).await?;
         ctx.key = Some(key.clone());
-        let request = body::read_json(session, self.max_body_bytes).await?;
+        let request = body::read_json(session, self.body).await?;
         ctx.model_requested = Some(request.model.clone());
         let stream = door.streams() && request.body.stream();
         ctx.streamed = stream;
@@ -73,9 +74,18 @@ impl Gateway {
 
         let entries = self.entries(key.workspace_id).await?;
         let (pinned, model) = split_pinned(&request.model);
-        let candidates = order(&entries, model, pinned, door.operation(), self.turns.next());
+        let mut candidates = order(&entries, model, pinned, door.operation(), self.turns.next());
         if candidates.is_empty() {
             return Err(GatewayError::model_not_found(&request.model).into());
+        }
+        let priced = |e: &Arc<Entry>| self.pricing.price(e.served_model(model)).is_some();
+        let priced_model = candidates
+            .iter()
+            .find(|e| priced(e))
+            .map(|e| e.served_model(model).to_string());
+        if key.policy.has_budget() {
+            // Under a budget only what can be charged is served.
+            candidates.retain(priced);
         }
         let inbound = Inbound {
             door,
@@ -87,7 +97,13 @@ impl Gateway {
             },
             prepared: &prepared,
         };
-        ctx.limits = self.limiter.admit(&key, model, &body, &self.pricing).await;
+        let admission = Admission {
+            model,
+            priced_model: priced_model.as_deref(),
+            request: &body,
+            numbers: request.numbers,
+        };
+        ctx.limits = self.limiter.admit(&key, admission, &self.pricing).await;
         ctx.limits.check()?;
         self.attempt_all(session, ctx, &candidates, &inbound).await
     }

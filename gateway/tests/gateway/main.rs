@@ -4,6 +4,7 @@
 
 mod fault_kit;
 mod harness;
+mod redis_kit;
 
 mod auth;
 mod canary;
@@ -23,4 +24,5 @@ mod proxying;
 mod responses;
 mod sdk;
 mod sealing;
+mod shared_limits;
 mod streaming;
