@@ -1,6 +1,7 @@
 //! The log writer under bad rows, a slow database and `kill -9`: every test ends with the
 //! reconciliation check (one row per answered request, counters equal the rows' sums).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use perpetuo_core::db::{self, logs::LogRecord, logs::UsageSource};
@@ -279,5 +280,54 @@ async fn odd_values_from_clients_still_get_their_rows() {
     assert_eq!(
         metric_value(&metrics, "perpetuo_log_rows_rejected_total"),
         0.0
+    );
+}
+
+/// A spool file whose last frame is torn (a crash mid-write, or a failed write the spool
+/// could not cut back) ends there; the records before the tear and every later file still
+/// reach the database, and the tear is counted once.
+#[tokio::test]
+async fn a_torn_tail_ends_only_its_own_file_and_later_files_replay() {
+    let env = Env::new().await;
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let records = |n| -> Vec<LogRecord> {
+        (0..n)
+            .map(|_| record(env.workspace, Some(env.key_id), "gpt-4o"))
+            .collect()
+    };
+    let (before, after) = (records(3), records(4));
+    {
+        let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(spool.append(&before), 3);
+        spool.seal().unwrap();
+        let torn = spool.oldest().unwrap().to_path_buf();
+        // A frame header announcing 200 bytes, and only 10 of them.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&torn)
+            .unwrap();
+        let mut frame = 200u32.to_le_bytes().to_vec();
+        frame.extend_from_slice(&[0x5a; 14]);
+        std::io::Write::write_all(&mut f, &frame).unwrap();
+        assert_eq!(spool.append(&after), 4);
+        spool.seal().unwrap();
+    }
+    assert_eq!(spool_files(dir.path()).len(), 2);
+
+    let gw = Gateway::start_in(&env, dir.clone()).await;
+    wait_for(
+        "the spool was not replayed",
+        Duration::from_secs(30),
+        || async { spool_files(gw.data_dir()).is_empty() },
+    )
+    .await;
+    let ids: Vec<Uuid> = before.iter().chain(&after).map(|r| r.id).collect();
+    assert_eq!(reconcile(&env, &ids, Duration::from_secs(10)).await, 7);
+    assert_eq!(
+        metric_value(
+            &gw.metrics_text().await,
+            "perpetuo_log_spool_torn_records_total"
+        ),
+        1.0
     );
 }

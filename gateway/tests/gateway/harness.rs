@@ -235,7 +235,7 @@ impl Gateway {
         extra: &[(&str, &str)],
         output: Option<&std::fs::File>,
     ) -> Self {
-        let spec = Spec {
+        Self::start_spec(Spec {
             database_url: database_url.to_string(),
             master_b64: env.master_b64.clone(),
             extra: extra
@@ -244,7 +244,24 @@ impl Gateway {
                 .collect(),
             data_dir: Arc::new(tempfile::tempdir().expect("gateway data directory")),
             output: output.map(|f| Arc::new(f.try_clone().expect("log file"))),
-        };
+        })
+        .await
+    }
+
+    /// A gateway on `env`'s database whose `DATA_DIR` is `data_dir` (which may already
+    /// hold a spool left there by the test).
+    pub async fn start_in(env: &Env, data_dir: Arc<tempfile::TempDir>) -> Self {
+        Self::start_spec(Spec {
+            database_url: env.db.url.clone(),
+            master_b64: env.master_b64.clone(),
+            extra: Vec::new(),
+            data_dir,
+            output: None,
+        })
+        .await
+    }
+
+    async fn start_spec(spec: Spec) -> Self {
         let (child, base, metrics) = spawn(&spec);
         let gw = Self {
             child,
