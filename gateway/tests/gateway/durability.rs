@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use perpetuo_core::db::{self, logs::LogRecord, logs::UsageSource};
 use perpetuo_core::email::Email;
+use perpetuo_gateway::data_dir::LOCK_FILE;
 use perpetuo_gateway::log_spool::{Spool, REJECT_FILE};
 use perpetuo_gateway::{log_writer, metrics};
 use time::OffsetDateTime;
@@ -330,4 +331,38 @@ async fn a_torn_tail_ends_only_its_own_file_and_later_files_replay() {
         ),
         1.0
     );
+}
+
+/// Two gateways on one `DATA_DIR` would interleave their frames in one spool file and
+/// replay each other's records: the second refuses to start, at once and saying why, and
+/// the first keeps serving. The lock dies with its process: a restart after `kill -9`
+/// takes the directory.
+#[tokio::test]
+async fn a_second_gateway_on_the_same_data_dir_refuses_to_start() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("main", &m.base_url(), 1).await;
+    let mut gw = Gateway::start(&env).await;
+    let (status, out) = gw.run_beside(Duration::from_secs(20)).await;
+    assert!(!status.success(), "{status}: {out}");
+    let dir = gw.data_dir().display().to_string();
+    assert!(
+        out.contains(&format!("DATA_DIR {dir} is in use by another gateway")),
+        "{out}"
+    );
+    assert!(out.contains(LOCK_FILE), "{out}");
+    let r = gw
+        .chat(&env.key, crate::harness::chat_body("gpt-4o"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    gw.restart().await;
+    let r = gw
+        .chat(&env.key, crate::harness::chat_body("gpt-4o"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }

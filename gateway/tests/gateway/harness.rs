@@ -292,6 +292,34 @@ impl Gateway {
         self.spec.data_dir.path()
     }
 
+    /// Runs a second gateway process with this one's settings and `DATA_DIR` (on ports of
+    /// its own) until it exits; returns its exit status and what it printed. Fails the
+    /// test if it still runs after `within`.
+    pub async fn run_beside(&self, within: Duration) -> (std::process::ExitStatus, String) {
+        let out = tempfile::NamedTempFile::new().expect("output file");
+        let spec = Spec {
+            database_url: self.spec.database_url.clone(),
+            master_b64: self.spec.master_b64.clone(),
+            extra: self.spec.extra.clone(),
+            data_dir: self.spec.data_dir.clone(),
+            output: Some(Arc::new(out.reopen().expect("output file"))),
+        };
+        let (mut child, _, _) = spawn(&spec);
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the second gateway still runs after {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        (status, std::fs::read_to_string(out.path()).unwrap())
+    }
+
     /// `kill -9`: no shutdown, no drain.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
