@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Brings docker-compose.yml up from the already built image and checks it end to end,
-# talking only to its ports published on 127.0.0.1: placeholder secrets refused; health;
+# talking only to its ports published on 127.0.0.1: Grafana's login checked statically (no
+# default left; its image cannot be built here); placeholder secrets refused; health;
 # sign-up, provider, chat completions (stream and not), log rows, /metrics and the metric
 # names the alerts and dashboard use; the observability profile's Prometheus; the scale
 # profile's two replicas behind nginx, both serving and both refusing a revoked key.
@@ -95,9 +96,11 @@ wait_healthy() { # seconds, services…
   done
 }
 
-log "validating the compose file and the Grafana provisioning"
+log "validating the compose file, the Grafana provisioning and Grafana's login"
 docker-compose -f docker-compose.yml config -q
+docker-compose -f docker-compose.yml --env-file .env.example --profile observability config -q
 compose config -q
+check grafana-login
 python3 - <<'PY'
 import glob, json, yaml
 ds = yaml.safe_load(open("conf/grafana/provisioning/datasources/prometheus.yml"))["datasources"]

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod background;
 pub mod config;
+pub mod data_dir;
 pub mod downstream;
 pub mod errors;
 pub mod frontdoor;

@@ -10,6 +10,7 @@ use perpetuo_core::pricing::Pricing;
 use perpetuo_gateway::auth::KeyCache;
 use perpetuo_gateway::background::{self, Lowered};
 use perpetuo_gateway::config::{Config, EMBEDDED_SERVER_CONF};
+use perpetuo_gateway::data_dir::DataDir;
 use perpetuo_gateway::downstream::{Guarded, Limits, Slots};
 use perpetuo_gateway::invalidation::{Invalidator, LastUsedFlusher};
 use perpetuo_gateway::limits;
@@ -50,6 +51,11 @@ fn main() -> std::process::ExitCode {
     }
     let config = Config::parse();
     metrics::init();
+    // Before anything reads the spool; held until the process ends.
+    let data_dir = match DataDir::lock(&config.data_dir) {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
 
     let yaml = match &config.server_conf {
         Some(path) => match std::fs::read_to_string(path) {
@@ -98,12 +104,12 @@ fn main() -> std::process::ExitCode {
         config.key_cache_negative_ttl,
         config.key_cache_stale,
     ));
-    let spool = match Spool::open(&config.data_dir, config.log_spool_max_bytes) {
+    let spool = match Spool::open(data_dir.path(), config.log_spool_max_bytes) {
         Ok(s) => Arc::new(tokio::sync::Mutex::new(s)),
         Err(e) => {
             return fail(format!(
                 "DATA_DIR: cannot use {} for the log spool: {e}",
-                config.data_dir.display()
+                data_dir.path().display()
             ))
         }
     };
@@ -260,5 +266,6 @@ fn main() -> std::process::ExitCode {
         ),
         Err(e) => return fail(format!("final log drain failed: {e}")),
     }
+    drop(data_dir);
     std::process::ExitCode::SUCCESS
 }
