@@ -164,7 +164,8 @@ fn main() -> std::process::ExitCode {
             retention: std::time::Duration::from_secs(
                 u64::from(config.responses_retention_days) * 86_400,
             ),
-            max_conversation_bytes: config.max_body_bytes,
+            max_conversation_bytes: config.responses_max_conversation_bytes,
+            workspace_quota_bytes: config.responses_workspace_quota_bytes,
         },
         limiter: limiter.clone(),
     };

@@ -162,9 +162,11 @@ pub async fn prepare(
             prepared
         }
         Door::Responses => {
-            // Boxed: a database read that chat requests should not carry in their future.
-            let history = Box::pin(store.previous_conversation(key, request)).await?;
-            openai_responses::door::prepare(request, &history)
+            // Boxed: database reads that chat requests should not carry in their future.
+            let storing = openai_responses::door::storing(request);
+            let continued =
+                Box::pin(store.open(key, request, storing, request.raw().len())).await?;
+            openai_responses::door::prepare(request, continued)
         }
     };
     Ok(prepared)

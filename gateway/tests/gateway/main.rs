@@ -23,4 +23,5 @@ mod proxying;
 mod responses;
 mod sdk;
 mod sealing;
+mod stored_responses;
 mod streaming;
