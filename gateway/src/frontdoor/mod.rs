@@ -1,6 +1,6 @@
 //! Front doors: the client-facing APIs the gateway speaks. Each is a decoder and an
-//! encoder around one pipeline (authenticate → limit → route → attempt with fallback →
-//! deliver → record, in `crate::pipeline`): which routes it answers, where its key comes
+//! encoder around one pipeline (authenticate → route → limit → prepare → attempt with
+//! fallback → deliver → record, in `crate::pipeline`): which routes it answers, where its key comes
 //! from, its error shape, how its request is prepared once ([`prepare`]) and built for one
 //! entry ([`Door::build`]), and how the answer is encoded back ([`Encoder`]). Front doors
 //! never see provider wire formats, except to pass a request through unchanged to a
@@ -139,7 +139,8 @@ impl Prepared {
 }
 
 /// Decodes a door's request once: whatever every attempt shares (conversions, stored
-/// history, forwarded headers).
+/// history, forwarded headers). Runs after the request's limits: a request refused by
+/// them never reads a stored conversation.
 pub async fn prepare(
     door: Door,
     session: &Session,

@@ -1,5 +1,5 @@
-//! The one pipeline every front door goes through: authenticate → read and prepare the
-//! request (the door's decoder) → route → limit → attempt with fallback ([`attempt`]) →
+//! The one pipeline every front door goes through: authenticate → read the request →
+//! route → limit → prepare it (the door's decoder) → attempt with fallback ([`attempt`]) →
 //! deliver through the door's encoder ([`deliver`]) → record ([`record`], from
 //! `logging`). Nothing here knows a door's wire format.
 
@@ -63,19 +63,23 @@ impl Gateway {
         ctx.model_requested = Some(request.model.clone());
         let stream = door.streams() && request.body.stream();
         ctx.streamed = stream;
-        let prepared =
-            frontdoor::prepare(door, session, &request.body, &key, &self.responses).await?;
         let body = Arc::new(request.body);
-        ctx.request = Some(match prepared.pivot() {
-            Some(chat) => chat.clone(),
-            None => body.clone(),
-        });
+        ctx.request = Some(body.clone());
 
         let entries = self.entries(key.workspace_id).await?;
         let (pinned, model) = split_pinned(&request.model);
         let candidates = order(&entries, model, pinned, door.operation(), self.turns.next());
         if candidates.is_empty() {
             return Err(GatewayError::model_not_found(&request.model).into());
+        }
+        // Limits before the door's preparation: a request they refuse never makes the
+        // gateway read what it would have needed (a stored conversation). The estimate is
+        // the request's own body.
+        ctx.limits = self.limiter.admit(&key, model, &body, &self.pricing).await;
+        ctx.limits.check()?;
+        let prepared = frontdoor::prepare(door, session, &body, &key, &self.responses).await?;
+        if let Some(chat) = prepared.pivot() {
+            ctx.request = Some(chat.clone());
         }
         let inbound = Inbound {
             door,
@@ -87,8 +91,6 @@ impl Gateway {
             },
             prepared: &prepared,
         };
-        ctx.limits = self.limiter.admit(&key, model, &body, &self.pricing).await;
-        ctx.limits.check()?;
         self.attempt_all(session, ctx, &candidates, &inbound).await
     }
 }

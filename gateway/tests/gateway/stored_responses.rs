@@ -1,14 +1,15 @@
 //! Stored Responses as a chain of turns: each turn stored once however often it is
 //! continued, a deleted turn kept (hidden) while others continue it, the per-workspace
-//! quota refusing before the provider while other workspaces still store, and responses
-//! stored before the upgrade still read and continued.
+//! quota refusing before the provider while other workspaces still store, limits checked
+//! before a stored conversation is read, and responses stored before the upgrade still
+//! read and continued.
 
 use perpetuo_core::db;
 use perpetuo_core::provider::ProviderKind;
 use perpetuo_core::testing::TestDb;
 use serde_json::{json, Value};
 
-use crate::harness::{mock, Env, Gateway};
+use crate::harness::{chat_body, mock, Env, Gateway};
 
 const MODEL: &str = "gpt-4o-mini";
 
@@ -320,6 +321,42 @@ async fn a_workspace_past_its_quota_is_refused_before_the_provider_while_another
     }
     assert_counter_matches_rows(&env, env.workspace).await;
     create(&gw, &env.key, &body).await;
+}
+
+#[tokio::test]
+async fn a_key_over_its_limits_is_refused_before_its_stored_conversation_is_read() {
+    let (env, _m, gw) = setup(&[]).await;
+    let stored = create(&gw, &env.key, &json!({"model": MODEL, "input": "hello"})).await;
+    env.client()
+        .await
+        .execute(
+            "UPDATE api_keys SET concurrency_limit = 1 WHERE id = $1",
+            &[&env.key_id],
+        )
+        .await
+        .unwrap();
+    let gw = Gateway::start(&env).await; // the limit as the key is loaded
+    let mut held = chat_body("gpt-stall-mid-stream");
+    held["stream"] = json!(true);
+    let mut running = gw.chat(&env.key, held).send().await.unwrap();
+    assert_eq!(running.status(), 200);
+    assert!(running.chunk().await.unwrap().is_some(), "the slot is held");
+
+    // Were the conversation read first, an unknown one would answer 404.
+    for previous in ["resp_unknown", id(&stored)] {
+        let resp = post(
+            &gw,
+            &env.key,
+            &json!({"model": MODEL, "input": "again", "previous_response_id": previous}),
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(resp.status(), 429, "{previous}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "rate_limit_exceeded", "{v}");
+    }
+    drop(running);
 }
 
 #[tokio::test]
