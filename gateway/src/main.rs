@@ -11,6 +11,7 @@ use perpetuo_gateway::auth::KeyCache;
 use perpetuo_gateway::background::{self, Lowered};
 use perpetuo_gateway::config::{Config, EMBEDDED_SERVER_CONF};
 use perpetuo_gateway::downstream::{Guarded, Limits, Slots};
+use perpetuo_gateway::frontdoor::openai_responses::purge::ResponsePurge;
 use perpetuo_gateway::invalidation::{Invalidator, LastUsedFlusher};
 use perpetuo_gateway::limits;
 use perpetuo_gateway::log_spool::Spool;
@@ -212,6 +213,10 @@ fn main() -> std::process::ExitCode {
             pool: pool.clone(),
             retention_days: config.log_retention_days,
         }),
+    ));
+    server.add_service(background_service(
+        "stored responses purge",
+        Lowered(ResponsePurge { pool: pool.clone() }),
     ));
     server.add_service(background_service(
         "change listener",

@@ -2,9 +2,10 @@
 //! `previous_response_id`, when stored) is decoded into the OpenAI chat shape the provider
 //! adapters take, and the answer is encoded back into a Response object or the Responses
 //! event sequence, every event numbered. Pure transforms here; the door around the pipeline is in [`door`], storage in
-//! [`store`].
+//! [`store`] and its expiry in [`purge`].
 
 pub mod door;
+pub mod purge;
 pub mod store;
 
 use bytes::Bytes;

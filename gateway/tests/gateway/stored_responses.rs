@@ -1,15 +1,17 @@
 //! Stored Responses as a chain of turns: each turn stored once however often it is
 //! continued, a deleted turn kept (hidden) while others continue it, the per-workspace
 //! quota refusing before the provider while other workspaces still store, limits checked
-//! before a stored conversation is read, and responses stored before the upgrade still
-//! read and continued.
+//! before a stored conversation is read, the purge deleting expired turns in batches, and
+//! responses stored before the upgrade still read and continued.
+
+use std::time::Duration;
 
 use perpetuo_core::db;
 use perpetuo_core::provider::ProviderKind;
 use perpetuo_core::testing::TestDb;
 use serde_json::{json, Value};
 
-use crate::harness::{chat_body, mock, Env, Gateway};
+use crate::harness::{chat_body, mock, wait_for, Env, Gateway};
 
 const MODEL: &str = "gpt-4o-mini";
 
@@ -357,6 +359,76 @@ async fn a_key_over_its_limits_is_refused_before_its_stored_conversation_is_read
         assert_eq!(v["error"]["code"], "rate_limit_exceeded", "{v}");
     }
     drop(running);
+}
+
+#[tokio::test]
+async fn the_purge_deletes_expired_turns_in_batches_but_keeps_those_still_continued() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("compat", &m.base_url(), 1).await;
+    let expired = 12_500; // more than the ten thousand one statement used to delete
+    let client = env.client().await;
+    client
+        .execute(
+            "INSERT INTO stored_responses (id, workspace_id, expires_at, response, input_items, \
+             turn, depth, conversation_bytes, stored_bytes) \
+             SELECT 'resp_old_' || n, $1, now() - interval '1 hour', '{}', '[]', '[]', 1, 2, 6 \
+             FROM generate_series(1, $2::int) n",
+            &[&env.workspace, &expired],
+        )
+        .await
+        .unwrap();
+    // An expired first turn that a live answer continues.
+    client
+        .execute(
+            "INSERT INTO stored_responses (id, workspace_id, expires_at, response, input_items, \
+             turn, depth, conversation_bytes, stored_bytes) VALUES \
+             ('resp_root', $1, now() - interval '1 hour', '{}', '[]', \
+              '[{\"role\":\"user\",\"content\":\"Remember 42.\"},{\"role\":\"assistant\",\"content\":\"OK.\"}]', 1, 80, 80)",
+            &[&env.workspace],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO stored_responses (id, workspace_id, expires_at, response, input_items, \
+             previous_response_id, turn, depth, conversation_bytes, stored_bytes) VALUES \
+             ('resp_child', $1, now() + interval '1 day', '{\"id\":\"resp_child\"}', '[]', 'resp_root', \
+              '[{\"role\":\"user\",\"content\":\"And?\"},{\"role\":\"assistant\",\"content\":\"Fine.\"}]', 2, 160, 100)",
+            &[&env.workspace],
+        )
+        .await
+        .unwrap();
+
+    let gw = Gateway::start(&env).await; // the purge runs at start
+    wait_for(
+        "every expired turn nothing continues is purged",
+        Duration::from_secs(60),
+        || async { number(&env, "SELECT count(*) FROM stored_responses").await == 2 },
+    )
+    .await;
+    let kept = number(
+        &env,
+        "SELECT count(*) FROM stored_responses WHERE id IN ('resp_root', 'resp_child')",
+    )
+    .await;
+    assert_eq!(kept, 2);
+    assert_counter_matches_rows(&env, env.workspace).await;
+    assert_eq!(
+        get(&gw, &env.key, "resp_root").await.0,
+        404,
+        "expired: hidden"
+    );
+    create(
+        &gw,
+        &env.key,
+        &json!({"model": MODEL, "input": "Which number?", "previous_response_id": "resp_child"}),
+    )
+    .await;
+    assert_eq!(
+        sent_texts(&m),
+        ["Remember 42.", "OK.", "And?", "Fine.", "Which number?"]
+    );
 }
 
 #[tokio::test]
