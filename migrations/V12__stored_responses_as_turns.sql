@@ -22,6 +22,8 @@ ALTER TABLE stored_responses
 -- Rows of the earlier format keep working: each becomes a first turn holding the whole
 -- conversation it had, so it reads and continues exactly as before. A row whose
 -- conversation was not kept (JSON null: it outgrew the limit) still cannot be continued.
+-- Gateways of an earlier build write and read the dropped `conversation` column: once
+-- this has run they store no response and continue none until they are upgraded too.
 UPDATE stored_responses SET
     turn = CASE WHEN jsonb_typeof(conversation) = 'array' THEN conversation END,
     conversation_bytes = CASE WHEN jsonb_typeof(conversation) = 'array'

@@ -1,11 +1,11 @@
 //! Front doors: the client-facing APIs the gateway speaks. Each is a decoder and an
 //! encoder around one pipeline (authenticate → route → limit → prepare → attempt with
-//! fallback → deliver → record, in `crate::pipeline`): which routes it answers, where its key comes
-//! from, its error shape, how its request is prepared once ([`prepare`]) and built for one
-//! entry ([`Door::build`]), and how the answer is encoded back ([`Encoder`]). Front doors
-//! never see provider wire formats, except to pass a request through unchanged to a
-//! provider of their own format; the provider adapters speak OpenAI's chat format as the
-//! pivot.
+//! fallback → deliver → record, in `crate::pipeline`): which routes it answers, where its
+//! key comes from, its error shape, how its request is prepared once ([`prepare`]) and
+//! built for one entry ([`Door::build`]), and how the answer is encoded back
+//! ([`Encoder`]). Front doors never see provider wire formats, except to pass a request
+//! through unchanged to a provider of their own format; the provider adapters speak
+//! OpenAI's chat format as the pivot.
 //!
 //! A new front door is one module here: its variant of [`Door`], its `prepare` arm and its
 //! `build`, returning its own [`Encoder`].
