@@ -12,6 +12,11 @@ use perpetuo_core::Secret;
 
 pub const EMBEDDED_SERVER_CONF: &str = include_str!("../../conf/gateway.yaml");
 
+/// Largest stored conversation that can still be continued, in bytes.
+pub const RESPONSES_MAX_CONVERSATION_BYTES: &str = "RESPONSES_MAX_CONVERSATION_BYTES";
+/// Bytes of stored responses a workspace may keep.
+pub const RESPONSES_WORKSPACE_QUOTA_BYTES: &str = "RESPONSES_WORKSPACE_QUOTA_BYTES";
+
 fn millis(s: &str) -> Result<Duration, String> {
     s.parse::<u64>()
         .map(Duration::from_millis)
@@ -136,6 +141,16 @@ pub struct Config {
     /// `previous_response_id`).
     #[arg(long, env = "RESPONSES_RETENTION_DAYS", default_value_t = 30)]
     pub responses_retention_days: u32,
+    /// Largest stored conversation (the chat messages of every turn through a response)
+    /// that `previous_response_id` may still continue, in bytes; a turn whose conversation
+    /// passes it is stored without its messages and cannot be continued.
+    #[arg(long, env = RESPONSES_MAX_CONVERSATION_BYTES, default_value_t = 4 * 1024 * 1024)]
+    pub responses_max_conversation_bytes: usize,
+    /// Bytes of stored responses one workspace may keep; past it, requests that would be
+    /// stored are refused (413 `responses_quota_exceeded`) before any provider is called.
+    /// 0: no quota.
+    #[arg(long, env = RESPONSES_WORKSPACE_QUOTA_BYTES, default_value_t = 1024 * 1024 * 1024)]
+    pub responses_workspace_quota_bytes: u64,
     /// How long a workspace's provider entries stay cached (notifications refresh them
     /// sooner), ms.
     #[arg(long, env = "ENTRY_CACHE_TTL_MS", default_value = "300000", value_parser = millis)]

@@ -118,11 +118,33 @@ impl GatewayError {
     }
 
     pub fn response_not_found(id: &str) -> Self {
+        // The id comes from the client: at most its first 256 bytes are echoed.
+        let mut end = id.len().min(256);
+        while !id.is_char_boundary(end) {
+            end -= 1;
+        }
         Self::new(
             404,
             "invalid_request_error",
             "not_found",
-            format!("No stored response with id '{id}'."),
+            format!("No stored response with id '{}'.", &id[..end]),
+            Source::Client,
+        )
+    }
+
+    /// The workspace's stored responses fill its quota, so this answer could not be
+    /// stored. 413, not 429: the room comes back only as stored responses expire or are
+    /// deleted, so retrying (which SDKs do by themselves on a 429) does not help; the
+    /// client should send `store: false` or delete stored responses.
+    pub fn responses_quota_exceeded(quota: u64) -> Self {
+        Self::new(
+            413,
+            "invalid_request_error",
+            "responses_quota_exceeded",
+            format!(
+                "This workspace's stored responses fill its quota of {quota} bytes: send \
+                 `store: false`, or delete stored responses (DELETE /v1/responses/{{id}})."
+            ),
             Source::Client,
         )
     }

@@ -12,6 +12,7 @@ use perpetuo_gateway::background::{self, Lowered};
 use perpetuo_gateway::config::{Config, EMBEDDED_SERVER_CONF};
 use perpetuo_gateway::data_dir::DataDir;
 use perpetuo_gateway::downstream::{Guarded, Limits, Slots};
+use perpetuo_gateway::frontdoor::openai_responses::purge::ResponsePurge;
 use perpetuo_gateway::invalidation::{Invalidator, LastUsedFlusher};
 use perpetuo_gateway::limits;
 use perpetuo_gateway::log_spool::Spool;
@@ -175,7 +176,8 @@ fn main() -> std::process::ExitCode {
             retention: std::time::Duration::from_secs(
                 u64::from(config.responses_retention_days) * 86_400,
             ),
-            max_conversation_bytes: config.max_body_bytes,
+            max_conversation_bytes: config.responses_max_conversation_bytes,
+            workspace_quota_bytes: config.responses_workspace_quota_bytes,
         },
         limiter: limiter.clone(),
     };
@@ -222,6 +224,10 @@ fn main() -> std::process::ExitCode {
             pool: pool.clone(),
             retention_days: config.log_retention_days,
         }),
+    ));
+    server.add_service(background_service(
+        "stored responses purge",
+        Lowered(ResponsePurge { pool: pool.clone() }),
     ));
     server.add_service(background_service(
         "change listener",

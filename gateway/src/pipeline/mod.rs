@@ -1,5 +1,5 @@
-//! The one pipeline every front door goes through: authenticate → read and prepare the
-//! request (the door's decoder) → route → limit → attempt with fallback ([`attempt`]) →
+//! The one pipeline every front door goes through: authenticate → read the request →
+//! route → limit → prepare it (the door's decoder) → attempt with fallback ([`attempt`]) →
 //! deliver through the door's encoder ([`deliver`]) → record ([`record`], from
 //! `logging`). Nothing here knows a door's wire format.
 
@@ -64,13 +64,8 @@ impl Gateway {
         ctx.model_requested = Some(request.model.clone());
         let stream = door.streams() && request.body.stream();
         ctx.streamed = stream;
-        let prepared =
-            frontdoor::prepare(door, session, &request.body, &key, &self.responses).await?;
         let body = Arc::new(request.body);
-        ctx.request = Some(match prepared.pivot() {
-            Some(chat) => chat.clone(),
-            None => body.clone(),
-        });
+        ctx.request = Some(body.clone());
 
         let entries = self.entries(key.workspace_id).await?;
         let (pinned, model) = split_pinned(&request.model);
@@ -87,6 +82,21 @@ impl Gateway {
             // Under a budget only what can be charged is served.
             candidates.retain(priced);
         }
+        // Limits before the door's preparation: a request they refuse never makes the
+        // gateway read what it would have needed (a stored conversation). The estimate is
+        // the request's own body.
+        let admission = Admission {
+            model,
+            priced_model: priced_model.as_deref(),
+            request: &body,
+            numbers: request.numbers,
+        };
+        ctx.limits = self.limiter.admit(&key, admission, &self.pricing).await;
+        ctx.limits.check()?;
+        let prepared = frontdoor::prepare(door, session, &body, &key, &self.responses).await?;
+        if let Some(chat) = prepared.pivot() {
+            ctx.request = Some(chat.clone());
+        }
         let inbound = Inbound {
             door,
             call: Call {
@@ -97,14 +107,6 @@ impl Gateway {
             },
             prepared: &prepared,
         };
-        let admission = Admission {
-            model,
-            priced_model: priced_model.as_deref(),
-            request: &body,
-            numbers: request.numbers,
-        };
-        ctx.limits = self.limiter.admit(&key, admission, &self.pricing).await;
-        ctx.limits.check()?;
         self.attempt_all(session, ctx, &candidates, &inbound).await
     }
 }

@@ -38,7 +38,9 @@ impl Env {
         Self::seeded(TestDb::on_server(server_url).await.expect("test database")).await
     }
 
-    async fn seeded(db: TestDb) -> Self {
+    /// An environment seeded in `db` (a database made by the test, e.g. at an earlier
+    /// migration).
+    pub async fn seeded(db: TestDb) -> Self {
         let master_b64 = MasterKey::generate_base64();
         let master = MasterKey::from_base64(&master_b64).unwrap();
         let mut client = db.pool.get().await.unwrap();
@@ -93,11 +95,27 @@ impl Env {
         models: &[&str],
         map: &[(&str, &str)],
     ) -> Uuid {
+        self.add_provider_in(self.workspace, name, kind, base_url, priority, models, map)
+            .await
+    }
+
+    /// A provider entry of another workspace of this database.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn add_provider_in(
+        &self,
+        workspace: Uuid,
+        name: &str,
+        kind: ProviderKind,
+        base_url: &str,
+        priority: i32,
+        models: &[&str],
+        map: &[(&str, &str)],
+    ) -> Uuid {
         let id = db::providers::new_id();
         let key = format!("sk-upstream-{name}");
         let row = NewProvider {
             id,
-            workspace_id: self.workspace,
+            workspace_id: workspace,
             kind,
             name: name.into(),
             base_url: Some(base_url.into()),
@@ -107,7 +125,7 @@ impl Env {
                     &key,
                     &crypto::KeyBinding {
                         entry_id: id,
-                        workspace_id: self.workspace,
+                        workspace_id: workspace,
                         kind,
                         base_url: Some(base_url),
                     },

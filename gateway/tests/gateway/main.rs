@@ -25,4 +25,5 @@ mod responses;
 mod sdk;
 mod sealing;
 mod shared_limits;
+mod stored_responses;
 mod streaming;
