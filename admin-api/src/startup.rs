@@ -120,6 +120,7 @@ impl Application {
                     .unwrap_or(i64::MAX / 2),
                 hasher,
                 throttle: AuthThrottle::new(auth.rate_per_ip, auth.rate_per_account),
+                trusted_proxies: config.trusted_proxies.clone(),
                 master_key: config.master_keys(),
                 signup_enabled: config.auth.signup_enabled,
                 upstream_policy: config.allowed_private_upstreams.clone(),
@@ -161,7 +162,7 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
-        // The peer address is what the credential throttles count per client.
+        // The peer address is the client's, unless the peer is a trusted proxy.
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();

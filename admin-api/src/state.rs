@@ -5,6 +5,7 @@ use std::sync::Arc;
 use perpetuo_core::crypto::MasterKey;
 use perpetuo_core::db::Pool;
 use perpetuo_core::dns::Resolver;
+use perpetuo_core::forwarded::TrustedProxies;
 use perpetuo_core::password::Hasher;
 use perpetuo_core::upstream::UpstreamPolicy;
 
@@ -24,6 +25,8 @@ pub struct Inner {
     pub refresh_ttl_seconds: i64,
     pub hasher: Hasher,
     pub throttle: AuthThrottle,
+    /// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
     pub master_key: MasterKey,
     /// `SIGNUP_ENABLED`: whether `POST /auth/signup` creates accounts.
     pub signup_enabled: bool,

@@ -1,6 +1,8 @@
 //! Login and signup throttling, per client IP and per account: attempts are counted in
 //! fixed one-minute windows held in bounded in-process caches (moka), so memory stays
 //! bounded whatever the number of addresses or emails tried. Limits are per replica.
+//! The client IP is `extract::ClientIp` (the TCP peer, or the forwarded client behind
+//! `TRUSTED_PROXIES`), counted by `forwarded::client_group` (IPv6 per /64).
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -8,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use moka::ops::compute::Op;
 use moka::sync::Cache;
+use perpetuo_core::forwarded::client_group;
 
 /// How many keys each counter remembers; the least used are dropped beyond that.
 pub const MAX_KEYS: u64 = 100_000;
@@ -83,19 +86,6 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Throttle<K> {
     }
 }
 
-/// The key of a client address: IPv6 clients are counted per /64, since one host usually
-/// holds a whole /64.
-pub fn client_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let mut seg = v6.segments();
-            seg[4..].fill(0);
-            IpAddr::V6(seg.into())
-        }
-        v4 => v4,
-    }
-}
-
 /// The two throttles of the credential routes.
 pub struct AuthThrottle {
     per_ip: Throttle<IpAddr>,
@@ -137,7 +127,7 @@ impl AuthThrottle {
     /// Admits one credential attempt from `ip` on `account` (a normalised email), or
     /// refuses it with the time to wait.
     pub fn attempt(&self, ip: IpAddr, account: &str) -> Result<Attempt<'_>, Duration> {
-        self.per_ip.hit(client_key(ip))?;
+        self.per_ip.hit(client_group(ip))?;
         self.per_account.hit(account.to_string())?;
         Ok(Attempt {
             throttle: self,
@@ -199,12 +189,12 @@ mod tests {
 
     #[test]
     fn ipv6_clients_are_counted_per_64() {
+        let t = AuthThrottle::new(1, 0);
         let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
         let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(client_key(a), client_key(b));
-        assert_ne!(client_key(a), client_key(c));
-        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
-        assert_eq!(client_key(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
+        drop(t.attempt(a, "x@example.com").unwrap());
+        assert!(t.attempt(b, "x@example.com").is_err(), "same /64");
+        assert!(t.attempt(c, "x@example.com").is_ok(), "another /64");
     }
 }

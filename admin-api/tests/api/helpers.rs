@@ -31,6 +31,7 @@ pub fn config(db: &TestDb, master_key: &MasterKey, allowed: &str) -> Config {
         gateway_public_url: None,
         allowed_private_upstreams: allowed.parse().unwrap(),
         cors_allowed_origins: String::new(),
+        trusted_proxies: Default::default(),
         dashboard_dir: PathBuf::from("/nonexistent-dashboard"),
         jwt_ttl_seconds: 3600,
         db_pool_size: 8,
