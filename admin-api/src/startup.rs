@@ -62,6 +62,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     pool: db::Pool,
+    hasher: Hasher,
     deleted_retention_days: u32,
 }
 
@@ -118,7 +119,7 @@ impl Application {
                 ),
                 refresh_ttl_seconds: i64::try_from(auth.refresh_ttl_seconds)
                     .unwrap_or(i64::MAX / 2),
-                hasher,
+                hasher: hasher.clone(),
                 throttle: AuthThrottle::new(auth.rate_per_ip, auth.rate_per_account),
                 trusted_proxies: config.trusted_proxies.clone(),
                 master_key: config.master_keys(),
@@ -147,6 +148,7 @@ impl Application {
             listener,
             router,
             pool,
+            hasher,
             deleted_retention_days: config.teams.deleted_workspace_retention_days,
         })
     }
@@ -159,6 +161,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.local_addr().port()
+    }
+
+    /// The password hasher the server uses (its [`Hasher::runs`] counts argon2id work).
+    pub fn hasher(&self) -> Hasher {
+        self.hasher.clone()
     }
 
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {

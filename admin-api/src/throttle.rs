@@ -124,6 +124,12 @@ impl AuthThrottle {
         }
     }
 
+    /// Admits one attempt from `ip` that names no account yet (a password-reset token),
+    /// counted against the same per-IP allowance as logins.
+    pub fn attempt_from(&self, ip: IpAddr) -> Result<(), Duration> {
+        self.per_ip.hit(client_group(ip))
+    }
+
     /// Admits one credential attempt from `ip` on `account` (a normalised email), or
     /// refuses it with the time to wait.
     pub fn attempt(&self, ip: IpAddr, account: &str) -> Result<Attempt<'_>, Duration> {

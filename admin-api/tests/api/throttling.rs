@@ -276,3 +276,103 @@ async fn without_trusted_proxies_a_forwarded_for_header_cannot_dodge_the_throttl
     assert_rate_limited(login_forwarded(&http, &app, "198.51.100.3", "who@example.com").await)
         .await;
 }
+
+fn reset_confirm(token: &str) -> Value {
+    json!({"token": token, "new_password": "a brand new password"})
+}
+
+/// Stores a live password-reset token for `user` and returns it.
+async fn reset_token(app: &TestApp, user: &str) -> String {
+    let t = perpetuo_core::token::generate("ppr-reset-");
+    perpetuo_core::db::account_tokens::create(
+        &app.client().await,
+        user.parse().unwrap(),
+        perpetuo_core::db::account_tokens::Purpose::ResetPassword,
+        &t.hash,
+        3600,
+    )
+    .await
+    .unwrap();
+    t.plaintext.expose().clone()
+}
+
+#[tokio::test]
+async fn a_junk_reset_token_is_refused_before_any_password_is_hashed() {
+    let app = TestApp::spawn().await;
+    let acc = app.signup("reset@example.com").await;
+    let http = client_from("127.0.0.1");
+    let before = app.hasher.runs();
+    for junk in [
+        "ppr-reset-junk",
+        "x",
+        "ppr-reset-0000000000000000000000000000000000",
+    ] {
+        let r = post(
+            &http,
+            &app,
+            "/auth/password-reset/confirm",
+            reset_confirm(junk),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(error_code(&body), "token_invalid");
+    }
+    assert_eq!(
+        app.hasher.runs(),
+        before,
+        "no argon2id work for a junk token"
+    );
+
+    // A live token is hashed once and works.
+    let token = reset_token(&app, &acc.user_id).await;
+    let r = post(
+        &http,
+        &app,
+        "/auth/password-reset/confirm",
+        reset_confirm(&token),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.hasher.runs(), before + 1);
+}
+
+#[tokio::test]
+async fn reset_confirms_are_throttled_per_client_like_logins() {
+    let app = TestApp::spawn_configured(|c| c.auth.rate_per_ip = 3).await;
+    let acc = app.signup("reset@example.com").await;
+    let token = reset_token(&app, &acc.user_id).await;
+    let http = client_from("127.0.0.4");
+    for _ in 0..3 {
+        let r = post(
+            &http,
+            &app,
+            "/auth/password-reset/confirm",
+            reset_confirm("ppr-reset-junk"),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    }
+    // Past the allowance even a live token waits; the allowance is the one logins use.
+    assert_rate_limited(
+        post(
+            &http,
+            &app,
+            "/auth/password-reset/confirm",
+            reset_confirm(&token),
+        )
+        .await,
+    )
+    .await;
+    assert_rate_limited(post(&http, &app, "/auth/login", login("reset@example.com", "x")).await)
+        .await;
+    let other = client_from("127.0.0.5");
+    let r = post(
+        &other,
+        &app,
+        "/auth/password-reset/confirm",
+        reset_confirm(&token),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+}
