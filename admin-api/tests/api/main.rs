@@ -8,6 +8,7 @@ mod api_keys;
 mod auth;
 mod commands;
 mod errors;
+mod governance;
 mod headers;
 mod limits;
 mod logs;
