@@ -39,3 +39,17 @@ LEFT JOIN last_limits l ON l.target_id = k0.id::text
 LEFT JOIN last_models m ON m.target_id = k0.id::text
 LEFT JOIN last_expiry e ON e.target_id = k0.id::text
 WHERE k0.id = k.id AND (l.target_id IS NOT NULL OR m.target_id IS NOT NULL OR e.target_id IS NOT NULL);
+
+-- Viewers hold no API keys: keys of members made viewers before this rule are revoked
+-- (gateways hear of it through the usual notification), each with an audit entry.
+WITH revoked AS (
+    UPDATE api_keys k SET revoked_at = now()
+    FROM workspace_members m
+    WHERE m.workspace_id = k.workspace_id AND m.user_id = k.created_by
+      AND m.role = 'viewer' AND k.revoked_at IS NULL
+    RETURNING k.id, k.workspace_id, k.name, k.prefix
+)
+INSERT INTO audit_log (id, workspace_id, action, target_type, target_id, after)
+SELECT gen_random_uuid(), workspace_id, 'api_key.revoked', 'api_key', id::text,
+       jsonb_build_object('name', name, 'prefix', prefix, 'reason', 'its creator is a viewer')
+FROM revoked;

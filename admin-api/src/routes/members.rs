@@ -1,6 +1,7 @@
 //! A workspace's members: list, change a role, remove, leave, transfer ownership. A member
-//! who leaves or is removed loses the API keys they created (revoked, and named in the
-//! response); a workspace always keeps at least one owner.
+//! who leaves, is removed or is made a viewer loses the API keys they created (revoked,
+//! and named in the response: viewers hold none); one who leaves or is removed also loses
+//! the invitations they sent; a workspace always keeps at least one owner.
 
 use axum::extract::Path;
 use axum::Json;
@@ -51,12 +52,22 @@ pub struct TransferInput {
     pub user_id: Option<String>,
 }
 
-/// An API key revoked because its creator left the workspace.
+/// An API key revoked because its creator left the workspace or became a viewer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RevokedKeyDto {
     pub id: Uuid,
     pub name: String,
     pub prefix: String,
+}
+
+/// A member with a new role.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UpdatedMember {
+    #[serde(flatten)]
+    pub member: MemberDto,
+    /// The API keys this member created here, revoked because the new role is viewer
+    /// (empty otherwise); gateways stop accepting them within a second.
+    pub revoked_api_keys: Vec<RevokedKeyDto>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -101,11 +112,12 @@ pub async fn list(member: Member, Conn(client): Conn) -> Result<Json<ListOf<Memb
 }
 
 /// Change a member's role. Admins manage roles below owner; only an owner makes or
-/// unmakes owners; the last owner cannot be demoted (409 `last_owner`).
+/// unmakes owners; the last owner cannot be demoted (409 `last_owner`). Making someone a
+/// viewer revokes the API keys they created here, in the same change.
 #[utoipa::path(put, path = "/workspaces/{id}/members/{uid}", tag = "members", security(("bearer" = [])),
     params(("id" = String, Path, description = "workspace id"), ("uid" = String, Path, description = "user id")),
     request_body = RoleInput,
-    responses((status = 200, body = MemberDto), (status = 400, body = crate::error::ErrorBody),
+    responses((status = 200, body = UpdatedMember), (status = 400, body = crate::error::ErrorBody),
               (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody)))]
 pub async fn update(
@@ -113,7 +125,7 @@ pub async fn update(
     Conn(mut client): Conn,
     Path((_id, uid)): Path<(String, String)>,
     ApiJson(body): ApiJson<RoleInput>,
-) -> Result<Json<MemberDto>, ApiError> {
+) -> Result<Json<UpdatedMember>, ApiError> {
     let ws = member.workspace.id;
     let uid = parse_id(&uid)?;
     let role = parse_role(body.role.as_deref())?;
@@ -128,8 +140,17 @@ pub async fn update(
         keep_an_owner(&tx, ws, uid).await?;
     }
     db::workspaces::set_role(&tx, ws, uid, role).await?;
+    // Viewers hold no keys.
+    let revoked = if role == Role::Viewer {
+        revoked_keys(db::api_keys::revoke_created_by(&tx, ws, uid).await?)
+    } else {
+        Vec::new()
+    };
     let before = serde_json::json!({ "email": target.email, "role": target.role.as_str() });
-    let after = serde_json::json!({ "email": target.email, "role": role.as_str() });
+    let mut after = serde_json::json!({ "email": target.email, "role": role.as_str() });
+    if !revoked.is_empty() {
+        after["revoked_api_keys"] = revoked.iter().map(|k| k.id.to_string()).collect();
+    }
     let entry = member.audit(
         "member.role_changed",
         "user",
@@ -139,10 +160,23 @@ pub async fn update(
     );
     db::audit::record(&tx, &entry).await?;
     tx.commit().await.map_err(DbError::from)?;
-    Ok(Json(MemberDto {
-        role: role.as_str().to_string(),
-        ..MemberDto::from(target)
+    Ok(Json(UpdatedMember {
+        member: MemberDto {
+            role: role.as_str().to_string(),
+            ..MemberDto::from(target)
+        },
+        revoked_api_keys: revoked,
     }))
+}
+
+fn revoked_keys(keys: Vec<db::api_keys::ApiKey>) -> Vec<RevokedKeyDto> {
+    keys.into_iter()
+        .map(|k| RevokedKeyDto {
+            id: k.id,
+            name: k.name,
+            prefix: k.prefix,
+        })
+        .collect()
 }
 
 /// Takes `target` out of the workspace with the keys they created; records `action`.
@@ -156,16 +190,8 @@ async fn remove_member(
     if target.role == Role::Owner {
         keep_an_owner(tx, ws, target.user_id).await?;
     }
-    let revoked = db::api_keys::revoke_created_by(tx, ws, target.user_id).await?;
+    let revoked = revoked_keys(db::api_keys::revoke_created_by(tx, ws, target.user_id).await?);
     db::workspaces::remove_member(tx, ws, target.user_id).await?;
-    let revoked: Vec<RevokedKeyDto> = revoked
-        .into_iter()
-        .map(|k| RevokedKeyDto {
-            id: k.id,
-            name: k.name,
-            prefix: k.prefix,
-        })
-        .collect();
     let before = serde_json::json!({ "email": target.email, "role": target.role.as_str() });
     let after =
         serde_json::json!({ "revoked_api_keys": revoked.iter().map(|k| k.id).collect::<Vec<_>>() });

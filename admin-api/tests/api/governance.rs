@@ -216,8 +216,22 @@ async fn keys_from_before_the_upgrade_keep_what_an_admin_set() {
     let (status, _) = app.put(&free_url, &t.member.token, s).await;
     assert_eq!(status, StatusCode::OK);
 
+    // A viewer who still holds a key from before the rule.
+    let (_, viewers) = app
+        .post(&t.keys(), &t.other.token, json!({"name": "viewer's"}))
+        .await;
+    perpetuo_core::db::workspaces::set_role(
+        &app.client().await,
+        t.owner.workspace.parse().unwrap(),
+        t.other.user_id.parse().unwrap(),
+        Role::Viewer,
+    )
+    .await
+    .unwrap();
+    assert!(accepted(&app, viewers["key"].as_str().unwrap()).await);
+
     // Back to the schema before governance was recorded, then upgraded again: the setters
-    // come from the audit log.
+    // come from the audit log, and viewers lose their keys.
     app.client()
         .await
         .batch_execute(
@@ -252,4 +266,115 @@ async fn keys_from_before_the_upgrade_keep_what_an_admin_set() {
     loose["limits"] = json!({});
     let (status, _) = app.put(&free_url, &t.member.token, loose).await;
     assert_eq!(status, StatusCode::OK);
+
+    assert!(!accepted(&app, viewers["key"].as_str().unwrap()).await);
+    assert!(accepted(&app, &t.owner.key).await);
+    let (_, audit) = app
+        .get(
+            &format!(
+                "/workspaces/{}/audit?action=api_key.revoked",
+                t.owner.workspace
+            ),
+            &t.owner.token,
+        )
+        .await;
+    let entries = audit["data"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{audit}");
+    assert_eq!(entries[0]["target_id"], viewers["id"]);
+    assert_eq!(entries[0]["after"]["reason"], "its creator is a viewer");
+}
+
+/// Whether a gateway would accept `key` now: the key found by its hash, as gateways
+/// look it up, and active.
+async fn accepted(app: &TestApp, key: &str) -> bool {
+    let hash = perpetuo_core::apikey::KeyHash::of(key);
+    perpetuo_core::db::api_keys::find_by_hash(&app.client().await, &hash)
+        .await
+        .unwrap()
+        .is_some_and(|k| k.is_active(time::OffsetDateTime::now_utc()))
+}
+
+#[tokio::test]
+async fn a_member_made_viewer_loses_their_keys_in_the_same_change() {
+    let app = TestApp::spawn().await;
+    let t = Team::new(&app).await;
+    let ws = &t.owner.workspace;
+    let (_, live) = app
+        .post(&t.keys(), &t.member.token, json!({"name": "live"}))
+        .await;
+    let (_, old) = app
+        .post(&t.keys(), &t.member.token, json!({"name": "old"}))
+        .await;
+    let old_url = format!("{}/{}/revoke", t.keys(), old["id"].as_str().unwrap());
+    let (status, _) = app.post(&old_url, &t.member.token, json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, others) = app
+        .post(&t.keys(), &t.other.token, json!({"name": "other's"}))
+        .await;
+    let live_key = live["key"].as_str().unwrap();
+    assert!(accepted(&app, live_key).await);
+
+    let (status, b) = app
+        .put(
+            &format!("/workspaces/{ws}/members/{}", t.member.user_id),
+            &t.admin.token,
+            json!({"role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    assert_eq!(b["role"], "viewer");
+    assert_eq!(b["email"], "member@example.com");
+    let revoked = b["revoked_api_keys"].as_array().unwrap();
+    assert_eq!(revoked.len(), 1, "only the live key: {b}");
+    assert_eq!(revoked[0]["id"], live["id"]);
+    assert_eq!(revoked[0]["name"], "live");
+    assert!(!accepted(&app, live_key).await, "gateways refuse it");
+    assert!(accepted(&app, others["key"].as_str().unwrap()).await);
+
+    let (_, audit) = app
+        .get(
+            &format!("/workspaces/{ws}/audit?action=member.role_changed"),
+            &t.owner.token,
+        )
+        .await;
+    let entry = &audit["data"][0];
+    assert_eq!(entry["target_id"], t.member.user_id.as_str());
+    assert_eq!(entry["before"]["role"], "member");
+    assert_eq!(entry["after"]["role"], "viewer");
+    assert_eq!(entry["after"]["revoked_api_keys"], json!([live["id"]]));
+
+    // Made a member again, the keys stay revoked; other role changes revoke nothing.
+    let (status, b) = app
+        .put(
+            &format!("/workspaces/{ws}/members/{}", t.member.user_id),
+            &t.admin.token,
+            json!({"role": "member"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    assert_eq!(b["revoked_api_keys"], json!([]));
+    assert!(!accepted(&app, live_key).await);
+    let (status, b) = app
+        .put(
+            &format!("/workspaces/{ws}/members/{}", t.other.user_id),
+            &t.admin.token,
+            json!({"role": "admin"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    assert!(accepted(&app, others["key"].as_str().unwrap()).await);
+
+    // A demotion that is refused revokes nothing: it is one change.
+    let (status, b) = app
+        .put(
+            &format!("/workspaces/{ws}/members/{}", t.owner.user_id),
+            &t.owner.token,
+            json!({"role": "viewer"}),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&b)),
+        (StatusCode::CONFLICT, "last_owner")
+    );
+    assert!(accepted(&app, &t.owner.key).await);
 }
