@@ -27,7 +27,7 @@ use crate::error::{ApiError, LoggedCause};
 use crate::jwt::JwtKeys;
 use crate::openapi::ApiDoc;
 use crate::state::{AppState, Inner};
-use crate::throttle::AuthThrottle;
+use crate::throttle::{AuthThrottle, InvitationThrottle};
 
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
@@ -121,6 +121,10 @@ impl Application {
                     .unwrap_or(i64::MAX / 2),
                 hasher: hasher.clone(),
                 throttle: AuthThrottle::new(auth.rate_per_ip, auth.rate_per_account),
+                invitation_throttle: InvitationThrottle::new(
+                    config.teams.invitation_rate_per_inviter,
+                    config.teams.invitation_rate_per_workspace,
+                ),
                 trusted_proxies: config.trusted_proxies.clone(),
                 master_key: config.master_keys(),
                 signup_enabled: config.auth.signup_enabled,

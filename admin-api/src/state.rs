@@ -11,7 +11,7 @@ use perpetuo_core::upstream::UpstreamPolicy;
 
 use crate::jwt::JwtKeys;
 use crate::mail::Mailer;
-use crate::throttle::AuthThrottle;
+use crate::throttle::{AuthThrottle, InvitationThrottle};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -25,6 +25,7 @@ pub struct Inner {
     pub refresh_ttl_seconds: i64,
     pub hasher: Hasher,
     pub throttle: AuthThrottle,
+    pub invitation_throttle: InvitationThrottle,
     /// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
     pub master_key: MasterKey,

@@ -1,6 +1,7 @@
-//! Login and signup throttling, per client IP and per account: attempts are counted in
-//! fixed one-minute windows held in bounded in-process caches (moka), so memory stays
-//! bounded whatever the number of addresses or emails tried. Limits are per replica.
+//! Login and signup throttling, per client IP and per account, and invitation
+//! throttling, per inviter and per workspace: attempts are counted in fixed windows (a
+//! minute, an hour for invitations) held in bounded in-process caches (moka), so memory
+//! stays bounded whatever the number of addresses or emails tried. Limits are per replica.
 //! The client IP is `extract::ClientIp` (the TCP peer, or the forwarded client behind
 //! `TRUSTED_PROXIES`), counted by `forwarded::client_group` (IPv6 per /64).
 
@@ -142,6 +143,36 @@ impl AuthThrottle {
     }
 }
 
+/// Invitations are counted per hour.
+pub const INVITATION_WINDOW: Duration = Duration::from_secs(3600);
+
+/// Invitations per inviter (across workspaces) and per workspace, so no account or
+/// workspace turns the server into a mail cannon.
+pub struct InvitationThrottle {
+    per_inviter: Throttle<uuid::Uuid>,
+    per_workspace: Throttle<uuid::Uuid>,
+}
+
+impl InvitationThrottle {
+    pub fn new(per_inviter_per_hour: u32, per_workspace_per_hour: u32) -> Self {
+        Self {
+            per_inviter: Throttle::new(per_inviter_per_hour, INVITATION_WINDOW, MAX_KEYS),
+            per_workspace: Throttle::new(per_workspace_per_hour, INVITATION_WINDOW, MAX_KEYS),
+        }
+    }
+
+    /// Counts one invitation sent by `inviter` in `workspace`, or refuses it (counting
+    /// nothing) with the time to wait.
+    pub fn admit(&self, inviter: uuid::Uuid, workspace: uuid::Uuid) -> Result<(), Duration> {
+        self.per_inviter.hit(inviter)?;
+        if let Err(wait) = self.per_workspace.hit(workspace) {
+            self.per_inviter.refund(inviter);
+            return Err(wait);
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -191,6 +222,22 @@ mod tests {
         for _ in 0..100 {
             assert!(t.hit(1).is_ok());
         }
+    }
+
+    #[test]
+    fn invitations_are_counted_per_inviter_and_per_workspace() {
+        let t = InvitationThrottle::new(3, 2);
+        let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        let (w1, w2) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        assert!(t.admit(a, w1).is_ok());
+        assert!(t.admit(a, w1).is_ok());
+        let wait = t.admit(a, w1).unwrap_err();
+        assert!(wait > Duration::from_secs(3500) && wait <= INVITATION_WINDOW);
+        assert!(t.admit(b, w1).is_err(), "w1 has had two");
+        // The workspace's refusal did not use up a's allowance: one more elsewhere.
+        assert!(t.admit(a, w2).is_ok());
+        assert!(t.admit(a, w2).is_err(), "a has had three");
+        assert!(t.admit(b, w2).is_ok());
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub struct RemovedMember {
     /// The API keys this member created here, now revoked; gateways stop accepting them
     /// within a second.
     pub revoked_api_keys: Vec<RevokedKeyDto>,
+    /// The pending invitations this member sent here, now revoked.
+    pub revoked_invitations: Vec<Uuid>,
 }
 
 pub fn parse_role(raw: Option<&str>) -> Result<Role, ApiError> {
@@ -179,7 +181,8 @@ fn revoked_keys(keys: Vec<db::api_keys::ApiKey>) -> Vec<RevokedKeyDto> {
         .collect()
 }
 
-/// Takes `target` out of the workspace with the keys they created; records `action`.
+/// Takes `target` out of the workspace with the keys they created and the invitations
+/// they sent; records `action`.
 async fn remove_member(
     member: &Member,
     tx: &Transaction<'_>,
@@ -191,20 +194,24 @@ async fn remove_member(
         keep_an_owner(tx, ws, target.user_id).await?;
     }
     let revoked = revoked_keys(db::api_keys::revoke_created_by(tx, ws, target.user_id).await?);
+    let invitations = db::invitations::revoke_sent_by(tx, ws, target.user_id).await?;
     db::workspaces::remove_member(tx, ws, target.user_id).await?;
     let before = serde_json::json!({ "email": target.email, "role": target.role.as_str() });
-    let after =
-        serde_json::json!({ "revoked_api_keys": revoked.iter().map(|k| k.id).collect::<Vec<_>>() });
+    let after = serde_json::json!({
+        "revoked_api_keys": revoked.iter().map(|k| k.id).collect::<Vec<_>>(),
+        "revoked_invitations": invitations,
+    });
     let entry = member.audit(action, "user", target.user_id, Some(before), Some(after));
     db::audit::record(tx, &entry).await?;
     Ok(RemovedMember {
         user_id: target.user_id,
         revoked_api_keys: revoked,
+        revoked_invitations: invitations,
     })
 }
 
-/// Remove a member; the API keys they created are revoked. Only an owner removes an
-/// owner, and never the last one.
+/// Remove a member; the API keys they created and the invitations they sent are revoked.
+/// Only an owner removes an owner, and never the last one.
 #[utoipa::path(delete, path = "/workspaces/{id}/members/{uid}", tag = "members", security(("bearer" = [])),
     params(("id" = String, Path, description = "workspace id"), ("uid" = String, Path, description = "user id")),
     responses((status = 200, body = RemovedMember), (status = 403, body = crate::error::ErrorBody),
@@ -227,8 +234,8 @@ pub async fn remove(
     Ok(Json(removed))
 }
 
-/// Leave the workspace; the API keys the caller created are revoked. The last owner
-/// cannot leave (409 `last_owner`).
+/// Leave the workspace; the API keys the caller created and the invitations they sent are
+/// revoked. The last owner cannot leave (409 `last_owner`).
 #[utoipa::path(post, path = "/workspaces/{id}/leave", tag = "members", security(("bearer" = [])),
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 200, body = RemovedMember), (status = 404, body = crate::error::ErrorBody),

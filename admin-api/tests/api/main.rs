@@ -10,6 +10,7 @@ mod commands;
 mod errors;
 mod governance;
 mod headers;
+mod invitations;
 mod limits;
 mod logs;
 mod openapi;
