@@ -1,3 +1,5 @@
+import type { Role } from '../members/schema';
+
 export interface ApiKey {
   id: string;
   name: string;
@@ -14,6 +16,8 @@ export interface ApiKey {
   /** The user who created the key. */
   created_by?: string | null;
   created_by_email?: string | null;
+  /** The role that last set each governed setting; a member changes only what a member set. */
+  set_by?: { limits: Role | null; allowed_models: Role | null; expires_at: Role | null };
 }
 
 export type BudgetPeriod = 'day' | 'week' | 'month';
