@@ -24,6 +24,7 @@ for third in 231 232 233 234 235; do
   if ! ip -4 route | grep -q "^172\.30\.$third\."; then
     SUBNET="172.30.$third.0/24"
     MOCK_IP="172.30.$third.200"
+    LB_ADDR="172.30.$third.250"
     break
   fi
 done
@@ -48,7 +49,8 @@ NGINX_IMAGE=$CI_PREFIX/nginx:latest
 PROMETHEUS_IMAGE=$CI_PREFIX/prometheus:latest
 CI_BASE_IMAGE=$CI_PREFIX/debian:bookworm
 MOCK_BIN=$MOCK_BIN
-CI_SUBNET=$SUBNET
+COMPOSE_SUBNET=$SUBNET
+LB_ADDR=$LB_ADDR
 MOCK_IP=$MOCK_IP
 ALLOWED_PRIVATE_UPSTREAMS=$SUBNET
 ADMIN_PORT=$ADMIN_PORT

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use perpetuo_core::config;
 use perpetuo_core::crypto::MasterKey;
+use perpetuo_core::forwarded::{TrustedProxies, TRUSTED_PROXIES};
 use perpetuo_core::upstream::UpstreamPolicy;
 use perpetuo_core::Secret;
 
@@ -100,6 +101,16 @@ pub struct Config {
     /// Most open client connections from one IP address (0: no per-address cap).
     #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = 1024)]
     pub max_connections_per_ip: usize,
+    /// Load balancers and proxies in front of the gateway (comma-separated CIDRs or
+    /// addresses): for requests from them the client address is read from
+    /// `X-Forwarded-For`, their connections are not capped per address, and each client
+    /// behind them is capped per request instead. Empty trusts nobody.
+    #[arg(long, env = TRUSTED_PROXIES, default_value = "", value_parser = config::trusted_proxies)]
+    pub trusted_proxies: TrustedProxies,
+    /// Most requests in flight from one client behind a trusted proxy (IPv6 by /64); past
+    /// it 429 (0: no cap).
+    #[arg(long, env = "MAX_REQUESTS_PER_CLIENT", default_value_t = 1024)]
+    pub max_requests_per_client: usize,
     /// Time a client has to send a request's whole header, from its first byte (or from
     /// connecting), ms.
     #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value = "10000", value_parser = millis)]

@@ -20,6 +20,8 @@ pub struct GatewayError {
     pub code: &'static str,
     pub message: String,
     pub source: Source,
+    /// `Retry-After`, in seconds, when the client may try again later.
+    pub retry_after_s: Option<u64>,
 }
 
 impl GatewayError {
@@ -36,6 +38,21 @@ impl GatewayError {
             code,
             message: message.into(),
             source,
+            retry_after_s: None,
+        }
+    }
+
+    /// One client behind a trusted proxy has too many requests in flight.
+    pub fn client_busy() -> Self {
+        Self {
+            retry_after_s: Some(1),
+            ..Self::new(
+                429,
+                "rate_limit_error",
+                "client_concurrency_limit",
+                "Too many requests in flight from this client (MAX_REQUESTS_PER_CLIENT).",
+                Source::Client,
+            )
         }
     }
 

@@ -9,6 +9,7 @@ use perpetuo_core::dns::Resolver;
 use perpetuo_core::pricing::Pricing;
 use perpetuo_gateway::auth::KeyCache;
 use perpetuo_gateway::background::{self, Lowered};
+use perpetuo_gateway::clients::Clients;
 use perpetuo_gateway::config::{Config, EMBEDDED_SERVER_CONF};
 use perpetuo_gateway::data_dir::DataDir;
 use perpetuo_gateway::downstream::{Guarded, Limits, Slots};
@@ -147,7 +148,12 @@ fn main() -> std::process::ExitCode {
         Some(store) => limits::Limiter::shared(store.clone()),
         None => limits::Limiter::default(),
     });
+    let clients = Clients::new(
+        config.trusted_proxies.clone(),
+        config.max_requests_per_client,
+    );
     let gateway = Gateway {
+        clients: clients.clone(),
         keys: keys.clone(),
         entries: entries.clone(),
         breakers: Breakers::new(config.breaker_threshold, config.breaker_cooldown)
@@ -185,12 +191,15 @@ fn main() -> std::process::ExitCode {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let conf = server.configuration.clone();
-    let slots = Slots::new(Limits {
-        max_connections: config.max_connections,
-        max_per_ip: config.max_connections_per_ip,
-        header_timeout: config.header_read_timeout,
-        keepalive_idle: config.keepalive_idle_timeout,
-    });
+    let slots = Slots::new(
+        Limits {
+            max_connections: config.max_connections,
+            max_per_ip: config.max_connections_per_ip,
+            header_timeout: config.header_read_timeout,
+            keepalive_idle: config.keepalive_idle_timeout,
+        },
+        clients,
+    );
     let guarded = Guarded {
         app: Arc::new(pingora::proxy::http_proxy(&conf, gateway)),
         slots,

@@ -19,6 +19,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::auth::KeyCache;
+use crate::clients::Clients;
 use crate::errors::GatewayError;
 use crate::frontdoor::{anthropic_messages, models, Door};
 use crate::limits::Limiter;
@@ -31,6 +32,8 @@ use ctx::{Ctx, Stop};
 pub use crate::frontdoor::openai_responses::store::ResponseStore;
 
 pub struct Gateway {
+    /// Who a request comes from, and the cap on one client behind a trusted proxy.
+    pub clients: Arc<Clients>,
     pub keys: Arc<KeyCache>,
     pub entries: Arc<EntryCache>,
     pub breakers: Breakers,
@@ -50,6 +53,7 @@ impl Gateway {
     async fn dispatch(&self, session: &mut Session, ctx: &mut Ctx) -> Result<(), Stop> {
         // A body left unread after the answer is drained for a bounded time only.
         session.set_total_drain_timeout(Some(body::DRAIN_DEADLINE));
+        self.identify_client(session, ctx)?;
         let method = session.req_header().method.as_str().to_string();
         let path = session.req_header().uri.path().to_string();
         let body = match (method.as_str(), path.as_str()) {
@@ -85,6 +89,37 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Reads who sent the request (behind a trusted proxy: from `X-Forwarded-For`) and,
+    /// for a request through a trusted proxy, takes its place among its client's
+    /// requests in flight.
+    fn identify_client(&self, session: &Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
+        let Some(peer) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        else {
+            return Ok(());
+        };
+        let forwarded = session
+            .req_header()
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.as_bytes());
+        let client = self.clients.client(peer, forwarded);
+        ctx.client = Some(client);
+        if self.clients.is_proxy(peer) {
+            let slot = self
+                .clients
+                .admit(client)
+                .ok_or_else(GatewayError::client_busy)?;
+            ctx.client_slot = Some(slot);
+        }
+        Ok(())
+    }
+}
+
 fn json_bytes(v: &Value) -> Bytes {
     Bytes::from(v.to_string())
 }
@@ -106,6 +141,7 @@ impl ProxyHttp for Gateway {
             Err(Stop::Respond(err)) => {
                 ctx.status = err.status;
                 ctx.error_kind = Some(err.code);
+                ctx.retry_after = err.retry_after_s;
                 let body = ctx.error_shape.error_body(&err);
                 let _ = respond::json(session, ctx, err.status, body).await;
                 Ok(true)

@@ -19,7 +19,14 @@ pub fn common_headers(h: &mut ResponseHeader, ctx: &Ctx) -> pingora::Result<()> 
     if let Some(p) = provider {
         h.insert_header("x-perpetuo-provider", p)?;
     }
-    ctx.limits.write_headers(h)
+    ctx.limits.write_headers(h)?;
+    if let Some(s) = ctx
+        .retry_after
+        .filter(|_| h.headers.get("retry-after").is_none())
+    {
+        h.insert_header("retry-after", s.to_string())?;
+    }
+    Ok(())
 }
 
 /// How an answer's body is framed.

@@ -344,3 +344,66 @@ async fn ten_thousand_idle_connections_do_not_stop_other_clients() {
     assert!(metrics.contains("perpetuo_connections_refused_total{cap=\"per_ip\"}"));
     drop(idle);
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_is_capped_per_request_not_per_connection() {
+    let env = Env::new().await;
+    let m = crate::harness::mock().await;
+    env.add_provider("mock", &m.base_url(), 1).await;
+    let gw = Gateway::start_with(
+        &env,
+        &env.db.url,
+        &[
+            ("TRUSTED_PROXIES", "127.0.0.4/32"),
+            ("MAX_REQUESTS_PER_CLIENT", "2"),
+            ("MAX_CONNECTIONS_PER_IP", "2"),
+        ],
+    )
+    .await;
+    // The proxy: every request from 127.0.0.4, naming its client.
+    let proxy = reqwest::Client::builder()
+        .local_address("127.0.0.4".parse::<IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let send = |client: &'static str| {
+        proxy
+            .post(format!("{}/v1/chat/completions", gw.base))
+            .bearer_auth(&env.key)
+            .header("x-forwarded-for", format!("{client}, 127.0.0.4"))
+            .json(&crate::harness::chat_body("gpt-4o-mini"))
+            .send()
+    };
+    m.set_behavior(Some(mock_provider::Behavior::Stall));
+    let held: Vec<_> = ["203.0.113.7", "203.0.113.7", "203.0.113.8"]
+        .into_iter()
+        .map(|c| tokio::spawn(send(c)))
+        .collect();
+    wait_for(
+        "three requests reached the provider",
+        Duration::from_secs(10),
+        || async { m.hits() == 3 },
+    )
+    .await;
+    // A third request of the first client is refused; the proxy's four connections are
+    // past MAX_CONNECTIONS_PER_IP and none was refused.
+    let r = send("203.0.113.7").await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "client_concurrency_limit");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("MAX_REQUESTS_PER_CLIENT"));
+    // The held requests end (their clients leave); the client is served again.
+    for h in held {
+        h.abort();
+    }
+    m.set_behavior(None);
+    wait_for(
+        "the client's places are free",
+        Duration::from_secs(10),
+        || async { send("203.0.113.7").await.unwrap().status() == 200 },
+    )
+    .await;
+}
