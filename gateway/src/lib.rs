@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod routing;
 #[cfg(test)]
 mod saved_inputs;
+pub mod shutdown;
 pub mod sse;
 pub mod upstream;
 pub mod validate;

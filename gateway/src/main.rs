@@ -2,6 +2,7 @@
 //! services into a Pingora server, runs it, then writes the log records still queued.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use perpetuo_core::db;
@@ -23,6 +24,7 @@ use perpetuo_gateway::partitions::PartitionMaintainer;
 use perpetuo_gateway::proxy::body::BodyLimits;
 use perpetuo_gateway::proxy::{Gateway, ResponseStore};
 use perpetuo_gateway::routing::{Breakers, EntryCache, Turns};
+use perpetuo_gateway::shutdown::{Shutdown, ShutdownClock};
 use perpetuo_gateway::upstream::{Timeouts, Upstreams};
 use pingora::connectors::http::Connector;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
@@ -152,7 +154,11 @@ fn main() -> std::process::ExitCode {
         config.trusted_proxies.clone(),
         config.max_requests_per_client,
     );
+    // Pingora's default grace period when the settings name none.
+    let grace = Duration::from_secs(conf.grace_period_seconds.unwrap_or(300));
+    let shutdown = Arc::new(Shutdown::new(grace));
     let gateway = Gateway {
+        shutdown: shutdown.clone(),
         clients: clients.clone(),
         keys: keys.clone(),
         entries: entries.clone(),
@@ -256,6 +262,10 @@ fn main() -> std::process::ExitCode {
             limits::RedisLink { store },
         ));
     }
+    server.add_service(background_service(
+        "shutdown clock",
+        ShutdownClock(shutdown),
+    ));
     tracing::info!(gateway = %config.gateway_addr, metrics = %config.metrics_addr, "gateway starting");
     server.run(RunArgs::default());
 

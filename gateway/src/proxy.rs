@@ -32,6 +32,8 @@ use ctx::{Ctx, Stop};
 pub use crate::frontdoor::openai_responses::store::ResponseStore;
 
 pub struct Gateway {
+    /// When a shutdown's grace period ends (requests cut then are not their clients').
+    pub shutdown: Arc<crate::shutdown::Shutdown>,
     /// Who a request comes from, and the cap on one client behind a trusted proxy.
     pub clients: Arc<Clients>,
     pub keys: Arc<KeyCache>,
@@ -144,6 +146,12 @@ impl ProxyHttp for Gateway {
                 ctx.retry_after = err.retry_after_s;
                 let body = ctx.error_shape.error_body(&err);
                 let _ = respond::json(session, ctx, err.status, body).await;
+                Ok(true)
+            }
+            Err(Stop::ClientGone) if self.shutdown.cut_off() => {
+                // The shutdown cut the connection, as it cuts a request it drops.
+                ctx.status = 503;
+                ctx.error_kind = Some("cancelled_at_shutdown");
                 Ok(true)
             }
             Err(Stop::ClientGone) => {
