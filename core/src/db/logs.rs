@@ -197,7 +197,11 @@ pub async fn insert_batch(
     if records.is_empty() {
         return Ok(0);
     }
-    let records: Vec<LogRecord> = records.iter().map(storable).collect();
+    let mut records: Vec<LogRecord> = records.iter().map(storable).collect();
+    // In primary-key order, as the counters are in theirs (see `usage::add`): two writers
+    // sending the same records (a replay beside a write given up on but still running in
+    // the server) then wait for each other instead of deadlocking.
+    records.sort_unstable_by_key(|r| (r.created_at, r.id));
     let records = records.as_slice();
     let tx = client.transaction().await?;
     let ids: Vec<Uuid> = records.iter().map(|r| r.id).collect();
@@ -381,4 +385,80 @@ pub async fn all_for_workspace(
         )
         .await?;
     Ok(rows.iter().map(from_row).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestDb;
+
+    const ROWS: usize = 300;
+    const ROUNDS: usize = 15;
+
+    fn record(workspace_id: Uuid, created_at: OffsetDateTime, model: String) -> LogRecord {
+        LogRecord {
+            id: Uuid::now_v7(),
+            created_at,
+            workspace_id: Some(workspace_id),
+            api_key_id: None,
+            provider_id: None,
+            provider_name: None,
+            provider_kind: None,
+            route: "chat".into(),
+            model_requested: Some(model),
+            model_served: None,
+            status: 200,
+            error_kind: None,
+            streamed: false,
+            prompt_tokens: 1,
+            completion_tokens: 1,
+            total_tokens: 2,
+            cost_nusd: None,
+            usage_source: UsageSource::Provider,
+            latency_ms: 1,
+            ttfb_ms: None,
+            attempts: Vec::new(),
+            note: None,
+        }
+    }
+
+    /// Two writers inserting the same records at once, one in the opposite order of the
+    /// other (a replay beside a write still running in the server): neither is rolled back
+    /// as a deadlock victim, each record is one row, and the counters count it once.
+    #[tokio::test]
+    async fn the_same_batch_from_two_writers_in_opposite_orders_never_deadlocks() {
+        let db = TestDb::new().await.unwrap();
+        let workspace_id = Uuid::now_v7();
+        let now = OffsetDateTime::now_utc();
+        let mut a = db.pool.get().await.unwrap();
+        let mut b = db.pool.get().await.unwrap();
+        let mut inserted = 0;
+        for round in 0..ROUNDS {
+            let forward: Vec<LogRecord> = (0..ROWS)
+                .map(|i| {
+                    let at = now - time::Duration::milliseconds((round * ROWS + i) as i64);
+                    record(workspace_id, at, format!("model-{}", i % 7))
+                })
+                .collect();
+            let backward: Vec<LogRecord> = forward.iter().rev().cloned().collect();
+            let (first, second) = tokio::join!(
+                insert_batch(&mut a, &forward),
+                insert_batch(&mut b, &backward)
+            );
+            match (first, second) {
+                (Ok(x), Ok(y)) => inserted += x + y,
+                (first, second) => panic!("round {round}: {first:?} / {second:?}"),
+            }
+        }
+        assert_eq!(inserted, (ROWS * ROUNDS) as u64);
+        let counted: i64 = a
+            .query_one(
+                "SELECT sum(requests)::int8 FROM usage_counters WHERE workspace_id = $1",
+                &[&workspace_id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(counted, (ROWS * ROUNDS) as i64);
+    }
 }
