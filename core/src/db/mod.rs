@@ -203,9 +203,9 @@ pub fn pool_with(database_url: &str, settings: PoolSettings) -> Result<Pool, DbE
     builder.build().map_err(|e| DbError::Config(e.to_string()))
 }
 
-/// Lets the statements of `tx` run for `limit` (none when [`StatementTimeout::SERVER_DEFAULT`]
-/// — then without any limit) rather than the pool's statement timeout, until `tx` ends.
-/// For maintenance steps that legitimately take long.
+/// Lets the statements of `tx` run for `limit` rather than the pool's statement timeout,
+/// until `tx` ends ([`StatementTimeout::SERVER_DEFAULT`] here means no limit at all). For
+/// maintenance steps that legitimately take long.
 pub async fn set_local_statement_timeout(
     tx: &Transaction<'_>,
     limit: StatementTimeout,
