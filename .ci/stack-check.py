@@ -98,7 +98,7 @@ def logs(a):
     st = load(a.state)
     deadline = time.monotonic() + a.timeout
     while True:
-        page = json_ok("GET", f"{a.admin}/workspaces/{st['workspace']}/logs?limit=50",
+        page = json_ok("GET", f"{a.admin}/workspaces/{st['workspace']}/logs?limit=50&count=true",
                        token=st["token"])
         if page["total"] >= a.at_least:
             statuses = sorted({row.get("status") for row in page["data"]}, key=str)

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use perpetuo_core::config;
 use perpetuo_core::crypto::MasterKey;
+use perpetuo_core::db::StatementTimeout;
 use perpetuo_core::forwarded::{TrustedProxies, TRUSTED_PROXIES};
 use perpetuo_core::upstream::UpstreamPolicy;
 use perpetuo_core::Secret;
@@ -95,6 +96,12 @@ pub struct Config {
     /// Maximum database connections.
     #[arg(long, env = "ADMIN_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: usize,
+    /// Longest one statement of the server's database connections may run before
+    /// PostgreSQL cancels it, ms (0: no limit is set). Migrations at start and the
+    /// operator commands run without it; the purge of deleted workspaces has its own.
+    #[arg(long, env = config::DB_STATEMENT_TIMEOUT_MS, default_value_t = StatementTimeout::DEFAULT,
+          value_parser = config::statement_timeout)]
+    pub db_statement_timeout: StatementTimeout,
     #[command(flatten)]
     pub auth: AuthSettings,
     #[command(flatten)]

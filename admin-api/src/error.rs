@@ -203,7 +203,9 @@ impl FieldErrors {
 
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
-        if e.is_unavailable() {
+        // A statement cancelled by the statement timeout: the database is too busy (or a
+        // lock is held) to answer in time, which a retry later may not meet.
+        if e.is_unavailable() || matches!(e, DbError::StatementTimeout) {
             ApiError::Unavailable(e.to_string())
         } else {
             ApiError::Internal(e.to_string())

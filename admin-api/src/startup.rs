@@ -88,16 +88,27 @@ async fn reseal(
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        let pool = db::pool(config.database_url.expose(), config.db_pool_size)?;
-        let applied = db::migrate::run(&pool).await?;
+        // Migrations may run long (an index over a large table), so they and the re-seal
+        // get connections of their own without the statement timeout, closed after.
+        let setup = db::pool(config.database_url.expose(), 2)?;
+        let applied = db::migrate::run(&setup).await?;
         tracing::info!(applied, "migrations applied");
         // Not fatal: the gateway opens rows of the older format too, and the error (which
         // names the entry, never the key) tells the operator what to look at.
-        match reseal(&pool, &config.master_keys()).await {
+        match reseal(&setup, &config.master_keys()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(resealed = n, "provider keys re-sealed"),
             Err(e) => tracing::error!(error = %e, "provider keys not re-sealed"),
         }
+        setup.close();
+        let pool = db::pool_with(
+            config.database_url.expose(),
+            db::PoolSettings {
+                max_size: config.db_pool_size,
+                statement_timeout: config.db_statement_timeout,
+                driver: None,
+            },
+        )?;
         let auth = &config.auth;
         let hasher = Hasher::new(
             auth.hash_concurrency,

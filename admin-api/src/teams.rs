@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use perpetuo_core::db::{self, Pool};
+use perpetuo_core::db::{self, Pool, StatementTimeout};
 use perpetuo_core::Secret;
 use time::OffsetDateTime;
 
@@ -121,6 +121,10 @@ const PURGE_RETRY: Duration = Duration::from_secs(60);
 /// Workspaces purged per statement batch.
 const PURGE_BATCH: i64 = 100;
 
+/// The purge's own deadline, for the whole run and for each of its statements (deleting
+/// a large workspace's logs may take longer than the pool's statement timeout).
+const PURGE_DEADLINE: Duration = Duration::from_secs(300);
+
 /// One purge: every deleted workspace past the retention, in batches.
 pub async fn purge_once(
     pool: &Pool,
@@ -131,6 +135,7 @@ pub async fn purge_once(
     loop {
         let mut client = pool.get().await?;
         let tx = client.transaction().await?;
+        db::set_local_statement_timeout(&tx, StatementTimeout::from(PURGE_DEADLINE)).await?;
         let done = db::workspaces::purge_deleted(&tx, cutoff, PURGE_BATCH).await?;
         tx.commit().await?;
         total.workspaces += done.workspaces;
@@ -146,27 +151,24 @@ pub async fn purge_once(
 /// Runs [`purge_once`] at start and every hour, for as long as the server runs.
 pub async fn purge_loop(pool: Pool, retention_days: u32) {
     loop {
-        let wait =
-            match db::with_timeout(Duration::from_secs(300), purge_once(&pool, retention_days))
-                .await
-            {
-                Ok(p) => {
-                    if p.workspaces > 0 {
-                        tracing::info!(
-                            workspaces = p.workspaces,
-                            log_rows = p.log_rows,
-                            counter_rows = p.counter_rows,
-                            audit_rows = p.audit_rows,
-                            "deleted workspaces purged"
-                        );
-                    }
-                    PURGE_EVERY
+        let wait = match db::with_timeout(PURGE_DEADLINE, purge_once(&pool, retention_days)).await {
+            Ok(p) => {
+                if p.workspaces > 0 {
+                    tracing::info!(
+                        workspaces = p.workspaces,
+                        log_rows = p.log_rows,
+                        counter_rows = p.counter_rows,
+                        audit_rows = p.audit_rows,
+                        "deleted workspaces purged"
+                    );
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "purge of deleted workspaces failed; retrying");
-                    PURGE_RETRY
-                }
-            };
+                PURGE_EVERY
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "purge of deleted workspaces failed; retrying");
+                PURGE_RETRY
+            }
+        };
         tokio::time::sleep(wait).await;
     }
 }

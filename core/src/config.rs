@@ -2,6 +2,7 @@
 //! error says what is wrong so the binary can name the variable with it.
 
 use crate::crypto::MasterKey;
+use crate::db::StatementTimeout;
 use crate::forwarded::TrustedProxies;
 use crate::upstream::UpstreamPolicy;
 use crate::Secret;
@@ -35,9 +36,42 @@ pub fn database_url(s: &str) -> Result<Secret<String>, String> {
     }
 }
 
+/// How long one statement of a server's database connections may run, ms; 0: no limit
+/// is set (the server's own applies). Read by both binaries.
+pub const DB_STATEMENT_TIMEOUT_MS: &str = "DB_STATEMENT_TIMEOUT_MS";
+
+/// `DB_STATEMENT_TIMEOUT_MS`: whole milliseconds, 0 to one day.
+pub fn statement_timeout(s: &str) -> Result<StatementTimeout, String> {
+    match s.trim().parse::<u64>() {
+        Ok(ms) if ms <= StatementTimeout::MAX_MILLIS => Ok(StatementTimeout::from_millis(ms)),
+        _ => Err(format!(
+            "must be a whole number of milliseconds from 0 (no limit) to {}",
+            StatementTimeout::MAX_MILLIS
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statement_timeouts_are_bounded_milliseconds() {
+        assert_eq!(
+            statement_timeout("10000"),
+            Ok(StatementTimeout::DEFAULT),
+            "the default is 10 s"
+        );
+        assert_eq!(statement_timeout("0"), Ok(StatementTimeout::SERVER_DEFAULT));
+        assert_eq!(
+            statement_timeout(" 200 ").map(StatementTimeout::get),
+            Ok(Some(std::time::Duration::from_millis(200)))
+        );
+        for bad in ["", "-1", "1.5", "10s", "86400001", "99999999999999999999"] {
+            assert!(statement_timeout(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(StatementTimeout::DEFAULT.to_string(), "10000");
+    }
 
     #[test]
     fn database_url_errors_name_the_problem_not_the_secret() {

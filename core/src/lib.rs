@@ -18,7 +18,7 @@ pub mod text;
 pub mod token;
 pub mod upstream;
 
-#[cfg(feature = "test-util")]
+#[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
 pub use secret::Secret;

@@ -187,7 +187,7 @@ describe('App session handling', () => {
     const seen: string[] = [];
     routes['/auth/me'] = () => json(200, { user: USER, workspaces: [WORKSPACE] });
     routes['/workspaces/w1/providers'] = () => json(200, { data: [] });
-    routes['/workspaces/w1/logs'] = () => json(200, { data: [log], page: 1, limit: 25, total: 1 });
+    routes['/workspaces/w1/logs'] = () => json(200, { data: [log], limit: 25, next_cursor: null, prev_cursor: null, total: null });
     routes['/workspaces/w1/api-keys'] = () =>
       json(200, {
         data: [
@@ -217,7 +217,10 @@ describe('App session handling', () => {
     expect(await screen.findByText('$0.000123')).toBeTruthy();
     expect(screen.getByText('1,234')).toBeTruthy();
     expect(screen.getByText('1.45 s')).toBeTruthy();
-    expect(seen.some((u) => u.startsWith('/workspaces/w1/logs?page=1&limit=25'))).toBe(true);
+    expect(seen.some((u) => u.startsWith('/workspaces/w1/logs?limit=25'))).toBe(true);
+    expect(seen.some((u) => u.includes('cursor=') || u.includes('page='))).toBe(false);
+    expect(screen.getByRole('button', { name: 'Newer' })).toHaveProperty('disabled', true);
+    expect(screen.getByRole('button', { name: 'Older' })).toHaveProperty('disabled', true);
 
     await user.click(screen.getByRole('button', { name: /^Details of request/ }));
     const dialog = await screen.findByRole('dialog', { name: 'Request details' });
@@ -243,6 +246,74 @@ describe('App session handling', () => {
     await screen.findByText('$0.000123');
     expect(seen.some((u) => u.includes('status=429'))).toBe(true);
     expect(window.location.hash).toBe('#/logs?status=429');
+  });
+
+  it('pages through logs with Older and Newer, back to the newest page', async () => {
+    saveToken('good');
+    window.location.hash = '#/logs';
+    const entry = (id: string, model: string) => ({
+      id,
+      created_at: new Date().toISOString(),
+      api_key_id: null,
+      route: 'chat',
+      provider_id: 'p1',
+      provider_name: 'Primary',
+      provider_kind: 'openai',
+      model_requested: model,
+      model_served: model,
+      status: 200,
+      error_kind: null,
+      streamed: false,
+      prompt_tokens: 1,
+      completion_tokens: 1,
+      total_tokens: 2,
+      cost_usd: null,
+      usage_source: 'provider',
+      latency_ms: 10,
+      ttfb_ms: 5,
+      attempts: [],
+    });
+    // Three pages of the server: the newest, an older one, and the newer page seen from
+    // the older one (the newest rows again, so no newer cursor).
+    const pages: Record<string, unknown> = {
+      '': { data: [entry('r1', 'model-newest')], limit: 25, next_cursor: 'c-older', prev_cursor: null, total: null },
+      'c-older': { data: [entry('r2', 'model-older')], limit: 25, next_cursor: null, prev_cursor: 'c-newer', total: null },
+      'c-newer': { data: [entry('r1', 'model-newest')], limit: 25, next_cursor: 'c-older', prev_cursor: null, total: null },
+    };
+    const asked: string[] = [];
+    routes['/auth/me'] = () => json(200, { user: USER, workspaces: [WORKSPACE] });
+    routes['/workspaces/w1/providers'] = () => json(200, { data: [] });
+    routes['/workspaces/w1/api-keys'] = () => json(200, { data: [] });
+    api.configure({
+      fetch: (async (input: RequestInfo | URL) => {
+        const url = new URL(String(input), 'http://dashboard.test');
+        if (url.pathname === '/workspaces/w1/logs') {
+          const cursor = url.searchParams.get('cursor') ?? '';
+          asked.push(cursor);
+          return json(200, pages[cursor]);
+        }
+        const handler = routes[url.pathname];
+        return handler ? handler() : json(404, { error: { code: 'not_found', message: 'not found' } });
+      }) as typeof fetch,
+    });
+    render(<App />);
+    const user = userEvent.setup();
+    expect(await screen.findByText('model-newest')).toBeTruthy();
+    expect(screen.getByRole('button', { name: 'Newer' })).toHaveProperty('disabled', true);
+
+    await user.click(screen.getByRole('button', { name: 'Older' }));
+    expect(await screen.findByText('model-older')).toBeTruthy();
+    expect(window.location.hash).toBe('#/logs?cursor=c-older');
+    expect(screen.getByRole('button', { name: 'Older' })).toHaveProperty('disabled', true);
+
+    await user.click(screen.getByRole('button', { name: 'Newer' }));
+    expect(await screen.findByText('model-newest')).toBeTruthy();
+    // The newer page reached the newest rows: the view shows the newest page itself.
+    await vi.waitFor(() => expect(window.location.hash).toBe('#/logs'));
+    await vi.waitFor(() => expect(asked).toEqual(['', 'c-older', 'c-newer', '']));
+    expect(await screen.findByText('model-newest')).toBeTruthy();
+    expect(screen.getByRole('button', { name: 'Newer' })).toHaveProperty('disabled', true);
+    expect(screen.getByRole('button', { name: 'Older' })).toHaveProperty('disabled', false);
   });
 
   it('shows a new API key once, with a warning', async () => {

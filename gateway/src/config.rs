@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use perpetuo_core::config;
 use perpetuo_core::crypto::MasterKey;
+use perpetuo_core::db::StatementTimeout;
 use perpetuo_core::forwarded::{TrustedProxies, TRUSTED_PROXIES};
 use perpetuo_core::upstream::UpstreamPolicy;
 use perpetuo_core::Secret;
@@ -186,4 +187,9 @@ pub struct Config {
     /// Maximum database connections.
     #[arg(long, env = "GATEWAY_DB_POOL_SIZE", default_value_t = 8)]
     pub db_pool_size: usize,
+    /// Longest one statement of the gateway's database connections may run before
+    /// PostgreSQL cancels it, ms (0: no limit is set). Log partition maintenance has its own.
+    #[arg(long, env = config::DB_STATEMENT_TIMEOUT_MS, default_value_t = StatementTimeout::DEFAULT,
+          value_parser = config::statement_timeout)]
+    pub db_statement_timeout: StatementTimeout,
 }

@@ -93,10 +93,13 @@ fn main() -> std::process::ExitCode {
         Ok(d) => d,
         Err(e) => return fail(format!("cannot start the database thread: {e}")),
     };
-    let pool = match db::pool_driven_on(
+    let pool = match db::pool_with(
         config.database_url.expose(),
-        config.db_pool_size,
-        Some(driver),
+        db::PoolSettings {
+            max_size: config.db_pool_size,
+            statement_timeout: config.db_statement_timeout,
+            driver: Some(driver),
+        },
     ) {
         Ok(p) => p,
         Err(e) => return fail(format!("DATABASE_URL: {e}")),
@@ -276,7 +279,12 @@ fn main() -> std::process::ExitCode {
         .build()
         .map(|rt| {
             rt.block_on(async {
-                let pool = match db::pool(config.database_url.expose(), 2) {
+                let settings = db::PoolSettings {
+                    max_size: 2,
+                    statement_timeout: config.db_statement_timeout,
+                    driver: None,
+                };
+                let pool = match db::pool_with(config.database_url.expose(), settings) {
                     Ok(p) => p,
                     Err(_) => return 0,
                 };

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use perpetuo_core::db::{self, DbError, Pool};
+use perpetuo_core::db::{self, DbError, Pool, StatementTimeout};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use time::OffsetDateTime;
@@ -30,17 +30,31 @@ pub struct PartitionMaintainer {
 impl PartitionMaintainer {
     /// One run: returns the partitions created and the ones dropped.
     pub async fn run_once(&self) -> Result<(i32, Vec<String>), DbError> {
-        let client = self.pool.get().await?;
+        let mut client = self.pool.get().await?;
         let now = OffsetDateTime::now_utc();
-        let created = db::logs::ensure_partitions(&client, now, MONTHS_AHEAD).await?;
+        let tx = step(&mut client).await?;
+        let created = db::logs::ensure_partitions(&tx, now, MONTHS_AHEAD).await?;
+        tx.commit().await?;
         let dropped = if self.retention_days > 0 {
             let cutoff = now - time::Duration::days(i64::from(self.retention_days));
-            db::logs::drop_partitions_before(&client, cutoff).await?
+            let tx = step(&mut client).await?;
+            let dropped = db::logs::drop_partitions_before(&tx, cutoff).await?;
+            tx.commit().await?;
+            dropped
         } else {
             Vec::new()
         };
         Ok((created, dropped))
     }
+}
+
+/// A transaction for one maintenance step, whose statements may run up to the run's
+/// deadline (`TIMEOUT`) rather than the pool's statement timeout: moving stranded rows or
+/// dropping a month can take longer, and is worth finishing.
+async fn step(client: &mut db::Client) -> Result<db::Transaction<'_>, DbError> {
+    let tx = client.transaction().await?;
+    db::set_local_statement_timeout(&tx, StatementTimeout::from(TIMEOUT)).await?;
+    Ok(tx)
 }
 
 #[async_trait]

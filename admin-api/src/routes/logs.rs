@@ -1,11 +1,12 @@
-//! Request logs of a workspace: filtered, paginated, newest first.
+//! Request logs of a workspace: filtered, newest first, paged by opaque cursors (offset
+//! pages still answered, deprecated).
 
 use std::collections::HashMap;
 
 use axum::extract::Query;
 use axum::Json;
 use perpetuo_core::db;
-use perpetuo_core::db::logs::{Attempt, LogQuery, LogRecord};
+use perpetuo_core::db::logs::{Attempt, LogPaging, LogQuery, LogRecord};
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -101,27 +102,128 @@ impl From<LogRecord> for LogDto {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LogPageDto {
+    /// Newest first.
     pub data: Vec<LogDto>,
-    pub page: u32,
+    /// Rows per page, as asked (or the default).
     pub limit: u32,
-    /// Rows matching the filters, over all pages.
-    pub total: i64,
+    /// Pass as `cursor` for the next page of older rows; null when no older row matches.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+    /// Pass as `cursor` for the page of rows just newer than this one; null on the newest
+    /// page.
+    #[schema(required = true)]
+    pub prev_cursor: Option<String>,
+    /// Rows matching the filters over all pages, counted only when asked (`count=true`,
+    /// or the deprecated `page` without `count=false`); null otherwise.
+    #[schema(required = true)]
+    pub total: Option<i64>,
+    /// Deprecated with the `page` parameter: the page number when `page` was given; null
+    /// otherwise.
+    #[schema(required = true, deprecated)]
+    pub page: Option<u32>,
+}
+
+/// A cursor is opaque to clients: base64url (no padding) of a direction byte, the row's
+/// `created_at` in microseconds since the epoch (big-endian i64) and its id (16 bytes).
+mod cursor {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use perpetuo_core::db::logs::{LogPaging, LogPosition};
+    use time::OffsetDateTime;
+    use uuid::Uuid;
+
+    const OLDER: u8 = b'o';
+    const NEWER: u8 = b'n';
+    const LEN: usize = 1 + 8 + 16;
+    /// Longest text looked at: a cursor is 34 characters.
+    const MAX_TEXT: usize = 64;
+
+    fn encode(direction: u8, at: LogPosition) -> String {
+        let micros = (at.created_at.unix_timestamp_nanos() / 1_000) as i64;
+        let mut bytes = Vec::with_capacity(LEN);
+        bytes.push(direction);
+        bytes.extend_from_slice(&micros.to_be_bytes());
+        bytes.extend_from_slice(at.id.as_bytes());
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// The cursor of the page of rows older than `at`.
+    pub fn older(at: LogPosition) -> String {
+        encode(OLDER, at)
+    }
+
+    /// The cursor of the page of rows newer than `at`.
+    pub fn newer(at: LogPosition) -> String {
+        encode(NEWER, at)
+    }
+
+    /// The page a cursor names; `None` when it is not one this server made.
+    pub fn decode(text: &str) -> Option<LogPaging> {
+        if text.len() > MAX_TEXT {
+            return None;
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+        let (&direction, rest) = bytes.split_first()?;
+        if rest.len() != LEN - 1 {
+            return None;
+        }
+        let (micros, id) = rest.split_at(8);
+        let micros = i64::from_be_bytes(micros.try_into().ok()?);
+        let created_at =
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000).ok()?;
+        let at = LogPosition {
+            created_at,
+            id: Uuid::from_slice(id).ok()?,
+        };
+        match direction {
+            OLDER => Some(LogPaging::Older(at)),
+            NEWER => Some(LogPaging::Newer(at)),
+            _ => None,
+        }
+    }
 }
 
 fn parse_query(workspace_id: Uuid, q: &HashMap<String, String>) -> Result<LogQuery, ApiError> {
     let mut errs = FieldErrors::default();
     let mut out = LogQuery {
         workspace_id,
-        page: 1,
         limit: DEFAULT_LIMIT,
         ..Default::default()
     };
+    let mut page = None;
     if let Some(p) = q.get("page") {
         match p.parse::<u32>() {
-            Ok(p) if (1..=1_000_000).contains(&p) => out.page = p,
+            Ok(p) if (1..=1_000_000).contains(&p) => page = Some(p),
             _ => errs.add("page", "must be an integer of at least 1"),
         }
     }
+    if let Some(c) = q.get("cursor").filter(|c| !c.is_empty()) {
+        if q.contains_key("page") {
+            errs.add("cursor", "cannot be combined with page");
+        } else {
+            match cursor::decode(c) {
+                Some(paging) => out.paging = paging,
+                None => errs.add(
+                    "cursor",
+                    "must be a next_cursor or prev_cursor from an earlier answer",
+                ),
+            }
+        }
+    }
+    let count = match q.get("count").map(String::as_str) {
+        None | Some("") => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => {
+            errs.add("count", "must be true or false");
+            None
+        }
+    };
+    if let Some(p) = page {
+        out.paging = LogPaging::Page(p);
+    }
+    // Offset paging keeps its answer as it was (a total on every page) unless told not to.
+    out.count = count.unwrap_or(page.is_some());
     if let Some(l) = q.get("limit") {
         match l.parse::<u32>() {
             Ok(l) if (1..=MAX_LIMIT).contains(&l) => out.limit = l,
@@ -162,11 +264,20 @@ fn parse_query(workspace_id: Uuid, q: &HashMap<String, String>) -> Result<LogQue
     Ok(out)
 }
 
-/// Logs of the workspace, newest first.
+/// Logs of the workspace, newest first, a page at a time: follow `next_cursor` for
+/// older rows and `prev_cursor` for newer ones.
 #[utoipa::path(get, path = "/workspaces/{id}/logs", tag = "logs", security(("bearer" = [])),
     params(("id" = String, Path, description = "workspace id"),
-           ("page" = Option<u32>, Query, description = "page number, from 1"),
-           ("limit" = Option<u32>, Query, description = "rows per page, 1 to 200 (default 50)"),
+           ("limit" = Option<u32>, Query, minimum = 1, maximum = 200,
+             description = "rows per page, 1 to 200 (default 50)"),
+           ("cursor" = Option<String>, Query, max_length = 64, description = "an earlier answer's `next_cursor` \
+             (the page of older rows) or `prev_cursor` (the page of newer rows); opaque; \
+             absent: the newest rows. Works with any filter; not with `page` (400)"),
+           ("count" = Option<bool>, Query, description = "true: count every row the filters \
+             match into `total` (a scan of the whole filtered set); otherwise `total` is \
+             null (with `page`: counted unless false)"),
+           ("page" = Option<u32>, Query, deprecated, minimum = 1, maximum = 1000000, description = "deprecated, to be removed: \
+             page number from 1 (offset paging); use `cursor`"),
            ("provider" = Option<String>, Query, description = "provider entry id"),
            ("model" = Option<String>, Query, description = "requested model"),
            ("status" = Option<i16>, Query, description = "HTTP status sent to the client"),
@@ -184,8 +295,13 @@ pub async fn list(
     let page = db::logs::list(&client, &query).await?;
     Ok(Json(LogPageDto {
         data: page.rows.into_iter().map(Into::into).collect(),
-        page: query.page,
         limit: query.limit,
+        next_cursor: page.older.map(cursor::older),
+        prev_cursor: page.newer.map(cursor::newer),
         total: page.total,
+        page: match query.paging {
+            LogPaging::Page(n) => Some(n),
+            _ => None,
+        },
     }))
 }

@@ -37,6 +37,7 @@ pub fn config(db: &TestDb, master_key: &MasterKey, allowed: &str) -> Config {
         dashboard_dir: PathBuf::from("/nonexistent-dashboard"),
         jwt_ttl_seconds: 3600,
         db_pool_size: 8,
+        db_statement_timeout: perpetuo_core::db::StatementTimeout::DEFAULT,
         // Tests sign up and log in many times from one address; the throttling tests
         // set their own limits.
         auth: AuthSettings {

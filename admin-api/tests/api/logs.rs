@@ -1,7 +1,9 @@
-//! Logs: pagination, ordering and every filter against seeded rows; idempotent writes.
+//! Logs: cursor and offset pages, ordering and every filter against seeded rows; counting
+//! only when asked; idempotent writes.
 
 use perpetuo_core::db::logs::{insert_batch, Attempt, LogRecord, UsageSource};
 use reqwest::StatusCode;
+use serde_json::{json, Value};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
@@ -72,102 +74,248 @@ async fn seed(app: &TestApp, acc: &Account) -> (Vec<LogRecord>, Uuid, Uuid) {
     (rows, p1, p2)
 }
 
-#[tokio::test]
-async fn pagination_ordering_and_filters() {
-    let app = TestApp::spawn().await;
-    let acc = app.signup("l@example.com").await;
-    let other = app.signup("l2@example.com").await;
-    let (rows, _p1, p2) = seed(&app, &acc).await;
-    seed(&app, &other).await;
-    let base = format!("/workspaces/{}/logs", acc.workspace);
-
-    let (status, page) = app.get(&base, &acc.token).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(page["total"], 30);
-    assert_eq!(page["limit"], 50);
-    assert_eq!(page["page"], 1);
-    let ids: Vec<&str> = page["data"]
+fn ids(page: &Value) -> Vec<String> {
+    page["data"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r["id"].as_str().unwrap())
-        .collect();
-    let expected: Vec<String> = rows.iter().map(|r| r.id.to_string()).collect();
-    assert_eq!(
-        ids,
-        expected.iter().map(String::as_str).collect::<Vec<_>>(),
-        "newest first, only this workspace"
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+        .replace('+', "%2B")
+}
+
+/// The rows a query should list, newest first (ties on the time by id, also descending).
+fn expected(rows: &[LogRecord], keep: impl Fn(&LogRecord) -> bool) -> Vec<String> {
+    let mut kept: Vec<&LogRecord> = rows.iter().filter(|r| keep(r)).collect();
+    kept.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
+    kept.iter().map(|r| r.id.to_string()).collect()
+}
+
+/// Follows `next_cursor` from the newest page to the last; returns every page.
+async fn walk(app: &TestApp, token: &str, base: &str, query: &str) -> Vec<Value> {
+    let mut pages: Vec<Value> = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..100 {
+        let url = match &cursor {
+            Some(c) => format!("{base}?{query}&cursor={c}"),
+            None => format!("{base}?{query}"),
+        };
+        let (status, page) = app.get(&url, token).await;
+        assert_eq!(status, StatusCode::OK, "{url}: {page}");
+        assert!(
+            page["total"].is_null(),
+            "counted without being asked: {page}"
+        );
+        cursor = page["next_cursor"].as_str().map(str::to_string);
+        pages.push(page);
+        if cursor.is_none() {
+            return pages;
+        }
+    }
+    panic!("more than 100 pages");
+}
+
+#[tokio::test]
+async fn first_page_ordering_and_offset_pages() {
+    let app = TestApp::spawn().await;
+    let acc = app.signup("l@example.com").await;
+    let other = app.signup("l2@example.com").await;
+    let (rows, _p1, _p2) = seed(&app, &acc).await;
+    seed(&app, &other).await;
+    let base = format!("/workspaces/{}/logs", acc.workspace);
+    let expected = expected(&rows, |_| true);
+
+    let (status, page) = app.get(&base, &acc.token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["limit"], 50);
+    assert!(page["total"].is_null() && page["page"].is_null(), "{page}");
+    assert!(
+        page["next_cursor"].is_null() && page["prev_cursor"].is_null(),
+        "{page}"
     );
+    assert_eq!(ids(&page), expected, "newest first, only this workspace");
     let first = &page["data"][0];
     assert_eq!(first["cost_usd"], 1.5e-6);
     assert_eq!(first["attempts"][0]["provider_name"], "entry");
     assert_eq!(first["usage_source"], "provider");
 
+    // The deprecated offset pages answer as before, with a total on every page.
     let (_, p2page) = app.get(&format!("{base}?limit=7&page=2"), &acc.token).await;
-    let ids: Vec<&str> = p2page["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        ids,
-        expected[7..14]
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-    );
-    assert_eq!(p2page["total"], 30);
+    assert_eq!(ids(&p2page), expected[7..14]);
+    assert_eq!((&p2page["total"], &p2page["page"]), (&json!(30), &json!(2)));
     let (_, last) = app.get(&format!("{base}?limit=7&page=5"), &acc.token).await;
-    assert_eq!(last["data"].as_array().unwrap().len(), 2);
+    assert_eq!(ids(&last), expected[28..]);
+    assert!(last["next_cursor"].is_null());
+    // ... and cursors to go on from there.
+    let next = p2page["next_cursor"].as_str().unwrap();
+    let (_, third) = app
+        .get(&format!("{base}?limit=7&cursor={next}"), &acc.token)
+        .await;
+    assert_eq!(ids(&third), expected[14..21]);
+    let (_, uncounted) = app
+        .get(&format!("{base}?limit=7&page=2&count=false"), &acc.token)
+        .await;
+    assert!(uncounted["total"].is_null(), "{uncounted}");
+}
 
-    let count = |f: &dyn Fn(&LogRecord) -> bool| rows.iter().filter(|r| f(r)).count() as i64;
-    let (_, by_provider) = app
-        .get(&format!("{base}?provider={p2}&limit=200"), &acc.token)
-        .await;
-    assert_eq!(by_provider["total"], count(&|r| r.provider_id == Some(p2)));
-    assert!(by_provider["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|r| r["provider_id"] == p2.to_string().as_str()));
-    let (_, by_model) = app.get(&format!("{base}?model=claude"), &acc.token).await;
-    assert_eq!(
-        by_model["total"],
-        count(&|r| r.model_requested.as_deref() == Some("claude"))
+#[tokio::test]
+async fn cursor_pages_walk_every_row_once_newest_first_with_every_filter() {
+    let app = TestApp::spawn().await;
+    let acc = app.signup("walk@example.com").await;
+    let (mut rows, _p1, p2) = seed(&app, &acc).await;
+    // Rows of one instant, ordered among themselves by id.
+    let ws = Uuid::parse_str(&acc.workspace).unwrap();
+    let tied: Vec<LogRecord> = (0..6)
+        .map(|i| {
+            let status = if i % 2 == 0 { 502 } else { 200 };
+            record(ws, rows[12].created_at, Some(p2), "gpt-4o", status)
+        })
+        .collect();
+    let mut client = app.client().await;
+    assert_eq!(insert_batch(&mut client, &tied).await.unwrap(), 6);
+    rows.extend(tied);
+    seed(&app, &app.signup("walk2@example.com").await).await;
+    let base = format!("/workspaces/{}/logs", acc.workspace);
+    let (from, to) = (rows[20].created_at, rows[5].created_at);
+    type Keep = Box<dyn Fn(&LogRecord) -> bool>;
+    let cases: Vec<(String, Keep)> = vec![
+        (String::new(), Box::new(|_| true)),
+        (
+            format!("provider={p2}"),
+            Box::new(move |r| r.provider_id == Some(p2)),
+        ),
+        (
+            "model=claude".into(),
+            Box::new(|r| r.model_requested.as_deref() == Some("claude")),
+        ),
+        ("status=502".into(), Box::new(|r| r.status == 502)),
+        (
+            format!("from={}&to={}", rfc3339(from), rfc3339(to)),
+            Box::new(move |r| r.created_at >= from && r.created_at < to),
+        ),
+        (
+            format!("provider={p2}&model=gpt-4o&status=502"),
+            Box::new(move |r| {
+                r.provider_id == Some(p2)
+                    && r.model_requested.as_deref() == Some("gpt-4o")
+                    && r.status == 502
+            }),
+        ),
+    ];
+    for (filter, keep) in &cases {
+        let want = expected(&rows, keep);
+        assert!(!want.is_empty(), "{filter}");
+        for limit in [1, 4, 7, 200] {
+            let query = format!("limit={limit}&{filter}");
+            let pages = walk(&app, &acc.token, &base, &query).await;
+            let seen: Vec<String> = pages.iter().flat_map(ids).collect();
+            assert_eq!(seen, want, "{query}");
+            assert_eq!(pages.len(), want.len().div_ceil(limit), "{query}");
+            assert!(
+                pages[0]["prev_cursor"].is_null(),
+                "the first page is the newest"
+            );
+            assert!(pages[1..].iter().all(|p| p["prev_cursor"].is_string()));
+        }
+    }
+}
+
+#[tokio::test]
+async fn newer_returns_the_previous_page() {
+    let app = TestApp::spawn().await;
+    let acc = app.signup("newer@example.com").await;
+    let (mut rows, p1, _p2) = seed(&app, &acc).await;
+    // Rows of one instant, which a page boundary falls between.
+    let ws = Uuid::parse_str(&acc.workspace).unwrap();
+    let tied: Vec<LogRecord> = (0..5)
+        .map(|_| record(ws, rows[10].created_at, Some(p1), "gpt-4o", 200))
+        .collect();
+    let mut client = app.client().await;
+    assert_eq!(insert_batch(&mut client, &tied).await.unwrap(), 5);
+    rows.extend(tied);
+    let base = format!("/workspaces/{}/logs", acc.workspace);
+    let query = format!("limit=4&provider={p1}");
+    let want = expected(&rows, |r| r.provider_id == Some(p1));
+    let pages = walk(&app, &acc.token, &base, &query).await;
+    assert!(pages.len() >= 4);
+    // From the last page back to the first by prev_cursor, each page as it was.
+    let mut at = pages.len() - 1;
+    let mut page = pages[at].clone();
+    while at > 0 {
+        let prev = page["prev_cursor"].as_str().expect("a page before");
+        let (status, newer) = app
+            .get(&format!("{base}?{query}&cursor={prev}"), &acc.token)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        at -= 1;
+        assert_eq!(ids(&newer), ids(&pages[at]), "page {at}");
+        // Its next_cursor leads back to the page it came from.
+        let next = newer["next_cursor"].as_str().unwrap();
+        let (_, again) = app
+            .get(&format!("{base}?{query}&cursor={next}"), &acc.token)
+            .await;
+        assert_eq!(ids(&again), ids(&pages[at + 1]));
+        page = newer;
+    }
+    assert!(
+        page["prev_cursor"].is_null(),
+        "back at the newest page: {page}"
     );
-    let (_, by_status) = app.get(&format!("{base}?status=502"), &acc.token).await;
-    assert_eq!(by_status["total"], count(&|r| r.status == 502));
-    let from = rows[20].created_at;
-    let to = rows[5].created_at;
-    let fmt = |t: OffsetDateTime| {
-        t.format(&time::format_description::well_known::Rfc3339)
-            .unwrap()
-            .replace('+', "%2B")
-    };
-    let (_, ranged) = app
+    assert_eq!(ids(&page), want[..4]);
+
+    // A row that arrives meanwhile is on the newer side of the first page.
+    let newest = record(ws, OffsetDateTime::now_utc(), Some(p1), "gpt-4o", 200);
+    insert_batch(&mut client, std::slice::from_ref(&newest))
+        .await
+        .unwrap();
+    let second = pages[1]["prev_cursor"].as_str().unwrap();
+    let (_, first) = app
+        .get(&format!("{base}?{query}&cursor={second}"), &acc.token)
+        .await;
+    assert_eq!(ids(&first), want[..4]);
+    let newer = first["prev_cursor"].as_str().expect("the new row is newer");
+    let (_, top) = app
+        .get(&format!("{base}?{query}&cursor={newer}"), &acc.token)
+        .await;
+    assert_eq!(ids(&top), [newest.id.to_string()]);
+    assert!(top["prev_cursor"].is_null());
+}
+
+#[tokio::test]
+async fn total_is_counted_only_when_asked() {
+    let app = TestApp::spawn().await;
+    let acc = app.signup("count@example.com").await;
+    let (rows, _p1, p2) = seed(&app, &acc).await;
+    let base = format!("/workspaces/{}/logs", acc.workspace);
+    let (_, page) = app.get(&format!("{base}?limit=5"), &acc.token).await;
+    assert!(page["total"].is_null(), "{page}");
+    let (_, counted) = app
         .get(
-            &format!("{base}?from={}&to={}", fmt(from), fmt(to)),
+            &format!("{base}?limit=5&count=true&provider={p2}"),
             &acc.token,
         )
         .await;
-    assert_eq!(
-        ranged["total"],
-        count(&|r| r.created_at >= from && r.created_at < to)
-    );
-    assert_eq!(ranged["total"], 15);
-    let (_, combined) = app
+    let matching = rows.iter().filter(|r| r.provider_id == Some(p2)).count();
+    assert_eq!(counted["total"], matching);
+    assert_eq!(ids(&counted).len(), 5);
+    // On a later page too: the same total, whatever the page.
+    let next = counted["next_cursor"].as_str().unwrap();
+    let (_, later) = app
         .get(
-            &format!("{base}?provider={p2}&model=gpt-4o&status=502"),
+            &format!("{base}?limit=5&count=true&provider={p2}&cursor={next}"),
             &acc.token,
         )
         .await;
-    assert_eq!(
-        combined["total"],
-        count(&|r| r.provider_id == Some(p2)
-            && r.model_requested.as_deref() == Some("gpt-4o")
-            && r.status == 502)
-    );
+    assert_eq!(later["total"], matching);
+    let (_, not) = app
+        .get(&format!("{base}?limit=5&count=false"), &acc.token)
+        .await;
+    assert!(not["total"].is_null());
 }
 
 #[tokio::test]
@@ -184,6 +332,16 @@ async fn bad_query_parameters() {
         ("status=abc", "status"),
         ("from=yesterday", "from"),
         ("from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", "from"),
+        ("cursor=abc", "cursor"),
+        ("cursor=%2B%2B%2B", "cursor"),
+        // Well-formed base64url of the wrong length, with an unknown direction, padded.
+        ("cursor=bwAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "cursor"),
+        ("cursor=eAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "cursor"),
+        ("cursor=bwAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA%3D%3D", "cursor"),
+        // A time past what a timestamp holds.
+        ("cursor=b3__________AAAAAAAAAAAAAAAAAAAAAA", "cursor"),
+        ("page=2&cursor=bwAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "cursor"),
+        ("count=yes", "count"),
     ] {
         let (status, body) = app.get(&format!("{base}?{q}"), &acc.token).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{q}");
@@ -193,6 +351,15 @@ async fn bad_query_parameters() {
         .get(&format!("{base}?limit=200&page=3"), &acc.token)
         .await;
     assert_eq!(status, StatusCode::OK);
+    // A well-formed cursor from nowhere is a position like any other.
+    let (status, page) = app
+        .get(
+            &format!("{base}?cursor=bwAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+            &acc.token,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page["data"].as_array().unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -223,7 +390,7 @@ async fn a_record_written_twice_is_one_row_and_counted_once() {
     let (_, page) = app
         .get(&format!("/workspaces/{}/logs", acc.workspace), &acc.token)
         .await;
-    assert_eq!(page["total"], 1);
+    assert_eq!(page["data"].as_array().unwrap().len(), 1);
     let (_, usage) = app
         .get(&format!("/workspaces/{}/usage", acc.workspace), &acc.token)
         .await;

@@ -16,6 +16,7 @@ mod logs;
 mod openapi;
 mod providers;
 mod sessions;
+mod statement_timeout;
 mod teams;
 mod text_inputs;
 mod throttling;

@@ -1,5 +1,5 @@
 //! The OpenAPI document's request bodies: every field a handler requires is required and
-//! not nullable, operation by operation.
+//! not nullable, operation by operation; and the log listing's paging as it is served.
 
 use reqwest::Method;
 use serde_json::Value;
@@ -143,4 +143,53 @@ async fn required_request_fields_are_required_and_not_nullable() {
         .as_array()
         .unwrap()
         .contains(&"signup_enabled".into()));
+}
+
+/// The log listing documents its paging as the handler does it: the cursor and count
+/// parameters, `page` deprecated, the bounds enforced, and answer fields that are always
+/// present and null when not given.
+#[tokio::test]
+async fn the_log_listing_documents_cursor_paging() {
+    let app = TestApp::spawn().await;
+    let (_, doc) = app.raw(Method::GET, "/openapi.json", None, None).await;
+    let op = &doc["paths"]["/workspaces/{id}/logs"]["get"];
+    let param = |name: &str| {
+        op["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name && p["in"] == "query")
+            .unwrap_or_else(|| panic!("no query parameter {name}"))
+            .clone()
+    };
+    assert_eq!(param("cursor")["schema"]["type"], "string");
+    assert_eq!(param("cursor")["schema"]["maxLength"], 64);
+    assert_eq!(param("count")["schema"]["type"], "boolean");
+    assert_eq!(param("limit")["schema"]["minimum"], 1);
+    assert_eq!(param("limit")["schema"]["maximum"], 200);
+    assert_eq!(param("page")["deprecated"], true);
+    assert!(param("cursor").get("deprecated").is_none());
+
+    let answer = resolve(
+        &doc,
+        &op["responses"]["200"]["content"]["application/json"]["schema"],
+    );
+    let (mut required, mut props) = (Vec::new(), Vec::new());
+    fields(&doc, answer, &mut required, &mut props);
+    for name in [
+        "data",
+        "limit",
+        "next_cursor",
+        "prev_cursor",
+        "total",
+        "page",
+    ] {
+        assert!(required.iter().any(|r| r == name), "{name} not required");
+    }
+    for (name, prop) in &props {
+        let may_be_null = ["next_cursor", "prev_cursor", "total", "page"].contains(&name.as_str());
+        assert_eq!(nullable(prop), may_be_null, "{name}: {prop}");
+    }
+    let page = &props.iter().find(|(n, _)| n == "page").unwrap().1;
+    assert_eq!(page["deprecated"], true);
 }

@@ -197,7 +197,11 @@ pub async fn insert_batch(
     if records.is_empty() {
         return Ok(0);
     }
-    let records: Vec<LogRecord> = records.iter().map(storable).collect();
+    let mut records: Vec<LogRecord> = records.iter().map(storable).collect();
+    // In primary-key order, as the counters are in theirs (see `usage::add`): two writers
+    // sending the same records (a replay beside a write given up on but still running in
+    // the server) then wait for each other instead of deadlocking.
+    records.sort_unstable_by_key(|r| (r.created_at, r.id));
     let records = records.as_slice();
     let tx = client.transaction().await?;
     let ids: Vec<Uuid> = records.iter().map(|r| r.id).collect();
@@ -286,11 +290,49 @@ pub async fn drop_partitions_before(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// Most rows one listing returns, whatever the caller asks.
+pub const MAX_LIST_LIMIT: u32 = 1000;
+
+/// A row's place in the listing order (newest first: `created_at`, then `id`, both
+/// descending). Ids are time-ordered, so ties on the timestamp are broken the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogPosition {
+    pub created_at: OffsetDateTime,
+    pub id: Uuid,
+}
+
+impl LogPosition {
+    fn of(r: &LogRecord) -> Self {
+        Self {
+            created_at: r.created_at,
+            id: r.id,
+        }
+    }
+}
+
+/// Which rows of the filtered listing a page holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogPaging {
+    /// The newest rows.
+    #[default]
+    Newest,
+    /// The rows just older than a position (the next page, going back in time).
+    Older(LogPosition),
+    /// The rows just newer than a position (the page before), still listed newest first.
+    Newer(LogPosition),
+    /// The `n`th page of `limit` rows, from 1 (offset paging, kept for old clients: it
+    /// reads and skips every row before the page).
+    Page(u32),
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct LogQuery {
     pub workspace_id: Uuid,
-    pub page: u32,
+    pub paging: LogPaging,
+    /// Rows per page, 1 to [`MAX_LIST_LIMIT`].
     pub limit: u32,
+    /// Whether to count every row the filters match (a scan of the whole filtered set).
+    pub count: bool,
     pub provider_id: Option<Uuid>,
     pub model: Option<String>,
     pub status: Option<i16>,
@@ -300,62 +342,185 @@ pub struct LogQuery {
 
 #[derive(Debug, Clone)]
 pub struct LogPage {
+    /// Newest first.
     pub rows: Vec<LogRecord>,
-    pub total: i64,
+    /// Rows matching the filters, when asked for.
+    pub total: Option<i64>,
+    /// Where the next older page starts ([`LogPaging::Older`]), when older rows match.
+    pub older: Option<LogPosition>,
+    /// Where the next newer page starts ([`LogPaging::Newer`]), when newer rows match.
+    pub newer: Option<LogPosition>,
 }
 
-/// One page of a workspace's logs, newest first; `total` counts the filtered set.
+/// Older or newer than a position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Older,
+    Newer,
+}
+
+impl Side {
+    fn op(self) -> &'static str {
+        match self {
+            Side::Older => "<",
+            Side::Newer => ">",
+        }
+    }
+}
+
+/// A statement's WHERE clauses and their parameters, numbered as they are added.
+#[derive(Default)]
+struct Conditions {
+    clauses: Vec<String>,
+    params: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+impl Conditions {
+    /// Adds `value` as the next parameter and returns its placeholder (`$n`).
+    fn param(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
+        self.params.push(Box::new(value));
+        format!("${}", self.params.len())
+    }
+
+    fn filter(q: &LogQuery) -> Self {
+        let mut c = Self::default();
+        let ws = c.param(q.workspace_id);
+        c.clauses.push(format!("workspace_id = {ws}"));
+        if let Some(p) = q.provider_id {
+            let p = c.param(p);
+            c.clauses.push(format!("provider_id = {p}"));
+        }
+        if let Some(m) = &q.model {
+            let m = c.param(m.clone());
+            c.clauses.push(format!("model_requested = {m}"));
+        }
+        if let Some(s) = q.status {
+            let s = c.param(s);
+            c.clauses.push(format!("status = {s}"));
+        }
+        if let Some(f) = q.from {
+            let f = c.param(f);
+            c.clauses.push(format!("created_at >= {f}"));
+        }
+        if let Some(t) = q.to {
+            let t = c.param(t);
+            c.clauses.push(format!("created_at < {t}"));
+        }
+        c
+    }
+
+    /// Only rows on `side` of `at` in the listing order. Written so that the timestamp
+    /// bound alone can use the `(workspace_id, created_at)` index.
+    fn beyond(&mut self, at: LogPosition, side: Side) {
+        let op = side.op();
+        let t = self.param(at.created_at);
+        let id = self.param(at.id);
+        self.clauses.push(format!(
+            "created_at {op}= {t} AND (created_at {op} {t} OR id {op} {id})"
+        ));
+    }
+
+    fn sql(&self) -> String {
+        self.clauses.join(" AND ")
+    }
+
+    fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect()
+    }
+}
+
+/// One page of a workspace's logs, newest first, with where the pages beside it start.
+/// Reads at most `limit + 1` rows past the page's start (plus, for a page reached by a
+/// position, one index probe for rows on the other side); counts the filtered set only
+/// when `count` is set.
 pub async fn list(db: &impl GenericClient, q: &LogQuery) -> Result<LogPage, DbError> {
-    let mut clauses = vec!["workspace_id = $1".to_string()];
-    let mut params: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(q.workspace_id)];
-    if let Some(p) = q.provider_id {
-        params.push(Box::new(p));
-        clauses.push(format!("provider_id = ${}", params.len()));
-    }
-    if let Some(m) = &q.model {
-        params.push(Box::new(m.clone()));
-        clauses.push(format!("model_requested = ${}", params.len()));
-    }
-    if let Some(s) = q.status {
-        params.push(Box::new(s));
-        clauses.push(format!("status = ${}", params.len()));
-    }
-    if let Some(f) = q.from {
-        params.push(Box::new(f));
-        clauses.push(format!("created_at >= ${}", params.len()));
-    }
-    if let Some(t) = q.to {
-        params.push(Box::new(t));
-        clauses.push(format!("created_at < ${}", params.len()));
-    }
-    let filter = clauses.join(" AND ");
-    let refs: Vec<&(dyn ToSql + Sync)> = params
-        .iter()
-        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-        .collect();
-    let total: i64 = db
-        .query_one(
-            &format!("SELECT count(*) FROM request_logs WHERE {filter}"),
-            &refs,
-        )
-        .await?
-        .get(0);
-    let limit = i64::from(q.limit.max(1));
-    let offset = i64::from(q.page.max(1) - 1) * limit;
-    let mut page_refs = refs.clone();
-    page_refs.push(&limit);
-    page_refs.push(&offset);
+    let limit = i64::from(q.limit.clamp(1, MAX_LIST_LIMIT));
+    let mut page = Conditions::filter(q);
+    let (order, offset) = match q.paging {
+        LogPaging::Newest => ("DESC", 0),
+        LogPaging::Page(n) => ("DESC", i64::from(n.max(1) - 1) * limit),
+        LogPaging::Older(at) => {
+            page.beyond(at, Side::Older);
+            ("DESC", 0)
+        }
+        // The rows nearest `at` first, then turned newest first.
+        LogPaging::Newer(at) => {
+            page.beyond(at, Side::Newer);
+            ("ASC", 0)
+        }
+    };
+    // One row more than the page says whether another page follows in its direction.
+    let fetch = page.param(limit + 1);
+    let skip = page.param(offset);
     let sql = format!(
-        "SELECT {COLUMNS} FROM request_logs WHERE {filter}
-         ORDER BY created_at DESC, id DESC LIMIT ${} OFFSET ${}",
-        refs.len() + 1,
-        refs.len() + 2
+        "SELECT {COLUMNS} FROM request_logs WHERE {}
+         ORDER BY created_at {order}, id {order} LIMIT {fetch} OFFSET {skip}",
+        page.sql()
     );
-    let rows = db.query(&sql, &page_refs).await?;
+    let mut rows: Vec<LogRecord> = db
+        .query(&sql, &page.refs())
+        .await?
+        .iter()
+        .map(from_row)
+        .collect();
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    if matches!(q.paging, LogPaging::Newer(_)) {
+        rows.reverse();
+    }
+    let first = rows.first().map(LogPosition::of);
+    let last = rows.last().map(LogPosition::of);
+    let (older, newer) = match q.paging {
+        LogPaging::Newest => (last.filter(|_| more), None),
+        LogPaging::Page(_) => (last.filter(|_| more), first.filter(|_| offset > 0)),
+        LogPaging::Older(at) => {
+            let edge = first.unwrap_or(at);
+            let newer = any_beyond(db, q, edge, Side::Newer).await?.then_some(edge);
+            (last.filter(|_| more), newer)
+        }
+        LogPaging::Newer(at) => {
+            let edge = last.unwrap_or(at);
+            let older = any_beyond(db, q, edge, Side::Older).await?.then_some(edge);
+            (older, first.filter(|_| more))
+        }
+    };
+    let total = if q.count {
+        let all = Conditions::filter(q);
+        let sql = format!("SELECT count(*) FROM request_logs WHERE {}", all.sql());
+        Some(db.query_one(&sql, &all.refs()).await?.get(0))
+    } else {
+        None
+    };
     Ok(LogPage {
-        rows: rows.iter().map(from_row).collect(),
+        rows,
         total,
+        older,
+        newer,
     })
+}
+
+/// Whether any row the filters match lies on `side` of `at`: the nearest one is looked
+/// for, walking the index away from `at`, so the answer usually costs one row.
+async fn any_beyond(
+    db: &impl GenericClient,
+    q: &LogQuery,
+    at: LogPosition,
+    side: Side,
+) -> Result<bool, DbError> {
+    let mut c = Conditions::filter(q);
+    c.beyond(at, side);
+    let order = match side {
+        Side::Older => "DESC",
+        Side::Newer => "ASC",
+    };
+    let sql = format!(
+        "SELECT 1 FROM request_logs WHERE {} ORDER BY created_at {order}, id {order} LIMIT 1",
+        c.sql()
+    );
+    Ok(db.query_opt(&sql, &c.refs()).await?.is_some())
 }
 
 /// For tests: every row of one request id.
@@ -381,4 +546,80 @@ pub async fn all_for_workspace(
         )
         .await?;
     Ok(rows.iter().map(from_row).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestDb;
+
+    const ROWS: usize = 300;
+    const ROUNDS: usize = 15;
+
+    fn record(workspace_id: Uuid, created_at: OffsetDateTime, model: String) -> LogRecord {
+        LogRecord {
+            id: Uuid::now_v7(),
+            created_at,
+            workspace_id: Some(workspace_id),
+            api_key_id: None,
+            provider_id: None,
+            provider_name: None,
+            provider_kind: None,
+            route: "chat".into(),
+            model_requested: Some(model),
+            model_served: None,
+            status: 200,
+            error_kind: None,
+            streamed: false,
+            prompt_tokens: 1,
+            completion_tokens: 1,
+            total_tokens: 2,
+            cost_nusd: None,
+            usage_source: UsageSource::Provider,
+            latency_ms: 1,
+            ttfb_ms: None,
+            attempts: Vec::new(),
+            note: None,
+        }
+    }
+
+    /// Two writers inserting the same records at once, one in the opposite order of the
+    /// other (a replay beside a write still running in the server): neither is rolled back
+    /// as a deadlock victim, each record is one row, and the counters count it once.
+    #[tokio::test]
+    async fn the_same_batch_from_two_writers_in_opposite_orders_never_deadlocks() {
+        let db = TestDb::new().await.unwrap();
+        let workspace_id = Uuid::now_v7();
+        let now = OffsetDateTime::now_utc();
+        let mut a = db.pool.get().await.unwrap();
+        let mut b = db.pool.get().await.unwrap();
+        let mut inserted = 0;
+        for round in 0..ROUNDS {
+            let forward: Vec<LogRecord> = (0..ROWS)
+                .map(|i| {
+                    let at = now - time::Duration::milliseconds((round * ROWS + i) as i64);
+                    record(workspace_id, at, format!("model-{}", i % 7))
+                })
+                .collect();
+            let backward: Vec<LogRecord> = forward.iter().rev().cloned().collect();
+            let (first, second) = tokio::join!(
+                insert_batch(&mut a, &forward),
+                insert_batch(&mut b, &backward)
+            );
+            match (first, second) {
+                (Ok(x), Ok(y)) => inserted += x + y,
+                (first, second) => panic!("round {round}: {first:?} / {second:?}"),
+            }
+        }
+        assert_eq!(inserted, (ROWS * ROUNDS) as u64);
+        let counted: i64 = a
+            .query_one(
+                "SELECT sum(requests)::int8 FROM usage_counters WHERE workspace_id = $1",
+                &[&workspace_id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(counted, (ROWS * ROUNDS) as i64);
+    }
 }

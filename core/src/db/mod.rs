@@ -17,9 +17,11 @@ pub mod users;
 pub mod workspaces;
 
 use std::task::{Context, Poll};
+use std::time::Duration;
 
+use deadpool_postgres::Hook;
 pub use deadpool_postgres::{Client, GenericClient, Pool, Transaction};
-use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
+use deadpool_postgres::{HookError, Manager, ManagerConfig, RecyclingMethod};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, NoTls};
@@ -29,13 +31,31 @@ pub enum DbError {
     #[error("database pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("database: {0}")]
-    Query(#[from] tokio_postgres::Error),
+    Query(tokio_postgres::Error),
+    /// PostgreSQL cancelled a statement that ran past the connection's `statement_timeout`
+    /// (see [`StatementTimeout`]).
+    #[error("database: statement cancelled by the statement timeout")]
+    StatementTimeout,
     #[error("migration: {0}")]
     Migration(String),
     #[error("database configuration: {0}")]
     Config(String),
     #[error("database operation timed out")]
     Timeout,
+}
+
+impl From<tokio_postgres::Error> for DbError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // 57014 is any cancellation; the message tells the statement timeout's apart.
+        let timed_out = e.code() == Some(&SqlState::QUERY_CANCELED)
+            && e.as_db_error()
+                .is_some_and(|d| d.message().contains("statement timeout"));
+        if timed_out {
+            DbError::StatementTimeout
+        } else {
+            DbError::Query(e)
+        }
+    }
 }
 
 impl DbError {
@@ -71,26 +91,88 @@ impl DbError {
     }
 }
 
-/// The connection pool; TLS as `sslmode` in `database_url` says (see [`tls`]). Each
-/// connection is driven (its socket read and written) on the runtime that opens it.
-pub fn pool(database_url: &str, max_size: usize) -> Result<Pool, DbError> {
-    pool_driven_on(database_url, max_size, None)
+/// How long PostgreSQL lets one statement of a pooled connection run before it cancels
+/// it (`statement_timeout`, SQLSTATE 57014). A statement stuck behind a lock or a
+/// runaway plan then ends in the server too, not only in the caller that gave up on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatementTimeout(Option<Duration>);
+
+impl StatementTimeout {
+    /// Nothing set: the server's own setting applies (no limit unless one was configured
+    /// for the role or database). For migrations and operator commands that may run long.
+    pub const SERVER_DEFAULT: Self = Self(None);
+    /// `DB_STATEMENT_TIMEOUT_MS`'s default.
+    pub const DEFAULT: Self = Self(Some(Duration::from_millis(10_000)));
+    /// The largest accepted, one day: PostgreSQL takes at most `i32::MAX` ms.
+    pub const MAX_MILLIS: u64 = 86_400_000;
+
+    /// `ms` milliseconds; 0 sets nothing ([`Self::SERVER_DEFAULT`]). Longer than
+    /// [`Self::MAX_MILLIS`] is capped there.
+    pub fn from_millis(ms: u64) -> Self {
+        match ms {
+            0 => Self::SERVER_DEFAULT,
+            ms => Self(Some(Duration::from_millis(ms.min(Self::MAX_MILLIS)))),
+        }
+    }
+
+    pub fn get(self) -> Option<Duration> {
+        self.0
+    }
+
+    /// Whole milliseconds, 0 when nothing is set.
+    pub fn as_millis(self) -> u64 {
+        self.0.map_or(0, |d| {
+            u64::try_from(d.as_millis()).unwrap_or(Self::MAX_MILLIS)
+        })
+    }
 }
 
-/// [`pool`], with every connection opened and driven on `driver`'s runtime rather than on
-/// whichever runtime first asked for it. The gateway gives its pool a thread of its own,
-/// so that the log writer's inserts and their answers are never read and written on a
-/// request thread.
-pub fn pool_driven_on(
-    database_url: &str,
-    max_size: usize,
-    driver: Option<tokio::runtime::Handle>,
-) -> Result<Pool, DbError> {
+impl From<Duration> for StatementTimeout {
+    fn from(d: Duration) -> Self {
+        Self::from_millis(u64::try_from(d.as_millis()).unwrap_or(Self::MAX_MILLIS))
+    }
+}
+
+impl std::fmt::Display for StatementTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.as_millis())
+    }
+}
+
+/// How a pool opens its connections.
+#[derive(Debug, Clone, Default)]
+pub struct PoolSettings {
+    /// Connections at most.
+    pub max_size: usize,
+    /// Set on every connection as the pool opens it.
+    pub statement_timeout: StatementTimeout,
+    /// A runtime to open and drive every connection on, rather than whichever runtime
+    /// first asked for it. The gateway gives its pool a thread of its own, so that the
+    /// log writer's inserts and their answers are never read and written on a request
+    /// thread.
+    pub driver: Option<tokio::runtime::Handle>,
+}
+
+/// The connection pool; TLS as `sslmode` in `database_url` says (see [`tls`]), the
+/// server's own statement timeout, each connection driven on the runtime that opens it.
+/// For migrations, operator commands and tests; servers use [`pool_with`].
+pub fn pool(database_url: &str, max_size: usize) -> Result<Pool, DbError> {
+    pool_with(
+        database_url,
+        PoolSettings {
+            max_size,
+            ..PoolSettings::default()
+        },
+    )
+}
+
+/// The connection pool, as `settings` say.
+pub fn pool_with(database_url: &str, settings: PoolSettings) -> Result<Pool, DbError> {
     let tls::ConnectConfig {
         pg: mut cfg, tls, ..
     } = tls::parse(database_url)?;
     if cfg.get_connect_timeout().is_none() {
-        cfg.connect_timeout(std::time::Duration::from_secs(3));
+        cfg.connect_timeout(Duration::from_secs(3));
     }
     if cfg.get_application_name().is_none() {
         cfg.application_name("perpetuo");
@@ -98,19 +180,42 @@ pub fn pool_driven_on(
     let mc = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };
-    let mgr = match (tls, driver) {
+    let mgr = match (tls, settings.driver) {
         (Some(tls), None) => Manager::from_config(cfg, tls, mc),
         (None, None) => Manager::from_config(cfg, NoTls, mc),
         (Some(tls), Some(driver)) => Manager::from_connect(cfg, DrivenOn { tls, driver }, mc),
         (None, Some(driver)) => Manager::from_connect(cfg, DrivenOn { tls: NoTls, driver }, mc),
     };
-    Pool::builder(mgr)
-        .max_size(max_size)
-        .wait_timeout(Some(std::time::Duration::from_secs(5)))
-        .create_timeout(Some(std::time::Duration::from_secs(3)))
-        .runtime(deadpool_postgres::Runtime::Tokio1)
-        .build()
-        .map_err(|e| DbError::Config(e.to_string()))
+    let mut builder = Pool::builder(mgr)
+        .max_size(settings.max_size)
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .create_timeout(Some(Duration::from_secs(3)))
+        .runtime(deadpool_postgres::Runtime::Tokio1);
+    // A session setting, so a transaction's `SET LOCAL` (a long maintenance step) ends
+    // with the transaction and the connection is back to this value.
+    if let Some(limit) = settings.statement_timeout.get() {
+        let set = format!("SET statement_timeout = {}", limit.as_millis());
+        builder = builder.post_create(Hook::async_fn(move |client, _| {
+            let set = set.clone();
+            Box::pin(async move { client.batch_execute(&set).await.map_err(HookError::Backend) })
+        }));
+    }
+    builder.build().map_err(|e| DbError::Config(e.to_string()))
+}
+
+/// Lets the statements of `tx` run for `limit` rather than the pool's statement timeout,
+/// until `tx` ends ([`StatementTimeout::SERVER_DEFAULT`] here means no limit at all). For
+/// maintenance steps that legitimately take long.
+pub async fn set_local_statement_timeout(
+    tx: &Transaction<'_>,
+    limit: StatementTimeout,
+) -> Result<(), DbError> {
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = {}",
+        limit.as_millis()
+    ))
+    .await?;
+    Ok(())
 }
 
 /// A pooled connection's client half and the task driving it.
@@ -178,7 +283,7 @@ pub async fn connect(database_url: &str) -> Result<(tokio_postgres::Client, Conn
         pg: mut cfg, tls, ..
     } = tls::parse(database_url)?;
     if cfg.get_connect_timeout().is_none() {
-        cfg.connect_timeout(std::time::Duration::from_secs(3));
+        cfg.connect_timeout(Duration::from_secs(3));
     }
     if cfg.get_application_name().is_none() {
         cfg.application_name("perpetuo");
@@ -259,6 +364,56 @@ mod tests {
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
     }
 
+    /// A pool built with a statement timeout has PostgreSQL cancel a statement that runs
+    /// past it, with an error that says so; the connection stays usable.
+    #[tokio::test]
+    async fn a_statement_past_the_pool_statement_timeout_is_cancelled() {
+        let pool = pool_with(
+            &test_url(),
+            PoolSettings {
+                max_size: 1,
+                statement_timeout: StatementTimeout::from_millis(200),
+                driver: None,
+            },
+        )
+        .unwrap();
+        let client = pool.get().await.unwrap();
+        let err = DbError::from(client.simple_query("SELECT pg_sleep(5)").await.unwrap_err());
+        assert!(matches!(err, DbError::StatementTimeout), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "database: statement cancelled by the statement timeout"
+        );
+        assert!(!err.is_unavailable());
+        let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+        assert_eq!(one, 1);
+    }
+
+    /// Inside a transaction, `set_local_statement_timeout` lifts the pool's limit for that
+    /// transaction only.
+    #[tokio::test]
+    async fn a_transaction_may_lift_the_pool_statement_timeout_for_itself() {
+        let pool = pool_with(
+            &test_url(),
+            PoolSettings {
+                max_size: 1,
+                statement_timeout: StatementTimeout::from_millis(200),
+                driver: None,
+            },
+        )
+        .unwrap();
+        let mut client = pool.get().await.unwrap();
+        let show = "SELECT current_setting('statement_timeout')";
+        let tx = client.transaction().await.unwrap();
+        set_local_statement_timeout(&tx, StatementTimeout::from_millis(60_000))
+            .await
+            .unwrap();
+        let inside: String = tx.query_one(show, &[]).await.unwrap().get(0);
+        tx.commit().await.unwrap();
+        let after: String = client.query_one(show, &[]).await.unwrap().get(0);
+        assert_eq!((inside.as_str(), after.as_str()), ("1min", "200ms"));
+    }
+
     /// A pool given a driver runtime opens and drives its connections there: the client
     /// works from another runtime, and stops working when the driver runtime is gone.
     #[tokio::test]
@@ -277,7 +432,15 @@ mod tests {
             // Dropping the runtime cancels every task it drives.
         });
         let handle = handle_rx.recv().unwrap();
-        let pool = pool_driven_on(&test_url(), 1, Some(handle)).unwrap();
+        let pool = pool_with(
+            &test_url(),
+            PoolSettings {
+                max_size: 1,
+                driver: Some(handle),
+                ..PoolSettings::default()
+            },
+        )
+        .unwrap();
         let client = pool.get().await.unwrap();
         let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
         assert_eq!(one, 1);

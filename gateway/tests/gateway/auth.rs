@@ -51,6 +51,7 @@ fn admin_config(env: &Env) -> perpetuo_admin::config::Config {
         dashboard_dir: "/nonexistent".into(),
         jwt_ttl_seconds: 600,
         db_pool_size: 4,
+        db_statement_timeout: perpetuo_core::db::StatementTimeout::DEFAULT,
         auth: Default::default(),
         teams: Default::default(),
     }

@@ -193,3 +193,41 @@ async fn cached_keys_outlive_their_ttl_while_the_database_hangs_but_not_a_revoca
     relay.set_mode(RelayMode::Pass);
     reconcile(&env, &ids, Duration::from_secs(30)).await;
 }
+
+/// `DB_STATEMENT_TIMEOUT_MS` reaches the gateway's connections: a key lookup stuck behind
+/// a lock is answered 503 `auth_unavailable` and cancelled in the database too, rather
+/// than left waiting there after the gateway has given up on it.
+#[tokio::test]
+async fn a_lookup_stuck_behind_a_lock_is_cancelled_in_the_database() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("main", &m.base_url(), 1).await;
+    let gw = Gateway::start_with(&env, &env.db.url, &[("DB_STATEMENT_TIMEOUT_MS", "200")]).await;
+    let mut locker = env.client().await;
+    let tx = locker.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let resp = gw
+        .chat(&env.key, chat_body("gpt-4o-mini"))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    let waiting: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+             AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("auth_unavailable"))
+    );
+    assert_eq!(waiting, 0, "a gateway statement still waits for the lock");
+}

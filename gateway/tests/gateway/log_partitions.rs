@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use perpetuo_core::db;
-use perpetuo_gateway::partitions::MONTHS_AHEAD;
+use perpetuo_gateway::partitions::{PartitionMaintainer, MONTHS_AHEAD};
 use time::{Date, Month, OffsetDateTime, Time};
 use uuid::Uuid;
 
@@ -154,4 +154,61 @@ fn db_record(workspace: Uuid, at: OffsetDateTime) -> db::logs::LogRecord {
         attempts: vec![],
         note: None,
     }
+}
+
+/// Maintenance steps run under the run's own deadline, not the pool's statement timeout:
+/// a step that waits (here for a lock) past the pool's limit still finishes.
+#[tokio::test]
+async fn maintenance_outlives_the_pool_statement_timeout() {
+    let env = Env::new().await;
+    let pool = db::pool_with(
+        &env.db.url,
+        db::PoolSettings {
+            max_size: 1,
+            statement_timeout: db::StatementTimeout::from_millis(200),
+            driver: None,
+        },
+    )
+    .unwrap();
+    // The pool's one connection, which the maintenance run will use.
+    let runner: i32 = pool
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let maintainer = PartitionMaintainer {
+        pool,
+        retention_days: 0,
+    };
+    let mut locker = env.client().await;
+    let tx = locker.transaction().await.unwrap();
+    // The last step deletes expired stored responses.
+    tx.batch_execute("LOCK TABLE stored_responses IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let run = tokio::spawn(async move { maintainer.run_once().await });
+    let watcher = env.client().await;
+    wait_for(
+        "no maintenance step waited for the lock longer than the pool's statement timeout",
+        Duration::from_secs(20),
+        || async {
+            assert!(!run.is_finished(), "the run ended while the lock was held");
+            watcher
+                .query_one(
+                    "SELECT count(*) = 1 FROM pg_stat_activity WHERE pid = $1
+                     AND wait_event_type = 'Lock'
+                     AND clock_timestamp() - query_start > interval '1 second'",
+                    &[&runner],
+                )
+                .await
+                .unwrap()
+                .get(0)
+        },
+    )
+    .await;
+    tx.rollback().await.unwrap();
+    run.await.unwrap().expect("the maintenance run finishes");
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { EMPTY_FILTERS, filtersFromParams, filtersToParams, filtersToQuery, pageCount, validateFilters } from './schema';
+import { cursorFromParams, EMPTY_FILTERS, filtersFromParams, filtersToParams, filtersToQuery, validateFilters } from './schema';
 
 describe('log filters', () => {
   it('validates status codes and time ranges', () => {
@@ -11,9 +11,9 @@ describe('log filters', () => {
   });
 
   it('builds the API query with RFC 3339 times', () => {
-    const query = filtersToQuery({ provider: 'p1', model: ' gpt-4o ', status: '500', from: '2025-03-05T10:00', to: '' }, 2, 25);
+    const query = filtersToQuery({ provider: 'p1', model: ' gpt-4o ', status: '500', from: '2025-03-05T10:00', to: '' }, 'c-older', 25);
     expect(query).toEqual({
-      page: 2,
+      cursor: 'c-older',
       limit: 25,
       provider: 'p1',
       model: 'gpt-4o',
@@ -23,17 +23,18 @@ describe('log filters', () => {
     });
   });
 
-  it('round-trips through URL parameters', () => {
-    const filters = { ...EMPTY_FILTERS, model: 'm', status: '200' };
-    const params = new URLSearchParams(filtersToParams(filters, 3));
-    expect(params.get('page')).toBe('3');
-    expect(filtersFromParams(params)).toEqual(filters);
-    expect(filtersToParams(EMPTY_FILTERS, 1)).toEqual({});
+  it('asks for the newest page without a cursor', () => {
+    expect(filtersToQuery(EMPTY_FILTERS).cursor).toBeUndefined();
+    expect(filtersToQuery(EMPTY_FILTERS, '').cursor).toBeUndefined();
   });
 
-  it('counts pages', () => {
-    expect(pageCount(0, 25)).toBe(1);
-    expect(pageCount(25, 25)).toBe(1);
-    expect(pageCount(26, 25)).toBe(2);
+  it('round-trips through URL parameters, with the cursor of the page shown', () => {
+    const filters = { ...EMPTY_FILTERS, model: 'm', status: '200' };
+    const params = new URLSearchParams(filtersToParams(filters, 'bwAAAA-_'));
+    expect(params.get('cursor')).toBe('bwAAAA-_');
+    expect(cursorFromParams(params)).toBe('bwAAAA-_');
+    expect(filtersFromParams(params)).toEqual(filters);
+    expect(filtersToParams(EMPTY_FILTERS)).toEqual({});
+    expect(cursorFromParams(new URLSearchParams(filtersToParams(filters)))).toBeUndefined();
   });
 });

@@ -36,11 +36,16 @@ export interface LogEntry {
   note?: string | null;
 }
 
+/** One page of logs, newest first, and the cursors of the pages beside it. */
 export interface LogPage {
   data: LogEntry[];
-  page: number;
   limit: number;
-  total: number;
+  /** Pass as `cursor` for the older rows; null on the oldest page. */
+  next_cursor: string | null;
+  /** Pass as `cursor` for the newer rows; null on the newest page. */
+  prev_cursor: string | null;
+  /** Counted only when asked for (`count=true`). */
+  total: number | null;
 }
 
 /** Filters as typed in the form (and kept in the URL). */
@@ -86,9 +91,10 @@ export function validateFilters(filters: LogFilters): Partial<Record<keyof LogFi
   return errors;
 }
 
-export function filtersToQuery(filters: LogFilters, page: number, limit: number = PAGE_SIZE) {
+/** The API query of a page: the filters, and the cursor of the page (none: the newest). */
+export function filtersToQuery(filters: LogFilters, cursor?: string, limit: number = PAGE_SIZE) {
   return {
-    page,
+    cursor: cursor || undefined,
     limit,
     provider: filters.provider || undefined,
     model: filters.model.trim() || undefined,
@@ -108,19 +114,20 @@ export function filtersFromParams(params: URLSearchParams): LogFilters {
   };
 }
 
-export function filtersToParams(filters: LogFilters, page: number): Record<string, string> {
+/** The view's URL parameters: the filters, and the cursor of the page shown (none: the newest). */
+export function filtersToParams(filters: LogFilters, cursor?: string): Record<string, string> {
   const params: Record<string, string> = {};
   for (const [key, value] of Object.entries(filters)) if (value.trim()) params[key] = value.trim();
-  if (page > 1) params.page = String(page);
+  if (cursor) params.cursor = cursor;
   return params;
+}
+
+export function cursorFromParams(params: URLSearchParams): string | undefined {
+  return params.get('cursor') || undefined;
 }
 
 export function hasFilters(filters: LogFilters): boolean {
   return Object.values(filters).some((v) => v.trim() !== '');
-}
-
-export function pageCount(total: number, limit: number): number {
-  return Math.max(1, Math.ceil(total / Math.max(1, limit)));
 }
 
 export const USAGE_SOURCE_LABEL: Record<UsageSource, string> = {

@@ -12,7 +12,7 @@ import { useWorkspaceId } from '../../auth/session-context';
 import { listProviders } from '../../providers/api';
 import { listApiKeys } from '../../api-keys/api';
 import { listLogs } from '../api';
-import { filtersFromParams, filtersToParams, hasFilters, pageCount, PAGE_SIZE, type LogEntry } from '../schema';
+import { cursorFromParams, filtersFromParams, filtersToParams, hasFilters, PAGE_SIZE, type LogEntry } from '../schema';
 import { LogDetail } from './log-detail';
 import { LogFilters } from './log-filters';
 
@@ -22,7 +22,8 @@ export function LogsView() {
   const workspaceId = useWorkspaceId();
   const [params, setParams] = useSearchParams();
   const filters = useMemo(() => filtersFromParams(params), [params]);
-  const page = Math.max(1, Number(params.get('page')) || 1);
+  // The page shown: the newest without a cursor, else the one an earlier page's cursor names.
+  const cursor = cursorFromParams(params);
   const [autoRefresh, setAutoRefresh] = useState(false);
   const [selected, setSelected] = useState<LogEntry | null>(null);
 
@@ -30,8 +31,9 @@ export function LogsView() {
   // The keys, to show each request's key by its name, label and owner.
   const keys = useResource((signal) => listApiKeys(workspaceId, signal), [workspaceId]);
   const logs = useResource(
-    (signal) => listLogs(workspaceId, filters, page, PAGE_SIZE, signal),
-    [workspaceId, filters, page],
+    // Each answer keeps the cursor it was asked with, so it is never read as another page's.
+    async (signal) => ({ cursor, page: await listLogs(workspaceId, filters, cursor, PAGE_SIZE, signal) }),
+    [workspaceId, filters, cursor],
   );
 
   const { reload } = logs;
@@ -41,13 +43,21 @@ export function LogsView() {
     return () => clearInterval(timer);
   }, [autoRefresh, reload]);
 
-  const rows = logs.data?.data ?? [];
-  const total = logs.data?.total ?? 0;
-  const pages = pageCount(total, logs.data?.limit ?? PAGE_SIZE);
+  const page = logs.data?.page;
+  const rows = page?.data ?? [];
+  const older = page?.next_cursor ?? null;
+  const newer = page?.prev_cursor ?? null;
 
-  function goTo(nextPage: number) {
-    setParams(filtersToParams(filters, nextPage));
+  function goTo(nextCursor?: string) {
+    setParams(filtersToParams(filters, nextCursor));
   }
+
+  // Newer pages end at the newest rows: then show the newest page itself (a full one, kept
+  // fresh by auto-refresh) rather than a page that only reaches up to them.
+  const reachedNewest = cursor !== undefined && logs.data?.cursor === cursor && newer === null;
+  useEffect(() => {
+    if (reachedNewest) setParams(filtersToParams(filters), { replace: true });
+  }, [reachedNewest, filters, setParams]);
 
   return (
     <>
@@ -67,7 +77,7 @@ export function LogsView() {
         }
       />
       <Card>
-        <LogFilters value={filters} providers={providers.data ?? []} onApply={(next) => setParams(filtersToParams(next, 1))} />
+        <LogFilters value={filters} providers={providers.data ?? []} onApply={(next) => setParams(filtersToParams(next))} />
       </Card>
       <Card>
         {logs.loading ? (
@@ -75,11 +85,23 @@ export function LogsView() {
         ) : logs.error && !logs.data ? (
           <ErrorState error={logs.error} onRetry={logs.reload} title="Could not load logs" />
         ) : rows.length === 0 ? (
-          <EmptyState title={hasFilters(filters) ? 'No requests match these filters' : 'No requests yet'}>
-            {hasFilters(filters)
-              ? 'Try a wider time range or clear the filters.'
-              : 'Requests sent to the gateway with one of your API keys show up here within seconds.'}
-          </EmptyState>
+          <>
+            <EmptyState title={hasFilters(filters) ? 'No requests match these filters' : 'No requests yet'}>
+              {hasFilters(filters)
+                ? 'Try a wider time range or clear the filters.'
+                : 'Requests sent to the gateway with one of your API keys show up here within seconds.'}
+            </EmptyState>
+            {cursor && (
+              <nav className="pagination" aria-label="Pagination">
+                <span />
+                <div className="pagination-buttons">
+                  <Button size="sm" onClick={() => goTo()}>
+                    Newest
+                  </Button>
+                </div>
+              </nav>
+            )}
+          </>
         ) : (
           <>
             <div className="table-wrap">
@@ -114,18 +136,15 @@ export function LogsView() {
             </div>
             <nav className="pagination" aria-label="Pagination">
               <span className="muted" aria-live="polite">
-                {total === 0 ? '' : `${(page - 1) * PAGE_SIZE + 1}–${Math.min(page * PAGE_SIZE, total)} of ${formatTokens(total)}`}
+                {`${cursor ? 'Earlier' : 'Newest'} ${rows.length} ${rows.length === 1 ? 'request' : 'requests'}`}
                 {logs.fetching && <Spinner size={12} />}
               </span>
               <div className="pagination-buttons">
-                <Button size="sm" disabled={page <= 1} onClick={() => goTo(page - 1)}>
-                  Previous
+                <Button size="sm" disabled={newer === null} onClick={() => newer && goTo(newer)}>
+                  Newer
                 </Button>
-                <span>
-                  Page {page} of {pages}
-                </span>
-                <Button size="sm" disabled={page >= pages} onClick={() => goTo(page + 1)}>
-                  Next
+                <Button size="sm" disabled={older === null} onClick={() => older && goTo(older)}>
+                  Older
                 </Button>
               </div>
             </nav>
