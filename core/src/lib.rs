@@ -3,6 +3,7 @@
 //! It depends on neither binary and knows nothing of Pingora or axum.
 
 pub mod apikey;
+pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod db;

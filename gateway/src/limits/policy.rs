@@ -273,7 +273,7 @@ pub(super) struct Now {
 
 impl Now {
     pub(super) fn get() -> Self {
-        let at = OffsetDateTime::now_utc();
+        let at = perpetuo_core::clock::now_utc();
         let ms = i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
         Self {
             ms,

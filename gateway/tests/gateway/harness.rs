@@ -20,6 +20,8 @@ use uuid::Uuid;
 
 pub struct Env {
     pub db: TestDb,
+    /// The limits' clock of every gateway this environment starts.
+    pub clock: Arc<TestClock>,
     pub master_b64: String,
     pub master: MasterKey,
     pub workspace: Uuid,
@@ -53,6 +55,7 @@ impl Env {
         drop(client);
         let mut env = Self {
             db,
+            clock: Arc::new(TestClock::new()),
             master_b64,
             master,
             workspace: ws.id,
@@ -218,8 +221,49 @@ pub struct Gateway {
     spec: Spec,
 }
 
+/// The clock a test build of the gateway reads for limit windows and budget periods: the
+/// real clock plus an offset kept in a file (`PERPETUO_TEST_CLOCK_FILE`), which a test moves
+/// instead of waiting for a calendar minute.
+pub struct TestClock {
+    dir: tempfile::TempDir,
+}
+
+impl TestClock {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("clock directory"),
+        }
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("offset-ms")
+    }
+
+    fn offset_ms(&self) -> i128 {
+        std::fs::read_to_string(self.path())
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Moves the clock to the start of the next calendar minute: a count begun now has the
+    /// whole minute before its window resets.
+    pub fn fresh_minute(&self) {
+        let offset = self.offset_ms();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000 + offset;
+        let to_next = 60_000 - now.rem_euclid(60_000);
+        std::fs::write(self.path(), (offset + to_next).to_string()).expect("clock file");
+    }
+
+    /// Moves the clock into the next calendar minute: every minute window resets.
+    pub fn next_minute(&self) {
+        self.fresh_minute();
+    }
+}
+
 /// How a gateway was started, so it can be started again after a kill.
 struct Spec {
+    clock: Arc<TestClock>,
     database_url: String,
     master_b64: String,
     extra: Vec<(String, String)>,
@@ -254,6 +298,7 @@ impl Gateway {
         output: Option<&std::fs::File>,
     ) -> Self {
         Self::start_spec(Spec {
+            clock: env.clock.clone(),
             database_url: database_url.to_string(),
             master_b64: env.master_b64.clone(),
             extra: extra
@@ -270,6 +315,7 @@ impl Gateway {
     /// hold a spool left there by the test).
     pub async fn start_in(env: &Env, data_dir: Arc<tempfile::TempDir>) -> Self {
         Self::start_spec(Spec {
+            clock: env.clock.clone(),
             database_url: env.db.url.clone(),
             master_b64: env.master_b64.clone(),
             extra: Vec::new(),
@@ -316,6 +362,7 @@ impl Gateway {
     pub async fn run_beside(&self, within: Duration) -> (std::process::ExitStatus, String) {
         let out = tempfile::NamedTempFile::new().expect("output file");
         let spec = Spec {
+            clock: self.spec.clock.clone(),
             database_url: self.spec.database_url.clone(),
             master_b64: self.spec.master_b64.clone(),
             extra: self.spec.extra.clone(),
@@ -423,6 +470,7 @@ fn spawn(spec: &Spec) -> (Child, String, String) {
         .env("METRICS_ADDR", format!("127.0.0.1:{mport}"))
         .env("ALLOWED_PRIVATE_UPSTREAMS", "127.0.0.0/8")
         .env("DATA_DIR", spec.data_dir.path())
+        .env("PERPETUO_TEST_CLOCK_FILE", spec.clock.path())
         .env(
             "RUST_LOG",
             std::env::var("GW_TEST_LOG").unwrap_or_else(|_| "warn".into()),

@@ -44,14 +44,6 @@ fn request_id(r: &Response) -> String {
     header(r, "x-request-id").to_string()
 }
 
-/// Minute windows are calendar minutes: start a count well inside one.
-async fn inside_a_fresh_minute() {
-    let now = time::OffsetDateTime::now_utc();
-    if now.second() >= 50 {
-        tokio::time::sleep(Duration::from_secs(61 - u64::from(now.second()))).await;
-    }
-}
-
 async fn setup() -> (Env, mock_provider::MockProvider) {
     let env = Env::new().await;
     let m = mock().await;
@@ -76,7 +68,7 @@ async fn rpm_refuses_the_request_after_the_limit_with_headers_and_a_log_row() {
     let (env, m) = setup().await;
     set_key(&env, env.key_id, "rpm_limit = 2").await;
     let gw = Gateway::start(&env).await;
-    inside_a_fresh_minute().await;
+    env.clock.fresh_minute();
     for remaining in ["1", "0"] {
         let r = gw
             .chat(&env.key, chat_body("gpt-4o-mini"))
@@ -134,7 +126,7 @@ async fn rpm_and_tpm_windows_reset_with_the_minute() {
     let (env, _m) = setup().await;
     set_key(&env, env.key_id, "rpm_limit = 1, tpm_limit = 100000").await;
     let gw = Gateway::start(&env).await;
-    inside_a_fresh_minute().await;
+    env.clock.fresh_minute();
     let mut body = chat_body("gpt-4o-mini");
     body["max_tokens"] = json!(50);
     let r = gw.chat(&env.key, body.clone()).send().await.unwrap();
@@ -148,7 +140,8 @@ async fn rpm_and_tpm_windows_reset_with_the_minute() {
     let r = gw.chat(&env.key, body.clone()).send().await.unwrap();
     assert_eq!(r.status(), 429);
     let retry: u64 = header(&r, "retry-after").parse().unwrap();
-    tokio::time::sleep(Duration::from_secs(retry) + Duration::from_millis(300)).await;
+    assert!((1..=60).contains(&retry), "until the next minute: {retry}");
+    env.clock.next_minute();
     let r = gw.chat(&env.key, body).send().await.unwrap();
     assert_eq!(r.status(), 200, "a new minute, a new window");
     assert_eq!(header(&r, "x-ratelimit-remaining-requests"), "0");
@@ -167,7 +160,7 @@ async fn tpm_counts_real_usage_and_refuses_past_the_limit() {
     let tpm = usage.total_tokens + est;
     set_key(&env, env.key_id, &format!("tpm_limit = {tpm}")).await;
     let gw = Gateway::start(&env).await;
-    inside_a_fresh_minute().await;
+    env.clock.fresh_minute();
     for _ in 0..2 {
         let r = gw.chat(&env.key, body.clone()).send().await.unwrap();
         assert_eq!(r.status(), 200);
@@ -393,7 +386,7 @@ async fn workspace_limits_count_every_key_of_the_workspace() {
     set_workspace(&env, "rpm_limit = 2").await;
     let (second, _) = env.new_key().await;
     let gw = Gateway::start(&env).await;
-    inside_a_fresh_minute().await;
+    env.clock.fresh_minute();
     for key in [&env.key, &second] {
         let r = gw.chat(key, chat_body("gpt-4o-mini")).send().await.unwrap();
         assert_eq!(r.status(), 200);
@@ -415,7 +408,7 @@ async fn refusals_use_the_front_doors_own_shape() {
     let (env, _m) = setup().await;
     set_key(&env, env.key_id, "rpm_limit = 1").await;
     let gw = Gateway::start(&env).await;
-    inside_a_fresh_minute().await;
+    env.clock.fresh_minute();
     let messages = |gw: &Gateway| {
         gw.http
             .post(format!("{}/v1/messages", gw.base))
@@ -464,7 +457,7 @@ async fn two_gateways_share_one_redis_exactly() {
         })
         .await;
     }
-    inside_a_fresh_minute().await;
+    env.clock.fresh_minute();
     let mut remaining = Vec::new();
     for gw in [&a, &b, &a] {
         let r = gw
@@ -505,7 +498,7 @@ async fn redis_stopped_falls_back_to_local_shares_and_comes_back() {
         ],
     )
     .await;
-    inside_a_fresh_minute().await;
+    env.clock.fresh_minute();
     wait_for("served through Redis", Duration::from_secs(5), || async {
         let r = gw
             .chat(&env.key, chat_body("gpt-4o-mini"))
@@ -751,7 +744,7 @@ async fn the_estimate_counts_every_choice() {
     let (env, _m) = setup().await;
     set_key(&env, env.key_id, "tpm_limit = 1000000").await;
     let gw = Gateway::start(&env).await;
-    inside_a_fresh_minute().await;
+    env.clock.fresh_minute();
     let mut body = chat_body("gpt-4o-mini");
     body["max_tokens"] = json!(1000);
     body["n"] = json!(4);
