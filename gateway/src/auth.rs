@@ -81,15 +81,25 @@ pub struct KeyCache {
     /// when the database fails.
     stale: Cache<KeyHash, Arc<AuthedKey>>,
     serve_stale: bool,
+    /// Key loads on the request path.
     pool: Pool,
+    /// Background work: `last_used_at`.
+    background: Pool,
     used: Mutex<HashSet<Uuid>>,
 }
 
 impl KeyCache {
+    /// `pool` serves the request path's key loads only, `background` the rest.
     /// `positive`/`negative`: how long a valid/unknown key is cached; `stale`: how long
     /// after its last confirmation a valid key is still served while the database fails
     /// (zero: never).
-    pub fn new(pool: Pool, positive: Duration, negative: Duration, stale: Duration) -> Self {
+    pub fn new(
+        pool: Pool,
+        background: Pool,
+        positive: Duration,
+        negative: Duration,
+        stale: Duration,
+    ) -> Self {
         Self {
             cache: Cache::builder()
                 .max_capacity(MAX_KEYS)
@@ -101,6 +111,7 @@ impl KeyCache {
                 .build(),
             serve_stale: !stale.is_zero(),
             pool,
+            background,
             used: Mutex::new(HashSet::new()),
         }
     }
@@ -186,7 +197,7 @@ impl KeyCache {
         if ids.is_empty() {
             return Ok(0);
         }
-        let client = self.pool.get().await?;
+        let client = self.background.get().await?;
         db::api_keys::touch_last_used(&client, &ids, OffsetDateTime::now_utc()).await
     }
 }

@@ -141,7 +141,13 @@ pub struct Config {
     /// Prefix of the gateway's Redis keys.
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "perpetuo:")]
     pub redis_key_prefix: String,
-    /// Maximum database connections.
+    /// Maximum database connections for background work: log writes, stored responses,
+    /// log partitions, `last_used_at`.
     #[arg(long, env = "GATEWAY_DB_POOL_SIZE", default_value_t = 8)]
     pub db_pool_size: usize,
+    /// Maximum database connections for the request path's key and provider-entry loads
+    /// (cache misses), apart from the others so that no log write or stored response
+    /// waits in front of them.
+    #[arg(long, env = "AUTH_POOL_SIZE", default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub auth_pool_size: usize,
 }

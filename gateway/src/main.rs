@@ -84,6 +84,15 @@ fn main() -> std::process::ExitCode {
     let pool = match db::pool_driven_on(
         config.database_url.expose(),
         config.db_pool_size,
+        Some(driver.clone()),
+    ) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("DATABASE_URL: {e}")),
+    };
+    // The request path's own connections: a cache miss never queues behind log writes.
+    let auth_pool = match db::pool_driven_on(
+        config.database_url.expose(),
+        config.auth_pool_size,
         Some(driver),
     ) {
         Ok(p) => p,
@@ -91,6 +100,7 @@ fn main() -> std::process::ExitCode {
     };
 
     let keys = Arc::new(KeyCache::new(
+        auth_pool.clone(),
         pool.clone(),
         config.key_cache_ttl,
         config.key_cache_negative_ttl,
@@ -110,7 +120,7 @@ fn main() -> std::process::ExitCode {
         None => config.master_key.clone(),
     };
     let entries = Arc::new(EntryCache::new(
-        pool.clone(),
+        auth_pool,
         master_key,
         config.entry_cache_ttl,
         config.key_cache_stale,
