@@ -152,7 +152,7 @@ impl KeyCache {
         let loaded = self
             .cache
             .try_get_with(hash, async move {
-                let key = db::with_timeout(DB_TIMEOUT, load(&pool, &hash)).await?;
+                let key = load(&pool, &hash).await?;
                 match &key {
                     Some(key) => stale.insert(hash, key.clone()).await,
                     None => stale.invalidate(&hash).await,
@@ -202,16 +202,32 @@ impl KeyCache {
     }
 }
 
+/// Reads a key within [`DB_TIMEOUT`]. A connection whose read did not finish in time is
+/// closed rather than returned to the pool: its server process may still be busy (waiting
+/// for a lock, say), and the next load would queue behind it.
 async fn load(pool: &Pool, hash: &KeyHash) -> Result<Option<Arc<AuthedKey>>, db::DbError> {
-    let client = pool.get().await?;
+    let deadline = tokio::time::Instant::now() + DB_TIMEOUT;
+    let client = tokio::time::timeout_at(deadline, pool.get())
+        .await
+        .map_err(|_| db::DbError::Timeout)??;
+    match tokio::time::timeout_at(deadline, read(&client, hash)).await {
+        Ok(read) => read,
+        Err(_) => {
+            drop(db::Client::take(client));
+            Err(db::DbError::Timeout)
+        }
+    }
+}
+
+async fn read(client: &db::Client, hash: &KeyHash) -> Result<Option<Arc<AuthedKey>>, db::DbError> {
     let now = OffsetDateTime::now_utc();
-    let Some(k) = db::api_keys::find_by_hash(&client, hash)
+    let Some(k) = db::api_keys::find_by_hash(client, hash)
         .await?
         .filter(|k| k.is_active(now))
     else {
         return Ok(None);
     };
-    let workspace = db::limits::workspace(&client, k.workspace_id)
+    let workspace = db::limits::workspace(client, k.workspace_id)
         .await?
         .unwrap_or_default();
     // A budget's spend so far comes from the usage counters, so that a restart or a lost
@@ -219,7 +235,7 @@ async fn load(pool: &Pool, hash: &KeyHash) -> Result<Option<Arc<AuthedKey>>, db:
     let key_seed = match k.limits.budget_nusd {
         Some(_) => Some(
             seed(
-                &client,
+                client,
                 k.workspace_id,
                 Some(k.id),
                 k.limits.budget_period,
@@ -230,7 +246,7 @@ async fn load(pool: &Pool, hash: &KeyHash) -> Result<Option<Arc<AuthedKey>>, db:
         None => None,
     };
     let workspace_seed = match workspace.budget_nusd {
-        Some(_) => Some(seed(&client, k.workspace_id, None, workspace.budget_period, now).await?),
+        Some(_) => Some(seed(client, k.workspace_id, None, workspace.budget_period, now).await?),
         None => None,
     };
     Ok(Some(Arc::new(AuthedKey {

@@ -1,8 +1,9 @@
-//! The key cache under pressure: key and entry loads on connections of their own.
+//! The key cache under pressure: key and entry loads on connections of their own, and
+//! never behind a load that timed out.
 //!
-//! The database is made slow for one query at a time by holding a lock on a connection
-//! of the test's own, and the tests wait on what PostgreSQL reports (`pg_stat_activity`)
-//! rather than on time.
+//! The database is made slow for one query at a time by holding a table lock on a
+//! connection of the test's own, and the tests wait on what PostgreSQL reports
+//! (`pg_stat_activity`) rather than on time.
 
 use std::time::Duration;
 
@@ -25,6 +26,19 @@ async fn status_and_code(gw: &Gateway, key: &str) -> (u16, String) {
 async fn connection(env: &Env) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(&env.db.url, NoTls).await.unwrap();
     tokio::spawn(conn);
+    client
+}
+
+/// Holds `LOCK TABLE <table> IN ACCESS EXCLUSIVE MODE` until the returned connection is
+/// dropped: every query that reads the table waits.
+async fn hold_lock(env: &Env, table: &str) -> tokio_postgres::Client {
+    let client = connection(env).await;
+    client
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await
+        .unwrap();
     client
 }
 
@@ -69,4 +83,35 @@ async fn key_and_entry_loads_do_not_wait_behind_the_background_connections() {
     assert_eq!(status_and_code(&gw, &env.key).await, (200, String::new()));
     drop(upkeep);
     env.log_rows(1).await;
+}
+
+#[tokio::test]
+async fn a_load_that_timed_out_does_not_hold_up_the_next_one() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("main", &m.base_url(), 1).await;
+    let (stuck, _) = env.new_key().await;
+    let gw = Gateway::start_with(&env, &env.db.url, &[("AUTH_POOL_SIZE", "1")]).await;
+    // The key is cached, its workspace's entries not yet: token counting only
+    // authenticates.
+    let r = gw
+        .http
+        .post(format!("{}/v1/messages/count_tokens", gw.base))
+        .header("x-api-key", &env.key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&serde_json::json!({"model": "gpt-4o",
+            "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // A key load that times out; its statement still waits for the lock on the server.
+    let _lock = hold_lock(&env, "api_keys").await;
+    assert_eq!(
+        status_and_code(&gw, &stuck).await,
+        (503, "auth_unavailable".to_string())
+    );
+    // The next load (the entries) gets a connection that is not stuck behind it.
+    assert_eq!(status_and_code(&gw, &env.key).await, (200, String::new()));
 }
