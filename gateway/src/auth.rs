@@ -1,12 +1,15 @@
 //! API key authentication from a cache: bearer key → SHA-256 → moka (bounded, positive and
 //! negative TTLs) → database on a miss, with concurrent misses for one key coalesced into
-//! one query. Entries are invalidated by change notifications. `last_used_at` is
-//! collected here and written in batches by a background task.
+//! one query. Change notifications refresh what they name: a key, or a workspace's keys.
+//! `last_used_at` is collected here and written in batches by a background task.
 //!
 //! Outages: a key the database confirmed valid within the stale window
 //! (`KEY_CACHE_STALE_MS`) is still accepted when the database fails (errors or times
-//! out) after the key's cache entry expired. Only a database error serves it: an answer
-//! of "no such usable key" removes it, and so does a change notification for it.
+//! out) after the key's cache entry expired. Only a database error serves it. The stale
+//! copy of a key goes when the key is revoked, deleted, re-keyed, moved or its expiry
+//! changes (a notification saying so, or the database answering "no such usable key"),
+//! and nothing else empties it: after the change listener reconnects, the copies are
+//! checked against the database and only those of keys no longer usable go.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -72,6 +75,9 @@ impl Expiry<KeyHash, Entry> for Ttl {
     }
 }
 
+/// Stale copies checked against the database per query after a reconnection.
+const REVALIDATE_CHUNK: usize = 1000;
+
 /// Bound of each of the two key stores (fresh and stale), in entries.
 const MAX_KEYS: u64 = 100_000;
 
@@ -83,7 +89,7 @@ pub struct KeyCache {
     serve_stale: bool,
     /// Key loads on the request path.
     pool: Pool,
-    /// Background work: `last_used_at`.
+    /// Background work: `last_used_at`, the stale store's check after a reconnection.
     background: Pool,
     used: Mutex<HashSet<Uuid>>,
 }
@@ -104,6 +110,7 @@ impl KeyCache {
             cache: Cache::builder()
                 .max_capacity(MAX_KEYS)
                 .expire_after(Ttl { positive, negative })
+                .support_invalidation_closures()
                 .build(),
             stale: Cache::builder()
                 .max_capacity(MAX_KEYS)
@@ -178,14 +185,55 @@ impl KeyCache {
         }
     }
 
+    /// The key was revoked, deleted, re-keyed, moved, or its expiry changed: every copy
+    /// goes, the stale one too.
     pub async fn invalidate(&self, hash: &KeyHash) {
         self.cache.invalidate(hash).await;
         self.stale.invalidate(hash).await;
     }
 
+    /// Another change to the key (limits, models, a new key): it is read again on its
+    /// next use; its stale copy stays.
+    pub async fn refresh(&self, hash: &KeyHash) {
+        self.cache.invalidate(hash).await;
+    }
+
+    /// A workspace's limits changed: its keys are read again on their next use; other
+    /// workspaces' keys and every stale copy stay.
+    pub fn refresh_workspace(&self, workspace: Uuid) {
+        let dropped = self.cache.invalidate_entries_if(move |_, e| {
+            e.key.as_ref().is_some_and(|k| k.workspace_id == workspace)
+        });
+        if dropped.is_err() {
+            self.invalidate_all();
+        }
+    }
+
+    /// Every key is read again on its next use (changes may have gone unheard); the
+    /// stale copies stay, for an outage — see [`KeyCache::revalidate_stale`].
     pub fn invalidate_all(&self) {
         self.cache.invalidate_all();
-        self.stale.invalidate_all();
+    }
+
+    /// Checks every stale copy against the database and drops those whose key is no
+    /// longer usable (a revocation that went unheard). Returns how many went.
+    pub async fn revalidate_stale(&self) -> Result<u64, db::DbError> {
+        let hashes: Vec<KeyHash> = self.stale.iter().map(|(h, _)| *h).collect();
+        let mut dropped = 0;
+        for chunk in hashes.chunks(REVALIDATE_CHUNK) {
+            let usable = db::with_timeout(DB_TIMEOUT, async {
+                let client = self.background.get().await?;
+                db::api_keys::usable_hashes(&client, chunk, OffsetDateTime::now_utc()).await
+            })
+            .await?;
+            let usable: HashSet<KeyHash> = usable.into_iter().collect();
+            for hash in chunk.iter().filter(|h| !usable.contains(*h)) {
+                self.invalidate(hash).await;
+                dropped += 1;
+            }
+        }
+        metrics::STALE_KEYS_DROPPED.inc_by(dropped);
+        Ok(dropped)
     }
 
     /// Writes `last_used_at` for every key used since the last call.

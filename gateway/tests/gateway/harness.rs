@@ -64,12 +64,28 @@ impl Env {
     }
 
     pub async fn new_key(&self) -> (String, Uuid) {
+        self.new_key_in(self.workspace).await
+    }
+
+    /// A new key of `workspace`.
+    pub async fn new_key_in(&self, workspace: Uuid) -> (String, Uuid) {
         let k = apikey::generate();
         let client = self.db.pool.get().await.unwrap();
-        let row = db::api_keys::insert(&client, self.workspace, "test", &k, None, None)
+        let row = db::api_keys::insert(&client, workspace, "test", &k, None, None)
             .await
             .unwrap();
         (k.plaintext.expose().clone(), row.id)
+    }
+
+    /// Another workspace in the same database, with an owner of its own.
+    pub async fn new_workspace(&self, name: &str) -> Uuid {
+        let mut client = self.db.pool.get().await.unwrap();
+        let tx = client.transaction().await.unwrap();
+        let email = Email::parse(&format!("{name}@example.com")).unwrap();
+        let user = db::users::insert(&tx, &email, "x").await.unwrap();
+        let ws = db::workspaces::create(&tx, name, user.id).await.unwrap();
+        tx.commit().await.unwrap();
+        ws.id
     }
 
     pub async fn add_provider(&self, name: &str, base_url: &str, priority: i32) -> Uuid {
@@ -93,11 +109,27 @@ impl Env {
         models: &[&str],
         map: &[(&str, &str)],
     ) -> Uuid {
+        self.add_provider_in(self.workspace, name, kind, base_url, priority, models, map)
+            .await
+    }
+
+    /// [`Env::add_provider_with`] for `workspace`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn add_provider_in(
+        &self,
+        workspace: Uuid,
+        name: &str,
+        kind: ProviderKind,
+        base_url: &str,
+        priority: i32,
+        models: &[&str],
+        map: &[(&str, &str)],
+    ) -> Uuid {
         let id = db::providers::new_id();
         let key = format!("sk-upstream-{name}");
         let row = NewProvider {
             id,
-            workspace_id: self.workspace,
+            workspace_id: workspace,
             kind,
             name: name.into(),
             base_url: Some(base_url.into()),
@@ -107,7 +139,7 @@ impl Env {
                     &key,
                     &crypto::KeyBinding {
                         entry_id: id,
-                        workspace_id: self.workspace,
+                        workspace_id: workspace,
                         kind,
                         base_url: Some(base_url),
                     },

@@ -1,5 +1,6 @@
 //! The key cache under pressure: key and entry loads on connections of their own, and
-//! never behind a load that timed out.
+//! never behind a load that timed out; workspace changes that refresh that workspace
+//! only; stale copies that only a revocation removes.
 //!
 //! The database is made slow for one query at a time by holding a table lock on a
 //! connection of the test's own, and the tests wait on what PostgreSQL reports
@@ -7,10 +8,24 @@
 
 use std::time::Duration;
 
+use perpetuo_core::provider::ProviderKind;
+use reqwest::StatusCode;
 use serde_json::Value;
 use tokio_postgres::NoTls;
+use uuid::Uuid;
 
-use crate::harness::{chat_body, mock, wait_for, Env, Gateway};
+use crate::harness::{chat_body, metric_value, mock, wait_for, Env, Gateway};
+
+const MISSES: &str = "perpetuo_key_cache_total{result=\"miss\"}";
+const STALE: &str = "perpetuo_key_cache_total{result=\"stale\"}";
+
+async fn status(gw: &Gateway, key: &str) -> StatusCode {
+    gw.chat(key, chat_body("gpt-4o"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
 
 /// Status and error code of a chat completion sent with `key`.
 async fn status_and_code(gw: &Gateway, key: &str) -> (u16, String) {
@@ -19,6 +34,10 @@ async fn status_and_code(gw: &Gateway, key: &str) -> (u16, String) {
     let v: Value = r.json().await.unwrap_or(Value::Null);
     let code = v["error"]["code"].as_str().unwrap_or_default().to_string();
     (status, code)
+}
+
+async fn metric(gw: &Gateway, name: &str) -> f64 {
+    metric_value(&gw.metrics_text().await, name)
 }
 
 /// A connection of the test's own (outside any pool), closed on drop — which also
@@ -62,6 +81,171 @@ async fn wait_for_lock_waiter(env: &Env, wait_event: &str, query: &str) {
         },
     )
     .await;
+}
+
+/// Polls `key` while the database cannot answer for it (the caller holds a lock the
+/// key's load waits for): as long as its fresh entry lasts the answer is a hit; once the
+/// entry is gone, the load times out and only a stale copy can answer. Returns the first
+/// answer that did not come from the fresh cache.
+async fn first_answer_without_a_fresh_entry(gw: &Gateway, key: &str) -> (u16, String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let stale_before = metric(gw, STALE).await;
+        let (status, code) = status_and_code(gw, key).await;
+        if status != 200 || metric(gw, STALE).await > stale_before {
+            return (status, code);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the key's fresh entry was never dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A second workspace with a provider entry (the mock at `base_url`) and a key.
+async fn other_workspace(env: &Env, base_url: &str) -> (Uuid, String) {
+    let ws = env.new_workspace("other").await;
+    env.add_provider_in(
+        ws,
+        "other",
+        ProviderKind::OpenaiCompatible,
+        base_url,
+        1,
+        &[],
+        &[],
+    )
+    .await;
+    let (key, _) = env.new_key_in(ws).await;
+    (ws, key)
+}
+
+#[tokio::test]
+async fn unchanged_workspace_saves_refresh_no_key_and_a_real_change_reaches_that_workspace() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("main", &m.base_url(), 1).await;
+    let (_, other_key) = other_workspace(&env, &m.base_url()).await;
+    let gw = Gateway::start(&env).await;
+    assert_eq!(status(&gw, &env.key).await, 200);
+    assert_eq!(status(&gw, &other_key).await, 200);
+
+    let client = env.client().await;
+    for _ in 0..20 {
+        client
+            .execute(
+                "UPDATE workspaces SET rpm_limit = rpm_limit, tpm_limit = tpm_limit,
+                     concurrency_limit = concurrency_limit, budget_nusd = budget_nusd,
+                     budget_period = budget_period, updated_at = now()
+                 WHERE id = $1",
+                &[&env.workspace],
+            )
+            .await
+            .unwrap();
+    }
+    // A real change reaches the workspace's key at once. Notifications arrive in commit
+    // order, so once it is seen, any sent for the unchanged saves were handled.
+    client
+        .execute(
+            "UPDATE workspaces SET rpm_limit = 1 WHERE id = $1",
+            &[&env.workspace],
+        )
+        .await
+        .unwrap();
+    wait_for(
+        "the workspace's new limit did not reach its key",
+        Duration::from_secs(2),
+        || async { status(&gw, &env.key).await == 429 },
+    )
+    .await;
+
+    let misses = metric(&gw, MISSES).await;
+    assert_eq!(status(&gw, &other_key).await, 200);
+    assert_eq!(
+        metric(&gw, MISSES).await,
+        misses,
+        "another workspace's key was dropped from the cache"
+    );
+}
+
+#[tokio::test]
+async fn a_change_to_a_key_that_is_not_a_revocation_keeps_its_stale_copy() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("main", &m.base_url(), 1).await;
+    let gw = Gateway::start(&env).await;
+    assert_eq!(status(&gw, &env.key).await, 200);
+
+    env.client()
+        .await
+        .execute(
+            "UPDATE api_keys SET label = 'renamed', rpm_limit = 1000 WHERE id = $1",
+            &[&env.key_id],
+        )
+        .await
+        .unwrap();
+    // The key is read again once the change is heard; that read waits behind the lock
+    // until it times out, and the stale copy answers.
+    let _lock = hold_lock(&env, "api_keys").await;
+    assert_eq!(
+        first_answer_without_a_fresh_entry(&gw, &env.key).await,
+        (200, String::new()),
+        "the stale copy did not answer"
+    );
+}
+
+#[tokio::test]
+async fn a_reconnected_listener_keeps_the_stale_copies_of_usable_keys_only() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("main", &m.base_url(), 1).await;
+    let (revoked, revoked_id) = env.new_key().await;
+    let gw = Gateway::start(&env).await;
+    for key in [&env.key, &revoked] {
+        assert_eq!(status(&gw, key).await, 200);
+    }
+    // A revocation the listener never hears, as if made while it was away.
+    let silent = connection(&env).await;
+    silent
+        .batch_execute("SET session_replication_role = replica")
+        .await
+        .unwrap();
+    silent
+        .execute(
+            "UPDATE api_keys SET revoked_at = now() WHERE id = $1",
+            &[&revoked_id],
+        )
+        .await
+        .unwrap();
+    drop(silent);
+
+    let killed: i64 = connection(&env)
+        .await
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1);
+    wait_for(
+        "the reconnected listener did not check the stale copies",
+        Duration::from_secs(10),
+        || async { metric(&gw, "perpetuo_key_cache_stale_dropped_total").await >= 1.0 },
+    )
+    .await;
+
+    // Both keys' fresh entries are gone; with the database unable to answer, the usable
+    // key's stale copy answers and the revoked one has none.
+    let _lock = hold_lock(&env, "api_keys").await;
+    let (usable, gone) = tokio::join!(
+        status_and_code(&gw, &env.key),
+        status_and_code(&gw, &revoked)
+    );
+    assert_eq!(usable, (200, String::new()));
+    assert_eq!(gone, (503, "auth_unavailable".to_string()));
 }
 
 #[tokio::test]
