@@ -1,7 +1,8 @@
 //! API key authentication from a cache: bearer key → SHA-256 → moka (bounded, positive and
 //! negative TTLs) → database on a miss, with concurrent misses for one key coalesced into
-//! one query. Change notifications refresh what they name: a key, or a workspace's keys.
-//! `last_used_at` is collected here and written in batches by a background task.
+//! one query. Change notifications refresh what they name: a key, or a workspace's keys;
+//! a fill that a change overtook is not kept ([`generations`]). `last_used_at` is
+//! collected here and written in batches by a background task.
 //!
 //! Outages: a key the database confirmed valid within the stale window
 //! (`KEY_CACHE_STALE_MS`) is still accepted when the database fails (errors or times
@@ -10,6 +11,8 @@
 //! changes (a notification saying so, or the database answering "no such usable key"),
 //! and nothing else empties it: after the change listener reconnects, the copies are
 //! checked against the database and only those of keys no longer usable go.
+
+mod generations;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -24,6 +27,7 @@ use uuid::Uuid;
 
 use crate::limits::{Policy, Seed};
 use crate::metrics;
+use generations::Generations;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthedKey {
@@ -53,6 +57,8 @@ struct Entry {
     key: Option<Arc<AuthedKey>>,
     /// Served from the stale store because the database failed.
     stale: bool,
+    /// The key's generation when the fill that produced it began.
+    generation: u64,
 }
 
 struct Ttl {
@@ -87,6 +93,7 @@ pub struct KeyCache {
     /// when the database fails.
     stale: Cache<KeyHash, Arc<AuthedKey>>,
     serve_stale: bool,
+    generations: Arc<Generations>,
     /// Key loads on the request path.
     pool: Pool,
     /// Background work: `last_used_at`, the stale store's check after a reconnection.
@@ -117,6 +124,7 @@ impl KeyCache {
                 .time_to_live(stale.max(Duration::from_millis(1)))
                 .build(),
             serve_stale: !stale.is_zero(),
+            generations: Arc::new(Generations::default()),
             pool,
             background,
             used: Mutex::new(HashSet::new()),
@@ -154,40 +162,79 @@ impl KeyCache {
     /// database is unavailable and stale serving is on.
     async fn load_miss(&self, hash: KeyHash) -> Result<Entry, AuthError> {
         metrics::KEY_CACHE.with_label_values(&["miss"]).inc();
+        // A fill that a change to its key overtook is not kept and is read again: the
+        // second read begins after that change was committed. A second overtaken read
+        // is answered (the request came before the change was heard) but not kept.
+        let mut overtaken = None;
+        for _ in 0..2 {
+            match self.fill(hash).await {
+                Ok(entry) => {
+                    if self.generations.seen(&hash).any == entry.generation {
+                        return Ok(entry);
+                    }
+                    self.cache.invalidate(&hash).await;
+                    overtaken = Some(entry);
+                }
+                Err(()) => return self.stale_copy(hash).await,
+            }
+        }
+        overtaken.ok_or(AuthError::Unavailable)
+    }
+
+    /// One fill of the cache for `hash`, shared by every request waiting for it; an
+    /// error when the database could not be asked.
+    async fn fill(&self, hash: KeyHash) -> Result<Entry, ()> {
         let pool = self.pool.clone();
         let stale = self.stale.clone();
-        let loaded = self
-            .cache
+        let generations = self.generations.clone();
+        self.cache
             .try_get_with(hash, async move {
+                let seen = generations.seen(&hash);
                 let key = load(&pool, &hash).await?;
                 match &key {
-                    Some(key) => stale.insert(hash, key.clone()).await,
+                    Some(key) => {
+                        stale.insert(hash, key.clone()).await;
+                        if generations.seen(&hash).revocations != seen.revocations {
+                            stale.invalidate(&hash).await;
+                        }
+                    }
+                    // The database itself says the key is not usable.
                     None => stale.invalidate(&hash).await,
                 }
-                Ok::<_, db::DbError>(Entry { key, stale: false })
+                Ok::<_, db::DbError>(Entry {
+                    key,
+                    stale: false,
+                    generation: seen.any,
+                })
             })
-            .await;
-        match loaded {
-            Ok(entry) => Ok(entry),
-            Err(_) if !self.serve_stale => Err(AuthError::Unavailable),
-            Err(_) => match self.stale.get(&hash).await {
-                Some(key) => {
-                    metrics::KEY_CACHE.with_label_values(&["stale"]).inc();
-                    let entry = Entry {
-                        key: Some(key),
-                        stale: true,
-                    };
-                    self.cache.insert(hash, entry.clone()).await;
-                    Ok(entry)
-                }
-                None => Err(AuthError::Unavailable),
-            },
+            .await
+            .map_err(|_| ())
+    }
+
+    /// The key's stale copy, while the database fails.
+    async fn stale_copy(&self, hash: KeyHash) -> Result<Entry, AuthError> {
+        if !self.serve_stale {
+            return Err(AuthError::Unavailable);
         }
+        let seen = self.generations.seen(&hash);
+        let key = self.stale.get(&hash).await.ok_or(AuthError::Unavailable)?;
+        metrics::KEY_CACHE.with_label_values(&["stale"]).inc();
+        let entry = Entry {
+            key: Some(key),
+            stale: true,
+            generation: seen.any,
+        };
+        self.cache.insert(hash, entry.clone()).await;
+        if self.generations.seen(&hash).any != seen.any {
+            self.cache.invalidate(&hash).await;
+        }
+        Ok(entry)
     }
 
     /// The key was revoked, deleted, re-keyed, moved, or its expiry changed: every copy
     /// goes, the stale one too.
     pub async fn invalidate(&self, hash: &KeyHash) {
+        self.generations.bump(hash, true);
         self.cache.invalidate(hash).await;
         self.stale.invalidate(hash).await;
     }
@@ -195,12 +242,14 @@ impl KeyCache {
     /// Another change to the key (limits, models, a new key): it is read again on its
     /// next use; its stale copy stays.
     pub async fn refresh(&self, hash: &KeyHash) {
+        self.generations.bump(hash, false);
         self.cache.invalidate(hash).await;
     }
 
     /// A workspace's limits changed: its keys are read again on their next use; other
     /// workspaces' keys and every stale copy stay.
     pub fn refresh_workspace(&self, workspace: Uuid) {
+        self.generations.bump_all();
         let dropped = self.cache.invalidate_entries_if(move |_, e| {
             e.key.as_ref().is_some_and(|k| k.workspace_id == workspace)
         });
@@ -212,6 +261,7 @@ impl KeyCache {
     /// Every key is read again on its next use (changes may have gone unheard); the
     /// stale copies stay, for an outage — see [`KeyCache::revalidate_stale`].
     pub fn invalidate_all(&self) {
+        self.generations.bump_all();
         self.cache.invalidate_all();
     }
 

@@ -1,6 +1,6 @@
 //! The key cache under pressure: key and entry loads on connections of their own, and
-//! never behind a load that timed out; workspace changes that refresh that workspace
-//! only; stale copies that only a revocation removes.
+//! never behind a load that timed out; a revocation that overtakes a fill; workspace
+//! changes that refresh that workspace only; stale copies that only a revocation removes.
 //!
 //! The database is made slow for one query at a time by holding a table lock on a
 //! connection of the test's own, and the tests wait on what PostgreSQL reports
@@ -246,6 +246,66 @@ async fn a_reconnected_listener_keeps_the_stale_copies_of_usable_keys_only() {
     );
     assert_eq!(usable, (200, String::new()));
     assert_eq!(gone, (503, "auth_unavailable".to_string()));
+}
+
+#[tokio::test]
+async fn a_revocation_that_overtakes_a_cache_fill_wins() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("main", &m.base_url(), 1).await;
+    let (racing, racing_id) = env.new_key().await;
+    let gw = Gateway::start(&env).await;
+    // A cached key whose revocation, sent after the racing key's, shows when both were
+    // heard.
+    assert_eq!(status(&gw, &env.key).await, 200);
+
+    // The racing key's fill reads the key (still valid), then waits for its workspace's
+    // limits behind the lock.
+    let lock = hold_lock(&env, "workspaces").await;
+    let in_flight = {
+        let (http, url, racing) = (
+            gw.http.clone(),
+            format!("{}/v1/chat/completions", gw.base),
+            racing.clone(),
+        );
+        tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(racing)
+                .json(&chat_body("gpt-4o"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    wait_for_lock_waiter(&env, "relation", "FROM workspaces WHERE id").await;
+
+    let mut client = env.client().await;
+    let tx = client.transaction().await.unwrap();
+    for id in [racing_id, env.key_id] {
+        tx.execute(
+            "UPDATE api_keys SET revoked_at = now() WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    wait_for(
+        "the witness key's revocation was not heard",
+        Duration::from_secs(5),
+        || async { status(&gw, &env.key).await == 401 },
+    )
+    .await;
+
+    // The fill ends after its key's revocation was heard: it is not kept.
+    drop(lock);
+    assert_eq!(in_flight.await.unwrap(), 401, "the overtaken fill answered");
+    assert_eq!(
+        status(&gw, &racing).await,
+        401,
+        "the overtaken fill was kept"
+    );
 }
 
 #[tokio::test]
