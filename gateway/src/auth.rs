@@ -1,8 +1,12 @@
-//! API key authentication from a cache: bearer key → SHA-256 → moka (bounded, positive and
-//! negative TTLs) → database on a miss, with concurrent misses for one key coalesced into
-//! one query. Change notifications refresh what they name: a key, or a workspace's keys;
-//! a fill that a change overtook is not kept ([`generations`]). `last_used_at` is
+//! API key authentication from a cache: bearer key → SHA-256 → moka → database on a miss,
+//! with concurrent misses for one key coalesced into one query. `last_used_at` is
 //! collected here and written in batches by a background task.
+//!
+//! Valid keys and unknown keys are cached apart, each bounded: no number of unknown keys
+//! evicts a valid one.
+//!
+//! Change notifications refresh what they name: a key, or a workspace's keys. A fill that
+//! a change overtook is not kept ([`generations`]).
 //!
 //! Outages: a key the database confirmed valid within the stale window
 //! (`KEY_CACHE_STALE_MS`) is still accepted when the database fails (errors or times
@@ -51,10 +55,29 @@ const DB_TIMEOUT: Duration = Duration::from_secs(5);
 /// each key costs the database at most one attempt per interval.
 const STALE_RECHECK: Duration = Duration::from_secs(1);
 
+/// Stale copies checked against the database per query after a reconnection.
+const REVALIDATE_CHUNK: usize = 1000;
+
+/// How the key cache is sized and timed.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long a valid key is cached.
+    pub ttl: Duration,
+    /// How long an unknown key is cached as unknown.
+    pub negative_ttl: Duration,
+    /// How long after its last confirmation a valid key is still served while the
+    /// database fails (zero: never).
+    pub stale: Duration,
+    /// Valid keys kept, fresh and stale each.
+    pub capacity: u64,
+    /// Unknown keys kept.
+    pub unknown_capacity: u64,
+}
+
+/// A valid key as the fresh cache holds it.
 #[derive(Clone)]
-struct Entry {
-    /// `None` caches "no such usable key".
-    key: Option<Arc<AuthedKey>>,
+struct Fresh {
+    key: Arc<AuthedKey>,
     /// Served from the stale store because the database failed.
     stale: bool,
     /// The key's generation when the fill that produced it began.
@@ -63,32 +86,37 @@ struct Entry {
 
 struct Ttl {
     positive: Duration,
-    negative: Duration,
 }
 
-impl Expiry<KeyHash, Entry> for Ttl {
+impl Expiry<KeyHash, Fresh> for Ttl {
     fn expire_after_create(
         &self,
         _key: &KeyHash,
-        value: &Entry,
+        value: &Fresh,
         _now: Instant,
     ) -> Option<Duration> {
-        Some(match value {
-            Entry { stale: true, .. } => STALE_RECHECK.min(self.positive),
-            Entry { key: Some(_), .. } => self.positive,
-            Entry { key: None, .. } => self.negative,
+        Some(if value.stale {
+            STALE_RECHECK.min(self.positive)
+        } else {
+            self.positive
         })
     }
 }
 
-/// Stale copies checked against the database per query after a reconnection.
-const REVALIDATE_CHUNK: usize = 1000;
-
-/// Bound of each of the two key stores (fresh and stale), in entries.
-const MAX_KEYS: u64 = 100_000;
+/// Why a fill produced no valid key.
+#[derive(Debug, Clone, Copy)]
+enum NoKey {
+    /// The database knows no usable key by this hash.
+    Unknown,
+    /// The database could not be asked.
+    Failed,
+}
 
 pub struct KeyCache {
-    cache: Cache<KeyHash, Entry>,
+    fresh: Cache<KeyHash, Fresh>,
+    /// Keys the database knows no usable key for; apart from `fresh`, so that a flood of
+    /// unknown keys evicts only unknown keys.
+    unknown: Cache<KeyHash, ()>,
     /// Keys last confirmed valid by the database, kept for the stale window; read only
     /// when the database fails.
     stale: Cache<KeyHash, Arc<AuthedKey>>,
@@ -102,28 +130,26 @@ pub struct KeyCache {
 }
 
 impl KeyCache {
-    /// `pool` serves the request path's key loads only, `background` the rest.
-    /// `positive`/`negative`: how long a valid/unknown key is cached; `stale`: how long
-    /// after its last confirmation a valid key is still served while the database fails
-    /// (zero: never).
-    pub fn new(
-        pool: Pool,
-        background: Pool,
-        positive: Duration,
-        negative: Duration,
-        stale: Duration,
-    ) -> Self {
+    /// `pool` serves the request path's key loads only; `background` the rest.
+    pub fn new(pool: Pool, background: Pool, settings: Settings) -> Self {
+        let min = Duration::from_millis(1);
         Self {
-            cache: Cache::builder()
-                .max_capacity(MAX_KEYS)
-                .expire_after(Ttl { positive, negative })
+            fresh: Cache::builder()
+                .max_capacity(settings.capacity)
+                .expire_after(Ttl {
+                    positive: settings.ttl.max(min),
+                })
                 .support_invalidation_closures()
                 .build(),
-            stale: Cache::builder()
-                .max_capacity(MAX_KEYS)
-                .time_to_live(stale.max(Duration::from_millis(1)))
+            unknown: Cache::builder()
+                .max_capacity(settings.unknown_capacity)
+                .time_to_live(settings.negative_ttl.max(min))
                 .build(),
-            serve_stale: !stale.is_zero(),
+            stale: Cache::builder()
+                .max_capacity(settings.capacity)
+                .time_to_live(settings.stale.max(min))
+                .build(),
+            serve_stale: !settings.stale.is_zero(),
             generations: Arc::new(Generations::default()),
             pool,
             background,
@@ -131,21 +157,23 @@ impl KeyCache {
         }
     }
 
+    /// The key for a bearer token.
     pub async fn authenticate(&self, token: &str) -> Result<Arc<AuthedKey>, AuthError> {
         if !apikey::looks_like_key(token) {
             return Err(AuthError::Invalid);
         }
         let hash = KeyHash::of(token);
-        let entry = match self.cache.get(&hash).await {
-            Some(e) => {
-                metrics::KEY_CACHE.with_label_values(&["hit"]).inc();
-                e
-            }
+        let key = if let Some(e) = self.fresh.get(&hash).await {
+            metrics::KEY_CACHE.with_label_values(&["hit"]).inc();
+            e.key
+        } else if self.unknown.contains_key(&hash) {
+            metrics::KEY_CACHE.with_label_values(&["hit"]).inc();
+            return Err(AuthError::Invalid);
+        } else {
             // The miss path (a database read, the stale copy) is boxed so that its large
             // future is not carried inside every request's future.
-            None => Box::pin(self.load_miss(hash)).await?,
+            Box::pin(self.load_miss(hash)).await?
         };
-        let key = entry.key.ok_or(AuthError::Invalid)?;
         if key
             .expires_at
             .is_some_and(|e| e <= OffsetDateTime::now_utc())
@@ -158,9 +186,9 @@ impl KeyCache {
         Ok(key)
     }
 
-    /// A key not in the cache: read from the database, or its stale copy when the
+    /// A key in neither cache: read from the database, or its stale copy when the
     /// database is unavailable and stale serving is on.
-    async fn load_miss(&self, hash: KeyHash) -> Result<Entry, AuthError> {
+    async fn load_miss(&self, hash: KeyHash) -> Result<Arc<AuthedKey>, AuthError> {
         metrics::KEY_CACHE.with_label_values(&["miss"]).inc();
         // A fill that a change to its key overtook is not kept and is read again: the
         // second read begins after that change was committed. A second overtaken read
@@ -170,72 +198,81 @@ impl KeyCache {
             match self.fill(hash).await {
                 Ok(entry) => {
                     if self.generations.seen(&hash).any == entry.generation {
-                        return Ok(entry);
+                        return Ok(entry.key);
                     }
-                    self.cache.invalidate(&hash).await;
-                    overtaken = Some(entry);
+                    self.fresh.invalidate(&hash).await;
+                    overtaken = Some(entry.key);
                 }
-                Err(()) => return self.stale_copy(hash).await,
+                Err(NoKey::Unknown) => return Err(AuthError::Invalid),
+                Err(NoKey::Failed) => return self.stale_copy(hash).await,
             }
         }
         overtaken.ok_or(AuthError::Unavailable)
     }
 
-    /// One fill of the cache for `hash`, shared by every request waiting for it; an
-    /// error when the database could not be asked.
-    async fn fill(&self, hash: KeyHash) -> Result<Entry, ()> {
+    /// One fill of the fresh cache for `hash`, shared by every request waiting for it.
+    async fn fill(&self, hash: KeyHash) -> Result<Fresh, NoKey> {
         let pool = self.pool.clone();
         let stale = self.stale.clone();
+        let unknown = self.unknown.clone();
         let generations = self.generations.clone();
-        self.cache
+        self.fresh
             .try_get_with(hash, async move {
                 let seen = generations.seen(&hash);
-                let key = load(&pool, &hash).await?;
-                match &key {
+                let loaded = load(&pool, &hash).await.map_err(|_| NoKey::Failed)?;
+                match loaded {
                     Some(key) => {
                         stale.insert(hash, key.clone()).await;
                         if generations.seen(&hash).revocations != seen.revocations {
                             stale.invalidate(&hash).await;
                         }
+                        Ok(Fresh {
+                            key,
+                            stale: false,
+                            generation: seen.any,
+                        })
                     }
-                    // The database itself says the key is not usable.
-                    None => stale.invalidate(&hash).await,
+                    None => {
+                        // The database itself says the key is not usable.
+                        stale.invalidate(&hash).await;
+                        unknown.insert(hash, ()).await;
+                        if generations.seen(&hash).any != seen.any {
+                            unknown.invalidate(&hash).await;
+                        }
+                        Err(NoKey::Unknown)
+                    }
                 }
-                Ok::<_, db::DbError>(Entry {
-                    key,
-                    stale: false,
-                    generation: seen.any,
-                })
             })
             .await
-            .map_err(|_| ())
+            .map_err(|e| *e)
     }
 
     /// The key's stale copy, while the database fails.
-    async fn stale_copy(&self, hash: KeyHash) -> Result<Entry, AuthError> {
+    async fn stale_copy(&self, hash: KeyHash) -> Result<Arc<AuthedKey>, AuthError> {
         if !self.serve_stale {
             return Err(AuthError::Unavailable);
         }
         let seen = self.generations.seen(&hash);
         let key = self.stale.get(&hash).await.ok_or(AuthError::Unavailable)?;
         metrics::KEY_CACHE.with_label_values(&["stale"]).inc();
-        let entry = Entry {
-            key: Some(key),
+        let entry = Fresh {
+            key: key.clone(),
             stale: true,
             generation: seen.any,
         };
-        self.cache.insert(hash, entry.clone()).await;
+        self.fresh.insert(hash, entry).await;
         if self.generations.seen(&hash).any != seen.any {
-            self.cache.invalidate(&hash).await;
+            self.fresh.invalidate(&hash).await;
         }
-        Ok(entry)
+        Ok(key)
     }
 
     /// The key was revoked, deleted, re-keyed, moved, or its expiry changed: every copy
     /// goes, the stale one too.
     pub async fn invalidate(&self, hash: &KeyHash) {
         self.generations.bump(hash, true);
-        self.cache.invalidate(hash).await;
+        self.fresh.invalidate(hash).await;
+        self.unknown.invalidate(hash).await;
         self.stale.invalidate(hash).await;
     }
 
@@ -243,16 +280,17 @@ impl KeyCache {
     /// next use; its stale copy stays.
     pub async fn refresh(&self, hash: &KeyHash) {
         self.generations.bump(hash, false);
-        self.cache.invalidate(hash).await;
+        self.fresh.invalidate(hash).await;
+        self.unknown.invalidate(hash).await;
     }
 
     /// A workspace's limits changed: its keys are read again on their next use; other
     /// workspaces' keys and every stale copy stay.
     pub fn refresh_workspace(&self, workspace: Uuid) {
         self.generations.bump_all();
-        let dropped = self.cache.invalidate_entries_if(move |_, e| {
-            e.key.as_ref().is_some_and(|k| k.workspace_id == workspace)
-        });
+        let dropped = self
+            .fresh
+            .invalidate_entries_if(move |_, e| e.key.workspace_id == workspace);
         if dropped.is_err() {
             self.invalidate_all();
         }
@@ -262,7 +300,8 @@ impl KeyCache {
     /// stale copies stay, for an outage — see [`KeyCache::revalidate_stale`].
     pub fn invalidate_all(&self) {
         self.generations.bump_all();
-        self.cache.invalidate_all();
+        self.fresh.invalidate_all();
+        self.unknown.invalidate_all();
     }
 
     /// Checks every stale copy against the database and drops those whose key is no

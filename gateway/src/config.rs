@@ -102,6 +102,12 @@ pub struct Config {
     /// How long an unknown key stays cached as unknown, ms.
     #[arg(long, env = "KEY_CACHE_NEGATIVE_TTL_MS", default_value = "5000", value_parser = millis)]
     pub key_cache_negative_ttl: Duration,
+    /// Valid keys cached (and as many stale copies kept for an outage).
+    #[arg(long, env = "KEY_CACHE_CAPACITY", default_value_t = 100_000)]
+    pub key_cache_capacity: u64,
+    /// Unknown keys cached as unknown; kept apart, so they never evict valid keys.
+    #[arg(long, env = "KEY_CACHE_UNKNOWN_CAPACITY", default_value_t = 10_000)]
+    pub key_cache_unknown_capacity: u64,
     /// Capacity of the log queue (records); beyond it records are counted as dropped.
     #[arg(long, env = "LOG_QUEUE_CAPACITY", default_value_t = 50_000)]
     pub log_queue_capacity: usize,

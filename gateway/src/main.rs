@@ -7,7 +7,7 @@ use clap::Parser;
 use perpetuo_core::db;
 use perpetuo_core::dns::Resolver;
 use perpetuo_core::pricing::Pricing;
-use perpetuo_gateway::auth::KeyCache;
+use perpetuo_gateway::auth::{self, KeyCache};
 use perpetuo_gateway::background::{self, Lowered};
 use perpetuo_gateway::config::{Config, EMBEDDED_SERVER_CONF};
 use perpetuo_gateway::downstream::{Guarded, Limits, Slots};
@@ -102,9 +102,13 @@ fn main() -> std::process::ExitCode {
     let keys = Arc::new(KeyCache::new(
         auth_pool.clone(),
         pool.clone(),
-        config.key_cache_ttl,
-        config.key_cache_negative_ttl,
-        config.key_cache_stale,
+        auth::Settings {
+            ttl: config.key_cache_ttl,
+            negative_ttl: config.key_cache_negative_ttl,
+            stale: config.key_cache_stale,
+            capacity: config.key_cache_capacity,
+            unknown_capacity: config.key_cache_unknown_capacity,
+        },
     ));
     let spool = match Spool::open(&config.data_dir, config.log_spool_max_bytes) {
         Ok(s) => Arc::new(tokio::sync::Mutex::new(s)),

@@ -1,6 +1,7 @@
-//! The key cache under pressure: key and entry loads on connections of their own, and
-//! never behind a load that timed out; a revocation that overtakes a fill; workspace
-//! changes that refresh that workspace only; stale copies that only a revocation removes.
+//! The key cache under pressure: unknown keys kept apart from valid ones, key and entry
+//! loads on connections of their own and never behind a load that timed out, a
+//! revocation that overtakes a fill, workspace changes that refresh that workspace only,
+//! and stale copies that only a revocation removes.
 //!
 //! The database is made slow for one query at a time by holding a table lock on a
 //! connection of the test's own, and the tests wait on what PostgreSQL reports
@@ -8,6 +9,7 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use perpetuo_core::provider::ProviderKind;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -305,6 +307,53 @@ async fn a_revocation_that_overtakes_a_cache_fill_wins() {
         status(&gw, &racing).await,
         401,
         "the overtaken fill was kept"
+    );
+}
+
+#[tokio::test]
+async fn unknown_keys_never_evict_a_valid_one() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("main", &m.base_url(), 1).await;
+    let gw = Gateway::start_with(
+        &env,
+        &env.db.url,
+        &[
+            ("KEY_CACHE_CAPACITY", "64"),
+            ("KEY_CACHE_UNKNOWN_CAPACITY", "64"),
+        ],
+    )
+    .await;
+    assert_eq!(status(&gw, &env.key).await, 200);
+
+    // Distinct well-formed keys, each sent a few times (as a client retries).
+    let unknown: Vec<String> = (0..1000)
+        .map(|_| perpetuo_core::apikey::generate().plaintext.expose().clone())
+        .collect();
+    let url = format!("{}/v1/models", gw.base);
+    let sent = futures::stream::iter(unknown.iter().flat_map(|k| [k, k, k]))
+        .map(|key| {
+            let (http, url) = (gw.http.clone(), url.clone());
+            async move {
+                http.get(url)
+                    .bearer_auth(key)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    assert!(sent.iter().all(|s| *s == 401));
+
+    let misses = metric(&gw, MISSES).await;
+    assert_eq!(status(&gw, &env.key).await, 200);
+    assert_eq!(
+        metric(&gw, MISSES).await,
+        misses,
+        "the valid key was evicted by unknown ones"
     );
 }
 
