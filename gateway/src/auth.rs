@@ -3,7 +3,9 @@
 //! collected here and written in batches by a background task.
 //!
 //! Valid keys and unknown keys are cached apart, each bounded: no number of unknown keys
-//! evicts a valid one.
+//! evicts a valid one. Lookups that reach the database and find no usable key are
+//! budgeted per client address ([`failures`]); past the budget such lookups are refused
+//! without a query.
 //!
 //! Change notifications refresh what they name: a key, or a workspace's keys. A fill that
 //! a change overtook is not kept ([`generations`]).
@@ -16,9 +18,11 @@
 //! and nothing else empties it: after the change listener reconnects, the copies are
 //! checked against the database and only those of keys no longer usable go.
 
+mod failures;
 mod generations;
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,6 +50,9 @@ pub struct AuthedKey {
 pub enum AuthError {
     Invalid,
     Unavailable,
+    /// The client's address used up its failed-lookup budget; its window ends in this
+    /// long.
+    Throttled(Duration),
 }
 
 /// Longest wait for the database on a cache miss before answering 503.
@@ -72,6 +79,9 @@ pub struct Settings {
     pub capacity: u64,
     /// Unknown keys kept.
     pub unknown_capacity: u64,
+    /// Lookups that reach the database and find no usable key, per client address group
+    /// and minute (zero: no budget).
+    pub failed_lookups_per_minute: u32,
 }
 
 /// A valid key as the fresh cache holds it.
@@ -122,6 +132,7 @@ pub struct KeyCache {
     stale: Cache<KeyHash, Arc<AuthedKey>>,
     serve_stale: bool,
     generations: Arc<Generations>,
+    failures: failures::Budget,
     /// Key loads on the request path.
     pool: Pool,
     /// Background work: `last_used_at`, the stale store's check after a reconnection.
@@ -151,14 +162,19 @@ impl KeyCache {
                 .build(),
             serve_stale: !settings.stale.is_zero(),
             generations: Arc::new(Generations::default()),
+            failures: failures::Budget::new(settings.failed_lookups_per_minute),
             pool,
             background,
             used: Mutex::new(HashSet::new()),
         }
     }
 
-    /// The key for a bearer token.
-    pub async fn authenticate(&self, token: &str) -> Result<Arc<AuthedKey>, AuthError> {
+    /// The key for a bearer token sent from `client`.
+    pub async fn authenticate(
+        &self,
+        token: &str,
+        client: IpAddr,
+    ) -> Result<Arc<AuthedKey>, AuthError> {
         if !apikey::looks_like_key(token) {
             return Err(AuthError::Invalid);
         }
@@ -172,7 +188,7 @@ impl KeyCache {
         } else {
             // The miss path (a database read, the stale copy) is boxed so that its large
             // future is not carried inside every request's future.
-            Box::pin(self.load_miss(hash)).await?
+            Box::pin(self.budgeted_miss(hash, client)).await?
         };
         if key
             .expires_at
@@ -184,6 +200,27 @@ impl KeyCache {
             used.insert(key.id);
         }
         Ok(key)
+    }
+
+    /// A miss, within the client address's failed-lookup budget.
+    async fn budgeted_miss(
+        &self,
+        hash: KeyHash,
+        client: IpAddr,
+    ) -> Result<Arc<AuthedKey>, AuthError> {
+        let reservation = match self.failures.reserve(client, Instant::now()) {
+            Ok(r) => r,
+            Err(wait) => {
+                metrics::KEY_LOOKUPS_REFUSED.inc();
+                return Err(AuthError::Throttled(wait));
+            }
+        };
+        let loaded = self.load_miss(hash).await;
+        // Only a lookup that found no usable key spends the budget.
+        if !matches!(loaded, Err(AuthError::Invalid)) {
+            reservation.refund();
+        }
+        loaded
     }
 
     /// A key in neither cache: read from the database, or its stale copy when the

@@ -108,6 +108,11 @@ pub struct Config {
     /// Unknown keys cached as unknown; kept apart, so they never evict valid keys.
     #[arg(long, env = "KEY_CACHE_UNKNOWN_CAPACITY", default_value_t = 10_000)]
     pub key_cache_unknown_capacity: u64,
+    /// Key lookups that reach the database and find no usable key, per client address
+    /// (IPv6: per /64) and minute; past it such lookups get 429 without a query (0: no
+    /// budget).
+    #[arg(long, env = "FAILED_KEY_LOOKUPS_PER_MINUTE", default_value_t = 100)]
+    pub failed_key_lookups_per_minute: u32,
     /// Capacity of the log queue (records); beyond it records are counted as dropped.
     #[arg(long, env = "LOG_QUEUE_CAPACITY", default_value_t = 50_000)]
     pub log_queue_capacity: usize,

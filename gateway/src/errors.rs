@@ -20,6 +20,8 @@ pub struct GatewayError {
     pub code: &'static str,
     pub message: String,
     pub source: Source,
+    /// Seconds after which the client may retry (`Retry-After`), when the error says.
+    pub retry_after_s: Option<u64>,
 }
 
 impl GatewayError {
@@ -36,6 +38,7 @@ impl GatewayError {
             code,
             message: message.into(),
             source,
+            retry_after_s: None,
         }
     }
 
@@ -77,6 +80,23 @@ impl GatewayError {
             "The key could not be checked right now; retry shortly.",
             Source::Internal,
         )
+    }
+
+    /// The client's address sent too many keys the database does not know; lookups that
+    /// would reach the database resume when its window ends.
+    pub fn too_many_failed_lookups(retry_after_s: u64) -> Self {
+        let mut e = Self::new(
+            429,
+            "rate_limit_error",
+            "too_many_invalid_keys",
+            format!(
+                "Too many requests with invalid API keys from this address. \
+                 Please try again in {retry_after_s}s."
+            ),
+            Source::Client,
+        );
+        e.retry_after_s = Some(retry_after_s);
+        e
     }
 
     pub fn too_large(limit: usize) -> Self {

@@ -89,6 +89,7 @@ fn main() -> std::process::ExitCode {
         Ok(p) => p,
         Err(e) => return fail(format!("DATABASE_URL: {e}")),
     };
+
     // The request path's own connections: a cache miss never queues behind log writes.
     let auth_pool = match db::pool_driven_on(
         config.database_url.expose(),
@@ -108,6 +109,7 @@ fn main() -> std::process::ExitCode {
             stale: config.key_cache_stale,
             capacity: config.key_cache_capacity,
             unknown_capacity: config.key_cache_unknown_capacity,
+            failed_lookups_per_minute: config.failed_key_lookups_per_minute,
         },
     ));
     let spool = match Spool::open(&config.data_dir, config.log_spool_max_bytes) {

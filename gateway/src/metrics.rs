@@ -117,6 +117,13 @@ pub static KEY_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["result"],
     )
 });
+pub static KEY_LOOKUPS_REFUSED: LazyLock<IntCounter> = LazyLock::new(|| {
+    int_counter(
+        "perpetuo_key_lookups_refused_total",
+        "Key lookups refused without a database query because the client's address used \
+         up its failed-lookup budget.",
+    )
+});
 pub static STALE_KEYS_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
     int_counter(
         "perpetuo_key_cache_stale_dropped_total",
@@ -255,6 +262,7 @@ pub fn init() {
     LazyLock::force(&COST);
     LazyLock::force(&UNPRICED);
     LazyLock::force(&KEY_CACHE);
+    LazyLock::force(&KEY_LOOKUPS_REFUSED);
     LazyLock::force(&STALE_KEYS_DROPPED);
     LazyLock::force(&LIMIT_REFUSALS);
     LazyLock::force(&LIMIT_FALLBACKS);

@@ -103,8 +103,7 @@ impl ProxyHttp for Gateway {
             Err(Stop::Respond(err)) => {
                 ctx.status = err.status;
                 ctx.error_kind = Some(err.code);
-                let body = ctx.error_shape.error_body(&err);
-                let _ = respond::json(session, ctx, err.status, body).await;
+                let _ = respond::error(session, ctx, &err).await;
                 Ok(true)
             }
             Err(Stop::ClientGone) => {

@@ -7,6 +7,7 @@ pub mod attempt;
 pub mod deliver;
 pub mod record;
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use pingora::proxy::Session;
@@ -21,6 +22,15 @@ use crate::proxy::ctx::{Ctx, Stop};
 use crate::proxy::Gateway;
 use crate::routing::{order, split_pinned, Entry};
 
+/// The client's address: the TCP peer (a connection without one, such as a Unix socket,
+/// counts as the unspecified address).
+fn client_ip(session: &Session) -> IpAddr {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
+}
+
 impl Gateway {
     /// The caller's key, from the cache (the database only on a miss).
     pub(crate) async fn authenticate(
@@ -29,10 +39,16 @@ impl Gateway {
         door: Option<Door>,
     ) -> Result<Arc<AuthedKey>, GatewayError> {
         let token = frontdoor::credentials(session, door).ok_or_else(GatewayError::missing_key)?;
-        self.keys.authenticate(token).await.map_err(|e| match e {
-            AuthError::Invalid => GatewayError::invalid_key(),
-            AuthError::Unavailable => GatewayError::auth_unavailable(),
-        })
+        self.keys
+            .authenticate(token, client_ip(session))
+            .await
+            .map_err(|e| match e {
+                AuthError::Invalid => GatewayError::invalid_key(),
+                AuthError::Unavailable => GatewayError::auth_unavailable(),
+                AuthError::Throttled(wait) => GatewayError::too_many_failed_lookups(
+                    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
+                ),
+            })
     }
 
     /// A workspace's provider entries, from the cache.

@@ -1,7 +1,7 @@
-//! The key cache under pressure: unknown keys kept apart from valid ones, key and entry
-//! loads on connections of their own and never behind a load that timed out, a
-//! revocation that overtakes a fill, workspace changes that refresh that workspace only,
-//! and stale copies that only a revocation removes.
+//! The key cache under pressure: unknown keys kept apart from valid ones, a failed-lookup
+//! budget per address, connections of its own, a revocation that overtakes a fill,
+//! workspace changes that refresh that workspace only, and stale copies that only a
+//! revocation removes.
 //!
 //! The database is made slow for one query at a time by holding a table lock on a
 //! connection of the test's own, and the tests wait on what PostgreSQL reports
@@ -321,6 +321,7 @@ async fn unknown_keys_never_evict_a_valid_one() {
         &[
             ("KEY_CACHE_CAPACITY", "64"),
             ("KEY_CACHE_UNKNOWN_CAPACITY", "64"),
+            ("FAILED_KEY_LOOKUPS_PER_MINUTE", "0"),
         ],
     )
     .await;
@@ -355,6 +356,67 @@ async fn unknown_keys_never_evict_a_valid_one() {
         misses,
         "the valid key was evicted by unknown ones"
     );
+}
+
+#[tokio::test]
+async fn failed_lookups_past_an_address_budget_are_refused_without_a_query() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("main", &m.base_url(), 1).await;
+    let (uncached, _) = env.new_key().await;
+    let gw =
+        Gateway::start_with(&env, &env.db.url, &[("FAILED_KEY_LOOKUPS_PER_MINUTE", "5")]).await;
+    assert_eq!(status(&gw, &env.key).await, 200);
+    let misses = metric(&gw, MISSES).await;
+
+    let unknown: Vec<String> = (0..5)
+        .map(|_| perpetuo_core::apikey::generate().plaintext.expose().clone())
+        .collect();
+    for key in &unknown {
+        assert_eq!(status(&gw, key).await, 401);
+    }
+    let sixth = perpetuo_core::apikey::generate().plaintext.expose().clone();
+    let r = gw.chat(&sixth, chat_body("gpt-4o")).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "rate_limit_error");
+    assert_eq!(v["error"]["code"], "too_many_invalid_keys");
+    // In the Anthropic door's own shape.
+    let r = gw
+        .http
+        .post(format!("{}/v1/messages", gw.base))
+        .header("x-api-key", &sixth)
+        .header("anthropic-version", "2023-06-01")
+        .json(&serde_json::json!({"model": "gpt-4o", "max_tokens": 8,
+            "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["type"].as_str(), v["error"]["type"].as_str()),
+        (Some("error"), Some("rate_limit_error"))
+    );
+
+    // What the cache answers is still answered: a cached valid key, a cached unknown one.
+    assert_eq!(status(&gw, &env.key).await, 200);
+    assert_eq!(status(&gw, &unknown[0]).await, 401);
+    // A key that would need the database waits for the window, valid or not.
+    assert_eq!(status(&gw, &uncached).await, 429);
+    assert_eq!(
+        metric(&gw, MISSES).await - misses,
+        5.0,
+        "the database was asked past the budget"
+    );
+    assert!(metric(&gw, "perpetuo_key_lookups_refused_total").await >= 3.0);
 }
 
 #[tokio::test]
