@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Brings docker-compose.yml up from the already built image and checks it end to end,
-# talking only to its ports published on 127.0.0.1: placeholder secrets refused; health;
+# talking only to its ports published on 127.0.0.1: Grafana's login checked statically (no
+# default left; its image cannot be built here); placeholder secrets refused; health;
 # sign-up, provider, chat completions (stream and not), log rows, /metrics and the metric
 # names the alerts and dashboard use; the observability profile's Prometheus; the scale
 # profile's two replicas behind nginx, both serving and both refusing a revoked key.
@@ -23,6 +24,7 @@ for third in 231 232 233 234 235; do
   if ! ip -4 route | grep -q "^172\.30\.$third\."; then
     SUBNET="172.30.$third.0/24"
     MOCK_IP="172.30.$third.200"
+    LB_ADDR="172.30.$third.250"
     break
   fi
 done
@@ -47,7 +49,8 @@ NGINX_IMAGE=$CI_PREFIX/nginx:latest
 PROMETHEUS_IMAGE=$CI_PREFIX/prometheus:latest
 CI_BASE_IMAGE=$CI_PREFIX/debian:bookworm
 MOCK_BIN=$MOCK_BIN
-CI_SUBNET=$SUBNET
+COMPOSE_SUBNET=$SUBNET
+LB_ADDR=$LB_ADDR
 MOCK_IP=$MOCK_IP
 ALLOWED_PRIVATE_UPSTREAMS=$SUBNET
 ADMIN_PORT=$ADMIN_PORT
@@ -95,9 +98,11 @@ wait_healthy() { # seconds, services…
   done
 }
 
-log "validating the compose file and the Grafana provisioning"
+log "validating the compose file, the Grafana provisioning and Grafana's login"
 docker-compose -f docker-compose.yml config -q
+docker-compose -f docker-compose.yml --env-file .env.example --profile observability config -q
 compose config -q
+check grafana-login
 python3 - <<'PY'
 import glob, json, yaml
 ds = yaml.safe_load(open("conf/grafana/provisioning/datasources/prometheus.yml"))["datasources"]

@@ -4,6 +4,7 @@ Used by .ci/compose-smoke.sh; each subcommand exits non-zero with a reason on fa
 Every wait is bounded."""
 import argparse
 import json
+import re
 import sys
 import time
 import urllib.error
@@ -180,6 +181,128 @@ def prometheus(a):
         time.sleep(1)
 
 
+GRAFANA_LOGIN = ("GF_SECURITY_ADMIN_USER", "GF_SECURITY_ADMIN_PASSWORD")
+# A compose value that is only a variable, with no default or an empty one: ${VAR}, ${VAR:-}.
+BARE_VARIABLE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(:?-)?\}$")
+# A provisioning value taken from the environment: $VAR or ${VAR}.
+ENV_REFERENCE = re.compile(r"^\$(\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z_][A-Za-z0-9_]*)$")
+SECRET_KEY = re.compile(r"password|secret", re.IGNORECASE)
+
+
+def environment(service):
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+    return env
+
+
+def secret_literals(node, where):
+    """Keys named like a password or secret holding a literal value, anywhere in `node`."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if (isinstance(key, str) and SECRET_KEY.search(key) and isinstance(value, (str, int))
+                    and str(value) != "" and not ENV_REFERENCE.match(str(value))):
+                found.append(f"{where}: {key}")
+            found += secret_literals(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            found += secret_literals(item, f"{where}[{i}]")
+    return found
+
+
+def dotenv(path):
+    values = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                key, value = line.split("=", 1)
+                values[key.strip()] = value.split("#", 1)[0].strip()
+    return values
+
+
+def grafana_login(a):
+    """Static: Grafana never starts with a default login. Its user and password come from
+    the environment with no default in every compose file; the container's guard refuses
+    an empty, placeholder or default password (run here through /bin/sh, as the image
+    would, with `true` in place of Grafana); no provisioning file holds a literal password."""
+    import glob
+    import os
+    import subprocess
+    import yaml
+
+    problems = []
+    guard = None
+    for path in a.compose:
+        with open(path, encoding="utf-8") as f:
+            services = (yaml.safe_load(f) or {}).get("services") or {}
+        for name, service in services.items():
+            env = environment(service or {})
+            is_grafana = "grafana" in name or "grafana" in str((service or {}).get("image", ""))
+            for key, value in env.items():
+                if not (key.startswith("GF_") and SECRET_KEY.search(key)):
+                    continue
+                if value is None or not BARE_VARIABLE.match(str(value)):
+                    problems.append(f"{path}: {name}.environment.{key} = {value!r} has a literal "
+                                    "value or a default; take it from .env with no default")
+            if path == a.compose[0] and is_grafana:
+                for key in GRAFANA_LOGIN:
+                    if key not in env:
+                        problems.append(f"{path}: {name} does not set {key} (Grafana's default is admin)")
+                    elif not BARE_VARIABLE.match(str(env[key])):
+                        problems.append(f"{path}: {name}.environment.{key} = {env[key]!r} has a "
+                                        "literal value or a default; take it from .env with no default")
+                entrypoint = (service or {}).get("entrypoint")
+                if (isinstance(entrypoint, list) and len(entrypoint) >= 3
+                        and entrypoint[:2] == ["/bin/sh", "-c"]):
+                    guard = entrypoint[2]
+                else:
+                    problems.append(f"{path}: {name} has no /bin/sh -c login guard as its entrypoint")
+    if guard is not None:
+        if re.search(r"(?<!\$)\$(?!\$)", guard.replace("$$", "")):
+            problems.append("the guard has a single $: compose would interpolate it; write $$")
+        script = guard.replace("$$", "$")
+        example = dotenv(a.env_example)
+        refused = [("admin", "admin"), ("ops", "admin"), ("", "a long enough password"), ("admin", ""),
+                   ("admin", "change-me"), ("ops", "short"), ("grafana-admin", "grafana-admin"),
+                   ("", ""),
+                   (example.get("GRAFANA_ADMIN_USER", ""), example.get("GRAFANA_ADMIN_PASSWORD", ""))]
+        for user, password in refused:
+            run = subprocess.run(["/bin/sh", "-c", script, "grafana-login", "true"],
+                                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                                      GRAFANA_LOGIN[0]: user, GRAFANA_LOGIN[1]: password},
+                                 capture_output=True, text=True, timeout=10)
+            if run.returncode != 78 or "GRAFANA_ADMIN_PASSWORD" not in run.stderr:
+                problems.append(f"the guard let user {user!r} with password {password!r} start "
+                                f"(exit {run.returncode})")
+        run = subprocess.run(["/bin/sh", "-c", script, "grafana-login", "true"],
+                             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                                  GRAFANA_LOGIN[0]: "ops", GRAFANA_LOGIN[1]: "correct horse battery"},
+                             capture_output=True, text=True, timeout=10)
+        if run.returncode != 0:
+            problems.append(f"the guard refused a good login (exit {run.returncode}: {run.stderr.strip()})")
+    for path in sorted(glob.glob(f"{a.grafana_dir}/**/*", recursive=True)):
+        if os.path.isdir(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        if path.endswith((".yml", ".yaml")):
+            for doc in yaml.safe_load_all(text):
+                problems += secret_literals(doc, path)
+        elif path.endswith(".json"):
+            problems += secret_literals(json.loads(text), path)
+        else:
+            problems += [f"{path}: {m.group(1)}" for m in
+                         re.finditer(r"(?im)^\s*([a-z_]*(?:password|secret)[a-z_]*)\s*=\s*\S", text)]
+        if re.search(r"admin:admin", text):
+            problems.append(f"{path}: admin:admin")
+    if problems:
+        fail("Grafana login:\n  " + "\n  ".join(dict.fromkeys(problems)))
+    print("grafana login: from .env with no default, the guard refuses empty, placeholder and "
+          "default passwords, no literal password in the provisioning files")
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -202,6 +325,11 @@ def main():
     p = sub.add_parser("prometheus"); p.add_argument("--url", required=True)
     p.add_argument("--targets", type=int, default=1); p.add_argument("--timeout", type=float, default=60)
     p.set_defaults(run=prometheus)
+    p = sub.add_parser("grafana-login", help="static: no default Grafana login (no network)")
+    p.add_argument("--compose", nargs="+", default=["docker-compose.yml", ".ci/compose.ci.yml"])
+    p.add_argument("--env-example", default=".env.example")
+    p.add_argument("--grafana-dir", default="conf/grafana")
+    p.set_defaults(run=grafana_login)
     a = ap.parse_args()
     a.run(a)
 

@@ -7,9 +7,9 @@
 //! membership with the [`Member`] extractor.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Path, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::Method;
 use axum::middleware::Next;
@@ -22,7 +22,7 @@ use utoipa::openapi::OpenApi;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::extract::{parse_id, AuthUser};
+use crate::extract::{client_ip, parse_id, AuthUser};
 use crate::state::AppState;
 
 /// The least a caller needs for a route.
@@ -242,10 +242,7 @@ async fn admit(state: &AppState, req: Request) -> Result<Request, ApiError> {
             if found.workspace.role < least {
                 return Err(insufficient(least, found.workspace.role));
             }
-            let ip = parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(a)| a.ip());
+            let ip = client_ip(&parts, &state.trusted_proxies);
             parts.extensions.insert(Member {
                 user,
                 workspace: found.workspace,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use perpetuo_core::config;
 use perpetuo_core::crypto::MasterKey;
+use perpetuo_core::forwarded::{TrustedProxies, TRUSTED_PROXIES};
 use perpetuo_core::upstream::UpstreamPolicy;
 use perpetuo_core::Secret;
 
@@ -77,6 +78,11 @@ pub struct Config {
     /// CIDRs where provider base URLs may point although private or loopback.
     #[arg(long, env = "ALLOWED_PRIVATE_UPSTREAMS", default_value = "", value_parser = config::upstream_policy)]
     pub allowed_private_upstreams: UpstreamPolicy,
+    /// Load balancers and proxies in front of the admin API (comma-separated CIDRs or
+    /// addresses): for requests from them the client address is read from
+    /// `X-Forwarded-For`. Empty trusts nobody: the TCP peer is the client.
+    #[arg(long, env = TRUSTED_PROXIES, default_value = "", value_parser = config::trusted_proxies)]
+    pub trusted_proxies: TrustedProxies,
     /// Origins allowed by CORS (comma-separated); empty disables CORS.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]
     pub cors_allowed_origins: String,

@@ -9,6 +9,7 @@ use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use perpetuo_core::db::{self, DbError};
+use perpetuo_core::forwarded::TrustedProxies;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
@@ -79,19 +80,38 @@ where
     }
 }
 
-/// The client's address: the peer of the TCP connection. Headers such as
-/// `X-Forwarded-For` are not read, since any client can send them.
+/// The client's address: the peer of the TCP connection, or, when that peer is one of
+/// `TRUSTED_PROXIES`, the client its `X-Forwarded-For` names
+/// ([`TrustedProxies::client_addr`]). Anyone else's header is ignored, since any client
+/// can send one. The credential and invitation throttles count per this address, and
+/// the audit log records it.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+/// The [`ClientIp`] of a request, `None` when it was served without connection info.
+pub fn client_ip(parts: &Parts, trusted: &TrustedProxies) -> Option<IpAddr> {
+    let ConnectInfo(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
+    let forwarded = parts
+        .headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .map(|v| v.as_bytes());
+    Some(trusted.client_addr(peer.ip(), forwarded))
+}
+
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
+impl<S> FromRequestParts<S> for ClientIp
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| ClientIp(addr.ip()))
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        client_ip(parts, &state.trusted_proxies)
+            .map(ClientIp)
             .ok_or_else(|| ApiError::internal("served without connection info"))
     }
 }

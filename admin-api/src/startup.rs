@@ -27,7 +27,7 @@ use crate::error::{ApiError, LoggedCause};
 use crate::jwt::JwtKeys;
 use crate::openapi::ApiDoc;
 use crate::state::{AppState, Inner};
-use crate::throttle::AuthThrottle;
+use crate::throttle::{AuthThrottle, InvitationThrottle};
 
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
@@ -62,6 +62,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     pool: db::Pool,
+    hasher: Hasher,
     deleted_retention_days: u32,
 }
 
@@ -118,8 +119,13 @@ impl Application {
                 ),
                 refresh_ttl_seconds: i64::try_from(auth.refresh_ttl_seconds)
                     .unwrap_or(i64::MAX / 2),
-                hasher,
+                hasher: hasher.clone(),
                 throttle: AuthThrottle::new(auth.rate_per_ip, auth.rate_per_account),
+                invitation_throttle: InvitationThrottle::new(
+                    config.teams.invitation_rate_per_inviter,
+                    config.teams.invitation_rate_per_workspace,
+                ),
+                trusted_proxies: config.trusted_proxies.clone(),
                 master_key: config.master_keys(),
                 signup_enabled: config.auth.signup_enabled,
                 upstream_policy: config.allowed_private_upstreams.clone(),
@@ -146,6 +152,7 @@ impl Application {
             listener,
             router,
             pool,
+            hasher,
             deleted_retention_days: config.teams.deleted_workspace_retention_days,
         })
     }
@@ -160,8 +167,13 @@ impl Application {
         self.local_addr().port()
     }
 
+    /// The password hasher the server uses (its [`Hasher::runs`] counts argon2id work).
+    pub fn hasher(&self) -> Hasher {
+        self.hasher.clone()
+    }
+
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
-        // The peer address is what the credential throttles count per client.
+        // The peer address is the client's, unless the peer is a trusted proxy.
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();

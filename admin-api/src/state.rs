@@ -5,12 +5,13 @@ use std::sync::Arc;
 use perpetuo_core::crypto::MasterKey;
 use perpetuo_core::db::Pool;
 use perpetuo_core::dns::Resolver;
+use perpetuo_core::forwarded::TrustedProxies;
 use perpetuo_core::password::Hasher;
 use perpetuo_core::upstream::UpstreamPolicy;
 
 use crate::jwt::JwtKeys;
 use crate::mail::Mailer;
-use crate::throttle::AuthThrottle;
+use crate::throttle::{AuthThrottle, InvitationThrottle};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -24,6 +25,9 @@ pub struct Inner {
     pub refresh_ttl_seconds: i64,
     pub hasher: Hasher,
     pub throttle: AuthThrottle,
+    pub invitation_throttle: InvitationThrottle,
+    /// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
     pub master_key: MasterKey,
     /// `SIGNUP_ENABLED`: whether `POST /auth/signup` creates accounts.
     pub signup_enabled: bool,

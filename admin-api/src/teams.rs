@@ -1,5 +1,5 @@
 //! Settings of teams and accounts (email, verification, the links' base URL, how long a
-//! deleted workspace's data is kept) and the purge that drops that data once it is due.
+//! deleted workspace's data is kept, how many invitations may be sent) and the purge that drops that data once it is due.
 
 use std::time::Duration;
 
@@ -10,6 +10,8 @@ use time::OffsetDateTime;
 pub const DEFAULT_MAIL_FROM: &str = "Perpetuo <perpetuo@localhost>";
 pub const DEFAULT_DELETED_RETENTION_DAYS: u32 = 30;
 pub const DEFAULT_RESEND_COOLDOWN_SECONDS: u64 = 60;
+pub const DEFAULT_INVITATIONS_PER_INVITER: u32 = 20;
+pub const DEFAULT_INVITATIONS_PER_WORKSPACE: u32 = 50;
 
 /// Whether accounts must verify their email before creating API keys or providers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +45,12 @@ pub struct TeamSettings {
     /// Seconds before another verification email may be asked for.
     #[arg(long, env = "VERIFICATION_RESEND_COOLDOWN_SECONDS", default_value_t = DEFAULT_RESEND_COOLDOWN_SECONDS)]
     pub verification_resend_cooldown_seconds: u64,
+    /// Invitations one account may send per hour, across workspaces (0: no limit).
+    #[arg(long, env = "INVITATION_RATE_PER_INVITER", default_value_t = DEFAULT_INVITATIONS_PER_INVITER)]
+    pub invitation_rate_per_inviter: u32,
+    /// Invitations sent from one workspace per hour (0: no limit).
+    #[arg(long, env = "INVITATION_RATE_PER_WORKSPACE", default_value_t = DEFAULT_INVITATIONS_PER_WORKSPACE)]
+    pub invitation_rate_per_workspace: u32,
 }
 
 impl Default for TeamSettings {
@@ -54,6 +62,8 @@ impl Default for TeamSettings {
             admin_public_url: None,
             deleted_workspace_retention_days: DEFAULT_DELETED_RETENTION_DAYS,
             verification_resend_cooldown_seconds: DEFAULT_RESEND_COOLDOWN_SECONDS,
+            invitation_rate_per_inviter: DEFAULT_INVITATIONS_PER_INVITER,
+            invitation_rate_per_workspace: DEFAULT_INVITATIONS_PER_WORKSPACE,
         }
     }
 }

@@ -1,6 +1,9 @@
-//! Login and signup throttling, per client IP and per account: attempts are counted in
-//! fixed one-minute windows held in bounded in-process caches (moka), so memory stays
-//! bounded whatever the number of addresses or emails tried. Limits are per replica.
+//! Login and signup throttling, per client IP and per account, and invitation
+//! throttling, per inviter and per workspace: attempts are counted in fixed windows (a
+//! minute, an hour for invitations) held in bounded in-process caches (moka), so memory
+//! stays bounded whatever the number of addresses or emails tried. Limits are per replica.
+//! The client IP is `extract::ClientIp` (the TCP peer, or the forwarded client behind
+//! `TRUSTED_PROXIES`), counted by `forwarded::client_group` (IPv6 per /64).
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -8,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use moka::ops::compute::Op;
 use moka::sync::Cache;
+use perpetuo_core::forwarded::client_group;
 
 /// How many keys each counter remembers; the least used are dropped beyond that.
 pub const MAX_KEYS: u64 = 100_000;
@@ -83,19 +87,6 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Throttle<K> {
     }
 }
 
-/// The key of a client address: IPv6 clients are counted per /64, since one host usually
-/// holds a whole /64.
-pub fn client_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let mut seg = v6.segments();
-            seg[4..].fill(0);
-            IpAddr::V6(seg.into())
-        }
-        v4 => v4,
-    }
-}
-
 /// The two throttles of the credential routes.
 pub struct AuthThrottle {
     per_ip: Throttle<IpAddr>,
@@ -134,15 +125,51 @@ impl AuthThrottle {
         }
     }
 
+    /// Admits one attempt from `ip` that names no account yet (a password-reset token),
+    /// counted against the same per-IP allowance as logins.
+    pub fn attempt_from(&self, ip: IpAddr) -> Result<(), Duration> {
+        self.per_ip.hit(client_group(ip))
+    }
+
     /// Admits one credential attempt from `ip` on `account` (a normalised email), or
     /// refuses it with the time to wait.
     pub fn attempt(&self, ip: IpAddr, account: &str) -> Result<Attempt<'_>, Duration> {
-        self.per_ip.hit(client_key(ip))?;
+        self.per_ip.hit(client_group(ip))?;
         self.per_account.hit(account.to_string())?;
         Ok(Attempt {
             throttle: self,
             account: Some(account.to_string()),
         })
+    }
+}
+
+/// Invitations are counted per hour.
+pub const INVITATION_WINDOW: Duration = Duration::from_secs(3600);
+
+/// Invitations per inviter (across workspaces) and per workspace, so no account or
+/// workspace turns the server into a mail cannon.
+pub struct InvitationThrottle {
+    per_inviter: Throttle<uuid::Uuid>,
+    per_workspace: Throttle<uuid::Uuid>,
+}
+
+impl InvitationThrottle {
+    pub fn new(per_inviter_per_hour: u32, per_workspace_per_hour: u32) -> Self {
+        Self {
+            per_inviter: Throttle::new(per_inviter_per_hour, INVITATION_WINDOW, MAX_KEYS),
+            per_workspace: Throttle::new(per_workspace_per_hour, INVITATION_WINDOW, MAX_KEYS),
+        }
+    }
+
+    /// Counts one invitation sent by `inviter` in `workspace`, or refuses it (counting
+    /// nothing) with the time to wait.
+    pub fn admit(&self, inviter: uuid::Uuid, workspace: uuid::Uuid) -> Result<(), Duration> {
+        self.per_inviter.hit(inviter)?;
+        if let Err(wait) = self.per_workspace.hit(workspace) {
+            self.per_inviter.refund(inviter);
+            return Err(wait);
+        }
+        Ok(())
     }
 }
 
@@ -198,13 +225,29 @@ mod tests {
     }
 
     #[test]
+    fn invitations_are_counted_per_inviter_and_per_workspace() {
+        let t = InvitationThrottle::new(3, 2);
+        let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        let (w1, w2) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        assert!(t.admit(a, w1).is_ok());
+        assert!(t.admit(a, w1).is_ok());
+        let wait = t.admit(a, w1).unwrap_err();
+        assert!(wait > Duration::from_secs(3500) && wait <= INVITATION_WINDOW);
+        assert!(t.admit(b, w1).is_err(), "w1 has had two");
+        // The workspace's refusal did not use up a's allowance: one more elsewhere.
+        assert!(t.admit(a, w2).is_ok());
+        assert!(t.admit(a, w2).is_err(), "a has had three");
+        assert!(t.admit(b, w2).is_ok());
+    }
+
+    #[test]
     fn ipv6_clients_are_counted_per_64() {
+        let t = AuthThrottle::new(1, 0);
         let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
         let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(client_key(a), client_key(b));
-        assert_ne!(client_key(a), client_key(c));
-        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
-        assert_eq!(client_key(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
+        drop(t.attempt(a, "x@example.com").unwrap());
+        assert!(t.attempt(b, "x@example.com").is_err(), "same /64");
+        assert!(t.attempt(c, "x@example.com").is_ok(), "another /64");
     }
 }

@@ -2,6 +2,7 @@
 //! error says what is wrong so the binary can name the variable with it.
 
 use crate::crypto::MasterKey;
+use crate::forwarded::TrustedProxies;
 use crate::upstream::UpstreamPolicy;
 use crate::Secret;
 
@@ -14,6 +15,12 @@ pub fn master_key(s: &str) -> Result<MasterKey, String> {
 pub fn upstream_policy(s: &str) -> Result<UpstreamPolicy, String> {
     s.parse()
         .map_err(|e: crate::upstream::PolicyParseError| e.to_string())
+}
+
+/// `TRUSTED_PROXIES`: comma-separated CIDRs or addresses; empty trusts nobody.
+pub fn trusted_proxies(s: &str) -> Result<TrustedProxies, String> {
+    s.parse()
+        .map_err(|e: crate::forwarded::TrustedProxiesError| e.to_string())
 }
 
 /// `DATABASE_URL`: a PostgreSQL URL or key=value connection string, kept secret. Its

@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod db;
 pub mod dns;
 pub mod email;
+pub mod forwarded;
 pub mod logging;
 pub mod password;
 pub mod pricing;

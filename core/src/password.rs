@@ -7,6 +7,7 @@
 //! than `permits × 19 MiB`. A caller that cannot get a permit within a short wait is
 //! refused with [`PasswordError::Busy`] instead of queueing without bound.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -62,6 +63,7 @@ fn dummy_hash() -> &'static str {
 pub struct Hasher {
     permits: Arc<Semaphore>,
     wait: Duration,
+    runs: Arc<AtomicU64>,
 }
 
 impl Hasher {
@@ -70,7 +72,14 @@ impl Hasher {
         Self {
             permits: Arc::new(Semaphore::new(permits.max(1))),
             wait,
+            runs: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// How many hashes and verifications this hasher (and its clones) has started: what
+    /// shows that a request was answered without any argon2id work.
+    pub fn runs(&self) -> u64 {
+        self.runs.load(Ordering::Relaxed)
     }
 
     /// Computes the dummy hash now, so the first unknown-email login is not slower than
@@ -110,6 +119,7 @@ impl Hasher {
             .await
             .map_err(|_| PasswordError::Busy)?
             .map_err(|_| PasswordError::Busy)?;
+        self.runs.fetch_add(1, Ordering::Relaxed);
         // The permit moves into the blocking task: if the caller goes away, the memory is
         // still held until the hash finishes, and so is the permit.
         tokio::task::spawn_blocking(move || {
@@ -137,6 +147,7 @@ mod tests {
             .unwrap());
         assert!(!h.verify("wrong horse".into(), Some(phc)).await.unwrap());
         assert!(!h.verify("anything".into(), None).await.unwrap());
+        assert_eq!(h.clone().runs(), 4);
     }
 
     #[tokio::test]

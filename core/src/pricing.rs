@@ -1,6 +1,12 @@
 //! Model prices and per-request cost. The table (`conf/pricing.toml`) is embedded and can
 //! be replaced by a file; prices are USD per million tokens per token class, and costs
-//! are integer nano-USD. A model missing from the table has no cost (`None`), never 0.
+//! are integer nano-USD. A model missing from the table has no cost (`None`), never 0 —
+//! unless the operator sets one price for every unpriced model.
+//!
+//! A name is priced by an exact entry, an entry's explicit `aliases`, or an entry plus a
+//! version suffix (a date `-2024-08-06` / `-20250929` / `@20240620`, `-latest`, or a
+//! three-digit revision `-001`): never by a bare prefix, which would price `gpt-5-pro`
+//! as `gpt-5`.
 
 use std::collections::HashMap;
 
@@ -20,18 +26,36 @@ pub struct ModelPrice {
     pub cache_write: Option<f64>,
 }
 
+/// One model's row in the file: its price and the other names it goes by.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEntry {
+    input: f64,
+    output: f64,
+    #[serde(default)]
+    cached_input: Option<f64>,
+    #[serde(default)]
+    cache_write: Option<f64>,
+    #[serde(default)]
+    aliases: Vec<String>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PricingFile {
     unit: String,
     source_date: String,
-    models: HashMap<String, ModelPrice>,
+    models: HashMap<String, FileEntry>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Pricing {
     pub source_date: String,
     models: HashMap<String, ModelPrice>,
+    /// Alias → the entry it names.
+    aliases: HashMap<String, String>,
+    /// The price of every model the table does not name, when the operator set one.
+    unpriced: Option<ModelPrice>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,22 +98,57 @@ impl Pricing {
         if file.unit != UNIT {
             return Err(PricingError::Parse(format!("unit must be \"{UNIT}\"")));
         }
-        for (name, p) in &file.models {
-            let all = [Some(p.input), Some(p.output), p.cached_input, p.cache_write];
+        let mut models = HashMap::with_capacity(file.models.len());
+        let mut aliases = HashMap::new();
+        for (name, e) in file.models {
+            let all = [Some(e.input), Some(e.output), e.cached_input, e.cache_write];
             if all.iter().flatten().any(|v| !v.is_finite() || *v < 0.0) {
                 return Err(PricingError::Parse(format!(
                     "{name}: prices must be non-negative numbers"
                 )));
             }
+            for alias in e.aliases {
+                if let Some(other) = aliases.insert(alias.clone(), name.clone()) {
+                    return Err(PricingError::Parse(format!(
+                        "alias {alias} names both {other} and {name}"
+                    )));
+                }
+            }
+            models.insert(
+                name,
+                ModelPrice {
+                    input: e.input,
+                    output: e.output,
+                    cached_input: e.cached_input,
+                    cache_write: e.cache_write,
+                },
+            );
+        }
+        if let Some(alias) = aliases.keys().find(|a| models.contains_key(*a)) {
+            return Err(PricingError::Parse(format!(
+                "{alias} is both a model and an alias"
+            )));
         }
         Ok(Self {
             source_date: file.source_date,
-            models: file.models,
+            models,
+            aliases,
+            unpriced: None,
         })
     }
 
-    /// The price of `model`: an exact entry, else the longest entry that is a prefix of
-    /// it followed by `-` (dated or tagged variants).
+    /// Charges every model the table does not name at `usd_per_mtok` per million tokens,
+    /// input and output alike.
+    pub fn with_unpriced(mut self, usd_per_mtok: f64) -> Self {
+        self.unpriced = Some(ModelPrice {
+            input: usd_per_mtok,
+            output: usd_per_mtok,
+            cached_input: None,
+            cache_write: None,
+        });
+        self
+    }
+
     /// Every priced model name, in order.
     pub fn model_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.models.keys().map(String::as_str).collect();
@@ -97,19 +156,20 @@ impl Pricing {
         names
     }
 
+    /// The price of `model`: by name, alias or a versioned name (module doc), else the
+    /// operator's price for unpriced models, if set.
     pub fn price(&self, model: &str) -> Option<&ModelPrice> {
-        if let Some(p) = self.models.get(model) {
-            return Some(p);
-        }
-        self.models
-            .iter()
-            .filter(|(name, _)| {
-                model.len() > name.len()
-                    && model.starts_with(name.as_str())
-                    && model.as_bytes()[name.len()] == b'-'
-            })
-            .max_by_key(|(name, _)| name.len())
-            .map(|(_, p)| p)
+        self.named(model)
+            .or_else(|| self.named(unversioned(model)?))
+            .or(self.unpriced.as_ref())
+    }
+
+    fn named(&self, name: &str) -> Option<&ModelPrice> {
+        self.models.get(name).or_else(|| {
+            self.aliases
+                .get(name)
+                .and_then(|entry| self.models.get(entry))
+        })
     }
 
     /// Cost in nano-USD, or `None` when the model has no price.
@@ -126,6 +186,27 @@ impl Pricing {
                 + t.completion_tokens as f64 * p.output);
         Some(nusd.round() as i64)
     }
+}
+
+/// `model` without a version suffix, when it has one: `-YYYY-MM-DD`, `-YYYYMMDD`,
+/// `@YYYYMMDD`, `-latest` or a three-digit revision `-NNN`.
+fn unversioned(model: &str) -> Option<&str> {
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    if let Some(base) = model.strip_suffix("-latest") {
+        return Some(base).filter(|b| !b.is_empty());
+    }
+    if let Some((base, v)) = model.rsplit_once('@') {
+        return (digits(v, 8) && !base.is_empty()).then_some(base);
+    }
+    let (base, last) = model.rsplit_once('-')?;
+    if digits(last, 8) || digits(last, 3) {
+        return Some(base).filter(|b| !b.is_empty());
+    }
+    // -YYYY-MM-DD
+    let (base, dd) = (base, last);
+    let (base, mm) = base.rsplit_once('-')?;
+    let (base, yyyy) = base.rsplit_once('-')?;
+    (digits(yyyy, 4) && digits(mm, 2) && digits(dd, 2) && !base.is_empty()).then_some(base)
 }
 
 #[cfg(test)]
@@ -157,6 +238,56 @@ mod tests {
         );
         assert_eq!(p.cost_nusd("my-private-model", &t), None);
         assert!(p.price("gpt").is_none());
+    }
+
+    #[test]
+    fn families_are_explicit_never_a_bare_prefix() {
+        let p = Pricing::embedded().unwrap();
+        let input = |m: &str| p.price(m).map(|x| x.input);
+        // Variants of another price are not their base model.
+        assert_eq!(input("gpt-5-pro"), Some(15.0));
+        assert_eq!(input("o3-pro"), Some(20.0));
+        assert_ne!(input("gpt-5-pro"), input("gpt-5"));
+        assert_eq!(input("gpt-5-ultra"), None);
+        assert_eq!(input("o3-deep"), None);
+        // Versions of a model are that model.
+        assert_eq!(input("gpt-4o-2024-08-06"), input("gpt-4o"));
+        assert_eq!(
+            input("claude-sonnet-4-5-20250929"),
+            input("claude-sonnet-4-5")
+        );
+        assert_eq!(input("claude-3-5-haiku-latest"), input("claude-3-5-haiku"));
+        assert_eq!(
+            input("claude-3-7-sonnet@20250219"),
+            input("claude-3-7-sonnet")
+        );
+        assert_eq!(input("gemini-2.0-flash-001"), input("gemini-2.0-flash"));
+        assert_eq!(input("gpt-4o-2024-08"), None);
+        assert_eq!(input("-latest"), None);
+        // An alias names its entry.
+        assert_eq!(input("chatgpt-4o-latest"), Some(5.0));
+    }
+
+    #[test]
+    fn the_operators_price_covers_only_unpriced_models() {
+        let p = Pricing::embedded().unwrap().with_unpriced(2.0);
+        let t = TokenCounts {
+            prompt_tokens: 1_000_000,
+            completion_tokens: 1_000_000,
+            ..TokenCounts::default()
+        };
+        assert_eq!(p.cost_nusd("my-private-model", &t), Some(4_000_000_000));
+        assert_eq!(p.cost_nusd("gpt-4o-mini", &t), Some(750_000_000));
+    }
+
+    #[test]
+    fn aliases_must_be_unique() {
+        let table = |a: &str| {
+            format!("unit = \"usd_per_million_tokens\"\nsource_date = \"x\"\n[models.a]\ninput = 1.0\noutput = 1.0\naliases = [\"{a}\"]\n[models.b]\ninput = 1.0\noutput = 1.0\naliases = [\"x\"]")
+        };
+        assert!(Pricing::parse(&table("y")).is_ok());
+        assert!(Pricing::parse(&table("x")).is_err());
+        assert!(Pricing::parse(&table("b")).is_err());
     }
 
     #[test]

@@ -45,12 +45,25 @@ impl TestDb {
 
     /// The same on the server at `server_url` (for tests that run their own cluster).
     pub async fn on_server(server_url: &str) -> Result<Self, DbError> {
+        let db = Self::empty(server_url).await?;
+        db::migrate::run(&db.pool).await?;
+        Ok(db)
+    }
+
+    /// A new database with the migrations up to and including `version` only (the
+    /// schema an earlier build left); [`db::migrate::run`] applies the rest.
+    pub async fn at_version(version: u32) -> Result<Self, DbError> {
+        let db = Self::empty(&admin_url()).await?;
+        db::migrate::run_to(&db.pool, version).await?;
+        Ok(db)
+    }
+
+    async fn empty(server_url: &str) -> Result<Self, DbError> {
         let admin_url = with_dbname(server_url, "postgres")?;
         let name = format!("perpetuo_test_{}", uuid::Uuid::now_v7().simple());
         admin_exec(&admin_url, &format!("CREATE DATABASE {name}")).await?;
         let url = with_dbname(&admin_url, &name)?;
         let pool = db::pool(&url, 8)?;
-        db::migrate::run(&pool).await?;
         Ok(Self {
             url,
             name,

@@ -7,15 +7,28 @@ use std::time::Duration;
 
 use perpetuo_core::config;
 use perpetuo_core::crypto::MasterKey;
+use perpetuo_core::forwarded::{TrustedProxies, TRUSTED_PROXIES};
 use perpetuo_core::upstream::UpstreamPolicy;
 use perpetuo_core::Secret;
 
 pub const EMBEDDED_SERVER_CONF: &str = include_str!("../../conf/gateway.yaml");
 
+/// Largest stored conversation that can still be continued, in bytes.
+pub const RESPONSES_MAX_CONVERSATION_BYTES: &str = "RESPONSES_MAX_CONVERSATION_BYTES";
+/// Bytes of stored responses a workspace may keep.
+pub const RESPONSES_WORKSPACE_QUOTA_BYTES: &str = "RESPONSES_WORKSPACE_QUOTA_BYTES";
+
 fn millis(s: &str) -> Result<Duration, String> {
     s.parse::<u64>()
         .map(Duration::from_millis)
         .map_err(|_| "must be a whole number of milliseconds".into())
+}
+
+fn usd_per_mtok(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=100_000.0).contains(&v) => Ok(v),
+        _ => Err("must be a price in USD per million tokens, from 0 to 100000".into()),
+    }
 }
 
 fn redis_url(s: &str) -> Result<Secret<String>, String> {
@@ -62,6 +75,11 @@ pub struct Config {
     /// Pricing table (TOML); the embedded conf/pricing.toml when unset.
     #[arg(long, env = "PRICING_FILE")]
     pub pricing_file: Option<String>,
+    /// Price (USD per million tokens, input and output alike) charged for models the
+    /// pricing table does not name; unset: such models cost nothing and are refused to
+    /// keys and workspaces with a spend budget (403 `model_not_priced`).
+    #[arg(long, env = "UNPRICED_MODEL_USD_PER_MTOK", value_parser = usd_per_mtok)]
+    pub unpriced_model_usd_per_mtok: Option<f64>,
     /// TCP (and TLS) connect timeout per attempt, ms.
     #[arg(long, env = "UPSTREAM_CONNECT_TIMEOUT_MS", default_value = "5000", value_parser = millis)]
     pub connect_timeout: Duration,
@@ -83,10 +101,24 @@ pub struct Config {
     /// Most open client connections from one IP address (0: no per-address cap).
     #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = 1024)]
     pub max_connections_per_ip: usize,
+    /// Load balancers and proxies in front of the gateway (comma-separated CIDRs or
+    /// addresses): for requests from them the client address is read from
+    /// `X-Forwarded-For`, their connections are not capped per address, and each client
+    /// behind them is capped per request instead. Empty trusts nobody.
+    #[arg(long, env = TRUSTED_PROXIES, default_value = "", value_parser = config::trusted_proxies)]
+    pub trusted_proxies: TrustedProxies,
+    /// Most requests in flight from one client behind a trusted proxy (IPv6 by /64); past
+    /// it 429 (0: no cap).
+    #[arg(long, env = "MAX_REQUESTS_PER_CLIENT", default_value_t = 1024)]
+    pub max_requests_per_client: usize,
     /// Time a client has to send a request's whole header, from its first byte (or from
     /// connecting), ms.
     #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value = "10000", value_parser = millis)]
     pub header_read_timeout: Duration,
+    /// Time a client has to send a request's whole body, from its first read, ms; past
+    /// it the request is answered 408 and the connection closed.
+    #[arg(long, env = "BODY_READ_TIMEOUT_MS", default_value = "30000", value_parser = millis)]
+    pub body_read_timeout: Duration,
     /// How long a kept-alive client connection may wait for its next request, ms.
     #[arg(long, env = "KEEPALIVE_IDLE_TIMEOUT_MS", default_value = "60000", value_parser = millis)]
     pub keepalive_idle_timeout: Duration,
@@ -131,6 +163,16 @@ pub struct Config {
     /// `previous_response_id`).
     #[arg(long, env = "RESPONSES_RETENTION_DAYS", default_value_t = 30)]
     pub responses_retention_days: u32,
+    /// Largest stored conversation (the chat messages of every turn through a response)
+    /// that `previous_response_id` may still continue, in bytes; a turn whose conversation
+    /// passes it is stored without its messages and cannot be continued.
+    #[arg(long, env = RESPONSES_MAX_CONVERSATION_BYTES, default_value_t = 4 * 1024 * 1024)]
+    pub responses_max_conversation_bytes: usize,
+    /// Bytes of stored responses one workspace may keep; past it, requests that would be
+    /// stored are refused (413 `responses_quota_exceeded`) before any provider is called.
+    /// 0: no quota.
+    #[arg(long, env = RESPONSES_WORKSPACE_QUOTA_BYTES, default_value_t = 1024 * 1024 * 1024)]
+    pub responses_workspace_quota_bytes: u64,
     /// How long a workspace's provider entries stay cached (notifications refresh them
     /// sooner), ms.
     #[arg(long, env = "ENTRY_CACHE_TTL_MS", default_value = "300000", value_parser = millis)]
@@ -152,8 +194,8 @@ pub struct Config {
     /// Prefix of the gateway's Redis keys.
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "perpetuo:")]
     pub redis_key_prefix: String,
-    /// Maximum database connections for background work: log writes, stored responses,
-    /// log partitions, `last_used_at`.
+    /// Maximum database connections for everything but key and entry loads: log writes,
+    /// stored responses, log partitions, budget re-seeds, `last_used_at`.
     #[arg(long, env = "GATEWAY_DB_POOL_SIZE", default_value_t = 8)]
     pub db_pool_size: usize,
     /// Maximum database connections for the request path's key and provider-entry loads

@@ -1,6 +1,7 @@
 //! Client connections, guarded before any HTTP is parsed: a cap on open connections (in
-//! all and per client IP), a deadline for a request's whole header, and a limit on how
-//! long a kept-alive connection may wait for its next request.
+//! all and per client address — IPv6 by its /64; trusted proxies are capped per request
+//! in [`crate::clients`] instead), a deadline for a request's whole header, and a limit on
+//! how long a kept-alive connection may wait for its next request.
 //!
 //! Pingora's HTTP/1 server applies its timeouts per read, and waits for a kept-alive
 //! connection's next request without any deadline, so a client can hold a connection by
@@ -23,7 +24,12 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::clients::Clients;
 use crate::metrics;
+use perpetuo_core::forwarded::client_group;
+
+/// Longest the answer to a connection refused at a cap may take to write.
+const REFUSAL_WRITE: Duration = Duration::from_millis(100);
 
 /// Largest request header accepted (request line and fields).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -47,6 +53,8 @@ pub struct Slots {
     limits: Limits,
     open: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Trusted proxies, which the per-address cap leaves alone.
+    clients: Arc<Clients>,
 }
 
 /// One open connection's place; freed when dropped.
@@ -71,19 +79,43 @@ impl Refused {
             Refused::PerIp => "per_ip",
         }
     }
+
+    /// The whole answer to a refused connection: a 503 naming the cap, written without
+    /// reading anything, then the connection is closed.
+    pub fn answer(self) -> &'static [u8] {
+        match self {
+            Refused::Total => concat!(
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n",
+                "retry-after: 1\r\nconnection: close\r\ncontent-length: 95\r\n\r\n",
+                r#"{"error":{"message":"MAX_CONNECTIONS reached","type":"server_error","code":"connection_limit"}}"#,
+            )
+            .as_bytes(),
+            Refused::PerIp => concat!(
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n",
+                "retry-after: 1\r\nconnection: close\r\ncontent-length: 102\r\n\r\n",
+                r#"{"error":{"message":"MAX_CONNECTIONS_PER_IP reached","type":"server_error","code":"connection_limit"}}"#,
+            )
+            .as_bytes(),
+        }
+    }
 }
 
 impl Slots {
-    pub fn new(limits: Limits) -> Arc<Self> {
+    pub fn new(limits: Limits, clients: Arc<Clients>) -> Arc<Self> {
         Arc::new(Self {
             limits,
             open: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
+            clients,
         })
     }
 
-    /// Takes a place for a connection from `ip`, or says which cap it would pass.
+    /// Takes a place for a connection from `ip`, or says which cap it would pass. IPv6
+    /// addresses count by their /64; a trusted proxy counts only towards the total.
     pub fn acquire(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Slot, Refused> {
+        let ip = ip
+            .filter(|ip| !self.clients.is_proxy(*ip))
+            .map(client_group);
         let before = self.open.fetch_add(1, Ordering::AcqRel);
         // From here on, `slot`'s Drop gives back what was taken.
         let mut slot = Slot {
@@ -238,6 +270,15 @@ where
                 metrics::CONNECTIONS_REFUSED
                     .with_label_values(&[refused.label()])
                     .inc();
+                // One bounded write and close: a refused connection holds no slot and
+                // costs no read, so a flood of them stays cheap.
+                let answer = refused.answer();
+                let _ = tokio::time::timeout(REFUSAL_WRITE, async {
+                    stream.write_all(answer).await?;
+                    stream.flush().await?;
+                    stream.shutdown().await
+                })
+                .await;
                 return None;
             }
         };
@@ -296,12 +337,32 @@ mod tests {
     use super::*;
 
     fn slots(total: usize, per_ip: usize) -> Arc<Slots> {
-        Slots::new(Limits {
-            max_connections: total,
-            max_per_ip: per_ip,
-            header_timeout: Duration::from_secs(1),
-            keepalive_idle: Duration::from_secs(1),
-        })
+        Slots::new(
+            Limits {
+                max_connections: total,
+                max_per_ip: per_ip,
+                header_timeout: Duration::from_secs(1),
+                keepalive_idle: Duration::from_secs(1),
+            },
+            Clients::new("10.0.0.1".parse().unwrap(), 0),
+        )
+    }
+
+    #[test]
+    fn ipv6_counts_by_its_64_and_trusted_proxies_only_in_all() {
+        let s = slots(100, 2);
+        let v6 = |x: &str| -> Option<IpAddr> { Some(x.parse().unwrap()) };
+        let _a = s.acquire(v6("2001:db8:0:1::1")).unwrap();
+        let _b = s.acquire(v6("2001:db8:0:1::2")).unwrap();
+        assert_eq!(
+            s.acquire(v6("2001:db8:0:1:abcd::3")).unwrap_err(),
+            Refused::PerIp
+        );
+        assert!(s.acquire(v6("2001:db8:0:2::1")).is_ok());
+        let proxy: Vec<Slot> = (0..10)
+            .map(|_| s.acquire(v6("10.0.0.1")).unwrap())
+            .collect();
+        assert_eq!(proxy.len(), 10);
     }
 
     #[test]
@@ -325,6 +386,23 @@ mod tests {
             .map(|_| unlimited.acquire(Some(a)).unwrap())
             .collect();
         assert_eq!(held.len(), 10);
+    }
+
+    #[test]
+    fn refusals_are_short_complete_answers() {
+        for r in [Refused::Total, Refused::PerIp] {
+            let a = std::str::from_utf8(r.answer()).unwrap();
+            assert!(a.len() <= 230, "{} bytes", a.len());
+            let (head, body) = a.split_once("\r\n\r\n").unwrap();
+            assert!(head.starts_with("HTTP/1.1 503 "));
+            assert!(head.contains(&format!("content-length: {}", body.len())));
+            assert!(head.contains("retry-after: 1"));
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(v["error"]["code"], "connection_limit");
+        }
+        assert!(std::str::from_utf8(Refused::PerIp.answer())
+            .unwrap()
+            .contains("MAX_CONNECTIONS_PER_IP"));
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub struct GatewayError {
     pub code: &'static str,
     pub message: String,
     pub source: Source,
-    /// Seconds after which the client may retry (`Retry-After`), when the error says.
+    /// `Retry-After`, in seconds, when the client may try again later.
     pub retry_after_s: Option<u64>,
 }
 
@@ -39,6 +39,20 @@ impl GatewayError {
             message: message.into(),
             source,
             retry_after_s: None,
+        }
+    }
+
+    /// One client behind a trusted proxy has too many requests in flight.
+    pub fn client_busy() -> Self {
+        Self {
+            retry_after_s: Some(1),
+            ..Self::new(
+                429,
+                "rate_limit_error",
+                "client_concurrency_limit",
+                "Too many requests in flight from this client (MAX_REQUESTS_PER_CLIENT).",
+                Source::Client,
+            )
         }
     }
 
@@ -85,18 +99,19 @@ impl GatewayError {
     /// The client's address sent too many keys the database does not know; lookups that
     /// would reach the database resume when its window ends.
     pub fn too_many_failed_lookups(retry_after_s: u64) -> Self {
-        let mut e = Self::new(
-            429,
-            "rate_limit_error",
-            "too_many_invalid_keys",
-            format!(
-                "Too many requests with invalid API keys from this address. \
-                 Please try again in {retry_after_s}s."
-            ),
-            Source::Client,
-        );
-        e.retry_after_s = Some(retry_after_s);
-        e
+        Self {
+            retry_after_s: Some(retry_after_s),
+            ..Self::new(
+                429,
+                "rate_limit_error",
+                "too_many_invalid_keys",
+                format!(
+                    "Too many requests with invalid API keys from this address. \
+                     Please try again in {retry_after_s}s."
+                ),
+                Source::Client,
+            )
+        }
     }
 
     pub fn too_large(limit: usize) -> Self {
@@ -105,6 +120,20 @@ impl GatewayError {
             "invalid_request_error",
             "request_too_large",
             format!("Request body exceeds the limit of {limit} bytes."),
+            Source::Client,
+        )
+    }
+
+    /// The request body did not arrive in time.
+    pub fn body_timeout(limit: std::time::Duration) -> Self {
+        Self::new(
+            408,
+            "invalid_request_error",
+            "request_timeout",
+            format!(
+                "The request body did not arrive within {} ms.",
+                limit.as_millis()
+            ),
             Source::Client,
         )
     }
@@ -124,11 +153,33 @@ impl GatewayError {
     }
 
     pub fn response_not_found(id: &str) -> Self {
+        // The id comes from the client: at most its first 256 bytes are echoed.
+        let mut end = id.len().min(256);
+        while !id.is_char_boundary(end) {
+            end -= 1;
+        }
         Self::new(
             404,
             "invalid_request_error",
             "not_found",
-            format!("No stored response with id '{id}'."),
+            format!("No stored response with id '{}'.", &id[..end]),
+            Source::Client,
+        )
+    }
+
+    /// The workspace's stored responses fill its quota, so this answer could not be
+    /// stored. 413, not 429: the room comes back only as stored responses expire or are
+    /// deleted, so retrying (which SDKs do by themselves on a 429) does not help; the
+    /// client should send `store: false` or delete stored responses.
+    pub fn responses_quota_exceeded(quota: u64) -> Self {
+        Self::new(
+            413,
+            "invalid_request_error",
+            "responses_quota_exceeded",
+            format!(
+                "This workspace's stored responses fill its quota of {quota} bytes: send \
+                 `store: false`, or delete stored responses (DELETE /v1/responses/{{id}})."
+            ),
             Source::Client,
         )
     }
@@ -207,6 +258,22 @@ impl GatewayError {
             "invalid_request_error",
             "model_not_allowed",
             format!("This API key is not allowed to use the model `{model}`."),
+            Source::Client,
+        )
+    }
+
+    /// A budget applies and the model has no price, so it could not be charged.
+    pub fn model_not_priced(model: &str) -> Self {
+        Self::new(
+            403,
+            "invalid_request_error",
+            "model_not_priced",
+            format!(
+                "The model `{model}` has no price in this gateway's pricing table, and a \
+                 spend budget applies to this API key or its workspace, so it cannot be \
+                 charged. An operator can price it (PRICING_FILE) or set \
+                 UNPRICED_MODEL_USD_PER_MTOK."
+            ),
             Source::Client,
         )
     }

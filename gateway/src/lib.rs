@@ -3,7 +3,9 @@
 
 pub mod auth;
 pub mod background;
+pub mod clients;
 pub mod config;
+pub mod data_dir;
 pub mod downstream;
 pub mod errors;
 pub mod frontdoor;
@@ -20,6 +22,7 @@ pub mod proxy;
 pub mod routing;
 #[cfg(test)]
 mod saved_inputs;
+pub mod shutdown;
 pub mod sse;
 pub mod upstream;
 pub mod validate;

@@ -10,6 +10,11 @@
 //! `max_bytes`, past which records are dropped and counted. Writes reach the OS at once
 //! (they survive the process being killed); [`Spool::sync`] fsyncs them, which the writer
 //! does once per tick, so fsyncs are batched.
+//!
+//! A write that fails part-way (disk full, EIO) is cut back to the end of the last whole
+//! frame, so a torn frame never sits in the middle of a file hiding the records written
+//! after it; when even the cut fails, the file is closed there (its replay stops cleanly
+//! at the torn tail) and the next record starts a new one.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -31,9 +36,36 @@ const PREFIX: &str = "spool-";
 const SUFFIX: &str = ".bin";
 pub const REJECT_FILE: &str = "rejected.jsonl";
 
+/// What the spool needs of the file it appends to: a trait, so tests can make writes fail
+/// part-way.
+trait Segment: Write + Send {
+    /// Cuts the file back to its first `len` bytes.
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
+    fn sync_data(&mut self) -> io::Result<()>;
+}
+
+impl Segment for File {
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.set_len(len)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        File::sync_data(self)
+    }
+}
+
+/// Creates a spool file for appending (writes go to its end, after any cut).
+type Opener = Box<dyn Fn(&Path) -> io::Result<Box<dyn Segment>> + Send>;
+
+fn open_segment(path: &Path) -> io::Result<Box<dyn Segment>> {
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    Ok(Box::new(file))
+}
+
 struct Current {
     path: PathBuf,
-    file: File,
+    file: Box<dyn Segment>,
+    /// Bytes of whole frames in the file: where a failed write is cut back to.
     bytes: u64,
     /// When the oldest write not yet fsynced happened.
     dirty_since: Option<Instant>,
@@ -48,6 +80,7 @@ pub struct Spool {
     current: Option<Current>,
     next_seq: u64,
     reject_max_bytes: u64,
+    open_segment: Opener,
 }
 
 /// What reading one spool file gave.
@@ -103,6 +136,7 @@ impl Spool {
             current: None,
             next_seq,
             reject_max_bytes: REJECT_FILE_BYTES,
+            open_segment: Box::new(open_segment),
         };
         metrics::LOG_SPOOL_BYTES.set(i64::try_from(total_bytes).unwrap_or(i64::MAX));
         Ok(spool)
@@ -122,6 +156,8 @@ impl Spool {
     /// size cap, or that the disk refused, are dropped and counted.
     pub fn append(&mut self, records: &[LogRecord]) -> usize {
         let mut kept = 0;
+        let mut failed = 0;
+        let mut first_error = None;
         for r in records {
             match self.append_one(r) {
                 Ok(true) => kept += 1,
@@ -129,12 +165,17 @@ impl Spool {
                     .with_label_values(&["spool_full"])
                     .inc(),
                 Err(e) => {
-                    tracing::error!(error = %e, dir = %self.dir.display(), "log spool write failed");
+                    failed += 1;
+                    first_error.get_or_insert(e);
                     metrics::LOG_DROPPED
                         .with_label_values(&["spool_failed"])
                         .inc();
                 }
             }
+        }
+        // Once per call: a full disk fails every record of a batch alike.
+        if let Some(e) = first_error {
+            tracing::error!(error = %e, records = failed, dir = %self.dir.display(), "log spool write failed");
         }
         metrics::LOG_SPOOLED.inc_by(kept as u64);
         metrics::LOG_SPOOL_BYTES.set(i64::try_from(self.total_bytes).unwrap_or(i64::MAX));
@@ -160,7 +201,7 @@ impl Spool {
                 .dir
                 .join(format!("{PREFIX}{:020}{SUFFIX}", self.next_seq));
             self.next_seq += 1;
-            let file = OpenOptions::new().create(true).append(true).open(&path)?;
+            let file = (self.open_segment)(&path)?;
             self.current = Some(Current {
                 path,
                 file,
@@ -175,11 +216,35 @@ impl Spool {
         frame.extend_from_slice(&len.to_le_bytes());
         frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         frame.extend_from_slice(&payload);
-        current.file.write_all(&frame)?;
+        if let Err(e) = current.file.write_all(&frame) {
+            // Part of the frame may be in the file: left there, it would end the file at
+            // replay and hide every record appended after it.
+            if let Err(cut) = current.file.truncate(current.bytes) {
+                tracing::error!(error = %cut, file = %current.path.display(), "cannot cut a torn log spool frame; closing the file there");
+                self.abandon_current();
+            }
+            return Err(e);
+        }
         current.bytes += frame_len;
         current.dirty_since.get_or_insert_with(Instant::now);
         self.total_bytes += frame_len;
         Ok(true)
+    }
+
+    /// Closes the current file as it is, torn tail and all, and queues it for replay (which
+    /// stops at the tail); the next record starts a new file.
+    fn abandon_current(&mut self) {
+        let Some(mut c) = self.current.take() else {
+            return;
+        };
+        // Its whole frames are worth the fsync the next tick would have given them.
+        if let Err(e) = c.file.sync_data() {
+            tracing::error!(error = %e, file = %c.path.display(), "log spool fsync failed");
+        }
+        drop(c.file);
+        let on_disk = fs::metadata(&c.path).map_or(c.bytes, |m| m.len());
+        self.total_bytes += on_disk.saturating_sub(c.bytes);
+        self.sealed.push_back(c.path);
     }
 
     /// Flushes the current file to disk if anything was written since the last call.
@@ -341,6 +406,136 @@ mod tests {
         let n = bad.len();
         bad[n - 3] ^= 0x55;
         assert_eq!(decode(&bad).records, written[..2]);
+    }
+
+    /// How a [`Failing`] file misbehaves.
+    #[derive(Default)]
+    struct Plan {
+        /// Bytes the disk still takes before a write fails (once; then it has room again).
+        room: Option<usize>,
+        /// Whether cutting the file back fails too.
+        cut_fails: bool,
+    }
+
+    /// A real spool file whose disk fills up at a byte chosen by the test: the write that
+    /// reaches it puts what fits in the file, the next one fails with ENOSPC, as `write(2)`
+    /// does on a full disk.
+    struct Failing {
+        file: File,
+        plan: std::sync::Arc<std::sync::Mutex<Plan>>,
+    }
+
+    impl Write for Failing {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let mut plan = self.plan.lock().unwrap();
+            match plan.room {
+                Some(0) => {
+                    plan.room = None;
+                    Err(io::Error::from_raw_os_error(28))
+                }
+                Some(room) => {
+                    let n = self.file.write(&buf[..buf.len().min(room)])?;
+                    plan.room = Some(room - n);
+                    Ok(n)
+                }
+                None => self.file.write(buf),
+            }
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            self.file.flush()
+        }
+    }
+
+    impl Segment for Failing {
+        fn truncate(&mut self, len: u64) -> io::Result<()> {
+            if self.plan.lock().unwrap().cut_fails {
+                return Err(io::Error::from_raw_os_error(5));
+            }
+            self.file.set_len(len)
+        }
+
+        fn sync_data(&mut self) -> io::Result<()> {
+            self.file.sync_data()
+        }
+    }
+
+    /// A spool in `dir` whose files fail as `plan` says.
+    fn failing_spool(dir: &Path, plan: Plan) -> Spool {
+        let plan = std::sync::Arc::new(std::sync::Mutex::new(plan));
+        let mut spool = Spool::open(dir, 1 << 30).unwrap();
+        spool.open_segment = Box::new(move |path| {
+            let file = OpenOptions::new().create(true).append(true).open(path)?;
+            Ok(Box::new(Failing {
+                file,
+                plan: plan.clone(),
+            }))
+        });
+        spool
+    }
+
+    /// Every file of the spool, oldest first, read as replay reads them.
+    fn replayed(spool: &mut Spool) -> (Vec<LogRecord>, usize) {
+        spool.seal().unwrap();
+        let (mut records, mut torn) = (Vec::new(), 0);
+        while let Some(path) = spool.oldest().map(Path::to_path_buf) {
+            let c = read(&path).unwrap();
+            records.extend(c.records);
+            torn += c.torn;
+            spool.remove(&path).unwrap();
+        }
+        (records, torn)
+    }
+
+    fn frame_bytes(r: &LogRecord) -> usize {
+        HEADER + serde_json::to_vec(r).unwrap().len()
+    }
+
+    #[test]
+    fn a_write_that_fails_part_way_is_cut_back_and_later_records_still_replay() {
+        let written: Vec<_> = (0..5).map(record).collect();
+        let first = frame_bytes(&written[0]);
+        // The disk fills inside the second frame: in its length, its checksum, its JSON.
+        for into_second in [0, 3, HEADER, HEADER + 10] {
+            let dir = tempdir();
+            let plan = Plan {
+                room: Some(first + into_second),
+                cut_fails: false,
+            };
+            let mut spool = failing_spool(dir.path(), plan);
+            assert_eq!(spool.append(&written[..2]), 1, "the second record fails");
+            assert_eq!(spool.append(&written[2..]), 3, "the disk has room again");
+            let (back, torn) = replayed(&mut spool);
+            let expected = [&written[..1], &written[2..]].concat();
+            assert_eq!(back, expected, "{into_second} bytes into the second frame");
+            assert_eq!(torn, 0, "{into_second} bytes into the second frame");
+            assert!(spool.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_torn_frame_that_cannot_be_cut_ends_its_file_and_later_records_go_to_a_new_one() {
+        let written: Vec<_> = (0..5).map(record).collect();
+        let dir = tempdir();
+        let plan = Plan {
+            room: Some(frame_bytes(&written[0]) + HEADER + 10),
+            cut_fails: true,
+        };
+        let mut spool = failing_spool(dir.path(), plan);
+        assert_eq!(spool.append(&written[..2]), 1);
+        assert_eq!(spool.append(&written[2..]), 3);
+        spool.seal().unwrap();
+        assert_eq!(
+            spool.sealed.len(),
+            2,
+            "the torn file is closed, a new one started"
+        );
+        let torn_file = read(&spool.sealed[0]).unwrap();
+        assert_eq!(torn_file.records, written[..1]);
+        assert_eq!(torn_file.torn, 1, "the torn tail is skipped and counted");
+        let (back, torn) = replayed(&mut spool);
+        assert_eq!(back, [&written[..1], &written[2..]].concat());
+        assert_eq!(torn, 1);
     }
 
     #[test]

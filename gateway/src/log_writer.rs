@@ -14,11 +14,16 @@
 //!   idempotent: a row already present is skipped and moves no counter.
 //! - Shutdown: the service stops with the server; `drain`, run by `main` afterwards,
 //!   writes (or spools) what is still queued.
-//! - `kill -9`: what is lost is what sat only in memory — the records queued since the
-//!   last tick (`FLUSH_EVERY`) and the batch being inserted (under `SUSPECT_AFTER`, else
-//!   already spooled). Spooled records are written to the OS at once, so they survive the
-//!   process; the spool is fsynced at the end of every tick in which it was written, so a
-//!   machine crash loses at most that tick's spool writes as well.
+//! - `kill -9`: what is lost is what sat only in memory: the queue (at most its capacity;
+//!   past it records are dropped and counted, not held) and the batch being inserted (at
+//!   most `BATCH`). A record leaves memory when the insert carrying it commits, or when the
+//!   insert it waits behind (the one in flight when it was queued, then its own) has run
+//!   `SUSPECT_AFTER` and the batch and the queue are spooled: so for at most a tick and two
+//!   inserts shorter than `SUSPECT_AFTER`, and, in a round that replays the spool, behind
+//!   up to `REPLAY_BATCHES_PER_TICK` replay inserts as well (each guarded on its own).
+//!   Spooled records are written to the OS at once, so they survive the process; the spool
+//!   is fsynced at the end of every tick in which it was written, so a machine crash loses
+//!   at most that tick's spool writes as well.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -2,6 +2,7 @@
 //! services into a Pingora server, runs it, then writes the log records still queued.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use perpetuo_core::db;
@@ -9,16 +10,21 @@ use perpetuo_core::dns::Resolver;
 use perpetuo_core::pricing::Pricing;
 use perpetuo_gateway::auth::{self, KeyCache};
 use perpetuo_gateway::background::{self, Lowered};
+use perpetuo_gateway::clients::Clients;
 use perpetuo_gateway::config::{Config, EMBEDDED_SERVER_CONF};
+use perpetuo_gateway::data_dir::DataDir;
 use perpetuo_gateway::downstream::{Guarded, Limits, Slots};
+use perpetuo_gateway::frontdoor::openai_responses::purge::ResponsePurge;
 use perpetuo_gateway::invalidation::{Invalidator, LastUsedFlusher};
 use perpetuo_gateway::limits;
 use perpetuo_gateway::log_spool::Spool;
 use perpetuo_gateway::log_writer::{self, LogWriter};
 use perpetuo_gateway::metrics;
 use perpetuo_gateway::partitions::PartitionMaintainer;
+use perpetuo_gateway::proxy::body::BodyLimits;
 use perpetuo_gateway::proxy::{Gateway, ResponseStore};
 use perpetuo_gateway::routing::{Breakers, EntryCache, Turns};
+use perpetuo_gateway::shutdown::{Shutdown, ShutdownClock};
 use perpetuo_gateway::upstream::{Timeouts, Upstreams};
 use pingora::connectors::http::Connector;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
@@ -49,6 +55,11 @@ fn main() -> std::process::ExitCode {
     }
     let config = Config::parse();
     metrics::init();
+    // Before anything reads the spool; held until the process ends.
+    let data_dir = match DataDir::lock(&config.data_dir) {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
 
     let yaml = match &config.server_conf {
         Some(path) => match std::fs::read_to_string(path) {
@@ -73,9 +84,10 @@ fn main() -> std::process::ExitCode {
         Some(path) => Pricing::from_file(path),
         None => Pricing::embedded(),
     };
-    let pricing = match pricing {
-        Ok(p) => p,
-        Err(e) => return fail(format!("PRICING_FILE: {e}")),
+    let pricing = match (pricing, config.unpriced_model_usd_per_mtok) {
+        (Ok(p), Some(usd)) => p.with_unpriced(usd),
+        (Ok(p), None) => p,
+        (Err(e), _) => return fail(format!("PRICING_FILE: {e}")),
     };
     let driver = match background::database_driver() {
         Ok(d) => d,
@@ -112,12 +124,12 @@ fn main() -> std::process::ExitCode {
             failed_lookups_per_minute: config.failed_key_lookups_per_minute,
         },
     ));
-    let spool = match Spool::open(&config.data_dir, config.log_spool_max_bytes) {
+    let spool = match Spool::open(data_dir.path(), config.log_spool_max_bytes) {
         Ok(s) => Arc::new(tokio::sync::Mutex::new(s)),
         Err(e) => {
             return fail(format!(
                 "DATA_DIR: cannot use {} for the log spool: {e}",
-                config.data_dir.display()
+                data_dir.path().display()
             ))
         }
     };
@@ -143,7 +155,7 @@ fn main() -> std::process::ExitCode {
                 prefix: config.redis_key_prefix.clone(),
                 slot_ttl: config.max_answer_duration + std::time::Duration::from_secs(60),
             };
-            match limits::RedisStore::new(url.expose(), settings, keys.clone()) {
+            match limits::RedisStore::new(url.expose(), settings, pool.clone()) {
                 Ok(store) => Some(Arc::new(store)),
                 Err(e) => return fail(format!("REDIS_URL: {e}")),
             }
@@ -154,7 +166,16 @@ fn main() -> std::process::ExitCode {
         Some(store) => limits::Limiter::shared(store.clone()),
         None => limits::Limiter::default(),
     });
+    let clients = Clients::new(
+        config.trusted_proxies.clone(),
+        config.max_requests_per_client,
+    );
+    // Pingora's default grace period when the settings name none.
+    let grace = Duration::from_secs(conf.grace_period_seconds.unwrap_or(300));
+    let shutdown = Arc::new(Shutdown::new(grace));
     let gateway = Gateway {
+        shutdown: shutdown.clone(),
+        clients: clients.clone(),
         keys: keys.clone(),
         entries: entries.clone(),
         breakers: Breakers::new(config.breaker_threshold, config.breaker_cooldown)
@@ -174,13 +195,17 @@ fn main() -> std::process::ExitCode {
         },
         pricing: Arc::new(pricing),
         sink,
-        max_body_bytes: config.max_body_bytes,
+        body: BodyLimits {
+            max_bytes: config.max_body_bytes,
+            timeout: config.body_read_timeout,
+        },
         responses: ResponseStore {
             pool: pool.clone(),
             retention: std::time::Duration::from_secs(
                 u64::from(config.responses_retention_days) * 86_400,
             ),
-            max_conversation_bytes: config.max_body_bytes,
+            max_conversation_bytes: config.responses_max_conversation_bytes,
+            workspace_quota_bytes: config.responses_workspace_quota_bytes,
         },
         limiter: limiter.clone(),
     };
@@ -188,12 +213,15 @@ fn main() -> std::process::ExitCode {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let conf = server.configuration.clone();
-    let slots = Slots::new(Limits {
-        max_connections: config.max_connections,
-        max_per_ip: config.max_connections_per_ip,
-        header_timeout: config.header_read_timeout,
-        keepalive_idle: config.keepalive_idle_timeout,
-    });
+    let slots = Slots::new(
+        Limits {
+            max_connections: config.max_connections,
+            max_per_ip: config.max_connections_per_ip,
+            header_timeout: config.header_read_timeout,
+            keepalive_idle: config.keepalive_idle_timeout,
+        },
+        clients,
+    );
     let guarded = Guarded {
         app: Arc::new(pingora::proxy::http_proxy(&conf, gateway)),
         slots,
@@ -229,6 +257,10 @@ fn main() -> std::process::ExitCode {
         }),
     ));
     server.add_service(background_service(
+        "stored responses purge",
+        Lowered(ResponsePurge { pool: pool.clone() }),
+    ));
+    server.add_service(background_service(
         "change listener",
         Lowered(Invalidator {
             database_url: config.database_url.expose().clone(),
@@ -246,6 +278,10 @@ fn main() -> std::process::ExitCode {
             limits::RedisLink { store },
         ));
     }
+    server.add_service(background_service(
+        "shutdown clock",
+        ShutdownClock(shutdown),
+    ));
     tracing::info!(gateway = %config.gateway_addr, metrics = %config.metrics_addr, "gateway starting");
     server.run(RunArgs::default());
 
@@ -271,5 +307,6 @@ fn main() -> std::process::ExitCode {
         ),
         Err(e) => return fail(format!("final log drain failed: {e}")),
     }
+    drop(data_dir);
     std::process::ExitCode::SUCCESS
 }

@@ -147,7 +147,29 @@ pub static LIMIT_FALLBACKS: LazyLock<IntCounter> = LazyLock::new(|| {
 pub static LIMIT_SETTLE_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
     int_counter(
         "perpetuo_limit_settlements_dropped_total",
-        "Settlements for the shared store dropped because its queue was full.",
+        "Spend of settlements for the shared store that could not be kept: its queue and \
+         the spend kept aside past it were both full.",
+    )
+});
+pub static LIMIT_SETTLE_PENDING: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "perpetuo_limit_settlements_pending",
+        "Settlements waiting for the shared store (Redis).",
+    )
+});
+pub static LIMIT_REDIS_SLOW: LazyLock<IntCounter> = LazyLock::new(|| {
+    int_counter(
+        "perpetuo_limit_redis_slow_total",
+        "Calls to the shared store (Redis) that got no answer in time; requests use the \
+         local counters until it answers a ping.",
+    )
+});
+pub static LIMIT_RESEEDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "perpetuo_limit_reseeds_total",
+        "Budget spend read from PostgreSQL for a scope the shared store held no state for, \
+         by result.",
+        &["result"],
     )
 });
 pub static LOG_QUEUE_DEPTH: LazyLock<IntGauge> = LazyLock::new(|| {
@@ -267,6 +289,11 @@ pub fn init() {
     LazyLock::force(&LIMIT_REFUSALS);
     LazyLock::force(&LIMIT_FALLBACKS);
     LazyLock::force(&LIMIT_SETTLE_DROPPED);
+    LazyLock::force(&LIMIT_SETTLE_PENDING);
+    LazyLock::force(&LIMIT_REDIS_SLOW);
+    for r in ["read", "failed"] {
+        LIMIT_RESEEDS.with_label_values(&[r]);
+    }
     LazyLock::force(&LOG_QUEUE_DEPTH);
     LazyLock::force(&LOG_WRITTEN);
     LazyLock::force(&LOG_DROPPED);

@@ -3,7 +3,6 @@
 //! `MONTHS_AHEAD` months later (moving any rows the default partition holds for them),
 //! and drops whole partitions older than the retention. Every gateway may run it: the SQL
 //! functions are idempotent and serialised by an advisory lock. Usage counters are kept.
-//! The same run deletes stored Responses API answers past their retention.
 
 use std::time::Duration;
 
@@ -40,11 +39,6 @@ impl PartitionMaintainer {
         } else {
             Vec::new()
         };
-        // Stored Responses API answers past their retention go in the same run.
-        let expired = db::responses::purge_expired(&client, 10_000).await?;
-        if expired > 0 {
-            tracing::info!(expired, "expired stored responses deleted");
-        }
         Ok((created, dropped))
     }
 }

@@ -19,6 +19,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::auth::KeyCache;
+use crate::clients::Clients;
 use crate::errors::GatewayError;
 use crate::frontdoor::{anthropic_messages, models, Door};
 use crate::limits::Limiter;
@@ -31,6 +32,10 @@ use ctx::{Ctx, Stop};
 pub use crate::frontdoor::openai_responses::store::ResponseStore;
 
 pub struct Gateway {
+    /// When a shutdown's grace period ends (requests cut then are not their clients').
+    pub shutdown: Arc<crate::shutdown::Shutdown>,
+    /// Who a request comes from, and the cap on one client behind a trusted proxy.
+    pub clients: Arc<Clients>,
     pub keys: Arc<KeyCache>,
     pub entries: Arc<EntryCache>,
     pub breakers: Breakers,
@@ -38,7 +43,8 @@ pub struct Gateway {
     pub upstreams: Upstreams,
     pub pricing: Arc<Pricing>,
     pub sink: LogSink,
-    pub max_body_bytes: usize,
+    /// How large a request body may be, and how long it may take to arrive.
+    pub body: body::BodyLimits,
     /// Where the Responses API keeps stored responses.
     pub responses: ResponseStore,
     pub limiter: Arc<Limiter>,
@@ -47,25 +53,29 @@ pub struct Gateway {
 impl Gateway {
     /// Answers the request: a route served here, or a front door's pipeline.
     async fn dispatch(&self, session: &mut Session, ctx: &mut Ctx) -> Result<(), Stop> {
+        // A body left unread after the answer is drained for a bounded time only.
+        session.set_total_drain_timeout(Some(body::DRAIN_DEADLINE));
+        self.identify_client(session, ctx)?;
         let method = session.req_header().method.as_str().to_string();
         let path = session.req_header().uri.path().to_string();
         let body = match (method.as_str(), path.as_str()) {
             ("GET", "/healthz") => Bytes::from_static(br#"{"status":"ok"}"#),
             ("GET", "/v1/models") => {
-                let key = self.authenticate(session, None).await?;
+                let key = self.authenticate(session, ctx.client, None).await?;
                 let entries = self.entries(key.workspace_id).await?;
                 json_bytes(&models::list(&entries, &self.pricing))
             }
             ("POST", "/v1/messages/count_tokens") => {
                 ctx.error_shape = Door::Messages;
-                self.authenticate(session, Some(Door::Messages)).await?;
-                let request = body::read_json(session, self.max_body_bytes).await?;
+                self.authenticate(session, ctx.client, Some(Door::Messages))
+                    .await?;
+                let request = body::read_json(session, self.body).await?;
                 json_bytes(&anthropic_messages::door::count_tokens(
                     request.body.into_value(),
                 ))
             }
             ("GET" | "DELETE", p) if p.starts_with("/v1/responses/") => {
-                let key = self.authenticate(session, None).await?;
+                let key = self.authenticate(session, ctx.client, None).await?;
                 json_bytes(&self.responses.serve(&key, &method, p).await?)
             }
             _ => {
@@ -79,6 +89,37 @@ impl Gateway {
         respond::json(session, ctx, 200, body)
             .await
             .map_err(Stop::Abort)
+    }
+}
+
+impl Gateway {
+    /// Reads who sent the request (behind a trusted proxy: from `X-Forwarded-For`) and,
+    /// for a request through a trusted proxy, takes its place among its client's
+    /// requests in flight.
+    fn identify_client(&self, session: &Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
+        let Some(peer) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        else {
+            return Ok(());
+        };
+        let forwarded = session
+            .req_header()
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.as_bytes());
+        let client = self.clients.client(peer, forwarded);
+        ctx.client = Some(client);
+        if self.clients.is_proxy(peer) {
+            let slot = self
+                .clients
+                .admit(client)
+                .ok_or_else(GatewayError::client_busy)?;
+            ctx.client_slot = Some(slot);
+        }
+        Ok(())
     }
 }
 
@@ -103,7 +144,15 @@ impl ProxyHttp for Gateway {
             Err(Stop::Respond(err)) => {
                 ctx.status = err.status;
                 ctx.error_kind = Some(err.code);
-                let _ = respond::error(session, ctx, &err).await;
+                ctx.retry_after = err.retry_after_s;
+                let body = ctx.error_shape.error_body(&err);
+                let _ = respond::json(session, ctx, err.status, body).await;
+                Ok(true)
+            }
+            Err(Stop::ClientGone) if self.shutdown.cut_off() => {
+                // The shutdown cut the connection, as it cuts a request it drops.
+                ctx.status = 503;
+                ctx.error_kind = Some("cancelled_at_shutdown");
                 Ok(true)
             }
             Err(Stop::ClientGone) => {
@@ -151,5 +200,7 @@ impl ProxyHttp for Gateway {
                 .observe(t.as_secs_f64());
         }
         ctx.log();
+        // The request's shared limits are settled before its connection is reused.
+        ctx.limits.apply().await;
     }
 }

@@ -96,7 +96,10 @@ fn check_variables(report: &mut Report) {
             .no_binary_name(true)
             .arg(arg.clone().required(false));
         if let Err(e) = single.try_get_matches_from(std::iter::empty::<OsString>()) {
-            report.problems.push(format!("{name}: {}", reason(&e)));
+            // Some parsers name their variable already.
+            let why = reason(&e);
+            let why = why.strip_prefix(&format!("{name}: ")).unwrap_or(&why);
+            report.problems.push(format!("{name}: {why}"));
         }
     }
 }

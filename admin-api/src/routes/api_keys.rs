@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use perpetuo_core::db::limits::KeySettings;
+use perpetuo_core::db::limits::{Governed, KeySettings, SetBy};
 use perpetuo_core::email::Email;
 
 use super::dto::{parse_time, usd, ApiKeyDto, LimitsDto, ListOf};
@@ -144,6 +144,33 @@ async fn managed_key(
     Ok(key)
 }
 
+/// A governed setting a member may not change, and the role that set it.
+type Refusal = (Governed, Role);
+
+/// Who has set the governed settings once `role` has replaced `key`'s with `to`: each
+/// one that changes becomes `role`'s. Admins and owners change anything; a member may
+/// not change a setting an admin or owner set (the first such is the error).
+fn govern(role: Role, key: &ApiKey, to: &KeySettings) -> Result<SetBy, Refusal> {
+    let mut set_by = key.set_by;
+    for what in key.changes(to) {
+        match set_by.get(what) {
+            Some(by) if by >= Role::Admin && role < Role::Admin => return Err((what, by)),
+            _ => set_by.set(what, role),
+        }
+    }
+    Ok(set_by)
+}
+
+fn governed_by_admin((what, by): Refusal) -> ApiError {
+    ApiError::forbidden(
+        "governed_by_admin",
+        format!(
+            "the key's {} were set by an {by}: only an admin or owner can change them",
+            what.field()
+        ),
+    )
+}
+
 /// A key's limits with what it has used: requests and tokens over the last minute (from
 /// its log rows) and spend in the budget period (from the usage counters). Gateways
 /// count in memory ahead of these figures, which trail by the log writer's batch.
@@ -222,7 +249,7 @@ pub async fn create(
         settings.expires_at,
     )
     .await?;
-    db::limits::set_key(&tx, ws.id, row.id, &settings).await?;
+    db::limits::set_key(&tx, ws.id, row.id, &settings, &SetBy::all(member.role())).await?;
     let row: ApiKeyDto = db::api_keys::get(&tx, ws.id, row.id)
         .await?
         .ok_or(ApiError::NotFound)?
@@ -240,11 +267,14 @@ pub async fn create(
 }
 
 /// Replace a key's limits, allowed models, expiry and metadata; gateways apply them
-/// within a second.
+/// within a second. A member may change only the limits, allowed models and expiry that a
+/// member set: one an admin or owner set answers 403 `governed_by_admin` and nothing
+/// changes (sending it unchanged is fine).
 #[utoipa::path(put, path = "/workspaces/{id}/api-keys/{kid}", tag = "api-keys", security(("bearer" = [])),
     params(("id" = String, Path, description = "workspace id"), ("kid" = String, Path, description = "API key id")),
     request_body = KeySettingsInput,
     responses((status = 200, body = ApiKeyDto), (status = 400, body = crate::error::ErrorBody),
+              (status = 403, description = "not the caller's key (`insufficient_role`), or a setting an admin set (`governed_by_admin`)", body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody)))]
 pub async fn update(
     Conn(mut client): Conn,
@@ -256,10 +286,15 @@ pub async fn update(
     let kid = parse_id(&kid)?;
     let mut errs = FieldErrors::default();
     let settings = body.parse(&mut errs);
-    let before: ApiKeyDto = managed_key(&client, &member, kid).await?.into();
-    errs.into_result()?;
     let tx = client.transaction().await.map_err(DbError::from)?;
-    if !db::limits::set_key(&tx, ws.id, kid, &settings).await? {
+    let key = db::api_keys::get_for_update(&tx, ws.id, kid)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    may_manage(&member, &key)?;
+    errs.into_result()?;
+    let set_by = govern(member.role(), &key, &settings).map_err(governed_by_admin)?;
+    let before: ApiKeyDto = key.into();
+    if !db::limits::set_key(&tx, ws.id, kid, &settings, &set_by).await? {
         return Err(ApiError::NotFound);
     }
     let row: ApiKeyDto = db::api_keys::get(&tx, ws.id, kid)
@@ -278,10 +313,12 @@ pub async fn update(
     Ok(Json(row))
 }
 
-/// A key's limits and current consumption, for scripts that watch a key.
+/// A key's limits and current consumption, for scripts that watch a key. Members read
+/// only the keys they created, as for every other key route.
 #[utoipa::path(get, path = "/workspaces/{id}/api-keys/{kid}/limits", tag = "api-keys", security(("bearer" = [])),
     params(("id" = String, Path, description = "workspace id"), ("kid" = String, Path, description = "API key id")),
-    responses((status = 200, body = KeyLimitsDto), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = KeyLimitsDto), (status = 403, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody)))]
 pub async fn limits(
     Conn(client): Conn,
     member: Member,
@@ -289,9 +326,7 @@ pub async fn limits(
 ) -> Result<Json<KeyLimitsDto>, ApiError> {
     let ws = &member.workspace;
     let kid = parse_id(&kid)?;
-    let key = db::api_keys::get(&client, ws.id, kid)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let key = managed_key(&client, &member, kid).await?;
     let workspace = db::limits::workspace(&client, ws.id)
         .await?
         .unwrap_or_default();
@@ -364,4 +399,136 @@ pub async fn delete(
     db::audit::record(&tx, &entry).await?;
     tx.commit().await.map_err(DbError::from)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use perpetuo_core::db::limits::Limits;
+    use time::macros::datetime;
+
+    fn key(set_by: SetBy) -> ApiKey {
+        ApiKey {
+            id: uuid::Uuid::nil(),
+            workspace_id: uuid::Uuid::nil(),
+            name: "k".into(),
+            prefix: "pp-".into(),
+            created_at: datetime!(2026-01-01 0:00 UTC),
+            last_used_at: None,
+            revoked_at: None,
+            expires_at: Some(datetime!(2030-01-01 0:00:00.123456 UTC)),
+            limits: Limits {
+                rpm: Some(10),
+                ..Limits::default()
+            },
+            allowed_models: vec!["a".into(), "b*".into()],
+            label: None,
+            owner_email: None,
+            created_by: None,
+            created_by_email: None,
+            set_by,
+        }
+    }
+
+    fn same(k: &ApiKey) -> KeySettings {
+        KeySettings {
+            limits: k.limits,
+            allowed_models: k.allowed_models.clone(),
+            expires_at: k.expires_at,
+            label: Some("a new label".into()),
+            owner_email: None,
+        }
+    }
+
+    #[test]
+    fn a_member_changes_only_what_a_member_set() {
+        use Role::{Admin, Member, Owner};
+        let admin_limits = SetBy {
+            limits: Some(Admin),
+            allowed_models: Some(Member),
+            expires_at: None,
+        };
+        let loosen = |s: &mut KeySettings| s.limits.rpm = Some(1000);
+        let unlimit = |s: &mut KeySettings| s.limits = Limits::default();
+        let models = |s: &mut KeySettings| s.allowed_models = vec!["*".into()];
+        let reorder =
+            |s: &mut KeySettings| s.allowed_models = vec!["b*".into(), "a".into(), "a".into()];
+        let expiry = |s: &mut KeySettings| s.expires_at = None;
+        // The same instant with nanoseconds the database does not keep.
+        let nanos = |s: &mut KeySettings| {
+            s.expires_at = Some(datetime!(2030-01-01 0:00:00.123456789 UTC));
+        };
+        let nothing = |_: &mut KeySettings| {};
+        type Change = fn(&mut KeySettings);
+        // (caller, who set what, change, outcome)
+        let cases: Vec<(Role, SetBy, Change, Result<SetBy, Refusal>)> = vec![
+            (Member, admin_limits, loosen, Err((Governed::Limits, Admin))),
+            (
+                Member,
+                admin_limits,
+                unlimit,
+                Err((Governed::Limits, Admin)),
+            ),
+            (
+                Member,
+                SetBy::all(Owner),
+                expiry,
+                Err((Governed::ExpiresAt, Owner)),
+            ),
+            (Member, admin_limits, nothing, Ok(admin_limits)),
+            (Member, admin_limits, reorder, Ok(admin_limits)),
+            (
+                Member,
+                admin_limits,
+                models,
+                Ok(SetBy {
+                    allowed_models: Some(Member),
+                    ..admin_limits
+                }),
+            ),
+            (
+                Member,
+                admin_limits,
+                expiry,
+                Ok(SetBy {
+                    expires_at: Some(Member),
+                    ..admin_limits
+                }),
+            ),
+            (Member, SetBy::all(Admin), nanos, Ok(SetBy::all(Admin))),
+            (
+                Member,
+                SetBy::default(),
+                loosen,
+                Ok(SetBy {
+                    limits: Some(Member),
+                    ..SetBy::default()
+                }),
+            ),
+            (
+                Admin,
+                SetBy::all(Owner),
+                loosen,
+                Ok(SetBy {
+                    limits: Some(Admin),
+                    ..SetBy::all(Owner)
+                }),
+            ),
+            (
+                Owner,
+                admin_limits,
+                unlimit,
+                Ok(SetBy {
+                    limits: Some(Owner),
+                    ..admin_limits
+                }),
+            ),
+        ];
+        for (i, (role, set_by, change, want)) in cases.into_iter().enumerate() {
+            let k = key(set_by);
+            let mut to = same(&k);
+            change(&mut to);
+            assert_eq!(govern(role, &k, &to), want, "case {i}");
+        }
+    }
 }

@@ -595,9 +595,12 @@ pub async fn request_password_reset(
 }
 
 /// Set a new password with the token from the reset link. Every earlier session of the
-/// account ends.
+/// account ends. Attempts count against the client's login allowance
+/// (`AUTH_RATE_PER_IP`), and the token is checked before the new password is hashed, so
+/// made-up tokens cost no argon2id work.
 #[utoipa::path(post, path = "/auth/password-reset/confirm", tag = "auth", request_body = ResetConfirm,
-    responses((status = 204), (status = 400, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
+    responses((status = 204), (status = 400, body = crate::error::ErrorBody),
+              (status = 429, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 pub async fn confirm_password_reset(
     ip: ClientIp,
     State(state): State<AppState>,
@@ -617,16 +620,24 @@ pub async fn confirm_password_reset(
     let (Some(presented), Some(new)) = (body.token, body.new_password) else {
         return Err(ApiError::internal("reset validated without values"));
     };
+    state
+        .throttle
+        .attempt_from(ip.0)
+        .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+    let token_hash = token::hash(presented.trim());
+    let purpose = db::account_tokens::Purpose::ResetPassword;
+    let client = state.pool.get().await.map_err(DbError::from)?;
+    db::account_tokens::live_user(&client, purpose, &token_hash)
+        .await?
+        .ok_or_else(invalid_link)?;
+    drop(client);
     let hash = state.hasher.hash(new).await?;
     let mut client = state.pool.get().await.map_err(DbError::from)?;
     let tx = client.transaction().await.map_err(DbError::from)?;
-    let user = db::account_tokens::consume(
-        &tx,
-        db::account_tokens::Purpose::ResetPassword,
-        &token::hash(presented.trim()),
-    )
-    .await?
-    .ok_or_else(invalid_link)?;
+    // Consumed only now: of two confirms racing with one token, one wins.
+    let user = db::account_tokens::consume(&tx, purpose, &token_hash)
+        .await?
+        .ok_or_else(invalid_link)?;
     db::users::set_password_hash(&tx, user, &hash).await?;
     db::sessions::revoke_all(&tx, user).await?;
     // The link reached the mailbox, which is what verification proves.

@@ -5,7 +5,8 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use perpetuo_core::db::limits::{Limits, Period};
+use perpetuo_core::db::limits::{Limits, Period, SetBy};
+use perpetuo_core::db::workspaces::Role;
 use perpetuo_core::db::{api_keys::ApiKey, users::User, workspaces::Workspace};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -73,8 +74,9 @@ pub struct LimitsDto {
     pub budget_period: Option<String>,
 }
 
-/// Largest budget accepted, in USD.
-const MAX_BUDGET_USD: f64 = 1e9;
+/// Largest budget accepted, in USD: 10^15 nano-USD, so that every budget and spend the
+/// gateways send to Redis stays an integer Lua holds exactly (below 2^53).
+const MAX_BUDGET_USD: f64 = 1e6;
 
 impl LimitsDto {
     /// Validates into `Limits`, reporting errors under `prefix.<field>`.
@@ -101,7 +103,7 @@ impl LimitsDto {
             Some(_) => {
                 errs.add(
                     &format!("{prefix}.budget_usd"),
-                    "must be a number between 0 and 1000000000",
+                    "must be a number between 0 and 1000000",
                 );
                 None
             }
@@ -160,6 +162,27 @@ pub struct ApiKeyDto {
     /// The user who created the key (null once that account is gone).
     pub created_by: Option<Uuid>,
     pub created_by_email: Option<String>,
+    pub set_by: SetByDto,
+}
+
+/// The role (`owner`, `admin` or `member`) that last set each governed setting of a key.
+/// A member may change only what a member set; null counts as a member.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SetByDto {
+    pub limits: Option<String>,
+    pub allowed_models: Option<String>,
+    pub expires_at: Option<String>,
+}
+
+impl From<SetBy> for SetByDto {
+    fn from(s: SetBy) -> Self {
+        let name = |r: Option<Role>| r.map(|r| r.as_str().to_string());
+        Self {
+            limits: name(s.limits),
+            allowed_models: name(s.allowed_models),
+            expires_at: name(s.expires_at),
+        }
+    }
 }
 
 impl From<ApiKey> for ApiKeyDto {
@@ -178,6 +201,7 @@ impl From<ApiKey> for ApiKeyDto {
             owner_email: k.owner_email,
             created_by: k.created_by,
             created_by_email: k.created_by_email,
+            set_by: k.set_by.into(),
         }
     }
 }

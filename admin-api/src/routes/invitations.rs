@@ -1,6 +1,8 @@
-//! Invitations to a workspace: an admin invites an email with a role; the invitee gets a
-//! single-use link (the token is stored hashed and expires after 7 days), signs up or
-//! logs in with that address, and accepts.
+//! Invitations to a workspace: an admin with a verified email invites an email with a
+//! role; the invitee gets a single-use link (the token is stored hashed and expires after
+//! 7 days), signs up or logs in with that address, and accepts — if the inviter may still
+//! grant that role. Invitations are throttled per inviter and per workspace; a member
+//! who leaves or is removed takes their pending invitations along.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -17,7 +19,7 @@ use uuid::Uuid;
 
 use super::dto::{ListOf, WorkspaceDto};
 use super::members::parse_role;
-use crate::access::{snapshot, Member};
+use crate::access::{insufficient, snapshot, Member};
 use crate::error::ApiError;
 use crate::extract::{parse_id, ApiJson, AuthUser, ClientIp, Conn};
 use crate::mail;
@@ -77,13 +79,23 @@ pub struct AcceptInput {
     pub token: Option<String>,
 }
 
+/// Whether a member with role `inviter` may invite someone as `role`: admins and owners
+/// invite, and only an owner invites an owner.
+fn may_grant(inviter: Role, role: Role) -> bool {
+    inviter >= Role::Admin && (role != Role::Owner || inviter == Role::Owner)
+}
+
 /// Invite someone by email; the link goes out by email (or to the log without SMTP).
-/// A pending invitation to the same address is replaced.
+/// A pending invitation to the same address is replaced. The inviter's email must be
+/// verified (403 `email_unverified`, when verification is on), and invitations are
+/// throttled per inviter and per workspace (`INVITATION_RATE_PER_INVITER`,
+/// `INVITATION_RATE_PER_WORKSPACE`, per hour; 429 with `Retry-After`).
 #[utoipa::path(post, path = "/workspaces/{id}/invitations", tag = "members", security(("bearer" = [])),
     params(("id" = String, Path, description = "workspace id")), request_body = InvitationInput,
     responses((status = 201, body = CreatedInvitation), (status = 400, body = crate::error::ErrorBody),
               (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
-              (status = 409, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
+              (status = 409, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody),
+              (status = 503, body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     member: Member,
@@ -91,11 +103,12 @@ pub async fn create(
     ApiJson(body): ApiJson<InvitationInput>,
 ) -> Result<(StatusCode, Json<CreatedInvitation>), ApiError> {
     let ws = &member.workspace;
+    member.require_verified(&state)?;
     let email = Email::parse(body.email.as_deref().unwrap_or_default())
         .map_err(|_| ApiError::field("email", "must be a valid email address"))?;
     let role = parse_role(body.role.as_deref())?;
-    if role == Role::Owner {
-        member.require(Role::Owner)?;
+    if !may_grant(member.role(), role) {
+        return Err(insufficient(Role::Owner, member.role()));
     }
     let members = db::workspaces::members(&client, ws.id).await?;
     if members.iter().any(|m| m.email == email.as_str()) {
@@ -104,6 +117,10 @@ pub async fn create(
             "this address already belongs to a member of the workspace",
         ));
     }
+    state
+        .invitation_throttle
+        .admit(member.user.id, ws.id)
+        .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
     let token = token::generate(TOKEN_PREFIX);
     let tx = client.transaction().await.map_err(DbError::from)?;
     let invitation: InvitationDto = db::invitations::create(
@@ -199,7 +216,8 @@ pub async fn revoke(
 }
 
 /// Accept an invitation as the signed-in user, whose email must be the invited one.
-/// Accepting also verifies that email: the link reached its mailbox.
+/// Accepting also verifies that email: the link reached its mailbox. The inviter must
+/// still be a member who may grant the role (403 `inviter_cannot_grant` otherwise).
 #[utoipa::path(post, path = "/invitations/accept", tag = "members", security(("bearer" = [])),
     request_body = AcceptInput,
     responses((status = 200, body = WorkspaceDto), (status = 400, body = crate::error::ErrorBody),
@@ -231,6 +249,17 @@ pub async fn accept(
         return Err(ApiError::forbidden(
             "invitation_email_mismatch",
             "this invitation is for another email address: sign in with the invited one",
+        ));
+    }
+    // Locks the inviter's membership, so a concurrent demotion lands before or after.
+    let inviter = match invitation.invited_by {
+        Some(by) => db::workspaces::member_for_update(&tx, invitation.workspace_id, by).await?,
+        None => None,
+    };
+    if !inviter.is_some_and(|i| may_grant(i.role, invitation.role)) {
+        return Err(ApiError::forbidden(
+            "inviter_cannot_grant",
+            "whoever sent this invitation may no longer grant its role: ask an admin of the workspace for a new one",
         ));
     }
     db::workspaces::add_member(&tx, invitation.workspace_id, user.id, invitation.role).await?;

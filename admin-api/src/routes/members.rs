@@ -1,6 +1,7 @@
 //! A workspace's members: list, change a role, remove, leave, transfer ownership. A member
-//! who leaves or is removed loses the API keys they created (revoked, and named in the
-//! response); a workspace always keeps at least one owner.
+//! who leaves, is removed or is made a viewer loses the API keys they created (revoked,
+//! and named in the response: viewers hold none); one who leaves or is removed also loses
+//! the invitations they sent; a workspace always keeps at least one owner.
 
 use axum::extract::Path;
 use axum::Json;
@@ -51,12 +52,22 @@ pub struct TransferInput {
     pub user_id: Option<String>,
 }
 
-/// An API key revoked because its creator left the workspace.
+/// An API key revoked because its creator left the workspace or became a viewer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RevokedKeyDto {
     pub id: Uuid,
     pub name: String,
     pub prefix: String,
+}
+
+/// A member with a new role.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UpdatedMember {
+    #[serde(flatten)]
+    pub member: MemberDto,
+    /// The API keys this member created here, revoked because the new role is viewer
+    /// (empty otherwise); gateways stop accepting them within a second.
+    pub revoked_api_keys: Vec<RevokedKeyDto>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -65,6 +76,8 @@ pub struct RemovedMember {
     /// The API keys this member created here, now revoked; gateways stop accepting them
     /// within a second.
     pub revoked_api_keys: Vec<RevokedKeyDto>,
+    /// The pending invitations this member sent here, now revoked.
+    pub revoked_invitations: Vec<Uuid>,
 }
 
 pub fn parse_role(raw: Option<&str>) -> Result<Role, ApiError> {
@@ -101,11 +114,12 @@ pub async fn list(member: Member, Conn(client): Conn) -> Result<Json<ListOf<Memb
 }
 
 /// Change a member's role. Admins manage roles below owner; only an owner makes or
-/// unmakes owners; the last owner cannot be demoted (409 `last_owner`).
+/// unmakes owners; the last owner cannot be demoted (409 `last_owner`). Making someone a
+/// viewer revokes the API keys they created here, in the same change.
 #[utoipa::path(put, path = "/workspaces/{id}/members/{uid}", tag = "members", security(("bearer" = [])),
     params(("id" = String, Path, description = "workspace id"), ("uid" = String, Path, description = "user id")),
     request_body = RoleInput,
-    responses((status = 200, body = MemberDto), (status = 400, body = crate::error::ErrorBody),
+    responses((status = 200, body = UpdatedMember), (status = 400, body = crate::error::ErrorBody),
               (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody)))]
 pub async fn update(
@@ -113,7 +127,7 @@ pub async fn update(
     Conn(mut client): Conn,
     Path((_id, uid)): Path<(String, String)>,
     ApiJson(body): ApiJson<RoleInput>,
-) -> Result<Json<MemberDto>, ApiError> {
+) -> Result<Json<UpdatedMember>, ApiError> {
     let ws = member.workspace.id;
     let uid = parse_id(&uid)?;
     let role = parse_role(body.role.as_deref())?;
@@ -128,8 +142,17 @@ pub async fn update(
         keep_an_owner(&tx, ws, uid).await?;
     }
     db::workspaces::set_role(&tx, ws, uid, role).await?;
+    // Viewers hold no keys.
+    let revoked = if role == Role::Viewer {
+        revoked_keys(db::api_keys::revoke_created_by(&tx, ws, uid).await?)
+    } else {
+        Vec::new()
+    };
     let before = serde_json::json!({ "email": target.email, "role": target.role.as_str() });
-    let after = serde_json::json!({ "email": target.email, "role": role.as_str() });
+    let mut after = serde_json::json!({ "email": target.email, "role": role.as_str() });
+    if !revoked.is_empty() {
+        after["revoked_api_keys"] = revoked.iter().map(|k| k.id.to_string()).collect();
+    }
     let entry = member.audit(
         "member.role_changed",
         "user",
@@ -139,13 +162,27 @@ pub async fn update(
     );
     db::audit::record(&tx, &entry).await?;
     tx.commit().await.map_err(DbError::from)?;
-    Ok(Json(MemberDto {
-        role: role.as_str().to_string(),
-        ..MemberDto::from(target)
+    Ok(Json(UpdatedMember {
+        member: MemberDto {
+            role: role.as_str().to_string(),
+            ..MemberDto::from(target)
+        },
+        revoked_api_keys: revoked,
     }))
 }
 
-/// Takes `target` out of the workspace with the keys they created; records `action`.
+fn revoked_keys(keys: Vec<db::api_keys::ApiKey>) -> Vec<RevokedKeyDto> {
+    keys.into_iter()
+        .map(|k| RevokedKeyDto {
+            id: k.id,
+            name: k.name,
+            prefix: k.prefix,
+        })
+        .collect()
+}
+
+/// Takes `target` out of the workspace with the keys they created and the invitations
+/// they sent; records `action`.
 async fn remove_member(
     member: &Member,
     tx: &Transaction<'_>,
@@ -156,29 +193,25 @@ async fn remove_member(
     if target.role == Role::Owner {
         keep_an_owner(tx, ws, target.user_id).await?;
     }
-    let revoked = db::api_keys::revoke_created_by(tx, ws, target.user_id).await?;
+    let revoked = revoked_keys(db::api_keys::revoke_created_by(tx, ws, target.user_id).await?);
+    let invitations = db::invitations::revoke_sent_by(tx, ws, target.user_id).await?;
     db::workspaces::remove_member(tx, ws, target.user_id).await?;
-    let revoked: Vec<RevokedKeyDto> = revoked
-        .into_iter()
-        .map(|k| RevokedKeyDto {
-            id: k.id,
-            name: k.name,
-            prefix: k.prefix,
-        })
-        .collect();
     let before = serde_json::json!({ "email": target.email, "role": target.role.as_str() });
-    let after =
-        serde_json::json!({ "revoked_api_keys": revoked.iter().map(|k| k.id).collect::<Vec<_>>() });
+    let after = serde_json::json!({
+        "revoked_api_keys": revoked.iter().map(|k| k.id).collect::<Vec<_>>(),
+        "revoked_invitations": invitations,
+    });
     let entry = member.audit(action, "user", target.user_id, Some(before), Some(after));
     db::audit::record(tx, &entry).await?;
     Ok(RemovedMember {
         user_id: target.user_id,
         revoked_api_keys: revoked,
+        revoked_invitations: invitations,
     })
 }
 
-/// Remove a member; the API keys they created are revoked. Only an owner removes an
-/// owner, and never the last one.
+/// Remove a member; the API keys they created and the invitations they sent are revoked.
+/// Only an owner removes an owner, and never the last one.
 #[utoipa::path(delete, path = "/workspaces/{id}/members/{uid}", tag = "members", security(("bearer" = [])),
     params(("id" = String, Path, description = "workspace id"), ("uid" = String, Path, description = "user id")),
     responses((status = 200, body = RemovedMember), (status = 403, body = crate::error::ErrorBody),
@@ -201,8 +234,8 @@ pub async fn remove(
     Ok(Json(removed))
 }
 
-/// Leave the workspace; the API keys the caller created are revoked. The last owner
-/// cannot leave (409 `last_owner`).
+/// Leave the workspace; the API keys the caller created and the invitations they sent are
+/// revoked. The last owner cannot leave (409 `last_owner`).
 #[utoipa::path(post, path = "/workspaces/{id}/leave", tag = "members", security(("bearer" = [])),
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 200, body = RemovedMember), (status = 404, body = crate::error::ErrorBody),

@@ -406,6 +406,7 @@ async fn check_config_lists_every_problem_and_no_value() {
             "CORS_ALLOWED_ORIGINS",
             "https://ok.example,bad\u{1}origin".to_string(),
         ),
+        ("TRUSTED_PROXIES", "10.0.0.0/8, lb.internal".to_string()),
     ];
     let run = admin(env, &["check-config"], "").await;
     assert!(!run.ok, "{}", run.all());
@@ -416,12 +417,13 @@ async fn check_config_lists_every_problem_and_no_value() {
         "SIGNUP_ENABLED:",
         "ADMIN_ADDR:",
         "CORS_ALLOWED_ORIGINS:",
+        "TRUSTED_PROXIES: `lb.internal` is not a CIDR",
         "database: not reachable",
     ] {
         assert!(run.stderr.contains(named), "{named} missing: {}", run.all());
     }
     assert!(
-        run.stderr.contains("configuration has 7 problems"),
+        run.stderr.contains("configuration has 8 problems"),
         "{}",
         run.all()
     );

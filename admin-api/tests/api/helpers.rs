@@ -18,6 +18,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub db: TestDb,
     pub master_key: MasterKey,
+    /// The server's password hasher, to count its work.
+    pub hasher: perpetuo_core::password::Hasher,
 }
 
 pub fn config(db: &TestDb, master_key: &MasterKey, allowed: &str) -> Config {
@@ -31,6 +33,7 @@ pub fn config(db: &TestDb, master_key: &MasterKey, allowed: &str) -> Config {
         gateway_public_url: None,
         allowed_private_upstreams: allowed.parse().unwrap(),
         cors_allowed_origins: String::new(),
+        trusted_proxies: Default::default(),
         dashboard_dir: PathBuf::from("/nonexistent-dashboard"),
         jwt_ttl_seconds: 3600,
         db_pool_size: 8,
@@ -65,12 +68,14 @@ impl TestApp {
         adjust(&mut cfg);
         let app = Application::build(cfg).await.expect("app builds");
         let base = format!("http://127.0.0.1:{}", app.port());
+        let hasher = app.hasher();
         tokio::spawn(app.run_until_stopped());
         Self {
             base,
             http: reqwest::Client::new(),
             db,
             master_key,
+            hasher,
         }
     }
 

@@ -86,6 +86,11 @@ async fn invalid_limits_are_refused_field_by_field() {
             json!({"name": "k", "limits": {"budget_usd": -1}}),
             "limits.budget_usd",
         ),
+        // Past what Redis' Lua holds exactly in nano-USD.
+        (
+            json!({"name": "k", "limits": {"budget_usd": 1000000.01}}),
+            "limits.budget_usd",
+        ),
         (
             json!({"name": "k", "limits": {"budget_period": "year"}}),
             "limits.budget_period",

@@ -49,6 +49,23 @@ pub async fn create(
     Ok(())
 }
 
+/// The user of a live token (unused, unexpired, this purpose), leaving it live: a check
+/// that costs one indexed read, made before any expensive work the token would allow.
+pub async fn live_user(
+    db: &impl GenericClient,
+    purpose: Purpose,
+    token_hash: &[u8; 32],
+) -> Result<Option<Uuid>, DbError> {
+    let row = db
+        .query_opt(
+            "SELECT user_id FROM account_tokens
+             WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > now()",
+            &[&token_hash.as_slice(), &purpose.as_str()],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 /// Uses the token: returns its user if it was live (unused, unexpired, this purpose),
 /// and marks it used so it never works again.
 pub async fn consume(

@@ -5,7 +5,8 @@ use time::OffsetDateTime;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::limits::{self, Limits};
+use super::limits::{self, Governed, KeySettings, Limits, SetBy};
+use super::workspaces::Role;
 use super::DbError;
 use crate::apikey::{KeyHash, NewApiKey};
 
@@ -27,6 +28,8 @@ pub struct ApiKey {
     /// The user who created the key (`None` once that account is deleted).
     pub created_by: Option<Uuid>,
     pub created_by_email: Option<String>,
+    /// Who last set the governed settings.
+    pub set_by: SetBy,
 }
 
 impl ApiKey {
@@ -34,11 +37,35 @@ impl ApiKey {
     pub fn is_active(&self, now: OffsetDateTime) -> bool {
         self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > now)
     }
+
+    /// The governed settings that `to` would change. Allowed models compare as a set,
+    /// and an expiry at microsecond precision (what the database keeps).
+    pub fn changes(&self, to: &KeySettings) -> Vec<Governed> {
+        let models = |m: &[String]| {
+            let mut m = m.to_vec();
+            m.sort();
+            m.dedup();
+            m
+        };
+        let micros =
+            |t: Option<OffsetDateTime>| t.map(|t| t.unix_timestamp_nanos().div_euclid(1000));
+        Governed::ALL
+            .into_iter()
+            .filter(|g| match g {
+                Governed::Limits => to.limits != self.limits,
+                Governed::AllowedModels => {
+                    models(&to.allowed_models) != models(&self.allowed_models)
+                }
+                Governed::ExpiresAt => micros(to.expires_at) != micros(self.expires_at),
+            })
+            .collect()
+    }
 }
 
 const COLUMNS: &str = "id, workspace_id, name, prefix, created_at, last_used_at, revoked_at, \
      expires_at, rpm_limit, tpm_limit, concurrency_limit, budget_nusd, budget_period, \
      allowed_models, label, owner_email, created_by, \
+     limits_set_by, allowed_models_set_by, expires_at_set_by, \
      (SELECT u.email FROM users u WHERE u.id = api_keys.created_by) AS created_by_email";
 
 fn from_row(row: &Row) -> ApiKey {
@@ -57,7 +84,16 @@ fn from_row(row: &Row) -> ApiKey {
         owner_email: row.get("owner_email"),
         created_by: row.get("created_by"),
         created_by_email: row.get("created_by_email"),
+        set_by: SetBy {
+            limits: role(row, "limits_set_by"),
+            allowed_models: role(row, "allowed_models_set_by"),
+            expires_at: role(row, "expires_at_set_by"),
+        },
     }
+}
+
+fn role(row: &Row, column: &str) -> Option<Role> {
+    row.get::<_, Option<&str>>(column).and_then(Role::parse)
 }
 
 pub async fn insert(
@@ -103,6 +139,19 @@ pub async fn get(
     id: Uuid,
 ) -> Result<Option<ApiKey>, DbError> {
     let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE workspace_id = $1 AND id = $2");
+    let row = db.query_opt(&sql, &[&workspace, &id]).await?;
+    Ok(row.as_ref().map(from_row))
+}
+
+/// The key, locked until the end of the transaction (a change checked against what it
+/// holds cannot race another change).
+pub async fn get_for_update(
+    db: &impl GenericClient,
+    workspace: Uuid,
+    id: Uuid,
+) -> Result<Option<ApiKey>, DbError> {
+    let sql =
+        format!("SELECT {COLUMNS} FROM api_keys WHERE workspace_id = $1 AND id = $2 FOR UPDATE");
     let row = db.query_opt(&sql, &[&workspace, &id]).await?;
     Ok(row.as_ref().map(from_row))
 }

@@ -118,6 +118,25 @@ pub async fn revoke(
     Ok(Some(from_row(&row)))
 }
 
+/// Revokes the pending invitations `user` sent in the workspace (a member leaving or
+/// removed); returns their ids.
+pub async fn revoke_sent_by(
+    db: &impl GenericClient,
+    workspace: Uuid,
+    user: Uuid,
+) -> Result<Vec<Uuid>, DbError> {
+    let rows = db
+        .query(
+            "UPDATE invitations SET revoked_at = now()
+             WHERE workspace_id = $1 AND invited_by = $2
+               AND accepted_at IS NULL AND revoked_at IS NULL
+             RETURNING id",
+            &[&workspace, &user],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// The pending, unexpired invitation with this token hash, locked until the end of the
 /// transaction so that it is accepted once.
 pub async fn pending_by_token(

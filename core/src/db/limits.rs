@@ -7,6 +7,7 @@ use time::{Date, Duration, OffsetDateTime, Time, UtcOffset};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use super::workspaces::Role;
 use super::DbError;
 
 /// A budget's calendar period, in UTC. Weeks start on Monday.
@@ -145,18 +146,85 @@ pub struct KeySettings {
     pub owner_email: Option<String>,
 }
 
-/// Replaces a key's settings; `false` when the key is not in the workspace.
+/// The settings of a key that an admin governs: a member may change only those a
+/// member set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Governed {
+    Limits,
+    AllowedModels,
+    ExpiresAt,
+}
+
+impl Governed {
+    pub const ALL: [Governed; 3] = [
+        Governed::Limits,
+        Governed::AllowedModels,
+        Governed::ExpiresAt,
+    ];
+
+    /// The field's name in the API.
+    pub fn field(self) -> &'static str {
+        match self {
+            Governed::Limits => "limits",
+            Governed::AllowedModels => "allowed_models",
+            Governed::ExpiresAt => "expires_at",
+        }
+    }
+}
+
+/// The role that last set each governed setting of a key (`None`: recorded for no one,
+/// as for keys made before this was recorded; it counts as a member).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetBy {
+    pub limits: Option<Role>,
+    pub allowed_models: Option<Role>,
+    pub expires_at: Option<Role>,
+}
+
+impl SetBy {
+    /// Every setting set by `role`.
+    pub fn all(role: Role) -> Self {
+        Self {
+            limits: Some(role),
+            allowed_models: Some(role),
+            expires_at: Some(role),
+        }
+    }
+
+    pub fn get(&self, what: Governed) -> Option<Role> {
+        match what {
+            Governed::Limits => self.limits,
+            Governed::AllowedModels => self.allowed_models,
+            Governed::ExpiresAt => self.expires_at,
+        }
+    }
+
+    pub fn set(&mut self, what: Governed, role: Role) {
+        let slot = match what {
+            Governed::Limits => &mut self.limits,
+            Governed::AllowedModels => &mut self.allowed_models,
+            Governed::ExpiresAt => &mut self.expires_at,
+        };
+        *slot = Some(role);
+    }
+}
+
+/// Replaces a key's settings and records who set the governed ones; `false` when the key
+/// is not in the workspace.
 pub async fn set_key(
     db: &impl GenericClient,
     workspace: Uuid,
     id: Uuid,
     s: &KeySettings,
+    set_by: &SetBy,
 ) -> Result<bool, DbError> {
+    let role = |r: Option<Role>| r.map(Role::as_str);
     let n = db
         .execute(
             "UPDATE api_keys SET rpm_limit = $3, tpm_limit = $4, concurrency_limit = $5,
                  budget_nusd = $6, budget_period = $7, allowed_models = $8, expires_at = $9,
-                 label = $10, owner_email = $11
+                 label = $10, owner_email = $11, limits_set_by = $12,
+                 allowed_models_set_by = $13, expires_at_set_by = $14
              WHERE workspace_id = $1 AND id = $2",
             &[
                 &workspace,
@@ -170,6 +238,9 @@ pub async fn set_key(
                 &s.expires_at,
                 &s.label,
                 &s.owner_email,
+                &role(set_by.limits),
+                &role(set_by.allowed_models),
+                &role(set_by.expires_at),
             ],
         )
         .await?;

@@ -18,6 +18,19 @@ pub async fn run(pool: &Pool) -> Result<usize, DbError> {
     Ok(report.applied_migrations().len())
 }
 
+/// Applies the migrations up to and including `version` only: the schema an earlier
+/// build left, for tests of what a later migration does to its rows.
+#[cfg(feature = "test-util")]
+pub async fn run_to(pool: &Pool, version: u32) -> Result<(), DbError> {
+    let mut client = pool.get().await?;
+    embedded::migrations::runner()
+        .set_target(refinery::Target::Version(version))
+        .run_async(&mut **client)
+        .await
+        .map_err(|e| DbError::Migration(e.to_string()))?;
+    Ok(())
+}
+
 /// Migrations embedded in this build that the database has not applied yet, as
 /// `V<version>__<name>`, oldest first.
 pub async fn pending(pool: &Pool) -> Result<Vec<String>, DbError> {

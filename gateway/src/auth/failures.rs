@@ -3,15 +3,18 @@
 //! the database are refused without one until the window ends; keys already cached
 //! (valid or unknown) are still answered from the cache.
 //!
-//! Addresses are grouped as a provider hands them out: an IPv4 address alone, an IPv6
-//! address by its /64 (one subscriber's network). A lookup reserves a unit of budget
-//! before it reaches the database, so concurrent lookups cannot overshoot it; a lookup
-//! that finds a valid key, or cannot reach the database, gives its unit back.
+//! The address is the request's client (behind a trusted proxy, from `X-Forwarded-For`),
+//! grouped as a provider hands addresses out ([`client_group`]): an IPv4 address alone,
+//! an IPv6 address by its /64 (one subscriber's network). A lookup reserves a unit of
+//! budget before it reaches the database, so concurrent lookups cannot overshoot it; a
+//! lookup that finds a valid key, or cannot reach the database, gives its unit back.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use perpetuo_core::forwarded::client_group;
 
 /// The budget's window.
 pub const WINDOW: Duration = Duration::from_secs(60);
@@ -20,17 +23,6 @@ pub const WINDOW: Duration = Duration::from_secs(60);
 /// group it does not admit goes unbudgeted (every such lookup still costs the database
 /// one indexed read).
 const MAX_GROUPS: u64 = 100_000;
-
-/// The address group a client's failures count against.
-pub fn group(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
-        },
-    }
-}
 
 struct Window {
     ends: Instant,
@@ -76,7 +68,7 @@ impl Budget {
         if self.per_window == 0 {
             return Ok(Reservation(None));
         }
-        let group = group(client);
+        let group = client_group(client);
         let fresh = || {
             Arc::new(Window {
                 ends: now + WINDOW,
@@ -110,16 +102,14 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_is_grouped_by_its_64_and_mapped_ipv4_as_ipv4() {
-        assert_eq!(group(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
-        assert_eq!(
-            group(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
-            group(ip("2001:db8:1:2::7"))
-        );
-        assert_ne!(group(ip("2001:db8:1:3::1")), group(ip("2001:db8:1:2::1")));
-        assert_eq!(group(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
-        assert_eq!(group(ip("192.0.2.7")), ip("192.0.2.7"));
-        assert_ne!(group(ip("192.0.2.8")), group(ip("192.0.2.7")));
+    fn an_ipv6_64_shares_one_budget_and_mapped_ipv4_is_its_ipv4() {
+        let budget = Budget::new(1);
+        let now = Instant::now();
+        drop(budget.reserve(ip("2001:db8:1:2::1"), now).unwrap());
+        assert!(budget.reserve(ip("2001:db8:1:2:ffff::7"), now).is_err());
+        assert!(budget.reserve(ip("2001:db8:1:3::1"), now).is_ok());
+        drop(budget.reserve(ip("192.0.2.7"), now).unwrap());
+        assert!(budget.reserve(ip("::ffff:192.0.2.7"), now).is_err());
     }
 
     #[test]

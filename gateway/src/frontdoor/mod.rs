@@ -1,11 +1,11 @@
 //! Front doors: the client-facing APIs the gateway speaks. Each is a decoder and an
-//! encoder around one pipeline (authenticate → limit → route → attempt with fallback →
-//! deliver → record, in `crate::pipeline`): which routes it answers, where its key comes
-//! from, its error shape, how its request is prepared once ([`prepare`]) and built for one
-//! entry ([`Door::build`]), and how the answer is encoded back ([`Encoder`]). Front doors
-//! never see provider wire formats, except to pass a request through unchanged to a
-//! provider of their own format; the provider adapters speak OpenAI's chat format as the
-//! pivot.
+//! encoder around one pipeline (authenticate → route → limit → prepare → attempt with
+//! fallback → deliver → record, in `crate::pipeline`): which routes it answers, where its
+//! key comes from, its error shape, how its request is prepared once ([`prepare`]) and
+//! built for one entry ([`Door::build`]), and how the answer is encoded back
+//! ([`Encoder`]). Front doors never see provider wire formats, except to pass a request
+//! through unchanged to a provider of their own format; the provider adapters speak
+//! OpenAI's chat format as the pivot.
 //!
 //! A new front door is one module here: its variant of [`Door`], its `prepare` arm and its
 //! `build`, returning its own [`Encoder`].
@@ -139,7 +139,8 @@ impl Prepared {
 }
 
 /// Decodes a door's request once: whatever every attempt shares (conversions, stored
-/// history, forwarded headers).
+/// history, forwarded headers). Runs after the request's limits: a request refused by
+/// them never reads a stored conversation.
 pub async fn prepare(
     door: Door,
     session: &Session,
@@ -162,9 +163,11 @@ pub async fn prepare(
             prepared
         }
         Door::Responses => {
-            // Boxed: a database read that chat requests should not carry in their future.
-            let history = Box::pin(store.previous_conversation(key, request)).await?;
-            openai_responses::door::prepare(request, &history)
+            // Boxed: database reads that chat requests should not carry in their future.
+            let storing = openai_responses::door::storing(request);
+            let continued =
+                Box::pin(store.open(key, request, storing, request.raw().len())).await?;
+            openai_responses::door::prepare(request, continued)
         }
     };
     Ok(prepared)

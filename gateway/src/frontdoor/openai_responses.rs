@@ -2,9 +2,10 @@
 //! `previous_response_id`, when stored) is decoded into the OpenAI chat shape the provider
 //! adapters take, and the answer is encoded back into a Response object or the Responses
 //! event sequence, every event numbered. Pure transforms here; the door around the pipeline is in [`door`], storage in
-//! [`store`].
+//! [`store`] and its expiry in [`purge`].
 
 pub mod door;
+pub mod purge;
 pub mod store;
 
 use bytes::Bytes;
@@ -175,20 +176,34 @@ fn items_to_messages(items: &[Value]) -> Result<Vec<Value>, Unsupported> {
     Ok(out)
 }
 
+/// The request's own `input` as chat messages.
+pub fn input_messages(request: &Value) -> Result<Vec<Value>, Unsupported> {
+    match request.get("input") {
+        Some(Value::String(text)) => Ok(vec![json!({"role": "user", "content": text})]),
+        Some(Value::Array(items)) => items_to_messages(items),
+        _ => Err(unsupported("`input` must be a string or an array of items")),
+    }
+}
+
 /// A Responses request as an OpenAI chat request. `history` is the stored conversation
 /// of its `previous_response_id` (chat messages), when it names one.
 pub fn to_chat(request: &Value, history: &[Value]) -> Result<Value, Unsupported> {
+    chat_from(request, history, input_messages(request)?)
+}
+
+/// [`to_chat`] with the request's input already converted ([`input_messages`]).
+pub fn chat_from(
+    request: &Value,
+    history: &[Value],
+    input: Vec<Value>,
+) -> Result<Value, Unsupported> {
     let mut messages: Vec<Value> = Vec::new();
     if let Some(instructions) = request.get("instructions").and_then(Value::as_str) {
         messages.push(json!({"role": "system", "content": instructions}));
     }
     // The previous turn's instructions do not carry over (as with OpenAI).
     messages.extend(history.iter().filter(|m| m["role"] != "system").cloned());
-    match request.get("input") {
-        Some(Value::String(text)) => messages.push(json!({"role": "user", "content": text})),
-        Some(Value::Array(items)) => messages.extend(items_to_messages(items)?),
-        _ => return Err(unsupported("`input` must be a string or an array of items")),
-    }
+    messages.extend(input);
     let mut out = super::chat_request(
         request,
         messages,

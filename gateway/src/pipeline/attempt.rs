@@ -51,7 +51,21 @@ impl Gateway {
             // and the admission, which hands a half-open breaker's probe to the next request.
             let outcome = tokio::select! {
                 o = self.upstreams.attempt(entry, encoder.classifier(adapter), &request, deadline) => o,
-                _ = session.read_body_or_idle(true) => return Err(Stop::ClientGone),
+                _ = session.read_body_or_idle(true) => {
+                    // The provider was asked (and may be holding an answer until its
+                    // first content): the request is counted as this entry's, on the
+                    // usage estimate, rather than as free.
+                    ctx.attempts.push(Attempt {
+                        provider_id: entry.id,
+                        provider_name: entry.name.clone(),
+                        status: None,
+                        latency_ms: started.elapsed().as_millis().min(u32::MAX as u128) as u32,
+                        error_kind: Some("client_disconnected".to_string()),
+                    });
+                    ctx.served_by = Some(entry.clone());
+                    ctx.model_served = Some(served);
+                    return Err(Stop::ClientGone);
+                }
             };
             let latency_ms = started.elapsed().as_millis().min(u32::MAX as u128) as u32;
             match outcome {

@@ -1,5 +1,5 @@
-//! The one pipeline every front door goes through: authenticate → read and prepare the
-//! request (the door's decoder) → route → limit → attempt with fallback ([`attempt`]) →
+//! The one pipeline every front door goes through: authenticate → read the request →
+//! route → limit → prepare it (the door's decoder) → attempt with fallback ([`attempt`]) →
 //! deliver through the door's encoder ([`deliver`]) → record ([`record`], from
 //! `logging`). Nothing here knows a door's wire format.
 
@@ -16,31 +16,27 @@ use uuid::Uuid;
 use crate::auth::{AuthError, AuthedKey};
 use crate::errors::GatewayError;
 use crate::frontdoor::{self, Door, Inbound};
+use crate::limits::Admission;
 use crate::providers::Call;
 use crate::proxy::body;
 use crate::proxy::ctx::{Ctx, Stop};
 use crate::proxy::Gateway;
 use crate::routing::{order, split_pinned, Entry};
 
-/// The client's address: the TCP peer (a connection without one, such as a Unix socket,
-/// counts as the unspecified address).
-fn client_ip(session: &Session) -> IpAddr {
-    session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
-}
-
 impl Gateway {
-    /// The caller's key, from the cache (the database only on a miss).
+    /// The caller's key, from the cache (the database only on a miss). `client` is the
+    /// request's client (`Ctx::client`); a request without one (a Unix socket) counts as
+    /// the unspecified address.
     pub(crate) async fn authenticate(
         &self,
         session: &Session,
+        client: Option<IpAddr>,
         door: Option<Door>,
     ) -> Result<Arc<AuthedKey>, GatewayError> {
         let token = frontdoor::credentials(session, door).ok_or_else(GatewayError::missing_key)?;
+        let client = client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         self.keys
-            .authenticate(token, client_ip(session))
+            .authenticate(token, client)
             .await
             .map_err(|e| match e {
                 AuthError::Invalid => GatewayError::invalid_key(),
@@ -73,25 +69,44 @@ impl Gateway {
         ctx.error_shape = door;
         // A client that stops reading must not hold a stream forever.
         session.set_write_timeout(Some(self.upstreams.timeouts.idle));
-        let key = self.authenticate(session, Some(door)).await?;
+        let key = self.authenticate(session, ctx.client, Some(door)).await?;
         ctx.key = Some(key.clone());
-        let request = body::read_json(session, self.max_body_bytes).await?;
+        let request = body::read_json(session, self.body).await?;
         ctx.model_requested = Some(request.model.clone());
         let stream = door.streams() && request.body.stream();
         ctx.streamed = stream;
-        let prepared =
-            frontdoor::prepare(door, session, &request.body, &key, &self.responses).await?;
         let body = Arc::new(request.body);
-        ctx.request = Some(match prepared.pivot() {
-            Some(chat) => chat.clone(),
-            None => body.clone(),
-        });
+        ctx.request = Some(body.clone());
 
         let entries = self.entries(key.workspace_id).await?;
         let (pinned, model) = split_pinned(&request.model);
-        let candidates = order(&entries, model, pinned, door.operation(), self.turns.next());
+        let mut candidates = order(&entries, model, pinned, door.operation(), self.turns.next());
         if candidates.is_empty() {
             return Err(GatewayError::model_not_found(&request.model).into());
+        }
+        let priced = |e: &Arc<Entry>| self.pricing.price(e.served_model(model)).is_some();
+        let priced_model = candidates
+            .iter()
+            .find(|e| priced(e))
+            .map(|e| e.served_model(model).to_string());
+        if key.policy.has_budget() {
+            // Under a budget only what can be charged is served.
+            candidates.retain(priced);
+        }
+        // Limits before the door's preparation: a request they refuse never makes the
+        // gateway read what it would have needed (a stored conversation). The estimate is
+        // the request's own body.
+        let admission = Admission {
+            model,
+            priced_model: priced_model.as_deref(),
+            request: &body,
+            numbers: request.numbers,
+        };
+        ctx.limits = self.limiter.admit(&key, admission, &self.pricing).await;
+        ctx.limits.check()?;
+        let prepared = frontdoor::prepare(door, session, &body, &key, &self.responses).await?;
+        if let Some(chat) = prepared.pivot() {
+            ctx.request = Some(chat.clone());
         }
         let inbound = Inbound {
             door,
@@ -103,8 +118,6 @@ impl Gateway {
             },
             prepared: &prepared,
         };
-        ctx.limits = self.limiter.admit(&key, model, &body, &self.pricing).await;
-        ctx.limits.check()?;
         self.attempt_all(session, ctx, &candidates, &inbound).await
     }
 }

@@ -1,10 +1,13 @@
-//! The request body: read whole and bounded, then checked and scanned.
+//! The request body: read whole, bounded in size and in time, then checked and scanned.
+
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
+use tokio::time::Instant;
 
 use crate::errors::GatewayError;
-use crate::lazy_json::LazyJson;
+use crate::lazy_json::{LazyJson, Numbers};
 use crate::validate::{self, BadModel};
 
 /// A body gathered from chunks without copying them; joined only when there are several.
@@ -41,20 +44,45 @@ impl Chunks {
     }
 }
 
-/// Reads and discards the rest of a request body, up to `cap` bytes in all.
-async fn drain(session: &mut Session, mut seen: usize, cap: usize) {
+/// How much of a body, and for how long, a request may send.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// Largest body accepted, in bytes.
+    pub max_bytes: usize,
+    /// Time allowed for the whole body, from its first read.
+    pub timeout: Duration,
+}
+
+/// Longest the rest of a refused body is read (and discarded) after the refusal, so that
+/// a client sending its body before reading gets the answer rather than a reset.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Reads and discards the rest of a request body, up to `cap` bytes in all and until
+/// `until` at the latest.
+async fn drain(session: &mut Session, mut seen: usize, cap: usize, until: Instant) {
     while seen <= cap {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => seen += chunk.len(),
-            Ok(None) | Err(_) => return,
+        match tokio::time::timeout_at(until, session.read_request_body()).await {
+            Ok(Ok(Some(chunk))) => seen += chunk.len(),
+            _ => return,
         }
     }
 }
 
-/// Reads the whole body, refusing more than `limit` bytes. An oversized body is still read
-/// (and discarded) up to twice the limit, so that clients which send their whole body
+/// Reads the whole body within `limits`: more than `max_bytes` is refused (413) and a
+/// body not complete within `timeout` is refused (408); either way the connection is
+/// closed after the answer. An oversized body is still read (and discarded) up to twice
+/// the limit for at most [`DRAIN_DEADLINE`], so that clients which send their whole body
 /// before reading the answer get the 413 rather than a reset connection.
-pub async fn read(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
+pub async fn read(session: &mut Session, limits: BodyLimits) -> Result<Bytes, GatewayError> {
+    let limit = limits.max_bytes;
+    let until = Instant::now() + limits.timeout;
+    let refused = |session: &mut Session, e: GatewayError| {
+        // What is left of the body is not read: the connection cannot carry another
+        // request.
+        session.set_keepalive(None);
+        e
+    };
+    let drain_until = || (Instant::now() + DRAIN_DEADLINE).min(until);
     let drain_cap = limit.saturating_mul(2);
     let declared = session
         .get_header("content-length")
@@ -62,40 +90,51 @@ pub async fn read(session: &mut Session, limit: usize) -> Result<Bytes, GatewayE
         .and_then(|v| v.parse::<usize>().ok());
     if let Some(n) = declared.filter(|n| *n > limit) {
         if n <= drain_cap {
-            drain(session, 0, drain_cap).await;
+            drain(session, 0, drain_cap, drain_until()).await;
         }
-        return Err(GatewayError::too_large(limit));
+        return Err(refused(session, GatewayError::too_large(limit)));
     }
     let mut buf = Chunks::default();
     loop {
-        match session.read_request_body().await {
+        let chunk = match tokio::time::timeout_at(until, session.read_request_body()).await {
+            Ok(chunk) => chunk,
+            Err(_) => return Err(refused(session, GatewayError::body_timeout(limits.timeout))),
+        };
+        match chunk {
             Ok(Some(chunk)) => {
                 if buf.len() + chunk.len() > limit {
-                    drain(session, buf.len() + chunk.len(), drain_cap).await;
-                    return Err(GatewayError::too_large(limit));
+                    drain(session, buf.len() + chunk.len(), drain_cap, drain_until()).await;
+                    return Err(refused(session, GatewayError::too_large(limit)));
                 }
                 buf.push(chunk);
             }
             Ok(None) => return Ok(buf.into_bytes()),
             Err(_) => {
-                return Err(GatewayError::bad_request(
-                    "invalid_body",
-                    "The request body could not be read.",
+                return Err(refused(
+                    session,
+                    GatewayError::bad_request(
+                        "invalid_body",
+                        "The request body could not be read.",
+                    ),
                 ))
             }
         }
     }
 }
 
-/// A JSON request: its body (read lazily as a tree) and its model name.
+/// A JSON request: its body (read lazily as a tree), its model name and its numbers.
 pub struct JsonRequest {
     pub body: LazyJson,
     pub model: String,
+    pub numbers: Numbers,
 }
 
 /// Reads, checks and scans a JSON request body with its model name.
-pub async fn read_json(session: &mut Session, limit: usize) -> Result<JsonRequest, GatewayError> {
-    let raw = read(session, limit).await?;
+pub async fn read_json(
+    session: &mut Session,
+    limits: BodyLimits,
+) -> Result<JsonRequest, GatewayError> {
+    let raw = read(session, limits).await?;
     if validate::nests_deeper_than(&raw, validate::MAX_JSON_DEPTH) {
         return Err(GatewayError::bad_request(
             "json_too_deep",
@@ -108,6 +147,15 @@ pub async fn read_json(session: &mut Session, limit: usize) -> Result<JsonReques
     let body = LazyJson::read(raw).ok_or_else(|| {
         GatewayError::bad_request("invalid_json", "The request body is not valid JSON.")
     })?;
+    if let Some(field) = body.repeated_field() {
+        return Err(GatewayError::bad_request(
+            "duplicate_field",
+            format!("The request body names `{field}` more than once."),
+        ));
+    }
+    let numbers = body
+        .numbers()
+        .map_err(|bad| GatewayError::bad_request("invalid_number", bad.message))?;
     let model = match validate::model_name(body.model().unwrap_or("")) {
         Ok(m) => m.to_string(),
         Err(BadModel::Empty) => {
@@ -118,5 +166,9 @@ pub async fn read_json(session: &mut Session, limit: usize) -> Result<JsonReques
         }
         Err(bad) => return Err(GatewayError::bad_request("invalid_model", bad.message())),
     };
-    Ok(JsonRequest { body, model })
+    Ok(JsonRequest {
+        body,
+        model,
+        numbers,
+    })
 }

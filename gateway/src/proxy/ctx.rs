@@ -50,6 +50,12 @@ pub struct Ctx {
     pricing: Arc<Pricing>,
     /// The key's limits: the permit held while the request runs, or the refusal.
     pub(crate) limits: limits::Gate,
+    /// Who sent the request (behind a trusted proxy: read from `X-Forwarded-For`).
+    pub(crate) client: Option<std::net::IpAddr>,
+    /// The request's place among its client's requests in flight (behind a trusted proxy).
+    pub(crate) client_slot: Option<crate::clients::ClientSlot>,
+    /// `Retry-After` of an error answer, in seconds.
+    pub(crate) retry_after: Option<u64>,
 }
 
 impl Ctx {
@@ -77,6 +83,9 @@ impl Ctx {
             sink,
             pricing,
             limits: limits::Gate::default(),
+            client: None,
+            client_slot: None,
+            retry_after: None,
         }
     }
 

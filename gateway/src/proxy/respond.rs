@@ -6,7 +6,6 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
 use super::ctx::Ctx;
-use crate::errors::GatewayError;
 
 /// The headers every answer carries.
 pub fn common_headers(h: &mut ResponseHeader, ctx: &Ctx) -> pingora::Result<()> {
@@ -20,7 +19,14 @@ pub fn common_headers(h: &mut ResponseHeader, ctx: &Ctx) -> pingora::Result<()> 
     if let Some(p) = provider {
         h.insert_header("x-perpetuo-provider", p)?;
     }
-    ctx.limits.write_headers(h)
+    ctx.limits.write_headers(h)?;
+    if let Some(s) = ctx
+        .retry_after
+        .filter(|_| h.headers.get("retry-after").is_none())
+    {
+        h.insert_header("retry-after", s.to_string())?;
+    }
+    Ok(())
 }
 
 /// How an answer's body is framed.
@@ -62,23 +68,6 @@ pub async fn json(
     body: Bytes,
 ) -> pingora::Result<()> {
     let h = header(ctx, status, "application/json", Framing::Length(body.len()))?;
-    session.write_response_header(h, false).await?;
-    session.write_response_body(Some(body), true).await
-}
-
-/// Writes an error answer in the shape of the request's front door, with `Retry-After`
-/// when the error says when to retry.
-pub async fn error(session: &mut Session, ctx: &Ctx, err: &GatewayError) -> pingora::Result<()> {
-    let body = ctx.error_shape.error_body(err);
-    let mut h = header(
-        ctx,
-        err.status,
-        "application/json",
-        Framing::Length(body.len()),
-    )?;
-    if let Some(s) = err.retry_after_s {
-        h.insert_header("retry-after", s.to_string())?;
-    }
     session.write_response_header(h, false).await?;
     session.write_response_body(Some(body), true).await
 }

@@ -47,6 +47,7 @@ fn admin_config(env: &Env) -> perpetuo_admin::config::Config {
         gateway_public_url: None,
         allowed_private_upstreams: "127.0.0.0/8".parse().unwrap(),
         cors_allowed_origins: String::new(),
+        trusted_proxies: Default::default(),
         dashboard_dir: "/nonexistent".into(),
         jwt_ttl_seconds: 600,
         db_pool_size: 4,

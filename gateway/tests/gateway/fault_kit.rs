@@ -247,6 +247,8 @@ pub struct Load {
     pub answered: Vec<Uuid>,
     /// Statuses of the answers, in order.
     pub statuses: Vec<u16>,
+    /// When each answer had been read whole, in order.
+    pub answered_at: Vec<std::time::Instant>,
 }
 
 /// Sends `n` chat requests one after another, `gap` apart (bounded in count and time:
@@ -271,6 +273,7 @@ pub async fn steady_load(gw: &Gateway, key: &str, n: usize, gap: Duration) -> Lo
                 if let Some(id) = id {
                     load.answered.push(id);
                     load.statuses.push(status);
+                    load.answered_at.push(std::time::Instant::now());
                 }
             }
         }

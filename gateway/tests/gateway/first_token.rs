@@ -102,3 +102,36 @@ async fn an_error_event_before_any_content_falls_back() {
     let row = env.log_row(&rid).await;
     assert_eq!(row.attempts[0].error_kind.as_deref(), Some("stream_error"));
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_during_the_hold_is_charged_the_estimate() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("mock", &m.base_url(), 1).await;
+    m.set_behavior(Some(Behavior::StallAfterPreamble));
+    let gw = Gateway::start(&env).await;
+    let mut body = crate::harness::chat_body("gpt-4o-mini");
+    body["stream"] = json!(true);
+    let pending = gw.chat(&env.key, body).send();
+    // The gateway holds the answer (nothing has reached the client) while the provider
+    // sits after its preamble; the client gives up then.
+    let gone = async {
+        crate::harness::wait_for(
+            "the provider was asked",
+            std::time::Duration::from_secs(10),
+            || async { m.hits() == 1 },
+        )
+        .await;
+    };
+    tokio::select! {
+        r = pending => panic!("answered during the hold: {:?}", r.map(|r| r.status())),
+        () = gone => {}
+    }
+    let rows = env.log_rows(1).await;
+    let row = &rows[0];
+    assert_eq!(row.status, 499);
+    assert_eq!(row.provider_name.as_deref(), Some("mock"));
+    assert_eq!(row.usage_source.as_str(), "estimated");
+    assert!(row.prompt_tokens > 0);
+    assert!(row.cost_nusd.is_some_and(|c| c > 0), "{:?}", row.cost_nusd);
+}

@@ -38,7 +38,9 @@ impl Env {
         Self::seeded(TestDb::on_server(server_url).await.expect("test database")).await
     }
 
-    async fn seeded(db: TestDb) -> Self {
+    /// An environment seeded in `db` (a database made by the test, e.g. at an earlier
+    /// migration).
+    pub async fn seeded(db: TestDb) -> Self {
         let master_b64 = MasterKey::generate_base64();
         let master = MasterKey::from_base64(&master_b64).unwrap();
         let mut client = db.pool.get().await.unwrap();
@@ -113,7 +115,7 @@ impl Env {
             .await
     }
 
-    /// [`Env::add_provider_with`] for `workspace`.
+    /// A provider entry of another workspace of this database.
     #[allow(clippy::too_many_arguments)]
     pub async fn add_provider_in(
         &self,
@@ -267,7 +269,7 @@ impl Gateway {
         extra: &[(&str, &str)],
         output: Option<&std::fs::File>,
     ) -> Self {
-        let spec = Spec {
+        Self::start_spec(Spec {
             database_url: database_url.to_string(),
             master_b64: env.master_b64.clone(),
             extra: extra
@@ -276,7 +278,24 @@ impl Gateway {
                 .collect(),
             data_dir: Arc::new(tempfile::tempdir().expect("gateway data directory")),
             output: output.map(|f| Arc::new(f.try_clone().expect("log file"))),
-        };
+        })
+        .await
+    }
+
+    /// A gateway on `env`'s database whose `DATA_DIR` is `data_dir` (which may already
+    /// hold a spool left there by the test).
+    pub async fn start_in(env: &Env, data_dir: Arc<tempfile::TempDir>) -> Self {
+        Self::start_spec(Spec {
+            database_url: env.db.url.clone(),
+            master_b64: env.master_b64.clone(),
+            extra: Vec::new(),
+            data_dir,
+            output: None,
+        })
+        .await
+    }
+
+    async fn start_spec(spec: Spec) -> Self {
         let (child, base, metrics) = spawn(&spec);
         let gw = Self {
             child,
@@ -305,6 +324,34 @@ impl Gateway {
     /// The gateway's `DATA_DIR`.
     pub fn data_dir(&self) -> &std::path::Path {
         self.spec.data_dir.path()
+    }
+
+    /// Runs a second gateway process with this one's settings and `DATA_DIR` (on ports of
+    /// its own) until it exits; returns its exit status and what it printed. Fails the
+    /// test if it still runs after `within`.
+    pub async fn run_beside(&self, within: Duration) -> (std::process::ExitStatus, String) {
+        let out = tempfile::NamedTempFile::new().expect("output file");
+        let spec = Spec {
+            database_url: self.spec.database_url.clone(),
+            master_b64: self.spec.master_b64.clone(),
+            extra: self.spec.extra.clone(),
+            data_dir: self.spec.data_dir.clone(),
+            output: Some(Arc::new(out.reopen().expect("output file"))),
+        };
+        let (mut child, _, _) = spawn(&spec);
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the second gateway still runs after {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        (status, std::fs::read_to_string(out.path()).unwrap())
     }
 
     /// `kill -9`: no shutdown, no drain.

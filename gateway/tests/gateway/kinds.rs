@@ -58,8 +58,40 @@ pub async fn setup(k: &Kind) -> (Env, MockProvider, Gateway) {
     .unwrap();
     env.add_provider_with("entry", k.kind, &(k.base_url)(&m), 1, &[], &[])
         .await;
-    let gw = Gateway::start(&env).await;
+    let pricing = pricing_file();
+    let gw = Gateway::start_with(&env, &env.db.url, &[("PRICING_FILE", pricing)]).await;
     (env, m, gw)
+}
+
+/// The embedded pricing table, plus the mock's cache-reporting model names at the prices of
+/// the models they stand for (a name's suffix is never priced as its base model).
+fn pricing_table() -> String {
+    format!(
+        "{}\n{}",
+        include_str!("../../../conf/pricing.toml"),
+        r#"
+[models."claude-sonnet-4-5-cache"]
+input = 3.00
+cached_input = 0.30
+cache_write = 3.75
+output = 15.00
+[models."gemini-2.5-flash-cache"]
+input = 0.30
+cached_input = 0.075
+output = 2.50
+"#
+    )
+}
+
+/// [`pricing_table`] written once per test run, for `PRICING_FILE`.
+fn pricing_file() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("kinds-pricing-{}.toml", std::process::id()));
+        std::fs::write(&path, pricing_table()).unwrap();
+        path.to_string_lossy().into_owned()
+    })
 }
 
 pub async fn non_stream(k: &Kind) {
@@ -128,7 +160,9 @@ fn check_row(k: &Kind, row: &perpetuo_core::db::logs::LogRecord, expected: &Toke
         row.total_tokens as u64,
         expected.prompt_tokens + expected.completion_tokens
     );
-    let cost = Pricing::embedded().unwrap().cost_nusd(k.model, expected);
+    let cost = Pricing::parse(&pricing_table())
+        .unwrap()
+        .cost_nusd(k.model, expected);
     assert!(cost.is_some(), "{} is priced", k.model);
     assert_eq!(row.cost_nusd, cost, "cost to the token, every token class");
 }

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::harness::{chat_body, metric_value, mock, wait_for, Env, Gateway};
+use crate::redis_kit::{shared_redis, PrivateRedis};
 
 /// `UPDATE api_keys SET <set> WHERE id = key`.
 async fn set_key(env: &Env, key: Uuid, set: &str) {
@@ -273,8 +274,10 @@ async fn budget_stops_the_key_once_real_usage_is_settled_and_survives_a_restart(
 
 #[tokio::test]
 async fn a_cancelled_stream_is_settled_from_what_it_used() {
-    let (env, _m) = setup().await;
-    let mut held = chat_body("gpt-4o-mini-stall-mid-stream");
+    let (env, m) = setup().await;
+    // A priced model (a budget refuses unpriced ones) whose stream stalls midway.
+    m.set_behavior(Some(mock_provider::Behavior::StallMidStream));
+    let mut held = chat_body("gpt-4o-mini");
     held["stream"] = json!(true);
     held["max_tokens"] = json!(1000);
     let est = estimate(&held);
@@ -428,84 +431,6 @@ async fn refusals_use_the_front_doors_own_shape() {
     assert!(r.headers().get("retry-after").is_some());
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["type"], "error", "{body}");
-}
-
-/// A `redis-server` of this test's own on a free port, stopped by its PID.
-struct PrivateRedis {
-    child: Option<std::process::Child>,
-    port: u16,
-}
-
-impl PrivateRedis {
-    async fn start() -> Self {
-        let mut r = Self {
-            child: None,
-            port: crate::harness::free_port(),
-        };
-        r.restart().await;
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    async fn restart(&mut self) {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian package redis-server) is installed");
-        self.child = Some(child);
-        let port = self.port;
-        wait_for(
-            "redis-server listens",
-            Duration::from_secs(10),
-            || async move {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-            },
-        )
-        .await;
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn cli(&self, args: &[&str]) {
-        let ok = std::process::Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// The shared Redis on 127.0.0.1:6379 when one runs there, else a private one.
-async fn shared_redis() -> (String, Option<PrivateRedis>) {
-    if tokio::net::TcpStream::connect("127.0.0.1:6379")
-        .await
-        .is_ok()
-    {
-        ("redis://127.0.0.1:6379/".into(), None)
-    } else {
-        let r = PrivateRedis::start().await;
-        (r.url(), Some(r))
-    }
 }
 
 fn fallbacks(metrics: &str) -> f64 {
@@ -736,4 +661,145 @@ async fn wait_for_redis_admission(gw: &Gateway, env: &Env, body: Value) -> Respo
     let r = gw.chat(&env.key, body).send().await.unwrap();
     assert_eq!(r.status(), 200);
     r
+}
+
+#[tokio::test]
+async fn absurd_numbers_and_repeated_fields_are_refused_before_anything_counts_them() {
+    let (env, m) = setup().await;
+    set_key(&env, env.key_id, "rpm_limit = 100, tpm_limit = 1000000").await;
+    let gw = Gateway::start(&env).await;
+    let cases = [
+        ("max_tokens", json!(u64::MAX)),
+        ("max_completion_tokens", json!(10_000_001)),
+        ("max_tokens", json!(-1)),
+        ("max_tokens", json!(1.5)),
+        ("max_tokens", json!("100")),
+        ("n", json!(0)),
+        ("n", json!(129)),
+    ];
+    for (field, value) in cases {
+        let mut body = chat_body("gpt-4o-mini");
+        body[field] = value.clone();
+        let r = gw.chat(&env.key, body).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{field}: {value}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "invalid_number", "{v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains(field));
+    }
+    // The other front doors' caps, each in the door's own error shape.
+    let r = gw
+        .http
+        .post(format!("{}/v1/responses", gw.base))
+        .bearer_auth(&env.key)
+        .json(&json!({"model": "gpt-4o-mini", "input": "hi", "max_output_tokens": 1e19}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_output_tokens"));
+    let r = gw
+        .http
+        .post(format!("{}/v1/messages", gw.base))
+        .header("x-api-key", &env.key)
+        .header("anthropic-version", "2023-06-01")
+        .json(
+            &json!({"model": "claude-sonnet-4-5", "max_tokens": 18446744073709551615u64,
+            "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "error", "{v}");
+    // A body naming `model` (or `stream`) twice: one value would be routed and priced and
+    // the provider might read the other.
+    for raw in [
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"model":"claude-x"}"#,
+        r#"{"model":"gpt-4o-mini","stream":false,"messages":[],"str\u0065am":true}"#,
+    ] {
+        let r = gw
+            .http
+            .post(format!("{}/v1/chat/completions", gw.base))
+            .bearer_auth(&env.key)
+            .header("content-type", "application/json")
+            .body(raw)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{raw}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "duplicate_field", "{v}");
+    }
+    assert_eq!(m.hits(), 0, "nothing reached the provider");
+    // Nothing was counted against the key: a request within the limits still passes.
+    let r = gw
+        .chat(&env.key, chat_body("gpt-4o-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-ratelimit-remaining-requests"), "99");
+}
+
+#[tokio::test]
+async fn the_estimate_counts_every_choice() {
+    let (env, _m) = setup().await;
+    set_key(&env, env.key_id, "tpm_limit = 1000000").await;
+    let gw = Gateway::start(&env).await;
+    inside_a_fresh_minute().await;
+    let mut body = chat_body("gpt-4o-mini");
+    body["max_tokens"] = json!(1000);
+    body["n"] = json!(4);
+    let prompt = serde_json::to_vec(&body).unwrap().len() as u64 / 4;
+    let r = gw.chat(&env.key, body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let remaining: u64 = header(&r, "x-ratelimit-remaining-tokens").parse().unwrap();
+    assert_eq!(remaining, 1_000_000 - prompt - 4 * 1000);
+}
+
+#[tokio::test]
+async fn a_budget_refuses_models_without_a_price_unless_the_operator_prices_them() {
+    let (env, m) = setup().await;
+    set_key(&env, env.key_id, "budget_nusd = 1000000000").await;
+    let gw = Gateway::start(&env).await;
+    // Neither unpriced names nor a priced model's unpriced variant are served on a budget.
+    for model in ["my-private-model", "gpt-5-ultra"] {
+        let r = gw.chat(&env.key, chat_body(model)).send().await.unwrap();
+        assert_eq!(r.status(), 403, "{model}");
+        let rid = request_id(&r);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "model_not_priced");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("UNPRICED_MODEL_USD_PER_MTOK"), "{msg}");
+        assert_eq!(
+            env.log_row(&rid).await.error_kind.as_deref(),
+            Some("model_not_priced")
+        );
+    }
+    assert_eq!(m.hits(), 0);
+    // A key without a budget still reaches an unpriced model (at no cost).
+    let (free, _) = env.new_key().await;
+    let r = gw
+        .chat(&free, chat_body("my-private-model"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(env.log_row(&request_id(&r)).await.cost_nusd, None);
+    drop(gw);
+
+    // With a price for every unpriced model, it is served and charged at that price.
+    let gw = Gateway::start_with(&env, &env.db.url, &[("UNPRICED_MODEL_USD_PER_MTOK", "2")]).await;
+    let body = chat_body("my-private-model");
+    let u = mock_provider::expected_usage(&body);
+    let r = gw.chat(&env.key, body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let row = env.log_row(&request_id(&r)).await;
+    let tokens = (u.prompt_tokens + u.completion_tokens) as i64;
+    assert_eq!(row.cost_nusd, Some(tokens * 2_000));
 }

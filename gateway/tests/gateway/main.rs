@@ -4,6 +4,7 @@
 
 mod fault_kit;
 mod harness;
+mod redis_kit;
 
 mod auth;
 mod canary;
@@ -24,4 +25,6 @@ mod proxying;
 mod responses;
 mod sdk;
 mod sealing;
+mod shared_limits;
+mod stored_responses;
 mod streaming;

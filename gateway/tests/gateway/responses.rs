@@ -410,7 +410,7 @@ async fn falls_back_across_kinds_and_carries_images() {
 }
 
 #[tokio::test]
-async fn a_conversation_past_the_body_limit_is_not_kept_for_ever() {
+async fn a_conversation_past_its_cap_is_answered_and_stored_but_not_continued() {
     let env = Env::new().await;
     let m = mock().await;
     env.add_provider_with(
@@ -422,7 +422,13 @@ async fn a_conversation_past_the_body_limit_is_not_kept_for_ever() {
         &[],
     )
     .await;
-    let gw = Gateway::start_with(&env, &env.db.url, &[("MAX_BODY_BYTES", "3000")]).await;
+    // The cap is its own setting, apart from the body limit.
+    let gw = Gateway::start_with(
+        &env,
+        &env.db.url,
+        &[("RESPONSES_MAX_CONVERSATION_BYTES", "3000")],
+    )
+    .await;
     let turn = |previous: Option<&str>| {
         let mut body = json!({"model": "claude-sonnet-4-5", "input": "x".repeat(1600)});
         if let Some(p) = previous {
@@ -443,12 +449,13 @@ async fn a_conversation_past_the_body_limit_is_not_kept_for_ever() {
         .unwrap();
     assert_eq!(second.status(), 200, "the first conversation fits");
     let second: Value = second.json().await.unwrap();
-    // Two turns of 1,600 bytes pass the 3,000-byte limit: the answer is stored, its
-    // conversation is not, and continuing it is refused.
+    // Two turns of 1,600 bytes pass the 3,000-byte cap: the answer is given and stored,
+    // its conversation is not, and continuing it is refused before any provider call.
     assert_eq!(
         get(&gw, &env.key, second["id"].as_str().unwrap()).await.0,
         200
     );
+    let hits = m.hits();
     let third = post(&gw, &env.key, &turn(second["id"].as_str()))
         .send()
         .await
@@ -456,4 +463,6 @@ async fn a_conversation_past_the_body_limit_is_not_kept_for_ever() {
     assert_eq!(third.status(), 400);
     let v: Value = third.json().await.unwrap();
     assert_eq!(v["error"]["code"], "conversation_too_long");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert_eq!(m.hits(), hits);
 }

@@ -1,3 +1,5 @@
+import type { Role } from '../members/schema';
+
 export interface ApiKey {
   id: string;
   name: string;
@@ -14,6 +16,8 @@ export interface ApiKey {
   /** The user who created the key. */
   created_by?: string | null;
   created_by_email?: string | null;
+  /** The role that last set each governed setting; a member changes only what a member set. */
+  set_by?: { limits: Role | null; allowed_models: Role | null; expires_at: Role | null };
 }
 
 export type BudgetPeriod = 'day' | 'week' | 'month';
@@ -103,7 +107,7 @@ export function validateLimitsForm(v: LimitsFormValues): LimitsFormErrors {
   whole(v.maxConcurrency, 'max_concurrency');
   if (v.budgetUsd.trim() !== '') {
     const n = Number(v.budgetUsd);
-    if (!Number.isFinite(n) || n < 0 || n > 1e9) errors.budget_usd = 'Enter an amount in USD, or leave empty for no budget.';
+    if (!Number.isFinite(n) || n < 0 || n > 1e6) errors.budget_usd = 'Enter an amount in USD up to 1,000,000, or leave empty for no budget.';
   }
   for (const m of splitModels(v.allowedModels)) {
     if (m.slice(0, -1).includes('*')) errors.allowed_models = 'Use a model name, or a prefix followed by one trailing *.';

@@ -1,6 +1,6 @@
 import { api, seg } from '../../lib/api';
 import type { Workspace } from '../auth/schema';
-import type { CreatedInvitation, Invitation, Member, RemovedMember, Role } from './schema';
+import type { CreatedInvitation, Invitation, Member, RemovedMember, Role, UpdatedMember } from './schema';
 
 const ws = (id: string) => `/workspaces/${seg(id)}`;
 
@@ -9,7 +9,7 @@ export function listMembers(workspaceId: string, signal?: AbortSignal) {
 }
 
 export function changeRole(workspaceId: string, userId: string, role: Role) {
-  return api.put<Member>(`${ws(workspaceId)}/members/${seg(userId)}`, { role });
+  return api.put<UpdatedMember>(`${ws(workspaceId)}/members/${seg(userId)}`, { role });
 }
 
 export function removeMember(workspaceId: string, userId: string) {

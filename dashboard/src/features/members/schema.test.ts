@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { assignableRoles, atLeast, can, mayManageMember, revokedKeysMessage, validateInviteEmail } from './schema';
+import { assignableRoles, atLeast, can, mayManageMember, revokedKeysMessage, roleChangedMessage, validateInviteEmail } from './schema';
 
 describe('roles', () => {
   it('orders roles from viewer to owner', () => {
@@ -48,6 +48,15 @@ describe('roles', () => {
         ],
       }),
     ).toBe('a@x.io was removed; their 2 API keys “ci”, “prod” were revoked.');
+  });
+
+  it('says which keys went with a member made viewer', () => {
+    const bo = { user_id: 'u', email: 'bo@x.io', joined_at: '2025-01-01T00:00:00Z' };
+    expect(roleChangedMessage('bo@x.io', { ...bo, role: 'admin' })).toBe('bo@x.io is now admin.');
+    expect(roleChangedMessage('bo@x.io', { ...bo, role: 'viewer', revoked_api_keys: [] })).toBe('bo@x.io is now viewer.');
+    expect(roleChangedMessage('bo@x.io', { ...bo, role: 'viewer', revoked_api_keys: [{ id: '1', name: 'ci', prefix: 'pp-1' }] })).toBe(
+      'bo@x.io is now viewer; their API key “ci” was revoked.',
+    );
   });
 
   it('checks an invited address', () => {

@@ -86,9 +86,23 @@ export interface CreatedInvitation extends Invitation {
   delivery: 'sent' | 'logged';
 }
 
+/** An API key revoked because its creator left or became a viewer. */
+export interface RevokedKey {
+  id: string;
+  name: string;
+  prefix: string;
+}
+
 export interface RemovedMember {
   user_id: string;
-  revoked_api_keys: { id: string; name: string; prefix: string }[];
+  revoked_api_keys: RevokedKey[];
+  /** The pending invitations the member had sent, revoked with them. */
+  revoked_invitations?: string[];
+}
+
+/** `PUT …/members/{uid}`: a viewer holds no keys, so a member made viewer loses theirs. */
+export interface UpdatedMember extends Member {
+  revoked_api_keys?: RevokedKey[];
 }
 
 const EMAIL_PATTERN = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
@@ -101,9 +115,19 @@ export function validateInviteEmail(email: string): string | undefined {
 }
 
 /** The sentence that tells an admin which keys went with a removed member. */
+function revokedList(keys: RevokedKey[]): string {
+  const n = keys.length;
+  const names = keys.map((k) => `“${k.name}”`).join(', ');
+  return `${n === 1 ? 'their API key' : `their ${n} API keys`} ${names} ${n === 1 ? 'was' : 'were'} revoked`;
+}
+
+export function roleChangedMessage(email: string, updated: UpdatedMember): string {
+  const now = `${email} is now ${ROLE_LABEL[updated.role].toLowerCase()}`;
+  const revoked = updated.revoked_api_keys ?? [];
+  return revoked.length === 0 ? `${now}.` : `${now}; ${revokedList(revoked)}.`;
+}
+
 export function revokedKeysMessage(email: string, removed: RemovedMember): string {
-  const n = removed.revoked_api_keys.length;
-  if (n === 0) return `${email} was removed. They had no API keys here.`;
-  const names = removed.revoked_api_keys.map((k) => `“${k.name}”`).join(', ');
-  return `${email} was removed; ${n === 1 ? 'their API key' : `their ${n} API keys`} ${names} ${n === 1 ? 'was' : 'were'} revoked.`;
+  if (removed.revoked_api_keys.length === 0) return `${email} was removed. They had no API keys here.`;
+  return `${email} was removed; ${revokedList(removed.revoked_api_keys)}.`;
 }

@@ -1,4 +1,4 @@
-//! The Responses door around the pipeline: the request prepared once (with the stored
+//! The Responses door around the pipeline: the request prepared once (after the stored
 //! conversation it continues), built per entry (passed through to OpenAI itself unless it
 //! continues a stored conversation, converted for the others), and the answer's encoders,
 //! which hand a finished answer over for storing.
@@ -7,10 +7,10 @@ use bytes::{Bytes, BytesMut};
 use perpetuo_core::provider::ProviderKind;
 use serde_json::{json, Value};
 
-use super::store::{Pending, ToStore};
+use super::store::{Continued, Pending, ToStore};
 use super::{
-    assistant_from_output, from_completion, input_items, response_id, to_chat, upstream_signal,
-    usage_of, Echo, StreamEncoder,
+    assistant_from_output, chat_from, from_completion, input_items, input_messages, response_id,
+    upstream_signal, usage_of, Echo, StreamEncoder,
 };
 use crate::frontdoor::{
     pivot, reencode, reencode_finish, whole_as_chat, Built, Encoder, Finished, Inbound, Prepared,
@@ -21,18 +21,31 @@ use crate::routing::Entry;
 use crate::sse::Event;
 use crate::upstream::Classify;
 
-/// The request converted to the chat shape after its stored history, and what to store.
-pub fn prepare(request: &Value, history: &[Value]) -> Prepared {
-    let chat = to_chat(request, history);
-    let to_store = (request.get("store") != Some(&Value::Bool(false))).then(|| ToStore {
+/// Whether the answer to `request` is stored (`store`, true unless it says false).
+pub fn storing(request: &Value) -> bool {
+    request.get("store") != Some(&Value::Bool(false))
+}
+
+/// The request converted to the chat shape after the stored conversation it continues,
+/// and what to store.
+pub fn prepare(request: &Value, continued: Continued) -> Prepared {
+    let input = input_messages(request);
+    let to_store = storing(request).then(|| ToStore {
         input_items: Value::Array(input_items(request)),
-        // A request only OpenAI can take (built-in tools) is still stored; its
-        // conversation then starts from what can be expressed as chat: nothing.
-        conversation: match &chat {
-            Ok(chat) => chat["messages"].as_array().cloned().unwrap_or_default(),
+        // A request only OpenAI can take (built-in tools) is still stored; its turn then
+        // holds what can be expressed as chat: its answer. System messages are left out:
+        // later turns do not replay them.
+        turn: match &input {
+            Ok(input) => input
+                .iter()
+                .filter(|m| m["role"] != "system")
+                .cloned()
+                .collect(),
             Err(_) => Vec::new(),
         },
+        previous: continued.parent,
     });
+    let chat = input.and_then(|input| chat_from(request, &continued.history, input));
     Prepared {
         pivot: pivot(chat),
         response_id: Some(response_id()),

@@ -111,7 +111,7 @@ export function ApiKeysView() {
                         <Badge tone={STATUS_TONE[status]}>{STATUS_LABEL[status]}</Badge>
                       </td>
                       <td>
-                        <KeyUsage apiKey={key} />
+                        <KeyUsage apiKey={key} withUsage={mayManage(key)} />
                       </td>
                       <td className="cell-actions">
                         {status === 'active' && mayManage(key) && (

@@ -77,7 +77,11 @@ describe('members and roles in the dashboard', () => {
         delivery: 'sent',
       });
     };
-    routes['PUT /workspaces/w1/members/u2'] = (init) => json(200, { ...MEMBERS[2], role: JSON.parse(String(init?.body)).role });
+    routes['PUT /workspaces/w1/members/u2'] = (init) => {
+      const role = JSON.parse(String(init?.body)).role;
+      // A viewer holds no keys: the server revokes them and names them.
+      return json(200, { ...MEMBERS[2], role, revoked_api_keys: role === 'viewer' ? [{ id: 'k0', name: 'old', prefix: 'pp-0' }] : [] });
+    };
     routes['DELETE /workspaces/w1/members/u2'] = () => json(200, { user_id: 'u2', revoked_api_keys: [{ id: 'k', name: 'ci', prefix: 'pp-1' }] });
     render(<App />);
     const user = userEvent.setup();
@@ -87,7 +91,7 @@ describe('members and roles in the dashboard', () => {
     const select = screen.getByLabelText('Role of bo@example.com') as HTMLSelectElement;
     expect([...select.options].map((o) => o.value)).toEqual(['viewer', 'member', 'admin']);
     await user.selectOptions(select, 'viewer');
-    expect(await screen.findByText('bo@example.com is now viewer.')).toBeTruthy();
+    expect(await screen.findByText('bo@example.com is now viewer; their API key “old” was revoked.')).toBeTruthy();
 
     await user.type(screen.getByLabelText('Email'), 'new@example.com');
     await user.selectOptions(screen.getByLabelText('Role'), 'viewer');

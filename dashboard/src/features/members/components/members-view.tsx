@@ -18,6 +18,7 @@ import {
   can,
   mayManageMember,
   revokedKeysMessage,
+  roleChangedMessage,
   ROLE_HELP,
   ROLE_LABEL,
   validateInviteEmail,
@@ -40,9 +41,9 @@ export function MembersView() {
 
   async function setRole(member: Member, role: Role) {
     try {
-      const updated = await changeRole(workspaceId, member.user_id, role);
+      const { revoked_api_keys, ...updated } = await changeRole(workspaceId, member.user_id, role);
       members.setData((current) => (current ?? []).map((m) => (m.user_id === updated.user_id ? updated : m)));
-      toast.success(`${member.email} is now ${ROLE_LABEL[updated.role].toLowerCase()}.`);
+      toast.success(roleChangedMessage(member.email, { ...updated, revoked_api_keys }));
       if (member.user_id === user?.id) retry();
     } catch {
       // Reported by the API client.

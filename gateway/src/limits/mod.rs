@@ -1,0 +1,246 @@
+//! Limits per API key and per workspace, checked before any provider is called: model
+//! allowed, model priced (when a budget applies), concurrency, requests per minute,
+//! tokens per minute, spend budget — in that order (expiry is refused by `auth`). Limits
+//! come with the cached key, so a check never touches the database.
+//!
+//! Windows are calendar minutes; budgets are calendar periods in UTC. Token and spend
+//! checks use an estimate ([`Estimate`]); the permit settles them from the real usage when
+//! the log record is built, and releases its concurrency slot when it is dropped.
+//!
+//! [`policy`] holds the rules, [`local`] the counters of this process, [`shared`] the
+//! counters every gateway shares through Redis (the local ones stand in, each limit
+//! divided by the replica count, while Redis does not answer in time).
+
+pub mod local;
+pub mod policy;
+pub mod shared;
+
+use std::sync::Arc;
+
+use perpetuo_core::pricing::Pricing;
+use pingora::http::ResponseHeader;
+
+use crate::auth::AuthedKey;
+use crate::errors::GatewayError;
+use crate::lazy_json::{LazyJson, Numbers};
+use crate::metrics;
+use local::{Local, Permit};
+pub use policy::{Estimate, Policy, Seed, DEFAULT_COMPLETION_ESTIMATE};
+use policy::{Now, Refusal};
+use shared::SharedPermit;
+pub use shared::{RedisLink, RedisSettings, RedisStore};
+
+/// One `x-ratelimit-*` trio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub limit: u64,
+    pub remaining: u64,
+    pub reset_ms: u64,
+}
+
+fn window(limit: u32, used: u64, now: &Now) -> Window {
+    Window {
+        limit: u64::from(limit),
+        remaining: u64::from(limit).saturating_sub(used),
+        reset_ms: now.minute_reset_ms(),
+    }
+}
+
+/// The window with less room left.
+fn tighter(a: Option<Window>, b: Window) -> Option<Window> {
+    match a {
+        Some(a) if a.remaining <= b.remaining => Some(a),
+        _ => Some(b),
+    }
+}
+
+/// What an admitted request holds until it ends.
+enum Held {
+    Local(Permit),
+    Shared(SharedPermit),
+}
+
+/// The outcome of the checks, kept in the request's context.
+#[derive(Default)]
+pub struct Gate {
+    permit: Option<Held>,
+    /// What Redis may have admitted for a request whose call got no answer in time (the
+    /// local counters admitted it): settled with it.
+    shadow: Option<SharedPermit>,
+    requests: Option<Window>,
+    tokens: Option<Window>,
+    refusal: Option<Refusal>,
+}
+
+impl Gate {
+    fn refused(refusal: Refusal) -> Self {
+        metrics::LIMIT_REFUSALS
+            .with_label_values(&[refusal.kind_label(), "key"])
+            .inc();
+        Gate {
+            refusal: Some(refusal),
+            ..Gate::default()
+        }
+    }
+
+    /// Counts an admitted request in the windows it reports.
+    fn count(&mut self, requests: u64, tokens: u64) {
+        let dec = |w: Option<Window>, by: u64| {
+            w.map(|w| Window {
+                remaining: w.remaining.saturating_sub(by),
+                ..w
+            })
+        };
+        self.requests = dec(self.requests, requests);
+        self.tokens = dec(self.tokens, tokens);
+    }
+
+    /// The refusal, if the request was refused.
+    pub fn check(&self) -> Result<(), GatewayError> {
+        match &self.refusal {
+            Some(r) => Err(r.error.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// The log row's `error_kind` for a refusal: which limit.
+    pub fn refused_kind(&self) -> Option<&'static str> {
+        self.refusal.as_ref().map(|r| r.kind)
+    }
+
+    /// Settles the permit from the real usage (once; later calls do nothing).
+    pub fn settle(&self, tokens: u64, cost_nusd: i64) {
+        match &self.permit {
+            Some(Held::Local(p)) => p.settle(tokens, cost_nusd),
+            Some(Held::Shared(p)) => p.settle(tokens, cost_nusd),
+            None => {}
+        }
+        if let Some(s) = &self.shadow {
+            s.settle(tokens, cost_nusd);
+        }
+    }
+
+    /// Applies a shared settlement made by [`Gate::settle`] (or queues it); run once the
+    /// request has ended, before its connection takes another request.
+    pub async fn apply(&self) {
+        if let Some(Held::Shared(p)) = &self.permit {
+            p.apply().await;
+        }
+        if let Some(s) = &self.shadow {
+            s.apply().await;
+        }
+    }
+
+    /// OpenAI's rate-limit headers, and `Retry-After` on a refusal.
+    pub fn write_headers(&self, h: &mut ResponseHeader) -> pingora::Result<()> {
+        for (w, suffix) in [(self.requests, "requests"), (self.tokens, "tokens")] {
+            if let Some(w) = w {
+                h.insert_header(format!("x-ratelimit-limit-{suffix}"), w.limit.to_string())?;
+                h.insert_header(
+                    format!("x-ratelimit-remaining-{suffix}"),
+                    w.remaining.to_string(),
+                )?;
+                h.insert_header(format!("x-ratelimit-reset-{suffix}"), reset(w.reset_ms))?;
+            }
+        }
+        if let Some(s) = self.refusal.as_ref().and_then(|r| r.retry_after_s) {
+            h.insert_header("retry-after", s.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// A duration the way OpenAI writes resets: `850ms`, `12s`, `1m3s`.
+fn reset(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        let s = ms.div_ceil(1000);
+        if s < 60 {
+            format!("{s}s")
+        } else {
+            format!("{}m{}s", s / 60, s % 60)
+        }
+    }
+}
+
+/// What a request is admitted on.
+pub struct Admission<'a> {
+    pub model: &'a str,
+    /// The model a provider will be asked for and charged by (the first candidate's),
+    /// when it has a price; `None` when no candidate's model is priced.
+    pub priced_model: Option<&'a str>,
+    pub request: &'a LazyJson,
+    pub numbers: Numbers,
+}
+
+/// The limiter: in process, or shared through Redis with the local one as fallback.
+#[derive(Default)]
+pub struct Limiter {
+    local: Local,
+    shared: Option<Arc<RedisStore>>,
+}
+
+impl Limiter {
+    pub fn shared(store: Arc<RedisStore>) -> Self {
+        Self {
+            local: Local::default(),
+            shared: Some(store),
+        }
+    }
+
+    /// Runs the checks for one request. Keys and workspaces without limits cost nothing:
+    /// not even the estimate is made for them.
+    pub async fn admit(&self, key: &AuthedKey, a: Admission<'_>, pricing: &Pricing) -> Gate {
+        let (key_id, workspace_id, policy) = (key.id, key.workspace_id, &key.policy);
+        if policy.is_unlimited() {
+            return Gate::default();
+        }
+        if !policy.allows_model(a.model) {
+            return Gate::refused(Refusal::model_not_allowed(a.model));
+        }
+        if policy.has_budget() && a.priced_model.is_none() {
+            return Gate::refused(Refusal::model_not_priced(a.model));
+        }
+        if policy.key.is_empty() && policy.workspace.is_empty() {
+            return Gate::default();
+        }
+        // Only here is the body read as a tree (for its images).
+        let estimate = Estimate::of(
+            a.request,
+            a.request.raw().len(),
+            a.numbers,
+            a.priced_model,
+            pricing,
+        );
+        match &self.shared {
+            None => self.local.admit(key_id, workspace_id, policy, estimate, 1),
+            Some(store) => match store.admit(key_id, workspace_id, policy, estimate).await {
+                Ok(gate) => gate,
+                Err(shadow) => {
+                    metrics::LIMIT_FALLBACKS.inc();
+                    let mut gate =
+                        self.local
+                            .admit(key_id, workspace_id, policy, estimate, store.replicas);
+                    match shadow {
+                        Some(s) if gate.refusal.is_some() => s.undo(),
+                        shadow => gate.shadow = shadow,
+                    }
+                    gate
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resets_are_written_like_openai() {
+        assert_eq!(reset(850), "850ms");
+        assert_eq!(reset(12_000), "12s");
+        assert_eq!(reset(63_000), "1m3s");
+    }
+}
