@@ -489,3 +489,33 @@ async fn a_load_that_timed_out_does_not_hold_up_the_next_one() {
     // The next load (the entries) gets a connection that is not stuck behind it.
     assert_eq!(status_and_code(&gw, &env.key).await, (200, String::new()));
 }
+
+#[tokio::test]
+async fn behind_a_trusted_balancer_each_client_has_a_failed_lookup_budget_of_its_own() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("main", &m.base_url(), 1).await;
+    let gw = Gateway::start_with(
+        &env,
+        &env.db.url,
+        &[
+            ("TRUSTED_PROXIES", "127.0.0.1"),
+            ("FAILED_KEY_LOOKUPS_PER_MINUTE", "2"),
+        ],
+    )
+    .await;
+    let from = |client: &'static str| {
+        let key = perpetuo_core::apikey::generate().plaintext.expose().clone();
+        let request = gw
+            .chat(&key, chat_body("gpt-4o"))
+            .header("x-forwarded-for", client);
+        async move { request.send().await.unwrap().status() }
+    };
+    for _ in 0..2 {
+        assert_eq!(from("198.51.100.1").await, 401);
+    }
+    assert_eq!(from("198.51.100.1").await, 429);
+    // The balancer's other clients keep their own budgets.
+    assert_eq!(from("198.51.100.2").await, 401);
+    assert_eq!(from("2001:db8:7:7::1").await, 401);
+}
