@@ -1,14 +1,28 @@
-//! API key authentication from a cache: bearer key → SHA-256 → moka (bounded, positive and
-//! negative TTLs) → database on a miss, with concurrent misses for one key coalesced into
-//! one query. Entries are invalidated by change notifications. `last_used_at` is
+//! API key authentication from a cache: bearer key → SHA-256 → moka → database on a miss,
+//! with concurrent misses for one key coalesced into one query. `last_used_at` is
 //! collected here and written in batches by a background task.
+//!
+//! Valid keys and unknown keys are cached apart, each bounded: no number of unknown keys
+//! evicts a valid one. Lookups that reach the database and find no usable key are
+//! budgeted per client address ([`failures`]); past the budget such lookups are refused
+//! without a query.
+//!
+//! Change notifications refresh what they name: a key, or a workspace's keys. A fill that
+//! a change overtook is not kept ([`generations`]).
 //!
 //! Outages: a key the database confirmed valid within the stale window
 //! (`KEY_CACHE_STALE_MS`) is still accepted when the database fails (errors or times
-//! out) after the key's cache entry expired. Only a database error serves it: an answer
-//! of "no such usable key" removes it, and so does a change notification for it.
+//! out) after the key's cache entry expired. Only a database error serves it. The stale
+//! copy of a key goes when the key is revoked, deleted, re-keyed, moved or its expiry
+//! changes (a notification saying so, or the database answering "no such usable key"),
+//! and nothing else empties it: after the change listener reconnects, the copies are
+//! checked against the database and only those of keys no longer usable go.
+
+mod failures;
+mod generations;
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +35,7 @@ use uuid::Uuid;
 
 use crate::limits::{Policy, Seed};
 use crate::metrics;
+use generations::Generations;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthedKey {
@@ -35,6 +50,9 @@ pub struct AuthedKey {
 pub enum AuthError {
     Invalid,
     Unavailable,
+    /// The client's address used up its failed-lookup budget; its window ends in this
+    /// long.
+    Throttled(Duration),
 }
 
 /// Longest wait for the database on a cache miss before answering 503.
@@ -44,82 +62,134 @@ const DB_TIMEOUT: Duration = Duration::from_secs(5);
 /// each key costs the database at most one attempt per interval.
 const STALE_RECHECK: Duration = Duration::from_secs(1);
 
+/// Stale copies checked against the database per query after a reconnection.
+const REVALIDATE_CHUNK: usize = 1000;
+
+/// How the key cache is sized and timed.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long a valid key is cached.
+    pub ttl: Duration,
+    /// How long an unknown key is cached as unknown.
+    pub negative_ttl: Duration,
+    /// How long after its last confirmation a valid key is still served while the
+    /// database fails (zero: never).
+    pub stale: Duration,
+    /// Valid keys kept, fresh and stale each.
+    pub capacity: u64,
+    /// Unknown keys kept.
+    pub unknown_capacity: u64,
+    /// Lookups that reach the database and find no usable key, per client address group
+    /// and minute (zero: no budget).
+    pub failed_lookups_per_minute: u32,
+}
+
+/// A valid key as the fresh cache holds it.
 #[derive(Clone)]
-struct Entry {
-    /// `None` caches "no such usable key".
-    key: Option<Arc<AuthedKey>>,
+struct Fresh {
+    key: Arc<AuthedKey>,
     /// Served from the stale store because the database failed.
     stale: bool,
+    /// The key's generation when the fill that produced it began.
+    generation: u64,
 }
 
 struct Ttl {
     positive: Duration,
-    negative: Duration,
 }
 
-impl Expiry<KeyHash, Entry> for Ttl {
+impl Expiry<KeyHash, Fresh> for Ttl {
     fn expire_after_create(
         &self,
         _key: &KeyHash,
-        value: &Entry,
+        value: &Fresh,
         _now: Instant,
     ) -> Option<Duration> {
-        Some(match value {
-            Entry { stale: true, .. } => STALE_RECHECK.min(self.positive),
-            Entry { key: Some(_), .. } => self.positive,
-            Entry { key: None, .. } => self.negative,
+        Some(if value.stale {
+            STALE_RECHECK.min(self.positive)
+        } else {
+            self.positive
         })
     }
 }
 
-/// Bound of each of the two key stores (fresh and stale), in entries.
-const MAX_KEYS: u64 = 100_000;
+/// Why a fill produced no valid key.
+#[derive(Debug, Clone, Copy)]
+enum NoKey {
+    /// The database knows no usable key by this hash.
+    Unknown,
+    /// The database could not be asked.
+    Failed,
+}
 
 pub struct KeyCache {
-    cache: Cache<KeyHash, Entry>,
+    fresh: Cache<KeyHash, Fresh>,
+    /// Keys the database knows no usable key for; apart from `fresh`, so that a flood of
+    /// unknown keys evicts only unknown keys.
+    unknown: Cache<KeyHash, ()>,
     /// Keys last confirmed valid by the database, kept for the stale window; read only
     /// when the database fails.
     stale: Cache<KeyHash, Arc<AuthedKey>>,
     serve_stale: bool,
+    generations: Arc<Generations>,
+    failures: failures::Budget,
+    /// Key loads on the request path.
     pool: Pool,
+    /// Background work: `last_used_at`, the stale store's check after a reconnection.
+    background: Pool,
     used: Mutex<HashSet<Uuid>>,
 }
 
 impl KeyCache {
-    /// `positive`/`negative`: how long a valid/unknown key is cached; `stale`: how long
-    /// after its last confirmation a valid key is still served while the database fails
-    /// (zero: never).
-    pub fn new(pool: Pool, positive: Duration, negative: Duration, stale: Duration) -> Self {
+    /// `pool` serves the request path's key loads only; `background` the rest.
+    pub fn new(pool: Pool, background: Pool, settings: Settings) -> Self {
+        let min = Duration::from_millis(1);
         Self {
-            cache: Cache::builder()
-                .max_capacity(MAX_KEYS)
-                .expire_after(Ttl { positive, negative })
+            fresh: Cache::builder()
+                .max_capacity(settings.capacity)
+                .expire_after(Ttl {
+                    positive: settings.ttl.max(min),
+                })
+                .support_invalidation_closures()
+                .build(),
+            unknown: Cache::builder()
+                .max_capacity(settings.unknown_capacity)
+                .time_to_live(settings.negative_ttl.max(min))
                 .build(),
             stale: Cache::builder()
-                .max_capacity(MAX_KEYS)
-                .time_to_live(stale.max(Duration::from_millis(1)))
+                .max_capacity(settings.capacity)
+                .time_to_live(settings.stale.max(min))
                 .build(),
-            serve_stale: !stale.is_zero(),
+            serve_stale: !settings.stale.is_zero(),
+            generations: Arc::new(Generations::default()),
+            failures: failures::Budget::new(settings.failed_lookups_per_minute),
             pool,
+            background,
             used: Mutex::new(HashSet::new()),
         }
     }
 
-    pub async fn authenticate(&self, token: &str) -> Result<Arc<AuthedKey>, AuthError> {
+    /// The key for a bearer token sent from `client`.
+    pub async fn authenticate(
+        &self,
+        token: &str,
+        client: IpAddr,
+    ) -> Result<Arc<AuthedKey>, AuthError> {
         if !apikey::looks_like_key(token) {
             return Err(AuthError::Invalid);
         }
         let hash = KeyHash::of(token);
-        let entry = match self.cache.get(&hash).await {
-            Some(e) => {
-                metrics::KEY_CACHE.with_label_values(&["hit"]).inc();
-                e
-            }
+        let key = if let Some(e) = self.fresh.get(&hash).await {
+            metrics::KEY_CACHE.with_label_values(&["hit"]).inc();
+            e.key
+        } else if self.unknown.contains_key(&hash) {
+            metrics::KEY_CACHE.with_label_values(&["hit"]).inc();
+            return Err(AuthError::Invalid);
+        } else {
             // The miss path (a database read, the stale copy) is boxed so that its large
             // future is not carried inside every request's future.
-            None => Box::pin(self.load_miss(hash)).await?,
+            Box::pin(self.budgeted_miss(hash, client)).await?
         };
-        let key = entry.key.ok_or(AuthError::Invalid)?;
         if key
             .expires_at
             .is_some_and(|e| e <= OffsetDateTime::now_utc())
@@ -132,49 +202,164 @@ impl KeyCache {
         Ok(key)
     }
 
-    /// A key not in the cache: read from the database, or its stale copy when the
-    /// database is unavailable and stale serving is on.
-    async fn load_miss(&self, hash: KeyHash) -> Result<Entry, AuthError> {
-        metrics::KEY_CACHE.with_label_values(&["miss"]).inc();
-        let pool = self.pool.clone();
-        let stale = self.stale.clone();
-        let loaded = self
-            .cache
-            .try_get_with(hash, async move {
-                let key = db::with_timeout(DB_TIMEOUT, load(&pool, &hash)).await?;
-                match &key {
-                    Some(key) => stale.insert(hash, key.clone()).await,
-                    None => stale.invalidate(&hash).await,
-                }
-                Ok::<_, db::DbError>(Entry { key, stale: false })
-            })
-            .await;
-        match loaded {
-            Ok(entry) => Ok(entry),
-            Err(_) if !self.serve_stale => Err(AuthError::Unavailable),
-            Err(_) => match self.stale.get(&hash).await {
-                Some(key) => {
-                    metrics::KEY_CACHE.with_label_values(&["stale"]).inc();
-                    let entry = Entry {
-                        key: Some(key),
-                        stale: true,
-                    };
-                    self.cache.insert(hash, entry.clone()).await;
-                    Ok(entry)
-                }
-                None => Err(AuthError::Unavailable),
-            },
+    /// A miss, within the client address's failed-lookup budget.
+    async fn budgeted_miss(
+        &self,
+        hash: KeyHash,
+        client: IpAddr,
+    ) -> Result<Arc<AuthedKey>, AuthError> {
+        let reservation = match self.failures.reserve(client, Instant::now()) {
+            Ok(r) => r,
+            Err(wait) => {
+                metrics::KEY_LOOKUPS_REFUSED.inc();
+                return Err(AuthError::Throttled(wait));
+            }
+        };
+        let loaded = self.load_miss(hash).await;
+        // Only a lookup that found no usable key spends the budget.
+        if !matches!(loaded, Err(AuthError::Invalid)) {
+            reservation.refund();
         }
+        loaded
     }
 
+    /// A key in neither cache: read from the database, or its stale copy when the
+    /// database is unavailable and stale serving is on.
+    async fn load_miss(&self, hash: KeyHash) -> Result<Arc<AuthedKey>, AuthError> {
+        metrics::KEY_CACHE.with_label_values(&["miss"]).inc();
+        // A fill that a change to its key overtook is not kept and is read again: the
+        // second read begins after that change was committed. A second overtaken read
+        // is answered (the request came before the change was heard) but not kept.
+        let mut overtaken = None;
+        for _ in 0..2 {
+            match self.fill(hash).await {
+                Ok(entry) => {
+                    if self.generations.seen(&hash).any == entry.generation {
+                        return Ok(entry.key);
+                    }
+                    self.fresh.invalidate(&hash).await;
+                    overtaken = Some(entry.key);
+                }
+                Err(NoKey::Unknown) => return Err(AuthError::Invalid),
+                Err(NoKey::Failed) => return self.stale_copy(hash).await,
+            }
+        }
+        overtaken.ok_or(AuthError::Unavailable)
+    }
+
+    /// One fill of the fresh cache for `hash`, shared by every request waiting for it.
+    async fn fill(&self, hash: KeyHash) -> Result<Fresh, NoKey> {
+        let pool = self.pool.clone();
+        let stale = self.stale.clone();
+        let unknown = self.unknown.clone();
+        let generations = self.generations.clone();
+        self.fresh
+            .try_get_with(hash, async move {
+                let seen = generations.seen(&hash);
+                let loaded = load(&pool, &hash).await.map_err(|_| NoKey::Failed)?;
+                match loaded {
+                    Some(key) => {
+                        stale.insert(hash, key.clone()).await;
+                        if generations.seen(&hash).revocations != seen.revocations {
+                            stale.invalidate(&hash).await;
+                        }
+                        Ok(Fresh {
+                            key,
+                            stale: false,
+                            generation: seen.any,
+                        })
+                    }
+                    None => {
+                        // The database itself says the key is not usable.
+                        stale.invalidate(&hash).await;
+                        unknown.insert(hash, ()).await;
+                        if generations.seen(&hash).any != seen.any {
+                            unknown.invalidate(&hash).await;
+                        }
+                        Err(NoKey::Unknown)
+                    }
+                }
+            })
+            .await
+            .map_err(|e| *e)
+    }
+
+    /// The key's stale copy, while the database fails.
+    async fn stale_copy(&self, hash: KeyHash) -> Result<Arc<AuthedKey>, AuthError> {
+        if !self.serve_stale {
+            return Err(AuthError::Unavailable);
+        }
+        let seen = self.generations.seen(&hash);
+        let key = self.stale.get(&hash).await.ok_or(AuthError::Unavailable)?;
+        metrics::KEY_CACHE.with_label_values(&["stale"]).inc();
+        let entry = Fresh {
+            key: key.clone(),
+            stale: true,
+            generation: seen.any,
+        };
+        self.fresh.insert(hash, entry).await;
+        if self.generations.seen(&hash).any != seen.any {
+            self.fresh.invalidate(&hash).await;
+        }
+        Ok(key)
+    }
+
+    /// The key was revoked, deleted, re-keyed, moved, or its expiry changed: every copy
+    /// goes, the stale one too.
     pub async fn invalidate(&self, hash: &KeyHash) {
-        self.cache.invalidate(hash).await;
+        self.generations.bump(hash, true);
+        self.fresh.invalidate(hash).await;
+        self.unknown.invalidate(hash).await;
         self.stale.invalidate(hash).await;
     }
 
+    /// Another change to the key (limits, models, a new key): it is read again on its
+    /// next use; its stale copy stays.
+    pub async fn refresh(&self, hash: &KeyHash) {
+        self.generations.bump(hash, false);
+        self.fresh.invalidate(hash).await;
+        self.unknown.invalidate(hash).await;
+    }
+
+    /// A workspace's limits changed: its keys are read again on their next use; other
+    /// workspaces' keys and every stale copy stay.
+    pub fn refresh_workspace(&self, workspace: Uuid) {
+        self.generations.bump_all();
+        let dropped = self
+            .fresh
+            .invalidate_entries_if(move |_, e| e.key.workspace_id == workspace);
+        if dropped.is_err() {
+            self.invalidate_all();
+        }
+    }
+
+    /// Every key is read again on its next use (changes may have gone unheard); the
+    /// stale copies stay, for an outage — see [`KeyCache::revalidate_stale`].
     pub fn invalidate_all(&self) {
-        self.cache.invalidate_all();
-        self.stale.invalidate_all();
+        self.generations.bump_all();
+        self.fresh.invalidate_all();
+        self.unknown.invalidate_all();
+    }
+
+    /// Checks every stale copy against the database and drops those whose key is no
+    /// longer usable (a revocation that went unheard). Returns how many went.
+    pub async fn revalidate_stale(&self) -> Result<u64, db::DbError> {
+        let hashes: Vec<KeyHash> = self.stale.iter().map(|(h, _)| *h).collect();
+        let mut dropped = 0;
+        for chunk in hashes.chunks(REVALIDATE_CHUNK) {
+            let usable = db::with_timeout(DB_TIMEOUT, async {
+                let client = self.background.get().await?;
+                db::api_keys::usable_hashes(&client, chunk, OffsetDateTime::now_utc()).await
+            })
+            .await?;
+            let usable: HashSet<KeyHash> = usable.into_iter().collect();
+            for hash in chunk.iter().filter(|h| !usable.contains(*h)) {
+                self.invalidate(hash).await;
+                dropped += 1;
+            }
+        }
+        metrics::STALE_KEYS_DROPPED.inc_by(dropped);
+        Ok(dropped)
     }
 
     /// Writes `last_used_at` for every key used since the last call.
@@ -186,21 +371,37 @@ impl KeyCache {
         if ids.is_empty() {
             return Ok(0);
         }
-        let client = self.pool.get().await?;
+        let client = self.background.get().await?;
         db::api_keys::touch_last_used(&client, &ids, OffsetDateTime::now_utc()).await
     }
 }
 
+/// Reads a key within [`DB_TIMEOUT`]. A connection whose read did not finish in time is
+/// closed rather than returned to the pool: its server process may still be busy (waiting
+/// for a lock, say), and the next load would queue behind it.
 async fn load(pool: &Pool, hash: &KeyHash) -> Result<Option<Arc<AuthedKey>>, db::DbError> {
-    let client = pool.get().await?;
+    let deadline = tokio::time::Instant::now() + DB_TIMEOUT;
+    let client = tokio::time::timeout_at(deadline, pool.get())
+        .await
+        .map_err(|_| db::DbError::Timeout)??;
+    match tokio::time::timeout_at(deadline, read(&client, hash)).await {
+        Ok(read) => read,
+        Err(_) => {
+            drop(db::Client::take(client));
+            Err(db::DbError::Timeout)
+        }
+    }
+}
+
+async fn read(client: &db::Client, hash: &KeyHash) -> Result<Option<Arc<AuthedKey>>, db::DbError> {
     let now = OffsetDateTime::now_utc();
-    let Some(k) = db::api_keys::find_by_hash(&client, hash)
+    let Some(k) = db::api_keys::find_by_hash(client, hash)
         .await?
         .filter(|k| k.is_active(now))
     else {
         return Ok(None);
     };
-    let workspace = db::limits::workspace(&client, k.workspace_id)
+    let workspace = db::limits::workspace(client, k.workspace_id)
         .await?
         .unwrap_or_default();
     // A budget's spend so far comes from the usage counters, so that a restart or a lost
@@ -208,7 +409,7 @@ async fn load(pool: &Pool, hash: &KeyHash) -> Result<Option<Arc<AuthedKey>>, db:
     let key_seed = match k.limits.budget_nusd {
         Some(_) => Some(
             seed(
-                &client,
+                client,
                 k.workspace_id,
                 Some(k.id),
                 k.limits.budget_period,
@@ -219,7 +420,7 @@ async fn load(pool: &Pool, hash: &KeyHash) -> Result<Option<Arc<AuthedKey>>, db:
         None => None,
     };
     let workspace_seed = match workspace.budget_nusd {
-        Some(_) => Some(seed(&client, k.workspace_id, None, workspace.budget_period, now).await?),
+        Some(_) => Some(seed(client, k.workspace_id, None, workspace.budget_period, now).await?),
         None => None,
     };
     Ok(Some(Arc::new(AuthedKey {

@@ -135,6 +135,17 @@ pub struct Config {
     /// How long an unknown key stays cached as unknown, ms.
     #[arg(long, env = "KEY_CACHE_NEGATIVE_TTL_MS", default_value = "5000", value_parser = millis)]
     pub key_cache_negative_ttl: Duration,
+    /// Valid keys cached (and as many stale copies kept for an outage).
+    #[arg(long, env = "KEY_CACHE_CAPACITY", default_value_t = 100_000)]
+    pub key_cache_capacity: u64,
+    /// Unknown keys cached as unknown; kept apart, so they never evict valid keys.
+    #[arg(long, env = "KEY_CACHE_UNKNOWN_CAPACITY", default_value_t = 10_000)]
+    pub key_cache_unknown_capacity: u64,
+    /// Key lookups that reach the database and find no usable key, per client address
+    /// (IPv6: per /64) and minute; past it such lookups get 429 without a query (0: no
+    /// budget).
+    #[arg(long, env = "FAILED_KEY_LOOKUPS_PER_MINUTE", default_value_t = 100)]
+    pub failed_key_lookups_per_minute: u32,
     /// Capacity of the log queue (records); beyond it records are counted as dropped.
     #[arg(long, env = "LOG_QUEUE_CAPACITY", default_value_t = 50_000)]
     pub log_queue_capacity: usize,
@@ -184,7 +195,8 @@ pub struct Config {
     /// Prefix of the gateway's Redis keys.
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "perpetuo:")]
     pub redis_key_prefix: String,
-    /// Maximum database connections.
+    /// Maximum database connections for everything but key and entry loads: log writes,
+    /// stored responses, log partitions, budget re-seeds, `last_used_at`.
     #[arg(long, env = "GATEWAY_DB_POOL_SIZE", default_value_t = 8)]
     pub db_pool_size: usize,
     /// Longest one statement of the gateway's database connections may run before
@@ -192,4 +204,9 @@ pub struct Config {
     #[arg(long, env = config::DB_STATEMENT_TIMEOUT_MS, default_value_t = StatementTimeout::DEFAULT,
           value_parser = config::statement_timeout)]
     pub db_statement_timeout: StatementTimeout,
+    /// Maximum database connections for the request path's key and provider-entry loads
+    /// (cache misses), apart from the others so that no log write or stored response
+    /// waits in front of them.
+    #[arg(long, env = "AUTH_POOL_SIZE", default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub auth_pool_size: usize,
 }

@@ -96,6 +96,24 @@ impl GatewayError {
         )
     }
 
+    /// The client's address sent too many keys the database does not know; lookups that
+    /// would reach the database resume when its window ends.
+    pub fn too_many_failed_lookups(retry_after_s: u64) -> Self {
+        Self {
+            retry_after_s: Some(retry_after_s),
+            ..Self::new(
+                429,
+                "rate_limit_error",
+                "too_many_invalid_keys",
+                format!(
+                    "Too many requests with invalid API keys from this address. \
+                     Please try again in {retry_after_s}s."
+                ),
+                Source::Client,
+            )
+        }
+    }
+
     pub fn too_large(limit: usize) -> Self {
         Self::new(
             413,

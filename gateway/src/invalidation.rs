@@ -1,7 +1,10 @@
 //! Cache invalidation: a background service LISTENs on `perpetuo_invalidate` and drops
-//! the cached key or workspace entries a notification names. Notifications are not
-//! replayed, so after the connection drops it reconnects with backoff and clears both
-//! caches once it listens again. It also flushes `last_used_at` every second.
+//! the cached key, workspace keys or workspace entries a notification names; a key's
+//! stale copy goes only when the notification says the key was revoked (or deleted,
+//! re-keyed, moved, or its expiry changed). Notifications are not replayed, so after the
+//! connection drops it reconnects with backoff and, once it listens again, clears both
+//! fresh caches and checks the stale keys against the database. It also flushes
+//! `last_used_at` every second.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +30,9 @@ struct Notice {
     table: String,
     key_hash: Option<String>,
     workspace_id: Option<Uuid>,
+    /// For `api_keys`: whether the key can no longer be trusted as it was. Absent (a
+    /// notification from before migration V10) counts as a revocation.
+    revocation: Option<bool>,
 }
 
 pub struct Invalidator {
@@ -39,22 +45,34 @@ impl Invalidator {
     async fn apply(&self, payload: &str) {
         let Ok(n) = serde_json::from_str::<Notice>(payload) else {
             tracing::warn!("unreadable change notification; clearing caches");
-            self.keys.invalidate_all();
             self.entries.invalidate_all();
+            self.forget_keys().await;
             return;
         };
         match n.table.as_str() {
             "api_keys" => match n.key_hash.as_deref().and_then(KeyHash::from_hex) {
-                Some(h) => self.keys.invalidate(&h).await,
-                None => self.keys.invalidate_all(),
+                Some(h) if n.revocation.unwrap_or(true) => self.keys.invalidate(&h).await,
+                Some(h) => self.keys.refresh(&h).await,
+                None => self.forget_keys().await,
             },
             // Workspace limits travel with every key of the workspace.
-            "workspaces" => self.keys.invalidate_all(),
+            "workspaces" => match n.workspace_id {
+                Some(ws) => self.keys.refresh_workspace(ws),
+                None => self.keys.invalidate_all(),
+            },
             "provider_keys" => match n.workspace_id {
                 Some(ws) => self.entries.invalidate(ws).await,
                 None => self.entries.invalidate_all(),
             },
             _ => {}
+        }
+    }
+
+    /// Every key is read again; stale copies of keys no longer usable go.
+    async fn forget_keys(&self) {
+        self.keys.invalidate_all();
+        if let Err(e) = self.keys.revalidate_stale().await {
+            tracing::warn!(error = %e, "stale keys not checked against the database");
         }
     }
 
@@ -82,15 +100,22 @@ impl Invalidator {
             let _ = tx.send(None);
         });
         client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
-        if connected_before {
-            // Whatever changed while we were away was not heard.
-            self.keys.invalidate_all();
-            self.entries.invalidate_all();
-        }
+        let recheck_stale = async {
+            if connected_before {
+                // Whatever changed while we were away was not heard.
+                self.entries.invalidate_all();
+                self.forget_keys().await;
+            }
+        };
         tracing::info!("listening for change notifications");
-        while let Some(Some(payload)) = rx.recv().await {
-            self.apply(&payload).await;
-        }
+        // New notifications are applied while the stale keys are checked, so that a
+        // revocation never waits for that check.
+        let notifications = async {
+            while let Some(Some(payload)) = rx.recv().await {
+                self.apply(&payload).await;
+            }
+        };
+        tokio::join!(recheck_stale, notifications);
         driver.abort();
         Ok(())
     }

@@ -8,7 +8,7 @@ use clap::Parser;
 use perpetuo_core::db;
 use perpetuo_core::dns::Resolver;
 use perpetuo_core::pricing::Pricing;
-use perpetuo_gateway::auth::KeyCache;
+use perpetuo_gateway::auth::{self, KeyCache};
 use perpetuo_gateway::background::{self, Lowered};
 use perpetuo_gateway::clients::Clients;
 use perpetuo_gateway::config::{Config, EMBEDDED_SERVER_CONF};
@@ -98,6 +98,19 @@ fn main() -> std::process::ExitCode {
         db::PoolSettings {
             max_size: config.db_pool_size,
             statement_timeout: config.db_statement_timeout,
+            driver: Some(driver.clone()),
+        },
+    ) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("DATABASE_URL: {e}")),
+    };
+
+    // The request path's own connections: a cache miss never queues behind log writes.
+    let auth_pool = match db::pool_with(
+        config.database_url.expose(),
+        db::PoolSettings {
+            max_size: config.auth_pool_size,
+            statement_timeout: config.db_statement_timeout,
             driver: Some(driver),
         },
     ) {
@@ -106,10 +119,16 @@ fn main() -> std::process::ExitCode {
     };
 
     let keys = Arc::new(KeyCache::new(
+        auth_pool.clone(),
         pool.clone(),
-        config.key_cache_ttl,
-        config.key_cache_negative_ttl,
-        config.key_cache_stale,
+        auth::Settings {
+            ttl: config.key_cache_ttl,
+            negative_ttl: config.key_cache_negative_ttl,
+            stale: config.key_cache_stale,
+            capacity: config.key_cache_capacity,
+            unknown_capacity: config.key_cache_unknown_capacity,
+            failed_lookups_per_minute: config.failed_key_lookups_per_minute,
+        },
     ));
     let spool = match Spool::open(data_dir.path(), config.log_spool_max_bytes) {
         Ok(s) => Arc::new(tokio::sync::Mutex::new(s)),
@@ -125,7 +144,7 @@ fn main() -> std::process::ExitCode {
         None => config.master_key.clone(),
     };
     let entries = Arc::new(EntryCache::new(
-        pool.clone(),
+        auth_pool,
         master_key,
         config.entry_cache_ttl,
         config.key_cache_stale,

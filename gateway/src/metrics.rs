@@ -117,6 +117,20 @@ pub static KEY_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["result"],
     )
 });
+pub static KEY_LOOKUPS_REFUSED: LazyLock<IntCounter> = LazyLock::new(|| {
+    int_counter(
+        "perpetuo_key_lookups_refused_total",
+        "Key lookups refused without a database query because the client's address used \
+         up its failed-lookup budget.",
+    )
+});
+pub static STALE_KEYS_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    int_counter(
+        "perpetuo_key_cache_stale_dropped_total",
+        "Stale key copies dropped after the change listener reconnected, because the \
+         database no longer confirms their key.",
+    )
+});
 pub static LIMIT_REFUSALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
         "perpetuo_limit_refusals_total",
@@ -270,6 +284,8 @@ pub fn init() {
     LazyLock::force(&COST);
     LazyLock::force(&UNPRICED);
     LazyLock::force(&KEY_CACHE);
+    LazyLock::force(&KEY_LOOKUPS_REFUSED);
+    LazyLock::force(&STALE_KEYS_DROPPED);
     LazyLock::force(&LIMIT_REFUSALS);
     LazyLock::force(&LIMIT_FALLBACKS);
     LazyLock::force(&LIMIT_SETTLE_DROPPED);

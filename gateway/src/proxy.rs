@@ -61,20 +61,21 @@ impl Gateway {
         let body = match (method.as_str(), path.as_str()) {
             ("GET", "/healthz") => Bytes::from_static(br#"{"status":"ok"}"#),
             ("GET", "/v1/models") => {
-                let key = self.authenticate(session, None).await?;
+                let key = self.authenticate(session, ctx.client, None).await?;
                 let entries = self.entries(key.workspace_id).await?;
                 json_bytes(&models::list(&entries, &self.pricing))
             }
             ("POST", "/v1/messages/count_tokens") => {
                 ctx.error_shape = Door::Messages;
-                self.authenticate(session, Some(Door::Messages)).await?;
+                self.authenticate(session, ctx.client, Some(Door::Messages))
+                    .await?;
                 let request = body::read_json(session, self.body).await?;
                 json_bytes(&anthropic_messages::door::count_tokens(
                     request.body.into_value(),
                 ))
             }
             ("GET" | "DELETE", p) if p.starts_with("/v1/responses/") => {
-                let key = self.authenticate(session, None).await?;
+                let key = self.authenticate(session, ctx.client, None).await?;
                 json_bytes(&self.responses.serve(&key, &method, p).await?)
             }
             _ => {

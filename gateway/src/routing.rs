@@ -169,7 +169,7 @@ impl EntryCache {
         let serve_stale = self.serve_stale;
         self.cache
             .try_get_with(workspace, async move {
-                match db::with_timeout(Duration::from_secs(5), load(&pool, &key, workspace)).await {
+                match load(&pool, &key, workspace).await {
                     Ok(entries) => {
                         stale.insert(workspace, entries.clone()).await;
                         Ok(Loaded {
@@ -205,13 +205,30 @@ impl EntryCache {
     }
 }
 
+/// Longest wait for the database when a workspace's entries are loaded.
+const DB_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Loads a workspace's entries within [`DB_TIMEOUT`]. A connection whose read did not
+/// finish in time is closed rather than returned to the pool: its server process may
+/// still be busy (waiting for a lock, say), and the next load would queue behind it.
 async fn load(
     pool: &Pool,
     master_key: &MasterKey,
     workspace: Uuid,
 ) -> Result<Arc<Vec<Arc<Entry>>>, db::DbError> {
-    let client = pool.get().await?;
-    let rows = db::providers::list(&client, workspace).await?;
+    let deadline = tokio::time::Instant::now() + DB_TIMEOUT;
+    let client = tokio::time::timeout_at(deadline, pool.get())
+        .await
+        .map_err(|_| db::DbError::Timeout)??;
+    let rows =
+        match tokio::time::timeout_at(deadline, db::providers::list(&client, workspace)).await {
+            Ok(rows) => rows?,
+            Err(_) => {
+                drop(db::Client::take(client));
+                return Err(db::DbError::Timeout);
+            }
+        };
+    drop(client);
     let mut out = Vec::new();
     for row in rows.into_iter().filter(|r| r.enabled) {
         let Some(base) = row.base_url.as_deref().or(row.kind.default_base_url()) else {

@@ -209,6 +209,31 @@ pub async fn find_by_hash(
     }))
 }
 
+/// Of `hashes`, those whose key exists and may be used at `now` (not revoked, not
+/// expired). Gateways check the keys they keep for an outage with it.
+pub async fn usable_hashes(
+    db: &impl GenericClient,
+    hashes: &[KeyHash],
+    now: OffsetDateTime,
+) -> Result<Vec<KeyHash>, DbError> {
+    if hashes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let raw: Vec<&[u8]> = hashes.iter().map(|h| h.0.as_slice()).collect();
+    let rows = db
+        .query(
+            "SELECT key_hash FROM api_keys
+             WHERE key_hash = ANY($1) AND revoked_at IS NULL
+               AND (expires_at IS NULL OR expires_at > $2)",
+            &[&raw, &now],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| KeyHash::from_slice(r.get::<_, &[u8]>(0)))
+        .collect())
+}
+
 /// Records use of several keys in one statement (gateways batch this).
 pub async fn touch_last_used(
     db: &impl GenericClient,

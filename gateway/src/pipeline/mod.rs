@@ -7,6 +7,7 @@ pub mod attempt;
 pub mod deliver;
 pub mod record;
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use pingora::proxy::Session;
@@ -23,17 +24,27 @@ use crate::proxy::Gateway;
 use crate::routing::{order, split_pinned, Entry};
 
 impl Gateway {
-    /// The caller's key, from the cache (the database only on a miss).
+    /// The caller's key, from the cache (the database only on a miss). `client` is the
+    /// request's client (`Ctx::client`); a request without one (a Unix socket) counts as
+    /// the unspecified address.
     pub(crate) async fn authenticate(
         &self,
         session: &Session,
+        client: Option<IpAddr>,
         door: Option<Door>,
     ) -> Result<Arc<AuthedKey>, GatewayError> {
         let token = frontdoor::credentials(session, door).ok_or_else(GatewayError::missing_key)?;
-        self.keys.authenticate(token).await.map_err(|e| match e {
-            AuthError::Invalid => GatewayError::invalid_key(),
-            AuthError::Unavailable => GatewayError::auth_unavailable(),
-        })
+        let client = client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        self.keys
+            .authenticate(token, client)
+            .await
+            .map_err(|e| match e {
+                AuthError::Invalid => GatewayError::invalid_key(),
+                AuthError::Unavailable => GatewayError::auth_unavailable(),
+                AuthError::Throttled(wait) => GatewayError::too_many_failed_lookups(
+                    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
+                ),
+            })
     }
 
     /// A workspace's provider entries, from the cache.
@@ -58,7 +69,7 @@ impl Gateway {
         ctx.error_shape = door;
         // A client that stops reading must not hold a stream forever.
         session.set_write_timeout(Some(self.upstreams.timeouts.idle));
-        let key = self.authenticate(session, Some(door)).await?;
+        let key = self.authenticate(session, ctx.client, Some(door)).await?;
         ctx.key = Some(key.clone());
         let request = body::read_json(session, self.body).await?;
         ctx.model_requested = Some(request.model.clone());

@@ -69,12 +69,28 @@ impl Env {
     }
 
     pub async fn new_key(&self) -> (String, Uuid) {
+        self.new_key_in(self.workspace).await
+    }
+
+    /// A new key of `workspace`.
+    pub async fn new_key_in(&self, workspace: Uuid) -> (String, Uuid) {
         let k = apikey::generate();
         let client = self.db.pool.get().await.unwrap();
-        let row = db::api_keys::insert(&client, self.workspace, "test", &k, None, None)
+        let row = db::api_keys::insert(&client, workspace, "test", &k, None, None)
             .await
             .unwrap();
         (k.plaintext.expose().clone(), row.id)
+    }
+
+    /// Another workspace in the same database, with an owner of its own.
+    pub async fn new_workspace(&self, name: &str) -> Uuid {
+        let mut client = self.db.pool.get().await.unwrap();
+        let tx = client.transaction().await.unwrap();
+        let email = Email::parse(&format!("{name}@example.com")).unwrap();
+        let user = db::users::insert(&tx, &email, "x").await.unwrap();
+        let ws = db::workspaces::create(&tx, name, user.id).await.unwrap();
+        tx.commit().await.unwrap();
+        ws.id
     }
 
     pub async fn add_provider(&self, name: &str, base_url: &str, priority: i32) -> Uuid {

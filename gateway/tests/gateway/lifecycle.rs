@@ -79,6 +79,8 @@ async fn metrics_expose_every_family() {
         "perpetuo_tokens_total",
         "perpetuo_cost_usd_total",
         "perpetuo_key_cache_total",
+        "perpetuo_key_lookups_refused_total",
+        "perpetuo_key_cache_stale_dropped_total",
         "perpetuo_log_queue_depth",
         "perpetuo_log_rows_written_total",
         "perpetuo_log_rows_dropped_total",
