@@ -394,7 +394,7 @@ async fn load(pool: &Pool, hash: &KeyHash) -> Result<Option<Arc<AuthedKey>>, db:
 }
 
 async fn read(client: &db::Client, hash: &KeyHash) -> Result<Option<Arc<AuthedKey>>, db::DbError> {
-    let now = OffsetDateTime::now_utc();
+    let now = perpetuo_core::clock::now_utc();
     let Some(k) = db::api_keys::find_by_hash(client, hash)
         .await?
         .filter(|k| k.is_active(now))

@@ -15,6 +15,7 @@ mod fallback;
 mod faults;
 mod first_token;
 mod hostile;
+mod isolation;
 mod key_cache;
 mod kinds;
 mod lifecycle;
