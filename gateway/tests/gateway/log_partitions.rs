@@ -185,8 +185,8 @@ async fn maintenance_outlives_the_pool_statement_timeout() {
     };
     let mut locker = env.client().await;
     let tx = locker.transaction().await.unwrap();
-    // The last step deletes expired stored responses.
-    tx.batch_execute("LOCK TABLE stored_responses IN ACCESS EXCLUSIVE MODE")
+    // Every step queues on the partition functions' advisory lock, held here.
+    tx.batch_execute("SELECT pg_advisory_xact_lock(7311001)")
         .await
         .unwrap();
     let run = tokio::spawn(async move { maintainer.run_once().await });
