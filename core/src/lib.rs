@@ -12,6 +12,7 @@ pub mod email;
 pub mod forwarded;
 pub mod logging;
 pub mod password;
+pub mod policy;
 pub mod pricing;
 pub mod provider;
 pub mod secret;

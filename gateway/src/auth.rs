@@ -33,9 +33,9 @@ use perpetuo_core::db::{self, Pool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::limits::{Policy, Seed};
 use crate::metrics;
 use generations::Generations;
+use perpetuo_core::policy::{Policy, Seed};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthedKey {

@@ -20,7 +20,7 @@ pub async fn run(pool: &Pool) -> Result<usize, DbError> {
 
 /// Applies the migrations up to and including `version` only: the schema an earlier
 /// build left, for tests of what a later migration does to its rows.
-#[cfg(feature = "test-util")]
+#[cfg(any(test, feature = "test-util"))]
 pub async fn run_to(pool: &Pool, version: u32) -> Result<(), DbError> {
     let mut client = pool.get().await?;
     embedded::migrations::runner()

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use perpetuo_core::db::limits::Limits;
 use uuid::Uuid;
 
-use super::policy::{refuse, Estimate, Now, Policy, Scope, Seed, Used};
+use super::policy::{refuse, scopes, Estimate, Now, Policy, Scope, Seed, Used};
 use super::{tighter, window, Gate, Held};
 use crate::metrics;
 
@@ -136,12 +136,12 @@ impl Local {
         divide: u32,
     ) -> Gate {
         let now = Now::get();
-        let scopes: Vec<(Scope, Limits, Option<Seed>, Shared)> = policy
-            .scopes(key_id, workspace_id)
-            .map(|(scope, limits, seed)| {
-                (scope, divided(limits, divide), seed, self.counters(scope))
-            })
-            .collect();
+        let scopes: Vec<(Scope, Limits, Option<Seed>, Shared)> =
+            scopes(policy, key_id, workspace_id)
+                .map(|(scope, limits, seed)| {
+                    (scope, divided(limits, divide), seed, self.counters(scope))
+                })
+                .collect();
         // Key before workspace, always: the locks are taken in one order.
         let mut guards: Vec<MutexGuard<'_, Counters>> =
             scopes.iter().map(|(_, _, _, c)| lock(c)).collect();

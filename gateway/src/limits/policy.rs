@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::errors::GatewayError;
 use crate::lazy_json::Numbers;
+pub use perpetuo_core::policy::{Policy, Seed};
 
 /// Completion tokens assumed for a request that sets no completion cap.
 pub const DEFAULT_COMPLETION_ESTIMATE: u64 = 256;
@@ -22,65 +23,23 @@ pub const IMAGE_TOKEN_ESTIMATE: u64 = 1_600;
 /// exact only below 2^53.
 pub const MAX_EXACT: i64 = (1 << 53) - 1;
 
-/// What the key carries from the database for its limits.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Policy {
-    pub key: Limits,
-    pub workspace: Limits,
-    /// Exact names and `prefix*` patterns; empty allows all.
-    pub allowed_models: Vec<String>,
-    /// Spend recorded in PostgreSQL for the key's / workspace's period, when loaded.
-    pub key_seed: Option<Seed>,
-    pub workspace_seed: Option<Seed>,
-}
-
-/// Spend of one budget period as PostgreSQL knew it when the key was loaded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Seed {
-    pub period_start: OffsetDateTime,
-    pub spent_nusd: i64,
-}
-
-impl Policy {
-    pub(super) fn is_unlimited(&self) -> bool {
-        self.key.is_empty() && self.workspace.is_empty() && self.allowed_models.is_empty()
-    }
-
-    pub fn allows_model(&self, model: &str) -> bool {
-        self.allowed_models.is_empty()
-            || self
-                .allowed_models
-                .iter()
-                .any(|p| match p.strip_suffix('*') {
-                    Some(prefix) => model.starts_with(prefix),
-                    None => p == model,
-                })
-    }
-
-    /// Whether a spend budget applies (the key's or its workspace's): then every model
-    /// served must have a price, or the budget would not be a hard stop.
-    pub fn has_budget(&self) -> bool {
-        self.key.budget_nusd.is_some() || self.workspace.budget_nusd.is_some()
-    }
-
-    /// The scopes with limits, key first (locks and Redis keys are always taken in this
-    /// order), with their limits and seeds.
-    pub(super) fn scopes(
-        &self,
-        key_id: Uuid,
-        workspace_id: Uuid,
-    ) -> impl Iterator<Item = (Scope, &Limits, Option<Seed>)> {
-        [
-            (Scope::Key(key_id), &self.key, self.key_seed),
-            (
-                Scope::Workspace(workspace_id),
-                &self.workspace,
-                self.workspace_seed,
-            ),
-        ]
-        .into_iter()
-        .filter(|(_, limits, _)| !limits.is_empty())
-    }
+/// The scopes of `policy` with limits, key first (locks and Redis keys are always taken in
+/// this order), with their limits and seeds.
+pub(super) fn scopes(
+    policy: &Policy,
+    key_id: Uuid,
+    workspace_id: Uuid,
+) -> impl Iterator<Item = (Scope, &Limits, Option<Seed>)> {
+    [
+        (Scope::Key(key_id), &policy.key, policy.key_seed),
+        (
+            Scope::Workspace(workspace_id),
+            &policy.workspace,
+            policy.workspace_seed,
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, limits, _)| !limits.is_empty())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -385,19 +344,6 @@ pub(super) fn refusal(kind: Kind, scope: Scope, limits: &Limits, now: &Now) -> R
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn patterns_allow_exact_names_and_prefixes() {
-        let p = Policy {
-            allowed_models: vec!["gpt-4o-mini".into(), "claude-*".into()],
-            ..Policy::default()
-        };
-        assert!(p.allows_model("gpt-4o-mini"));
-        assert!(p.allows_model("claude-3-haiku"));
-        assert!(!p.allows_model("gpt-4o"));
-        assert!(!p.allows_model("gpt-4o-mini-2"));
-        assert!(Policy::default().allows_model("anything"));
-    }
 
     fn numbers(cap: Option<u64>, choices: u64) -> Numbers {
         Numbers {

@@ -32,7 +32,7 @@ use redis::Script;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::policy::{refusal, Estimate, Kind, Now, Policy, Scope, MAX_EXACT};
+use super::policy::{self, refusal, Estimate, Kind, Now, Policy, Scope, MAX_EXACT};
 use super::{tighter, window, Gate, Held};
 use crate::metrics;
 
@@ -274,7 +274,7 @@ impl RedisStore {
         let mut scopes: Vec<(Scope, Limits, i64)> = Vec::with_capacity(2);
         let mut keys = Vec::with_capacity(6);
         let mut periods = Vec::with_capacity(2);
-        for (scope, limits, seed) in policy.scopes(key_id, workspace_id) {
+        for (scope, limits, seed) in policy::scopes(policy, key_id, workspace_id) {
             let start = limits.budget_period.start(now.at);
             let seed = seed
                 .filter(|s| s.period_start == start)
