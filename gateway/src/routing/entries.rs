@@ -1,0 +1,276 @@
+//! A workspace's usable provider entries: where each sends its requests, its key opened
+//! once, cached per workspace (bounded, expiring, invalidated by change notifications) with
+//! a stale copy served only while the database fails.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::future::Cache;
+use perpetuo_core::crypto::MasterKey;
+use perpetuo_core::db::{self, Pool};
+use perpetuo_core::provider::ProviderKind;
+use perpetuo_core::Secret;
+use uuid::Uuid;
+
+use crate::metrics;
+
+/// Where an entry's requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path of the base URL without a trailing slash, e.g. `/v1`.
+    pub path_prefix: String,
+}
+
+impl Upstream {
+    pub fn parse(base_url: &str) -> Option<Self> {
+        let url = url::Url::parse(base_url).ok()?;
+        let tls = match url.scheme() {
+            "https" => true,
+            "http" => false,
+            _ => return None,
+        };
+        Some(Self {
+            tls,
+            host: url
+                .host_str()?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port: url.port_or_known_default()?,
+            path_prefix: url.path().trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// Value of the `Host` header.
+    pub fn authority(&self) -> String {
+        let default = if self.tls { 443 } else { 80 };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// A provider entry ready for requests: its key opened once and kept behind `Secret`.
+#[derive(Debug)]
+pub struct Entry {
+    pub id: Uuid,
+    pub name: String,
+    pub kind: ProviderKind,
+    pub upstream: Upstream,
+    pub key: Secret<String>,
+    pub priority: i32,
+    pub models: Vec<String>,
+    pub model_map: BTreeMap<String, String>,
+}
+
+impl Entry {
+    pub fn serves(&self, model: &str) -> bool {
+        self.models.is_empty()
+            || self.models.iter().any(|m| m == model)
+            || self.model_map.contains_key(model)
+    }
+
+    pub fn served_model<'a>(&'a self, requested: &'a str) -> &'a str {
+        self.model_map
+            .get(requested)
+            .map(String::as_str)
+            .unwrap_or(requested)
+    }
+}
+
+/// A workspace's entries as the cache holds them.
+#[derive(Clone)]
+struct Loaded {
+    entries: Arc<Vec<Arc<Entry>>>,
+    /// Served from the stale store because the database failed.
+    stale: bool,
+}
+
+struct EntryTtl {
+    fresh: Duration,
+}
+
+/// While the database fails, stale entries are cached this long, so a hung database
+/// costs one attempt per workspace per second, not one per request.
+const STALE_RECHECK: Duration = Duration::from_secs(1);
+
+impl moka::Expiry<Uuid, Loaded> for EntryTtl {
+    fn expire_after_create(&self, _key: &Uuid, value: &Loaded, _now: Instant) -> Option<Duration> {
+        Some(if value.stale {
+            STALE_RECHECK.min(self.fresh)
+        } else {
+            self.fresh
+        })
+    }
+}
+
+/// A workspace's usable entries, cached (bounded, expiring, invalidated by change
+/// notifications). Like the key cache, it keeps what the database last said for a stale
+/// window and serves that only while the database fails, so cached keys do not find
+/// their workspace without entries during an outage.
+pub struct EntryCache {
+    cache: Cache<Uuid, Loaded>,
+    stale: Cache<Uuid, Arc<Vec<Arc<Entry>>>>,
+    serve_stale: bool,
+    pool: Pool,
+    master_key: MasterKey,
+}
+
+const MAX_WORKSPACES: u64 = 50_000;
+
+impl EntryCache {
+    /// `ttl`: how long entries are cached; `stale`: how long the last entries the
+    /// database gave are kept for an outage (zero: never served stale).
+    pub fn new(pool: Pool, master_key: MasterKey, ttl: Duration, stale: Duration) -> Self {
+        Self {
+            cache: Cache::builder()
+                .max_capacity(MAX_WORKSPACES)
+                .expire_after(EntryTtl { fresh: ttl })
+                .build(),
+            stale: Cache::builder()
+                .max_capacity(MAX_WORKSPACES)
+                .time_to_live(stale.max(Duration::from_millis(1)))
+                .build(),
+            serve_stale: !stale.is_zero(),
+            pool,
+            master_key,
+        }
+    }
+
+    /// Enabled entries of a workspace by priority.
+    pub async fn entries(&self, workspace: Uuid) -> Result<Arc<Vec<Arc<Entry>>>, Arc<db::DbError>> {
+        if let Some(loaded) = self.cache.get(&workspace).await {
+            return Ok(loaded.entries);
+        }
+        // The miss path is boxed so that its large future is not carried inside every
+        // request's future.
+        Box::pin(self.load_miss(workspace)).await
+    }
+
+    /// A workspace not in the cache: read from the database (one load however many
+    /// requests wait for it), or its stale copy when the database is unavailable.
+    async fn load_miss(&self, workspace: Uuid) -> Result<Arc<Vec<Arc<Entry>>>, Arc<db::DbError>> {
+        let pool = self.pool.clone();
+        let key = self.master_key.clone();
+        let stale = self.stale.clone();
+        let serve_stale = self.serve_stale;
+        self.cache
+            .try_get_with(workspace, async move {
+                match load(&pool, &key, workspace).await {
+                    Ok(entries) => {
+                        stale.insert(workspace, entries.clone()).await;
+                        Ok(Loaded {
+                            entries,
+                            stale: false,
+                        })
+                    }
+                    Err(e) if serve_stale => match stale.get(&workspace).await {
+                        Some(entries) => {
+                            metrics::ENTRY_CACHE_STALE.inc();
+                            Ok(Loaded {
+                                entries,
+                                stale: true,
+                            })
+                        }
+                        None => Err(e),
+                    },
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+            .map(|l| l.entries)
+    }
+
+    pub async fn invalidate(&self, workspace: Uuid) {
+        self.cache.invalidate(&workspace).await;
+        self.stale.invalidate(&workspace).await;
+    }
+
+    pub fn invalidate_all(&self) {
+        self.cache.invalidate_all();
+        self.stale.invalidate_all();
+    }
+}
+
+/// Longest wait for the database when a workspace's entries are loaded.
+const DB_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Loads a workspace's entries within [`DB_TIMEOUT`]. A connection whose read did not
+/// finish in time is closed rather than returned to the pool: its server process may
+/// still be busy (waiting for a lock, say), and the next load would queue behind it.
+async fn load(
+    pool: &Pool,
+    master_key: &MasterKey,
+    workspace: Uuid,
+) -> Result<Arc<Vec<Arc<Entry>>>, db::DbError> {
+    let deadline = tokio::time::Instant::now() + DB_TIMEOUT;
+    let client = tokio::time::timeout_at(deadline, pool.get())
+        .await
+        .map_err(|_| db::DbError::Timeout)??;
+    let rows =
+        match tokio::time::timeout_at(deadline, db::providers::list(&client, workspace)).await {
+            Ok(rows) => rows?,
+            Err(_) => {
+                drop(db::Client::take(client));
+                return Err(db::DbError::Timeout);
+            }
+        };
+    drop(client);
+    let mut out = Vec::new();
+    for row in rows.into_iter().filter(|r| r.enabled) {
+        let Some(base) = row.base_url.as_deref().or(row.kind.default_base_url()) else {
+            continue;
+        };
+        let Some(upstream) = Upstream::parse(base) else {
+            tracing::warn!(entry = %row.id, "provider entry has an unusable base URL; skipped");
+            continue;
+        };
+        // Opened by the format the row records: rows not yet re-sealed still open.
+        let key = match master_key.open(&row.sealed, &row.binding()) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::error!(entry = %row.id, error = %e, "provider key does not open; entry skipped");
+                continue;
+            }
+        };
+        out.push(Arc::new(Entry {
+            id: row.id,
+            name: row.name,
+            kind: row.kind,
+            upstream,
+            key,
+            priority: row.priority,
+            models: row.models,
+            model_map: row.model_map,
+        }));
+    }
+    Ok(Arc::new(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_parsing() {
+        let u = Upstream::parse("http://127.0.0.1:9000/v1/").unwrap();
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port, u.path_prefix.as_str()),
+            (false, "127.0.0.1", 9000, "/v1")
+        );
+        assert_eq!(u.authority(), "127.0.0.1:9000");
+        let u = Upstream::parse("https://api.openai.com/v1").unwrap();
+        assert_eq!((u.port, u.authority()), (443, "api.openai.com".to_string()));
+    }
+}
