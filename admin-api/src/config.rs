@@ -157,10 +157,8 @@ impl Default for AuthSettings {
 impl Config {
     /// The master key, holding the previous one too during a rotation.
     pub fn master_keys(&self) -> MasterKey {
-        match &self.master_key_previous {
-            Some(previous) => self.master_key.clone().with_previous(previous),
-            None => self.master_key.clone(),
-        }
+        self.master_key
+            .with_optional_previous(self.master_key_previous.as_ref())
     }
 
     /// Base URL of the dashboard in emailed links.

@@ -145,6 +145,15 @@ impl MasterKey {
         self
     }
 
+    /// The master keys as both binaries read them: this key, with `previous` (the
+    /// `PERPETUO_MASTER_KEY_PREVIOUS` of a rotation under way) when it is set.
+    pub fn with_optional_previous(&self, previous: Option<&MasterKey>) -> Self {
+        match previous {
+            Some(previous) => self.clone().with_previous(previous),
+            None => self.clone(),
+        }
+    }
+
     /// Whether a previous key is held (a rotation is under way).
     pub fn has_previous(&self) -> bool {
         self.previous.is_some()

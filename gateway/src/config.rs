@@ -39,63 +39,53 @@ fn redis_url(s: &str) -> Result<Secret<String>, String> {
     }
 }
 
+/// Every setting of the gateway, grouped by topic.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "perpetuo-gateway",
     about = "Perpetuo's OpenAI-compatible LLM gateway"
 )]
 pub struct Config {
-    /// PostgreSQL URL.
-    #[arg(long, env = "DATABASE_URL", value_parser = config::database_url, hide_env_values = true)]
-    pub database_url: Secret<String>,
-    /// 32-byte key (base64) that opens sealed provider keys.
-    #[arg(long, env = "PERPETUO_MASTER_KEY", value_parser = config::master_key, hide_env_values = true)]
-    pub master_key: MasterKey,
-    /// During a master-key rotation, the key being replaced: provider keys sealed under it
-    /// still open until `perpetuo-admin rotate-master-key` has re-sealed them.
-    #[arg(long, env = "PERPETUO_MASTER_KEY_PREVIOUS", value_parser = config::master_key, hide_env_values = true)]
-    pub master_key_previous: Option<MasterKey>,
+    #[command(flatten)]
+    pub server: ServerSettings,
+    #[command(flatten)]
+    pub clients: ClientSettings,
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+    #[command(flatten)]
+    pub upstream: UpstreamSettings,
+    #[command(flatten)]
+    pub caches: CacheSettings,
+    #[command(flatten)]
+    pub limits: LimitSettings,
+    #[command(flatten)]
+    pub logs: LogSettings,
+    #[command(flatten)]
+    pub responses: ResponseSettings,
+}
+
+/// The listeners, the Pingora settings and shutdown.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Server")]
+pub struct ServerSettings {
     /// Address of the OpenAI-compatible proxy.
     #[arg(long, env = "GATEWAY_ADDR", default_value = "127.0.0.1:8000")]
     pub gateway_addr: SocketAddr,
     /// Address of the Prometheus endpoint.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9091")]
     pub metrics_addr: SocketAddr,
-    /// CIDRs where provider base URLs may point although private or loopback.
-    #[arg(long, env = "ALLOWED_PRIVATE_UPSTREAMS", default_value = "", value_parser = config::upstream_policy)]
-    pub allowed_private_upstreams: UpstreamPolicy,
-    /// Largest accepted request body, in bytes.
-    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
-    pub max_body_bytes: usize,
     /// Pingora server settings (YAML); the embedded conf/gateway.yaml when unset.
     #[arg(long, env = "GATEWAY_SERVER_CONF")]
     pub server_conf: Option<PathBuf>,
     /// Overrides the shutdown grace period of the server settings, in seconds.
     #[arg(long, env = "SHUTDOWN_GRACE_SECONDS")]
     pub shutdown_grace_seconds: Option<u64>,
-    /// Pricing table (TOML); the embedded conf/pricing.toml when unset.
-    #[arg(long, env = "PRICING_FILE")]
-    pub pricing_file: Option<String>,
-    /// Price (USD per million tokens, input and output alike) charged for models the
-    /// pricing table does not name; unset: such models cost nothing and are refused to
-    /// keys and workspaces with a spend budget (403 `model_not_priced`).
-    #[arg(long, env = "UNPRICED_MODEL_USD_PER_MTOK", value_parser = usd_per_mtok)]
-    pub unpriced_model_usd_per_mtok: Option<f64>,
-    /// TCP (and TLS) connect timeout per attempt, ms.
-    #[arg(long, env = "UPSTREAM_CONNECT_TIMEOUT_MS", default_value = "5000", value_parser = millis)]
-    pub connect_timeout: Duration,
-    /// Time allowed from the start of an attempt to the provider's first body chunk, ms.
-    #[arg(long, env = "UPSTREAM_TTFB_TIMEOUT_MS", default_value = "60000", value_parser = millis)]
-    pub ttfb_timeout: Duration,
-    /// Longest silence between two body chunks of a provider's answer, ms.
-    #[arg(long, env = "UPSTREAM_IDLE_TIMEOUT_MS", default_value = "300000", value_parser = millis)]
-    pub idle_timeout: Duration,
-    /// Longest a whole answer may take, from the request's arrival to its last byte, ms.
-    #[arg(long, env = "MAX_ANSWER_DURATION_MS", default_value = "1800000", value_parser = millis)]
-    pub max_answer_duration: Duration,
-    /// Longest single stream event accepted from a provider, bytes.
-    #[arg(long, env = "MAX_STREAM_EVENT_BYTES", default_value_t = 4 * 1024 * 1024)]
-    pub max_stream_event_bytes: usize,
+}
+
+/// What one client connection or request may hold.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Clients")]
+pub struct ClientSettings {
     /// Most open client connections.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 8192)]
     pub max_connections: usize,
@@ -123,12 +113,75 @@ pub struct Config {
     /// How long a kept-alive client connection may wait for its next request, ms.
     #[arg(long, env = "KEEPALIVE_IDLE_TIMEOUT_MS", default_value = "60000", value_parser = millis)]
     pub keepalive_idle_timeout: Duration,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+}
+
+/// PostgreSQL and the master key that opens provider keys.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Database")]
+pub struct DatabaseSettings {
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", value_parser = config::database_url, hide_env_values = true)]
+    pub database_url: Secret<String>,
+    /// 32-byte key (base64) that opens sealed provider keys.
+    #[arg(long, env = "PERPETUO_MASTER_KEY", value_parser = config::master_key, hide_env_values = true)]
+    pub master_key: MasterKey,
+    /// During a master-key rotation, the key being replaced: provider keys sealed under it
+    /// still open until `perpetuo-admin rotate-master-key` has re-sealed them.
+    #[arg(long, env = "PERPETUO_MASTER_KEY_PREVIOUS", value_parser = config::master_key, hide_env_values = true)]
+    pub master_key_previous: Option<MasterKey>,
+    /// Maximum database connections for everything but key and entry loads: log writes,
+    /// stored responses, log partitions, budget re-seeds, `last_used_at`.
+    #[arg(long, env = "GATEWAY_DB_POOL_SIZE", default_value_t = 8)]
+    pub db_pool_size: usize,
+    /// Maximum database connections for the request path's key and provider-entry loads
+    /// (cache misses), apart from the others so that no log write or stored response
+    /// waits in front of them.
+    #[arg(long, env = "AUTH_POOL_SIZE", default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub auth_pool_size: usize,
+    /// Longest one statement of the gateway's database connections may run before
+    /// PostgreSQL cancels it, ms (0: no limit is set). Log partition maintenance has its own.
+    #[arg(long, env = config::DB_STATEMENT_TIMEOUT_MS, default_value_t = StatementTimeout::DEFAULT,
+          value_parser = config::statement_timeout)]
+    pub db_statement_timeout: StatementTimeout,
+}
+
+/// Calls to providers: where they may go, their timeouts, the breaker.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Providers")]
+pub struct UpstreamSettings {
+    /// CIDRs where provider base URLs may point although private or loopback.
+    #[arg(long, env = "ALLOWED_PRIVATE_UPSTREAMS", default_value = "", value_parser = config::upstream_policy)]
+    pub allowed_private_upstreams: UpstreamPolicy,
+    /// TCP (and TLS) connect timeout per attempt, ms.
+    #[arg(long, env = "UPSTREAM_CONNECT_TIMEOUT_MS", default_value = "5000", value_parser = millis)]
+    pub connect_timeout: Duration,
+    /// Time allowed from the start of an attempt to the provider's first body chunk, ms.
+    #[arg(long, env = "UPSTREAM_TTFB_TIMEOUT_MS", default_value = "60000", value_parser = millis)]
+    pub ttfb_timeout: Duration,
+    /// Longest silence between two body chunks of a provider's answer, ms.
+    #[arg(long, env = "UPSTREAM_IDLE_TIMEOUT_MS", default_value = "300000", value_parser = millis)]
+    pub idle_timeout: Duration,
+    /// Longest a whole answer may take, from the request's arrival to its last byte, ms.
+    #[arg(long, env = "MAX_ANSWER_DURATION_MS", default_value = "1800000", value_parser = millis)]
+    pub max_answer_duration: Duration,
+    /// Longest single stream event accepted from a provider, bytes.
+    #[arg(long, env = "MAX_STREAM_EVENT_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_stream_event_bytes: usize,
     /// Consecutive failures that open an entry's circuit breaker.
     #[arg(long, env = "BREAKER_THRESHOLD", default_value_t = 5)]
     pub breaker_threshold: u32,
     /// How long an open breaker skips its entry before letting one probe through, ms.
     #[arg(long, env = "BREAKER_COOLDOWN_MS", default_value = "30000", value_parser = millis)]
     pub breaker_cooldown: Duration,
+}
+
+/// Cached keys and provider entries.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Key and entry caches")]
+pub struct CacheSettings {
     /// How long a valid key stays cached, ms.
     #[arg(long, env = "KEY_CACHE_TTL_MS", default_value = "60000", value_parser = millis)]
     pub key_cache_ttl: Duration,
@@ -146,6 +199,47 @@ pub struct Config {
     /// budget).
     #[arg(long, env = "FAILED_KEY_LOOKUPS_PER_MINUTE", default_value_t = 100)]
     pub failed_key_lookups_per_minute: u32,
+    /// How long after the database last confirmed a key (or a workspace's provider
+    /// entries) it is still used while the database fails, ms (0: never).
+    #[arg(long, env = "KEY_CACHE_STALE_MS", default_value = "900000", value_parser = millis)]
+    pub key_cache_stale: Duration,
+    /// How long a workspace's provider entries stay cached (notifications refresh them
+    /// sooner), ms.
+    #[arg(long, env = "ENTRY_CACHE_TTL_MS", default_value = "300000", value_parser = millis)]
+    pub entry_cache_ttl: Duration,
+}
+
+/// Shared limits (Redis) and the pricing table.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Limits and prices")]
+pub struct LimitSettings {
+    /// Redis shared by every gateway for limits; unset: limits are kept in process.
+    #[arg(long, env = "REDIS_URL", value_parser = redis_url, hide_env_values = true)]
+    pub redis_url: Option<Secret<String>>,
+    /// Longest a request waits for Redis before limiting locally, ms.
+    #[arg(long, env = "REDIS_DEADLINE_MS", default_value = "20", value_parser = millis)]
+    pub redis_deadline: Duration,
+    /// Gateways sharing the limits; each allows this share of a limit while Redis is
+    /// unreachable.
+    #[arg(long, env = "GATEWAY_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub gateway_replicas: u32,
+    /// Prefix of the gateway's Redis keys.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "perpetuo:")]
+    pub redis_key_prefix: String,
+    /// Pricing table (TOML); the embedded conf/pricing.toml when unset.
+    #[arg(long, env = "PRICING_FILE")]
+    pub pricing_file: Option<String>,
+    /// Price (USD per million tokens, input and output alike) charged for models the
+    /// pricing table does not name; unset: such models cost nothing and are refused to
+    /// keys and workspaces with a spend budget (403 `model_not_priced`).
+    #[arg(long, env = "UNPRICED_MODEL_USD_PER_MTOK", value_parser = usd_per_mtok)]
+    pub unpriced_model_usd_per_mtok: Option<f64>,
+}
+
+/// The log queue, the spool and log retention.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Logs and spool")]
+pub struct LogSettings {
     /// Capacity of the log queue (records); beyond it records are counted as dropped.
     #[arg(long, env = "LOG_QUEUE_CAPACITY", default_value_t = 50_000)]
     pub log_queue_capacity: usize,
@@ -156,10 +250,16 @@ pub struct Config {
     /// Largest size of the log spool, in bytes; records past it are dropped and counted.
     #[arg(long, env = "LOG_SPOOL_MAX_BYTES", default_value_t = 1024 * 1024 * 1024)]
     pub log_spool_max_bytes: u64,
-    /// How long after the database last confirmed a key (or a workspace's provider
-    /// entries) it is still used while the database fails, ms (0: never).
-    #[arg(long, env = "KEY_CACHE_STALE_MS", default_value = "900000", value_parser = millis)]
-    pub key_cache_stale: Duration,
+    /// Days of request logs kept (whole monthly partitions are dropped past it; usage
+    /// counters are kept); 0 keeps them forever.
+    #[arg(long, env = "LOG_RETENTION_DAYS", default_value_t = 90)]
+    pub log_retention_days: u32,
+}
+
+/// The Responses API's stored responses.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Stored responses")]
+pub struct ResponseSettings {
     /// Days a stored Responses API answer is kept (for `GET /v1/responses/{id}` and
     /// `previous_response_id`).
     #[arg(long, env = "RESPONSES_RETENTION_DAYS", default_value_t = 30)]
@@ -174,39 +274,12 @@ pub struct Config {
     /// 0: no quota.
     #[arg(long, env = RESPONSES_WORKSPACE_QUOTA_BYTES, default_value_t = 1024 * 1024 * 1024)]
     pub responses_workspace_quota_bytes: u64,
-    /// How long a workspace's provider entries stay cached (notifications refresh them
-    /// sooner), ms.
-    #[arg(long, env = "ENTRY_CACHE_TTL_MS", default_value = "300000", value_parser = millis)]
-    pub entry_cache_ttl: Duration,
-    /// Days of request logs kept (whole monthly partitions are dropped past it; usage
-    /// counters are kept); 0 keeps them forever.
-    #[arg(long, env = "LOG_RETENTION_DAYS", default_value_t = 90)]
-    pub log_retention_days: u32,
-    /// Redis shared by every gateway for limits; unset: limits are kept in process.
-    #[arg(long, env = "REDIS_URL", value_parser = redis_url, hide_env_values = true)]
-    pub redis_url: Option<Secret<String>>,
-    /// Longest a request waits for Redis before limiting locally, ms.
-    #[arg(long, env = "REDIS_DEADLINE_MS", default_value = "20", value_parser = millis)]
-    pub redis_deadline: Duration,
-    /// Gateways sharing the limits; each allows this share of a limit while Redis is
-    /// unreachable.
-    #[arg(long, env = "GATEWAY_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-    pub gateway_replicas: u32,
-    /// Prefix of the gateway's Redis keys.
-    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "perpetuo:")]
-    pub redis_key_prefix: String,
-    /// Maximum database connections for everything but key and entry loads: log writes,
-    /// stored responses, log partitions, budget re-seeds, `last_used_at`.
-    #[arg(long, env = "GATEWAY_DB_POOL_SIZE", default_value_t = 8)]
-    pub db_pool_size: usize,
-    /// Longest one statement of the gateway's database connections may run before
-    /// PostgreSQL cancels it, ms (0: no limit is set). Log partition maintenance has its own.
-    #[arg(long, env = config::DB_STATEMENT_TIMEOUT_MS, default_value_t = StatementTimeout::DEFAULT,
-          value_parser = config::statement_timeout)]
-    pub db_statement_timeout: StatementTimeout,
-    /// Maximum database connections for the request path's key and provider-entry loads
-    /// (cache misses), apart from the others so that no log write or stored response
-    /// waits in front of them.
-    #[arg(long, env = "AUTH_POOL_SIZE", default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
-    pub auth_pool_size: usize,
+}
+
+impl DatabaseSettings {
+    /// The master key, holding the previous one too during a rotation.
+    pub fn master_keys(&self) -> MasterKey {
+        self.master_key
+            .with_optional_previous(self.master_key_previous.as_ref())
+    }
 }

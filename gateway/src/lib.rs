@@ -24,5 +24,6 @@ pub mod routing;
 mod saved_inputs;
 pub mod shutdown;
 pub mod sse;
+pub mod startup;
 pub mod upstream;
 pub mod validate;

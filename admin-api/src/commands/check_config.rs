@@ -54,10 +54,7 @@ pub async fn check() -> Report {
 
     let master = parsed("PERPETUO_MASTER_KEY", config::master_key);
     let previous = parsed("PERPETUO_MASTER_KEY_PREVIOUS", config::master_key);
-    let keys = master.map(|m| match &previous {
-        Some(p) => m.with_previous(p),
-        None => m,
-    });
+    let keys = master.map(|m| m.with_optional_previous(previous.as_ref()));
     match parsed("DATABASE_URL", config::database_url) {
         Some(url) => check_database(&mut report, url.expose(), keys.as_ref()).await,
         None => report
