@@ -360,7 +360,7 @@ mod tests {
             provider_id: None,
             provider_name: Some(format!("p{i}")),
             provider_kind: None,
-            route: "chat".into(),
+            route: perpetuo_core::db::logs::Route::Chat,
             model_requested: Some("gpt-4o".into()),
             model_served: None,
             status: 200,

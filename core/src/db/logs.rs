@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::usage::{self, CounterDelta, CounterKey};
 use super::DbError;
+use crate::provider::ProviderKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -49,68 +50,35 @@ pub struct Attempt {
     pub error_kind: Option<String>,
 }
 
-/// A request in its final state, as written by the gateway and read by the admin API.
-/// Serialisable so the gateway can spool it while the database is away (ISO 8601 with
-/// six-digit years, so even an absurd timestamp round-trips).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LogRecord {
-    pub id: Uuid,
-    #[serde(with = "time::serde::iso8601")]
-    pub created_at: OffsetDateTime,
-    pub workspace_id: Option<Uuid>,
-    pub api_key_id: Option<Uuid>,
-    pub provider_id: Option<Uuid>,
-    pub provider_name: Option<String>,
-    pub provider_kind: Option<String>,
-    pub route: String,
-    pub model_requested: Option<String>,
-    pub model_served: Option<String>,
-    pub status: i16,
-    pub error_kind: Option<String>,
-    pub streamed: bool,
-    pub prompt_tokens: i32,
-    pub completion_tokens: i32,
-    pub total_tokens: i32,
-    /// Cost in nano-USD (1e-9 USD); `None` when the model has no known price.
-    pub cost_nusd: Option<i64>,
-    pub usage_source: UsageSource,
-    pub latency_ms: i32,
-    pub ttfb_ms: Option<i32>,
-    pub attempts: Vec<Attempt>,
-    /// What the gateway changed in the request, when anything (e.g. dropped blocks).
-    #[serde(default)]
-    pub note: Option<String>,
+/// The front door a request came through, as the `route` column names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Route {
+    Chat,
+    Embeddings,
+    Messages,
+    Responses,
 }
 
-const COLUMNS: &str = "id, created_at, workspace_id, api_key_id, provider_id, provider_name, provider_kind, \
-     route, model_requested, model_served, status, error_kind, streamed, prompt_tokens, completion_tokens, \
-     total_tokens, cost_nusd, usage_source, latency_ms, ttfb_ms, attempts, note";
+impl Route {
+    pub const ALL: [Route; 4] = [
+        Route::Chat,
+        Route::Embeddings,
+        Route::Messages,
+        Route::Responses,
+    ];
 
-fn from_row(row: &Row) -> LogRecord {
-    let Json(attempts): Json<Vec<Attempt>> = row.try_get("attempts").unwrap_or(Json(Vec::new()));
-    LogRecord {
-        id: row.get("id"),
-        created_at: row.get("created_at"),
-        workspace_id: row.get("workspace_id"),
-        api_key_id: row.get("api_key_id"),
-        provider_id: row.get("provider_id"),
-        provider_name: row.get("provider_name"),
-        provider_kind: row.get("provider_kind"),
-        route: row.get("route"),
-        model_requested: row.get("model_requested"),
-        model_served: row.get("model_served"),
-        status: row.get("status"),
-        error_kind: row.get("error_kind"),
-        streamed: row.get("streamed"),
-        prompt_tokens: row.get("prompt_tokens"),
-        completion_tokens: row.get("completion_tokens"),
-        total_tokens: row.get("total_tokens"),
-        cost_nusd: row.get("cost_nusd"),
-        usage_source: UsageSource::parse(row.get("usage_source")),
-        latency_ms: row.get("latency_ms"),
-        ttfb_ms: row.get("ttfb_ms"),
-        attempts,
-        note: row.get("note"),
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Chat => "chat",
+            Route::Embeddings => "embeddings",
+            Route::Messages => "messages",
+            Route::Responses => "responses",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
     }
 }
 
@@ -134,32 +102,152 @@ fn bounded_opt(s: &Option<String>, max: usize) -> Option<String> {
     s.as_deref().map(|s| bounded(s, max))
 }
 
-/// The record as it is stored: texts bounded and free of NUL, counts and durations not
-/// negative, the status a plausible HTTP code. Counters are computed from this form, so
-/// they always equal the sums over the stored rows.
-pub fn storable(r: &LogRecord) -> LogRecord {
-    LogRecord {
-        id: r.id,
-        created_at: r.created_at,
-        workspace_id: r.workspace_id,
-        api_key_id: r.api_key_id,
-        provider_id: r.provider_id,
-        provider_name: bounded_opt(&r.provider_name, MAX_NAME),
-        provider_kind: bounded_opt(&r.provider_kind, MAX_LABEL),
-        route: bounded(&r.route, MAX_LABEL),
-        model_requested: bounded_opt(&r.model_requested, MAX_MODEL),
-        model_served: bounded_opt(&r.model_served, MAX_MODEL),
-        status: r.status.clamp(0, 999),
-        error_kind: bounded_opt(&r.error_kind, MAX_LABEL),
-        streamed: r.streamed,
-        prompt_tokens: r.prompt_tokens.max(0),
-        completion_tokens: r.completion_tokens.max(0),
-        total_tokens: r.total_tokens.max(0),
-        cost_nusd: r.cost_nusd.map(|c| c.max(0)),
-        usage_source: r.usage_source,
-        latency_ms: r.latency_ms.max(0),
-        ttfb_ms: r.ttfb_ms.map(|t| t.max(0)),
-        attempts: r
+/// Declares the `request_logs` columns once: each field of [`LogRecord`] with its SQL
+/// array type and element type for the batched insert, how it is bound from a record,
+/// read from a row, and made storable. From the one list come the record type, the
+/// column list, the row reader, [`storable`] and the insert's parameters.
+macro_rules! log_columns {
+    ($(
+        $(#[$meta:meta])*
+        $field:ident: $ty:ty,
+            sql $pg:literal as $elem:ty = |$b:ident| $bind:expr,
+            read |$rd:ident, $col:ident| $read:expr,
+            store |$st:ident| $store:expr;
+    )*) => {
+        /// A request in its final state, as written by the gateway and read by the admin
+        /// API. Serialisable so the gateway can spool it while the database is away (ISO
+        /// 8601 with six-digit years, so even an absurd timestamp round-trips).
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        pub struct LogRecord {
+            $( $(#[$meta])* pub $field: $ty, )*
+        }
+
+        /// Each column's name and SQL array type, in insert order.
+        const COLUMN_TYPES: &[(&str, &str)] = &[$( (stringify!($field), $pg), )*];
+
+        fn from_row(row: &Row) -> LogRecord {
+            LogRecord {
+                $( $field: { let $rd = row; let $col = stringify!($field); $read }, )*
+            }
+        }
+
+        /// The record as it is stored: texts bounded and free of NUL, counts and durations
+        /// not negative, the status a plausible HTTP code. Counters are computed from this
+        /// form, so they always equal the sums over the stored rows.
+        pub fn storable(r: &LogRecord) -> LogRecord {
+            LogRecord {
+                $( $field: { let $st = r; $store }, )*
+            }
+        }
+
+        /// A batch as the insert binds it: one array per column.
+        struct Batch<'a> {
+            $( $field: Vec<$elem>, )*
+        }
+
+        impl<'a> Batch<'a> {
+            fn of(records: &'a [LogRecord]) -> Self {
+                Self {
+                    $( $field: records.iter().map(|$b| $bind).collect(), )*
+                }
+            }
+
+            fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+                vec![$( &self.$field as &(dyn ToSql + Sync), )*]
+            }
+        }
+    };
+}
+
+log_columns! {
+    id: Uuid,
+        sql "uuid" as Uuid = |r| r.id,
+        read |row, col| row.get(col),
+        store |r| r.id;
+    #[serde(with = "time::serde::iso8601")]
+    created_at: OffsetDateTime,
+        sql "timestamptz" as OffsetDateTime = |r| r.created_at,
+        read |row, col| row.get(col),
+        store |r| r.created_at;
+    workspace_id: Option<Uuid>,
+        sql "uuid" as Option<Uuid> = |r| r.workspace_id,
+        read |row, col| row.get(col),
+        store |r| r.workspace_id;
+    api_key_id: Option<Uuid>,
+        sql "uuid" as Option<Uuid> = |r| r.api_key_id,
+        read |row, col| row.get(col),
+        store |r| r.api_key_id;
+    provider_id: Option<Uuid>,
+        sql "uuid" as Option<Uuid> = |r| r.provider_id,
+        read |row, col| row.get(col),
+        store |r| r.provider_id;
+    provider_name: Option<String>,
+        sql "text" as Option<&'a str> = |r| r.provider_name.as_deref(),
+        read |row, col| row.get(col),
+        store |r| bounded_opt(&r.provider_name, MAX_NAME);
+    provider_kind: Option<ProviderKind>,
+        sql "text" as Option<&'static str> = |r| r.provider_kind.map(ProviderKind::as_str),
+        read |row, col| row.get::<_, Option<&str>>(col).and_then(|k| k.parse().ok()),
+        store |r| r.provider_kind;
+    route: Route,
+        sql "text" as &'static str = |r| r.route.as_str(),
+        read |row, col| Route::parse(row.get(col)).unwrap_or(Route::Chat),
+        store |r| r.route;
+    model_requested: Option<String>,
+        sql "text" as Option<&'a str> = |r| r.model_requested.as_deref(),
+        read |row, col| row.get(col),
+        store |r| bounded_opt(&r.model_requested, MAX_MODEL);
+    model_served: Option<String>,
+        sql "text" as Option<&'a str> = |r| r.model_served.as_deref(),
+        read |row, col| row.get(col),
+        store |r| bounded_opt(&r.model_served, MAX_MODEL);
+    status: i16,
+        sql "int2" as i16 = |r| r.status,
+        read |row, col| row.get(col),
+        store |r| r.status.clamp(0, 999);
+    error_kind: Option<String>,
+        sql "text" as Option<&'a str> = |r| r.error_kind.as_deref(),
+        read |row, col| row.get(col),
+        store |r| bounded_opt(&r.error_kind, MAX_LABEL);
+    streamed: bool,
+        sql "bool" as bool = |r| r.streamed,
+        read |row, col| row.get(col),
+        store |r| r.streamed;
+    prompt_tokens: i32,
+        sql "int4" as i32 = |r| r.prompt_tokens,
+        read |row, col| row.get(col),
+        store |r| r.prompt_tokens.max(0);
+    completion_tokens: i32,
+        sql "int4" as i32 = |r| r.completion_tokens,
+        read |row, col| row.get(col),
+        store |r| r.completion_tokens.max(0);
+    total_tokens: i32,
+        sql "int4" as i32 = |r| r.total_tokens,
+        read |row, col| row.get(col),
+        store |r| r.total_tokens.max(0);
+    /// Cost in nano-USD (1e-9 USD); `None` when the model has no known price.
+    cost_nusd: Option<i64>,
+        sql "int8" as Option<i64> = |r| r.cost_nusd,
+        read |row, col| row.get(col),
+        store |r| r.cost_nusd.map(|c| c.max(0));
+    usage_source: UsageSource,
+        sql "text" as &'static str = |r| r.usage_source.as_str(),
+        read |row, col| UsageSource::parse(row.get(col)),
+        store |r| r.usage_source;
+    latency_ms: i32,
+        sql "int4" as i32 = |r| r.latency_ms,
+        read |row, col| row.get(col),
+        store |r| r.latency_ms.max(0);
+    ttfb_ms: Option<i32>,
+        sql "int4" as Option<i32> = |r| r.ttfb_ms,
+        read |row, col| row.get(col),
+        store |r| r.ttfb_ms.map(|t| t.max(0));
+    attempts: Vec<Attempt>,
+        sql "jsonb" as Json<&'a Vec<Attempt>> = |r| Json(&r.attempts),
+        read |row, col| row
+            .try_get::<_, Json<Vec<Attempt>>>(col)
+            .map_or_else(|_| Vec::new(), |Json(a)| a),
+        store |r| r
             .attempts
             .iter()
             .take(MAX_ATTEMPTS)
@@ -170,20 +258,38 @@ pub fn storable(r: &LogRecord) -> LogRecord {
                 latency_ms: a.latency_ms,
                 error_kind: bounded_opt(&a.error_kind, MAX_LABEL),
             })
-            .collect(),
-        note: bounded_opt(&r.note, MAX_NAME),
-    }
+            .collect();
+    /// What the gateway changed in the request, when anything (e.g. dropped blocks).
+    #[serde(default)]
+    note: Option<String>,
+        sql "text" as Option<&'a str> = |r| r.note.as_deref(),
+        read |row, col| row.get(col),
+        store |r| bounded_opt(&r.note, MAX_NAME);
 }
 
-/// The batch insert: one row per element of 22 parallel arrays.
+/// The column list, in insert order.
+static COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    COLUMN_TYPES
+        .iter()
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(", ")
+});
+
+/// The batch insert: one row per element of the columns' parallel arrays.
 static INSERT_LOGS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let arrays = COLUMN_TYPES
+        .iter()
+        .enumerate()
+        .map(|(i, (_, pg))| format!("${}::{pg}[]", i + 1))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
-        "INSERT INTO request_logs ({COLUMNS})
-         SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[],
-             $7::text[], $8::text[], $9::text[], $10::text[], $11::int2[], $12::text[], $13::bool[], $14::int4[],
-             $15::int4[], $16::int4[], $17::int8[], $18::text[], $19::int4[], $20::int4[], $21::jsonb[], $22::text[])
+        "INSERT INTO request_logs ({cols})
+         SELECT * FROM unnest({arrays})
          ON CONFLICT DO NOTHING
-         RETURNING id"
+         RETURNING id",
+        cols = *COLUMNS
     )
 });
 
@@ -204,35 +310,8 @@ pub async fn insert_batch(
     records.sort_unstable_by_key(|r| (r.created_at, r.id));
     let records = records.as_slice();
     let tx = client.transaction().await?;
-    let ids: Vec<Uuid> = records.iter().map(|r| r.id).collect();
-    let created: Vec<OffsetDateTime> = records.iter().map(|r| r.created_at).collect();
-    let ws: Vec<Option<Uuid>> = records.iter().map(|r| r.workspace_id).collect();
-    let keys: Vec<Option<Uuid>> = records.iter().map(|r| r.api_key_id).collect();
-    let pids: Vec<Option<Uuid>> = records.iter().map(|r| r.provider_id).collect();
-    let pnames: Vec<Option<&str>> = records.iter().map(|r| r.provider_name.as_deref()).collect();
-    let pkinds: Vec<Option<&str>> = records.iter().map(|r| r.provider_kind.as_deref()).collect();
-    let routes: Vec<&str> = records.iter().map(|r| r.route.as_str()).collect();
-    let mreq: Vec<Option<&str>> = records
-        .iter()
-        .map(|r| r.model_requested.as_deref())
-        .collect();
-    let mserved: Vec<Option<&str>> = records.iter().map(|r| r.model_served.as_deref()).collect();
-    let status: Vec<i16> = records.iter().map(|r| r.status).collect();
-    let ekind: Vec<Option<&str>> = records.iter().map(|r| r.error_kind.as_deref()).collect();
-    let streamed: Vec<bool> = records.iter().map(|r| r.streamed).collect();
-    let pt: Vec<i32> = records.iter().map(|r| r.prompt_tokens).collect();
-    let ct: Vec<i32> = records.iter().map(|r| r.completion_tokens).collect();
-    let tt: Vec<i32> = records.iter().map(|r| r.total_tokens).collect();
-    let cost: Vec<Option<i64>> = records.iter().map(|r| r.cost_nusd).collect();
-    let usrc: Vec<&str> = records.iter().map(|r| r.usage_source.as_str()).collect();
-    let lat: Vec<i32> = records.iter().map(|r| r.latency_ms).collect();
-    let ttfb: Vec<Option<i32>> = records.iter().map(|r| r.ttfb_ms).collect();
-    let attempts: Vec<Json<&Vec<Attempt>>> = records.iter().map(|r| Json(&r.attempts)).collect();
-    let notes: Vec<Option<&str>> = records.iter().map(|r| r.note.as_deref()).collect();
-    let params: [&(dyn ToSql + Sync); 22] = [
-        &ids, &created, &ws, &keys, &pids, &pnames, &pkinds, &routes, &mreq, &mserved, &status,
-        &ekind, &streamed, &pt, &ct, &tt, &cost, &usrc, &lat, &ttfb, &attempts, &notes,
-    ];
+    let batch = Batch::of(records);
+    let params = batch.params();
     // Prepared once per connection: every flush sends only its parameters.
     let insert = tx.prepare_cached(&INSERT_LOGS).await?;
     let inserted = tx.query(&insert, &params).await?;
@@ -456,9 +535,10 @@ pub async fn list(db: &impl GenericClient, q: &LogQuery) -> Result<LogPage, DbEr
     let fetch = page.param(limit + 1);
     let skip = page.param(offset);
     let sql = format!(
-        "SELECT {COLUMNS} FROM request_logs WHERE {}
+        "SELECT {cols} FROM request_logs WHERE {}
          ORDER BY created_at {order}, id {order} LIMIT {fetch} OFFSET {skip}",
-        page.sql()
+        page.sql(),
+        cols = *COLUMNS
     );
     let mut rows: Vec<LogRecord> = db
         .query(&sql, &page.refs())
@@ -527,7 +607,7 @@ async fn any_beyond(
 pub async fn find_by_id(db: &impl GenericClient, id: Uuid) -> Result<Vec<LogRecord>, DbError> {
     let rows = db
         .query(
-            &format!("SELECT {COLUMNS} FROM request_logs WHERE id = $1"),
+            &format!("SELECT {} FROM request_logs WHERE id = $1", *COLUMNS),
             &[&id],
         )
         .await?;
@@ -541,7 +621,10 @@ pub async fn all_for_workspace(
 ) -> Result<Vec<LogRecord>, DbError> {
     let rows = db
         .query(
-            &format!("SELECT {COLUMNS} FROM request_logs WHERE workspace_id = $1 ORDER BY created_at, id"),
+            &format!(
+                "SELECT {} FROM request_logs WHERE workspace_id = $1 ORDER BY created_at, id",
+                *COLUMNS
+            ),
             &[&workspace],
         )
         .await?;
@@ -565,7 +648,7 @@ mod tests {
             provider_id: None,
             provider_name: None,
             provider_kind: None,
-            route: "chat".into(),
+            route: Route::Chat,
             model_requested: Some(model),
             model_served: None,
             status: 200,

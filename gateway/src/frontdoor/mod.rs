@@ -60,11 +60,17 @@ impl Door {
 
     /// The `route` of log rows and metrics.
     pub fn label(self) -> &'static str {
+        self.route().as_str()
+    }
+
+    /// The door as the log row's `route` names it.
+    pub fn route(self) -> perpetuo_core::db::logs::Route {
+        use perpetuo_core::db::logs::Route;
         match self {
-            Door::Chat => "chat",
-            Door::Embeddings => "embeddings",
-            Door::Messages => "messages",
-            Door::Responses => "responses",
+            Door::Chat => Route::Chat,
+            Door::Embeddings => Route::Embeddings,
+            Door::Messages => Route::Messages,
+            Door::Responses => Route::Responses,
         }
     }
 

@@ -152,7 +152,7 @@ fn usage_of(k: &Kind, upstream: &mock_provider::RecordedRequest) -> TokenCounts 
 
 fn check_row(k: &Kind, row: &perpetuo_core::db::logs::LogRecord, expected: &TokenCounts) {
     assert_eq!(row.status, 200);
-    assert_eq!(row.provider_kind.as_deref(), Some(k.kind.as_str()));
+    assert_eq!(row.provider_kind, Some(k.kind));
     assert_eq!(row.usage_source.as_str(), "provider");
     assert_eq!(row.prompt_tokens as u64, expected.prompt_tokens);
     assert_eq!(row.completion_tokens as u64, expected.completion_tokens);

@@ -138,7 +138,7 @@ fn db_record(workspace: Uuid, at: OffsetDateTime) -> db::logs::LogRecord {
         provider_id: None,
         provider_name: None,
         provider_kind: None,
-        route: "chat".into(),
+        route: perpetuo_core::db::logs::Route::Chat,
         model_requested: Some("gpt-4o".into()),
         model_served: None,
         status: 200,

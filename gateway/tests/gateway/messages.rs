@@ -89,7 +89,7 @@ async fn anthropic_entries_get_the_request_unchanged() {
         Some("prompt-caching-2024-07-31")
     );
     let row = env.log_row(&rid).await;
-    assert_eq!(row.route, "messages");
+    assert_eq!(row.route.as_str(), "messages");
     let usage = &v["usage"];
     let prompt = usage["input_tokens"].as_i64().unwrap()
         + usage["cache_read_input_tokens"].as_i64().unwrap_or(0)
@@ -127,7 +127,7 @@ async fn translated(k: &Kind) {
     assert_eq!(v["content"][0]["text"], mock_provider::DEFAULT_CONTENT);
     assert_eq!(v["stop_reason"], "end_turn");
     let row = env.log_row(&rid).await;
-    assert_eq!(row.route, "messages");
+    assert_eq!(row.route.as_str(), "messages");
     assert_eq!(
         i64::from(row.completion_tokens),
         v["usage"]["output_tokens"].as_i64().unwrap()

@@ -256,7 +256,7 @@ async fn embeddings_are_proxied_and_counted() {
     assert_eq!(v["object"], "list");
     let row = env.log_row(&rid).await;
     let expected = mock_provider::expected_embedding_usage(&body);
-    assert_eq!(row.route, "embeddings");
+    assert_eq!(row.route.as_str(), "embeddings");
     assert_eq!(row.prompt_tokens as u64, expected.prompt_tokens);
     assert_eq!(m.last_request().unwrap().path, "/v1/embeddings");
 }

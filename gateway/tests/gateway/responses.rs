@@ -66,7 +66,7 @@ async fn each_kind(k: &Kind) {
     assert!(v["id"].as_str().unwrap().starts_with("resp_"));
     assert_eq!(output_text(&v), mock_provider::DEFAULT_CONTENT);
     let row = env.log_row(&rid).await;
-    assert_eq!(row.route, "responses");
+    assert_eq!(row.route.as_str(), "responses");
     assert_eq!(
         i64::from(row.completion_tokens),
         v["usage"]["output_tokens"].as_i64().unwrap()
@@ -193,7 +193,7 @@ async fn openai_entries_get_the_request_unchanged() {
         "OpenAI's own response"
     );
     let row = env.log_row(&rid).await;
-    assert_eq!(row.route, "responses");
+    assert_eq!(row.route.as_str(), "responses");
     assert_eq!(
         i64::from(row.prompt_tokens),
         v["usage"]["input_tokens"].as_i64().unwrap()
