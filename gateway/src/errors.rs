@@ -66,6 +66,17 @@ impl GatewayError {
         )
     }
 
+    /// A known route asked with a method it does not answer.
+    pub fn method_not_allowed(method: &str, path: &str, allow: &str) -> Self {
+        Self::new(
+            405,
+            "invalid_request_error",
+            "method_not_allowed",
+            format!("{path} does not answer {method}; it answers {allow}."),
+            Source::Client,
+        )
+    }
+
     pub fn missing_key() -> Self {
         Self::new(
             401,

@@ -81,7 +81,13 @@ impl Gateway {
             _ => {
                 return match Door::for_route(&method, &path) {
                     Some(door) => self.run(session, ctx, door).await,
-                    None => Err(GatewayError::not_found(&path).into()),
+                    None => match allowed_methods(&path) {
+                        Some(allow) => {
+                            ctx.allow = Some(allow);
+                            Err(GatewayError::method_not_allowed(&method, &path, allow).into())
+                        }
+                        None => Err(GatewayError::not_found(&path).into()),
+                    },
                 }
             }
         };
@@ -120,6 +126,21 @@ impl Gateway {
             ctx.client_slot = Some(slot);
         }
         Ok(())
+    }
+}
+
+/// The methods a known route answers (for a 405's `Allow`), `None` for an unknown path.
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    match path {
+        "/healthz" | "/v1/models" => Some("GET"),
+        "/v1/chat/completions"
+        | "/v1/embeddings"
+        | "/v1/messages"
+        | "/v1/messages/count_tokens"
+        | "/v1/responses" => Some("POST"),
+        p if p.starts_with("/v1/responses/") && p.ends_with("/input_items") => Some("GET"),
+        p if p.starts_with("/v1/responses/") => Some("GET, DELETE"),
+        _ => None,
     }
 }
 

@@ -56,6 +56,8 @@ pub struct Ctx {
     pub(crate) client_slot: Option<crate::clients::ClientSlot>,
     /// `Retry-After` of an error answer, in seconds.
     pub(crate) retry_after: Option<u64>,
+    /// `Allow` of a 405 answer.
+    pub(crate) allow: Option<&'static str>,
 }
 
 impl Ctx {
@@ -86,6 +88,7 @@ impl Ctx {
             client: None,
             client_slot: None,
             retry_after: None,
+            allow: None,
         }
     }
 

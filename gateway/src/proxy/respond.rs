@@ -26,6 +26,9 @@ pub fn common_headers(h: &mut ResponseHeader, ctx: &Ctx) -> pingora::Result<()> 
     {
         h.insert_header("retry-after", s.to_string())?;
     }
+    if let Some(allow) = ctx.allow {
+        h.insert_header("allow", allow)?;
+    }
     Ok(())
 }
 

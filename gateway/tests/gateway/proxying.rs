@@ -337,3 +337,35 @@ async fn models_of_entries_that_serve_any_model_come_from_the_pricing_table() {
         .iter()
         .any(|m| m["id"].as_str().unwrap().starts_with("gpt-")));
 }
+
+#[tokio::test]
+async fn a_known_route_asked_with_the_wrong_method_answers_405_with_allow() {
+    let env = Env::new().await;
+    let gw = Gateway::start(&env).await;
+    for (method, path, allow) in [
+        (reqwest::Method::GET, "/v1/chat/completions", "POST"),
+        (reqwest::Method::PUT, "/v1/messages", "POST"),
+        (reqwest::Method::POST, "/v1/models", "GET"),
+        (reqwest::Method::DELETE, "/healthz", "GET"),
+        (reqwest::Method::POST, "/v1/responses/resp_1", "GET, DELETE"),
+    ] {
+        let r = gw
+            .http
+            .request(method.clone(), format!("{}{path}", gw.base))
+            .bearer_auth(&env.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{method} {path}");
+        assert_eq!(r.headers()["allow"], allow, "{method} {path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "method_not_allowed");
+    }
+    let r = gw
+        .http
+        .get(format!("{}/v1/nothing-here", gw.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
