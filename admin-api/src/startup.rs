@@ -88,6 +88,15 @@ async fn reseal(
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
+        Self::build_with_resolver(config, Resolver::from_system()).await
+    }
+
+    /// [`Application::build`] resolving provider hosts with `resolver` (a test's resolver
+    /// knows names the machine does not).
+    pub async fn build_with_resolver(
+        config: Config,
+        resolver: Resolver,
+    ) -> Result<Self, StartupError> {
         // Migrations may run long (an index over a large table), so they and the re-seal
         // get connections of their own without the statement timeout, closed after.
         let setup = db::pool(config.database_url.expose(), 2)?;
@@ -140,7 +149,7 @@ impl Application {
                 master_key: config.master_keys(),
                 signup_enabled: config.auth.signup_enabled,
                 upstream_policy: config.allowed_private_upstreams.clone(),
-                resolver: Resolver::from_system(),
+                resolver,
                 gateway_url: config.gateway_url(),
                 mailer,
                 public_url: config.public_url(),

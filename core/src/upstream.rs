@@ -6,6 +6,13 @@
 //! unless the operator lists the address range in `ALLOWED_PRIVATE_UPSTREAMS` — then
 //! `http://` is accepted too. `169.254.0.0/16` (cloud metadata) is never allowed, whether
 //! written as IPv4 or embedded in an IPv6 address.
+//!
+//! A host name (`localhost`, a compose service such as `ollama`, a LAN name) is judged by
+//! the addresses it resolves to, with the same two rules: [`UpstreamPolicy::usable`] keeps
+//! the addresses a connection may go to — public ones over TLS, allowed private ones over
+//! TLS or plain HTTP — and refuses a name with none. The admin API applies it when an
+//! entry is written and the gateway before every connection, so a name re-pointed later
+//! reaches no other address.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
@@ -22,7 +29,10 @@ pub struct UpstreamPolicy {
 pub enum UpstreamError {
     #[error("base_url is not a valid URL")]
     Invalid,
-    #[error("base_url must use https")]
+    #[error(
+        "base_url must use https (http:// is accepted only for servers whose addresses \
+         ALLOWED_PRIVATE_UPSTREAMS lists)"
+    )]
     Scheme,
     #[error("base_url must not carry credentials, a query or a fragment")]
     Extras,
@@ -33,8 +43,9 @@ pub enum UpstreamError {
     )]
     PrivateAddress,
     #[error(
-        "base_url names a local host; use its IP address and allow it with \
-         ALLOWED_PRIVATE_UPSTREAMS"
+        "base_url names a local host; to use a server on your machine or network, add the \
+         range its name resolves to to ALLOWED_PRIVATE_UPSTREAMS on the admin API and the \
+         gateway, e.g. 127.0.0.1/32 for localhost"
     )]
     LocalName,
 }
@@ -71,6 +82,38 @@ impl ProviderBaseUrl {
     pub fn url(&self) -> &Url {
         &self.0
     }
+
+    /// The host name, when the URL names one rather than a literal address.
+    pub fn domain(&self) -> Option<&str> {
+        self.0.domain()
+    }
+
+    /// Whether the connection would be plain HTTP.
+    pub fn plaintext(&self) -> bool {
+        self.0.scheme() == "http"
+    }
+
+    /// Whether the URL is acceptable only once its name has resolved to allowed
+    /// addresses: a plain-HTTP name, or a name that is local by its spelling. A public
+    /// `https://` name that does not resolve from the admin API is accepted (the gateway's
+    /// network may see it; it checks the addresses before every connection).
+    pub fn needs_resolution(&self) -> bool {
+        self.domain()
+            .is_some_and(|name| self.plaintext() || is_local_name(name))
+    }
+}
+
+/// Names that can only be local: `localhost` and its subdomains, mDNS `.local`,
+/// `.internal`, the bare `metadata`, and dotless names (a compose service, a search-domain
+/// host).
+fn is_local_name(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name.ends_with(".local")
+        || name.ends_with(".internal")
+        || name == "metadata"
+        || !name.contains('.')
 }
 
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -159,20 +202,34 @@ impl UpstreamPolicy {
         self.allowed_private.iter().any(|net| net.contains(&ip))
     }
 
-    /// Whether a connection to `ip` is allowed.
+    /// Whether a connection to `ip` is allowed over TLS.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), UpstreamError> {
+        self.check_connect(ip, false)
+    }
+
+    /// Whether a connection to `ip` is allowed: never to metadata; to a public address
+    /// over TLS only; to a private one only when its range is allowed (TLS or not).
+    pub fn check_connect(&self, ip: IpAddr, plaintext: bool) -> Result<(), UpstreamError> {
         if is_metadata(ip) {
             return Err(UpstreamError::PrivateAddress);
         }
-        if is_public(ip) || self.allows_private(ip) {
+        if is_public(ip) {
+            return if plaintext {
+                Err(UpstreamError::Scheme)
+            } else {
+                Ok(())
+            };
+        }
+        if self.allows_private(ip) {
             Ok(())
         } else {
             Err(UpstreamError::PrivateAddress)
         }
     }
 
-    /// Static checks: scheme, host spelling, literal addresses. Names are checked again
-    /// against what they resolve to, by [`UpstreamPolicy::check_resolved`].
+    /// Static checks: scheme, credentials, literal addresses, and names that no address
+    /// could make acceptable while no private range is allowed. Other names are judged by
+    /// what they resolve to, with [`UpstreamPolicy::usable`].
     pub fn parse_base_url(&self, raw: &str) -> Result<ProviderBaseUrl, UpstreamError> {
         let url = Url::parse(raw.trim()).map_err(|_| UpstreamError::Invalid)?;
         if !url.username().is_empty()
@@ -182,39 +239,50 @@ impl UpstreamPolicy {
         {
             return Err(UpstreamError::Extras);
         }
-        let host = url.host().ok_or(UpstreamError::Invalid)?;
-        let literal = match &host {
-            Host::Ipv4(v4) => Some(IpAddr::V4(*v4)),
-            Host::Ipv6(v6) => Some(IpAddr::V6(*v6)),
-            Host::Domain(name) => {
-                let name = name.trim_end_matches('.').to_ascii_lowercase();
-                if name == "localhost"
-                    || name.ends_with(".localhost")
-                    || name.ends_with(".local")
-                    || name.ends_with(".internal")
-                    || name == "metadata"
-                    || !name.contains('.')
-                {
+        let plaintext = match url.scheme() {
+            "https" => false,
+            "http" => true,
+            _ => return Err(UpstreamError::Scheme),
+        };
+        match url.host().ok_or(UpstreamError::Invalid)? {
+            Host::Ipv4(v4) => self.check_connect(IpAddr::V4(v4), plaintext)?,
+            Host::Ipv6(v6) => self.check_connect(IpAddr::V6(v6), plaintext)?,
+            // Without an allowed private range, a local name or plain HTTP cannot pass
+            // whatever the name resolves to: say so without a lookup.
+            Host::Domain(name) if self.allowed_private.is_empty() => {
+                if is_local_name(name) {
                     return Err(UpstreamError::LocalName);
                 }
-                None
+                if plaintext {
+                    return Err(UpstreamError::Scheme);
+                }
             }
-        };
-        let allowed_private = literal.is_some_and(|ip| !is_public(ip) && self.allows_private(ip));
-        if let Some(ip) = literal {
-            self.check_ip(ip)?;
-        }
-        match url.scheme() {
-            "https" => {}
-            "http" if allowed_private => {}
-            _ => return Err(UpstreamError::Scheme),
+            Host::Domain(_) => {}
         }
         Ok(ProviderBaseUrl(url))
     }
 
-    /// Checks every address a name resolved to.
-    pub fn check_resolved(&self, addrs: &[IpAddr]) -> Result<(), UpstreamError> {
-        addrs.iter().try_for_each(|ip| self.check_ip(*ip))
+    /// The addresses of a resolved name a connection may go to (see
+    /// [`UpstreamPolicy::check_connect`]), in their order; the first refusal when none
+    /// may.
+    pub fn usable(&self, addrs: &[IpAddr], plaintext: bool) -> Result<Vec<IpAddr>, UpstreamError> {
+        let mut refusal = None;
+        let usable: Vec<IpAddr> = addrs
+            .iter()
+            .copied()
+            .filter(|ip| match self.check_connect(*ip, plaintext) {
+                Ok(()) => true,
+                Err(e) => {
+                    refusal.get_or_insert(e);
+                    false
+                }
+            })
+            .collect();
+        match (usable.is_empty(), refusal) {
+            (false, _) => Ok(usable),
+            (true, Some(e)) => Err(e),
+            (true, None) => Err(UpstreamError::Invalid),
+        }
     }
 }
 
@@ -263,12 +331,88 @@ mod tests {
         assert!(p.parse_base_url("http://[::ffff:127.0.0.1]:9/").is_ok());
         assert!(p.parse_base_url("http://169.254.169.254/").is_err());
         assert!(p.parse_base_url("http://192.168.1.1/").is_err());
-        assert!(p.parse_base_url("http://localhost:8000/").is_err());
-        assert!(p.check_resolved(&["127.0.0.1".parse().unwrap()]).is_ok());
-        assert!(p
-            .check_resolved(&["8.8.8.8".parse().unwrap(), "192.168.1.1".parse().unwrap()])
-            .is_err());
+        assert!(p.usable(&["127.0.0.1".parse().unwrap()], true).is_ok());
         assert!("10.0.0.0/33".parse::<UpstreamPolicy>().is_err());
+    }
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn names_are_judged_by_the_addresses_they_resolve_to() {
+        let p: UpstreamPolicy = "127.0.0.1/32, 10.0.0.0/8".parse().unwrap();
+        // Any name passes the static checks once a private range is allowed; its
+        // addresses decide.
+        for url in [
+            "http://localhost:8000/v1",
+            "http://ollama:11434/v1",
+            "https://vllm.internal/v1",
+            "http://api.example.com/v1",
+        ] {
+            let parsed = p.parse_base_url(url).unwrap();
+            assert!(parsed.needs_resolution(), "{url}");
+        }
+        let public = p.parse_base_url("https://api.openai.com/v1").unwrap();
+        assert!(!public.needs_resolution());
+        assert!(!p
+            .parse_base_url("http://127.0.0.1:9/v1")
+            .unwrap()
+            .needs_resolution());
+
+        // localhost resolving to both loopbacks: only the allowed one is used.
+        assert_eq!(
+            p.usable(&ips(&["::1", "127.0.0.1"]), true),
+            Ok(ips(&["127.0.0.1"]))
+        );
+        assert_eq!(
+            p.usable(&ips(&["::1", "127.0.0.2"]), true),
+            Err(UpstreamError::PrivateAddress)
+        );
+        // Plain HTTP never goes to a public address; TLS does.
+        assert_eq!(
+            p.usable(&ips(&["8.8.8.8"]), true),
+            Err(UpstreamError::Scheme)
+        );
+        assert_eq!(
+            p.usable(&ips(&["8.8.8.8", "10.1.1.1"]), true),
+            Ok(ips(&["10.1.1.1"]))
+        );
+        assert_eq!(
+            p.usable(&ips(&["8.8.8.8", "192.168.1.1"]), false),
+            Ok(ips(&["8.8.8.8"]))
+        );
+        // Metadata stays out even inside an allowed range.
+        let wide: UpstreamPolicy = "0.0.0.0/0".parse().unwrap();
+        assert_eq!(
+            wide.usable(&ips(&["169.254.169.254"]), true),
+            Err(UpstreamError::PrivateAddress)
+        );
+        assert_eq!(
+            wide.usable(&ips(&["169.254.169.254", "10.0.0.1"]), true),
+            Ok(ips(&["10.0.0.1"]))
+        );
+    }
+
+    #[test]
+    fn without_an_allowed_range_local_names_and_plain_http_are_refused_unresolved() {
+        let p = UpstreamPolicy::default();
+        assert_eq!(
+            p.parse_base_url("http://localhost:8000/v1"),
+            Err(UpstreamError::LocalName)
+        );
+        assert_eq!(
+            p.parse_base_url("https://ollama:11434/v1"),
+            Err(UpstreamError::LocalName)
+        );
+        assert_eq!(
+            p.parse_base_url("http://api.example.com/v1"),
+            Err(UpstreamError::Scheme)
+        );
+        assert_eq!(
+            p.parse_base_url("http://8.8.8.8/v1"),
+            Err(UpstreamError::Scheme)
+        );
     }
 
     #[test]
@@ -310,7 +454,7 @@ mod tests {
                     Err(UpstreamError::PrivateAddress),
                     "{bad}"
                 );
-                assert!(p.check_resolved(&[ip]).is_err(), "{bad}");
+                assert!(p.usable(&[ip], false).is_err(), "{bad}");
             }
         }
         for good in [

@@ -1,11 +1,18 @@
-//! Prometheus metrics, registered in the registry `pingora_prometheus` serves. Labels are
-//! short fixed strings only (route, provider kind, status class, reason) — never keys,
-//! users, workspaces or messages.
+//! Prometheus metrics, registered in the default registry, and the `/metrics` endpoint
+//! that serves it in the text format (gzip when asked). Labels are short fixed strings
+//! only (route, provider kind, status class, reason) — never keys, users, workspaces or
+//! messages.
 
 use std::sync::LazyLock;
 
-use pingora_prometheus::prometheus::{
-    self, CounterVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+use async_trait::async_trait;
+use pingora::apps::http_app::{HttpServer, ServeHttp};
+use pingora::modules::http::compression::ResponseCompressionBuilder;
+use pingora::protocols::http::ServerSession;
+use pingora::services::listening::Service;
+use prometheus::{
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    TextEncoder,
 };
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -334,4 +341,39 @@ pub fn init() {
         BREAKER_OPENED.with_label_values(&[k.as_str()]);
         UNPRICED.with_label_values(&[k.as_str()]);
     }
+}
+
+/// The `/metrics` endpoint (any path): every registered metric in Prometheus' text
+/// format. Written here rather than taken from `pingora-prometheus`, whose `prometheus`
+/// dependency brings the protobuf encoder, one of the larger crates of a first build,
+/// which nothing here uses.
+pub struct Endpoint;
+
+#[async_trait]
+impl ServeHttp for Endpoint {
+    async fn response(&self, _session: &mut ServerSession) -> http::Response<Vec<u8>> {
+        let encoder = TextEncoder::new();
+        let mut body = Vec::new();
+        let status = match encoder.encode(&prometheus::gather(), &mut body) {
+            Ok(()) => 200,
+            Err(_) => {
+                body.clear();
+                500
+            }
+        };
+        http::Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, encoder.format_type())
+            .header(http::header::CONTENT_LENGTH, body.len())
+            .body(body)
+            .unwrap_or_else(|_| http::Response::new(Vec::new()))
+    }
+}
+
+/// The listening service of [`Endpoint`], compressing its answers (gzip level 7) for
+/// clients that accept it.
+pub fn http_service() -> Service<HttpServer<Endpoint>> {
+    let mut server = HttpServer::new_app(Endpoint);
+    server.add_module(ResponseCompressionBuilder::enable(7));
+    Service::new("Prometheus metric HTTP".to_string(), server)
 }

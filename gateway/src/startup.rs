@@ -134,7 +134,7 @@ pub fn run(config: Config) -> Result<(), StartupError> {
             L4BufferSettings::new(CLIENT_READ_BUFFER, CLIENT_WRITE_BUFFER),
         ),
     );
-    let mut metrics_service = pingora_prometheus::prometheus_http_service();
+    let mut metrics_service = crate::metrics::http_service();
     metrics_service.add_tcp(&config.server.metrics_addr.to_string());
     metrics_service.threads = Some(1);
     server.add_service(proxy);

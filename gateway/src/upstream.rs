@@ -1,5 +1,5 @@
 //! One upstream attempt with pingora-core's pooled `Connector`: resolve (async, cached,
-//! checked against the upstream policy), connect, send the whole body, read the response
+//! checked against the upstream policy, `http://` included), connect, send the whole body, read the response
 //! header, and hold the answer until its first real content — all bounded by the
 //! time-to-first-byte timeout. A stream is held past its preamble (a role-only chunk,
 //! `message_start`, pings) until the first event a user would see; the preamble is kept
@@ -83,9 +83,11 @@ fn retry_after(h: &ResponseHeader) -> Option<Duration> {
 impl Upstreams {
     async fn peer(&self, entry: &Entry) -> Result<HttpPeer, ResolveError> {
         let up = &entry.upstream;
+        // Only addresses the policy lets this connection reach: the private-range rule,
+        // and plain HTTP to allowed private ranges only, whatever the name resolves to now.
         let addrs = self
             .resolver
-            .resolve_checked(&up.host, &self.policy)
+            .resolve_checked(&up.host, &self.policy, !up.tls)
             .await?;
         let ip = addrs
             .iter()

@@ -1,12 +1,14 @@
 # Shared PostgreSQL helpers for the run and test scripts (sourced, not executed).
 #
-# pg_private_url: starts (or reuses) a private cluster in $ROOT/.dev/pgdata on port
-# $PERPETUO_PG_PORT (default 54329) and prints its URL. Runs initdb/pg_ctl as the
-# `postgres` user when this script runs as root, since PostgreSQL refuses root.
+# pg_private_url: starts (or reuses) a private cluster in $PERPETUO_DEV_DIR/pgdata
+# ($ROOT/.dev unless set) on port $PERPETUO_PG_PORT (default 54329) and prints its URL.
+# Runs initdb/pg_ctl as the `postgres` user when this script runs as root, since
+# PostgreSQL refuses root.
 # pg_private_running: whether something already answers on that port.
 # pg_private_stop: stops the private cluster (fast shutdown).
 
 PERPETUO_PG_PORT="${PERPETUO_PG_PORT:-54329}"
+PERPETUO_DEV_DIR="${PERPETUO_DEV_DIR:-$ROOT/.dev}"
 
 pg_bin() {
   local name="$1" found
@@ -35,7 +37,7 @@ pg_reachable() {
 }
 
 pg_private_url() {
-  local dir="$ROOT/.dev" data sock url initdb pg_ctl
+  local dir="$PERPETUO_DEV_DIR" data sock url initdb pg_ctl
   data="$dir/pgdata"
   sock="$dir/pgsock"
   url="postgres://postgres@127.0.0.1:${PERPETUO_PG_PORT}/postgres"
@@ -64,7 +66,7 @@ pg_private_running() {
 }
 
 pg_private_stop() {
-  local pg_ctl data="$ROOT/.dev/pgdata"
+  local pg_ctl data="$PERPETUO_DEV_DIR/pgdata"
   pg_ctl="$(pg_bin pg_ctl)" || return 1
   as_pg_user "'$pg_ctl' -D '$data' -m fast -w -t 30 stop" >/dev/null
 }

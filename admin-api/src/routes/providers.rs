@@ -248,18 +248,31 @@ async fn validate(
     ))
 }
 
-/// Static URL policy, then what the host resolves to. A name that does not resolve from
-/// here is accepted: the gateway checks the addresses again before every connection.
+/// Static URL policy, then what the host resolves to (with the private-range and the
+/// `http://` rules). A public `https://` name that does not resolve from here is accepted:
+/// the gateway's network may see it, and it checks the addresses before every connection.
+/// A name that is acceptable only for what it resolves to (`http://`, `localhost`, a
+/// dotless compose service) must resolve now.
 async fn check_base_url(state: &AppState, raw: &str) -> Result<String, String> {
     let url = state
         .upstream_policy
         .parse_base_url(raw)
         .map_err(|e| e.to_string())?;
-    if let Some(url::Host::Domain(host)) = url.url().host() {
-        let lookup = state.resolver.resolve_checked(host, &state.upstream_policy);
+    if let Some(host) = url.domain() {
+        let lookup = state
+            .resolver
+            .resolve_checked(host, &state.upstream_policy, url.plaintext());
         match tokio::time::timeout(DNS_CHECK_TIMEOUT, lookup).await {
+            Ok(Ok(_)) => {}
             Ok(Err(ResolveError::Policy(e))) => return Err(e.to_string()),
-            Ok(Ok(_)) | Ok(Err(ResolveError::Lookup(_))) | Err(_) => {}
+            Ok(Err(ResolveError::Lookup(_))) | Err(_) if url.needs_resolution() => {
+                return Err(format!(
+                    "host `{host}` does not resolve from the admin API; a plain-http or local \
+                     host name is accepted only once it resolves to an address that \
+                     ALLOWED_PRIVATE_UPSTREAMS lists"
+                ))
+            }
+            Ok(Err(ResolveError::Lookup(_))) | Err(_) => {}
         }
     }
     Ok(url.as_str().to_string())

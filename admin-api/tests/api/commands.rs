@@ -524,3 +524,15 @@ async fn help_lists_the_operator_commands() {
         );
     }
 }
+
+/// A log that is not a terminal (a pipe here; a file under `scripts/dev`) holds no colour
+/// codes.
+#[tokio::test]
+async fn a_log_that_is_not_a_terminal_holds_no_colour_codes() {
+    let db = TestDb::new().await.unwrap();
+    let (b64, _) = key_pair();
+    let run = admin(env_for(&db, &b64), &["migrate"], "").await;
+    assert!(run.ok, "{}", run.all());
+    assert!(run.stdout.contains("migrations applied"), "{}", run.all());
+    assert!(!run.all().contains('\u{1b}'), "{:?}", run.all());
+}

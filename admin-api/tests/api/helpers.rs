@@ -6,6 +6,7 @@ use perpetuo_admin::config::{AuthSettings, Config};
 use perpetuo_admin::startup::Application;
 use perpetuo_admin::teams::TeamSettings;
 use perpetuo_core::crypto::MasterKey;
+use perpetuo_core::dns::Resolver;
 use perpetuo_core::testing::TestDb;
 use perpetuo_core::Secret;
 use reqwest::{Method, StatusCode};
@@ -63,11 +64,27 @@ impl TestApp {
 
     /// An app whose configuration `adjust` changes first.
     pub async fn spawn_configured(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_with_resolver(adjust, Resolver::from_system()).await
+    }
+
+    /// An app allowing `allowed_private` whose resolver also knows the names of `hosts`
+    /// (`/etc/hosts` lines).
+    pub async fn spawn_resolving(allowed_private: &str, hosts: &str) -> Self {
+        Self::spawn_with_resolver(
+            |c| c.allowed_private_upstreams = allowed_private.parse().unwrap(),
+            Resolver::from_system_with_hosts(hosts),
+        )
+        .await
+    }
+
+    async fn spawn_with_resolver(adjust: impl FnOnce(&mut Config), resolver: Resolver) -> Self {
         let db = TestDb::new().await.expect("test database");
         let master_key = MasterKey::from_base64(&MasterKey::generate_base64()).unwrap();
         let mut cfg = config(&db, &master_key, "");
         adjust(&mut cfg);
-        let app = Application::build(cfg).await.expect("app builds");
+        let app = Application::build_with_resolver(cfg, resolver)
+            .await
+            .expect("app builds");
         let base = format!("http://127.0.0.1:{}", app.port());
         let hasher = app.hasher();
         tokio::spawn(app.run_until_stopped());

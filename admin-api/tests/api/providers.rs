@@ -227,6 +227,74 @@ async fn operator_allowed_private_ranges() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "only the listed ranges");
 }
 
+/// Host names are judged by the addresses they resolve to: `localhost` and a dotless name
+/// (as a compose service is called) are accepted, over plain HTTP too, where
+/// ALLOWED_PRIVATE_UPSTREAMS lists their addresses, and refused elsewhere; a name that is
+/// acceptable only for its addresses and does not resolve is a 400 naming the field.
+#[tokio::test]
+async fn local_host_names_are_accepted_where_their_addresses_are_allowed() {
+    let hosts = "127.0.0.1 ollama\n10.9.9.9 vllm-box\n";
+    let app = TestApp::spawn_resolving("127.0.0.1/32", hosts).await;
+    let acc = app.signup("names@example.com").await;
+    let base = format!("/workspaces/{}/providers", acc.workspace);
+    for (name, url) in [
+        ("local", "http://localhost:9000/v1"),
+        ("ollama", "http://ollama:11434/v1"),
+        ("tls", "https://ollama:8443/v1"),
+    ] {
+        let (status, body) = app
+            .post(
+                &base,
+                &acc.token,
+                json!({"kind": "openai_compatible", "name": name, "api_key": "k", "base_url": url}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{url}: {body}");
+        assert_eq!(body["base_url"], url);
+    }
+    let refused = |resp: &serde_json::Value| {
+        resp["error"]["fields"]["base_url"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    // A name resolving outside the allowed ranges.
+    let (status, resp) = app
+        .post(&base, &acc.token, json!({"kind": "openai_compatible", "name": "lan", "api_key": "k", "base_url": "http://vllm-box:8000/v1"}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{resp}");
+    assert!(
+        refused(&resp).contains("ALLOWED_PRIVATE_UPSTREAMS"),
+        "{resp}"
+    );
+    // A name that must resolve and does not.
+    let (status, resp) = app
+        .post(&base, &acc.token, json!({"kind": "openai_compatible", "name": "gone", "api_key": "k", "base_url": "http://no-such-service.invalid:8000/v1"}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{resp}");
+    assert_eq!(error_code(&resp), "validation_error");
+    assert!(refused(&resp).contains("does not resolve"), "{resp}");
+
+    // Without the range, the same names are refused and told what to set.
+    let closed = TestApp::spawn_resolving("", hosts).await;
+    let acc = closed.signup("closed@example.com").await;
+    let base = format!("/workspaces/{}/providers", acc.workspace);
+    for url in ["http://localhost:9000/v1", "http://ollama:11434/v1"] {
+        let (status, resp) = closed
+            .post(
+                &base,
+                &acc.token,
+                json!({"kind": "openai_compatible", "name": "x", "api_key": "k", "base_url": url}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {resp}");
+        assert!(
+            refused(&resp).contains("ALLOWED_PRIVATE_UPSTREAMS"),
+            "{resp}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn writes_notify_gateways() {
     let app = TestApp::spawn().await;

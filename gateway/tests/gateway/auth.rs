@@ -36,7 +36,7 @@ async fn refused_within(gw: &Gateway, key: &str, within: Duration) -> bool {
 }
 
 /// The admin API's settings for a test beside a gateway on the same database.
-fn admin_config(env: &Env) -> perpetuo_admin::config::Config {
+pub(crate) fn admin_config(env: &Env) -> perpetuo_admin::config::Config {
     perpetuo_admin::config::Config {
         database_url: Secret::new(env.db.url.clone()),
         jwt_secret: Secret::new("gateway-test-secret-gateway-test-secret".into()),

@@ -29,3 +29,4 @@ mod sealing;
 mod shared_limits;
 mod stored_responses;
 mod streaming;
+mod upstream_names;

@@ -369,3 +369,36 @@ async fn a_known_route_asked_with_the_wrong_method_answers_405_with_allow() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn the_metrics_endpoint_serves_the_text_format_and_gzip_when_asked() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("a", &m.base_url(), 1).await;
+    let gw = Gateway::start(&env).await;
+    let r = gw.chat(&env.key, chat_body("gpt-4o")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    let plain = gw.http.get(&gw.metrics).send().await.unwrap();
+    assert_eq!(plain.status(), 200);
+    assert!(plain.headers().get("content-encoding").is_none());
+    assert_eq!(plain.headers()["content-type"], "text/plain; version=0.0.4");
+    let text = plain.text().await.unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("perpetuo_requests_total{")),
+        "{text}"
+    );
+
+    let gzip = gw
+        .http
+        .get(&gw.metrics)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gzip.status(), 200);
+    assert_eq!(gzip.headers()["content-encoding"], "gzip");
+    let body = gzip.bytes().await.unwrap();
+    assert_eq!(&body[..2], &[0x1f, 0x8b], "a gzip stream");
+}
