@@ -319,6 +319,14 @@ impl GatewayError {
         )
     }
 
+    /// The message followed by the attempts it sums up: `Message. Attempts: detail.`
+    pub fn with_attempts(mut self, detail: &str) -> Self {
+        if !detail.is_empty() {
+            self.message = format!("{} Attempts: {detail}.", self.message);
+        }
+        self
+    }
+
     pub fn body(&self) -> Vec<u8> {
         json!({"error": {"message": self.message, "type": self.err_type, "code": self.code, "param": null}})
             .to_string()

@@ -19,7 +19,7 @@ use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::providers::{Signal, UpstreamRequest};
-use crate::routing::{should_fall_back, Entry, Failure};
+use crate::routing::{should_fall_back, Connect, Entry, Failure};
 use crate::sse::Event;
 use crate::sse::Framer;
 
@@ -72,6 +72,16 @@ fn failed(failure: Failure) -> Outcome {
         failure,
         status: None,
         retry_after: None,
+    }
+}
+
+fn connect_cause(etype: &pingora::ErrorType) -> Connect {
+    use pingora::ErrorType as E;
+    match etype {
+        E::ConnectRefused => Connect::Refused,
+        E::ConnectTimedout => Connect::TimedOut,
+        E::TLSHandshakeFailure | E::TLSHandshakeTimedout | E::InvalidCert => Connect::Tls,
+        _ => Connect::Failed,
     }
 }
 
@@ -142,17 +152,17 @@ impl Upstreams {
             }
             Err(e) => {
                 tracing::warn!(entry = %entry.id, error = %e, "provider address unresolvable");
-                return failed(Failure::Connect);
+                return failed(Failure::Connect(Connect::Unresolvable));
             }
         };
         // Boxed: Pingora's connect future (TLS handshake included) is several KiB, and
         // every request's future would otherwise carry it to its end.
-        let Ok((mut session, _reused)) = Box::pin(self.connector.get_http_session(&peer)).await
-        else {
-            return failed(Failure::Connect);
+        let (mut session, _reused) = match Box::pin(self.connector.get_http_session(&peer)).await {
+            Ok(connected) => connected,
+            Err(e) => return failed(Failure::Connect(connect_cause(e.etype()))),
         };
         let Ok(header) = request_header(entry, req) else {
-            return failed(Failure::Connect);
+            return failed(Failure::Connect(Connect::Failed));
         };
         let sent = async {
             session.write_request_header(Box::new(header)).await?;
@@ -162,7 +172,7 @@ impl Upstreams {
         }
         .await;
         if sent.is_err() {
-            return failed(Failure::Connect);
+            return failed(Failure::Connect(Connect::Failed));
         }
         let Some(header) = session.response_header().cloned() else {
             return failed(Failure::EarlyEnd);

@@ -13,6 +13,8 @@ use crate::metrics;
 use crate::providers::{Adapter, Unsupported};
 use crate::proxy::ctx::{Ctx, Stop};
 use crate::proxy::Gateway;
+#[cfg(test)]
+use crate::routing::Connect;
 use crate::routing::{Entry, Failure};
 use crate::upstream::Outcome;
 use pingora::proxy::Session;
@@ -25,7 +27,7 @@ impl Gateway {
         candidates: &[Arc<Entry>],
         inbound: &Inbound<'_>,
     ) -> Result<(), Stop> {
-        let mut failures: Vec<Failure> = Vec::new();
+        let mut failures: Vec<Failed> = Vec::new();
         let mut refused: Option<String> = None;
         for entry in candidates {
             let adapter = Adapter::for_kind(entry.kind);
@@ -91,7 +93,10 @@ impl Gateway {
                         latency_ms,
                         error_kind: Some(failure.reason().to_string()),
                     });
-                    failures.push(failure);
+                    failures.push(Failed {
+                        entry: entry.name.clone(),
+                        failure,
+                    });
                 }
                 Outcome::Ready(ready) => {
                     admission.success();
@@ -118,27 +123,70 @@ impl Gateway {
     }
 }
 
+/// One entry's failed attempt.
+pub struct Failed {
+    pub entry: String,
+    pub failure: Failure,
+}
+
+/// Attempts named in an error message at most; the rest are counted.
+const ATTEMPTS_NAMED: usize = 8;
+
 /// The client's error when no entry answered: a request no entry could take is the
 /// client's (400); entries all cooling down, all rate-limited, the last one timing out,
-/// or failing otherwise each have their own answer.
-pub fn verdict(failures: &[Failure], refused: Option<String>) -> GatewayError {
-    match (failures.last(), refused) {
-        (None, Some(reason)) => GatewayError::bad_request("unsupported_request", reason),
-        (None, None) => GatewayError::providers_unavailable(),
-        _ if failures.iter().all(|f| *f == Failure::Status(429)) => GatewayError::rate_limited(),
-        (Some(Failure::Timeout), _) => GatewayError::upstream_timeout(),
+/// or failing otherwise each have their own answer, whose message names each attempt's
+/// entry and the class of its failure.
+pub fn verdict(failures: &[Failed], refused: Option<String>) -> GatewayError {
+    let error = match (failures.last(), refused) {
+        (None, Some(reason)) => return GatewayError::bad_request("unsupported_request", reason),
+        (None, None) => return GatewayError::providers_unavailable(),
+        _ if failures.iter().all(|f| f.failure == Failure::Status(429)) => {
+            GatewayError::rate_limited()
+        }
+        (
+            Some(Failed {
+                failure: Failure::Timeout,
+                ..
+            }),
+            _,
+        ) => GatewayError::upstream_timeout(),
         _ => GatewayError::upstream_failed(),
+    };
+    error.with_attempts(&attempts_named(failures))
+}
+
+/// `entry "a": connection refused; entry "b": status 503`.
+fn attempts_named(failures: &[Failed]) -> String {
+    let mut named: Vec<String> = failures
+        .iter()
+        .take(ATTEMPTS_NAMED)
+        .map(|f| format!("entry {:?}: {}", f.entry, f.failure.cause()))
+        .collect();
+    if failures.len() > ATTEMPTS_NAMED {
+        named.push(format!("{} more", failures.len() - ATTEMPTS_NAMED));
     }
+    named.join("; ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn failed(failures: &[Failure]) -> Vec<Failed> {
+        failures
+            .iter()
+            .enumerate()
+            .map(|(i, &failure)| Failed {
+                entry: format!("e{i}"),
+                failure,
+            })
+            .collect()
+    }
+
     #[test]
     fn the_failures_decide_the_error() {
         let code = |failures: &[Failure], refused: Option<&str>| {
-            verdict(failures, refused.map(str::to_string)).code
+            verdict(&failed(failures), refused.map(str::to_string)).code
         };
         assert_eq!(code(&[], Some("n>1")), "unsupported_request");
         assert_eq!(code(&[], None), "providers_unavailable");
@@ -151,6 +199,35 @@ mod tests {
         assert_eq!(
             code(&[Failure::Timeout, Failure::Status(429)], None),
             "upstream_error"
+        );
+    }
+
+    #[test]
+    fn the_message_names_each_attempt_and_its_cause() {
+        let failures = failed(&[
+            Failure::Connect(Connect::Refused),
+            Failure::Status(503),
+            Failure::Timeout,
+        ]);
+        let e = verdict(&failures[..2], None);
+        assert_eq!(
+            e.message,
+            "Every provider for this model failed. Attempts: entry \"e0\": connection \
+             refused; entry \"e1\": status 503."
+        );
+        let e = verdict(&failures, None);
+        assert_eq!(e.code, "upstream_timeout");
+        assert!(
+            e.message.ends_with("entry \"e2\": timeout."),
+            "{}",
+            e.message
+        );
+        let many = failed(&[Failure::Status(500); 11]);
+        let e = verdict(&many, None);
+        assert!(
+            e.message.ends_with("entry \"e7\": status 500; 3 more."),
+            "{}",
+            e.message
         );
     }
 }

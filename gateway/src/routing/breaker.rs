@@ -10,7 +10,8 @@ use uuid::Uuid;
 /// Why an attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
-    Connect,
+    /// No answer could be asked for: see [`Connect`].
+    Connect(Connect),
     Timeout,
     Status(u16),
     /// The response broke before its first content.
@@ -32,7 +33,7 @@ impl Failure {
 
     pub fn reason(self) -> &'static str {
         match self {
-            Failure::Connect => "connect",
+            Failure::Connect(_) => "connect",
             Failure::Timeout => "timeout",
             Failure::Status(429) => "status_429",
             Failure::Status(401 | 403) => "provider_auth",
@@ -41,6 +42,38 @@ impl Failure {
             Failure::StreamError => "stream_error",
             Failure::RefusedByPolicy => "upstream_refused_by_policy",
         }
+    }
+}
+
+/// Why no connection carried the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connect {
+    /// The provider's host name did not resolve.
+    Unresolvable,
+    Refused,
+    TimedOut,
+    Tls,
+    /// Any other failure to connect, or to write the request on the connection.
+    Failed,
+}
+
+impl Failure {
+    /// The failure's class as a client may read it: never the provider's own words, its
+    /// address or anything secret.
+    pub fn cause(self) -> String {
+        let text = match self {
+            Failure::Connect(Connect::Unresolvable) => "host name did not resolve",
+            Failure::Connect(Connect::Refused) => "connection refused",
+            Failure::Connect(Connect::TimedOut) => "connect timeout",
+            Failure::Connect(Connect::Tls) => "TLS handshake failed",
+            Failure::Connect(Connect::Failed) => "connection failed",
+            Failure::Timeout => "timeout",
+            Failure::Status(status) => return format!("status {status}"),
+            Failure::EarlyEnd => "answer ended before its first content",
+            Failure::StreamError => "stream error before its first content",
+            Failure::RefusedByPolicy => "address not allowed by ALLOWED_PRIVATE_UPSTREAMS",
+        };
+        text.to_string()
     }
 }
 

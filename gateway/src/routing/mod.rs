@@ -6,6 +6,6 @@ pub mod breaker;
 pub mod entries;
 pub mod order;
 
-pub use breaker::{should_fall_back, Admission, Breakers, Failure, MAX_RETRY_AFTER};
+pub use breaker::{should_fall_back, Admission, Breakers, Connect, Failure, MAX_RETRY_AFTER};
 pub use entries::{Entry, EntryCache, Upstream};
 pub use order::{order, split_pinned, Turns};

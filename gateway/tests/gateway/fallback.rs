@@ -263,3 +263,74 @@ async fn the_gateway_refuses_private_addresses_the_operator_did_not_allow() {
         Some("upstream_refused_by_policy")
     );
 }
+
+#[tokio::test]
+async fn when_every_entry_fails_the_error_names_each_attempt_in_each_doors_shape() {
+    let env = Env::new().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    env.add_provider("local", &format!("http://127.0.0.1:{closed}/v1"), 1)
+        .await;
+    let busy = mock().await;
+    busy.set_behavior(Some(Behavior::Status(503)));
+    env.add_provider("busy", &busy.base_url(), 2).await;
+    let gw = Gateway::start(&env).await;
+    let named = "Attempts: entry \"local\": connection refused; entry \"busy\": status 503.";
+    let leaks = |body: &str| {
+        assert!(!body.contains("127.0.0.1"), "{body}");
+        assert!(!body.contains(&closed.to_string()), "{body}");
+        assert!(
+            !body.contains("overloaded"),
+            "the provider's own words: {body}"
+        );
+    };
+
+    let r = gw.chat(&env.key, chat_body("gpt-4o")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let text = r.text().await.unwrap();
+    leaks(&text);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["code"], "upstream_error");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.ends_with(named), "{message}");
+
+    let r = gw
+        .http
+        .post(format!("{}/v1/messages", gw.base))
+        .header("x-api-key", &env.key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "gpt-4o", "max_tokens": 16,
+                      "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let text = r.text().await.unwrap();
+    leaks(&text);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["type"], "error", "Anthropic's error shape: {v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().ends_with(named),
+        "{v}"
+    );
+
+    let r = gw
+        .http
+        .post(format!("{}/v1/responses", gw.base))
+        .bearer_auth(&env.key)
+        .json(&json!({"model": "gpt-4o", "input": "hi", "store": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let text = r.text().await.unwrap();
+    leaks(&text);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        v["error"]["message"].as_str().unwrap().ends_with(named),
+        "{v}"
+    );
+}
