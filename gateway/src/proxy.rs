@@ -25,6 +25,7 @@ use crate::frontdoor::{anthropic_messages, models, Door};
 use crate::limits::Limiter;
 use crate::log_writer::LogSink;
 use crate::metrics;
+use crate::model_lists::ModelLists;
 use crate::routing::{Breakers, EntryCache, Turns};
 use crate::upstream::Upstreams;
 use ctx::{Ctx, Stop};
@@ -42,6 +43,8 @@ pub struct Gateway {
     pub turns: Turns,
     pub upstreams: Upstreams,
     pub pricing: Arc<Pricing>,
+    /// What the providers of OpenAI-compatible entries serving any model list.
+    pub model_lists: ModelLists,
     pub sink: LogSink,
     /// How large a request body may be, and how long it may take to arrive.
     pub body: body::BodyLimits,
@@ -63,7 +66,9 @@ impl Gateway {
             ("GET", "/v1/models") => {
                 let key = self.authenticate(session, ctx.client, None).await?;
                 let entries = self.entries(key.workspace_id).await?;
-                json_bytes(&models::list(&entries, &self.pricing))
+                let listed =
+                    models::list(&entries, &self.pricing, &self.model_lists, &self.upstreams);
+                json_bytes(&listed.await)
             }
             ("POST", "/v1/messages/count_tokens") => {
                 ctx.error_shape = Door::Messages;

@@ -26,6 +26,7 @@ use crate::invalidation::{Invalidator, LastUsedFlusher};
 use crate::limits::{self, Limiter, RedisStore};
 use crate::log_spool::Spool;
 use crate::log_writer::{self, LogWriter};
+use crate::model_lists::ModelLists;
 use crate::partitions::PartitionMaintainer;
 use crate::proxy::body::BodyLimits;
 use crate::proxy::{Gateway, ResponseStore};
@@ -93,6 +94,7 @@ pub fn run(config: Config) -> Result<(), StartupError> {
         turns: Turns::default(),
         upstreams: upstreams(&config, &conf),
         pricing: Arc::new(pricing(&config)?),
+        model_lists: ModelLists::default(),
         sink,
         body: BodyLimits {
             max_bytes: config.clients.max_body_bytes,

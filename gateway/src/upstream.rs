@@ -256,6 +256,48 @@ impl Upstreams {
         }
     }
 
+    /// A small `GET` of the entry's provider (e.g. its model list), under the same address
+    /// policy as an attempt: the whole body of a `200` no larger than `max_bytes` that
+    /// arrived within `within`, else `None` (the caller tolerates a provider that does not
+    /// answer).
+    pub async fn get(
+        &self,
+        entry: &Entry,
+        path: &str,
+        auth: &[(&'static str, String)],
+        max_bytes: usize,
+        within: Duration,
+    ) -> Option<Bytes> {
+        let ask = async {
+            let peer = self.peer(entry).await.ok()?;
+            let (mut session, _) = Box::pin(self.connector.get_http_session(&peer))
+                .await
+                .ok()?;
+            let mut h = RequestHeader::build("GET", path.as_bytes(), Some(auth.len() + 3)).ok()?;
+            h.insert_header("host", entry.upstream.authority()).ok()?;
+            h.insert_header("user-agent", "perpetuo-gateway").ok()?;
+            h.insert_header("accept", "application/json").ok()?;
+            for (name, value) in auth {
+                h.insert_header(*name, value.as_str()).ok()?;
+            }
+            session.write_request_header(Box::new(h)).await.ok()?;
+            session.finish_request_body().await.ok()?;
+            session.read_response_header().await.ok()?;
+            if session.response_header()?.status.as_u16() != 200 {
+                return None;
+            }
+            let mut body = bytes::BytesMut::new();
+            while let Some(chunk) = session.read_response_body().await.ok()? {
+                if body.len() + chunk.len() > max_bytes {
+                    return None;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Some(body.freeze())
+        };
+        tokio::time::timeout(within, ask).await.ok().flatten()
+    }
+
     /// Gives the provider connection back to the pool. Boxed: Pingora's release future is
     /// several KiB, and a request's future would otherwise carry it from its start.
     pub fn release(&self, ready: Box<Ready>) -> impl std::future::Future<Output = ()> + '_ {

@@ -1,34 +1,80 @@
 //! `GET /v1/models`: the models a workspace's entries serve, in OpenAI's list shape.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use perpetuo_core::pricing::Pricing;
+use perpetuo_core::provider::ProviderKind;
 use serde_json::{json, Value};
 
+use crate::model_lists::ModelLists;
 use crate::routing::Entry;
+use crate::upstream::Upstreams;
 
-/// Models the entries name, and — for entries that serve any model — the pricing table's
-/// models of their kind, marked as such (the provider may serve others).
-pub fn list(entries: &[std::sync::Arc<Entry>], pricing: &Pricing) -> Value {
-    let mut seen = BTreeMap::new();
+/// Where a listed model's name came from, strongest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Source {
+    /// An entry names it (`models` or `model_map`).
+    Entry,
+    /// The provider of an OpenAI-compatible entry that serves any model lists it.
+    Provider,
+    /// The pricing table has it for an entry's kind that serves any model (the provider
+    /// may serve others).
+    PricingTable,
+}
+
+/// Lists the workspace's models: those its entries name, those the providers of its
+/// OpenAI-compatible entries that serve any model list (asked concurrently, briefly
+/// cached), and the pricing table's for the other kinds that serve any model.
+pub async fn list(
+    entries: &[Arc<Entry>],
+    pricing: &Pricing,
+    lists: &ModelLists,
+    upstreams: &Upstreams,
+) -> Value {
+    let open = entries.iter().filter(|e| e.models.is_empty());
+    let asked = open
+        .clone()
+        .filter(|e| e.kind == ProviderKind::OpenaiCompatible)
+        .map(|e| async move { (e, lists.of(e, upstreams).await) });
+    let provided = futures::future::join_all(asked).await;
+
+    let mut seen: BTreeMap<String, (&'static str, Source)> = BTreeMap::new();
+    let mut note = |name: &str, kind: ProviderKind, source: Source| {
+        let listed = seen
+            .entry(name.to_string())
+            .or_insert((kind.as_str(), source));
+        if source < listed.1 {
+            *listed = (kind.as_str(), source);
+        }
+    };
     for e in entries {
         for m in e.models.iter().chain(e.model_map.keys()) {
-            seen.insert(m.clone(), (e.kind.as_str(), false));
+            note(m, e.kind, Source::Entry);
         }
     }
-    for e in entries.iter().filter(|e| e.models.is_empty()) {
-        for m in pricing.model_names() {
-            if e.kind.names_model(m) {
-                seen.entry(m.to_string()).or_insert((e.kind.as_str(), true));
-            }
+    for (e, names) in &provided {
+        for m in names.iter().flat_map(|n| n.iter()) {
+            note(m, e.kind, Source::Provider);
+        }
+    }
+    for e in open {
+        for m in pricing
+            .model_names()
+            .into_iter()
+            .filter(|m| e.kind.names_model(m))
+        {
+            note(m, e.kind, Source::PricingTable);
         }
     }
     let data: Vec<Value> = seen
         .into_iter()
-        .map(|(id, (owner, from_pricing))| {
+        .map(|(id, (owner, source))| {
             let mut model = json!({"id": id, "object": "model", "created": 0, "owned_by": owner});
-            if from_pricing {
-                model["perpetuo_listed_from"] = json!("pricing_table");
+            match source {
+                Source::Entry => {}
+                Source::Provider => model["perpetuo_listed_from"] = json!("provider"),
+                Source::PricingTable => model["perpetuo_listed_from"] = json!("pricing_table"),
             }
             model
         })

@@ -5,7 +5,7 @@ use perpetuo_core::db;
 use perpetuo_core::pricing::{Pricing, TokenCounts};
 use serde_json::{json, Value};
 
-use crate::harness::{chat_body, mock, Env, Gateway};
+use crate::harness::{chat_body, free_port, mock, Env, Gateway};
 
 #[tokio::test]
 async fn non_stream_success_is_logged_and_counted_to_the_token() {
@@ -336,6 +336,73 @@ async fn models_of_entries_that_serve_any_model_come_from_the_pricing_table() {
     assert!(!data
         .iter()
         .any(|m| m["id"].as_str().unwrap().starts_with("gpt-")));
+}
+
+#[tokio::test]
+async fn models_of_an_openai_compatible_entry_serving_any_model_come_from_its_provider() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("local", &m.base_url(), 1).await;
+    let closed = free_port();
+    env.add_provider("down", &format!("http://127.0.0.1:{closed}/v1"), 2)
+        .await;
+    env.add_provider_with(
+        "named",
+        perpetuo_core::provider::ProviderKind::OpenaiCompatible,
+        &m.base_url(),
+        3,
+        &["mock-gpt-4o"],
+        &[],
+    )
+    .await;
+    let gw = Gateway::start(&env).await;
+    let list = || async {
+        let r = gw
+            .http
+            .get(format!("{}/v1/models", gw.base))
+            .bearer_auth(&env.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "a provider that is down is tolerated");
+        r.json::<Value>().await.unwrap()
+    };
+    let models = list().await;
+    let data = models["data"].as_array().unwrap();
+    let find = |id: &str| data.iter().find(|m| m["id"] == id).cloned();
+    for id in mock_provider::openai::MODELS
+        .iter()
+        .filter(|m| **m != "mock-gpt-4o")
+    {
+        let model = find(id).unwrap_or_else(|| panic!("{id} missing from {models}"));
+        assert_eq!(model["owned_by"], "openai_compatible");
+        assert_eq!(model["perpetuo_listed_from"], "provider", "{model}");
+    }
+    // A name an entry gives is the entry's, whoever else lists it.
+    let named = find("mock-gpt-4o").unwrap();
+    assert!(named.get("perpetuo_listed_from").is_none(), "{named}");
+
+    let asked: Vec<_> = m
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path == "/v1/models")
+        .collect();
+    assert_eq!(asked.len(), 1, "only the entry serving any model is asked");
+    let auth = asked[0]
+        .headers
+        .iter()
+        .find(|(n, _)| n == "authorization")
+        .map(|(_, v)| v.clone());
+    assert_eq!(auth.as_deref(), Some("Bearer sk-upstream-local"));
+
+    // Listed again within the cache's lifetime: the provider is not asked again.
+    assert_eq!(list().await, models);
+    let asked_again = m
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path == "/v1/models")
+        .count();
+    assert_eq!(asked_again, 1);
 }
 
 #[tokio::test]
