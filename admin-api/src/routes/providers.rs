@@ -37,8 +37,11 @@ pub struct ProviderDto {
     pub kind: String,
     pub name: String,
     pub base_url: Option<String>,
-    /// Last four characters of the provider key; the key itself is never returned.
+    /// Last four characters of the provider key; the key itself is never returned. Empty
+    /// for an entry without a key.
     pub key_last4: String,
+    /// Whether the entry sends a provider key (an `openai_compatible` entry may have none).
+    pub has_key: bool,
     /// Lower is tried first; equal priorities share load.
     pub priority: i32,
     pub enabled: bool,
@@ -55,6 +58,7 @@ pub struct ProviderDto {
 impl From<ProviderEntry> for ProviderDto {
     fn from(p: ProviderEntry) -> Self {
         Self {
+            has_key: p.has_key(),
             id: p.id,
             kind: p.kind.as_str().to_string(),
             name: p.name,
@@ -76,7 +80,8 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
-/// Create body (kind, name, api_key required) or update body (any subset).
+/// Create body (kind and name required; api_key too, except for an `openai_compatible`
+/// server that needs none) or update body (any subset).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ProviderInput {
     #[schema(pattern = "^(openai|anthropic|gemini|openai_compatible)$")]
@@ -85,9 +90,12 @@ pub struct ProviderInput {
     #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
     /// Write-only provider key (visible ASCII). Required again when `kind` or `base_url`
-    /// changes.
-    #[schema(min_length = 1, max_length = 4096)]
-    pub api_key: Option<String>,
+    /// changes. Left out (or `null`) for an `openai_compatible` server that needs no key
+    /// (Ollama, vLLM, llama.cpp): no `Authorization` header is sent; on an update `null`
+    /// removes the key.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 4096)]
+    pub api_key: Option<Option<String>>,
     /// Required for openai_compatible; otherwise overrides the provider's public endpoint.
     /// `null` clears it.
     #[serde(default, deserialize_with = "present")]
@@ -100,6 +108,15 @@ pub struct ProviderInput {
     pub models: Option<Vec<String>>,
     /// Requested model → model sent to this provider (names as in `models`).
     pub model_map: Option<BTreeMap<String, String>>,
+}
+
+/// What a write does to the entry's provider key.
+enum KeyChange {
+    /// Left out: a new entry has none, an existing one keeps its own.
+    Keep,
+    /// `null`: the entry sends no key.
+    Remove,
+    Set(String),
 }
 
 /// The validated fields of an entry, before sealing.
@@ -155,7 +172,7 @@ async fn validate(
     state: &AppState,
     input: ProviderInput,
     current: Option<&ProviderEntry>,
-) -> Result<(Fields, Option<String>), ApiError> {
+) -> Result<(Fields, KeyChange), ApiError> {
     let mut errs = FieldErrors::default();
     let kind = match (input.kind.as_deref(), current) {
         (Some(k), _) => k
@@ -178,15 +195,36 @@ async fn validate(
     } else if let Err(msg) = check_text(&name, MAX_NAME_CHARS) {
         errs.add("name", msg);
     }
-    let api_key = input.api_key.map(|k| k.trim().to_string());
-    match (&api_key, current) {
-        (None, None) => errs.add("api_key", "is required"),
-        (Some(k), _) if k.is_empty() => errs.add("api_key", "must not be empty"),
-        (Some(k), _) if k.len() > MAX_KEY_LEN => errs.add("api_key", "is too long"),
+    let key = match input.api_key {
+        None => KeyChange::Keep,
+        Some(None) => KeyChange::Remove,
+        Some(Some(k)) => KeyChange::Set(k.trim().to_string()),
+    };
+    match &key {
+        KeyChange::Set(k) if k.is_empty() => errs.add(
+            "api_key",
+            "must not be empty (leave it out for a server that needs no key)",
+        ),
+        KeyChange::Set(k) if k.len() > MAX_KEY_LEN => errs.add("api_key", "is too long"),
         // It is sent in a request header: visible ASCII only.
-        (Some(k), _) if !k.bytes().all(|b| b.is_ascii_graphic()) => errs.add(
+        KeyChange::Set(k) if !k.bytes().all(|b| b.is_ascii_graphic()) => errs.add(
             "api_key",
             "must contain only visible ASCII characters (no spaces or control characters)",
+        ),
+        _ => {}
+    }
+    let keyless = match &key {
+        KeyChange::Set(_) => false,
+        KeyChange::Remove => true,
+        KeyChange::Keep => current.is_none_or(|c| !c.has_key()),
+    };
+    match kind {
+        Some(k) if keyless && k != ProviderKind::OpenaiCompatible => errs.add(
+            "api_key",
+            format!(
+                "is required for {} entries (only openai_compatible may have none)",
+                k.as_str()
+            ),
         ),
         _ => {}
     }
@@ -244,7 +282,7 @@ async fn validate(
             models,
             model_map,
         },
-        api_key,
+        key,
     ))
 }
 
@@ -334,7 +372,10 @@ pub async fn create(
     let ws = &member.workspace;
     member.require_verified(&state)?;
     let (f, key) = validate(&state, body, None).await?;
-    let key = key.ok_or_else(|| ApiError::field("api_key", "is required"))?;
+    let key = match key {
+        KeyChange::Set(k) => k,
+        KeyChange::Keep | KeyChange::Remove => String::new(),
+    };
     let pid = db::providers::new_id();
     let row = NewProvider {
         id: pid,
@@ -390,13 +431,20 @@ pub async fn update(
     // The sealed key is bound to where it is sent: moving it takes the key again, so a
     // stolen admin token alone cannot point an existing key at another server.
     let moved = f.kind != current.kind || f.base_url != current.base_url;
-    if moved && key.is_none() {
-        return Err(ApiError::field_code(
-            "api_key_required",
-            "api_key",
-            "is required when kind or base_url changes",
-        ));
-    }
+    let key = match key {
+        KeyChange::Keep if moved && current.has_key() => {
+            return Err(ApiError::field_code(
+                "api_key_required",
+                "api_key",
+                "is required when kind or base_url changes",
+            ))
+        }
+        // No key to protect: the empty one is bound to the new place.
+        KeyChange::Keep if moved => Some(String::new()),
+        KeyChange::Keep => None,
+        KeyChange::Remove => Some(String::new()),
+        KeyChange::Set(k) => Some(k),
+    };
     let (sealed, key_last4) = match key {
         Some(k) => (seal(&state, &k, pid, ws.id, &f)?, crypto::last4(&k)),
         None => (current.sealed.clone(), current.key_last4.clone()),

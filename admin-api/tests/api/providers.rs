@@ -438,6 +438,81 @@ async fn moving_a_key_to_another_server_requires_the_key() {
 }
 
 #[tokio::test]
+async fn an_openai_compatible_server_that_needs_no_key_gets_an_entry_without_one() {
+    let app = TestApp::spawn().await;
+    let acc = app.signup("keyless@example.com").await;
+    let ws = Uuid::parse_str(&acc.workspace).unwrap();
+    let base = format!("/workspaces/{}/providers", acc.workspace);
+    let (status, p) = app
+        .post(
+            &base,
+            &acc.token,
+            json!({"kind": "openai_compatible", "name": "ollama",
+                   "base_url": "https://ollama.example/v1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+    assert_eq!(p["has_key"], false);
+    assert_eq!(p["key_last4"], "");
+    let id = Uuid::parse_str(p["id"].as_str().unwrap()).unwrap();
+    let url = format!("{base}/{id}");
+    assert_eq!(opens(&app.master_key, &app.db, ws, id).await.unwrap(), "");
+
+    // Other kinds need a key, and an empty one is not "no key".
+    for (body, why) in [
+        (
+            json!({"kind": "anthropic", "name": "c"}),
+            "only openai_compatible",
+        ),
+        (
+            json!({"kind": "openai", "name": "o", "api_key": null}),
+            "only openai_compatible",
+        ),
+        (
+            json!({"kind": "openai_compatible", "name": "e", "api_key": " ",
+                   "base_url": "https://e.example/v1"}),
+            "leave it out",
+        ),
+    ] {
+        let (status, resp) = app.post(&base, &acc.token, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} → {resp}");
+        let msg = resp["error"]["fields"]["api_key"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(msg.contains(why), "{body} → {resp}");
+    }
+    let (status, resp) = app.put(&url, &acc.token, json!({"kind": "openai"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{resp}");
+    assert!(resp["error"]["fields"]["api_key"].is_string(), "{resp}");
+
+    // Without a key there is nothing to protect: the entry moves without one.
+    let (status, resp) = app
+        .put(
+            &url,
+            &acc.token,
+            json!({"base_url": "https://other.example/v1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    assert_eq!(resp["has_key"], false);
+    assert_eq!(opens(&app.master_key, &app.db, ws, id).await.unwrap(), "");
+
+    // A key is added, then removed again with null.
+    let (status, resp) = app
+        .put(&url, &acc.token, json!({"api_key": "sk-local-4321"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    assert_eq!(
+        (resp["has_key"].clone(), resp["key_last4"].clone()),
+        (json!(true), json!("4321"))
+    );
+    let (status, resp) = app.put(&url, &acc.token, json!({"api_key": null})).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    assert_eq!(resp["has_key"], false);
+    assert_eq!(opens(&app.master_key, &app.db, ws, id).await.unwrap(), "");
+}
+
+#[tokio::test]
 async fn a_sealed_key_moved_in_the_database_does_not_open() {
     let app = TestApp::spawn().await;
     let acc = app.signup("tamper@example.com").await;

@@ -33,6 +33,13 @@ pub struct ProviderEntry {
 }
 
 impl ProviderEntry {
+    /// Whether the entry sends a provider key. A keyless entry (an OpenAI-compatible
+    /// server that needs none) keeps the empty key, sealed and bound like any other, so
+    /// re-sealing and the key checks treat every row alike.
+    pub fn has_key(&self) -> bool {
+        !self.key_last4.is_empty()
+    }
+
     /// What this row's sealed key is bound to.
     pub fn binding(&self) -> KeyBinding<'_> {
         KeyBinding {

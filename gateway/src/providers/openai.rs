@@ -8,6 +8,16 @@ use serde_json::{json, Value};
 use super::{Call, Generated, Route, Signal, StreamState, Unsupported, UpstreamRequest, Usage};
 use crate::sse::Event;
 
+/// The provider key as a bearer token; none for a keyless entry (a local server that
+/// needs no key gets no `Authorization` header).
+pub fn bearer(key: &str) -> Vec<(&'static str, String)> {
+    if key.is_empty() {
+        Vec::new()
+    } else {
+        vec![("authorization", format!("Bearer {key}"))]
+    }
+}
+
 pub fn path(prefix: &str, route: Route) -> String {
     match route {
         Route::Chat => format!("{prefix}/chat/completions"),
@@ -36,7 +46,7 @@ pub fn build_request(
     } else {
         Bytes::from(rewrite(request, served_model, stream)?)
     };
-    let auth = vec![("authorization", format!("Bearer {key}"))];
+    let auth = bearer(key);
     Ok((
         UpstreamRequest::json(path(prefix, route), auth, body, stream),
         wants_usage,
@@ -55,7 +65,7 @@ pub fn responses_request(
         .request
         .with_model(served_model)
         .map_err(|e| Unsupported(e.to_string()))?;
-    let auth = vec![("authorization", format!("Bearer {key}"))];
+    let auth = bearer(key);
     Ok(UpstreamRequest::json(
         format!("{prefix}/responses"),
         auth,

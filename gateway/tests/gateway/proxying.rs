@@ -406,6 +406,63 @@ async fn models_of_an_openai_compatible_entry_serving_any_model_come_from_its_pr
 }
 
 #[tokio::test]
+async fn an_entry_without_a_key_sends_no_authorization_header() {
+    let env = Env::new().await;
+    let m = mock().await;
+    let id = env.add_provider("ollama", &m.base_url(), 1).await;
+    // What the admin API stores for an openai_compatible entry created without a key.
+    let base_url = m.base_url();
+    let binding = perpetuo_core::crypto::KeyBinding {
+        entry_id: id,
+        workspace_id: env.workspace,
+        kind: perpetuo_core::provider::ProviderKind::OpenaiCompatible,
+        base_url: Some(&base_url),
+    };
+    let sealed = env.master.seal("", &binding).unwrap();
+    env.client()
+        .await
+        .execute(
+            "UPDATE provider_keys SET sealed_key = $2, key_nonce = $3, key_version = $4,
+                 aad_version = $5, key_last4 = '' WHERE id = $1",
+            &[
+                &id,
+                &sealed.ciphertext,
+                &sealed.nonce,
+                &sealed.version,
+                &sealed.aad_version,
+            ],
+        )
+        .await
+        .unwrap();
+    let gw = Gateway::start(&env).await;
+    for stream in [false, true] {
+        let mut body = chat_body("llama3");
+        body["stream"] = json!(stream);
+        let r = gw.chat(&env.key, body).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let _ = r.bytes().await.unwrap();
+        let seen = m.last_request().unwrap();
+        assert_eq!(seen.path, "/v1/chat/completions");
+        assert!(
+            !seen.headers.iter().any(|(n, _)| n == "authorization"),
+            "{:?}",
+            seen.headers
+        );
+    }
+    let r = gw
+        .http
+        .get(format!("{}/v1/models", gw.base))
+        .bearer_auth(&env.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = m.last_request().unwrap();
+    assert_eq!(seen.path, "/v1/models");
+    assert!(!seen.headers.iter().any(|(n, _)| n == "authorization"));
+}
+
+#[tokio::test]
 async fn a_known_route_asked_with_the_wrong_method_answers_405_with_allow() {
     let env = Env::new().await;
     let gw = Gateway::start(&env).await;

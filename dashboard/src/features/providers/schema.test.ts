@@ -18,6 +18,7 @@ function provider(id: string, priority: number, extra: Partial<Provider> = {}): 
     name: `P ${id}`,
     base_url: null,
     key_last4: 'abcd',
+    has_key: true,
     priority,
     enabled: true,
     models: [],
@@ -54,6 +55,15 @@ describe('validateProviderForm', () => {
     ).toMatch(/needs the API key again/);
     expect(validateProviderForm({ ...valid, apiKey: '', kind: 'gemini' }, 'edit', original).api_key).toMatch(/API key again/);
     expect(validateProviderForm({ ...valid, kind: 'gemini' }, 'edit', original)).toEqual({});
+  });
+
+  it('lets an OpenAI-compatible server go without a key', () => {
+    const local = { ...valid, kind: 'openai_compatible' as const, baseUrl: 'http://127.0.0.1:11434/v1', apiKey: '' };
+    expect(validateProviderForm(local, 'create')).toEqual({});
+    const original = { kind: local.kind, base_url: local.baseUrl, has_key: false };
+    // Without a key there is nothing to send elsewhere: it may move without one.
+    expect(validateProviderForm({ ...local, baseUrl: 'http://127.0.0.1:8000/v1' }, 'edit', original)).toEqual({});
+    expect(validateProviderForm({ ...local, kind: 'openai' }, 'edit', original).api_key).toBe('Enter the provider API key.');
   });
 
   it('requires a base URL only for openai_compatible', () => {

@@ -5,7 +5,10 @@ export interface Provider {
   kind: ProviderKind;
   name: string;
   base_url: string | null;
+  /** Empty when the entry has no key. */
   key_last4: string;
+  /** False for an OpenAI-compatible server that needs no key. */
+  has_key: boolean;
   priority: number;
   enabled: boolean;
   /** Empty means every model. */
@@ -132,20 +135,25 @@ export function validateBaseUrl(value: string): string | undefined {
 export function validateProviderForm(
   values: ProviderFormValues,
   mode: 'create' | 'edit',
-  original?: Pick<Provider, 'kind' | 'base_url'>,
+  original?: Pick<Provider, 'kind' | 'base_url'> & Partial<Pick<Provider, 'has_key'>>,
 ): ProviderFormErrors {
   const errors: ProviderFormErrors = {};
   if (!PROVIDER_KINDS.some((k) => k.value === values.kind)) errors.kind = 'Choose a provider kind.';
   const name = values.name.trim();
   if (!name) errors.name = 'Enter a name.';
   else if (name.length > 100) errors.name = 'Use at most 100 characters.';
-  if (mode === 'create' && !values.apiKey.trim()) errors.api_key = 'Enter the provider API key.';
+  // Only an OpenAI-compatible server (Ollama, vLLM, llama.cpp) may need no key.
+  const keyOptional = values.kind === 'openai_compatible';
+  if (mode === 'create' && !values.apiKey.trim() && !keyOptional) errors.api_key = 'Enter the provider API key.';
   // The key is sealed to its kind and base URL: sending it elsewhere needs it again.
   const moved =
     original !== undefined &&
     (values.kind !== original.kind || values.baseUrl.trim() !== (original.base_url ?? ''));
-  if (mode === 'edit' && moved && !values.apiKey.trim())
-    errors.api_key = 'Changing the kind or base URL needs the API key again.';
+  const keyless = original !== undefined && original.has_key === false;
+  if (mode === 'edit' && !values.apiKey.trim()) {
+    if (keyless && !keyOptional) errors.api_key = 'Enter the provider API key.';
+    else if (moved && !keyless) errors.api_key = 'Changing the kind or base URL needs the API key again.';
+  }
   const baseUrl = values.baseUrl.trim();
   if (baseUrl) {
     const problem = validateBaseUrl(baseUrl);

@@ -35,7 +35,8 @@ describe('ProviderForm', () => {
     await user.click(screen.getByRole('button', { name: 'Add provider' }));
     expect(onSubmit).not.toHaveBeenCalled();
     expect(screen.getByText('Enter a name.')).toBeTruthy();
-    expect(screen.getByText('Enter the provider API key.')).toBeTruthy();
+    // An OpenAI-compatible server may need no key.
+    expect(screen.queryByText('Enter the provider API key.')).toBeNull();
     expect(screen.getByText('An OpenAI-compatible provider needs a base URL.')).toBeTruthy();
     const baseUrl = screen.getByLabelText('Base URL');
     expect(baseUrl.getAttribute('aria-invalid')).toBe('true');
@@ -85,6 +86,7 @@ describe('ProviderForm', () => {
       name: 'Claude',
       base_url: null,
       key_last4: 'wxyz',
+      has_key: true,
       priority: 20,
       enabled: false,
       models: [],

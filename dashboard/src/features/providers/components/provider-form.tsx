@@ -117,8 +117,12 @@ export function ProviderForm({ mode, initialValues, original, onSubmit, onCancel
         placeholder={mode === 'create' ? info.keyPlaceholder : 'Leave blank to keep the current key'}
         hint={
           mode === 'edit' && original
-            ? `The current key ends in …${original.key_last4}. Leave blank to keep it.`
-            : 'Stored encrypted; only its last four characters are shown again.'
+            ? original.has_key
+              ? `The current key ends in …${original.key_last4}. Leave blank to keep it.`
+              : 'This entry sends no key. Enter one to add it.'
+            : values.kind === 'openai_compatible'
+              ? 'Leave blank for a server that needs no key (Ollama, vLLM, llama.cpp). Stored encrypted.'
+              : 'Stored encrypted; only its last four characters are shown again.'
         }
       />
 

@@ -150,7 +150,7 @@ export function ProvidersView() {
                       <td className="cell-mono cell-wrap">
                         {provider.base_url ?? <span className="muted">{info.defaultBaseUrl ?? '—'} (default)</span>}
                       </td>
-                      <td className="cell-mono">…{provider.key_last4}</td>
+                      <td className="cell-mono">{provider.has_key ? `…${provider.key_last4}` : 'no key'}</td>
                       <td>
                         {provider.models.length === 0 ? (
                           <span className="muted">All models</span>
