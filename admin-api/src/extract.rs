@@ -142,7 +142,16 @@ fn json_rejection(rej: JsonRejection) -> ApiError {
         }
         _ => match rej {
             JsonRejection::JsonDataError(e) => {
-                ApiError::BadRequest("invalid_body", describe(&e.body_text()))
+                let text = describe(&e.body_text());
+                match unknown_field(&text) {
+                    // A typo must never be taken as a setting that worked.
+                    Some((field, expected)) => ApiError::field_code(
+                        "unknown_field",
+                        &field,
+                        format!("is not a field of this request; expected {expected}"),
+                    ),
+                    None => ApiError::BadRequest("invalid_body", text),
+                }
             }
             JsonRejection::JsonSyntaxError(_) => {
                 ApiError::BadRequest("invalid_json", "request body is not valid JSON".into())
@@ -150,6 +159,21 @@ fn json_rejection(rej: JsonRejection) -> ApiError {
             other => ApiError::BadRequest("invalid_body", describe(&other.body_text())),
         },
     }
+}
+
+/// The field serde's "unknown field `x`, expected …" names (cut to a readable length:
+/// it is the client's text), and what was expected.
+fn unknown_field(text: &str) -> Option<(String, &str)> {
+    let (field, rest) = text.strip_prefix("unknown field `")?.split_once('`')?;
+    let expected = rest.strip_prefix(", expected ")?;
+    let expected = expected
+        .rsplit_once(" at line ")
+        .map_or(expected, |(e, _)| e);
+    let field = match field.char_indices().nth(64) {
+        Some((cut, _)) => format!("{}…", &field[..cut]),
+        None => field.to_string(),
+    };
+    Some((field, expected))
 }
 
 /// Keeps serde's useful part ("missing field `email`") without axum's preamble.

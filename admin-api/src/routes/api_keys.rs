@@ -20,17 +20,42 @@ use crate::state::AppState;
 use perpetuo_core::db::api_keys::ApiKey;
 use perpetuo_core::db::workspaces::Role;
 
+/// A new key: its name and its settings (those of [`KeySettingsInput`]). The fields are
+/// spelled out rather than flattened so that unknown fields are refused.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ApiKeyInput {
     /// 1 to 100 printable characters.
     #[schema(required = true, value_type = String, min_length = 1, max_length = 100)]
     pub name: Option<String>,
-    #[serde(flatten)]
-    pub settings: KeySettingsInput,
+    /// RFC 3339; the key stops working at this time (null: never).
+    pub expires_at: Option<String>,
+    pub limits: Option<LimitsDto>,
+    /// Exact model names and `prefix*` patterns; empty or absent allows every model.
+    pub allowed_models: Option<Vec<String>>,
+    /// A label shown with the key's logs.
+    pub label: Option<String>,
+    /// The email of the key's owner.
+    pub owner_email: Option<String>,
+}
+
+impl ApiKeyInput {
+    /// The name, and the settings a later `PUT` may change.
+    fn split(self) -> (Option<String>, KeySettingsInput) {
+        let settings = KeySettingsInput {
+            expires_at: self.expires_at,
+            limits: self.limits,
+            allowed_models: self.allowed_models,
+            label: self.label,
+            owner_email: self.owner_email,
+        };
+        (self.name, settings)
+    }
 }
 
 /// What can be set on a key at creation and changed later (`PUT` replaces all of it).
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct KeySettingsInput {
     /// RFC 3339; the key stops working at this time (null: never).
     pub expires_at: Option<String>,
@@ -229,13 +254,14 @@ pub async fn create(
     let ws = &member.workspace;
     member.require_verified(&state)?;
     let mut errs = FieldErrors::default();
-    let name = body.name.map(|n| n.trim().to_string()).unwrap_or_default();
+    let (name, settings) = body.split();
+    let name = name.map(|n| n.trim().to_string()).unwrap_or_default();
     if name.is_empty() {
         errs.add("name", "is required");
     } else if let Err(e) = perpetuo_core::text::check_name(&name, 100) {
         errs.add("name", e.to_string());
     }
-    let settings = body.settings.parse(&mut errs);
+    let settings = settings.parse(&mut errs);
     errs.into_result()?;
     let key = apikey::generate();
     let mut client = state.pool.get().await.map_err(DbError::from)?;

@@ -25,6 +25,7 @@ use crate::throttle::Attempt;
 const SIGNUP_REFUSED: &str = "cannot create an account with this email; log in instead";
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Credentials {
     #[schema(value_type = String, required = true)]
     pub email: Option<String>,
@@ -33,12 +34,14 @@ pub struct Credentials {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     #[schema(value_type = String, required = true)]
     pub refresh_token: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PasswordChange {
     #[schema(value_type = String, required = true)]
     pub current_password: Option<String>,
@@ -447,6 +450,7 @@ async fn send_verification(state: &AppState, email: &str, token: &str) {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TokenInput {
     /// The token from the emailed link.
     #[schema(value_type = String, required = true)]
@@ -454,12 +458,14 @@ pub struct TokenInput {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ResetRequest {
     #[schema(value_type = String, required = true)]
     pub email: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ResetConfirm {
     #[schema(value_type = String, required = true)]
     pub token: Option<String>,

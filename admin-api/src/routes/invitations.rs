@@ -29,6 +29,7 @@ use crate::state::AppState;
 pub const TOKEN_PREFIX: &str = "ppi-";
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct InvitationInput {
     #[schema(value_type = String, required = true)]
     pub email: Option<String>,
@@ -73,6 +74,7 @@ pub struct CreatedInvitation {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AcceptInput {
     /// The token from the invitation link.
     #[schema(value_type = String, required = true)]

@@ -39,6 +39,7 @@ impl From<MemberRow> for MemberDto {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RoleInput {
     /// owner, admin, member or viewer.
     #[schema(value_type = String, required = true)]
@@ -46,6 +47,7 @@ pub struct RoleInput {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TransferInput {
     /// The member who becomes owner; the caller becomes admin.
     #[schema(value_type = String, required = true)]

@@ -83,6 +83,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 /// Create body (kind and name required; api_key too, except for an `openai_compatible`
 /// server that needs none) or update body (any subset).
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ProviderInput {
     #[schema(pattern = "^(openai|anthropic|gemini|openai_compatible)$")]
     pub kind: Option<String>,

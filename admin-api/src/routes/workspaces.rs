@@ -19,6 +19,7 @@ use crate::extract::{ApiJson, AuthUser, Conn};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct WorkspaceInput {
     /// 1 to 100 printable characters; required on create and on `PUT`.
     #[schema(required = true, value_type = String, min_length = 1, max_length = 100)]

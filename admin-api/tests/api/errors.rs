@@ -1,7 +1,7 @@
 //! Error shapes for framework rejections, limits, unknown routes; health; OpenAPI.
 
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::helpers::{error_code, TestApp};
 
@@ -262,4 +262,59 @@ async fn cors_is_off_by_default_and_allows_only_configured_origins() {
         .await
         .unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
+}
+
+/// Every operation that takes a body refuses a field it does not know (a typo must never
+/// be taken as a setting that worked), and its schema says so for generated clients.
+#[tokio::test]
+async fn every_write_refuses_unknown_fields_and_its_schema_says_so() {
+    let app = TestApp::spawn().await;
+    let acc = app.signup("strict@example.com").await;
+    let (_, doc) = app.raw(Method::GET, "/openapi.json", None, None).await;
+    let other = uuid::Uuid::now_v7().to_string();
+    let mut walked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let Some(schema) =
+                op["requestBody"]["content"]["application/json"]["schema"].as_object()
+            else {
+                continue;
+            };
+            let schema = match schema.get("$ref").and_then(|r| r.as_str()) {
+                Some(r) => &doc["components"]["schemas"][r.rsplit('/').next().unwrap()],
+                None => &Value::Object(schema.clone()),
+            };
+            assert_eq!(
+                schema["additionalProperties"], false,
+                "{method} {path}: the body schema allows unknown fields"
+            );
+            let url = path
+                .replace("{id}", &acc.workspace)
+                .replace("{pid}", &other)
+                .replace("{kid}", &other)
+                .replace("{uid}", &other)
+                .replace("{iid}", &other);
+            let method: Method = method.to_uppercase().parse().unwrap();
+            let (status, body) = app
+                .raw(
+                    method.clone(),
+                    &url,
+                    Some(&acc.token),
+                    Some(json!({"weigth": 3})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {path}: {body}");
+            assert_eq!(
+                error_code(&body),
+                "unknown_field",
+                "{method} {path}: {body}"
+            );
+            let named = body["error"]["fields"]["weigth"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(named.contains("expected"), "{method} {path}: {body}");
+            walked += 1;
+        }
+    }
+    assert!(walked >= 15, "only {walked} operations with a body");
 }
