@@ -89,6 +89,7 @@ pub const RULES: &[Rule] = &[
     rule("POST", "/workspaces", User),
     rule("GET", "/workspaces/{id}", VIEWER),
     rule("PUT", "/workspaces/{id}", ADMIN),
+    rule("PATCH", "/workspaces/{id}", ADMIN),
     rule("DELETE", "/workspaces/{id}", OWNER),
     rule("POST", "/workspaces/{id}/transfer", OWNER),
     rule("POST", "/workspaces/{id}/leave", VIEWER),
@@ -328,6 +329,6 @@ mod tests {
             find(&Method::HEAD, "/healthz").map(|r| r.access),
             Some(Access::Public)
         );
-        assert!(find(&Method::PATCH, "/workspaces/{id}").is_none());
+        assert!(find(&Method::PATCH, "/workspaces/{id}/providers").is_none());
     }
 }

@@ -26,7 +26,7 @@ use crate::limits::Limiter;
 use crate::log_writer::LogSink;
 use crate::metrics;
 use crate::model_lists::ModelLists;
-use crate::routing::{Breakers, EntryCache, Turns};
+use crate::routing::{Balancer, Breakers, EntryCache};
 use crate::upstream::Upstreams;
 use ctx::{Ctx, Stop};
 
@@ -40,7 +40,7 @@ pub struct Gateway {
     pub keys: Arc<KeyCache>,
     pub entries: Arc<EntryCache>,
     pub breakers: Breakers,
-    pub turns: Turns,
+    pub balancer: Balancer,
     pub upstreams: Upstreams,
     pub pricing: Arc<Pricing>,
     /// What the providers of OpenAI-compatible entries serving any model list.
@@ -65,9 +65,13 @@ impl Gateway {
             ("GET", "/healthz") => Bytes::from_static(br#"{"status":"ok"}"#),
             ("GET", "/v1/models") => {
                 let key = self.authenticate(session, ctx.client, None).await?;
-                let entries = self.entries(key.workspace_id).await?;
-                let listed =
-                    models::list(&entries, &self.pricing, &self.model_lists, &self.upstreams);
+                let routes = self.entries(key.workspace_id).await?;
+                let listed = models::list(
+                    &routes.entries,
+                    &self.pricing,
+                    &self.model_lists,
+                    &self.upstreams,
+                );
                 json_bytes(&listed.await)
             }
             ("POST", "/v1/messages/count_tokens") => {

@@ -30,7 +30,7 @@ use crate::model_lists::ModelLists;
 use crate::partitions::PartitionMaintainer;
 use crate::proxy::body::BodyLimits;
 use crate::proxy::{Gateway, ResponseStore};
-use crate::routing::{Breakers, EntryCache, Turns};
+use crate::routing::{Balancer, Breakers, EntryCache};
 use crate::shutdown::{Shutdown, ShutdownClock};
 use crate::upstream::{Timeouts, Upstreams};
 
@@ -91,7 +91,7 @@ pub fn run(config: Config) -> Result<(), StartupError> {
             config.upstream.breaker_cooldown,
         )
         .with_probe_timeout(config.upstream.connect_timeout + config.upstream.ttfb_timeout),
-        turns: Turns::default(),
+        balancer: Balancer::default(),
         upstreams: upstreams(&config, &conf),
         pricing: Arc::new(pricing(&config)?),
         model_lists: ModelLists::default(),

@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use perpetuo_core::db::limits::{Limits, Period, SetBy};
-use perpetuo_core::db::workspaces::Role;
+use perpetuo_core::db::workspaces::{Role, RoutingStrategy};
 use perpetuo_core::db::{api_keys::ApiKey, users::User, workspaces::Workspace};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -40,9 +40,42 @@ pub struct WorkspaceDto {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
-    /// The workspace's limits (shown by `GET`/`PUT /workspaces/{id}`).
+    /// The workspace's limits (shown by `GET`/`PUT`/`PATCH /workspaces/{id}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsDto>,
+    /// How the entries of one priority share its traffic (shown by
+    /// `GET`/`PUT`/`PATCH /workspaces/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routing: Option<RoutingDto>,
+}
+
+/// A workspace's routing settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingDto {
+    /// `weighted` (default: each entry of a priority gets its weight's share, smooth
+    /// weighted round robin) or `latency` (power of two choices on each entry's recent
+    /// time to first content and errors, weights as a prior).
+    #[schema(pattern = "^(weighted|latency)$")]
+    pub strategy: String,
+}
+
+impl RoutingDto {
+    pub fn parse(&self, errs: &mut crate::error::FieldErrors) -> Option<RoutingStrategy> {
+        let parsed = RoutingStrategy::parse(self.strategy.trim());
+        if parsed.is_none() {
+            errs.add("routing.strategy", "must be weighted or latency");
+        }
+        parsed
+    }
+}
+
+impl From<RoutingStrategy> for RoutingDto {
+    fn from(s: RoutingStrategy) -> Self {
+        Self {
+            strategy: s.as_str().to_string(),
+        }
+    }
 }
 
 impl From<Workspace> for WorkspaceDto {
@@ -54,6 +87,7 @@ impl From<Workspace> for WorkspaceDto {
             created_at: w.created_at,
             updated_at: w.updated_at,
             limits: None,
+            routing: None,
         }
     }
 }

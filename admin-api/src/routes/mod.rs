@@ -38,6 +38,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(
             workspaces::get,
             workspaces::update,
+            workspaces::patch,
             workspaces::delete
         ))
         .routes(routes!(members::list))

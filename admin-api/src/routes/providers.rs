@@ -29,6 +29,7 @@ const MAX_MODEL_CHARS: usize = 256;
 const DNS_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 const MAX_KEY_LEN: usize = 4096;
 const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1_000_000..=1_000_000;
+const WEIGHT_RANGE: std::ops::RangeInclusive<i32> = 0..=1000;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProviderDto {
@@ -44,6 +45,9 @@ pub struct ProviderDto {
     pub has_key: bool,
     /// Lower is tried first; equal priorities share load.
     pub priority: i32,
+    /// This entry's share of its priority's traffic, relative to the others' (0: standby,
+    /// used only when the others of its priority fail).
+    pub weight: i32,
     pub enabled: bool,
     /// Models this entry serves; empty means any model.
     pub models: Vec<String>,
@@ -65,6 +69,7 @@ impl From<ProviderEntry> for ProviderDto {
             base_url: p.base_url,
             key_last4: p.key_last4,
             priority: p.priority,
+            weight: p.weight,
             enabled: p.enabled,
             models: p.models,
             model_map: p.model_map,
@@ -104,6 +109,9 @@ pub struct ProviderInput {
     pub base_url: Option<Option<String>>,
     #[schema(minimum = -1_000_000, maximum = 1_000_000)]
     pub priority: Option<i32>,
+    /// Share of the priority's traffic (default 1; 0 = standby, used only on failure).
+    #[schema(minimum = 0, maximum = 1000)]
+    pub weight: Option<i32>,
     pub enabled: Option<bool>,
     /// Model names (each 1 to 256 printable characters); empty means any model.
     pub models: Option<Vec<String>>,
@@ -126,6 +134,7 @@ struct Fields {
     name: String,
     base_url: Option<String>,
     priority: i32,
+    weight: i32,
     enabled: bool,
     models: Vec<String>,
     model_map: BTreeMap<String, String>,
@@ -256,6 +265,10 @@ async fn validate(
     if !PRIORITY_RANGE.contains(&priority) {
         errs.add("priority", "must be between -1000000 and 1000000");
     }
+    let weight = input.weight.or(current.map(|c| c.weight)).unwrap_or(1);
+    if !WEIGHT_RANGE.contains(&weight) {
+        errs.add("weight", "must be between 0 (standby) and 1000");
+    }
     let models = clean_models(
         input
             .models
@@ -279,6 +292,7 @@ async fn validate(
             name,
             base_url,
             priority,
+            weight,
             enabled,
             models,
             model_map,
@@ -387,6 +401,7 @@ pub async fn create(
         name: f.name,
         base_url: f.base_url,
         priority: f.priority,
+        weight: f.weight,
         enabled: f.enabled,
         models: f.models,
         model_map: f.model_map,
@@ -459,6 +474,7 @@ pub async fn update(
         name: f.name,
         base_url: f.base_url,
         priority: f.priority,
+        weight: f.weight,
         enabled: f.enabled,
         models: f.models,
         model_map: f.model_map,

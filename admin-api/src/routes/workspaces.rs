@@ -1,5 +1,6 @@
 //! Workspaces the caller belongs to: list, create (caller becomes owner), get, rename and
-//! set the workspace's limits, delete.
+//! set the workspace's limits and routing (`PUT`, or `PATCH` for only the fields sent),
+//! delete.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -12,7 +13,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::dto::{LimitsDto, ListOf, WorkspaceDto};
+use super::dto::{LimitsDto, ListOf, RoutingDto, WorkspaceDto};
 use crate::access::{snapshot, Member};
 use crate::error::{ApiError, FieldErrors};
 use crate::extract::{ApiJson, AuthUser, Conn};
@@ -26,14 +27,23 @@ pub struct WorkspaceInput {
     pub name: Option<String>,
     /// Limits shared by every key of the workspace (`PUT` only; absent: unchanged).
     pub limits: Option<LimitsDto>,
+    /// How each priority's entries share its traffic (`PUT` only; absent: unchanged).
+    pub routing: Option<RoutingDto>,
 }
 
-fn parse_name(input: &WorkspaceInput) -> Result<String, ApiError> {
-    let name = input
-        .name
-        .as_deref()
-        .map(|n| n.trim().to_string())
-        .unwrap_or_default();
+/// `PATCH /workspaces/{id}`: only the fields sent change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspacePatch {
+    /// 1 to 100 printable characters.
+    #[schema(min_length = 1, max_length = 100)]
+    pub name: Option<String>,
+    pub limits: Option<LimitsDto>,
+    pub routing: Option<RoutingDto>,
+}
+
+fn parse_name(name: Option<&str>) -> Result<String, ApiError> {
+    let name = name.map(|n| n.trim().to_string()).unwrap_or_default();
     if name.is_empty() {
         return Err(ApiError::field("name", "is required"));
     }
@@ -63,7 +73,7 @@ pub async fn create(
     user: AuthUser,
     ApiJson(body): ApiJson<WorkspaceInput>,
 ) -> Result<(StatusCode, Json<WorkspaceDto>), ApiError> {
-    let name = parse_name(&body)?;
+    let name = parse_name(body.name.as_deref())?;
     let tx = client.transaction().await.map_err(DbError::from)?;
     let ws = db::workspaces::create(&tx, &name, user.id).await?;
     tx.commit().await.map_err(DbError::from)?;
@@ -75,14 +85,22 @@ pub async fn create(
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 200, body = WorkspaceDto), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn get(member: Member, Conn(client): Conn) -> Result<Json<WorkspaceDto>, ApiError> {
-    let ws = &member.workspace;
-    let limits = db::limits::workspace(&client, ws.id).await?;
-    let mut dto = WorkspaceDto::from(ws.clone());
-    dto.limits = limits.map(Into::into);
-    Ok(Json(dto))
+    Ok(Json(described(&client, member.workspace.clone()).await?))
 }
 
-/// Rename a workspace and set its limits.
+/// The workspace with its settings.
+async fn described(
+    db: &impl db::GenericClient,
+    ws: perpetuo_core::db::workspaces::Workspace,
+) -> Result<WorkspaceDto, ApiError> {
+    let id = ws.id;
+    let mut dto = WorkspaceDto::from(ws);
+    dto.limits = db::limits::workspace(db, id).await?.map(Into::into);
+    dto.routing = Some(db::workspaces::routing_strategy(db, id).await?.into());
+    Ok(dto)
+}
+
+/// Rename a workspace and set its limits and routing.
 #[utoipa::path(put, path = "/workspaces/{id}", tag = "workspaces", security(("bearer" = [])), request_body = WorkspaceInput,
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 200, body = WorkspaceDto), (status = 400, body = crate::error::ErrorBody),
@@ -92,23 +110,58 @@ pub async fn update(
     Conn(mut client): Conn,
     ApiJson(body): ApiJson<WorkspaceInput>,
 ) -> Result<Json<WorkspaceDto>, ApiError> {
+    let name = parse_name(body.name.as_deref())?;
+    let patch = WorkspacePatch {
+        name: Some(name),
+        limits: body.limits,
+        routing: body.routing,
+    };
+    apply(&member, &mut client, patch).await.map(Json)
+}
+
+/// Change only the fields sent: name, limits, routing.
+#[utoipa::path(patch, path = "/workspaces/{id}", tag = "workspaces", security(("bearer" = [])), request_body = WorkspacePatch,
+    params(("id" = String, Path, description = "workspace id")),
+    responses((status = 200, body = WorkspaceDto), (status = 400, body = crate::error::ErrorBody),
+              (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn patch(
+    member: Member,
+    Conn(mut client): Conn,
+    ApiJson(body): ApiJson<WorkspacePatch>,
+) -> Result<Json<WorkspaceDto>, ApiError> {
+    apply(&member, &mut client, body).await.map(Json)
+}
+
+/// Validates every field sent, then writes them in one transaction, audited.
+async fn apply(
+    member: &Member,
+    client: &mut db::Client,
+    patch: WorkspacePatch,
+) -> Result<WorkspaceDto, ApiError> {
     let ws = &member.workspace;
-    let name = parse_name(&body)?;
+    let name = match patch.name.as_deref() {
+        Some(n) => Some(parse_name(Some(n))?),
+        None => None,
+    };
     let mut errs = FieldErrors::default();
-    let limits = body.limits.as_ref().map(|l| l.parse("limits", &mut errs));
+    let limits = patch.limits.as_ref().map(|l| l.parse("limits", &mut errs));
+    let routing = patch.routing.as_ref().map(|r| r.parse(&mut errs));
     errs.into_result()?;
     let tx = client.transaction().await.map_err(DbError::from)?;
-    let mut before = WorkspaceDto::from(ws.clone());
-    before.limits = db::limits::workspace(&tx, ws.id).await?.map(Into::into);
-    db::workspaces::rename(&tx, ws.id, &name).await?;
+    let before = described(&tx, ws.clone()).await?;
+    if let Some(name) = &name {
+        db::workspaces::rename(&tx, ws.id, name).await?;
+    }
     if let Some(l) = &limits {
         db::limits::set_workspace(&tx, ws.id, l).await?;
+    }
+    if let Some(Some(strategy)) = routing {
+        db::workspaces::set_routing_strategy(&tx, ws.id, strategy).await?;
     }
     let current = db::workspaces::get_for_user(&tx, ws.id, member.user.id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let mut dto = WorkspaceDto::from(current);
-    dto.limits = db::limits::workspace(&tx, ws.id).await?.map(Into::into);
+    let dto = described(&tx, current).await?;
     let entry = member.audit(
         "workspace.updated",
         "workspace",
@@ -118,7 +171,7 @@ pub async fn update(
     );
     db::audit::record(&tx, &entry).await?;
     tx.commit().await.map_err(DbError::from)?;
-    Ok(Json(dto))
+    Ok(dto)
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -239,6 +239,7 @@ async fn entry(db: &TestDb, key: &MasterKey, ws: Uuid, name: &str, aad: i16) -> 
         sealed,
         key_last4: "xxxx".into(),
         priority: 1,
+        weight: 1,
         enabled: true,
         models: vec![],
         model_map: BTreeMap::new(),

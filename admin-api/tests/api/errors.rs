@@ -91,6 +91,7 @@ async fn openapi_lists_every_route() {
         ("/workspaces", "post"),
         ("/workspaces/{id}", "get"),
         ("/workspaces/{id}", "put"),
+        ("/workspaces/{id}", "patch"),
         ("/workspaces/{id}/providers", "get"),
         ("/workspaces/{id}/providers", "post"),
         ("/workspaces/{id}/providers/{pid}", "put"),

@@ -513,6 +513,36 @@ async fn an_openai_compatible_server_that_needs_no_key_gets_an_entry_without_one
 }
 
 #[tokio::test]
+async fn weights_share_a_priority_and_zero_is_standby() {
+    let app = TestApp::spawn().await;
+    let acc = app.signup("weights@example.com").await;
+    let base = format!("/workspaces/{}/providers", acc.workspace);
+    let (status, p) = app
+        .post(
+            &base,
+            &acc.token,
+            json!({"kind": "openai", "name": "a", "api_key": "sk-a"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+    assert_eq!(p["weight"], 1, "the default weight");
+    let url = format!("{base}/{}", p["id"].as_str().unwrap());
+    let (status, p) = app.put(&url, &acc.token, json!({"weight": 0})).await;
+    assert_eq!((status, p["weight"].clone()), (StatusCode::OK, json!(0)));
+    let (status, p) = app.put(&url, &acc.token, json!({"name": "a2"})).await;
+    assert_eq!(
+        (status, p["weight"].clone()),
+        (StatusCode::OK, json!(0)),
+        "kept"
+    );
+    for bad in [json!(-1), json!(1001)] {
+        let (status, body) = app.put(&url, &acc.token, json!({"weight": bad})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body["error"]["fields"]["weight"].is_string(), "{body}");
+    }
+}
+
+#[tokio::test]
 async fn a_sealed_key_moved_in_the_database_does_not_open() {
     let app = TestApp::spawn().await;
     let acc = app.signup("tamper@example.com").await;
@@ -594,6 +624,7 @@ async fn old_format_entry(db: &TestDb, key: &MasterKey, ws: Uuid, name: &str) ->
         sealed,
         key_last4: "xxxx".into(),
         priority: 1,
+        weight: 1,
         enabled: true,
         models: vec![],
         model_map: Default::default(),

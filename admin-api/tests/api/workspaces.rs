@@ -148,3 +148,62 @@ async fn another_users_workspace_is_not_found_on_every_route() {
     let (_, got) = app.get(&format!("/workspaces/{ws}"), &a.token).await;
     assert_eq!(got["name"], "Default");
 }
+
+#[tokio::test]
+async fn patch_changes_only_what_it_carries_and_routing_is_a_setting_of_the_workspace() {
+    let app = TestApp::spawn().await;
+    let acc = app.signup("route@example.com").await;
+    let url = format!("/workspaces/{}", acc.workspace);
+    let (_, ws) = app.get(&url, &acc.token).await;
+    assert_eq!(ws["routing"]["strategy"], "weighted", "{ws}");
+
+    let (status, _) = app
+        .put(
+            &url,
+            &acc.token,
+            json!({"name": "Prod", "limits": {"rpm": 50}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, ws) = app
+        .raw(
+            Method::PATCH,
+            &url,
+            Some(&acc.token),
+            Some(json!({"routing": {"strategy": "latency"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ws}");
+    assert_eq!(ws["routing"]["strategy"], "latency");
+    assert_eq!(ws["name"], "Prod", "a field not sent is not changed");
+    assert_eq!(ws["limits"]["rpm"], 50);
+    let (_, got) = app.get(&url, &acc.token).await;
+    assert_eq!(got["routing"]["strategy"], "latency");
+
+    for (bad, field) in [
+        (
+            json!({"routing": {"strategy": "fastest"}}),
+            "routing.strategy",
+        ),
+        (json!({"name": " "}), "name"),
+    ] {
+        let (status, body) = app
+            .raw(Method::PATCH, &url, Some(&acc.token), Some(bad.clone()))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad} → {body}");
+        assert!(body["error"]["fields"][field].is_string(), "{bad} → {body}");
+    }
+    let (_, got) = app.get(&url, &acc.token).await;
+    assert_eq!(
+        (got["name"].clone(), got["routing"]["strategy"].clone()),
+        (json!("Prod"), json!("latency")),
+        "a refused change changes nothing"
+    );
+    let (_, audit) = app.get(&format!("{url}/audit"), &acc.token).await;
+    assert!(audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "workspace.updated"
+            && e["after"]["routing"]["strategy"] == "latency"));
+}

@@ -25,6 +25,8 @@ pub struct ProviderEntry {
     pub sealed: Sealed,
     pub key_last4: String,
     pub priority: i32,
+    /// Share of its priority's traffic, relative to the others' (0: standby).
+    pub weight: i32,
     pub enabled: bool,
     pub models: Vec<String>,
     pub model_map: BTreeMap<String, String>,
@@ -53,7 +55,7 @@ impl ProviderEntry {
 
 const COLUMNS: &str =
     "id, workspace_id, kind, name, base_url, sealed_key, key_nonce, key_version, aad_version, \
-                       key_last4, priority, enabled, models, model_map, created_at, updated_at";
+                       key_last4, priority, weight, enabled, models, model_map, created_at, updated_at";
 
 fn from_row(row: &Row) -> ProviderEntry {
     let kind: String = row.get("kind");
@@ -74,6 +76,7 @@ fn from_row(row: &Row) -> ProviderEntry {
         },
         key_last4: row.get("key_last4"),
         priority: row.get("priority"),
+        weight: row.get("weight"),
         enabled: row.get("enabled"),
         models: row.get("models"),
         model_map,
@@ -93,17 +96,18 @@ pub struct NewProvider {
     pub sealed: Sealed,
     pub key_last4: String,
     pub priority: i32,
+    pub weight: i32,
     pub enabled: bool,
     pub models: Vec<String>,
     pub model_map: BTreeMap<String, String>,
 }
 
-/// The 14 written columns of an entry, in the order the statements below use.
+/// The 15 written columns of an entry, in the order the statements below use.
 fn write_params<'a>(
     p: &'a NewProvider,
     kind: &'a &'static str,
     model_map: &'a Json<&'a BTreeMap<String, String>>,
-) -> [&'a (dyn ToSql + Sync); 14] {
+) -> [&'a (dyn ToSql + Sync); 15] {
     [
         &p.id,
         &p.workspace_id,
@@ -119,6 +123,7 @@ fn write_params<'a>(
         &p.models,
         model_map,
         &p.sealed.aad_version,
+        &p.weight,
     ]
 }
 
@@ -129,8 +134,9 @@ pub fn new_id() -> Uuid {
 pub async fn insert(db: &impl GenericClient, p: &NewProvider) -> Result<ProviderEntry, DbError> {
     let sql = format!(
         "INSERT INTO provider_keys (id, workspace_id, kind, name, base_url, sealed_key, key_nonce,
-             key_version, key_last4, priority, enabled, models, model_map, aad_version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING {COLUMNS}"
+             key_version, key_last4, priority, enabled, models, model_map, aad_version, weight)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+         RETURNING {COLUMNS}"
     );
     let (kind, model_map) = (p.kind.as_str(), Json(&p.model_map));
     let row = db
@@ -167,7 +173,7 @@ pub async fn update(
     let sql = format!(
         "UPDATE provider_keys SET kind = $3, name = $4, base_url = $5, sealed_key = $6, key_nonce = $7,
              key_version = $8, key_last4 = $9, priority = $10, enabled = $11, models = $12,
-             model_map = $13, aad_version = $14, updated_at = now()
+             model_map = $13, aad_version = $14, weight = $15, updated_at = now()
          WHERE workspace_id = $2 AND id = $1 RETURNING {COLUMNS}"
     );
     let (kind, model_map) = (p.kind.as_str(), Json(&p.model_map));

@@ -117,6 +117,61 @@ pub async fn get_for_user(
     Ok(row.as_ref().map(from_row))
 }
 
+/// How the entries of one priority share its traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RoutingStrategy {
+    /// Smooth weighted round robin: over any window, each entry's share is its weight's.
+    #[default]
+    Weighted,
+    /// Power of two choices on each entry's peak-EWMA time to first content and errors,
+    /// weights as a prior.
+    Latency,
+}
+
+impl RoutingStrategy {
+    pub const ALL: [RoutingStrategy; 2] = [RoutingStrategy::Weighted, RoutingStrategy::Latency];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoutingStrategy::Weighted => "weighted",
+            RoutingStrategy::Latency => "latency",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// The workspace's routing strategy (the default for a workspace that is gone).
+pub async fn routing_strategy(
+    db: &impl GenericClient,
+    id: Uuid,
+) -> Result<RoutingStrategy, DbError> {
+    let row = db
+        .query_opt(
+            "SELECT routing_strategy FROM workspaces WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    Ok(row
+        .and_then(|r| RoutingStrategy::parse(r.get(0)))
+        .unwrap_or_default())
+}
+
+pub async fn set_routing_strategy(
+    db: &impl GenericClient,
+    id: Uuid,
+    strategy: RoutingStrategy,
+) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE workspaces SET routing_strategy = $2, updated_at = now() WHERE id = $1",
+        &[&id, &strategy.as_str()],
+    )
+    .await?;
+    Ok(())
+}
+
 pub async fn rename(db: &impl GenericClient, id: Uuid, name: &str) -> Result<(), DbError> {
     db.execute(
         "UPDATE workspaces SET name = $2, updated_at = now() WHERE id = $1",

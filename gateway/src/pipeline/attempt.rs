@@ -48,6 +48,8 @@ impl Gateway {
                 encoder,
             } = built;
             let started = Instant::now();
+            // In flight on this entry until its answer is delivered (or it failed).
+            let _in_flight = self.balancer.attempting(entry.id);
             let deadline = started + self.upstreams.timeouts.ttfb;
             // A client that leaves drops the attempt (and with it the upstream connection)
             // and the admission, which hands a half-open breaker's probe to the next request.
@@ -81,10 +83,13 @@ impl Gateway {
                         .inc();
                     if !failure.counts_against_entry() {
                         drop(admission);
-                    } else if admission.failure(Instant::now(), retry_after) {
-                        metrics::BREAKER_OPENED
-                            .with_label_values(&[entry.kind.as_str()])
-                            .inc();
+                    } else {
+                        self.balancer.failed(entry.id);
+                        if admission.failure(Instant::now(), retry_after) {
+                            metrics::BREAKER_OPENED
+                                .with_label_values(&[entry.kind.as_str()])
+                                .inc();
+                        }
                     }
                     ctx.attempts.push(Attempt {
                         provider_id: entry.id,
@@ -100,6 +105,7 @@ impl Gateway {
                 }
                 Outcome::Ready(ready) => {
                     admission.success();
+                    self.balancer.answered(entry.id, started.elapsed());
                     ctx.note = encoder.note();
                     ctx.attempts.push(Attempt {
                         provider_id: entry.id,

@@ -21,7 +21,7 @@ use crate::providers::Call;
 use crate::proxy::body;
 use crate::proxy::ctx::{Ctx, Stop};
 use crate::proxy::Gateway;
-use crate::routing::{order, split_pinned, Entry};
+use crate::routing::{order, split_pinned, Entry, Routes};
 
 impl Gateway {
     /// The caller's key, from the cache (the database only on a miss). `client` is the
@@ -48,10 +48,7 @@ impl Gateway {
     }
 
     /// A workspace's provider entries, from the cache.
-    pub(crate) async fn entries(
-        &self,
-        workspace: Uuid,
-    ) -> Result<Arc<Vec<Arc<Entry>>>, GatewayError> {
+    pub(crate) async fn entries(&self, workspace: Uuid) -> Result<Arc<Routes>, GatewayError> {
         self.entries
             .entries(workspace)
             .await
@@ -78,9 +75,9 @@ impl Gateway {
         let body = Arc::new(request.body);
         ctx.request = Some(body.clone());
 
-        let entries = self.entries(key.workspace_id).await?;
+        let routes = self.entries(key.workspace_id).await?;
         let (pinned, model) = split_pinned(&request.model);
-        let mut candidates = order(&entries, model, pinned, door.operation(), self.turns.next());
+        let mut candidates = order(&routes, model, pinned, door.operation(), &self.balancer);
         if candidates.is_empty() {
             return Err(GatewayError::model_not_found(&request.model).into());
         }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use moka::future::Cache;
 use perpetuo_core::crypto::MasterKey;
+use perpetuo_core::db::workspaces::RoutingStrategy;
 use perpetuo_core::db::{self, Pool};
 use perpetuo_core::provider::ProviderKind;
 use perpetuo_core::Secret;
@@ -70,8 +71,18 @@ pub struct Entry {
     pub upstream: Upstream,
     pub key: Secret<String>,
     pub priority: i32,
+    /// Share of its priority's traffic, relative to the others' (0: standby, tried only
+    /// after the others of its priority).
+    pub weight: u32,
     pub models: Vec<String>,
     pub model_map: BTreeMap<String, String>,
+}
+
+/// A workspace's usable entries by priority, and how each priority shares its traffic.
+#[derive(Debug, Default)]
+pub struct Routes {
+    pub strategy: RoutingStrategy,
+    pub entries: Vec<Arc<Entry>>,
 }
 
 impl Entry {
@@ -92,7 +103,7 @@ impl Entry {
 /// A workspace's entries as the cache holds them.
 #[derive(Clone)]
 struct Loaded {
-    entries: Arc<Vec<Arc<Entry>>>,
+    routes: Arc<Routes>,
     /// Served from the stale store because the database failed.
     stale: bool,
 }
@@ -121,7 +132,7 @@ impl moka::Expiry<Uuid, Loaded> for EntryTtl {
 /// their workspace without entries during an outage.
 pub struct EntryCache {
     cache: Cache<Uuid, Loaded>,
-    stale: Cache<Uuid, Arc<Vec<Arc<Entry>>>>,
+    stale: Cache<Uuid, Arc<Routes>>,
     serve_stale: bool,
     pool: Pool,
     master_key: MasterKey,
@@ -149,9 +160,9 @@ impl EntryCache {
     }
 
     /// Enabled entries of a workspace by priority.
-    pub async fn entries(&self, workspace: Uuid) -> Result<Arc<Vec<Arc<Entry>>>, Arc<db::DbError>> {
+    pub async fn entries(&self, workspace: Uuid) -> Result<Arc<Routes>, Arc<db::DbError>> {
         if let Some(loaded) = self.cache.get(&workspace).await {
-            return Ok(loaded.entries);
+            return Ok(loaded.routes);
         }
         // The miss path is boxed so that its large future is not carried inside every
         // request's future.
@@ -160,7 +171,7 @@ impl EntryCache {
 
     /// A workspace not in the cache: read from the database (one load however many
     /// requests wait for it), or its stale copy when the database is unavailable.
-    async fn load_miss(&self, workspace: Uuid) -> Result<Arc<Vec<Arc<Entry>>>, Arc<db::DbError>> {
+    async fn load_miss(&self, workspace: Uuid) -> Result<Arc<Routes>, Arc<db::DbError>> {
         let pool = self.pool.clone();
         let key = self.master_key.clone();
         let stale = self.stale.clone();
@@ -168,18 +179,18 @@ impl EntryCache {
         self.cache
             .try_get_with(workspace, async move {
                 match load(&pool, &key, workspace).await {
-                    Ok(entries) => {
-                        stale.insert(workspace, entries.clone()).await;
+                    Ok(routes) => {
+                        stale.insert(workspace, routes.clone()).await;
                         Ok(Loaded {
-                            entries,
+                            routes,
                             stale: false,
                         })
                     }
                     Err(e) if serve_stale => match stale.get(&workspace).await {
-                        Some(entries) => {
+                        Some(routes) => {
                             metrics::ENTRY_CACHE_STALE.inc();
                             Ok(Loaded {
-                                entries,
+                                routes,
                                 stale: true,
                             })
                         }
@@ -189,7 +200,7 @@ impl EntryCache {
                 }
             })
             .await
-            .map(|l| l.entries)
+            .map(|l| l.routes)
     }
 
     pub async fn invalidate(&self, workspace: Uuid) {
@@ -213,19 +224,23 @@ async fn load(
     pool: &Pool,
     master_key: &MasterKey,
     workspace: Uuid,
-) -> Result<Arc<Vec<Arc<Entry>>>, db::DbError> {
+) -> Result<Arc<Routes>, db::DbError> {
     let deadline = tokio::time::Instant::now() + DB_TIMEOUT;
     let client = tokio::time::timeout_at(deadline, pool.get())
         .await
         .map_err(|_| db::DbError::Timeout)??;
-    let rows =
-        match tokio::time::timeout_at(deadline, db::providers::list(&client, workspace)).await {
-            Ok(rows) => rows?,
-            Err(_) => {
-                drop(db::Client::take(client));
-                return Err(db::DbError::Timeout);
-            }
-        };
+    let read = async {
+        let rows = db::providers::list(&client, workspace).await?;
+        let strategy = db::workspaces::routing_strategy(&client, workspace).await?;
+        Ok::<_, db::DbError>((rows, strategy))
+    };
+    let (rows, strategy) = match tokio::time::timeout_at(deadline, read).await {
+        Ok(read) => read?,
+        Err(_) => {
+            drop(db::Client::take(client));
+            return Err(db::DbError::Timeout);
+        }
+    };
     drop(client);
     let mut out = Vec::new();
     for row in rows.into_iter().filter(|r| r.enabled) {
@@ -251,11 +266,15 @@ async fn load(
             upstream,
             key,
             priority: row.priority,
+            weight: u32::try_from(row.weight).unwrap_or(1),
             models: row.models,
             model_map: row.model_map,
         }));
     }
-    Ok(Arc::new(out))
+    Ok(Arc::new(Routes {
+        strategy,
+        entries: out,
+    }))
 }
 
 #[cfg(test)]

@@ -1,11 +1,13 @@
 //! Routing: a workspace's usable provider entries ([`entries`]), the order candidates are
-//! tried in ([`order`]), and which failures fall back and the circuit breaker
-//! ([`breaker`]).
+//! tried in ([`order`]) and how one priority's entries share its traffic ([`balance`]),
+//! and which failures fall back and the circuit breaker ([`breaker`]).
 
+pub mod balance;
 pub mod breaker;
 pub mod entries;
 pub mod order;
 
+pub use balance::Balancer;
 pub use breaker::{should_fall_back, Admission, Breakers, Connect, Failure, MAX_RETRY_AFTER};
-pub use entries::{Entry, EntryCache, Upstream};
-pub use order::{order, split_pinned, Turns};
+pub use entries::{Entry, EntryCache, Routes, Upstream};
+pub use order::{order, split_pinned};

@@ -1,12 +1,12 @@
 //! The order candidates are tried in: entries that serve the model on the route (and the
-//! pinned kind), by priority; equal priorities take turns so they share the load.
+//! pinned kind), by priority; within one priority, as the workspace's strategy shares its
+//! traffic ([`Balancer`]).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use perpetuo_core::provider::ProviderKind;
 
-use super::Entry;
+use super::{Balancer, Entry, Routes};
 use crate::providers::{Adapter, Route};
 
 /// Splits `kind/model` into a pinned kind and the model; other names are returned whole.
@@ -21,16 +21,17 @@ pub fn split_pinned(model: &str) -> (Option<ProviderKind>, &str) {
     (None, model)
 }
 
-/// Candidates for `model` in the order to try: by priority; within one priority, rotated
-/// by `turn` so that equal entries share the load.
+/// Candidates for `model` in the order to try: by priority; within one priority, in the
+/// order `balancer` gives for the workspace's strategy.
 pub fn order(
-    entries: &[Arc<Entry>],
+    routes: &Routes,
     model: &str,
     pinned: Option<ProviderKind>,
     route: Route,
-    turn: usize,
+    balancer: &Balancer,
 ) -> Vec<Arc<Entry>> {
-    let mut matching: Vec<Arc<Entry>> = entries
+    let mut matching: Vec<Arc<Entry>> = routes
+        .entries
         .iter()
         .filter(|e| {
             Adapter::for_kind(e.kind).supports(route)
@@ -39,32 +40,13 @@ pub fn order(
         })
         .cloned()
         .collect();
+    // Stable: entries of one priority keep the database's order (age), which the
+    // balancer's state is kept by.
     matching.sort_by_key(|e| e.priority);
-    let mut out = Vec::with_capacity(matching.len());
-    let mut i = 0;
-    while i < matching.len() {
-        let p = matching[i].priority;
-        let j = matching[i..]
-            .iter()
-            .position(|e| e.priority != p)
-            .map_or(matching.len(), |k| i + k);
-        let mut group = matching[i..j].to_vec();
-        let len = group.len();
-        group.rotate_left(turn % len);
-        out.extend(group);
-        i = j;
+    for tier in matching.chunk_by_mut(|a, b| a.priority == b.priority) {
+        balancer.arrange(routes.strategy, tier);
     }
-    out
-}
-
-/// A global turn counter for sharing load between equal priorities.
-#[derive(Debug, Default)]
-pub struct Turns(AtomicUsize);
-
-impl Turns {
-    pub fn next(&self) -> usize {
-        self.0.fetch_add(1, Ordering::Relaxed)
-    }
+    matching
 }
 
 #[cfg(test)]
@@ -83,6 +65,7 @@ mod tests {
             upstream: Upstream::parse("https://api.openai.com/v1").unwrap(),
             key: Secret::new("k".into()),
             priority,
+            weight: 1,
             models: models.iter().map(|m| m.to_string()).collect(),
             model_map: BTreeMap::new(),
         })
@@ -90,23 +73,34 @@ mod tests {
 
     #[test]
     fn orders_by_priority_and_rotates_equals() {
-        let es = vec![
-            entry("c", 2, &[]),
-            entry("a1", 1, &[]),
-            entry("a2", 1, &[]),
-            entry("x", 0, &["other"]),
-        ];
-        let names = |turn| {
-            order(&es, "gpt", None, Route::Chat, turn)
+        let routes = Routes {
+            strategy: Default::default(),
+            entries: vec![
+                entry("c", 2, &[]),
+                entry("a1", 1, &[]),
+                entry("a2", 1, &[]),
+                entry("x", 0, &["other"]),
+            ],
+        };
+        let b = Balancer::default();
+        let names = || {
+            order(&routes, "gpt", None, Route::Chat, &b)
                 .iter()
                 .map(|e| e.name.clone())
                 .collect::<Vec<_>>()
         };
-        assert_eq!(names(0), vec!["a1", "a2", "c"]);
-        assert_eq!(names(1), vec!["a2", "a1", "c"]);
-        assert_eq!(names(2), vec!["a1", "a2", "c"]);
-        assert_eq!(order(&es, "other", None, Route::Chat, 0)[0].name, "x");
-        assert!(order(&es, "gpt", Some(ProviderKind::Anthropic), Route::Chat, 0).is_empty());
+        assert_eq!(names(), vec!["a1", "a2", "c"]);
+        assert_eq!(names(), vec!["a2", "a1", "c"]);
+        assert_eq!(names(), vec!["a1", "a2", "c"]);
+        assert_eq!(order(&routes, "other", None, Route::Chat, &b)[0].name, "x");
+        assert!(order(
+            &routes,
+            "gpt",
+            Some(ProviderKind::Anthropic),
+            Route::Chat,
+            &b
+        )
+        .is_empty());
     }
 
     #[test]

@@ -152,6 +152,7 @@ impl Env {
                 .unwrap(),
             key_last4: crypto::last4(&key),
             priority,
+            weight: 1,
             enabled: true,
             models: models.iter().map(|m| m.to_string()).collect(),
             model_map: map

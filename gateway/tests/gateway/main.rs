@@ -7,6 +7,7 @@ mod harness;
 mod redis_kit;
 
 mod auth;
+mod balancing;
 mod canary;
 mod connections;
 mod containment;

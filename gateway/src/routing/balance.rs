@@ -1,0 +1,294 @@
+//! How the entries of one priority (a tier) share its traffic: the order a request tries
+//! them in. Standby entries (weight 0) come last, tried only when the others failed.
+//!
+//! - `weighted`: smooth weighted round robin (as nginx's `upstream` does): over any window
+//!   of `Σ weights` requests each entry is first exactly `weight` times, interleaved rather
+//!   than in bursts. State per tier, in process.
+//! - `latency`: power of two choices on each entry's cost — its peak-EWMA time to first
+//!   content (a failure counts as [`FAILURE_MS`]), times its requests in flight + 1,
+//!   divided by its weight. The estimate decays towards zero while an entry is not asked,
+//!   so an entry that was slow is tried again within seconds and its traffic comes back
+//!   once it is fast again.
+//!
+//! The rest of a tier follows in the strategy's order; fallback then moves to the next
+//! tier. Both states are per gateway and bounded.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use moka::sync::Cache;
+use perpetuo_core::db::workspaces::RoutingStrategy;
+use rand::Rng;
+use uuid::Uuid;
+
+use super::Entry;
+
+/// How fast an estimate forgets: after `TAU` without news it is at 1/e of itself.
+const TAU: Duration = Duration::from_secs(2);
+/// What a failed attempt counts as, in milliseconds of time to first content.
+pub const FAILURE_MS: f64 = 2_000.0;
+/// Tiers and entries remembered at most (idle ones are forgotten after [`FORGET_AFTER`]).
+const MAX_TRACKED: u64 = 100_000;
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
+
+pub struct Balancer {
+    /// Smooth weighted round robin's current weights, per tier (by its entries' ids).
+    tiers: Cache<u64, Arc<Mutex<Vec<i64>>>>,
+    stats: Cache<Uuid, Arc<EntryStats>>,
+}
+
+impl Default for Balancer {
+    fn default() -> Self {
+        Self {
+            tiers: Cache::builder()
+                .max_capacity(MAX_TRACKED)
+                .time_to_idle(FORGET_AFTER)
+                .build(),
+            stats: Cache::builder()
+                .max_capacity(MAX_TRACKED)
+                .time_to_idle(FORGET_AFTER)
+                .build(),
+        }
+    }
+}
+
+impl Balancer {
+    /// Orders one tier in place: the entry to try first, then the rest in the strategy's
+    /// order, standby entries last.
+    pub fn arrange(&self, strategy: RoutingStrategy, tier: &mut [Arc<Entry>]) {
+        // A stable sort: standbys keep their relative order at the end.
+        tier.sort_by_key(|e| e.weight == 0);
+        let active = tier.iter().take_while(|e| e.weight > 0).count();
+        if active < 2 {
+            return;
+        }
+        let tier = &mut tier[..active];
+        match strategy {
+            RoutingStrategy::Weighted => self.weighted(tier),
+            RoutingStrategy::Latency => self.least_cost(tier),
+        }
+    }
+
+    fn weighted(&self, tier: &mut [Arc<Entry>]) {
+        let mut hasher = DefaultHasher::new();
+        for e in tier.iter() {
+            e.id.hash(&mut hasher);
+        }
+        let state = self
+            .tiers
+            .get_with(hasher.finish(), || Arc::new(Mutex::new(Vec::new())));
+        let mut current = state.lock().unwrap_or_else(|p| p.into_inner());
+        if current.len() != tier.len() {
+            *current = vec![0; tier.len()];
+        }
+        let total: i64 = tier.iter().map(|e| i64::from(e.weight)).sum();
+        for (c, e) in current.iter_mut().zip(tier.iter()) {
+            *c += i64::from(e.weight);
+        }
+        let mut by_turn: Vec<usize> = (0..tier.len()).collect();
+        // The largest current weight goes first (the earliest on a tie); it pays the total.
+        by_turn.sort_by_key(|&i| std::cmp::Reverse(current[i]));
+        current[by_turn[0]] -= total;
+        drop(current);
+        permute(tier, &by_turn);
+    }
+
+    fn least_cost(&self, tier: &mut [Arc<Entry>]) {
+        let now = Instant::now();
+        let costs: Vec<f64> = tier.iter().map(|e| self.cost(e, now)).collect();
+        let mut by_cost: Vec<usize> = (0..tier.len()).collect();
+        by_cost.sort_by(|&a, &b| costs[a].total_cmp(&costs[b]));
+        // Two at random, the cheaper first: never a herd on the one entry that looks best.
+        let mut rng = rand::thread_rng();
+        let a = rng.gen_range(0..tier.len());
+        let b = (a + rng.gen_range(1..tier.len())) % tier.len();
+        let first = if costs[b] < costs[a] { b } else { a };
+        by_cost.retain(|&i| i != first);
+        by_cost.insert(0, first);
+        permute(tier, &by_cost);
+    }
+
+    fn stats(&self, entry: Uuid) -> Arc<EntryStats> {
+        self.stats.get_with(entry, || Arc::new(EntryStats::new()))
+    }
+
+    fn cost(&self, entry: &Entry, now: Instant) -> f64 {
+        let stats = self.stats(entry.id);
+        let pending = f64::from(stats.pending.load(Ordering::Relaxed));
+        // +1 ms: an entry never asked still weighs its requests in flight.
+        (stats.estimate(now) + 1.0) * (pending + 1.0) / f64::from(entry.weight.max(1))
+    }
+
+    /// An attempt on `entry` begins; it counts as in flight until the guard is dropped.
+    pub fn attempting(&self, entry: Uuid) -> InFlight {
+        let stats = self.stats(entry);
+        stats.pending.fetch_add(1, Ordering::Relaxed);
+        InFlight(stats)
+    }
+
+    /// `entry` answered with its first content after `ttfc`.
+    pub fn answered(&self, entry: Uuid, ttfc: Duration) {
+        self.stats(entry)
+            .observe(ttfc.as_secs_f64() * 1000.0, Instant::now());
+    }
+
+    /// An attempt on `entry` failed in a way that says something about the entry.
+    pub fn failed(&self, entry: Uuid) {
+        self.stats(entry).observe(FAILURE_MS, Instant::now());
+    }
+}
+
+/// Reorders `items` so that `order[k]` (an index into the old order) comes k-th.
+fn permute<T: Clone>(items: &mut [T], order: &[usize]) {
+    let old = items.to_vec();
+    for (slot, &i) in items.iter_mut().zip(order) {
+        *slot = old[i].clone();
+    }
+}
+
+/// One entry's peak-EWMA estimate and requests in flight.
+struct EntryStats {
+    estimate: Mutex<Estimate>,
+    pending: AtomicU32,
+}
+
+struct Estimate {
+    ms: f64,
+    at: Instant,
+}
+
+impl EntryStats {
+    fn new() -> Self {
+        Self {
+            // Unknown: tried soon, then known.
+            estimate: Mutex::new(Estimate {
+                ms: 0.0,
+                at: Instant::now(),
+            }),
+            pending: AtomicU32::new(0),
+        }
+    }
+
+    fn estimate(&self, now: Instant) -> f64 {
+        let e = self.estimate.lock().unwrap_or_else(|p| p.into_inner());
+        e.ms * decay(now.saturating_duration_since(e.at))
+    }
+
+    /// A peak is taken at once; a lower sample pulls the estimate down by how long ago
+    /// the last one was.
+    fn observe(&self, sample_ms: f64, now: Instant) {
+        let mut e = self.estimate.lock().unwrap_or_else(|p| p.into_inner());
+        let w = decay(now.saturating_duration_since(e.at));
+        e.ms = if sample_ms > e.ms {
+            sample_ms
+        } else {
+            e.ms * w + sample_ms * (1.0 - w)
+        };
+        e.at = now;
+    }
+}
+
+fn decay(elapsed: Duration) -> f64 {
+    (-elapsed.as_secs_f64() / TAU.as_secs_f64()).exp()
+}
+
+/// An attempt in flight on an entry (counted in its cost until dropped).
+pub struct InFlight(Arc<EntryStats>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::Upstream;
+    use perpetuo_core::provider::ProviderKind;
+    use perpetuo_core::Secret;
+    use std::collections::BTreeMap;
+
+    pub(crate) fn entry(name: &str, weight: u32) -> Arc<Entry> {
+        Arc::new(Entry {
+            id: Uuid::now_v7(),
+            name: name.into(),
+            kind: ProviderKind::Openai,
+            upstream: Upstream::parse("https://api.openai.com/v1").unwrap(),
+            key: Secret::new("k".into()),
+            priority: 1,
+            weight,
+            models: Vec::new(),
+            model_map: BTreeMap::new(),
+        })
+    }
+
+    fn firsts(b: &Balancer, s: RoutingStrategy, tier: &[Arc<Entry>], n: usize) -> Vec<String> {
+        (0..n)
+            .map(|_| {
+                let mut t = tier.to_vec();
+                b.arrange(s, &mut t);
+                t[0].name.clone()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn weights_give_exact_interleaved_shares() {
+        let b = Balancer::default();
+        let tier = vec![entry("a", 3), entry("b", 1), entry("standby", 0)];
+        let got = firsts(&b, RoutingStrategy::Weighted, &tier, 8);
+        assert_eq!(got, ["a", "a", "b", "a", "a", "a", "b", "a"]);
+        let mut t = tier.clone();
+        b.arrange(RoutingStrategy::Weighted, &mut t);
+        assert_eq!(t.len(), 3);
+        assert_eq!(
+            t[2].name, "standby",
+            "a standby entry only after the others"
+        );
+    }
+
+    #[test]
+    fn equal_weights_take_turns() {
+        let b = Balancer::default();
+        let tier = vec![entry("a", 1), entry("b", 1), entry("c", 1)];
+        let got = firsts(&b, RoutingStrategy::Weighted, &tier, 6);
+        assert_eq!(got, ["a", "b", "c", "a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_slow_entry_loses_its_traffic_and_is_tried_again_later() {
+        let b = Balancer::default();
+        let (fast, slow) = (entry("fast", 1), entry("slow", 1));
+        b.answered(fast.id, Duration::from_millis(5));
+        b.answered(slow.id, Duration::from_millis(205));
+        let tier = vec![fast.clone(), slow.clone()];
+        assert!(firsts(&b, RoutingStrategy::Latency, &tier, 20)
+            .iter()
+            .all(|n| n == "fast"));
+        // Without news the slow entry's estimate decays until it is worth asking again.
+        let later = Instant::now() + TAU * 8;
+        assert!(b.stats(slow.id).estimate(later) < b.stats(fast.id).estimate(Instant::now()));
+        // A failure is a peak at once.
+        b.failed(fast.id);
+        assert!(b.stats(fast.id).estimate(Instant::now()) >= FAILURE_MS * 0.99);
+    }
+
+    #[test]
+    fn requests_in_flight_weigh_on_the_cost() {
+        let b = Balancer::default();
+        let (x, y) = (entry("x", 1), entry("y", 1));
+        b.answered(x.id, Duration::from_millis(10));
+        b.answered(y.id, Duration::from_millis(10));
+        let held: Vec<InFlight> = (0..4).map(|_| b.attempting(x.id)).collect();
+        let tier = vec![x.clone(), y.clone()];
+        assert!(firsts(&b, RoutingStrategy::Latency, &tier, 10)
+            .iter()
+            .all(|n| n == "y"));
+        drop(held);
+        assert_eq!(b.stats(x.id).pending.load(Ordering::Relaxed), 0);
+    }
+}
