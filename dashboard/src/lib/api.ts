@@ -217,6 +217,9 @@ export class ApiClient {
   put<T>(path: string, body?: unknown, options?: RequestOptions) {
     return this.request<T>('PUT', path, { ...options, body });
   }
+  patch<T>(path: string, body?: unknown, options?: RequestOptions) {
+    return this.request<T>('PATCH', path, { ...options, body });
+  }
   delete<T = void>(path: string, options?: RequestOptions) {
     return this.request<T>('DELETE', path, options);
   }

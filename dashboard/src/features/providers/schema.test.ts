@@ -19,6 +19,7 @@ function provider(id: string, priority: number, extra: Partial<Provider> = {}): 
     base_url: null,
     key_last4: 'abcd',
     has_key: true,
+    weight: 1,
     priority,
     enabled: true,
     models: [],
@@ -55,6 +56,12 @@ describe('validateProviderForm', () => {
     ).toMatch(/needs the API key again/);
     expect(validateProviderForm({ ...valid, apiKey: '', kind: 'gemini' }, 'edit', original).api_key).toMatch(/API key again/);
     expect(validateProviderForm({ ...valid, kind: 'gemini' }, 'edit', original)).toEqual({});
+  });
+
+  it('takes weights from 0 (standby) to 1000', () => {
+    expect(validateProviderForm({ ...valid, weight: '0' }, 'create')).toEqual({});
+    expect(validateProviderForm({ ...valid, weight: '1001' }, 'create').weight).toMatch(/0 \(standby\) to 1000/);
+    expect(validateProviderForm({ ...valid, weight: '1.5' }, 'create').weight).toMatch(/whole number/);
   });
 
   it('lets an OpenAI-compatible server go without a key', () => {
@@ -122,6 +129,7 @@ describe('valuesToInput', () => {
       api_key: 'sk',
       base_url: 'http://127.0.0.1:8080/v1',
       priority: 30,
+      weight: 1,
       enabled: true,
       models: ['a', 'b'],
       model_map: { 'gpt-4o': 'local-model' },

@@ -10,6 +10,8 @@ export interface Provider {
   /** False for an OpenAI-compatible server that needs no key. */
   has_key: boolean;
   priority: number;
+  /** Share of the priority's traffic; 0 = standby. */
+  weight: number;
   enabled: boolean;
   /** Empty means every model. */
   models: string[];
@@ -25,6 +27,7 @@ export interface ProviderInput {
   api_key?: string;
   base_url?: string | null;
   priority?: number;
+  weight?: number;
   enabled?: boolean;
   models?: string[];
   model_map?: Record<string, string>;
@@ -59,6 +62,7 @@ export function requiresBaseUrl(kind: ProviderKind): boolean {
 }
 
 export const MAX_PRIORITY = 1_000_000;
+export const MAX_WEIGHT = 1000;
 
 export interface ModelMapRow {
   requested: string;
@@ -71,6 +75,7 @@ export interface ProviderFormValues {
   apiKey: string;
   baseUrl: string;
   priority: string;
+  weight: string;
   enabled: boolean;
   models: string;
   modelMap: ModelMapRow[];
@@ -85,6 +90,7 @@ export function emptyProviderValues(priority = 0): ProviderFormValues {
     apiKey: '',
     baseUrl: '',
     priority: String(priority),
+    weight: '1',
     enabled: true,
     models: '',
     modelMap: [],
@@ -98,6 +104,7 @@ export function providerToValues(provider: Provider): ProviderFormValues {
     apiKey: '',
     baseUrl: provider.base_url ?? '',
     priority: String(provider.priority),
+    weight: String(provider.weight ?? 1),
     enabled: provider.enabled,
     models: provider.models.join(', '),
     modelMap: Object.entries(provider.model_map).map(([requested, served]) => ({ requested, served })),
@@ -166,6 +173,10 @@ export function validateProviderForm(
   else if (priority && Math.abs(Number(priority)) > MAX_PRIORITY)
     errors.priority = `Use a number between -${MAX_PRIORITY.toLocaleString('en-US')} and ${MAX_PRIORITY.toLocaleString('en-US')}.`;
 
+  const weight = values.weight.trim();
+  if (weight && (!/^\d+$/.test(weight) || Number(weight) > MAX_WEIGHT))
+    errors.weight = `Use a whole number from 0 (standby) to ${MAX_WEIGHT}.`;
+
   const seen = new Set<string>();
   values.modelMap.forEach((row, index) => {
     const requested = row.requested.trim();
@@ -205,6 +216,8 @@ export function valuesToInput(values: ProviderFormValues, mode: 'create' | 'edit
   else if (mode === 'edit' && original?.base_url) input.base_url = null; // clear the override
   const priority = values.priority.trim();
   if (priority) input.priority = Number(priority);
+  const weight = values.weight.trim();
+  if (weight) input.weight = Number(weight);
   return input;
 }
 

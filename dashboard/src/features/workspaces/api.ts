@@ -10,8 +10,20 @@ export function createWorkspace(name: string) {
   return api.post<Workspace>('/workspaces', { name });
 }
 
+export type RoutingStrategy = 'weighted' | 'latency';
+
+export interface WorkspaceSettings extends Workspace {
+  limits?: Limits;
+  routing?: { strategy: RoutingStrategy };
+}
+
 export function getWorkspace(id: string, signal?: AbortSignal) {
-  return api.get<Workspace & { limits?: Limits }>(`/workspaces/${seg(id)}`, { signal });
+  return api.get<WorkspaceSettings>(`/workspaces/${seg(id)}`, { signal });
+}
+
+/** Changes only the routing settings (`PATCH` leaves the other fields as they are). */
+export function setWorkspaceRouting(id: string, strategy: RoutingStrategy) {
+  return api.patch<WorkspaceSettings>(`/workspaces/${seg(id)}`, { routing: { strategy } });
 }
 
 export function renameWorkspace(id: string, name: string) {
@@ -19,7 +31,7 @@ export function renameWorkspace(id: string, name: string) {
 }
 
 export function setWorkspaceLimits(id: string, name: string, limits: Limits) {
-  return api.put<Workspace & { limits?: Limits }>(`/workspaces/${seg(id)}`, { name, limits });
+  return api.put<WorkspaceSettings>(`/workspaces/${seg(id)}`, { name, limits });
 }
 
 export function deleteWorkspace(id: string) {

@@ -137,6 +137,18 @@ export function ProviderForm({ mode, initialValues, original, onSubmit, onCancel
           error={errors.priority}
           hint="Lower numbers are tried first; later ones are fallbacks."
         />
+        <TextField
+          label="Weight"
+          type="number"
+          inputMode="numeric"
+          min={0}
+          max={1000}
+          step={1}
+          value={values.weight}
+          onChange={(e) => set('weight', e.target.value)}
+          error={errors.weight}
+          hint="Share of this priority's traffic; 0 = standby, used only when the others fail."
+        />
         <div className="field">
           <span className="field-label" aria-hidden="true">
             Status

@@ -12,6 +12,7 @@ import { can } from '../../members/schema';
 import { deleteWorkspace, renameWorkspace } from '../api';
 import { validateWorkspaceName } from '../schema';
 import { WorkspaceLimits } from './workspace-limits';
+import { WorkspaceRouting } from './workspace-routing';
 
 export function WorkspaceSettings() {
   const { workspace, upsertWorkspace, user, retry } = useSession();
@@ -73,6 +74,7 @@ export function WorkspaceSettings() {
         </dl>
       </Card>
       <WorkspaceLimits workspaceId={workspace.id} name={workspace.name} readOnly={!editable} />
+      <WorkspaceRouting workspaceId={workspace.id} readOnly={!editable} />
       {can(workspace.role, 'deleteWorkspace') && (
         <Card title="Delete workspace" description="API keys stop working at once; providers, members and invitations are removed. Logs and usage are kept for a while, then dropped.">
           <Button variant="danger" onClick={() => setDeleting(true)}>
