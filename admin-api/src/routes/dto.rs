@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use perpetuo_core::db::limits::{Limits, Period, SetBy};
-use perpetuo_core::db::workspaces::{Role, RoutingStrategy};
+use perpetuo_core::db::workspaces::{Role, Routing, RoutingStrategy};
 use perpetuo_core::db::{api_keys::ApiKey, users::User, workspaces::Workspace};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -49,31 +49,51 @@ pub struct WorkspaceDto {
     pub routing: Option<RoutingDto>,
 }
 
-/// A workspace's routing settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+/// A workspace's routing settings, as answered.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct RoutingDto {
-    /// `weighted` (default: each entry of a priority gets its weight's share, smooth
-    /// weighted round robin) or `latency` (power of two choices on each entry's recent
-    /// time to first content and errors, weights as a prior).
-    #[schema(pattern = "^(weighted|latency)$")]
+    /// `weighted` (each entry of a priority gets its weight's share, smooth weighted round
+    /// robin) or `latency` (power of two choices on each entry's recent time to first
+    /// content and errors, weights as a prior).
     pub strategy: String,
+    /// Requests of one conversation (its system prompt and first message) or of one
+    /// `user` go to the same entry of a priority while it is healthy.
+    pub sticky: bool,
 }
 
-impl RoutingDto {
-    pub fn parse(&self, errs: &mut crate::error::FieldErrors) -> Option<RoutingStrategy> {
-        let parsed = RoutingStrategy::parse(self.strategy.trim());
-        if parsed.is_none() {
-            errs.add("routing.strategy", "must be weighted or latency");
+impl From<Routing> for RoutingDto {
+    fn from(r: Routing) -> Self {
+        Self {
+            strategy: r.strategy.as_str().to_string(),
+            sticky: r.sticky,
         }
-        parsed
     }
 }
 
-impl From<RoutingStrategy> for RoutingDto {
-    fn from(s: RoutingStrategy) -> Self {
-        Self {
-            strategy: s.as_str().to_string(),
+/// Routing settings to change; a field left out keeps its value.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingInput {
+    /// `weighted` (default) or `latency`.
+    #[schema(pattern = "^(weighted|latency)$")]
+    pub strategy: Option<String>,
+    /// Default false.
+    pub sticky: Option<bool>,
+}
+
+impl RoutingInput {
+    /// `current` with the fields given; a bad one is named in `errs`.
+    pub fn merge(&self, current: Routing, errs: &mut crate::error::FieldErrors) -> Routing {
+        let strategy = match self.strategy.as_deref() {
+            Some(s) => RoutingStrategy::parse(s.trim()).unwrap_or_else(|| {
+                errs.add("routing.strategy", "must be weighted or latency");
+                current.strategy
+            }),
+            None => current.strategy,
+        };
+        Routing {
+            strategy,
+            sticky: self.sticky.unwrap_or(current.sticky),
         }
     }
 }

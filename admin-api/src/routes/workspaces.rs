@@ -13,7 +13,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::dto::{LimitsDto, ListOf, RoutingDto, WorkspaceDto};
+use super::dto::{LimitsDto, ListOf, RoutingInput, WorkspaceDto};
 use crate::access::{snapshot, Member};
 use crate::error::{ApiError, FieldErrors};
 use crate::extract::{ApiJson, AuthUser, Conn};
@@ -28,7 +28,7 @@ pub struct WorkspaceInput {
     /// Limits shared by every key of the workspace (`PUT` only; absent: unchanged).
     pub limits: Option<LimitsDto>,
     /// How each priority's entries share its traffic (`PUT` only; absent: unchanged).
-    pub routing: Option<RoutingDto>,
+    pub routing: Option<RoutingInput>,
 }
 
 /// `PATCH /workspaces/{id}`: only the fields sent change.
@@ -39,7 +39,7 @@ pub struct WorkspacePatch {
     #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
     pub limits: Option<LimitsDto>,
-    pub routing: Option<RoutingDto>,
+    pub routing: Option<RoutingInput>,
 }
 
 fn parse_name(name: Option<&str>) -> Result<String, ApiError> {
@@ -96,7 +96,7 @@ async fn described(
     let id = ws.id;
     let mut dto = WorkspaceDto::from(ws);
     dto.limits = db::limits::workspace(db, id).await?.map(Into::into);
-    dto.routing = Some(db::workspaces::routing_strategy(db, id).await?.into());
+    dto.routing = Some(db::workspaces::routing(db, id).await?.into());
     Ok(dto)
 }
 
@@ -145,9 +145,13 @@ async fn apply(
     };
     let mut errs = FieldErrors::default();
     let limits = patch.limits.as_ref().map(|l| l.parse("limits", &mut errs));
-    let routing = patch.routing.as_ref().map(|r| r.parse(&mut errs));
-    errs.into_result()?;
     let tx = client.transaction().await.map_err(DbError::from)?;
+    let current_routing = db::workspaces::routing(&tx, ws.id).await?;
+    let routing = patch
+        .routing
+        .as_ref()
+        .map(|r| r.merge(current_routing, &mut errs));
+    errs.into_result()?;
     let before = described(&tx, ws.clone()).await?;
     if let Some(name) = &name {
         db::workspaces::rename(&tx, ws.id, name).await?;
@@ -155,8 +159,8 @@ async fn apply(
     if let Some(l) = &limits {
         db::limits::set_workspace(&tx, ws.id, l).await?;
     }
-    if let Some(Some(strategy)) = routing {
-        db::workspaces::set_routing_strategy(&tx, ws.id, strategy).await?;
+    if let Some(routing) = routing.filter(|r| *r != current_routing) {
+        db::workspaces::set_routing(&tx, ws.id, routing).await?;
     }
     let current = db::workspaces::get_for_user(&tx, ws.id, member.user.id)
         .await?

@@ -156,6 +156,7 @@ async fn patch_changes_only_what_it_carries_and_routing_is_a_setting_of_the_work
     let url = format!("/workspaces/{}", acc.workspace);
     let (_, ws) = app.get(&url, &acc.token).await;
     assert_eq!(ws["routing"]["strategy"], "weighted", "{ws}");
+    assert_eq!(ws["routing"]["sticky"], false, "{ws}");
 
     let (status, _) = app
         .put(
@@ -179,6 +180,20 @@ async fn patch_changes_only_what_it_carries_and_routing_is_a_setting_of_the_work
     assert_eq!(ws["limits"]["rpm"], 50);
     let (_, got) = app.get(&url, &acc.token).await;
     assert_eq!(got["routing"]["strategy"], "latency");
+    // One routing field sent: the other keeps its value.
+    let (status, ws) = app
+        .raw(
+            Method::PATCH,
+            &url,
+            Some(&acc.token),
+            Some(json!({"routing": {"sticky": true}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ws}");
+    assert_eq!(
+        ws["routing"],
+        json!({"strategy": "latency", "sticky": true})
+    );
 
     for (bad, field) in [
         (

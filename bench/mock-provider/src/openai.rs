@@ -617,11 +617,35 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let request = RecordedRequest::new(&method, &uri, &headers, body);
-    recorded(shared, request, true, chat_response).await
+    recorded(shared, request, true, |shared, json| {
+        chat_response(shared, json, auth)
+    })
+    .await
 }
 
-async fn chat_response(shared: Arc<Shared>, json: Option<Value>) -> Response {
+/// The tokens of a chat request's prefix (its leading system messages and first other
+/// message) and a hash of it, for [`crate::MockConfig::prompt_cache`].
+fn prompt_prefix(json: &Value) -> (u64, u64) {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut tokens = 0;
+    for message in json["messages"].as_array().into_iter().flatten() {
+        message.to_string().hash(&mut hasher);
+        tokens += TOKENS_PER_MESSAGE + content_words(message.get("content"));
+        if !matches!(message["role"].as_str(), Some("system" | "developer")) {
+            break;
+        }
+    }
+    (tokens, hasher.finish())
+}
+
+async fn chat_response(shared: Arc<Shared>, json: Option<Value>, auth: String) -> Response {
     let Some(json) = json.filter(Value::is_object) else {
         return invalid_json();
     };
@@ -669,6 +693,16 @@ async fn chat_response(shared: Arc<Shared>, json: Option<Value>) -> Response {
         return stream_response(&shared, steps, EVENT_STREAM);
     }
 
+    let cached = if shared.config.prompt_cache {
+        let (tokens, prefix) = prompt_prefix(&json);
+        if shared.prompt_cached(&auth, prefix) {
+            tokens
+        } else {
+            0
+        }
+    } else {
+        0
+    };
     let completion = ChatCompletion {
         id: &id,
         object: "chat.completion",
@@ -680,7 +714,11 @@ async fn chat_response(shared: Arc<Shared>, json: Option<Value>) -> Response {
             logprobs: (),
             finish_reason: answer.finish_reason(),
         }],
-        usage: usage.map(UsageWire::from),
+        usage: usage.map(|u| {
+            let mut wire = UsageWire::from(u);
+            wire.prompt_tokens_details.cached_tokens = cached.min(u.prompt_tokens);
+            wire
+        }),
         service_tier: "default",
         system_fingerprint: SYSTEM_FINGERPRINT,
     };

@@ -55,6 +55,11 @@ pub struct MockConfig {
     /// A fixed `created` timestamp (Unix seconds) for byte-reproducible output.
     /// Default: `None`, the current time.
     pub created: Option<u64>,
+    /// Act like a provider's prompt cache: a non-stream chat completion whose prefix (its
+    /// leading system messages and first other message) this mock has seen before with
+    /// the same `Authorization` reports that prefix's tokens as
+    /// `usage.prompt_tokens_details.cached_tokens`. Default: off (always 0).
+    pub prompt_cache: bool,
 }
 
 impl Default for MockConfig {
@@ -67,6 +72,7 @@ impl Default for MockConfig {
             content: DEFAULT_CONTENT.to_owned(),
             pieces: openai::CONTENT_PIECES,
             created: None,
+            prompt_cache: false,
         }
     }
 }
@@ -79,9 +85,26 @@ pub(crate) struct Shared {
     behavior: Mutex<Option<Behavior>>,
     next_completion: AtomicU64,
     next_request: AtomicU64,
+    /// Prefixes seen, by (authorization, prefix hash), for [`MockConfig::prompt_cache`].
+    prompt_prefixes: Mutex<std::collections::HashSet<(String, u64)>>,
 }
 
+/// Most prefixes the prompt cache remembers (then it starts again empty).
+const MAX_PROMPT_PREFIXES: usize = 100_000;
+
 impl Shared {
+    /// Whether `prefix` was seen before with `auth` (and remembers it now).
+    pub(crate) fn prompt_cached(&self, auth: &str, prefix: u64) -> bool {
+        let mut seen = self
+            .prompt_prefixes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if seen.len() >= MAX_PROMPT_PREFIXES {
+            seen.clear();
+        }
+        !seen.insert((auth.to_owned(), prefix))
+    }
+
     /// The override if one is set, otherwise the behaviour named by `model`.
     pub(crate) fn behavior_for(&self, model: &str) -> Behavior {
         let forced = *self.behavior.lock().unwrap_or_else(PoisonError::into_inner);
@@ -148,6 +171,7 @@ impl MockProvider {
             behavior: Mutex::new(None),
             next_completion: AtomicU64::new(0),
             next_request: AtomicU64::new(0),
+            prompt_prefixes: Mutex::new(std::collections::HashSet::new()),
         });
         let router = router(Arc::clone(&shared));
         let task = tokio::spawn(accept_loop(listener, router));

@@ -143,30 +143,40 @@ impl RoutingStrategy {
     }
 }
 
-/// The workspace's routing strategy (the default for a workspace that is gone).
-pub async fn routing_strategy(
-    db: &impl GenericClient,
-    id: Uuid,
-) -> Result<RoutingStrategy, DbError> {
+/// A workspace's routing settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Routing {
+    pub strategy: RoutingStrategy,
+    /// Requests of one conversation (or one `user`) go to the same entry while it is
+    /// healthy, so the provider's own prompt cache keeps hitting.
+    pub sticky: bool,
+}
+
+/// The workspace's routing settings (the defaults for a workspace that is gone).
+pub async fn routing(db: &impl GenericClient, id: Uuid) -> Result<Routing, DbError> {
     let row = db
         .query_opt(
-            "SELECT routing_strategy FROM workspaces WHERE id = $1",
+            "SELECT routing_strategy, routing_sticky FROM workspaces WHERE id = $1",
             &[&id],
         )
         .await?;
     Ok(row
-        .and_then(|r| RoutingStrategy::parse(r.get(0)))
+        .map(|r| Routing {
+            strategy: RoutingStrategy::parse(r.get(0)).unwrap_or_default(),
+            sticky: r.get(1),
+        })
         .unwrap_or_default())
 }
 
-pub async fn set_routing_strategy(
+pub async fn set_routing(
     db: &impl GenericClient,
     id: Uuid,
-    strategy: RoutingStrategy,
+    routing: Routing,
 ) -> Result<(), DbError> {
     db.execute(
-        "UPDATE workspaces SET routing_strategy = $2, updated_at = now() WHERE id = $1",
-        &[&id, &strategy.as_str()],
+        "UPDATE workspaces SET routing_strategy = $2, routing_sticky = $3, updated_at = now()
+         WHERE id = $1",
+        &[&id, &routing.strategy.as_str(), &routing.sticky],
     )
     .await?;
     Ok(())

@@ -21,7 +21,7 @@ use crate::providers::Call;
 use crate::proxy::body;
 use crate::proxy::ctx::{Ctx, Stop};
 use crate::proxy::Gateway;
-use crate::routing::{order, split_pinned, Entry, Routes};
+use crate::routing::{order, split_pinned, sticky, Entry, Routes};
 
 impl Gateway {
     /// The caller's key, from the cache (the database only on a miss). `client` is the
@@ -77,7 +77,16 @@ impl Gateway {
 
         let routes = self.entries(key.workspace_id).await?;
         let (pinned, model) = split_pinned(&request.model);
-        let mut candidates = order(&routes, model, pinned, door.operation(), &self.balancer);
+        // Only a workspace that sticks conversations to entries builds the body's tree for it.
+        let sticky = routes.routing.sticky.then(|| sticky::key(&body)).flatten();
+        let mut candidates = order(
+            &routes,
+            model,
+            pinned,
+            door.operation(),
+            &self.balancer,
+            sticky,
+        );
         if candidates.is_empty() {
             return Err(GatewayError::model_not_found(&request.model).into());
         }

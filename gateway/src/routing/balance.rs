@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
-use perpetuo_core::db::workspaces::RoutingStrategy;
+use perpetuo_core::db::workspaces::{Routing, RoutingStrategy};
 use rand::Rng;
 use uuid::Uuid;
 
@@ -57,8 +57,10 @@ impl Default for Balancer {
 
 impl Balancer {
     /// Orders one tier in place: the entry to try first, then the rest in the strategy's
-    /// order, standby entries last.
-    pub fn arrange(&self, strategy: RoutingStrategy, tier: &mut [Arc<Entry>]) {
+    /// order, standby entries last. A request with a `sticky` key goes first to the entry
+    /// that key falls on (weighted rendezvous hashing: the same entry while the tier is
+    /// the same, and only the keys of an entry that leaves move).
+    pub fn arrange(&self, routing: Routing, tier: &mut [Arc<Entry>], sticky: Option<u64>) {
         // A stable sort: standbys keep their relative order at the end.
         tier.sort_by_key(|e| e.weight == 0);
         let active = tier.iter().take_while(|e| e.weight > 0).count();
@@ -66,9 +68,15 @@ impl Balancer {
             return;
         }
         let tier = &mut tier[..active];
-        match strategy {
+        match routing.strategy {
             RoutingStrategy::Weighted => self.weighted(tier),
             RoutingStrategy::Latency => self.least_cost(tier),
+        }
+        if let Some(key) = sticky.filter(|_| routing.sticky) {
+            let home = (0..tier.len())
+                .max_by(|&a, &b| rendezvous(key, &tier[a]).total_cmp(&rendezvous(key, &tier[b])))
+                .unwrap_or(0);
+            tier[..=home].rotate_right(1);
         }
     }
 
@@ -139,6 +147,16 @@ impl Balancer {
     pub fn failed(&self, entry: Uuid) {
         self.stats(entry).observe(FAILURE_MS, Instant::now());
     }
+}
+
+/// Weighted rendezvous score of `entry` for `key`: the entry with the highest score is
+/// the key's, and each entry is some key's in proportion to its weight.
+fn rendezvous(key: u64, entry: &Entry) -> f64 {
+    let mut h = DefaultHasher::new();
+    (key, entry.id).hash(&mut h);
+    // A uniform draw in (0, 1) from the hash's top 53 bits.
+    let u = ((h.finish() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    -f64::from(entry.weight) / u.ln()
 }
 
 /// Reorders `items` so that `order[k]` (an index into the old order) comes k-th.
@@ -226,11 +244,18 @@ mod tests {
         })
     }
 
+    fn routing(strategy: RoutingStrategy) -> Routing {
+        Routing {
+            strategy,
+            sticky: false,
+        }
+    }
+
     fn firsts(b: &Balancer, s: RoutingStrategy, tier: &[Arc<Entry>], n: usize) -> Vec<String> {
         (0..n)
             .map(|_| {
                 let mut t = tier.to_vec();
-                b.arrange(s, &mut t);
+                b.arrange(routing(s), &mut t, None);
                 t[0].name.clone()
             })
             .collect()
@@ -243,7 +268,7 @@ mod tests {
         let got = firsts(&b, RoutingStrategy::Weighted, &tier, 8);
         assert_eq!(got, ["a", "a", "b", "a", "a", "a", "b", "a"]);
         let mut t = tier.clone();
-        b.arrange(RoutingStrategy::Weighted, &mut t);
+        b.arrange(routing(RoutingStrategy::Weighted), &mut t, None);
         assert_eq!(t.len(), 3);
         assert_eq!(
             t[2].name, "standby",
@@ -290,5 +315,33 @@ mod tests {
             .all(|n| n == "y"));
         drop(held);
         assert_eq!(b.stats(x.id).pending.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_sticky_key_stays_on_its_entry_and_keys_spread_by_weight() {
+        let b = Balancer::default();
+        let tier = vec![entry("a", 3), entry("b", 1)];
+        let sticky = Routing {
+            strategy: RoutingStrategy::Weighted,
+            sticky: true,
+        };
+        let first = |key: u64, tier: &[Arc<Entry>]| {
+            let mut t = tier.to_vec();
+            b.arrange(sticky, &mut t, Some(key));
+            t[0].name.clone()
+        };
+        for key in 0..50u64 {
+            let home = first(key, &tier);
+            assert!((0..5).all(|_| first(key, &tier) == home), "key {key} moved");
+        }
+        let on_a = (0..4000u64).filter(|&k| first(k, &tier) == "a").count();
+        assert!(
+            (2800..=3200).contains(&on_a),
+            "{on_a} of 4000 keys on the weight-3 entry"
+        );
+        // Without stickiness the key is ignored.
+        let mut t = tier.clone();
+        b.arrange(routing(RoutingStrategy::Weighted), &mut t, Some(1));
+        assert_eq!(t.len(), 2);
     }
 }

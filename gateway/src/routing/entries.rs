@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use moka::future::Cache;
 use perpetuo_core::crypto::MasterKey;
-use perpetuo_core::db::workspaces::RoutingStrategy;
+use perpetuo_core::db::workspaces::Routing;
 use perpetuo_core::db::{self, Pool};
 use perpetuo_core::provider::ProviderKind;
 use perpetuo_core::Secret;
@@ -81,7 +81,7 @@ pub struct Entry {
 /// A workspace's usable entries by priority, and how each priority shares its traffic.
 #[derive(Debug, Default)]
 pub struct Routes {
-    pub strategy: RoutingStrategy,
+    pub routing: Routing,
     pub entries: Vec<Arc<Entry>>,
 }
 
@@ -231,10 +231,10 @@ async fn load(
         .map_err(|_| db::DbError::Timeout)??;
     let read = async {
         let rows = db::providers::list(&client, workspace).await?;
-        let strategy = db::workspaces::routing_strategy(&client, workspace).await?;
-        Ok::<_, db::DbError>((rows, strategy))
+        let routing = db::workspaces::routing(&client, workspace).await?;
+        Ok::<_, db::DbError>((rows, routing))
     };
-    let (rows, strategy) = match tokio::time::timeout_at(deadline, read).await {
+    let (rows, routing) = match tokio::time::timeout_at(deadline, read).await {
         Ok(read) => read?,
         Err(_) => {
             drop(db::Client::take(client));
@@ -272,7 +272,7 @@ async fn load(
         }));
     }
     Ok(Arc::new(Routes {
-        strategy,
+        routing,
         entries: out,
     }))
 }

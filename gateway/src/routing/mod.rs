@@ -6,6 +6,7 @@ pub mod balance;
 pub mod breaker;
 pub mod entries;
 pub mod order;
+pub mod sticky;
 
 pub use balance::Balancer;
 pub use breaker::{should_fall_back, Admission, Breakers, Connect, Failure, MAX_RETRY_AFTER};

@@ -22,13 +22,14 @@ pub fn split_pinned(model: &str) -> (Option<ProviderKind>, &str) {
 }
 
 /// Candidates for `model` in the order to try: by priority; within one priority, in the
-/// order `balancer` gives for the workspace's strategy.
+/// order `balancer` gives for the workspace's routing (and the request's `sticky` key).
 pub fn order(
     routes: &Routes,
     model: &str,
     pinned: Option<ProviderKind>,
     route: Route,
     balancer: &Balancer,
+    sticky: Option<u64>,
 ) -> Vec<Arc<Entry>> {
     let mut matching: Vec<Arc<Entry>> = routes
         .entries
@@ -44,7 +45,7 @@ pub fn order(
     // balancer's state is kept by.
     matching.sort_by_key(|e| e.priority);
     for tier in matching.chunk_by_mut(|a, b| a.priority == b.priority) {
-        balancer.arrange(routes.strategy, tier);
+        balancer.arrange(routes.routing, tier, sticky);
     }
     matching
 }
@@ -74,7 +75,7 @@ mod tests {
     #[test]
     fn orders_by_priority_and_rotates_equals() {
         let routes = Routes {
-            strategy: Default::default(),
+            routing: Default::default(),
             entries: vec![
                 entry("c", 2, &[]),
                 entry("a1", 1, &[]),
@@ -84,7 +85,7 @@ mod tests {
         };
         let b = Balancer::default();
         let names = || {
-            order(&routes, "gpt", None, Route::Chat, &b)
+            order(&routes, "gpt", None, Route::Chat, &b, None)
                 .iter()
                 .map(|e| e.name.clone())
                 .collect::<Vec<_>>()
@@ -92,13 +93,17 @@ mod tests {
         assert_eq!(names(), vec!["a1", "a2", "c"]);
         assert_eq!(names(), vec!["a2", "a1", "c"]);
         assert_eq!(names(), vec!["a1", "a2", "c"]);
-        assert_eq!(order(&routes, "other", None, Route::Chat, &b)[0].name, "x");
+        assert_eq!(
+            order(&routes, "other", None, Route::Chat, &b, None)[0].name,
+            "x"
+        );
         assert!(order(
             &routes,
             "gpt",
             Some(ProviderKind::Anthropic),
             Route::Chat,
-            &b
+            &b,
+            None
         )
         .is_empty());
     }

@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use mock_provider::Behavior;
+use mock_provider::{Behavior, MockConfig, MockProvider};
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::harness::{chat_body, mock, Env, Gateway};
@@ -99,4 +100,109 @@ async fn the_latency_strategy_moves_traffic_off_a_slow_entry_and_back_when_it_re
         assert!(Instant::now() < until, "traffic never came back: {by:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Plays `conversations` conversations of `turns` turns, one turn of each at a time;
+/// returns the cached prompt tokens the providers reported, the prompt tokens, and who
+/// served each conversation's turns.
+async fn converse(
+    gw: &Gateway,
+    env: &Env,
+    conversations: usize,
+    turns: usize,
+) -> (u64, u64, Vec<Vec<String>>) {
+    let mut history: Vec<Vec<serde_json::Value>> = (0..conversations)
+        .map(|c| {
+            vec![
+                json!({"role": "system", "content": format!("You are assistant number {c}.")}),
+                json!({"role": "user", "content": format!("Question {c} about a long topic")}),
+            ]
+        })
+        .collect();
+    let (mut cached, mut prompt) = (0, 0);
+    let mut served = vec![Vec::new(); conversations];
+    for turn in 0..turns {
+        for (c, messages) in history.iter_mut().enumerate() {
+            let body = json!({"model": "gpt-4o", "messages": messages});
+            let r = gw.chat(&env.key, body).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let by = r.headers()["x-perpetuo-provider"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            served[c].push(by);
+            let v: serde_json::Value = r.json().await.unwrap();
+            cached += v["usage"]["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap();
+            prompt += v["usage"]["prompt_tokens"].as_u64().unwrap();
+            messages.push(json!({"role": "assistant", "content": "An answer."}));
+            messages.push(json!({"role": "user", "content": format!("Follow-up {turn}")}));
+        }
+    }
+    (cached, prompt, served)
+}
+
+async fn two_caching_entries(sticky: bool) -> (Env, MockProvider, MockProvider) {
+    let env = Env::new().await;
+    let config = || MockConfig {
+        prompt_cache: true,
+        ..MockConfig::default()
+    };
+    let a = MockProvider::start(config()).await.unwrap();
+    let b = MockProvider::start(config()).await.unwrap();
+    env.add_provider("a", &a.base_url(), 1).await;
+    env.add_provider("b", &b.base_url(), 1).await;
+    env.client()
+        .await
+        .execute(
+            "UPDATE workspaces SET routing_sticky = $2 WHERE id = $1",
+            &[&env.workspace, &sticky],
+        )
+        .await
+        .unwrap();
+    (env, a, b)
+}
+
+#[tokio::test]
+async fn sticky_conversations_keep_hitting_the_providers_prompt_cache() {
+    // Nine conversations (an odd count, so taking turns does not keep each one on one
+    // entry by chance), four turns each.
+    let (env, _a, _b) = two_caching_entries(false).await;
+    let gw = Gateway::start(&env).await;
+    let (cached_off, prompt_off, _) = converse(&gw, &env, 9, 4).await;
+
+    let (env, a, b) = two_caching_entries(true).await;
+    let gw = Gateway::start(&env).await;
+    let (cached_on, prompt_on, served) = converse(&gw, &env, 9, 4).await;
+    assert_eq!(prompt_on, prompt_off, "the same conversations");
+    for turns in &served {
+        assert!(
+            turns.iter().all(|t| *t == turns[0]),
+            "a conversation moved: {turns:?}"
+        );
+    }
+    let homes: std::collections::HashSet<&String> = served.iter().map(|t| &t[0]).collect();
+    assert_eq!(homes.len(), 2, "conversations spread over both entries");
+    // Every turn after a conversation's first finds its prefix cached.
+    assert!(
+        cached_on > cached_off,
+        "sticky {cached_on} vs not {cached_off}"
+    );
+    println!(
+        "cached prompt tokens: sticky {cached_on}, not sticky {cached_off} of {prompt_on} \
+         (×{:.2})",
+        cached_on as f64 / cached_off.max(1) as f64
+    );
+
+    // The entry a conversation sticks to fails: the conversation moves to the other.
+    let home = served[0][0].clone();
+    let (failing, other) = if home == "a" { (&a, "b") } else { (&b, "a") };
+    failing.set_behavior(Some(Behavior::Status(503)));
+    let body = json!({"model": "gpt-4o", "messages": [
+        {"role": "system", "content": "You are assistant number 0."},
+        {"role": "user", "content": "Question 0 about a long topic"}]});
+    let r = gw.chat(&env.key, body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-perpetuo-provider"], other);
 }

@@ -14,7 +14,7 @@ export type RoutingStrategy = 'weighted' | 'latency';
 
 export interface WorkspaceSettings extends Workspace {
   limits?: Limits;
-  routing?: { strategy: RoutingStrategy };
+  routing?: { strategy: RoutingStrategy; sticky: boolean };
 }
 
 export function getWorkspace(id: string, signal?: AbortSignal) {
@@ -22,8 +22,8 @@ export function getWorkspace(id: string, signal?: AbortSignal) {
 }
 
 /** Changes only the routing settings (`PATCH` leaves the other fields as they are). */
-export function setWorkspaceRouting(id: string, strategy: RoutingStrategy) {
-  return api.patch<WorkspaceSettings>(`/workspaces/${seg(id)}`, { routing: { strategy } });
+export function setWorkspaceRouting(id: string, routing: { strategy: RoutingStrategy; sticky: boolean }) {
+  return api.patch<WorkspaceSettings>(`/workspaces/${seg(id)}`, { routing });
 }
 
 export function renameWorkspace(id: string, name: string) {

@@ -29,15 +29,16 @@ describe('workspace routing', () => {
           sent.push({ method: init.method, body });
           return json(200, { ...WORKSPACE, routing: body.routing });
         }
-        return json(200, { ...WORKSPACE, routing: { strategy: 'weighted' } });
+        return json(200, { ...WORKSPACE, routing: { strategy: 'weighted', sticky: false } });
       }) as typeof fetch,
     });
     render(<WorkspaceRouting workspaceId="w1" />);
     const select = (await screen.findByLabelText('Strategy')) as HTMLSelectElement;
     expect(select.value).toBe('weighted');
     await userEvent.selectOptions(select, 'latency');
+    await userEvent.click(screen.getByRole('checkbox', { name: /Keep each conversation/ }));
     await userEvent.click(screen.getByRole('button', { name: 'Save routing' }));
     await waitFor(() => expect(sent).toHaveLength(1));
-    expect(sent).toEqual([{ method: 'PATCH', body: { routing: { strategy: 'latency' } } }]);
+    expect(sent).toEqual([{ method: 'PATCH', body: { routing: { strategy: 'latency', sticky: true } } }]);
   });
 });

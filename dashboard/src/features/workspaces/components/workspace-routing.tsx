@@ -12,11 +12,15 @@ import { getWorkspace, setWorkspaceRouting, type RoutingStrategy } from '../api'
 export function WorkspaceRouting({ workspaceId, readOnly = false }: { workspaceId: string; readOnly?: boolean }) {
   const current = useResource((signal) => getWorkspace(workspaceId, signal), [workspaceId]);
   const [strategy, setStrategy] = useState<RoutingStrategy>('weighted');
+  const [sticky, setSticky] = useState(false);
   const [error, setError] = useState<string | undefined>();
   const [busy, setBusy] = useState(false);
 
   useEffect(() => {
-    if (current.data?.routing) setStrategy(current.data.routing.strategy);
+    if (current.data?.routing) {
+      setStrategy(current.data.routing.strategy);
+      setSticky(current.data.routing.sticky);
+    }
   }, [current.data]);
 
   async function onSubmit(event: FormEvent) {
@@ -24,7 +28,7 @@ export function WorkspaceRouting({ workspaceId, readOnly = false }: { workspaceI
     setBusy(true);
     setError(undefined);
     try {
-      const updated = await setWorkspaceRouting(workspaceId, strategy);
+      const updated = await setWorkspaceRouting(workspaceId, { strategy, sticky });
       current.setData(() => updated);
       toast.success('Routing saved.');
     } catch (err) {
@@ -55,6 +59,10 @@ export function WorkspaceRouting({ workspaceId, readOnly = false }: { workspaceI
               <option value="weighted">Weighted: each entry gets its weight's share</option>
               <option value="latency">Latency: the faster entries get more, weights as a prior</option>
             </SelectField>
+            <label className="checkbox">
+              <input type="checkbox" checked={sticky} onChange={(e) => setSticky(e.target.checked)} />
+              Keep each conversation (or user) on one entry while it is healthy, so the provider's prompt cache keeps hitting
+            </label>
             <div className="form-actions">
               <Button type="submit" variant="primary" busy={busy}>
                 Save routing
