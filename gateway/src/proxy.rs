@@ -64,15 +64,30 @@ impl Gateway {
         let body = match (method.as_str(), path.as_str()) {
             ("GET", "/healthz") => Bytes::from_static(br#"{"status":"ok"}"#),
             ("GET", "/v1/models") => {
-                let key = self.authenticate(session, ctx.client, None).await?;
+                // Anthropic's clients say so with `anthropic-version`: their key may come
+                // as `x-api-key`, and they get Anthropic's list and error shapes.
+                let anthropic = session
+                    .req_header()
+                    .headers
+                    .contains_key("anthropic-version");
+                let door = anthropic.then_some(Door::Messages);
+                if let Some(door) = door {
+                    ctx.error_shape = door;
+                }
+                let key = self.authenticate(session, ctx.client, door).await?;
                 let routes = self.entries(key.workspace_id).await?;
                 let listed = models::list(
                     &routes.entries,
                     &self.pricing,
                     &self.model_lists,
                     &self.upstreams,
-                );
-                json_bytes(&listed.await)
+                )
+                .await;
+                json_bytes(&if anthropic {
+                    models::anthropic_shape(&listed)
+                } else {
+                    listed
+                })
             }
             ("POST", "/v1/messages/count_tokens") => {
                 ctx.error_shape = Door::Messages;

@@ -1,4 +1,5 @@
-//! `GET /v1/models`: the models a workspace's entries serve, in OpenAI's list shape.
+//! `GET /v1/models`: the models a workspace's entries serve, in OpenAI's list shape, or
+//! in Anthropic's for Anthropic's clients.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -80,4 +81,25 @@ pub async fn list(
         })
         .collect();
     json!({"object": "list", "data": data})
+}
+
+/// The list in Anthropic's shape (`GET /v1/models` of the Messages API): one page holding
+/// every model, in name order (no creation time is known: `created_at` is the epoch).
+pub fn anthropic_shape(openai: &Value) -> Value {
+    let data: Vec<Value> = openai["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            json!({
+                "type": "model",
+                "id": m["id"],
+                "display_name": m["id"],
+                "created_at": "1970-01-01T00:00:00Z",
+            })
+        })
+        .collect();
+    let first = data.first().map_or(Value::Null, |m| m["id"].clone());
+    let last = data.last().map_or(Value::Null, |m| m["id"].clone());
+    json!({"data": data, "has_more": false, "first_id": first, "last_id": last})
 }

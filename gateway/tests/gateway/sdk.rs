@@ -98,7 +98,7 @@ async fn anthropic_python_sdk() {
         "/tests/sdk/anthropic_sdk_check.py"
     );
     let stdout = run_script(&env, &gw, script, "anthropic").await;
-    assert!(stdout.contains("12 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("13 passed, 0 failed"), "{stdout}");
 }
 
 #[tokio::test]

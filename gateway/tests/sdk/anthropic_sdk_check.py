@@ -81,6 +81,14 @@ def count_tokens():
     assert r.input_tokens > 0, r
 
 
+def list_models():
+    page = good.models.list()
+    ids = [m.id for m in page.data]
+    assert "gpt-4o-mini" in ids, ids
+    assert all(m.type == "model" for m in page.data), page
+    assert page.has_more is False and page.first_id == ids[0] and page.last_id == ids[-1], page
+
+
 models = [m for m in os.environ["MODELS"].split(",") if m]
 count = 0
 for model in models:
@@ -90,6 +98,7 @@ for model in models:
     count += 3
 check("AuthenticationError on a bad key", auth_error)
 check("count_tokens", count_tokens)
+check("models.list in Anthropic's shape", list_models)
 # Last: the 429s open both entries' breakers for their Retry-After.
 check("RateLimitError when every provider answers 429", rate_limit)
-print(f"{count + 3} passed, 0 failed")
+print(f"{count + 4} passed, 0 failed")
