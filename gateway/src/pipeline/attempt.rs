@@ -49,7 +49,7 @@ impl Gateway {
             } = built;
             let started = Instant::now();
             // In flight on this entry until its answer is delivered (or it failed).
-            let _in_flight = self.balancer.attempting(entry.id);
+            let _in_flight = self.balancer.attempting(entry);
             let deadline = started + self.upstreams.timeouts.ttfb;
             // A client that leaves drops the attempt (and with it the upstream connection)
             // and the admission, which hands a half-open breaker's probe to the next request.
@@ -84,7 +84,7 @@ impl Gateway {
                     if !failure.counts_against_entry() {
                         drop(admission);
                     } else {
-                        self.balancer.failed(entry.id);
+                        self.balancer.failed(entry);
                         if admission.failure(Instant::now(), retry_after) {
                             metrics::BREAKER_OPENED
                                 .with_label_values(&[entry.kind.as_str()])
@@ -105,7 +105,7 @@ impl Gateway {
                 }
                 Outcome::Ready(ready) => {
                     admission.success();
-                    self.balancer.answered(entry.id, started.elapsed());
+                    self.balancer.answered(entry, started.elapsed());
                     ctx.note = encoder.note();
                     ctx.attempts.push(Attempt {
                         provider_id: entry.id,

@@ -73,9 +73,12 @@ impl Balancer {
             RoutingStrategy::Latency => self.least_cost(tier),
         }
         if let Some(key) = sticky.filter(|_| routing.sticky) {
-            let home = (0..tier.len())
-                .max_by(|&a, &b| rendezvous(key, &tier[a]).total_cmp(&rendezvous(key, &tier[b])))
-                .unwrap_or(0);
+            let home = tier
+                .iter()
+                .map(|e| rendezvous(key, e))
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map_or(0, |(i, _)| i);
             tier[..=home].rotate_right(1);
         }
     }
@@ -123,29 +126,39 @@ impl Balancer {
         self.stats.get_with(entry, || Arc::new(EntryStats::new()))
     }
 
+    /// `entry`'s state, kept on the entry after the first look-up.
+    fn stats_of<'e>(&self, entry: &'e Entry) -> &'e EntryStats {
+        entry.balance.get_or_init(|| self.stats(entry.id))
+    }
+
     fn cost(&self, entry: &Entry, now: Instant) -> f64 {
-        let stats = self.stats(entry.id);
+        let stats = self.stats_of(entry);
         let pending = f64::from(stats.pending.load(Ordering::Relaxed));
         // +1 ms: an entry never asked still weighs its requests in flight.
         (stats.estimate(now) + 1.0) * (pending + 1.0) / f64::from(entry.weight.max(1))
     }
 
     /// An attempt on `entry` begins; it counts as in flight until the guard is dropped.
-    pub fn attempting(&self, entry: Uuid) -> InFlight {
-        let stats = self.stats(entry);
+    pub fn attempting(&self, entry: &Entry) -> InFlight {
+        self.stats_of(entry);
+        let stats = entry
+            .balance
+            .get()
+            .cloned()
+            .unwrap_or_else(|| self.stats(entry.id));
         stats.pending.fetch_add(1, Ordering::Relaxed);
         InFlight(stats)
     }
 
     /// `entry` answered with its first content after `ttfc`.
-    pub fn answered(&self, entry: Uuid, ttfc: Duration) {
-        self.stats(entry)
+    pub fn answered(&self, entry: &Entry, ttfc: Duration) {
+        self.stats_of(entry)
             .observe(ttfc.as_secs_f64() * 1000.0, Instant::now());
     }
 
     /// An attempt on `entry` failed in a way that says something about the entry.
-    pub fn failed(&self, entry: Uuid) {
-        self.stats(entry).observe(FAILURE_MS, Instant::now());
+    pub fn failed(&self, entry: &Entry) {
+        self.stats_of(entry).observe(FAILURE_MS, Instant::now());
     }
 }
 
@@ -159,20 +172,31 @@ fn rendezvous(key: u64, entry: &Entry) -> f64 {
     -f64::from(entry.weight) / u.ln()
 }
 
-/// Reorders `items` so that `order[k]` (an index into the old order) comes k-th.
-fn permute<T: Clone>(items: &mut [T], order: &[usize]) {
-    let old = items.to_vec();
-    for (slot, &i) in items.iter_mut().zip(order) {
-        *slot = old[i].clone();
+/// Reorders `items` in place so that `order[k]` (an index into the old order) comes k-th.
+fn permute<T>(items: &mut [T], order: &[usize]) {
+    // Where each old item goes, then swaps along the cycles: no clone, no allocation
+    // beyond the small index list.
+    let mut dest = vec![0; order.len()];
+    for (k, &i) in order.iter().enumerate() {
+        dest[i] = k;
+    }
+    for i in 0..items.len() {
+        while dest[i] != i {
+            let j = dest[i];
+            items.swap(i, j);
+            dest.swap(i, j);
+        }
     }
 }
 
 /// One entry's peak-EWMA estimate and requests in flight.
-struct EntryStats {
+#[derive(Debug)]
+pub struct EntryStats {
     estimate: Mutex<Estimate>,
     pending: AtomicU32,
 }
 
+#[derive(Debug)]
 struct Estimate {
     ms: f64,
     at: Instant,
@@ -241,6 +265,7 @@ mod tests {
             weight,
             models: Vec::new(),
             model_map: BTreeMap::new(),
+            balance: Default::default(),
         })
     }
 
@@ -288,8 +313,8 @@ mod tests {
     fn a_slow_entry_loses_its_traffic_and_is_tried_again_later() {
         let b = Balancer::default();
         let (fast, slow) = (entry("fast", 1), entry("slow", 1));
-        b.answered(fast.id, Duration::from_millis(5));
-        b.answered(slow.id, Duration::from_millis(205));
+        b.answered(&fast, Duration::from_millis(5));
+        b.answered(&slow, Duration::from_millis(205));
         let tier = vec![fast.clone(), slow.clone()];
         assert!(firsts(&b, RoutingStrategy::Latency, &tier, 20)
             .iter()
@@ -298,7 +323,7 @@ mod tests {
         let later = Instant::now() + TAU * 8;
         assert!(b.stats(slow.id).estimate(later) < b.stats(fast.id).estimate(Instant::now()));
         // A failure is a peak at once.
-        b.failed(fast.id);
+        b.failed(&fast);
         assert!(b.stats(fast.id).estimate(Instant::now()) >= FAILURE_MS * 0.99);
     }
 
@@ -306,9 +331,9 @@ mod tests {
     fn requests_in_flight_weigh_on_the_cost() {
         let b = Balancer::default();
         let (x, y) = (entry("x", 1), entry("y", 1));
-        b.answered(x.id, Duration::from_millis(10));
-        b.answered(y.id, Duration::from_millis(10));
-        let held: Vec<InFlight> = (0..4).map(|_| b.attempting(x.id)).collect();
+        b.answered(&x, Duration::from_millis(10));
+        b.answered(&y, Duration::from_millis(10));
+        let held: Vec<InFlight> = (0..4).map(|_| b.attempting(&x)).collect();
         let tier = vec![x.clone(), y.clone()];
         assert!(firsts(&b, RoutingStrategy::Latency, &tier, 10)
             .iter()
@@ -343,5 +368,34 @@ mod tests {
         let mut t = tier.clone();
         b.arrange(routing(RoutingStrategy::Weighted), &mut t, Some(1));
         assert_eq!(t.len(), 2);
+    }
+
+    /// A microbenchmark, not a check: the cost of one routing decision over a tier of 8
+    /// entries, per strategy. Run it in a release build:
+    /// `cargo test --release -p perpetuo-gateway --lib -- --ignored decision_cost --nocapture`.
+    #[test]
+    #[ignore]
+    fn decision_cost() {
+        let b = Balancer::default();
+        let tier: Vec<Arc<Entry>> = (0..8).map(|i| entry(&format!("e{i}"), 1 + i % 3)).collect();
+        for e in &tier {
+            b.answered(e, Duration::from_millis(10 + u64::from(e.weight)));
+        }
+        let rounds = 200_000u32;
+        for (label, strategy, sticky) in [
+            ("weighted", RoutingStrategy::Weighted, false),
+            ("latency", RoutingStrategy::Latency, false),
+            ("weighted + sticky", RoutingStrategy::Weighted, true),
+        ] {
+            let routing = Routing { strategy, sticky };
+            let mut t = tier.clone();
+            let started = Instant::now();
+            for i in 0..rounds {
+                b.arrange(routing, &mut t, Some(u64::from(i)));
+            }
+            let ns = started.elapsed().as_nanos() / u128::from(rounds);
+            println!("{label}: {ns} ns per decision over a tier of 8");
+            assert_eq!(t.len(), 8);
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! a stale copy served only while the database fails.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use moka::future::Cache;
@@ -14,6 +14,7 @@ use perpetuo_core::provider::ProviderKind;
 use perpetuo_core::Secret;
 use uuid::Uuid;
 
+use super::balance::EntryStats;
 use crate::metrics;
 
 /// Where an entry's requests go.
@@ -76,6 +77,8 @@ pub struct Entry {
     pub weight: u32,
     pub models: Vec<String>,
     pub model_map: BTreeMap<String, String>,
+    /// This entry's balancing state, found once per load rather than per request.
+    pub balance: OnceLock<Arc<EntryStats>>,
 }
 
 /// A workspace's usable entries by priority, and how each priority shares its traffic.
@@ -269,6 +272,7 @@ async fn load(
             weight: u32::try_from(row.weight).unwrap_or(1),
             models: row.models,
             model_map: row.model_map,
+            balance: OnceLock::new(),
         }));
     }
     Ok(Arc::new(Routes {

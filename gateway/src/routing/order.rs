@@ -69,6 +69,7 @@ mod tests {
             weight: 1,
             models: models.iter().map(|m| m.to_string()).collect(),
             model_map: BTreeMap::new(),
+            balance: Default::default(),
         })
     }
 
