@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mock_provider::{MockConfig, MockProvider};
 use perpetuo_core::apikey;
@@ -171,50 +171,52 @@ impl Env {
     /// Waits for the log row of a request id.
     pub async fn log_row(&self, request_id: &str) -> LogRecord {
         let id = Uuid::parse_str(request_id).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let client = self.client().await;
-            let rows = db::logs::find_by_id(&client, id).await.unwrap();
-            if let Some(r) = rows.into_iter().next() {
-                return r;
-            }
-            assert!(Instant::now() < deadline, "no log row for {request_id}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            &format!("the log row of {request_id}"),
+            Duration::from_secs(10),
+            || async {
+                let client = self.client().await;
+                db::logs::find_by_id(&client, id)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .next()
+            },
+        )
+        .await
     }
 
     /// Every log row of the workspace, once `n` are there.
     pub async fn log_rows(&self, n: usize) -> Vec<LogRecord> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let client = self.client().await;
-            let rows = db::logs::all_for_workspace(&client, self.workspace)
-                .await
-                .unwrap();
-            if rows.len() >= n {
-                return rows;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "expected {n} log rows, found {}",
-                rows.len()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            &format!("{n} log rows"),
+            Duration::from_secs(10),
+            || async {
+                let client = self.client().await;
+                let rows = db::logs::all_for_workspace(&client, self.workspace)
+                    .await
+                    .unwrap();
+                (rows.len() >= n).then_some(rows)
+            },
+        )
+        .await
     }
 }
 
-/// Polls `check` every 20 ms until it holds; fails the test with `what` after `within`.
-pub async fn wait_for<F, Fut>(what: &str, within: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+pub use perpetuo_core::testing::eventually;
+
+/// The `Retry-After` of the mock's 429s.
+pub const MOCK_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// `BREAKER_COOLDOWN_MS` in [`DEFAULT_ENV`].
+pub const BREAKER_COOLDOWN: Duration = Duration::from_millis(800);
+
+/// Lets a cool-down of the gateway run out (a breaker's, or a 429's `Retry-After`), with a
+/// margin. The gateway times cool-downs on its monotonic clock, which the test clock does
+/// not move, and where this is used, asking until the entry is back would send the very
+/// requests the test counts: the wait is the behaviour under test, not a guess at an event.
+pub async fn outlast(cool_down: Duration) {
+    tokio::time::sleep(cool_down + Duration::from_millis(100)).await;
 }
 
 pub async fn mock() -> MockProvider {
@@ -230,7 +232,7 @@ pub fn free_port() -> u16 {
 }
 
 pub struct Gateway {
-    child: Child,
+    child: Process,
     pub base: String,
     pub metrics: String,
     pub http: reqwest::Client,
@@ -293,7 +295,7 @@ pub const DEFAULT_ENV: &[(&str, &str)] = &[
     ("UPSTREAM_TTFB_TIMEOUT_MS", "2000"),
     ("UPSTREAM_CONNECT_TIMEOUT_MS", "1000"),
     ("BREAKER_THRESHOLD", "3"),
-    ("BREAKER_COOLDOWN_MS", "800"),
+    ("BREAKER_COOLDOWN_MS", "800"), // BREAKER_COOLDOWN
     ("SHUTDOWN_GRACE_SECONDS", "3"),
 ];
 
@@ -355,16 +357,15 @@ impl Gateway {
     }
 
     async fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = self.http.get(format!("{}/healthz", self.base)).send().await {
-                if r.status() == 200 {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "gateway did not become healthy");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        eventually(
+            "the gateway is healthy",
+            Duration::from_secs(20),
+            || async {
+                let sent = self.http.get(format!("{}/healthz", self.base)).send();
+                sent.await.is_ok_and(|r| r.status() == 200)
+            },
+        )
+        .await;
     }
 
     /// The gateway's `DATA_DIR`.
@@ -385,26 +386,14 @@ impl Gateway {
             data_dir: self.spec.data_dir.clone(),
             output: Some(Arc::new(out.reopen().expect("output file"))),
         };
-        let (mut child, _, _) = spawn(&spec);
-        let deadline = Instant::now() + within;
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the second gateway still runs after {within:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let (mut second, _, _) = spawn(&spec);
+        let status = second.exited("the second gateway exits", within).await;
         (status, std::fs::read_to_string(out.path()).unwrap())
     }
 
     /// `kill -9`: no shutdown, no drain.
     pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.kill9();
     }
 
     /// Starts the binary again (after [`Gateway::kill9`] or an exit) on the same database
@@ -438,7 +427,7 @@ impl Gateway {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.0.id()
     }
 
     pub fn signal(&self, sig: &str) {
@@ -447,14 +436,10 @@ impl Gateway {
 
     /// Waits for the process to exit; returns whether it exited cleanly.
     pub async fn wait_exit(&mut self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.success();
-            }
-            assert!(Instant::now() < deadline, "gateway did not exit");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.child
+            .exited("the gateway exits", within)
+            .await
+            .success()
     }
 }
 
@@ -468,14 +453,35 @@ pub fn kill(pid: u32, sig: &str) {
     assert!(ok.success());
 }
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// A child process of the test, killed (`SIGKILL`) when dropped.
+pub struct Process(pub Child);
+
+impl Process {
+    /// `kill -9` and reap: no shutdown, no drain.
+    pub fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// Waits for the process to exit by itself; fails the test naming `what` after
+    /// `within`.
+    pub async fn exited(&mut self, what: &str, within: Duration) -> std::process::ExitStatus {
+        let child = &mut self.0;
+        eventually(what, within, || {
+            let status = child.try_wait().unwrap();
+            async move { status }
+        })
+        .await
     }
 }
 
-fn spawn(spec: &Spec) -> (Child, String, String) {
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn spawn(spec: &Spec) -> (Process, String, String) {
     let (port, mport) = (free_port(), free_port());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_perpetuo-gateway"));
     cmd.env_clear()
@@ -506,7 +512,7 @@ fn spawn(spec: &Spec) -> (Child, String, String) {
     }
     let child = cmd.spawn().expect("gateway starts");
     (
-        child,
+        Process(child),
         format!("http://127.0.0.1:{port}"),
         format!("http://127.0.0.1:{mport}/metrics"),
     )
@@ -605,6 +611,7 @@ async fn pump(
         };
         let m = *mode.borrow();
         if let RelayMode::Delay(d) = m {
+            // The delay the relay is asked for.
             tokio::time::sleep(d).await;
         }
         if !passable(&mut mode).await || to.write_all(&buf[..n]).await.is_err() {
