@@ -1,0 +1,290 @@
+//! Processes a test starts and kills: the gateway binary on free ports (started, killed,
+//! restarted on its data directory, signalled) and what it answers (metrics, SSE).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{eventually, Env, TestClock};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Gateway {
+    child: Process,
+    pub base: String,
+    pub metrics: String,
+    pub http: reqwest::Client,
+    spec: Spec,
+}
+
+/// How a gateway was started, so it can be started again after a kill.
+struct Spec {
+    clock: Arc<TestClock>,
+    database_url: String,
+    master_b64: String,
+    extra: Vec<(String, String)>,
+    /// The gateway's `DATA_DIR` (its log spool), kept across restarts.
+    data_dir: Arc<tempfile::TempDir>,
+    /// Where the gateway's stdout and stderr go (the test's stderr when unset).
+    output: Option<Arc<std::fs::File>>,
+}
+
+pub const DEFAULT_ENV: &[(&str, &str)] = &[
+    ("UPSTREAM_TTFB_TIMEOUT_MS", "2000"),
+    ("UPSTREAM_CONNECT_TIMEOUT_MS", "1000"),
+    ("BREAKER_THRESHOLD", "3"),
+    ("BREAKER_COOLDOWN_MS", "800"), // BREAKER_COOLDOWN
+    ("SHUTDOWN_GRACE_SECONDS", "3"),
+];
+
+impl Gateway {
+    pub async fn start(env: &Env) -> Self {
+        Self::start_with(env, &env.db.url, &[]).await
+    }
+
+    pub async fn start_with(env: &Env, database_url: &str, extra: &[(&str, &str)]) -> Self {
+        Self::start_with_output(env, database_url, extra, None).await
+    }
+
+    /// Like [`Gateway::start_with`], writing the gateway's stdout and stderr to `output`.
+    pub async fn start_with_output(
+        env: &Env,
+        database_url: &str,
+        extra: &[(&str, &str)],
+        output: Option<&std::fs::File>,
+    ) -> Self {
+        Self::start_spec(Spec {
+            clock: env.clock.clone(),
+            database_url: database_url.to_string(),
+            master_b64: env.master_b64.clone(),
+            extra: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            data_dir: Arc::new(tempfile::tempdir().expect("gateway data directory")),
+            output: output.map(|f| Arc::new(f.try_clone().expect("log file"))),
+        })
+        .await
+    }
+
+    /// A gateway on `env`'s database whose `DATA_DIR` is `data_dir` (which may already
+    /// hold a spool left there by the test).
+    pub async fn start_in(env: &Env, data_dir: Arc<tempfile::TempDir>) -> Self {
+        Self::start_spec(Spec {
+            clock: env.clock.clone(),
+            database_url: env.db.url.clone(),
+            master_b64: env.master_b64.clone(),
+            extra: Vec::new(),
+            data_dir,
+            output: None,
+        })
+        .await
+    }
+
+    async fn start_spec(spec: Spec) -> Self {
+        let (child, base, metrics) = spawn(&spec);
+        let gw = Self {
+            child,
+            base,
+            metrics,
+            http: reqwest::Client::new(),
+            spec,
+        };
+        gw.wait_healthy().await;
+        gw
+    }
+
+    async fn wait_healthy(&self) {
+        eventually(
+            "the gateway is healthy",
+            Duration::from_secs(20),
+            || async {
+                let sent = self.http.get(format!("{}/healthz", self.base)).send();
+                sent.await.is_ok_and(|r| r.status() == 200)
+            },
+        )
+        .await;
+    }
+
+    /// The gateway's `DATA_DIR`.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.spec.data_dir.path()
+    }
+
+    /// Runs a second gateway process with this one's settings and `DATA_DIR` (on ports of
+    /// its own) until it exits; returns its exit status and what it printed. Fails the
+    /// test if it still runs after `within`.
+    pub async fn run_beside(&self, within: Duration) -> (std::process::ExitStatus, String) {
+        let out = tempfile::NamedTempFile::new().expect("output file");
+        let spec = Spec {
+            clock: self.spec.clock.clone(),
+            database_url: self.spec.database_url.clone(),
+            master_b64: self.spec.master_b64.clone(),
+            extra: self.spec.extra.clone(),
+            data_dir: self.spec.data_dir.clone(),
+            output: Some(Arc::new(out.reopen().expect("output file"))),
+        };
+        let (mut second, _, _) = spawn(&spec);
+        let status = second.exited("the second gateway exits", within).await;
+        (status, std::fs::read_to_string(out.path()).unwrap())
+    }
+
+    /// `kill -9`: no shutdown, no drain.
+    pub fn kill9(&mut self) {
+        self.child.kill9();
+    }
+
+    /// Starts the binary again (after [`Gateway::kill9`] or an exit) on the same database
+    /// and `DATA_DIR`, on new ports (`base` and `metrics` change).
+    pub async fn restart(&mut self) {
+        self.kill9();
+        let (child, base, metrics) = spawn(&self.spec);
+        self.child = child;
+        self.base = base;
+        self.metrics = metrics;
+        self.wait_healthy().await;
+    }
+
+    pub fn chat(&self, key: &str, body: Value) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}/v1/chat/completions", self.base))
+            .bearer_auth(key)
+            .json(&body)
+    }
+
+    /// The Prometheus text of the gateway's metrics endpoint.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(&self.metrics)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        kill(self.pid(), sig);
+    }
+
+    /// Waits for the process to exit; returns whether it exited cleanly.
+    pub async fn wait_exit(&mut self, within: Duration) -> bool {
+        self.child
+            .exited("the gateway exits", within)
+            .await
+            .success()
+    }
+}
+
+/// Sends `sig` to the process `pid` (one we started).
+pub fn kill(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// A child process of the test, killed (`SIGKILL`) when dropped.
+pub struct Process(pub Child);
+
+impl Process {
+    /// `kill -9` and reap: no shutdown, no drain.
+    pub fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// Waits for the process to exit by itself; fails the test naming `what` after
+    /// `within`.
+    pub async fn exited(&mut self, what: &str, within: Duration) -> std::process::ExitStatus {
+        let child = &mut self.0;
+        eventually(what, within, || {
+            let status = child.try_wait().unwrap();
+            async move { status }
+        })
+        .await
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn spawn(spec: &Spec) -> (Process, String, String) {
+    let (port, mport) = (free_port(), free_port());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_perpetuo-gateway"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &spec.database_url)
+        .env("PERPETUO_MASTER_KEY", &spec.master_b64)
+        .env("GATEWAY_ADDR", format!("127.0.0.1:{port}"))
+        .env("METRICS_ADDR", format!("127.0.0.1:{mport}"))
+        .env("ALLOWED_PRIVATE_UPSTREAMS", "127.0.0.0/8")
+        .env("DATA_DIR", spec.data_dir.path())
+        .env("PERPETUO_TEST_CLOCK_FILE", spec.clock.path())
+        .env(
+            "RUST_LOG",
+            std::env::var("GW_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if let Some(file) = &spec.output {
+        cmd.stdout(file.try_clone().expect("log file"))
+            .stderr(file.try_clone().expect("log file"));
+    }
+    for (k, v) in DEFAULT_ENV {
+        cmd.env(k, v);
+    }
+    for (k, v) in &spec.extra {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("gateway starts");
+    (
+        Process(child),
+        format!("http://127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{mport}/metrics"),
+    )
+}
+
+/// The value of an unlabelled counter or gauge in Prometheus text (0 when absent).
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Reads an SSE response to its end; returns the `data:` payloads and whether it ended cleanly.
+pub async fn read_sse(resp: reqwest::Response) -> (Vec<String>, bool) {
+    let text = resp.text().await;
+    let (text, clean) = match text {
+        Ok(t) => (t, true),
+        Err(_) => (String::new(), false),
+    };
+    let data = text
+        .split("\n\n")
+        .filter_map(|ev| {
+            ev.lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .map(str::to_string)
+        })
+        .collect();
+    (data, clean)
+}
