@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use perpetuo_admin::startup::Application;
 use perpetuo_core::db;
-use perpetuo_core::Secret;
 use serde_json::{json, Value};
 
-use crate::harness::{behind_relay, chat_body, eventually, mock, BehindRelay, Env, Gateway};
+use crate::harness::{
+    behind_relay, chat_body, eventually, mock, AdminApi, BehindRelay, Env, Gateway,
+};
 
 /// The status of a chat completion sent with `key`.
 async fn chat_status(gw: &Gateway, key: &str) -> reqwest::StatusCode {
@@ -32,35 +32,12 @@ async fn refused_within(gw: &Gateway, key: &str, within: Duration, what: &str) {
     .await;
 }
 
-/// The admin API's settings for a test beside a gateway on the same database.
-pub(crate) fn admin_config(env: &Env) -> perpetuo_admin::config::Config {
-    perpetuo_admin::config::Config {
-        database_url: Secret::new(env.db.url.clone()),
-        jwt_secret: Secret::new("gateway-test-secret-gateway-test-secret".into()),
-        master_key: env.master.clone(),
-        master_key_previous: None,
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        gateway_addr: "127.0.0.1:8000".parse().unwrap(),
-        gateway_public_url: None,
-        allowed_private_upstreams: "127.0.0.0/8".parse().unwrap(),
-        cors_allowed_origins: String::new(),
-        trusted_proxies: Default::default(),
-        dashboard_dir: "/nonexistent".into(),
-        jwt_ttl_seconds: 600,
-        db_pool_size: 4,
-        db_statement_timeout: perpetuo_core::db::StatementTimeout::DEFAULT,
-        auth: Default::default(),
-        teams: Default::default(),
-    }
-}
-
 #[tokio::test]
 async fn revocation_through_the_admin_api_reaches_a_running_gateway_within_a_second() {
     let env = Env::new().await;
     let m = mock().await;
-    let admin = Application::build(admin_config(&env)).await.unwrap();
-    let admin_url = format!("http://127.0.0.1:{}", admin.port());
-    tokio::spawn(admin.run_until_stopped());
+    let admin = AdminApi::start(&env, &[]).await;
+    let admin_url = admin.base.clone();
     let http = reqwest::Client::new();
     let signup: Value = http
         .post(format!("{admin_url}/auth/signup"))
@@ -172,9 +149,8 @@ async fn admin_call(
 async fn a_removed_member_and_a_deleted_workspace_lose_their_keys_on_a_running_gateway() {
     let env = Env::new().await;
     let m = mock().await;
-    let admin = Application::build(admin_config(&env)).await.unwrap();
-    let admin_url = format!("http://127.0.0.1:{}", admin.port());
-    tokio::spawn(admin.run_until_stopped());
+    let admin = AdminApi::start(&env, &[]).await;
+    let admin_url = admin.base.clone();
     let http = reqwest::Client::new();
     let signup = |email: &'static str| {
         let http = http.clone();

@@ -1,9 +1,11 @@
 //! Processes a test starts and kills: the gateway binary on free ports (started, killed,
-//! restarted on its data directory, signalled) and what it answers (metrics, SSE).
+//! restarted on its data directory, signalled) and what it answers (metrics, SSE); the
+//! admin API binary beside it.
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
@@ -287,4 +289,95 @@ pub async fn read_sse(resp: reqwest::Response) -> (Vec<String>, bool) {
         })
         .collect();
     (data, clean)
+}
+
+/// The admin API (the `perpetuo-admin` binary) on a free port and the environment's
+/// database, for tests that go through it beside a gateway; killed on drop. The two
+/// binaries meet only in PostgreSQL, so the gateway's tests do not link the admin crate.
+pub struct AdminApi {
+    pub base: String,
+    _process: Process,
+}
+
+impl AdminApi {
+    /// Starts the admin API with test settings and `extra` on top; waits for `/healthz`.
+    pub async fn start(env: &Env, extra: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let mut cmd = Command::new(admin_binary());
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &env.db.url)
+            .env("JWT_SECRET", "gateway-test-secret-gateway-test-secret")
+            .env("PERPETUO_MASTER_KEY", &env.master_b64)
+            .env("ADMIN_ADDR", format!("127.0.0.1:{port}"))
+            .env("ALLOWED_PRIVATE_UPSTREAMS", "127.0.0.0/8")
+            .env("DASHBOARD_DIR", "/nonexistent")
+            .env("JWT_TTL_SECONDS", "600")
+            .env("ADMIN_DB_POOL_SIZE", "4")
+            .env(
+                "RUST_LOG",
+                std::env::var("GW_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            // Away from the repository's `.env`, which the binary would read.
+            .current_dir(std::env::temp_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let mut process = Process(cmd.spawn().expect("the admin API starts"));
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        eventually("the admin API is healthy", Duration::from_secs(20), || {
+            let exited = process.0.try_wait().unwrap();
+            assert!(exited.is_none(), "the admin API exited: {exited:?}");
+            let health = http.get(format!("{base}/healthz")).send();
+            async move { health.await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await;
+        Self {
+            base,
+            _process: process,
+        }
+    }
+}
+
+/// The `perpetuo-admin` binary of this build. A crate sees `CARGO_BIN_EXE_*` of its own
+/// binaries only; cargo puts every binary of the workspace in `target/<profile>/`, next to
+/// `deps/` where this test runs from, and `cargo test --workspace` builds it before any test
+/// runs. A missing binary, or one older than its sources (`cargo test -p
+/// perpetuo-gateway` alone does not rebuild it), fails the test and says what to run.
+fn admin_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable sits in target/<profile>/deps");
+    let binary = dir.join("perpetuo-admin");
+    let build = "run `cargo build -p perpetuo-admin` (or `cargo test --workspace`)";
+    let built = std::fs::metadata(&binary)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} is missing: {build}", binary.display()));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let sources = ["admin-api/src", "core/src", "migrations"].map(|d| root.join(d));
+    if let Some(newer) = sources.iter().find_map(|d| newer_file(d, built)) {
+        panic!(
+            "{} is older than {}: {build}",
+            binary.display(),
+            newer.display()
+        );
+    }
+    binary
+}
+
+/// A file under `dir` modified after `than`, if any.
+fn newer_file(dir: &Path, than: SystemTime) -> Option<PathBuf> {
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+        let path = e.path();
+        if path.is_dir() {
+            return newer_file(&path, than);
+        }
+        let modified = e.metadata().and_then(|m| m.modified()).ok()?;
+        (modified > than).then_some(path)
+    })
 }
