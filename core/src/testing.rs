@@ -141,3 +141,29 @@ where
         tokio::time::sleep(POLL).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::eventually;
+
+    #[tokio::test]
+    async fn eventually_returns_what_settles_it() {
+        let mut asked = 0;
+        let got = eventually("the third ask", Duration::from_secs(5), || {
+            asked += 1;
+            let n = asked;
+            async move { (n == 3).then_some(n) }
+        })
+        .await;
+        assert_eq!(got, 3);
+        eventually("true at once", Duration::ZERO, || async { true }).await;
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "not within 50ms: never")]
+    async fn eventually_fails_naming_what_never_came() {
+        eventually("never", Duration::from_millis(50), || async { false }).await;
+    }
+}
