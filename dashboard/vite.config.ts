@@ -1,3 +1,4 @@
+import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 import react from '@vitejs/plugin-react';
 
@@ -9,6 +10,11 @@ const API_TARGET = process.env.PERPETUO_ADMIN_URL ?? 'http://127.0.0.1:3000';
 export default defineConfig({
   plugins: [react()],
   base: './',
+  // `@/` is `src/` (tsconfig.json's `paths` says the same to the type checker); one config
+  // serves the build, the dev server and Vitest.
+  resolve: {
+    alias: { '@': fileURLToPath(new URL('./src', import.meta.url)) },
+  },
   server: {
     proxy: Object.fromEntries(API_PATHS.map((p) => [p, { target: API_TARGET, changeOrigin: false }])),
   },

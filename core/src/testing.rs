@@ -1,5 +1,6 @@
 //! Test support: `TestDb` creates a fresh, migrated database per test and drops it after.
 //! The server comes from `TEST_DATABASE_URL`, else `DATABASE_URL`, else the local default.
+//! [`eventually`] is the one way a test waits for something another process does.
 
 use std::str::FromStr;
 
@@ -88,5 +89,81 @@ impl Drop for TestDb {
             }
         })
         .join();
+    }
+}
+
+/// What an [`eventually`] check yields: `true`, or `Some(value)`, once the condition holds.
+pub trait Settled {
+    type Value;
+    fn settled(self) -> Option<Self::Value>;
+}
+
+impl Settled for bool {
+    type Value = ();
+    fn settled(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Settled for Option<T> {
+    type Value = T;
+    fn settled(self) -> Option<T> {
+        self
+    }
+}
+
+/// How often [`eventually`] checks again.
+const POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Runs `check` until it settles (`true`, or `Some(value)`, which is returned) and fails
+/// the test naming `what` if it has not after `within`. For waiting on what another
+/// process (the gateway, the database, a mail server) does in its own time: the deadline
+/// is only a bound on a hung run, never a measurement, so it is generous.
+#[allow(clippy::panic)] // failing the test is the point
+pub async fn eventually<F, Fut>(
+    what: &str,
+    within: std::time::Duration,
+    mut check: F,
+) -> <Fut::Output as Settled>::Value
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future,
+    Fut::Output: Settled,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await.settled() {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("not within {within:?}: {what}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::eventually;
+
+    #[tokio::test]
+    async fn eventually_returns_what_settles_it() {
+        let mut asked = 0;
+        let got = eventually("the third ask", Duration::from_secs(5), || {
+            asked += 1;
+            let n = asked;
+            async move { (n == 3).then_some(n) }
+        })
+        .await;
+        assert_eq!(got, 3);
+        eventually("true at once", Duration::ZERO, || async { true }).await;
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "not within 50ms: never")]
+    async fn eventually_fails_naming_what_never_came() {
+        eventually("never", Duration::from_millis(50), || async { false }).await;
     }
 }

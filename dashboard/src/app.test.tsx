@@ -1,10 +1,10 @@
 import { render, screen } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { App } from './app';
-import { api, describeError } from './lib/api';
-import { loadRefreshToken, loadToken, saveToken, saveTokens } from './lib/session';
-import { clearToasts, toast } from './lib/toast-store';
+import { App } from '@/app';
+import { api, describeError } from '@/lib/api';
+import { loadRefreshToken, loadToken, saveToken, saveTokens } from '@/lib/session';
+import { clearToasts, toast } from '@/lib/toast-store';
 
 function json(status: number, body: unknown) {
   return new Response(JSON.stringify(body), { status, headers: { 'Content-Type': 'application/json' } });

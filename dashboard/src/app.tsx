@@ -1,27 +1,27 @@
 import { lazy, Suspense, type ReactNode } from 'react';
 import { HashRouter, Navigate, Route, Routes, useLocation } from 'react-router-dom';
-import { AppShell } from './components/layout/app-shell';
-import { Button } from './components/ui/button';
-import { ErrorState, LoadingState } from './components/ui/states';
-import { Toaster } from './components/ui/toaster';
-import { SessionProvider, useSession } from './features/auth/session-context';
-import { ForgotPasswordPage, ResetPasswordPage, VerifyEmailPage } from './routes/account';
-import ApiKeysRoute from './routes/api-keys';
-import AuditRoute from './routes/audit';
-import HomeRoute from './routes/home';
-import InviteRoute from './routes/invite';
-import LoginRoute from './routes/login';
-import LogsRoute from './routes/logs';
-import MembersRoute from './routes/members';
-import NotFoundRoute from './routes/not-found';
-import ProviderEditRoute from './routes/provider-edit';
-import ProviderNewRoute from './routes/provider-new';
-import ProvidersRoute from './routes/providers';
-import SettingsRoute from './routes/settings';
-import SignupRoute from './routes/signup';
+import { AppShell } from '@/components/layout/app-shell';
+import { Button } from '@/components/ui/button';
+import { ErrorState, LoadingState } from '@/components/ui/states';
+import { Toaster } from '@/components/ui/toaster';
+import { SessionProvider, useSession } from '@/features/auth/session-context';
+import { ForgotPasswordPage, ResetPasswordPage, VerifyEmailPage } from '@/routes/account';
+import ApiKeysRoute from '@/routes/api-keys';
+import AuditRoute from '@/routes/audit';
+import HomeRoute from '@/routes/home';
+import InviteRoute from '@/routes/invite';
+import LoginRoute from '@/routes/login';
+import LogsRoute from '@/routes/logs';
+import MembersRoute from '@/routes/members';
+import NotFoundRoute from '@/routes/not-found';
+import ProviderEditRoute from '@/routes/provider-edit';
+import ProviderNewRoute from '@/routes/provider-new';
+import ProvidersRoute from '@/routes/providers';
+import SettingsRoute from '@/routes/settings';
+import SignupRoute from '@/routes/signup';
 
 // Charts are the heaviest part of the bundle: load them with the Usage view.
-const UsageRoute = lazy(() => import('./routes/usage'));
+const UsageRoute = lazy(() => import('@/routes/usage'));
 
 function RequireAuth({ children }: { children: ReactNode }) {
   const session = useSession();

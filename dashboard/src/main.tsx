@@ -1,10 +1,10 @@
 import { StrictMode } from 'react';
 import { createRoot } from 'react-dom/client';
-import { App } from './app';
-import { api, describeError } from './lib/api';
-import { loadToken } from './lib/session';
-import { toast } from './lib/toast-store';
-import './styles.css';
+import { App } from '@/app';
+import { api, describeError } from '@/lib/api';
+import { loadToken } from '@/lib/session';
+import { toast } from '@/lib/toast-store';
+import '@/styles.css';
 
 // Server errors reach the user on one path: the toaster.
 api.configure({

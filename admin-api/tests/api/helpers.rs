@@ -7,7 +7,7 @@ use perpetuo_admin::startup::Application;
 use perpetuo_admin::teams::TeamSettings;
 use perpetuo_core::crypto::MasterKey;
 use perpetuo_core::dns::Resolver;
-use perpetuo_core::testing::TestDb;
+use perpetuo_core::testing::{eventually, TestDb};
 use perpetuo_core::Secret;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -262,14 +262,16 @@ impl SmtpSink {
 
     /// Waits for the `n`th message (from 1) to `to`.
     pub async fn wait_for(&self, to: &str, n: usize) -> Mail {
-        for _ in 0..500 {
-            let mut got = self.messages_to(to);
-            if got.len() >= n {
-                return got.swap_remove(n - 1);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        panic!("no message #{n} to {to} reached the SMTP server");
+        eventually(
+            &format!("message #{n} to {to} reaches the SMTP server"),
+            std::time::Duration::from_secs(10),
+            || {
+                let mut got = self.messages_to(to);
+                let nth = (got.len() >= n).then(|| got.swap_remove(n - 1));
+                async move { nth }
+            },
+        )
+        .await
     }
 }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use perpetuo_core::db::{self, StatementTimeout};
-use perpetuo_core::testing::TestDb;
+use perpetuo_core::testing::{eventually, TestDb};
 use reqwest::StatusCode;
 
 use crate::helpers::TestApp;
@@ -75,27 +75,27 @@ async fn the_purge_outlives_the_pool_statement_timeout() {
         .unwrap();
     let purge = tokio::spawn(async move { perpetuo_admin::teams::purge_once(&pool, 0).await });
     let watcher = test_db.pool.get().await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let waited: bool = watcher
-            .query_one(
-                "SELECT count(*) = 1 FROM pg_stat_activity WHERE pid = $1
-                 AND wait_event_type = 'Lock'
-                 AND clock_timestamp() - query_start > interval '1 second'",
-                &[&purger],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waited {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline && !purge.is_finished(),
-            "the purge did not wait for the lock longer than the pool's statement timeout"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the purge waits for the lock longer than the pool's statement timeout",
+        Duration::from_secs(20),
+        || async {
+            assert!(
+                !purge.is_finished(),
+                "the purge ended while the lock was held"
+            );
+            watcher
+                .query_one(
+                    "SELECT count(*) = 1 FROM pg_stat_activity WHERE pid = $1
+                     AND wait_event_type = 'Lock'
+                     AND clock_timestamp() - query_start > interval '1 second'",
+                    &[&purger],
+                )
+                .await
+                .unwrap()
+                .get::<_, bool>(0)
+        },
+    )
+    .await;
     tx.rollback().await.unwrap();
     purge.await.unwrap().expect("the purge finishes");
 }

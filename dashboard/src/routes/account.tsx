@@ -1,1 +1,1 @@
-export { ForgotPasswordPage, ResetPasswordPage, VerifyEmailPage } from '../features/auth/components/account-pages';
+export { ForgotPasswordPage, ResetPasswordPage, VerifyEmailPage } from '@/features/auth/components/account-pages';

@@ -1,5 +1,5 @@
-import { ApiKeysView } from '../features/api-keys/components/api-keys-view';
-import { RoleGate } from '../features/members/components/role-gate';
+import { ApiKeysView } from '@/features/api-keys/components/api-keys-view';
+import { RoleGate } from '@/features/members/components/role-gate';
 
 export default function ApiKeysRoute() {
   return (

@@ -1,5 +1,5 @@
-import { AuditView } from '../features/audit/components/audit-view';
-import { RoleGate } from '../features/members/components/role-gate';
+import { AuditView } from '@/features/audit/components/audit-view';
+import { RoleGate } from '@/features/members/components/role-gate';
 
 export default function AuditRoute() {
   return (

@@ -1,4 +1,4 @@
-import { HomeView } from '../features/quickstart/components/home-view';
+import { HomeView } from '@/features/quickstart/components/home-view';
 
 export default function HomeRoute() {
   return <HomeView />;

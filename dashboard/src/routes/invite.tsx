@@ -1,4 +1,4 @@
-import { AcceptInvitation } from '../features/members/components/accept-invitation';
+import { AcceptInvitation } from '@/features/members/components/accept-invitation';
 
 export default function InviteRoute() {
   return <AcceptInvitation />;

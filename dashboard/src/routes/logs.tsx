@@ -1,4 +1,4 @@
-import { LogsView } from '../features/logs/components/logs-view';
+import { LogsView } from '@/features/logs/components/logs-view';
 
 export default function LogsRoute() {
   return <LogsView />;

@@ -1,4 +1,4 @@
-import { MembersView } from '../features/members/components/members-view';
+import { MembersView } from '@/features/members/components/members-view';
 
 export default function MembersRoute() {
   return <MembersView />;

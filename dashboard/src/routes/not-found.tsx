@@ -1,5 +1,5 @@
 import { Link } from 'react-router-dom';
-import { EmptyState } from '../components/ui/states';
+import { EmptyState } from '@/components/ui/states';
 
 export default function NotFoundRoute() {
   return (

@@ -1,5 +1,5 @@
-import { ProviderCreateView } from '../features/providers/components/provider-editor';
-import { RoleGate } from '../features/members/components/role-gate';
+import { ProviderCreateView } from '@/features/providers/components/provider-editor';
+import { RoleGate } from '@/features/members/components/role-gate';
 
 export default function ProviderNewRoute() {
   return (

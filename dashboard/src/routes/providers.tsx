@@ -1,5 +1,5 @@
-import { ProvidersView } from '../features/providers/components/providers-view';
-import { RoleGate } from '../features/members/components/role-gate';
+import { ProvidersView } from '@/features/providers/components/providers-view';
+import { RoleGate } from '@/features/members/components/role-gate';
 
 export default function ProvidersRoute() {
   return (

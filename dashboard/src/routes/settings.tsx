@@ -1,5 +1,5 @@
-import { PageHeader } from '../components/ui/page-header';
-import { WorkspaceSettings } from '../features/workspaces/components/workspace-settings';
+import { PageHeader } from '@/components/ui/page-header';
+import { WorkspaceSettings } from '@/features/workspaces/components/workspace-settings';
 
 export default function SettingsRoute() {
   return (

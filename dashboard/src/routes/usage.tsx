@@ -1,4 +1,4 @@
-import { UsageView } from '../features/usage/components/usage-view';
+import { UsageView } from '@/features/usage/components/usage-view';
 
 export default function UsageRoute() {
   return <UsageView />;

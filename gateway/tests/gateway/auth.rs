@@ -1,14 +1,14 @@
 //! Cached authentication: revocation through the admin API (directly, with a removed
 //! member, with a deleted workspace), a killed listener, a database that goes away.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use perpetuo_admin::startup::Application;
 use perpetuo_core::db;
-use perpetuo_core::Secret;
 use serde_json::{json, Value};
 
-use crate::harness::{behind_relay, chat_body, mock, wait_for, BehindRelay, Env, Gateway};
+use crate::harness::{
+    behind_relay, chat_body, eventually, mock, AdminApi, BehindRelay, Env, Gateway,
+};
 
 /// The status of a chat completion sent with `key`.
 async fn chat_status(gw: &Gateway, key: &str) -> reqwest::StatusCode {
@@ -19,51 +19,25 @@ async fn chat_status(gw: &Gateway, key: &str) -> reqwest::StatusCode {
         .status()
 }
 
-/// Polls until the gateway refuses `key` with 401, for at most `within`.
-async fn refused_within(gw: &Gateway, key: &str, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
+/// Waits until the gateway refuses `key` with 401 (it serves the key until then); fails
+/// the test with `what` after `within`.
+async fn refused_within(gw: &Gateway, key: &str, within: Duration, what: &str) {
+    eventually(what, within, || async {
         let status = chat_status(gw, key).await;
-        if status == 401 {
-            return true;
+        if status != 401 {
+            assert_eq!(status, 200);
         }
-        assert_eq!(status, 200);
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The admin API's settings for a test beside a gateway on the same database.
-pub(crate) fn admin_config(env: &Env) -> perpetuo_admin::config::Config {
-    perpetuo_admin::config::Config {
-        database_url: Secret::new(env.db.url.clone()),
-        jwt_secret: Secret::new("gateway-test-secret-gateway-test-secret".into()),
-        master_key: env.master.clone(),
-        master_key_previous: None,
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        gateway_addr: "127.0.0.1:8000".parse().unwrap(),
-        gateway_public_url: None,
-        allowed_private_upstreams: "127.0.0.0/8".parse().unwrap(),
-        cors_allowed_origins: String::new(),
-        trusted_proxies: Default::default(),
-        dashboard_dir: "/nonexistent".into(),
-        jwt_ttl_seconds: 600,
-        db_pool_size: 4,
-        db_statement_timeout: perpetuo_core::db::StatementTimeout::DEFAULT,
-        auth: Default::default(),
-        teams: Default::default(),
-    }
+        status == 401
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn revocation_through_the_admin_api_reaches_a_running_gateway_within_a_second() {
     let env = Env::new().await;
     let m = mock().await;
-    let admin = Application::build(admin_config(&env)).await.unwrap();
-    let admin_url = format!("http://127.0.0.1:{}", admin.port());
-    tokio::spawn(admin.run_until_stopped());
+    let admin = AdminApi::start(&env, &[]).await;
+    let admin_url = admin.base.clone();
     let http = reqwest::Client::new();
     let signup: Value = http
         .post(format!("{admin_url}/auth/signup"))
@@ -96,10 +70,13 @@ async fn revocation_through_the_admin_api_reaches_a_running_gateway_within_a_sec
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(
-        refused_within(&gw, key, Duration::from_secs(1)).await,
-        "revocation not honoured within 1 s"
-    );
+    refused_within(
+        &gw,
+        key,
+        Duration::from_secs(1),
+        "the revoked key is refused",
+    )
+    .await;
     let body: Value = gw
         .chat(key, chat_body("gpt-4o"))
         .send()
@@ -143,7 +120,7 @@ async fn revocation_through_the_admin_api_reaches_a_running_gateway_within_a_sec
         .send()
         .await
         .unwrap();
-    wait_for(
+    eventually(
         "provider change not seen within 1 s",
         Duration::from_secs(1),
         || async { chat_status(&gw, &key2).await == 404 },
@@ -172,9 +149,8 @@ async fn admin_call(
 async fn a_removed_member_and_a_deleted_workspace_lose_their_keys_on_a_running_gateway() {
     let env = Env::new().await;
     let m = mock().await;
-    let admin = Application::build(admin_config(&env)).await.unwrap();
-    let admin_url = format!("http://127.0.0.1:{}", admin.port());
-    tokio::spawn(admin.run_until_stopped());
+    let admin = AdminApi::start(&env, &[]).await;
+    let admin_url = admin.base.clone();
     let http = reqwest::Client::new();
     let signup = |email: &'static str| {
         let http = http.clone();
@@ -241,10 +217,13 @@ async fn a_removed_member_and_a_deleted_workspace_lose_their_keys_on_a_running_g
     .await;
     assert_eq!(status, 200, "{removed}");
     assert_eq!(removed["revoked_api_keys"][0]["id"], created["id"]);
-    assert!(
-        refused_within(&gw, member_key, Duration::from_secs(10)).await,
-        "the removed member's key still works"
-    );
+    refused_within(
+        &gw,
+        member_key,
+        Duration::from_secs(10),
+        "the removed member's key is refused",
+    )
+    .await;
     let status = chat_status(&gw, owner_key).await;
     assert_eq!(status, 200, "the owner's key is untouched");
 
@@ -257,10 +236,13 @@ async fn a_removed_member_and_a_deleted_workspace_lose_their_keys_on_a_running_g
     )
     .await;
     assert_eq!(status, 200, "{deleted}");
-    assert!(
-        refused_within(&gw, owner_key, Duration::from_secs(10)).await,
-        "a deleted workspace's key still works"
-    );
+    refused_within(
+        &gw,
+        owner_key,
+        Duration::from_secs(10),
+        "a deleted workspace's key is refused",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -271,7 +253,7 @@ async fn a_killed_listener_reconnects_and_revocations_are_still_honoured() {
     let gw = Gateway::start(&env).await;
     let client = env.client().await;
     let listeners = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'";
-    wait_for("gateway never listened", Duration::from_secs(5), || async {
+    eventually("gateway never listened", Duration::from_secs(5), || async {
         client
             .query_one(listeners, &[])
             .await
@@ -290,7 +272,7 @@ async fn a_killed_listener_reconnects_and_revocations_are_still_honoured() {
         .get(0);
     assert_eq!(killed, 1);
     // Wait until it listens again, then cache the key afresh.
-    wait_for(
+    eventually(
         "listener did not come back",
         Duration::from_secs(10),
         || async {
@@ -308,7 +290,13 @@ async fn a_killed_listener_reconnects_and_revocations_are_still_honoured() {
         .await
         .unwrap()
         .unwrap();
-    assert!(refused_within(&gw, &env.key, Duration::from_secs(1)).await);
+    refused_within(
+        &gw,
+        &env.key,
+        Duration::from_secs(1),
+        "the revoked key is refused",
+    )
+    .await;
     let metrics = gw.metrics_text().await;
     assert!(
         metrics
@@ -355,7 +343,7 @@ async fn last_used_is_recorded_in_the_background() {
         let status = chat_status(&gw, &env.key).await;
         assert_eq!(status, 200);
     }
-    wait_for(
+    eventually(
         "last_used_at was not written",
         Duration::from_secs(5),
         || async {

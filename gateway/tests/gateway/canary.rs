@@ -45,7 +45,7 @@ async fn known_keys_appear_nowhere() {
     ];
     let log_path = std::env::temp_dir().join(format!("perpetuo-canary-{}.log", env.workspace));
     let log = std::fs::File::create(&log_path).unwrap();
-    let gw =
+    let mut gw =
         Gateway::start_with_output(&env, &env.db.url, &[("RUST_LOG", "debug")], Some(&log)).await;
 
     let mut seen = String::new();
@@ -119,7 +119,9 @@ async fn known_keys_appear_nowhere() {
         .map(|r| r.bytes());
     let metrics = gw.metrics_text().await;
     env.log_rows(20).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A graceful stop writes whatever is still on its way to the database.
+    gw.signal("TERM");
+    gw.wait_exit(Duration::from_secs(15)).await;
     drop(gw);
 
     // The database, every table, as JSON; the sealed key column left out.

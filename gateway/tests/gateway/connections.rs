@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::harness::{wait_for, Env, Gateway};
+use crate::harness::{eventually, metric_value, Env, Gateway};
 
 fn addr(gw: &Gateway) -> SocketAddr {
     gw.base.trim_start_matches("http://").parse().unwrap()
@@ -107,27 +107,21 @@ async fn trickled_bodies_are_cut_at_the_body_deadline_and_a_refused_connection_i
             .unwrap();
         held.push(c);
     }
-    // A 21st from the same address is refused (once the twenty are in) with an answer
-    // naming the cap.
-    let last = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    wait_for(
-        "a 21st connection is refused",
+    // Once the twenty are in, a 21st from the same address is refused with an answer
+    // naming the cap. (Asked before, it could take a place the last of the twenty waits
+    // for in the accept queue, and that one would be refused instead.) They are the
+    // gateway's only client connections.
+    eventually(
+        "the twenty are counted",
         Duration::from_secs(20),
-        || {
-            let last = last.clone();
-            async move {
-                let mut c = connect_from("127.0.0.3", to).await.unwrap();
-                let answer = answer_then_close(&mut c, Duration::from_secs(5))
-                    .await
-                    .unwrap_or_default();
-                let refused = answer.starts_with("HTTP/1.1 503");
-                *last.lock().unwrap() = answer;
-                refused
-            }
-        },
+        || async { metric_value(&gw.metrics_text().await, "perpetuo_open_connections") >= 20.0 },
     )
     .await;
-    let answer = last.lock().unwrap().clone();
+    let mut c = connect_from("127.0.0.3", to).await.unwrap();
+    let answer = answer_then_close(&mut c, Duration::from_secs(5))
+        .await
+        .unwrap_or_default();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("retry-after: 1"), "{answer}");
     assert!(answer.contains("MAX_CONNECTIONS_PER_IP"), "{answer}");
     assert!(answer.len() <= 230, "{} bytes", answer.len());
@@ -221,6 +215,7 @@ async fn silent_trickling_and_idle_connections_are_closed() {
     // A header sent one byte at a time, slower than the deadline allows in all.
     let mut trickle = TcpStream::connect(to).await.unwrap();
     let mut closed = false;
+    // One byte every 50 ms: the slow client under test.
     for b in HEALTHZ.iter().cycle().take(200) {
         if trickle.write_all(&[*b]).await.is_err() {
             closed = true;
@@ -261,6 +256,7 @@ async fn silent_trickling_and_idle_connections_are_closed() {
     );
     let (h1, h2) = head.as_bytes().split_at(20);
     split.write_all(h1).await.unwrap();
+    // The pauses make the pieces arrive apart: the behaviour under test.
     tokio::time::sleep(Duration::from_millis(100)).await;
     split.write_all(h2).await.unwrap();
     split.write_all(&body[..5]).await.unwrap();
@@ -378,7 +374,7 @@ async fn behind_a_trusted_proxy_each_client_is_capped_per_request_not_per_connec
         .into_iter()
         .map(|c| tokio::spawn(send(c)))
         .collect();
-    wait_for(
+    eventually(
         "three requests reached the provider",
         Duration::from_secs(10),
         || async { m.hits() == 3 },
@@ -400,7 +396,7 @@ async fn behind_a_trusted_proxy_each_client_is_capped_per_request_not_per_connec
         h.abort();
     }
     m.set_behavior(None);
-    wait_for(
+    eventually(
         "the client's places are free",
         Duration::from_secs(10),
         || async { send("203.0.113.7").await.unwrap().status() == 200 },

@@ -12,7 +12,7 @@ use perpetuo_core::email::Email;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::harness::{chat_body, mock, read_sse, wait_for, Env, Gateway};
+use crate::harness::{chat_body, eventually, mock, outlast, read_sse, Env, Gateway};
 
 /// Another workspace in the same database, with its own key; returns (workspace, key).
 pub async fn neighbour_key(env: &Env) -> (Uuid, String) {
@@ -74,14 +74,15 @@ async fn bad_model_names_are_refused_before_any_provider_and_cost_no_neighbour_a
     let rows = env.log_rows(10).await;
     assert_eq!(rows.len(), 10, "every request of workspace A has its row");
     let client = env.client().await;
-    let mut b_rows = Vec::new();
-    for _ in 0..200 {
-        b_rows = db::logs::all_for_workspace(&client, ws_b).await.unwrap();
-        if b_rows.len() == 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let b_rows = eventually(
+        "workspace B's refused requests have their rows",
+        Duration::from_secs(10),
+        || async {
+            let rows = db::logs::all_for_workspace(&client, ws_b).await.unwrap();
+            (rows.len() >= 4).then_some(rows)
+        },
+    )
+    .await;
     assert_eq!(
         b_rows.len(),
         4,
@@ -182,7 +183,7 @@ async fn an_answer_past_its_time_limit_ends_as_broken() {
     assert_eq!(last["error"]["code"], "answer_too_long");
     let row = env.log_row(&rid).await;
     assert_eq!(row.error_kind.as_deref(), Some("answer_too_long"));
-    wait_for(
+    eventually(
         "the provider sees the cancel",
         Duration::from_secs(5),
         || async { m.cancelled() + m.abandoned() >= 1 },
@@ -214,7 +215,7 @@ async fn a_probe_whose_client_leaves_does_not_keep_its_entry_out() {
         .await
         .unwrap();
     assert_eq!(resp.headers()["x-perpetuo-provider"], "second");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    outlast(Duration::from_millis(300)).await;
     // After the cool-down one probe goes to the first entry, which stalls; its client
     // gives up and leaves.
     a.set_behavior(Some(Behavior::Stall));
@@ -224,7 +225,7 @@ async fn a_probe_whose_client_leaves_does_not_keep_its_entry_out() {
         .send()
         .await;
     assert!(gone.is_err(), "the client left");
-    wait_for(
+    eventually(
         "the probe's upstream is dropped",
         Duration::from_secs(5),
         || async { a.abandoned() >= 1 },

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::fault_kit::{reconcile, spool_files, steady_load, Load};
 use crate::harness::{
-    behind_relay, metric_value, mock, wait_for, BehindRelay, Env, Gateway, RelayMode,
+    behind_relay, eventually, metric_value, mock, BehindRelay, Env, Gateway, RelayMode,
 };
 
 fn record(workspace: Uuid, key: Option<Uuid>, model: &str) -> LogRecord {
@@ -126,7 +126,7 @@ async fn a_slow_database_loses_and_doubles_nothing() {
         "{:?}",
         load.statuses
     );
-    wait_for("nothing was spooled", Duration::from_secs(10), || async {
+    eventually("nothing was spooled", Duration::from_secs(10), || async {
         metric_value(&gw.metrics_text().await, "perpetuo_log_rows_spooled_total") > 0.0
     })
     .await;
@@ -169,7 +169,7 @@ async fn load_while(
 /// without a row.
 async fn after_restart(env: &Env, gw: &mut Gateway, load: &Load) -> Vec<Uuid> {
     gw.restart().await;
-    wait_for(
+    eventually(
         "the spool was not replayed",
         Duration::from_secs(30),
         || async { spool_files(gw.data_dir()).is_empty() },
@@ -193,6 +193,7 @@ async fn after_restart(env: &Env, gw: &mut Gateway, load: &Load) -> Vec<Uuid> {
 /// Requests per worker: more than fit before the kill, so the kill lands mid-run (those
 /// after it fail at once on a refused connection).
 const N: usize = 200;
+/// How long the load runs before the kill: the point of the run the test kills at.
 const KILL_AFTER: Duration = Duration::from_millis(800);
 
 async fn kill_after(pid: u32) -> Instant {
@@ -341,7 +342,7 @@ async fn a_torn_tail_ends_only_its_own_file_and_later_files_replay() {
     assert_eq!(spool_files(dir.path()).len(), 2);
 
     let gw = Gateway::start_in(&env, dir.clone()).await;
-    wait_for(
+    eventually(
         "the spool was not replayed",
         Duration::from_secs(30),
         || async { spool_files(gw.data_dir()).is_empty() },

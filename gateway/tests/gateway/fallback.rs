@@ -5,7 +5,9 @@ use std::time::Duration;
 use mock_provider::Behavior;
 use serde_json::{json, Value};
 
-use crate::harness::{chat_body, mock, Env, Gateway};
+use crate::harness::{
+    chat_body, eventually, mock, outlast, Env, Gateway, BREAKER_COOLDOWN, MOCK_RETRY_AFTER,
+};
 
 async fn two_entries() -> (
     Env,
@@ -61,7 +63,7 @@ async fn falls_back_on_each_trigger_and_counts_the_first_once() {
             assert_eq!(row.provider_name.as_deref(), Some("second"));
             if behavior == Behavior::Status(429) {
                 // A 429's Retry-After (1 s) keeps the entry out until it has passed.
-                tokio::time::sleep(Duration::from_millis(1100)).await;
+                outlast(MOCK_RETRY_AFTER).await;
             }
         }
         assert_eq!(
@@ -146,7 +148,8 @@ async fn every_entry_failing_gives_the_fitting_status() {
     assert_eq!(v["error"]["type"], "rate_limit_error");
     assert_eq!(v["error"]["code"], "rate_limit_exceeded");
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Both entries are out until the 429s' Retry-After has passed.
+    outlast(MOCK_RETRY_AFTER).await;
     a.set_behavior(Some(Behavior::Status(500)));
     b.set_behavior(Some(Behavior::Status(502)));
     let resp = gw.chat(&env.key, chat_body("gpt-4o")).send().await.unwrap();
@@ -203,10 +206,20 @@ async fn breaker_opens_after_repeated_failures_and_recovers() {
     assert_eq!(a.hits(), 3);
     assert_eq!(b.hits(), 8);
 
-    // After the cool-down one probe goes through; a healthy answer closes the breaker.
+    // After the cool-down one probe goes through (until then the second entry answers
+    // alone); a healthy answer closes the breaker.
     a.set_behavior(None);
-    tokio::time::sleep(Duration::from_millis(900)).await;
-    for _ in 0..3 {
+    eventually(
+        "a probe reaches the first entry",
+        Duration::from_secs(10),
+        || async {
+            let resp = gw.chat(&env.key, chat_body("gpt-4o")).send().await.unwrap();
+            resp.headers()["x-perpetuo-provider"] == "first"
+        },
+    )
+    .await;
+    assert_eq!(a.hits(), 4, "one probe");
+    for _ in 0..2 {
         let resp = gw.chat(&env.key, chat_body("gpt-4o")).send().await.unwrap();
         assert_eq!(resp.headers()["x-perpetuo-provider"], "first");
     }
@@ -240,7 +253,7 @@ async fn slow_first_byte_falls_back_after_the_timeout() {
 
     // Every entry too slow: 504.
     b.set_behavior(Some(Behavior::Slow(Duration::from_secs(10))));
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    outlast(BREAKER_COOLDOWN).await;
     let resp = gw.chat(&env.key, chat_body("gpt-4o")).send().await.unwrap();
     assert_eq!(resp.status(), 504);
 }

@@ -6,12 +6,12 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::harness::{chat_body, free_port, Env, Gateway};
+use crate::harness::{chat_body, eventually, free_port, Env, Gateway};
 
 fn pg_bin(name: &str) -> PathBuf {
     if let Ok(out) = Command::new("sh")
@@ -277,7 +277,7 @@ pub async fn steady_load(gw: &Gateway, key: &str, n: usize, gap: Duration) -> Lo
                 }
             }
         }
-        tokio::time::sleep(gap).await;
+        tokio::time::sleep(gap).await; // the load's pace
     }
     load
 }
@@ -296,18 +296,13 @@ pub async fn reconcile_since(
     within: Duration,
     since: OffsetDateTime,
 ) -> usize {
-    let deadline = Instant::now() + within;
-    let client = loop {
-        match env.db.pool.get().await {
-            Ok(c) => break c,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "database unreachable: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
+    let client = eventually("the database is reachable", within, || async {
+        env.db.pool.get().await.ok()
+    })
+    .await;
     let wanted: HashSet<Uuid> = expected.iter().copied().collect();
-    loop {
+    let what = format!("each of {} requests has its request_logs row", wanted.len());
+    eventually(&what, within, || async {
         let ids: Vec<Uuid> = client
             .query("SELECT id FROM request_logs", &[])
             .await
@@ -317,17 +312,9 @@ pub async fn reconcile_since(
             .collect();
         let present: HashSet<Uuid> = ids.iter().copied().collect();
         assert_eq!(ids.len(), present.len(), "duplicate request_logs rows");
-        let missing = wanted.difference(&present).count();
-        if missing == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{missing} of {} requests have no request_logs row",
-            wanted.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        wanted.is_subset(&present)
+    })
+    .await;
     assert_counters_match_since(&client, since).await;
     client
         .query_one("SELECT count(*) FROM request_logs", &[])

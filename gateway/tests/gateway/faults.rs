@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::fault_kit::{reconcile, spool_files, steady_load, PgCluster};
 use crate::harness::{
-    behind_relay, chat_body, metric_value, mock, wait_for, BehindRelay, Env, Gateway, RelayMode,
+    behind_relay, chat_body, eventually, metric_value, mock, BehindRelay, Env, Gateway, RelayMode,
 };
 
 /// Warms the caches (two requests) before an outage; returns their request ids.
@@ -28,7 +28,7 @@ async fn during(env: &Env, gw: &Gateway, ids: &mut Vec<Uuid>) {
         "answered from the caches: {:?}",
         load.statuses
     );
-    wait_for("nothing was spooled", Duration::from_secs(15), || async {
+    eventually("nothing was spooled", Duration::from_secs(15), || async {
         !spool_files(gw.data_dir()).is_empty()
     })
     .await;
@@ -39,7 +39,7 @@ async fn during(env: &Env, gw: &Gateway, ids: &mut Vec<Uuid>) {
 async fn after(env: &Env, gw: &Gateway, ids: &[Uuid]) {
     let rows = reconcile(env, ids, Duration::from_secs(45)).await;
     assert_eq!(rows, ids.len());
-    wait_for(
+    eventually(
         "replayed spool files were not removed",
         Duration::from_secs(10),
         || async { spool_files(gw.data_dir()).is_empty() },
@@ -115,7 +115,8 @@ async fn what_was_never_cached_answers_503_naming_what_could_not_be_read() {
     let r = stored("resp_none").await.unwrap();
     assert_eq!(r.status(), 404);
     relay.set_mode(RelayMode::Blackhole);
-    tokio::time::sleep(Duration::from_millis(400)).await; // past the key's TTL
+    // Past the key's TTL: the expiry is the behaviour under test.
+    tokio::time::sleep(Duration::from_millis(400)).await;
 
     let r = stored("resp_none").await.unwrap();
     assert_eq!(r.status(), 503);
@@ -157,9 +158,13 @@ async fn cached_keys_outlive_their_ttl_while_the_database_hangs_but_not_a_revoca
         .unwrap()
         .unwrap();
     drop(client);
+    // Time for the notification to arrive. Nothing shows that it has without a request
+    // for the key, and such a request would be what removes it: the one wait on an
+    // unobservable event.
     tokio::time::sleep(Duration::from_secs(1)).await;
     relay.set_mode(RelayMode::Blackhole);
-    tokio::time::sleep(Duration::from_millis(400)).await; // past every cache TTL
+    // Past every cache TTL (the expiry is the behaviour under test).
+    tokio::time::sleep(Duration::from_millis(400)).await;
 
     let (valid, gone, never) = tokio::join!(
         status_and_code(&gw, &env.key),

@@ -116,7 +116,7 @@ async fn a_client_that_leaves_during_the_hold_is_charged_the_estimate() {
     // The gateway holds the answer (nothing has reached the client) while the provider
     // sits after its preamble; the client gives up then.
     let gone = async {
-        crate::harness::wait_for(
+        crate::harness::eventually(
             "the provider was asked",
             std::time::Duration::from_secs(10),
             || async { m.hits() == 1 },

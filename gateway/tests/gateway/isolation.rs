@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::containment::neighbour_key;
 use crate::fault_kit::reconcile;
-use crate::harness::{chat_body, mock, relay_url, wait_for, Env, Gateway, Relay, RelayMode};
+use crate::harness::{chat_body, eventually, mock, relay_url, Env, Gateway, Relay, RelayMode};
 use crate::redis_kit::PrivateRedis;
 
 /// Sends `client`'s requests one after another until `stop`; returns each status and
@@ -119,7 +119,8 @@ async fn an_attacker_a_freezing_redis_and_a_database_outage_cost_a_victim_nothin
         n
     };
     let chaos = async {
-        // Redis freezes for 200 ms, five times.
+        // Redis freezes for 200 ms, five times (these sleeps are the fault schedule under
+        // test, as is the attacker's pace above).
         for _ in 0..5 {
             tokio::time::sleep(Duration::from_millis(300)).await;
             redis.pause();
@@ -145,6 +146,7 @@ async fn an_attacker_a_freezing_redis_and_a_database_outage_cost_a_victim_nothin
             redis.resume();
         }
         relay.set_mode(RelayMode::Pass);
+        // The load runs on a while after the database is back.
         tokio::time::sleep(Duration::from_millis(300)).await;
         stop_tx.send(true).unwrap();
     };
@@ -165,7 +167,7 @@ async fn an_attacker_a_freezing_redis_and_a_database_outage_cost_a_victim_nothin
     );
     // Once the victim is idle, nothing of it is left held in Redis.
     let scope = format!("perpetuo:limits:k:{}", env.key_id);
-    wait_for(
+    eventually(
         "the victim's slots are released",
         Duration::from_secs(10),
         || async {

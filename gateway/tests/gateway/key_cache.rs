@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio_postgres::NoTls;
 use uuid::Uuid;
 
-use crate::harness::{chat_body, metric_value, mock, wait_for, Env, Gateway};
+use crate::harness::{chat_body, eventually, metric_value, mock, Env, Gateway};
 
 const MISSES: &str = "perpetuo_key_cache_total{result=\"miss\"}";
 const STALE: &str = "perpetuo_key_cache_total{result=\"stale\"}";
@@ -57,7 +57,7 @@ async fn wait_listening(env: &Env) {
     let sql = "SELECT count(*) FROM pg_stat_activity
                WHERE datname = current_database() AND state = 'idle'
                  AND query ILIKE 'LISTEN%'";
-    wait_for(
+    eventually(
         "the gateway never listened",
         Duration::from_secs(10),
         || async { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) > 0 },
@@ -85,7 +85,7 @@ async fn wait_for_lock_waiter(env: &Env, wait_event: &str, query: &str) {
     let sql = "SELECT count(*) FROM pg_stat_activity
                WHERE datname = current_database() AND wait_event_type = 'Lock'
                  AND wait_event = $1 AND query LIKE '%' || $2 || '%'";
-    wait_for(
+    eventually(
         "no gateway query waited for the lock",
         Duration::from_secs(20),
         || async {
@@ -105,19 +105,16 @@ async fn wait_for_lock_waiter(env: &Env, wait_event: &str, query: &str) {
 /// entry is gone, the load times out and only a stale copy can answer. Returns the first
 /// answer that did not come from the fresh cache.
 async fn first_answer_without_a_fresh_entry(gw: &Gateway, key: &str) -> (u16, String) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let stale_before = metric(gw, STALE).await;
-        let (status, code) = status_and_code(gw, key).await;
-        if status != 200 || metric(gw, STALE).await > stale_before {
-            return (status, code);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the key's fresh entry was never dropped"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the key's fresh entry is dropped",
+        Duration::from_secs(20),
+        || async {
+            let stale_before = metric(gw, STALE).await;
+            let (status, code) = status_and_code(gw, key).await;
+            (status != 200 || metric(gw, STALE).await > stale_before).then_some((status, code))
+        },
+    )
+    .await
 }
 
 /// A second workspace with a provider entry (the mock at `base_url`) and a key.
@@ -170,7 +167,7 @@ async fn unchanged_workspace_saves_refresh_no_key_and_a_real_change_reaches_that
         )
         .await
         .unwrap();
-    wait_for(
+    eventually(
         "the workspace's new limit did not reach its key",
         Duration::from_secs(2),
         || async { status(&gw, &env.key).await == 429 },
@@ -250,7 +247,7 @@ async fn a_reconnected_listener_keeps_the_stale_copies_of_usable_keys_only() {
         .unwrap()
         .get(0);
     assert_eq!(killed, 1);
-    wait_for(
+    eventually(
         "the reconnected listener did not check the stale copies",
         Duration::from_secs(10),
         || async { metric(&gw, "perpetuo_key_cache_stale_dropped_total").await >= 1.0 },
@@ -312,7 +309,7 @@ async fn a_revocation_that_overtakes_a_cache_fill_wins() {
         .unwrap();
     }
     tx.commit().await.unwrap();
-    wait_for(
+    eventually(
         "the witness key's revocation was not heard",
         Duration::from_secs(5),
         || async { status(&gw, &env.key).await == 401 },

@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::json;
 
-use crate::harness::{chat_body, Env, Gateway};
+use crate::harness::{chat_body, eventually, Env, Gateway};
 
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish_and_loses_no_log_row() {
@@ -29,7 +29,13 @@ async fn sigterm_lets_in_flight_requests_finish_and_loses_no_log_row() {
         streams.push((first, s));
     }
     gw.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A bare connection attempt, so that no extra request is served while the listener
+    // is still open.
+    let addr = gw.base.trim_start_matches("http://").to_string();
+    eventually("the listener closes", Duration::from_secs(5), || async {
+        tokio::net::TcpStream::connect(&addr).await.is_err()
+    })
+    .await;
     assert!(
         gw.chat(&env.key, chat_body("gpt-4o")).send().await.is_err(),
         "new connections are refused after SIGTERM"
@@ -67,8 +73,17 @@ async fn metrics_expose_every_family() {
         200
     );
     env.log_rows(1).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let text = gw.metrics_text().await;
+    // The writer counts a row once its batch is committed, just after it is visible.
+    let text = eventually(
+        "the written row is counted",
+        Duration::from_secs(5),
+        || async {
+            let text = gw.metrics_text().await;
+            text.contains("perpetuo_log_rows_written_total 1")
+                .then_some(text)
+        },
+    )
+    .await;
     for family in [
         "perpetuo_requests_total",
         "perpetuo_request_duration_seconds",

@@ -9,7 +9,7 @@ use reqwest::Response;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::harness::{chat_body, metric_value, mock, wait_for, Env, Gateway};
+use crate::harness::{chat_body, eventually, metric_value, mock, Env, Gateway};
 use crate::redis_kit::{shared_redis, PrivateRedis};
 
 /// `UPDATE api_keys SET <set> WHERE id = key`.
@@ -337,7 +337,7 @@ async fn expiry_and_limit_changes_reach_a_running_gateway() {
     assert!(ok.headers().get("x-ratelimit-limit-requests").is_none());
 
     set_key(&env, env.key_id, "rpm_limit = 1000").await;
-    wait_for("the new limit applies", Duration::from_secs(5), || async {
+    eventually("the new limit applies", Duration::from_secs(5), || async {
         let r = gw
             .chat(&env.key, chat_body("gpt-4o-mini"))
             .send()
@@ -348,7 +348,7 @@ async fn expiry_and_limit_changes_reach_a_running_gateway() {
     .await;
 
     set_workspace(&env, "concurrency_limit = 5, rpm_limit = 500").await;
-    wait_for(
+    eventually(
         "the workspace limit applies",
         Duration::from_secs(5),
         || async {
@@ -365,7 +365,7 @@ async fn expiry_and_limit_changes_reach_a_running_gateway() {
     .await;
 
     set_key(&env, env.key_id, "expires_at = now() - interval '1 second'").await;
-    wait_for(
+    eventually(
         "the expired key is refused",
         Duration::from_secs(5),
         || async {
@@ -447,7 +447,7 @@ async fn two_gateways_share_one_redis_exactly() {
     // Both are connected to Redis before counting starts.
     for gw in [&a, &b] {
         let (other, _) = env.new_key().await;
-        wait_for("connected to Redis", Duration::from_secs(5), || async {
+        eventually("connected to Redis", Duration::from_secs(5), || async {
             let r = gw
                 .chat(&other, chat_body("gpt-4o-mini"))
                 .send()
@@ -499,7 +499,7 @@ async fn redis_stopped_falls_back_to_local_shares_and_comes_back() {
     )
     .await;
     env.clock.fresh_minute();
-    wait_for("served through Redis", Duration::from_secs(5), || async {
+    eventually("served through Redis", Duration::from_secs(5), || async {
         let r = gw
             .chat(&env.key, chat_body("gpt-4o-mini"))
             .send()
@@ -533,7 +533,7 @@ async fn redis_stopped_falls_back_to_local_shares_and_comes_back() {
     );
 
     redis.restart().await;
-    wait_for("shared again", Duration::from_secs(10), || async {
+    eventually("shared again", Duration::from_secs(10), || async {
         let before = fallbacks(&gw.metrics_text().await);
         let r = gw
             .chat(&env.key, chat_body("gpt-4o-mini"))
@@ -567,7 +567,7 @@ async fn budget_survives_a_redis_flush() {
     )
     .await;
     let (other, _) = env.new_key().await;
-    wait_for("connected to Redis", Duration::from_secs(5), || async {
+    eventually("connected to Redis", Duration::from_secs(5), || async {
         gw.chat(&other, chat_body("gpt-4o-mini"))
             .send()
             .await
@@ -621,7 +621,7 @@ async fn concurrency_through_redis_is_released_when_the_stream_ends() {
     refusal(r, &env, 429, "rate_limit_exceeded", "concurrency_limit").await;
     drop(first);
     env.log_row(&first_id).await;
-    wait_for(
+    eventually(
         "the slot is released in Redis",
         Duration::from_secs(5),
         || async {
@@ -642,7 +642,7 @@ async fn concurrency_through_redis_is_released_when_the_stream_ends() {
 /// Sends `body` once the gateway's link to Redis is up (no fallback counted).
 async fn wait_for_redis_admission(gw: &Gateway, env: &Env, body: Value) -> Response {
     let (probe, _) = env.new_key().await;
-    wait_for("connected to Redis", Duration::from_secs(5), || async {
+    eventually("connected to Redis", Duration::from_secs(5), || async {
         gw.chat(&probe, chat_body("gpt-4o-mini"))
             .send()
             .await

@@ -9,7 +9,7 @@ use time::{Date, Month, OffsetDateTime, Time};
 use uuid::Uuid;
 
 use crate::fault_kit::{reconcile_since, steady_load};
-use crate::harness::{mock, wait_for, Env, Gateway};
+use crate::harness::{eventually, mock, Env, Gateway};
 
 fn month_start(year: i32, month: i32) -> OffsetDateTime {
     let months = year * 12 + month - 1;
@@ -78,7 +78,7 @@ async fn the_gateway_keeps_partitions_ahead_moves_stranded_rows_and_drops_old_mo
     assert_eq!(where_stranded, "request_logs_default");
 
     let gw = Gateway::start_with(&env, &env.db.url, &[("LOG_RETENTION_DAYS", "90")]).await;
-    wait_for(
+    eventually(
         "partitions ahead were not created",
         Duration::from_secs(10),
         || async {
@@ -100,7 +100,7 @@ async fn the_gateway_keeps_partitions_ahead_moves_stranded_rows_and_drops_old_mo
         where_stranded, ahead[2],
         "the stranded row moved to its month"
     );
-    wait_for(
+    eventually(
         "the old partition was not dropped",
         Duration::from_secs(10),
         || async { !exists(&client, &partition_name(month_start(y, mo - 6))).await },
@@ -191,7 +191,7 @@ async fn maintenance_outlives_the_pool_statement_timeout() {
         .unwrap();
     let run = tokio::spawn(async move { maintainer.run_once().await });
     let watcher = env.client().await;
-    wait_for(
+    eventually(
         "no maintenance step waited for the lock longer than the pool's statement timeout",
         Duration::from_secs(20),
         || async {
@@ -205,7 +205,7 @@ async fn maintenance_outlives_the_pool_statement_timeout() {
                 )
                 .await
                 .unwrap()
-                .get(0)
+                .get::<_, bool>(0)
         },
     )
     .await;

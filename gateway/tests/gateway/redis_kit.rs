@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::harness::wait_for;
+use crate::harness::eventually;
 
 /// A `redis-server` of this test's own on a free port, stopped by its PID.
 pub struct PrivateRedis {
@@ -34,7 +34,7 @@ impl PrivateRedis {
             .expect("redis-server (Debian package redis-server) is installed");
         self.child = Some(child);
         let port = self.port;
-        wait_for(
+        eventually(
             "redis-server listens",
             Duration::from_secs(10),
             || async move {

@@ -135,10 +135,7 @@ async fn openai_python_sdk_sees_rate_limits() {
         .unwrap();
     let gw = Gateway::start(&env).await;
     // The three requests must fall in one calendar minute.
-    let second = time::OffsetDateTime::now_utc().second();
-    if second >= 45 {
-        tokio::time::sleep(std::time::Duration::from_secs(61 - u64::from(second))).await;
-    }
+    env.clock.fresh_minute();
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/sdk/openai_limits_check.py"

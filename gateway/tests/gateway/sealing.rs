@@ -6,7 +6,7 @@ use std::time::Duration;
 use perpetuo_core::crypto::{AAD_BOUND, AAD_ENTRY_ID};
 use perpetuo_core::db;
 
-use crate::harness::{chat_body, mock, wait_for, Env, Gateway};
+use crate::harness::{chat_body, eventually, mock, Env, Gateway};
 
 #[tokio::test]
 async fn old_format_rows_open_before_and_after_the_reseal() {
@@ -71,7 +71,7 @@ async fn old_format_rows_open_before_and_after_the_reseal() {
         )
         .await
         .unwrap();
-    wait_for("moved entry refused", Duration::from_secs(10), || async {
+    eventually("moved entry refused", Duration::from_secs(10), || async {
         let resp = gw
             .chat(&env.key, chat_body("gpt-4o-mini"))
             .send()

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::harness::{chat_body, metric_value, mock, wait_for, Env, Gateway};
+use crate::harness::{chat_body, eventually, metric_value, mock, Env, Gateway};
 use crate::redis_kit::PrivateRedis;
 
 async fn set_key(env: &Env, set: &str) {
@@ -54,7 +54,7 @@ async fn a_paused_redis_loses_no_settlement_and_leaks_no_slot_or_reservation() {
     )
     .await;
     let scope = format!("perpetuo:limits:k:{}", env.key_id);
-    wait_for(
+    eventually(
         "admitted through Redis",
         Duration::from_secs(10),
         || async {
@@ -83,6 +83,7 @@ async fn a_paused_redis_loses_no_settlement_and_leaks_no_slot_or_reservation() {
         }
         statuses
     });
+    // The freezes' schedule is the fault under test.
     let pauses = async {
         for _ in 0..3 {
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -104,7 +105,7 @@ async fn a_paused_redis_loses_no_settlement_and_leaks_no_slot_or_reservation() {
         "the pauses were felt"
     );
     // Once idle, every slot and reservation taken in Redis is given back.
-    wait_for(
+    eventually(
         "slots and reservations released",
         Duration::from_secs(10),
         || async {

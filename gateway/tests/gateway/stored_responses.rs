@@ -11,7 +11,7 @@ use perpetuo_core::provider::ProviderKind;
 use perpetuo_core::testing::TestDb;
 use serde_json::{json, Value};
 
-use crate::harness::{chat_body, mock, wait_for, Env, Gateway};
+use crate::harness::{chat_body, eventually, mock, Env, Gateway};
 
 const MODEL: &str = "gpt-4o-mini";
 
@@ -401,7 +401,7 @@ async fn the_purge_deletes_expired_turns_in_batches_but_keeps_those_still_contin
         .unwrap();
 
     let gw = Gateway::start(&env).await; // the purge runs at start
-    wait_for(
+    eventually(
         "every expired turn nothing continues is purged",
         Duration::from_secs(60),
         || async { number(&env, "SELECT count(*) FROM stored_responses").await == 2 },

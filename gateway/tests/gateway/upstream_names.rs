@@ -2,21 +2,16 @@
 //! its address: accepted by the admin API and proxied by the gateway when
 //! ALLOWED_PRIVATE_UPSTREAMS lists where the name points.
 
-use perpetuo_admin::startup::Application;
 use serde_json::{json, Value};
 
-use crate::auth::admin_config;
-use crate::harness::{chat_body, mock, Env, Gateway};
+use crate::harness::{chat_body, mock, AdminApi, Env, Gateway};
 
 #[tokio::test]
 async fn an_entry_at_http_localhost_is_proxied_when_loopback_is_allowed() {
     let env = Env::new().await;
     let m = mock().await;
-    let mut config = admin_config(&env);
-    config.allowed_private_upstreams = "127.0.0.1/32".parse().unwrap();
-    let admin = Application::build(config).await.unwrap();
-    let admin_url = format!("http://127.0.0.1:{}", admin.port());
-    tokio::spawn(admin.run_until_stopped());
+    let admin = AdminApi::start(&env, &[("ALLOWED_PRIVATE_UPSTREAMS", "127.0.0.1/32")]).await;
+    let admin_url = admin.base.clone();
     let http = reqwest::Client::new();
     let signup: Value = http
         .post(format!("{admin_url}/auth/signup"))

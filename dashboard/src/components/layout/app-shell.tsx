@@ -1,13 +1,13 @@
 import { useState } from 'react';
-import { ApiError } from '../../lib/api';
-import { toast } from '../../lib/toast-store';
+import { ApiError } from '@/lib/api';
+import { toast } from '@/lib/toast-store';
 import { NavLink, Outlet } from 'react-router-dom';
-import { Button } from '../ui/button';
-import { EmptyState } from '../ui/states';
-import { resendVerification } from '../../features/auth/api';
-import { useSession } from '../../features/auth/session-context';
-import { can, type Permission } from '../../features/members/schema';
-import { NewWorkspaceDialog, WorkspaceSwitcher } from '../../features/workspaces/components/workspace-switcher';
+import { Button } from '@/components/ui/button';
+import { EmptyState } from '@/components/ui/states';
+import { resendVerification } from '@/features/auth/api';
+import { useSession } from '@/features/auth/session-context';
+import { can, type Permission } from '@/features/members/schema';
+import { NewWorkspaceDialog, WorkspaceSwitcher } from '@/features/workspaces/components/workspace-switcher';
 import { Logo } from './logo';
 
 /** Entries a role cannot use are not shown (the server refuses them anyway). */

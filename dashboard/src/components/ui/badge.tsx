@@ -1,5 +1,5 @@
 import type { ReactNode } from 'react';
-import type { Tone } from '../../lib/format';
+import type { Tone } from '@/lib/format';
 
 export function Badge({ tone = 'neutral', children, title }: { tone?: Tone | 'info'; children: ReactNode; title?: string }) {
   return (

@@ -1,5 +1,5 @@
 import { useEffect, useState } from 'react';
-import { toast } from '../../lib/toast-store';
+import { toast } from '@/lib/toast-store';
 import { Button } from './button';
 
 async function copyText(text: string): Promise<boolean> {

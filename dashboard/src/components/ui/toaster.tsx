@@ -1,5 +1,5 @@
 import { useEffect, useState } from 'react';
-import { dismiss, subscribe, type Toast } from '../../lib/toast-store';
+import { dismiss, subscribe, type Toast } from '@/lib/toast-store';
 
 /** Renders notifications; server errors reach the user through here. */
 export function Toaster() {

@@ -1,4 +1,4 @@
-import { api, seg } from '../../lib/api';
+import { api, seg } from '@/lib/api';
 import type { ApiKey, ApiKeyInput, CreatedApiKey, KeyLimitsReport, KeySettingsInput } from './schema';
 
 const base = (workspaceId: string) => `/workspaces/${seg(workspaceId)}/api-keys`;

@@ -1,4 +1,4 @@
-import type { Role } from '../members/schema';
+import type { Role } from '@/features/members/schema';
 
 export interface ApiKey {
   id: string;

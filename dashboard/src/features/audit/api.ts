@@ -1,4 +1,4 @@
-import { api, seg } from '../../lib/api';
+import { api, seg } from '@/lib/api';
 import type { AuditPage } from './schema';
 
 export interface AuditQuery {

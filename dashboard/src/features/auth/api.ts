@@ -1,4 +1,4 @@
-import { api } from '../../lib/api';
+import { api } from '@/lib/api';
 import type { Credentials, LoginResponse, MeResponse, ServerSettings, SignupResponse, User } from './schema';
 
 export function signup(credentials: Credentials) {

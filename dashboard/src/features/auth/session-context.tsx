@@ -1,5 +1,5 @@
 import { createContext, useCallback, useContext, useEffect, useMemo, useRef, useState, type ReactNode } from 'react';
-import { api, ApiError } from '../../lib/api';
+import { api, ApiError } from '@/lib/api';
 import {
   clearSession,
   isTokenExpired,
@@ -9,7 +9,7 @@ import {
   saveTokens,
   saveWorkspaceId,
   tokenExpiry,
-} from '../../lib/session';
+} from '@/lib/session';
 import * as authApi from './api';
 import type { Credentials, User, Workspace } from './schema';
 

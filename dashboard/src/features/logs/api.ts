@@ -1,4 +1,4 @@
-import { api, seg } from '../../lib/api';
+import { api, seg } from '@/lib/api';
 import { filtersToQuery, type LogFilters, type LogPage } from './schema';
 
 /** A page of logs: the newest when `cursor` is unset, else the page an earlier answer's cursor names. */

@@ -1,4 +1,4 @@
-import { localInputToRfc3339 } from '../../lib/format';
+import { localInputToRfc3339 } from '@/lib/format';
 
 export interface Attempt {
   provider_id: string;

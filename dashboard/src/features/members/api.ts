@@ -1,5 +1,5 @@
-import { api, seg } from '../../lib/api';
-import type { Workspace } from '../auth/schema';
+import { api, seg } from '@/lib/api';
+import type { Workspace } from '@/features/auth/schema';
 import type { CreatedInvitation, Invitation, Member, RemovedMember, Role, UpdatedMember } from './schema';
 
 const ws = (id: string) => `/workspaces/${seg(id)}`;

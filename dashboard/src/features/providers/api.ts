@@ -1,4 +1,4 @@
-import { api, seg } from '../../lib/api';
+import { api, seg } from '@/lib/api';
 import type { Provider, ProviderInput } from './schema';
 
 const base = (workspaceId: string) => `/workspaces/${seg(workspaceId)}/providers`;

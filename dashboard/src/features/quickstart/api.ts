@@ -1,4 +1,4 @@
-import { api } from '../../lib/api';
+import { api } from '@/lib/api';
 import type { Meta } from './schema';
 
 export function getMeta(signal?: AbortSignal) {

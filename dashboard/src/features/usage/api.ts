@@ -1,4 +1,4 @@
-import { api, seg } from '../../lib/api';
+import { api, seg } from '@/lib/api';
 import type { ProviderUsageResponse, Range, UsageResponse } from './schema';
 
 export function getUsage(workspaceId: string, range: Range, signal?: AbortSignal) {

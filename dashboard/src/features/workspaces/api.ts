@@ -1,5 +1,5 @@
-import { api, seg } from '../../lib/api';
-import type { Limits } from '../api-keys/schema';
+import { api, seg } from '@/lib/api';
+import type { Limits } from '@/features/api-keys/schema';
 import type { Workspace } from './schema';
 
 export function listWorkspaces(signal?: AbortSignal) {

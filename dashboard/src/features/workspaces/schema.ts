@@ -1,4 +1,4 @@
-export type { Workspace } from '../auth/schema';
+export type { Workspace } from '@/features/auth/schema';
 
 export const MAX_WORKSPACE_NAME = 100;
 

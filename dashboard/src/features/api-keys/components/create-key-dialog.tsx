@@ -1,10 +1,10 @@
 import { useState, type FormEvent } from 'react';
-import { fieldErrors } from '../../../lib/api';
-import { Button } from '../../../components/ui/button';
-import { CopyButton } from '../../../components/ui/copy-button';
-import { Dialog } from '../../../components/ui/dialog';
-import { TextField } from '../../../components/ui/field';
-import { useWorkspaceId } from '../../auth/session-context';
+import { fieldErrors } from '@/lib/api';
+import { Button } from '@/components/ui/button';
+import { CopyButton } from '@/components/ui/copy-button';
+import { Dialog } from '@/components/ui/dialog';
+import { TextField } from '@/components/ui/field';
+import { useWorkspaceId } from '@/features/auth/session-context';
 import { createApiKey } from '../api';
 import { validateApiKeyForm, valuesToApiKeyInput, type CreatedApiKey } from '../schema';
 

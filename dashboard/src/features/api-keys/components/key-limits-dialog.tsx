@@ -1,9 +1,9 @@
 import { useEffect, useState, type FormEvent } from 'react';
-import { fieldErrors } from '../../../lib/api';
-import { Button } from '../../../components/ui/button';
-import { Dialog } from '../../../components/ui/dialog';
-import { SelectField, TextField } from '../../../components/ui/field';
-import { useWorkspaceId } from '../../auth/session-context';
+import { fieldErrors } from '@/lib/api';
+import { Button } from '@/components/ui/button';
+import { Dialog } from '@/components/ui/dialog';
+import { SelectField, TextField } from '@/components/ui/field';
+import { useWorkspaceId } from '@/features/auth/session-context';
 import { updateApiKey } from '../api';
 import { limitsFormFrom, limitsFormToInput, validateLimitsForm, type ApiKey, type BudgetPeriod, type LimitsFormValues } from '../schema';
 

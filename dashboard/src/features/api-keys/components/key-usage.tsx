@@ -1,6 +1,6 @@
-import { formatCost } from '../../../lib/format';
-import { useResource } from '../../../lib/use-resource';
-import { useWorkspaceId } from '../../auth/session-context';
+import { formatCost } from '@/lib/format';
+import { useResource } from '@/lib/use-resource';
+import { useWorkspaceId } from '@/features/auth/session-context';
 import { getKeyLimits } from '../api';
 import { hasLimits, usedShare, type ApiKey, type Limits } from '../schema';
 

@@ -1,12 +1,12 @@
 import { useState } from 'react';
-import { formatDateTime, formatRelative } from '../../../lib/format';
-import { useResource } from '../../../lib/use-resource';
-import { Button } from '../../../components/ui/button';
-import { Card } from '../../../components/ui/card';
-import { SelectField } from '../../../components/ui/field';
-import { PageHeader } from '../../../components/ui/page-header';
-import { EmptyState, ErrorState, LoadingState } from '../../../components/ui/states';
-import { useWorkspaceId } from '../../auth/session-context';
+import { formatDateTime, formatRelative } from '@/lib/format';
+import { useResource } from '@/lib/use-resource';
+import { Button } from '@/components/ui/button';
+import { Card } from '@/components/ui/card';
+import { SelectField } from '@/components/ui/field';
+import { PageHeader } from '@/components/ui/page-header';
+import { EmptyState, ErrorState, LoadingState } from '@/components/ui/states';
+import { useWorkspaceId } from '@/features/auth/session-context';
 import { listAudit } from '../api';
 import { ACTION_FILTERS, changes, describeAction } from '../schema';
 

@@ -1,10 +1,10 @@
 import { useEffect, useRef, useState, type FormEvent, type ReactNode } from 'react';
 import { Link, useSearchParams } from 'react-router-dom';
-import { errorMessage, fieldErrors } from '../../../lib/api';
-import { Button } from '../../../components/ui/button';
-import { TextField } from '../../../components/ui/field';
-import { Logo } from '../../../components/layout/logo';
-import { LoadingState } from '../../../components/ui/states';
+import { errorMessage, fieldErrors } from '@/lib/api';
+import { Button } from '@/components/ui/button';
+import { TextField } from '@/components/ui/field';
+import { Logo } from '@/components/layout/logo';
+import { LoadingState } from '@/components/ui/states';
 import { confirmPasswordReset, requestPasswordReset, verifyEmail } from '../api';
 import { useSession } from '../session-context';
 import { MIN_PASSWORD_LENGTH } from '../schema';

@@ -1,10 +1,10 @@
 import { useState, type FormEvent } from 'react';
 import { Link, useLocation } from 'react-router-dom';
-import { ApiError, fieldErrors } from '../../../lib/api';
-import { useResource } from '../../../lib/use-resource';
-import { Button } from '../../../components/ui/button';
-import { TextField } from '../../../components/ui/field';
-import { Logo } from '../../../components/layout/logo';
+import { ApiError, fieldErrors } from '@/lib/api';
+import { useResource } from '@/lib/use-resource';
+import { Button } from '@/components/ui/button';
+import { TextField } from '@/components/ui/field';
+import { Logo } from '@/components/layout/logo';
 import { fetchServerSettings } from '../api';
 import { useSession } from '../session-context';
 import { MIN_PASSWORD_LENGTH, validateCredentials, type CredentialErrors } from '../schema';

@@ -1,8 +1,8 @@
-import { formatCost, formatDateTime, formatDuration, formatTokens, statusTone } from '../../../lib/format';
-import { Badge } from '../../../components/ui/badge';
-import { Dialog } from '../../../components/ui/dialog';
-import { kindInfo } from '../../providers/schema';
-import type { ApiKey } from '../../api-keys/schema';
+import { formatCost, formatDateTime, formatDuration, formatTokens, statusTone } from '@/lib/format';
+import { Badge } from '@/components/ui/badge';
+import { Dialog } from '@/components/ui/dialog';
+import { kindInfo } from '@/features/providers/schema';
+import type { ApiKey } from '@/features/api-keys/schema';
 import { USAGE_SOURCE_LABEL, routeLabel, type LogEntry } from '../schema';
 
 export function LogDetail({

@@ -1,7 +1,7 @@
 import { useEffect, useState, type FormEvent } from 'react';
-import { Button } from '../../../components/ui/button';
-import { SelectField, TextField } from '../../../components/ui/field';
-import type { Provider } from '../../providers/schema';
+import { Button } from '@/components/ui/button';
+import { SelectField, TextField } from '@/components/ui/field';
+import type { Provider } from '@/features/providers/schema';
 import { EMPTY_FILTERS, hasFilters, validateFilters, type LogFilters as Filters } from '../schema';
 
 interface LogFiltersProps {

@@ -1,9 +1,9 @@
 import { useState } from 'react';
 import { Link, useLocation, useNavigate, useSearchParams } from 'react-router-dom';
-import { ApiError, errorMessage } from '../../../lib/api';
-import { Button } from '../../../components/ui/button';
-import { Logo } from '../../../components/layout/logo';
-import { useSession } from '../../auth/session-context';
+import { ApiError, errorMessage } from '@/lib/api';
+import { Button } from '@/components/ui/button';
+import { Logo } from '@/components/layout/logo';
+import { useSession } from '@/features/auth/session-context';
 import { acceptInvitation } from '../api';
 
 /** `#/invite?token=…`: the link of an invitation email. */

@@ -1,17 +1,17 @@
 import { useState, type FormEvent } from 'react';
 import { useNavigate } from 'react-router-dom';
-import { fieldErrors } from '../../../lib/api';
-import { formatDate, formatDateTime } from '../../../lib/format';
-import { toast } from '../../../lib/toast-store';
-import { useResource } from '../../../lib/use-resource';
-import { Badge } from '../../../components/ui/badge';
-import { Button } from '../../../components/ui/button';
-import { Card } from '../../../components/ui/card';
-import { ConfirmDialog } from '../../../components/ui/confirm-dialog';
-import { SelectField, TextField } from '../../../components/ui/field';
-import { PageHeader } from '../../../components/ui/page-header';
-import { EmptyState, ErrorState, LoadingState } from '../../../components/ui/states';
-import { useSession } from '../../auth/session-context';
+import { fieldErrors } from '@/lib/api';
+import { formatDate, formatDateTime } from '@/lib/format';
+import { toast } from '@/lib/toast-store';
+import { useResource } from '@/lib/use-resource';
+import { Badge } from '@/components/ui/badge';
+import { Button } from '@/components/ui/button';
+import { Card } from '@/components/ui/card';
+import { ConfirmDialog } from '@/components/ui/confirm-dialog';
+import { SelectField, TextField } from '@/components/ui/field';
+import { PageHeader } from '@/components/ui/page-header';
+import { EmptyState, ErrorState, LoadingState } from '@/components/ui/states';
+import { useSession } from '@/features/auth/session-context';
 import { changeRole, invite, leaveWorkspace, listInvitations, listMembers, removeMember, revokeInvitation } from '../api';
 import {
   assignableRoles,

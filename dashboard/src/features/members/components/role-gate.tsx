@@ -1,7 +1,7 @@
 import type { ReactNode } from 'react';
-import { PageHeader } from '../../../components/ui/page-header';
-import { EmptyState } from '../../../components/ui/states';
-import { useSession } from '../../auth/session-context';
+import { PageHeader } from '@/components/ui/page-header';
+import { EmptyState } from '@/components/ui/states';
+import { useSession } from '@/features/auth/session-context';
 import { can, NEEDS, ROLE_LABEL, type Permission } from '../schema';
 
 /** Shows `children` only to roles that have `permission`; others get an explanation. */

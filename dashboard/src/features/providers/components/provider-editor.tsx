@@ -1,10 +1,10 @@
 import { useNavigate } from 'react-router-dom';
-import { toast } from '../../../lib/toast-store';
-import { useResource } from '../../../lib/use-resource';
-import { Card } from '../../../components/ui/card';
-import { PageHeader } from '../../../components/ui/page-header';
-import { EmptyState, ErrorState, LoadingState } from '../../../components/ui/states';
-import { useWorkspaceId } from '../../auth/session-context';
+import { toast } from '@/lib/toast-store';
+import { useResource } from '@/lib/use-resource';
+import { Card } from '@/components/ui/card';
+import { PageHeader } from '@/components/ui/page-header';
+import { EmptyState, ErrorState, LoadingState } from '@/components/ui/states';
+import { useWorkspaceId } from '@/features/auth/session-context';
 import { createProvider, listProviders, updateProvider } from '../api';
 import { emptyProviderValues, nextPriority, providerToValues } from '../schema';
 import { ProviderForm } from './provider-form';

@@ -1,7 +1,7 @@
 import { useState, type FormEvent } from 'react';
-import { ApiError, fieldErrors } from '../../../lib/api';
-import { Button } from '../../../components/ui/button';
-import { SelectField, TextField } from '../../../components/ui/field';
+import { ApiError, fieldErrors } from '@/lib/api';
+import { Button } from '@/components/ui/button';
+import { SelectField, TextField } from '@/components/ui/field';
 import {
   kindInfo,
   PROVIDER_KINDS,

@@ -1,15 +1,15 @@
 import { useState } from 'react';
 import { Link } from 'react-router-dom';
-import { toast } from '../../../lib/toast-store';
-import { useResource } from '../../../lib/use-resource';
-import { Badge } from '../../../components/ui/badge';
-import { Button } from '../../../components/ui/button';
-import { Card } from '../../../components/ui/card';
-import { ConfirmDialog } from '../../../components/ui/confirm-dialog';
-import { PageHeader } from '../../../components/ui/page-header';
-import { EmptyState, ErrorState, LoadingState } from '../../../components/ui/states';
-import { useSession, useWorkspaceId } from '../../auth/session-context';
-import { can } from '../../members/schema';
+import { toast } from '@/lib/toast-store';
+import { useResource } from '@/lib/use-resource';
+import { Badge } from '@/components/ui/badge';
+import { Button } from '@/components/ui/button';
+import { Card } from '@/components/ui/card';
+import { ConfirmDialog } from '@/components/ui/confirm-dialog';
+import { PageHeader } from '@/components/ui/page-header';
+import { EmptyState, ErrorState, LoadingState } from '@/components/ui/states';
+import { useSession, useWorkspaceId } from '@/features/auth/session-context';
+import { can } from '@/features/members/schema';
 import { deleteProvider, listProviders, updateProvider } from '../api';
 import { kindInfo, planMove, sortByPriority, type Provider } from '../schema';
 

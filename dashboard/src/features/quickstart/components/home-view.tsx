@@ -1,13 +1,13 @@
 import { useState } from 'react';
 import { Link } from 'react-router-dom';
-import { useResource } from '../../../lib/use-resource';
-import { Card } from '../../../components/ui/card';
-import { PageHeader } from '../../../components/ui/page-header';
-import { ErrorState, LoadingState } from '../../../components/ui/states';
-import { useSession, useWorkspaceId } from '../../auth/session-context';
-import { getUsage } from '../../usage/api';
-import { UsageTotals } from '../../usage/components/usage-totals';
-import { periodRange, type Range } from '../../usage/schema';
+import { useResource } from '@/lib/use-resource';
+import { Card } from '@/components/ui/card';
+import { PageHeader } from '@/components/ui/page-header';
+import { ErrorState, LoadingState } from '@/components/ui/states';
+import { useSession, useWorkspaceId } from '@/features/auth/session-context';
+import { getUsage } from '@/features/usage/api';
+import { UsageTotals } from '@/features/usage/components/usage-totals';
+import { periodRange, type Range } from '@/features/usage/schema';
 import { Quickstart } from './quickstart';
 
 export function HomeView() {

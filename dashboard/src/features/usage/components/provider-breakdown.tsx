@@ -1,7 +1,7 @@
 import { Bar, BarChart, CartesianGrid, Legend, ResponsiveContainer, Tooltip, XAxis, YAxis } from 'recharts';
-import { formatCompact, formatCost, formatNumber, formatPercent, formatTokens } from '../../../lib/format';
-import { Card } from '../../../components/ui/card';
-import { EmptyState } from '../../../components/ui/states';
+import { formatCompact, formatCost, formatNumber, formatPercent, formatTokens } from '@/lib/format';
+import { Card } from '@/components/ui/card';
+import { EmptyState } from '@/components/ui/states';
 import { topRows, type BreakdownRow } from '../chart-data';
 import { COLORS } from './usage-charts';
 

@@ -10,8 +10,8 @@ import {
   XAxis,
   YAxis,
 } from 'recharts';
-import { formatCompact, formatCost, formatNumber } from '../../../lib/format';
-import { Card } from '../../../components/ui/card';
+import { formatCompact, formatCost, formatNumber } from '@/lib/format';
+import { Card } from '@/components/ui/card';
 import { bucketLabel, bucketTitle, type ChartRow } from '../chart-data';
 import type { Granularity } from '../schema';
 

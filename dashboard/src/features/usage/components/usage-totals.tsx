@@ -1,5 +1,5 @@
-import { formatCompact, formatCost, formatNumber, formatPercent, formatTokens } from '../../../lib/format';
-import { StatTile } from '../../../components/ui/card';
+import { formatCompact, formatCost, formatNumber, formatPercent, formatTokens } from '@/lib/format';
+import { StatTile } from '@/components/ui/card';
 import type { UsageTotals as Totals } from '../schema';
 
 export function UsageTotals({ totals }: { totals: Totals }) {

@@ -1,8 +1,8 @@
 import { render, screen } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
 import { afterEach, describe, expect, it } from 'vitest';
-import { api } from '../../../lib/api';
-import { clearToasts } from '../../../lib/toast-store';
+import { api } from '@/lib/api';
+import { clearToasts } from '@/lib/toast-store';
 import { WorkspaceLimits } from './workspace-limits';
 
 function json(status: number, body: unknown) {

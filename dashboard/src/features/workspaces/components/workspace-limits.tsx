@@ -1,12 +1,12 @@
 import { useEffect, useState, type FormEvent } from 'react';
-import { fieldErrors } from '../../../lib/api';
-import { toast } from '../../../lib/toast-store';
-import { useResource } from '../../../lib/use-resource';
-import { Button } from '../../../components/ui/button';
-import { Card } from '../../../components/ui/card';
-import { SelectField, TextField } from '../../../components/ui/field';
-import { ErrorState, LoadingState } from '../../../components/ui/states';
-import { limitsFormFrom, limitsFormToInput, validateLimitsForm, type BudgetPeriod, type LimitsFormValues } from '../../api-keys/schema';
+import { fieldErrors } from '@/lib/api';
+import { toast } from '@/lib/toast-store';
+import { useResource } from '@/lib/use-resource';
+import { Button } from '@/components/ui/button';
+import { Card } from '@/components/ui/card';
+import { SelectField, TextField } from '@/components/ui/field';
+import { ErrorState, LoadingState } from '@/components/ui/states';
+import { limitsFormFrom, limitsFormToInput, validateLimitsForm, type BudgetPeriod, type LimitsFormValues } from '@/features/api-keys/schema';
 import { getWorkspace, setWorkspaceLimits } from '../api';
 
 /** Limits shared by every key of the workspace. */

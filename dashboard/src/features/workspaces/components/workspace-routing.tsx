@@ -1,11 +1,11 @@
 import { useEffect, useState, type FormEvent } from 'react';
-import { fieldErrors } from '../../../lib/api';
-import { toast } from '../../../lib/toast-store';
-import { useResource } from '../../../lib/use-resource';
-import { Button } from '../../../components/ui/button';
-import { Card } from '../../../components/ui/card';
-import { SelectField } from '../../../components/ui/field';
-import { ErrorState, LoadingState } from '../../../components/ui/states';
+import { fieldErrors } from '@/lib/api';
+import { toast } from '@/lib/toast-store';
+import { useResource } from '@/lib/use-resource';
+import { Button } from '@/components/ui/button';
+import { Card } from '@/components/ui/card';
+import { SelectField } from '@/components/ui/field';
+import { ErrorState, LoadingState } from '@/components/ui/states';
 import { getWorkspace, setWorkspaceRouting, type RoutingStrategy } from '../api';
 
 /** How the provider entries of one priority share its traffic. */

@@ -1,11 +1,11 @@
 import { useState, type FormEvent } from 'react';
 import { useNavigate } from 'react-router-dom';
-import { fieldErrors } from '../../../lib/api';
-import { toast } from '../../../lib/toast-store';
-import { Button } from '../../../components/ui/button';
-import { Dialog } from '../../../components/ui/dialog';
-import { TextField } from '../../../components/ui/field';
-import { useSession } from '../../auth/session-context';
+import { fieldErrors } from '@/lib/api';
+import { toast } from '@/lib/toast-store';
+import { Button } from '@/components/ui/button';
+import { Dialog } from '@/components/ui/dialog';
+import { TextField } from '@/components/ui/field';
+import { useSession } from '@/features/auth/session-context';
 import { createWorkspace } from '../api';
 import { validateWorkspaceName } from '../schema';
 
