@@ -26,6 +26,7 @@ const REQUIRED: &[(&str, &str, &[&str])] = &[
     ("post", "/invitations/accept", &["token"]),
     ("post", "/workspaces", &["name"]),
     ("put", "/workspaces/{id}", &["name"]),
+    ("patch", "/workspaces/{id}", &[]),
     (
         "post",
         "/workspaces/{id}/providers",
