@@ -436,7 +436,6 @@ async fn responses_stored_before_the_upgrade_still_read_and_continue() {
     // The schema before stored turns (V6's rows: the whole conversation in each).
     let env = Env::seeded(TestDb::at_version(11).await.unwrap()).await;
     let m = mock().await;
-    env.add_provider("compat", &m.base_url(), 1).await;
     let response = json!({"id": "resp_before", "object": "response", "status": "completed",
         "model": MODEL, "output": [{"type": "message", "id": "msg_1", "role": "assistant",
         "content": [{"type": "output_text", "text": "Hello Ada.", "annotations": []}]}],
@@ -464,6 +463,8 @@ async fn responses_stored_before_the_upgrade_still_read_and_continue() {
             .unwrap();
     }
     db::migrate::run(&env.db.pool).await.unwrap();
+    // The entry is written by today's code, so after the upgrade.
+    env.add_provider("compat", &m.base_url(), 1).await;
     let gw = Gateway::start(&env).await;
 
     let (status, stored) = get(&gw, &env.key, "resp_before").await;
