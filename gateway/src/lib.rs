@@ -25,5 +25,6 @@ mod saved_inputs;
 pub mod shutdown;
 pub mod sse;
 pub mod startup;
+pub mod translation;
 pub mod upstream;
 pub mod validate;

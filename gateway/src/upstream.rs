@@ -20,12 +20,9 @@ use pingora::upstreams::peer::HttpPeer;
 
 use crate::providers::{Signal, UpstreamRequest};
 use crate::routing::{should_fall_back, Entry, Failure};
-use crate::sse::Event;
 use crate::sse::Framer;
 
-/// Says what one event of the provider's stream means for the hold (the provider's wire
-/// format decides: see [`crate::providers::Adapter::signal`]).
-pub type Classify = fn(&Event) -> Signal;
+pub use crate::translation::Classify;
 
 /// Most preamble bytes held before the first content; past it the answer is committed
 /// (a provider whose preamble is this long is not one to hold back).

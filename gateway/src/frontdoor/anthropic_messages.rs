@@ -379,12 +379,6 @@ pub struct StreamEncoder {
     pub errored: bool,
 }
 
-impl super::ChatEvents for StreamEncoder {
-    fn push(&mut self, event: &Event) -> Vec<Bytes> {
-        StreamEncoder::push(self, event)
-    }
-}
-
 impl StreamEncoder {
     pub fn new(model: &str) -> Self {
         Self {

@@ -11,7 +11,7 @@ pub mod store;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use crate::providers::{Unsupported, Usage};
+use crate::providers::{StreamState, Unsupported, Usage};
 use crate::sse::Event;
 
 fn unsupported(msg: impl Into<String>) -> Unsupported {
@@ -474,6 +474,53 @@ pub fn assistant_from_output(response: &Value) -> Value {
     assistant_message(&json!({"content": text, "tool_calls": calls}))
 }
 
+/// Reads OpenAI's own Responses stream as it is passed through: its usage, its end, and
+/// the final Response object (for storing).
+#[derive(Debug, Default)]
+pub struct Reader {
+    /// The final Response object, once `response.completed` (or `.incomplete`) passed.
+    pub last: Option<Value>,
+    /// The last `sequence_number` seen, to number an error event after it.
+    sequence: u64,
+}
+
+impl Reader {
+    /// Reads one event into the stream's state.
+    pub fn read(&mut self, state: &mut StreamState, event: &Event) {
+        let Some(v) = event
+            .data
+            .as_deref()
+            .and_then(|d| serde_json::from_str::<Value>(d).ok())
+        else {
+            return;
+        };
+        if let Some(n) = v["sequence_number"].as_u64() {
+            self.sequence = n;
+        }
+        match v["type"].as_str().unwrap_or("") {
+            "response.completed" | "response.incomplete" => {
+                state.usage = usage_of(&v["response"]);
+                state.finished = true;
+                self.last = Some(v["response"].clone());
+            }
+            "response.failed" | "error" => state.errored = true,
+            "response.output_text.delta" => {
+                if let Some(d) = v["delta"].as_str() {
+                    state.content.push(d);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The `error` event that ends a broken stream, numbered after the last event.
+    pub fn error_event(&self, message: &str, kind: &str) -> Bytes {
+        let event = json!({"type": "error", "code": kind, "message": message,
+                           "param": null, "sequence_number": self.sequence + 1});
+        Bytes::from(format!("event: error\ndata: {event}\n\n"))
+    }
+}
+
 /// A tool call being streamed.
 #[derive(Debug)]
 struct StreamCall {
@@ -505,12 +552,6 @@ pub struct StreamEncoder {
     done: bool,
     /// The provider reported an error (already passed on as `response.failed`).
     pub errored: bool,
-}
-
-impl super::ChatEvents for StreamEncoder {
-    fn push(&mut self, event: &Event) -> Vec<Bytes> {
-        StreamEncoder::push(self, event)
-    }
 }
 
 impl StreamEncoder {
@@ -708,6 +749,11 @@ impl StreamEncoder {
         );
         response["error"] = json!({"code": "server_error", "message": message});
         vec![self.event("response.failed", json!({"response": response}))]
+    }
+
+    /// What the Response object repeats of its request.
+    pub fn echo(&self) -> &Echo {
+        &self.echo
     }
 
     /// Whether the provider finished its answer (a finish reason was seen).

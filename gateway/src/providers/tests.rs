@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use super::fixtures::{ANTHROPIC_STREAM, GEMINI_STREAM, OPENAI_STREAM};
 use super::*;
 use crate::sse::Framer;
+use crate::translation::{Encoder, Shape, Translation};
 
 fn state(wants_usage: bool) -> StreamState {
     StreamState {
@@ -21,32 +22,23 @@ fn state(wants_usage: bool) -> StreamState {
     }
 }
 
-/// Feeds `parts` through the framer and adapter; returns the client's bytes and the
-/// final state (`finish_stream` applied).
+/// Feeds `parts` through a chat door's translation; returns the client's bytes, the
+/// final state and whether the stream ended properly.
 fn run(adapter: Adapter, parts: &[&[u8]], wants_usage: bool) -> (Vec<u8>, StreamState, bool) {
-    let mut st = state(wants_usage);
-    let mut framer = Framer::new();
+    let mut t = Translation::new(adapter, state(wants_usage), Encoder::Chat, "m");
+    assert_eq!(t.begin(200, "text/event-stream", 1 << 20), Shape::Stream);
     let mut out = Vec::new();
     for p in parts {
-        for ev in framer.push(p).unwrap() {
-            for piece in adapter.decode_event(&mut st, &ev) {
-                out.extend_from_slice(&piece);
-            }
-        }
+        out.extend_from_slice(&t.push(Bytes::copy_from_slice(p)).unwrap());
     }
-    if let Some(ev) = framer.finish() {
-        for piece in adapter.decode_event(&mut st, &ev) {
-            out.extend_from_slice(&piece);
-        }
-    }
-    let ok = match adapter.finish_stream(&mut st) {
+    let ok = match t.finish() {
         Ok(tail) => {
-            tail.iter().for_each(|t: &Bytes| out.extend_from_slice(t));
+            out.extend_from_slice(&tail);
             true
         }
-        Err(BrokenStream) => false,
+        Err(_) => false,
     };
-    (out, st, ok)
+    (out, t.state().clone(), ok)
 }
 
 fn events(out: &[u8]) -> Vec<Value> {
