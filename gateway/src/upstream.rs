@@ -18,11 +18,11 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::providers::{Signal, UpstreamRequest};
 use crate::routing::{should_fall_back, Entry, Failure};
-use crate::sse::Framer;
+use perpetuo_wire::sse::Framer;
+use perpetuo_wire::{Signal, UpstreamRequest};
 
-pub use crate::translation::Classify;
+pub use perpetuo_wire::translation::Classify;
 
 /// Most preamble bytes held before the first content; past it the answer is committed
 /// (a provider whose preamble is this long is not one to hold back).

@@ -3,7 +3,7 @@
 //! fallback → deliver → record, in `crate::pipeline`): which routes it answers, where its
 //! key comes from, its error shape, how its request is prepared once ([`prepare`]) and
 //! built for one entry ([`Door::build`]), and how the answer is encoded back (its
-//! [`crate::translation::Encoder`]). Front doors never see provider wire formats, except to pass a request
+//! [`perpetuo_wire::translation::Encoder`]). Front doors never see provider wire formats, except to pass a request
 //! through unchanged to a provider of their own format; the provider adapters speak
 //! OpenAI's chat format as the pivot.
 //!
@@ -14,8 +14,6 @@ pub mod anthropic_messages;
 pub mod models;
 pub mod openai_chat;
 pub mod openai_responses;
-#[cfg(test)]
-mod tests;
 
 use std::sync::Arc;
 
@@ -25,11 +23,11 @@ use serde_json::Value;
 
 use crate::auth::AuthedKey;
 use crate::errors::GatewayError;
-use crate::lazy_json::LazyJson;
-use crate::providers::{Adapter, Call, Route, StreamState, Unsupported, UpstreamRequest};
 use crate::routing::Entry;
-use crate::translation::Translation;
 use openai_responses::store::{ResponseStore, ToStore};
+use perpetuo_wire::lazy_json::LazyJson;
+use perpetuo_wire::translation::Translation;
+use perpetuo_wire::{Adapter, Call, Route, StreamState, Unsupported, UpstreamRequest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Door {
@@ -87,7 +85,9 @@ impl Door {
     /// A gateway error in this door's shape.
     pub fn error_body(self, err: &GatewayError) -> Bytes {
         match self {
-            Door::Messages => anthropic_messages::error_body(err.status, &err.message),
+            Door::Messages => {
+                perpetuo_wire::anthropic::messages::error_body(err.status, &err.message)
+            }
             Door::Chat | Door::Embeddings | Door::Responses => Bytes::from(err.body()),
         }
     }
@@ -215,27 +215,6 @@ impl Inbound<'_> {
             served,
         )
     }
-}
-
-/// The start of a chat request translated from another door: the client's `model`, the
-/// converted `messages`, and the fields that only change name (`(from, to)` pairs).
-pub(crate) fn chat_request(
-    request: &serde_json::Value,
-    messages: Vec<serde_json::Value>,
-    renamed: &[(&str, &str)],
-) -> serde_json::Map<String, serde_json::Value> {
-    let mut out = serde_json::Map::new();
-    out.insert(
-        "model".into(),
-        request.get("model").cloned().unwrap_or_default(),
-    );
-    out.insert("messages".into(), serde_json::Value::Array(messages));
-    for (from, to) in renamed {
-        if let Some(v) = request.get(*from).filter(|v| !v.is_null()) {
-            out.insert((*to).into(), v.clone());
-        }
-    }
-    out
 }
 
 /// The client's Perpetuo key: `Authorization: Bearer` everywhere, and Anthropic's

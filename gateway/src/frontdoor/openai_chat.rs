@@ -3,9 +3,9 @@
 //! its adapter and passes the adapter's OpenAI-format answer on unchanged.
 
 use super::{Built, Inbound};
-use crate::providers::{Adapter, Unsupported};
 use crate::routing::Entry;
-use crate::translation::{Encoder, Translation};
+use perpetuo_wire::translation::{Encoder, Translation};
+use perpetuo_wire::{Adapter, Unsupported};
 
 /// The request for one entry, translated by its adapter when it is not OpenAI's.
 pub fn build(inbound: &Inbound<'_>, entry: &Entry, served: &str) -> Result<Built, Unsupported> {

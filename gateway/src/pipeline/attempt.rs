@@ -10,11 +10,11 @@ use perpetuo_core::db::logs::Attempt;
 use crate::errors::GatewayError;
 use crate::frontdoor::{Built, Inbound};
 use crate::metrics;
-use crate::providers::Unsupported;
 use crate::proxy::ctx::{Ctx, Stop};
 use crate::proxy::Gateway;
 use crate::routing::{Entry, Failure};
 use crate::upstream::Outcome;
+use perpetuo_wire::Unsupported;
 use pingora::proxy::Session;
 
 impl Gateway {

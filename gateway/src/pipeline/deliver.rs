@@ -15,8 +15,8 @@ use crate::metrics;
 use crate::proxy::ctx::{Ctx, Stop};
 use crate::proxy::respond::{self, Framing};
 use crate::proxy::Gateway;
-use crate::translation::{Break, Shape, Translation};
 use crate::upstream::Ready;
+use perpetuo_wire::translation::{Break, Shape, Translation};
 
 /// Writes one piece of the answer; a failed write means the client is gone.
 async fn send(session: &mut Session, piece: Bytes) -> Result<(), Stop> {

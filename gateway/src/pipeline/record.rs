@@ -6,8 +6,8 @@ use perpetuo_core::db::logs::{LogRecord, UsageSource};
 use perpetuo_core::pricing::Pricing;
 
 use crate::metrics;
-use crate::providers::{tokens, Usage};
 use crate::proxy::ctx::Ctx;
+use perpetuo_wire::{tokens, Usage};
 
 /// The usage a request is counted for, and where it comes from.
 fn usage(ctx: &Ctx) -> (Usage, UsageSource) {

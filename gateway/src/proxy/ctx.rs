@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::lazy_json::LazyJson;
 use perpetuo_core::db::logs::Attempt;
 use perpetuo_core::pricing::Pricing;
+use perpetuo_wire::lazy_json::LazyJson;
 use pingora::Error;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -18,7 +18,7 @@ use crate::limits;
 use crate::log_writer::LogSink;
 use crate::pipeline::record;
 use crate::routing::Entry;
-use crate::translation::Translation;
+use perpetuo_wire::translation::Translation;
 
 /// Per-request state.
 pub struct Ctx {

@@ -4,11 +4,11 @@
 
 use serde_json::Value;
 
-use super::{to_chat, StreamEncoder};
 use crate::frontdoor::{pivot, Built, Inbound, Prepared};
-use crate::providers::{self, Adapter, StreamState, Unsupported};
 use crate::routing::Entry;
-use crate::translation::{Encoder, Translation};
+use perpetuo_wire::anthropic::messages::{to_chat, StreamEncoder};
+use perpetuo_wire::translation::{Encoder, Translation};
+use perpetuo_wire::{Adapter, StreamState, Unsupported};
 
 /// The note on the log row of a converted request whose thinking blocks were dropped.
 const THINKING_DROPPED: &str = "thinking blocks dropped in translation";
@@ -32,9 +32,9 @@ pub fn prepare(request: &Value) -> Prepared {
 /// `POST /v1/messages/count_tokens`: the prompt's tokens, counted with the tokenizer.
 pub fn count_tokens(request: Value) -> Value {
     let chat = to_chat(&request).map(|(chat, _)| chat).unwrap_or(request);
-    let mut n = providers::tokens::prompt(&chat);
+    let mut n = perpetuo_wire::tokens::prompt(&chat);
     if let Some(tools) = chat.get("tools") {
-        n = n.saturating_add(providers::tokens::count(&tools.to_string()));
+        n = n.saturating_add(perpetuo_wire::tokens::count(&tools.to_string()));
     }
     serde_json::json!({"input_tokens": n})
 }
@@ -44,7 +44,7 @@ pub fn count_tokens(request: Value) -> Value {
 pub fn build(inbound: &Inbound<'_>, entry: &Entry, served: &str) -> Result<Built, Unsupported> {
     let adapter = Adapter::for_kind(entry.kind);
     if adapter == Adapter::Anthropic {
-        let request = providers::anthropic::passthrough_request(
+        let request = perpetuo_wire::anthropic::passthrough_request(
             &entry.upstream.path_prefix,
             entry.key.expose(),
             &inbound.call,

@@ -7,11 +7,13 @@ use perpetuo_core::provider::ProviderKind;
 use serde_json::Value;
 
 use super::store::{Continued, ToStore};
-use super::{chat_from, input_items, input_messages, response_id, Echo, Reader, StreamEncoder};
 use crate::frontdoor::{pivot, Built, Inbound, Prepared};
-use crate::providers::{self, Adapter, StreamState, Unsupported};
 use crate::routing::Entry;
-use crate::translation::{Encoder, Translation};
+use perpetuo_wire::openai::responses::{
+    chat_from, input_items, input_messages, response_id, Echo, Reader, StreamEncoder,
+};
+use perpetuo_wire::translation::{Encoder, Translation};
+use perpetuo_wire::{Adapter, StreamState, Unsupported};
 
 /// Whether the answer to `request` is stored (`store`, true unless it says false).
 pub fn storing(request: &Value) -> bool {
@@ -53,7 +55,7 @@ pub fn build(inbound: &Inbound<'_>, entry: &Entry, served: &str) -> Result<Built
     if entry.kind == ProviderKind::Openai
         && inbound.call.request.get("previous_response_id").is_none()
     {
-        let request = providers::openai::responses_request(
+        let request = perpetuo_wire::openai::responses_request(
             &entry.upstream.path_prefix,
             entry.key.expose(),
             &inbound.call,

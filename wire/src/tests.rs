@@ -474,7 +474,8 @@ proptest! {
 
     /// Usage numbers from a provider are untrusted: whatever they are (huge, negative,
     /// fractional, strings), decoding never panics and the counted usage stays within
-    /// the per-request clamp, so a cost and a log row can always be made of it.
+    /// the per-request clamp, so a cost and a log row can always be made of it (the
+    /// cost of the clamp's largest counts is checked with the pricing, in core).
     #[test]
     fn hostile_usage_numbers_are_contained(
         a in prop_oneof![any::<u64>().prop_map(|n| json!(n)), any::<i64>().prop_map(|n| json!(n)), any::<f64>().prop_map(|n| json!(n)), ".{0,5}".prop_map(|s| json!(s))],
@@ -486,7 +487,6 @@ proptest! {
             (Adapter::Anthropic, json!({"type": "message", "content": [], "usage": {"input_tokens": c, "cache_creation_input_tokens": b, "cache_read_input_tokens": c, "output_tokens": a}})),
             (Adapter::Gemini, json!({"candidates": [], "usageMetadata": {"promptTokenCount": b, "candidatesTokenCount": c, "thoughtsTokenCount": c, "cachedContentTokenCount": a}})),
         ];
-        let pricing = perpetuo_core::pricing::Pricing::embedded().unwrap();
         for (adapter, body) in bodies {
             let decoded = adapter.decode_response(body.to_string().as_bytes(), "gpt-4o");
             let streamed = {
@@ -503,8 +503,6 @@ proptest! {
                     prop_assert!(n <= MAX_TOKENS_PER_REQUEST);
                 }
                 let _ = u.to_openai();
-                let cost = pricing.cost_nusd("gpt-4o", &u.counts()).unwrap();
-                prop_assert!((0..i64::MAX / 1000).contains(&cost));
             }
         }
     }

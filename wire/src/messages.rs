@@ -1,6 +1,6 @@
-//! Reading OpenAI chat messages for the translators: content parts, data URLs, and
+//! OpenAI chat messages for the translators: reading content parts and data URLs,
 //! merging consecutive messages of one role (both Anthropic and Gemini want turns to
-//! alternate).
+//! alternate), and starting a chat request converted from another door.
 
 use serde_json::{json, Value};
 
@@ -83,4 +83,25 @@ pub fn push_merged(messages: &mut Vec<Value>, role: &str, field: &str, mut items
         }
     }
     messages.push(json!({"role": role, field: items}));
+}
+
+/// The start of a chat request translated from another door: the client's `model`, the
+/// converted `messages`, and the fields that only change name (`(from, to)` pairs).
+pub fn chat_request(
+    request: &serde_json::Value,
+    messages: Vec<serde_json::Value>,
+    renamed: &[(&str, &str)],
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    out.insert(
+        "model".into(),
+        request.get("model").cloned().unwrap_or_default(),
+    );
+    out.insert("messages".into(), serde_json::Value::Array(messages));
+    for (from, to) in renamed {
+        if let Some(v) = request.get(*from).filter(|v| !v.is_null()) {
+            out.insert((*to).into(), v.clone());
+        }
+    }
+    out
 }

@@ -1,12 +1,16 @@
 //! OpenAI wire format (also every OpenAI-compatible server): the request passes through
 //! with the served model name, and streams ask for the usage chunk, which is hidden again
-//! from a client that did not ask for it.
+//! from a client that did not ask for it. [`chunk`] writes the OpenAI chat events that
+//! translated streams become; [`responses`] maps the Responses door to and from chat.
+
+pub mod chunk;
+pub mod responses;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::{Call, Generated, Route, Signal, StreamState, Unsupported, UpstreamRequest, Usage};
 use crate::sse::Event;
+use crate::{Call, Generated, Route, Signal, StreamState, Unsupported, UpstreamRequest, Usage};
 
 pub fn path(prefix: &str, route: Route) -> String {
     match route {

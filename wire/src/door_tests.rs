@@ -5,11 +5,13 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::Value;
 
-use super::{anthropic_messages, openai_responses};
-use crate::providers::fixtures::{ANTHROPIC_STREAM, GEMINI_STREAM, OPENAI_STREAM};
-use crate::providers::{chunk, Adapter, StreamState};
+use crate::anthropic::messages as anthropic_messages;
+use crate::fixtures::{ANTHROPIC_STREAM, GEMINI_STREAM, OPENAI_STREAM};
+use crate::openai::chunk;
+use crate::openai::responses as openai_responses;
 use crate::sse::Framer;
 use crate::translation::{Encoder, Translation};
+use crate::{Adapter, StreamState};
 
 /// The event payloads of an encoded stream, with the ids and times each run makes anew
 /// taken out.

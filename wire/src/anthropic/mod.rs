@@ -2,22 +2,23 @@
 //! developer messages to `system`, alternating roles merged, images, tools and tool
 //! results, a default `max_tokens`), and answers and event streams become OpenAI
 //! `chat.completion` objects and `chat.completion.chunk` events, translated as they arrive.
+//! [`messages`] maps the Messages door to and from chat.
+
+pub mod messages;
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use super::chunk;
-use super::messages::{content_text, parse_data_url, parts, push_merged, Part};
-use super::{Decoded, Generated, Signal, StreamState, Unsupported, UpstreamRequest, Usage};
+use crate::messages::{content_text, parse_data_url, parts, push_merged, Part};
+use crate::openai::chunk;
 use crate::sse::Event;
+use crate::{
+    unsupported, Decoded, Generated, Signal, StreamState, Unsupported, UpstreamRequest, Usage,
+};
 
 pub const VERSION: &str = "2023-06-01";
 /// Anthropic requires `max_tokens`; used when the client sets none.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
-
-fn unsupported(msg: impl Into<String>) -> Unsupported {
-    Unsupported(msg.into())
-}
 
 fn user_blocks(content: Option<&Value>) -> Result<Vec<Value>, Unsupported> {
     Ok(parts(content, "anthropic")?
@@ -204,7 +205,7 @@ pub fn build_request(
 pub fn passthrough_request(
     prefix: &str,
     key: &str,
-    call: &super::Call<'_>,
+    call: &crate::Call<'_>,
     served_model: &str,
     version: Option<&str>,
     beta: Option<&str>,

@@ -6,14 +6,12 @@
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use super::chunk;
-use super::messages::{content_text, parse_data_url, parts, push_merged, Part};
-use super::{Decoded, Generated, Signal, StreamState, Unsupported, UpstreamRequest, Usage};
+use crate::messages::{content_text, parse_data_url, parts, push_merged, Part};
+use crate::openai::chunk;
 use crate::sse::Event;
-
-fn unsupported(msg: impl Into<String>) -> Unsupported {
-    Unsupported(msg.into())
-}
+use crate::{
+    unsupported, Decoded, Generated, Signal, StreamState, Unsupported, UpstreamRequest, Usage,
+};
 
 fn mime_for_url(url: &str) -> &'static str {
     let lower = url.to_ascii_lowercase();

@@ -8,9 +8,11 @@
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 
-use crate::frontdoor::{anthropic_messages, openai_responses};
-use crate::providers::{chunk, Adapter, Generated, Signal, StreamState, Usage};
+use crate::anthropic::messages as anthropic_messages;
+use crate::openai::chunk;
+use crate::openai::responses as openai_responses;
 use crate::sse::{Event, Framer};
+use crate::{Adapter, Generated, Signal, StreamState, Usage};
 
 /// Says what one event of the provider's stream means for the hold before the first
 /// token (the provider's wire format decides: see [`Adapter::signal`]).
@@ -568,7 +570,7 @@ impl Translation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::fixtures::{ANTHROPIC_STREAM, OPENAI_STREAM};
+    use crate::fixtures::{ANTHROPIC_STREAM, OPENAI_STREAM};
 
     fn chat(adapter: Adapter) -> Translation {
         let state = StreamState {
