@@ -57,7 +57,7 @@ fn encode(adapter: Adapter, door: Door, parts: &[&[u8]]) -> Vec<Value> {
     let encoder = match door {
         Door::Messages => Encoder::Messages(anthropic_messages::StreamEncoder::new("m")),
         Door::Responses => {
-            let echo = openai_responses::Echo::new("resp_1".into(), &Value::Null, "m");
+            let echo = openai_responses::Echo::new("resp_1".into(), b"null", "m");
             Encoder::Responses(openai_responses::StreamEncoder::new(echo))
         }
     };

@@ -14,6 +14,7 @@ pub mod anthropic;
 pub mod gemini;
 pub mod kind;
 pub mod lazy_json;
+pub mod lenient;
 pub mod messages;
 pub mod openai;
 pub mod sse;
@@ -305,11 +306,11 @@ impl Adapter {
             }
             Adapter::Anthropic => {
                 state.client_wants_usage = request.include_usage();
-                anthropic::build_request(prefix, key, request, served_model, stream)?
+                anthropic::build_request(prefix, key, request.raw(), served_model, stream)?
             }
             Adapter::Gemini => {
                 state.client_wants_usage = request.include_usage();
-                gemini::build_request(prefix, key, request, served_model, stream)?
+                gemini::build_request(prefix, key, request.raw(), served_model, stream)?
             }
         };
         Ok((req, state))

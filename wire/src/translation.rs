@@ -309,16 +309,12 @@ impl Encoder {
             Encoder::Messages(_) => {
                 let mut whole = whole_as_chat(adapter, status, body, served);
                 whole.body = if status < 300 {
-                    let completion: Value =
-                        serde_json::from_slice(&whole.body).unwrap_or(Value::Null);
-                    Bytes::from(
-                        anthropic_messages::from_completion(
-                            &completion,
-                            served,
-                            whole.usage.as_ref(),
-                        )
-                        .to_string(),
-                    )
+                    let completion = anthropic_messages::from_completion(
+                        &whole.body,
+                        served,
+                        whole.usage.as_ref(),
+                    );
+                    Bytes::from(completion.to_string())
                 } else {
                     anthropic_messages::from_openai_error(status, &whole.body)
                 };
@@ -327,10 +323,8 @@ impl Encoder {
             Encoder::Responses(events) => {
                 let mut whole = whole_as_chat(adapter, status, body, served);
                 if status < 300 {
-                    let completion: Value =
-                        serde_json::from_slice(&whole.body).unwrap_or(Value::Null);
                     let (response, message) = openai_responses::from_completion(
-                        &completion,
+                        &whole.body,
                         events.echo(),
                         whole.usage.as_ref(),
                     );

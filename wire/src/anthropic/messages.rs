@@ -7,27 +7,163 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use serde::Deserialize;
+
+use crate::lenient::{self, Leaf, Lenient, List, Raw};
 use crate::messages::chat_request;
+use crate::openai::{ChunkIn, CompletionIn, MessageIn};
 use crate::sse::Event;
 use crate::{unsupported, Unsupported, Usage};
 
 /// `anthropic-version` sent upstream when the client sent none.
 pub const DEFAULT_VERSION: &str = "2023-06-01";
 
+/// A Messages request as the conversion reads it (typed, lenient: a field of the wrong
+/// type reads as missing, as `Value` accessors read it).
+#[derive(Default, Deserialize)]
+struct MessagesRequest<'a> {
+    #[serde(default, borrow)]
+    model: Raw<'a>,
+    #[serde(default, borrow)]
+    system: Raw<'a>,
+    #[serde(default, borrow)]
+    messages: List<Message<'a>>,
+    #[serde(default, borrow)]
+    max_tokens: Raw<'a>,
+    #[serde(default, borrow)]
+    temperature: Raw<'a>,
+    #[serde(default, borrow)]
+    top_p: Raw<'a>,
+    #[serde(default, borrow)]
+    stop_sequences: Raw<'a>,
+    #[serde(default, borrow)]
+    metadata: Lenient<Metadata<'a>>,
+    #[serde(default, borrow)]
+    tools: List<ToolIn<'a>>,
+    #[serde(default, borrow)]
+    tool_choice: Lenient<ChoiceIn<'a>>,
+    #[serde(default, borrow)]
+    stream: Leaf<'a>,
+}
+
+#[derive(Default, Deserialize)]
+struct Metadata<'a> {
+    #[serde(default, borrow)]
+    user_id: Leaf<'a>,
+}
+
+#[derive(Default, Deserialize)]
+struct Message<'a> {
+    #[serde(default, borrow)]
+    role: Leaf<'a>,
+    #[serde(default, borrow)]
+    content: Raw<'a>,
+}
+
+/// A content block of a request message (or of the `system` field).
+#[derive(Default, Deserialize)]
+struct BlockIn<'a> {
+    #[serde(default, rename = "type", borrow)]
+    kind: Leaf<'a>,
+    #[serde(default, borrow)]
+    text: Leaf<'a>,
+    #[serde(default, borrow)]
+    source: Lenient<Source<'a>>,
+    #[serde(default, borrow)]
+    id: Leaf<'a>,
+    #[serde(default, borrow)]
+    name: Leaf<'a>,
+    #[serde(default, borrow)]
+    input: Raw<'a>,
+    #[serde(default, borrow)]
+    tool_use_id: Leaf<'a>,
+    #[serde(default, borrow)]
+    content: Raw<'a>,
+}
+
+#[derive(Default, Deserialize)]
+struct Source<'a> {
+    #[serde(default, rename = "type", borrow)]
+    kind: Leaf<'a>,
+    #[serde(default, borrow)]
+    media_type: Leaf<'a>,
+    #[serde(default, borrow)]
+    data: Leaf<'a>,
+    #[serde(default, borrow)]
+    url: Leaf<'a>,
+}
+
+#[derive(Default, Deserialize)]
+struct ToolIn<'a> {
+    #[serde(default, rename = "type", borrow)]
+    kind: Leaf<'a>,
+    #[serde(default, borrow)]
+    name: Raw<'a>,
+    #[serde(default, borrow)]
+    description: Raw<'a>,
+    #[serde(default, borrow)]
+    input_schema: Raw<'a>,
+}
+
+#[derive(Default, Deserialize)]
+struct ChoiceIn<'a> {
+    #[serde(default, rename = "type", borrow)]
+    kind: Leaf<'a>,
+    #[serde(default, borrow)]
+    name: Raw<'a>,
+    #[serde(default, borrow)]
+    disable_parallel_tool_use: Leaf<'a>,
+}
+
+/// A field that is a string or an array of blocks, by its shape.
+enum Blocks<'a> {
+    Missing,
+    Null,
+    Text(String),
+    List(Vec<Lenient<BlockIn<'a>>>),
+    Other,
+}
+
+fn blocks<'a>(raw: &Raw<'a>) -> Blocks<'a> {
+    let Some(raw) = raw.0 else {
+        return Blocks::Missing;
+    };
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'"') => lenient::parse::<Leaf>(text)
+            .and_then(Leaf::into_string)
+            .map_or(Blocks::Other, Blocks::Text),
+        Some(b'[') => lenient::parse(text).map_or(Blocks::Other, Blocks::List),
+        Some(b'n') => Blocks::Null,
+        _ => Blocks::Other,
+    }
+}
+
+static NO_BLOCK: BlockIn<'static> = BlockIn {
+    kind: Leaf::Absent,
+    text: Leaf::Absent,
+    source: Lenient::absent(),
+    id: Leaf::Absent,
+    name: Leaf::Absent,
+    input: Raw(None),
+    tool_use_id: Leaf::Absent,
+    content: Raw(None),
+};
+
+/// Each element of a block list (one that is not an object reads as an empty block).
+fn each<'b, 'a>(list: &'b [Lenient<BlockIn<'a>>]) -> impl Iterator<Item = &'b BlockIn<'a>> {
+    list.iter().map(|b| b.get().unwrap_or(&NO_BLOCK))
+}
+
 /// Text of a `system` field: a string, or text blocks joined.
-fn system_text(system: &Value) -> Result<String, Unsupported> {
-    match system {
-        Value::String(s) => Ok(s.clone()),
-        Value::Array(blocks) => {
+fn system_text(system: &Raw<'_>) -> Result<String, Unsupported> {
+    match blocks(system) {
+        Blocks::Text(s) => Ok(s),
+        Blocks::List(list) => {
             let mut out = Vec::new();
-            for b in blocks {
-                match b.get("type").and_then(Value::as_str) {
-                    Some("text") => out.push(
-                        b.get("text")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_string(),
-                    ),
+            for b in each(&list) {
+                match b.kind.as_str() {
+                    Some("text") => out.push(b.text.as_str().unwrap_or_default().to_string()),
                     other => {
                         return Err(unsupported(format!(
                             "system blocks of type {} are not supported for this provider",
@@ -38,40 +174,34 @@ fn system_text(system: &Value) -> Result<String, Unsupported> {
             }
             Ok(out.join("\n"))
         }
-        Value::Null => Ok(String::new()),
-        _ => Err(unsupported("`system` must be a string or text blocks")),
+        Blocks::Null | Blocks::Missing => Ok(String::new()),
+        Blocks::Other => Err(unsupported("`system` must be a string or text blocks")),
     }
 }
 
 /// An image block as an OpenAI `image_url` part.
-fn image_part(block: &Value) -> Result<Value, Unsupported> {
-    let source = block.get("source").unwrap_or(&Value::Null);
-    let url = match source.get("type").and_then(Value::as_str) {
+fn image_part(block: &BlockIn<'_>) -> Result<Value, Unsupported> {
+    let none = Source::default();
+    let source = block.source.get().unwrap_or(&none);
+    let url = match source.kind.as_str() {
         Some("base64") => format!(
             "data:{};base64,{}",
-            source
-                .get("media_type")
-                .and_then(Value::as_str)
-                .unwrap_or("image/png"),
-            source.get("data").and_then(Value::as_str).unwrap_or("")
+            source.media_type.as_str().unwrap_or("image/png"),
+            source.data.as_str().unwrap_or("")
         ),
-        Some("url") => source
-            .get("url")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
+        Some("url") => source.url.as_str().unwrap_or("").to_string(),
         _ => return Err(unsupported("image blocks need a base64 or url source")),
     };
     Ok(json!({"type": "image_url", "image_url": {"url": url}}))
 }
 
 /// Text of a `tool_result` block's content (a string or text blocks).
-fn tool_result_text(content: Option<&Value>) -> String {
-    match content {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(blocks)) => blocks
+fn tool_result_text(content: &Raw<'_>) -> String {
+    match blocks(content) {
+        Blocks::Text(s) => s,
+        Blocks::List(list) => list
             .iter()
-            .filter_map(|b| b.get("text").and_then(Value::as_str))
+            .filter_map(|b| b.get().and_then(|b| b.text.as_str()))
             .collect::<Vec<_>>()
             .join("\n"),
         _ => String::new(),
@@ -86,42 +216,42 @@ pub struct Dropped {
 
 /// One Messages-API message as OpenAI chat messages (a user turn with tool results
 /// becomes `tool` messages followed by the rest of the turn).
-fn convert_message(m: &Value, dropped: &mut Dropped) -> Result<Vec<Value>, Unsupported> {
-    let role = match m.get("role").and_then(Value::as_str) {
+fn convert_message(m: &Message<'_>, dropped: &mut Dropped) -> Result<Vec<Value>, Unsupported> {
+    let role = match m.role.as_str() {
         Some(r @ ("user" | "assistant")) => r,
         Some(other) => return Err(unsupported(format!("unknown role `{other}`"))),
         None => return Err(unsupported("every message needs a `role`")),
     };
-    let blocks = match m.get("content") {
-        Some(Value::String(s)) => return Ok(vec![json!({"role": role, "content": s})]),
-        Some(Value::Array(blocks)) => blocks,
+    let list = match blocks(&m.content) {
+        Blocks::Text(s) => return Ok(vec![json!({"role": role, "content": s})]),
+        Blocks::List(list) => list,
         _ => return Err(unsupported("message `content` must be a string or blocks")),
     };
     let mut out = Vec::new();
     let mut parts: Vec<Value> = Vec::new();
     let mut tool_calls: Vec<Value> = Vec::new();
-    for b in blocks {
-        match b.get("type").and_then(Value::as_str).unwrap_or("") {
+    for b in each(&list) {
+        match b.kind.as_str().unwrap_or("") {
             "text" => parts.push(json!({
                 "type": "text",
-                "text": b.get("text").and_then(Value::as_str).unwrap_or("")
+                "text": b.text.as_str().unwrap_or("")
             })),
             "image" if role == "user" => parts.push(image_part(b)?),
             "tool_use" if role == "assistant" => {
-                let input = b.get("input").cloned().unwrap_or_else(|| json!({}));
+                let input = b.input.to_value().unwrap_or_else(|| json!({}));
                 tool_calls.push(json!({
-                    "id": b.get("id").and_then(Value::as_str).unwrap_or(""),
+                    "id": b.id.as_str().unwrap_or(""),
                     "type": "function",
                     "function": {
-                        "name": b.get("name").and_then(Value::as_str).unwrap_or(""),
+                        "name": b.name.as_str().unwrap_or(""),
                         "arguments": input.to_string(),
                     }
                 }));
             }
             "tool_result" if role == "user" => out.push(json!({
                 "role": "tool",
-                "tool_call_id": b.get("tool_use_id").and_then(Value::as_str).unwrap_or(""),
-                "content": tool_result_text(b.get("content")),
+                "tool_call_id": b.tool_use_id.as_str().unwrap_or(""),
+                "content": tool_result_text(&b.content),
             })),
             "thinking" | "redacted_thinking" => dropped.thinking = true,
             other => {
@@ -146,11 +276,12 @@ fn convert_message(m: &Value, dropped: &mut Dropped) -> Result<Vec<Value>, Unsup
         Value::Array(parts)
     };
     if role == "assistant" {
+        let has_calls = !tool_calls.is_empty();
         let mut msg = json!({"role": "assistant", "content": content});
-        if !tool_calls.is_empty() {
+        if has_calls {
             msg["tool_calls"] = Value::Array(tool_calls);
         }
-        if !msg["content"].is_null() || msg.get("tool_calls").is_some() {
+        if !msg["content"].is_null() || has_calls {
             out.push(msg);
         }
     } else if !content.is_null() {
@@ -159,49 +290,52 @@ fn convert_message(m: &Value, dropped: &mut Dropped) -> Result<Vec<Value>, Unsup
     Ok(out)
 }
 
-/// A Messages request as an OpenAI chat request, and what the conversion dropped.
-pub fn to_chat(request: &Value) -> Result<(Value, Dropped), Unsupported> {
+/// A Messages request (its bytes) as an OpenAI chat request, and what the conversion
+/// dropped.
+pub fn to_chat(request: &[u8]) -> Result<(Value, Dropped), Unsupported> {
+    let request: MessagesRequest =
+        lenient::document(request).ok_or_else(|| unsupported("the request is not JSON"))?;
     let mut dropped = Dropped::default();
     let mut messages = Vec::new();
-    if let Some(system) = request.get("system") {
-        let text = system_text(system)?;
+    if request.system.is_present() {
+        let text = system_text(&request.system)?;
         if !text.is_empty() {
             messages.push(json!({"role": "system", "content": text}));
         }
     }
-    let Some(turns) = request.get("messages").and_then(Value::as_array) else {
+    let Some(turns) = request.messages.get() else {
         return Err(unsupported("`messages` must be an array"));
     };
     for m in turns {
-        messages.extend(convert_message(m, &mut dropped)?);
+        messages.extend(convert_message(
+            m.get().unwrap_or(&NO_MESSAGE),
+            &mut dropped,
+        )?);
     }
     let mut out = chat_request(
-        request,
+        request.model.value(),
         messages,
-        &[
-            ("max_tokens", "max_tokens"),
-            ("temperature", "temperature"),
-            ("top_p", "top_p"),
-            ("stop_sequences", "stop"),
+        [
+            ("max_tokens", &request.max_tokens),
+            ("temperature", &request.temperature),
+            ("top_p", &request.top_p),
+            ("stop", &request.stop_sequences),
         ],
     );
-    if let Some(user) = request
-        .get("metadata")
-        .and_then(|m| m.get("user_id"))
-        .and_then(Value::as_str)
-    {
+    if let Some(user) = request.metadata.get().and_then(|m| m.user_id.as_str()) {
         out.insert("user".into(), json!(user));
     }
-    if let Some(tools) = request.get("tools").and_then(Value::as_array) {
+    if let Some(tools) = request.tools.get() {
         let mut converted = Vec::new();
         for t in tools {
-            match t.get("type").and_then(Value::as_str) {
+            let t = t.get().unwrap_or(&NO_TOOL);
+            match t.kind.as_str() {
                 None | Some("custom") => converted.push(json!({
                     "type": "function",
                     "function": {
-                        "name": t.get("name").cloned().unwrap_or(Value::Null),
-                        "description": t.get("description").cloned().unwrap_or(json!("")),
-                        "parameters": t.get("input_schema").cloned().unwrap_or_else(|| json!({"type": "object"})),
+                        "name": t.name.value(),
+                        "description": t.description.to_value().unwrap_or(json!("")),
+                        "parameters": t.input_schema.to_value().unwrap_or_else(|| json!({"type": "object"})),
                     }
                 })),
                 Some(kind) => {
@@ -215,35 +349,46 @@ pub fn to_chat(request: &Value) -> Result<(Value, Dropped), Unsupported> {
             out.insert("tools".into(), Value::Array(converted));
         }
     }
-    if let Some(choice) = request.get("tool_choice") {
-        let mapped = match choice.get("type").and_then(Value::as_str) {
+    if request.tool_choice.present {
+        let choice = request.tool_choice.get().unwrap_or(&NO_CHOICE);
+        let mapped = match choice.kind.as_str() {
             Some("auto") => json!("auto"),
             Some("any") => json!("required"),
             Some("none") => json!("none"),
             Some("tool") => {
-                json!({"type": "function", "function": {"name": choice.get("name").cloned().unwrap_or(Value::Null)}})
+                json!({"type": "function", "function": {"name": choice.name.value()}})
             }
             _ => return Err(unsupported("unknown `tool_choice`")),
         };
         out.insert("tool_choice".into(), mapped);
-        if choice
-            .get("disable_parallel_tool_use")
-            .and_then(Value::as_bool)
-            == Some(true)
-        {
+        if choice.disable_parallel_tool_use.as_bool() == Some(true) {
             out.insert("parallel_tool_calls".into(), json!(false));
         }
     }
-    let stream = request
-        .get("stream")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    if stream {
+    if request.stream.as_bool().unwrap_or(false) {
         out.insert("stream".into(), json!(true));
         out.insert("stream_options".into(), json!({"include_usage": true}));
     }
     Ok((Value::Object(out), dropped))
 }
+
+static NO_MESSAGE: Message<'static> = Message {
+    role: Leaf::Absent,
+    content: Raw(None),
+};
+
+static NO_TOOL: ToolIn<'static> = ToolIn {
+    kind: Leaf::Absent,
+    name: Raw(None),
+    description: Raw(None),
+    input_schema: Raw(None),
+};
+
+static NO_CHOICE: ChoiceIn<'static> = ChoiceIn {
+    kind: Leaf::Absent,
+    name: Raw(None),
+    disable_parallel_tool_use: Leaf::Absent,
+};
 
 /// Anthropic's `stop_reason` for an OpenAI `finish_reason`.
 pub fn stop_reason(finish: &str) -> &'static str {
@@ -270,33 +415,28 @@ fn usage_json(u: &Usage) -> Value {
     })
 }
 
-/// A whole OpenAI `chat.completion` as a Messages response.
-pub fn from_completion(completion: &Value, model: &str, usage: Option<&Usage>) -> Value {
-    let message = &completion["choices"][0]["message"];
+/// A whole OpenAI `chat.completion` (its bytes) as a Messages response.
+pub fn from_completion(completion: &[u8], model: &str, usage: Option<&Usage>) -> Value {
+    let completion = CompletionIn::read(completion);
+    let message = completion.message();
     let mut content = Vec::new();
-    if let Some(text) = message.get("content").and_then(Value::as_str) {
+    if let Some(text) = message.and_then(MessageIn::text) {
         if !text.is_empty() {
             content.push(json!({"type": "text", "text": text}));
         }
     }
-    for call in message
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let args = call["function"]["arguments"].as_str().unwrap_or("{}");
+    for call in message.map(MessageIn::tool_calls).unwrap_or_default() {
+        let f = call.function();
+        let args = f.arguments.as_str().unwrap_or("{}");
         let input: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({}));
         content.push(json!({
             "type": "tool_use",
-            "id": call.get("id").cloned().unwrap_or(Value::Null),
-            "name": call["function"]["name"].clone(),
+            "id": call.id.value(),
+            "name": f.name.value(),
             "input": input,
         }));
     }
-    let finish = completion["choices"][0]["finish_reason"]
-        .as_str()
-        .unwrap_or("stop");
+    let finish = completion.finish_reason().unwrap_or("stop");
     json!({
         "id": message_id(),
         "type": "message",
@@ -441,24 +581,20 @@ impl StreamEncoder {
             self.finish_into(&mut out);
             return out;
         }
-        let Ok(chunk) = serde_json::from_str::<Value>(data) else {
+        let Some(chunk) = ChunkIn::read(data) else {
             return out;
         };
-        if let Some(e) = chunk.get("error") {
+        if let Some(message) = chunk.error() {
             self.errored = true;
-            let message = e["message"]
-                .as_str()
-                .unwrap_or("The provider's stream failed.");
             out.push(error_event(502, message));
             return out;
         }
         self.start(&mut out);
-        if let Some(u) = crate::openai::parse_usage(&chunk) {
+        if let Some(u) = chunk.usage() {
             self.usage = Some(u);
         }
-        for choice in chunk["choices"].as_array().into_iter().flatten() {
-            let delta = &choice["delta"];
-            if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
+        for choice in chunk.choices() {
+            if let Some(text) = choice.text().filter(|t| !t.is_empty()) {
                 if self.open != Some(Block::Text) {
                     self.open_block(Block::Text, json!({"type": "text", "text": ""}), &mut out);
                 }
@@ -468,20 +604,18 @@ impl StreamEncoder {
                             "delta": {"type": "text_delta", "text": text}}),
                 ));
             }
-            for call in delta["tool_calls"].as_array().into_iter().flatten() {
-                let i = call["index"].as_u64().unwrap_or(0);
+            for call in choice.tool_calls() {
+                let i = call.index.as_u64().unwrap_or(0);
+                let f = call.function();
                 if self.open != (Some(Block::Tool { openai_index: i })) {
                     self.open_block(
                         Block::Tool { openai_index: i },
-                        json!({"type": "tool_use", "id": call.get("id").cloned().unwrap_or(Value::Null),
-                               "name": call["function"]["name"].clone(), "input": {}}),
+                        json!({"type": "tool_use", "id": call.id.value(),
+                               "name": f.name.value(), "input": {}}),
                         &mut out,
                     );
                 }
-                if let Some(args) = call["function"]["arguments"]
-                    .as_str()
-                    .filter(|a| !a.is_empty())
-                {
+                if let Some(args) = f.arguments.as_str().filter(|a| !a.is_empty()) {
                     out.push(sse(
                         "content_block_delta",
                         &json!({"type": "content_block_delta", "index": self.index(),
@@ -489,7 +623,7 @@ impl StreamEncoder {
                     ));
                 }
             }
-            if let Some(finish) = choice["finish_reason"].as_str() {
+            if let Some(finish) = choice.finish_reason.as_str() {
                 self.close_block(&mut out);
                 self.stop = Some(stop_reason(finish));
             }
@@ -553,7 +687,7 @@ mod tests {
                     {"type": "text", "text": "Thanks"}]}
             ]
         });
-        let (chat, dropped) = to_chat(&req).unwrap();
+        let (chat, dropped) = to_chat(req.to_string().as_bytes()).unwrap();
         assert!(dropped.thinking);
         assert_eq!(
             chat["messages"][0],
@@ -585,7 +719,7 @@ mod tests {
         );
         assert_eq!(chat["stream_options"]["include_usage"], true);
         let server_tool = json!({"model": "m", "messages": [], "tools": [{"type": "web_search_20250305", "name": "web_search"}]});
-        assert!(to_chat(&server_tool)
+        assert!(to_chat(server_tool.to_string().as_bytes())
             .unwrap_err()
             .0
             .contains("web_search_20250305"));
@@ -601,7 +735,7 @@ mod tests {
             cached_tokens: 4,
             cache_write_tokens: 0,
         };
-        let m = from_completion(&completion, "gpt-4o", Some(&usage));
+        let m = from_completion(completion.to_string().as_bytes(), "gpt-4o", Some(&usage));
         assert_eq!(m["content"][0], json!({"type": "text", "text": "Hello"}));
         assert_eq!(m["content"][1]["input"], json!({"a": 1}));
         assert_eq!(m["stop_reason"], "tool_use");

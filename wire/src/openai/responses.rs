@@ -5,9 +5,16 @@
 //! read for its usage and for storing ([`Reader`]). Pure transforms: the door around the
 //! pipeline and the storage are the gateway's.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
+use super::{ChunkIn, CompletionIn, MessageIn};
+use crate::lenient::{self, Leaf, Lenient, List, Raw};
 use crate::messages::chat_request;
 use crate::sse::Event;
 use crate::{unsupported, Signal, StreamState, Unsupported, Usage};
@@ -55,36 +62,158 @@ pub fn input_items(request: &Value) -> Vec<Value> {
     }
 }
 
+/// A Responses request as the conversion reads it (typed, lenient: a field of the wrong
+/// type reads as missing, as `Value` accessors read it).
+#[derive(Default, Deserialize)]
+pub struct ResponsesRequest<'a> {
+    #[serde(default, borrow)]
+    model: Raw<'a>,
+    #[serde(default, borrow)]
+    instructions: Leaf<'a>,
+    #[serde(default, borrow)]
+    input: Raw<'a>,
+    #[serde(default, borrow)]
+    max_output_tokens: Raw<'a>,
+    #[serde(default, borrow)]
+    temperature: Raw<'a>,
+    #[serde(default, borrow)]
+    top_p: Raw<'a>,
+    #[serde(default, borrow)]
+    parallel_tool_calls: Raw<'a>,
+    #[serde(default, borrow)]
+    user: Raw<'a>,
+    #[serde(default, borrow)]
+    reasoning: Lenient<Reasoning<'a>>,
+    #[serde(default, borrow)]
+    text: Lenient<TextOptions<'a>>,
+    #[serde(default, borrow)]
+    tools: List<ToolIn<'a>>,
+    #[serde(default, borrow)]
+    tool_choice: Raw<'a>,
+    #[serde(default, borrow)]
+    stream: Leaf<'a>,
+}
+
+#[derive(Default, Deserialize)]
+struct Reasoning<'a> {
+    #[serde(default, borrow)]
+    effort: Raw<'a>,
+}
+
+#[derive(Default, Deserialize)]
+struct TextOptions<'a> {
+    #[serde(default, borrow)]
+    format: Lenient<Format<'a>>,
+}
+
+#[derive(Default, Deserialize)]
+struct Format<'a> {
+    #[serde(default, rename = "type", borrow)]
+    kind: Leaf<'a>,
+    #[serde(default, borrow)]
+    name: Raw<'a>,
+    #[serde(default, borrow)]
+    schema: Raw<'a>,
+    #[serde(default, borrow)]
+    strict: Raw<'a>,
+}
+
+/// A tool, or a `tool_choice` object.
+#[derive(Default, Deserialize)]
+struct ToolIn<'a> {
+    #[serde(default, rename = "type", borrow)]
+    kind: Leaf<'a>,
+    #[serde(default, borrow)]
+    name: Raw<'a>,
+    #[serde(default, borrow)]
+    description: Raw<'a>,
+    #[serde(default, borrow)]
+    parameters: Raw<'a>,
+}
+
+/// An input item.
+#[derive(Default, Deserialize)]
+struct Item<'a> {
+    #[serde(default, rename = "type", borrow)]
+    kind: Leaf<'a>,
+    #[serde(default, borrow)]
+    role: Leaf<'a>,
+    #[serde(default, borrow)]
+    content: Raw<'a>,
+    #[serde(default, borrow)]
+    call_id: Raw<'a>,
+    #[serde(default, borrow)]
+    name: Raw<'a>,
+    #[serde(default, borrow)]
+    arguments: Leaf<'a>,
+    #[serde(default, borrow)]
+    output: Raw<'a>,
+}
+
+/// A content part of an input message.
+#[derive(Default, Deserialize)]
+struct PartIn<'a> {
+    #[serde(default, rename = "type", borrow)]
+    kind: Leaf<'a>,
+    #[serde(default, borrow)]
+    text: Leaf<'a>,
+    #[serde(default, borrow)]
+    image_url: Leaf<'a>,
+    #[serde(default, borrow)]
+    detail: Raw<'a>,
+    #[serde(default, borrow)]
+    refusal: Leaf<'a>,
+}
+
+impl<'a> ResponsesRequest<'a> {
+    /// Reads a request's bytes; a body that is JSON but not an object reads as empty.
+    pub fn read(raw: &'a [u8]) -> Result<Self, Unsupported> {
+        lenient::document(raw).ok_or_else(|| unsupported("the request is not JSON"))
+    }
+}
+
 /// A message's content as chat content: a string, or parts when it has images.
-fn chat_content(content: Option<&Value>) -> Result<Value, Unsupported> {
-    let parts = match content {
-        Some(Value::String(s)) => return Ok(json!(s)),
-        Some(Value::Array(parts)) => parts,
-        None | Some(Value::Null) => return Ok(json!("")),
+fn chat_content(content: &Raw<'_>) -> Result<Value, Unsupported> {
+    let Some(raw) = content.0 else {
+        return Ok(json!(""));
+    };
+    let text = raw.get();
+    let parts: Vec<Lenient<PartIn>> = match text.as_bytes().first() {
+        Some(b'"') => {
+            return lenient::parse::<Leaf>(text)
+                .and_then(Leaf::into_string)
+                .map(Value::String)
+                .ok_or_else(|| unsupported("message `content` must be a string or parts"))
+        }
+        Some(b'n') => return Ok(json!("")),
+        Some(b'[') => lenient::parse(text)
+            .ok_or_else(|| unsupported("message `content` must be a string or parts"))?,
         _ => return Err(unsupported("message `content` must be a string or parts")),
     };
     let mut out = Vec::new();
-    for p in parts {
-        match p.get("type").and_then(Value::as_str).unwrap_or("") {
+    let none = PartIn::default();
+    for p in &parts {
+        let p = p.get().unwrap_or(&none);
+        match p.kind.as_str().unwrap_or("") {
             "input_text" | "output_text" | "text" => out.push(json!({
                 "type": "text",
-                "text": p.get("text").and_then(Value::as_str).unwrap_or("")
+                "text": p.text.as_str().unwrap_or("")
             })),
             "input_image" => {
-                let Some(url) = p.get("image_url").and_then(Value::as_str) else {
+                let Some(url) = p.image_url.as_str() else {
                     return Err(unsupported(
                         "images need an `image_url` (file ids are not supported)",
                     ));
                 };
                 let mut image = json!({"url": url});
-                if let Some(detail) = p.get("detail") {
-                    image["detail"] = detail.clone();
+                if let Some(detail) = p.detail.to_value() {
+                    image["detail"] = detail;
                 }
                 out.push(json!({"type": "image_url", "image_url": image}));
             }
             "refusal" => out.push(json!({
                 "type": "text",
-                "text": p.get("refusal").and_then(Value::as_str).unwrap_or("")
+                "text": p.refusal.as_str().unwrap_or("")
             })),
             other => {
                 return Err(unsupported(format!(
@@ -105,35 +234,33 @@ fn chat_content(content: Option<&Value>) -> Result<Value, Unsupported> {
 
 /// Responses input items as chat messages (consecutive function calls join one
 /// assistant message).
-fn items_to_messages(items: &[Value]) -> Result<Vec<Value>, Unsupported> {
+fn items_to_messages(items: &[Lenient<Item<'_>>]) -> Result<Vec<Value>, Unsupported> {
     let mut out: Vec<Value> = Vec::new();
+    let none = Item::default();
     for item in items {
-        match item
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("message")
-        {
+        let item = item.get().unwrap_or(&none);
+        match item.kind.as_str().unwrap_or("message") {
             "message" => {
-                let role = match item.get("role").and_then(Value::as_str) {
+                let role = match item.role.as_str() {
                     Some(r @ ("user" | "assistant" | "system")) => r,
                     Some("developer") => "system",
                     Some(other) => return Err(unsupported(format!("unknown role `{other}`"))),
                     None => return Err(unsupported("every message needs a `role`")),
                 };
-                out.push(json!({"role": role, "content": chat_content(item.get("content"))?}));
+                out.push(json!({"role": role, "content": chat_content(&item.content)?}));
             }
             "function_call" => {
                 let call = json!({
-                    "id": item.get("call_id").cloned().unwrap_or(Value::Null),
+                    "id": item.call_id.value(),
                     "type": "function",
                     "function": {
-                        "name": item.get("name").cloned().unwrap_or(Value::Null),
-                        "arguments": item.get("arguments").and_then(Value::as_str).unwrap_or("{}"),
+                        "name": item.name.value(),
+                        "arguments": item.arguments.as_str().unwrap_or("{}"),
                     }
                 });
                 let joins = out.last().is_some_and(|m| {
                     m["role"] == "assistant"
-                        && m.get("tool_calls").is_some()
+                        && m.as_object().is_some_and(|o| o.contains_key("tool_calls"))
                         && m["content"].is_null()
                 });
                 match out.last_mut() {
@@ -147,14 +274,14 @@ fn items_to_messages(items: &[Value]) -> Result<Vec<Value>, Unsupported> {
                 }
             }
             "function_call_output" => {
-                let output = match item.get("output") {
-                    Some(Value::String(s)) => s.clone(),
+                let output = match item.output.to_value() {
+                    Some(Value::String(s)) => s,
                     Some(other) => other.to_string(),
                     None => String::new(),
                 };
                 out.push(json!({
                     "role": "tool",
-                    "tool_call_id": item.get("call_id").cloned().unwrap_or(Value::Null),
+                    "tool_call_id": item.call_id.value(),
                     "content": output,
                 }));
             }
@@ -171,60 +298,74 @@ fn items_to_messages(items: &[Value]) -> Result<Vec<Value>, Unsupported> {
 }
 
 /// The request's own `input` as chat messages.
-pub fn input_messages(request: &Value) -> Result<Vec<Value>, Unsupported> {
-    match request.get("input") {
-        Some(Value::String(text)) => Ok(vec![json!({"role": "user", "content": text})]),
-        Some(Value::Array(items)) => items_to_messages(items),
-        _ => Err(unsupported("`input` must be a string or an array of items")),
+pub fn input_messages(request: &ResponsesRequest<'_>) -> Result<Vec<Value>, Unsupported> {
+    let refused = || unsupported("`input` must be a string or an array of items");
+    let text = request.input.0.ok_or_else(refused)?.get();
+    match text.as_bytes().first() {
+        Some(b'"') => {
+            let text = lenient::parse::<Leaf>(text)
+                .and_then(Leaf::into_string)
+                .ok_or_else(refused)?;
+            Ok(vec![json!({"role": "user", "content": text})])
+        }
+        Some(b'[') => {
+            let items: Vec<Lenient<Item>> = lenient::parse(text).ok_or_else(refused)?;
+            items_to_messages(&items)
+        }
+        _ => Err(refused()),
     }
 }
 
-/// A Responses request as an OpenAI chat request. `history` is the stored conversation
-/// of its `previous_response_id` (chat messages), when it names one.
-pub fn to_chat(request: &Value, history: &[Value]) -> Result<Value, Unsupported> {
-    chat_from(request, history, input_messages(request)?)
+/// A Responses request (its bytes) as an OpenAI chat request. `history` is the stored
+/// conversation of its `previous_response_id` (chat messages), when it names one.
+pub fn to_chat(request: &[u8], history: &[Value]) -> Result<Value, Unsupported> {
+    let request = ResponsesRequest::read(request)?;
+    chat_from(&request, history, input_messages(&request)?)
 }
 
 /// [`to_chat`] with the request's input already converted ([`input_messages`]).
 pub fn chat_from(
-    request: &Value,
+    request: &ResponsesRequest<'_>,
     history: &[Value],
     input: Vec<Value>,
 ) -> Result<Value, Unsupported> {
     let mut messages: Vec<Value> = Vec::new();
-    if let Some(instructions) = request.get("instructions").and_then(Value::as_str) {
+    if let Some(instructions) = request.instructions.as_str() {
         messages.push(json!({"role": "system", "content": instructions}));
     }
     // The previous turn's instructions do not carry over (as with OpenAI).
     messages.extend(history.iter().filter(|m| m["role"] != "system").cloned());
     messages.extend(input);
     let mut out = chat_request(
-        request,
+        request.model.value(),
         messages,
-        &[
-            ("max_output_tokens", "max_tokens"),
-            ("temperature", "temperature"),
-            ("top_p", "top_p"),
-            ("parallel_tool_calls", "parallel_tool_calls"),
-            ("user", "user"),
+        [
+            ("max_tokens", &request.max_output_tokens),
+            ("temperature", &request.temperature),
+            ("top_p", &request.top_p),
+            ("parallel_tool_calls", &request.parallel_tool_calls),
+            ("user", &request.user),
         ],
     );
     if let Some(effort) = request
-        .get("reasoning")
-        .and_then(|r| r.get("effort"))
+        .reasoning
+        .get()
+        .and_then(|r| r.effort.to_value())
         .filter(|e| !e.is_null())
     {
-        out.insert("reasoning_effort".into(), effort.clone());
+        out.insert("reasoning_effort".into(), effort);
     }
-    if let Some(format) = request.get("text").and_then(|t| t.get("format")) {
-        match format.get("type").and_then(Value::as_str) {
+    if let Some(format) = request.text.get().map(|t| &t.format).filter(|f| f.present) {
+        let none = Format::default();
+        let format = format.get().unwrap_or(&none);
+        match format.kind.as_str() {
             Some("json_schema") => {
                 out.insert(
                     "response_format".into(),
                     json!({"type": "json_schema", "json_schema": {
-                        "name": format.get("name").cloned().unwrap_or(json!("response")),
-                        "schema": format.get("schema").cloned().unwrap_or(json!({})),
-                        "strict": format.get("strict").cloned().unwrap_or(Value::Null),
+                        "name": format.name.to_value().unwrap_or(json!("response")),
+                        "schema": format.schema.to_value().unwrap_or(json!({})),
+                        "strict": format.strict.value(),
                     }}),
                 );
             }
@@ -234,16 +375,18 @@ pub fn chat_from(
             _ => {}
         }
     }
-    if let Some(tools) = request.get("tools").and_then(Value::as_array) {
+    if let Some(tools) = request.tools.get() {
         let mut converted = Vec::new();
+        let none = ToolIn::default();
         for t in tools {
-            match t.get("type").and_then(Value::as_str) {
+            let t = t.get().unwrap_or(&none);
+            match t.kind.as_str() {
                 Some("function") => converted.push(json!({
                     "type": "function",
                     "function": {
-                        "name": t.get("name").cloned().unwrap_or(Value::Null),
-                        "description": t.get("description").cloned().unwrap_or(json!("")),
-                        "parameters": t.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object"})),
+                        "name": t.name.value(),
+                        "description": t.description.to_value().unwrap_or(json!("")),
+                        "parameters": t.parameters.to_value().unwrap_or_else(|| json!({"type": "object"})),
                     }
                 })),
                 other => {
@@ -258,19 +401,24 @@ pub fn chat_from(
             out.insert("tools".into(), Value::Array(converted));
         }
     }
-    if let Some(choice) = request.get("tool_choice") {
-        let mapped = match choice {
-            Value::String(s) if ["auto", "none", "required"].contains(&s.as_str()) => {
-                choice.clone()
-            }
-            Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
-                json!({"type": "function", "function": {"name": o.get("name").cloned().unwrap_or(Value::Null)}})
-            }
+    if let Some(raw) = request.tool_choice.0 {
+        let text = raw.get();
+        let mapped = match text.as_bytes().first() {
+            Some(b'"') => match lenient::parse::<Leaf>(text).and_then(Leaf::into_string) {
+                Some(s) if ["auto", "none", "required"].contains(&s.as_str()) => json!(s),
+                _ => return Err(unsupported("unsupported `tool_choice`")),
+            },
+            Some(b'{') => match lenient::parse::<ToolIn>(text) {
+                Some(t) if t.kind.as_str() == Some("function") => {
+                    json!({"type": "function", "function": {"name": t.name.value()}})
+                }
+                _ => return Err(unsupported("unsupported `tool_choice`")),
+            },
             _ => return Err(unsupported("unsupported `tool_choice`")),
         };
         out.insert("tool_choice".into(), mapped);
     }
-    if request.get("stream").and_then(Value::as_bool) == Some(true) {
+    if request.stream.as_bool() == Some(true) {
         out.insert("stream".into(), json!(true));
         out.insert("stream_options".into(), json!({"include_usage": true}));
     }
@@ -287,7 +435,11 @@ pub struct Echo {
 }
 
 impl Echo {
-    pub fn new(id: String, request: &Value, model: &str) -> Self {
+    /// What the response repeats of `request` (its bytes).
+    pub fn new(id: String, request: &[u8], model: &str) -> Self {
+        let given: Lenient<BTreeMap<Cow<'_, str>, &RawValue>> =
+            serde_json::from_slice(request).unwrap_or_default();
+        let given = given.into_inner().unwrap_or_default();
         let mut fields = Map::new();
         for (k, default) in [
             ("instructions", Value::Null),
@@ -304,10 +456,9 @@ impl Echo {
             ("reasoning", Value::Null),
             ("user", Value::Null),
         ] {
-            let v = request
-                .get(k)
+            let v = Raw(given.get(k).copied())
+                .to_value()
                 .filter(|v| !v.is_null())
-                .cloned()
                 .unwrap_or(default);
             fields.insert(k.into(), v);
         }
@@ -372,45 +523,39 @@ fn status_for(finish: Option<&str>) -> &'static str {
     }
 }
 
-/// A whole chat completion as a Response object, and the assistant's chat message (for
-/// the stored conversation).
-pub fn from_completion(completion: &Value, echo: &Echo, usage: Option<&Usage>) -> (Value, Value) {
-    let message = &completion["choices"][0]["message"];
+/// A whole chat completion (its bytes) as a Response object, and the assistant's chat
+/// message (for the stored conversation).
+pub fn from_completion(completion: &[u8], echo: &Echo, usage: Option<&Usage>) -> (Value, Value) {
+    let completion = CompletionIn::read(completion);
+    let message = completion.message();
     let mut output = Vec::new();
-    if let Some(text) = message
-        .get("content")
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
-    {
-        output.push(message_item(&new_id("msg"), text, "completed"));
+    if let Some(text) = message.and_then(MessageIn::text).filter(|t| !t.is_empty()) {
+        output.push(message_item(&new_id("msg"), &text, "completed"));
     }
-    for call in message
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for call in message.map(MessageIn::tool_calls).unwrap_or_default() {
+        let f = call.function();
         output.push(call_item(
             &new_id("fc"),
-            &call["id"],
-            &call["function"]["name"],
-            call["function"]["arguments"].as_str().unwrap_or("{}"),
+            &call.id.value(),
+            &f.name.value(),
+            f.arguments.as_str().unwrap_or("{}"),
             "completed",
         ));
     }
-    let finish = completion["choices"][0]["finish_reason"].as_str();
-    let response = echo.response(status_for(finish), output, usage);
-    (response, assistant_message(message))
+    let response = echo.response(status_for(completion.finish_reason()), output, usage);
+    let assistant = assistant_message(
+        message.map_or(Value::Null, |m| m.content.value()),
+        message.and_then(|m| m.tool_calls.to_value()),
+    );
+    (response, assistant)
 }
 
-/// The assistant's chat message as the conversation keeps it.
-fn assistant_message(message: &Value) -> Value {
-    let mut m = json!({"role": "assistant", "content": message.get("content").cloned().unwrap_or(Value::Null)});
-    if let Some(calls) = message
-        .get("tool_calls")
-        .filter(|c| c.as_array().is_some_and(|a| !a.is_empty()))
-    {
-        m["tool_calls"] = calls.clone();
+/// The assistant's chat message as the conversation keeps it: its content, and its tool
+/// calls when it has some.
+fn assistant_message(content: Value, tool_calls: Option<Value>) -> Value {
+    let mut m = json!({"role": "assistant", "content": content});
+    if let Some(calls) = tool_calls.filter(|c| c.as_array().is_some_and(|a| !a.is_empty())) {
+        m["tool_calls"] = calls;
     }
     m
 }
@@ -464,7 +609,7 @@ pub fn assistant_from_output(response: &Value) -> Value {
         .map(|i| json!({"id": i["call_id"], "type": "function", "function": {"name": i["name"], "arguments": i["arguments"]}}))
         .collect();
     let text = (!text.is_empty()).then_some(text);
-    assistant_message(&json!({"content": text, "tool_calls": calls}))
+    assistant_message(json!(text), Some(Value::Array(calls)))
 }
 
 /// Reads OpenAI's own Responses stream as it is passed through: its usage, its end, and
@@ -640,19 +785,16 @@ impl StreamEncoder {
         if data.trim() == "[DONE]" {
             return out;
         }
-        let Ok(chunk) = serde_json::from_str::<Value>(data) else {
+        let Some(chunk) = ChunkIn::read(data) else {
             return out;
         };
-        if let Some(e) = chunk.get("error") {
+        if let Some(message) = chunk.error() {
             self.errored = true;
-            let message = e["message"]
-                .as_str()
-                .unwrap_or("The provider's stream failed.");
             out.extend(self.failed(message));
             return out;
         }
         self.start(&mut out);
-        if let Some(u) = super::parse_usage(&chunk) {
+        if let Some(u) = chunk.usage() {
             self.usage = Some(u);
         }
         self.kept = self.kept.saturating_add(data.len());
@@ -663,9 +805,8 @@ impl StreamEncoder {
             );
             return out;
         }
-        for choice in chunk["choices"].as_array().into_iter().flatten() {
-            let delta = &choice["delta"];
-            if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
+        for choice in chunk.choices() {
+            if let Some(text) = choice.text().filter(|t| !t.is_empty()) {
                 if self.text.is_none() {
                     let (id, index) = (new_id("msg"), self.next_index);
                     self.next_index += 1;
@@ -690,14 +831,15 @@ impl StreamEncoder {
                 let e = self.event("response.output_text.delta", json!({"item_id": id, "output_index": index, "content_index": 0, "delta": text}));
                 out.push(e);
             }
-            for call in delta["tool_calls"].as_array().into_iter().flatten() {
-                let i = call["index"].as_u64().unwrap_or(0);
+            for call in choice.tool_calls() {
+                let i = call.index.as_u64().unwrap_or(0);
+                let f = call.function();
                 if !self.calls.iter().any(|(k, _)| *k == i) {
                     self.close_text(&mut out);
                     let c = StreamCall {
                         id: new_id("fc"),
-                        call_id: call.get("id").cloned().unwrap_or(Value::Null),
-                        name: call["function"]["name"].clone(),
+                        call_id: call.id.value(),
+                        name: f.name.value(),
                         arguments: String::new(),
                         output_index: self.next_index,
                     };
@@ -710,10 +852,7 @@ impl StreamEncoder {
                     out.push(e);
                     self.calls.push((i, c));
                 }
-                if let Some(args) = call["function"]["arguments"]
-                    .as_str()
-                    .filter(|a| !a.is_empty())
-                {
+                if let Some(args) = f.arguments.as_str().filter(|a| !a.is_empty()) {
                     let Some((_, c)) = self.calls.iter_mut().find(|(k, _)| *k == i) else {
                         continue;
                     };
@@ -726,7 +865,7 @@ impl StreamEncoder {
                     out.push(e);
                 }
             }
-            if let Some(finish) = choice["finish_reason"].as_str() {
+            if let Some(finish) = choice.finish_reason.as_str() {
                 self.finish = Some(finish.to_string());
             }
         }
@@ -783,7 +922,7 @@ impl StreamEncoder {
             self.output.clone(),
             self.usage.as_ref(),
         );
-        let message = assistant_message(&json!({"content": text, "tool_calls": calls}));
+        let message = assistant_message(json!(text), Some(Value::Array(calls)));
         Some((out, response, message))
     }
 
@@ -823,7 +962,7 @@ mod tests {
             json!({"role": "system", "content": "old"}),
             json!({"role": "user", "content": "Before"}),
         ];
-        let chat = to_chat(&req, &history).unwrap();
+        let chat = to_chat(req.to_string().as_bytes(), &history).unwrap();
         let m = chat["messages"].as_array().unwrap();
         assert_eq!(m[0], json!({"role": "system", "content": "Be terse."}));
         assert_eq!(m[1], json!({"role": "user", "content": "Before"}));
@@ -842,7 +981,7 @@ mod tests {
         assert_eq!(chat["tool_choice"]["function"]["name"], "get_weather");
         let builtin =
             json!({"model": "m", "input": "x", "tools": [{"type": "web_search_preview"}]});
-        assert!(to_chat(&builtin, &[])
+        assert!(to_chat(builtin.to_string().as_bytes(), &[])
             .unwrap_err()
             .0
             .contains("web_search_preview"));
@@ -854,7 +993,7 @@ mod tests {
 
     #[test]
     fn completion_to_response() {
-        let echo = Echo::new("resp_1".into(), &json!({"model": "m", "store": false}), "m");
+        let echo = Echo::new("resp_1".into(), br#"{"model": "m", "store": false}"#, "m");
         let completion = json!({"choices": [{"message": {"content": "Hello", "tool_calls": [
             {"id": "call_1", "function": {"name": "f", "arguments": "{\"a\":1}"}}]}, "finish_reason": "tool_calls"}]});
         let usage = Usage {
@@ -862,7 +1001,7 @@ mod tests {
             completion_tokens: 2,
             ..Default::default()
         };
-        let (r, message) = from_completion(&completion, &echo, Some(&usage));
+        let (r, message) = from_completion(completion.to_string().as_bytes(), &echo, Some(&usage));
         assert_eq!(r["object"], "response");
         assert_eq!(r["status"], "completed");
         assert_eq!(r["store"], false);
@@ -874,7 +1013,7 @@ mod tests {
 
     #[test]
     fn an_endless_answer_fails_instead_of_growing() {
-        let mut enc = StreamEncoder::new(Echo::new("resp_1".into(), &json!({}), "m"));
+        let mut enc = StreamEncoder::new(Echo::new("resp_1".into(), b"{}", "m"));
         let piece = "x".repeat(64 * 1024);
         let chunk = format!(
             "data: {}\n\n",
@@ -910,7 +1049,7 @@ mod tests {
             "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7}}\n\n",
             "data: [DONE]\n\n",
         );
-        let mut enc = StreamEncoder::new(Echo::new("resp_1".into(), &json!({}), "m"));
+        let mut enc = StreamEncoder::new(Echo::new("resp_1".into(), b"{}", "m"));
         let mut out: Vec<Bytes> = Vec::new();
         for ev in Framer::new().push(stream.as_bytes()).unwrap() {
             out.extend(enc.push(&ev));

@@ -7,6 +7,7 @@ use serde_json::Value;
 use crate::frontdoor::{pivot, Built, Inbound, Prepared};
 use crate::routing::Entry;
 use perpetuo_wire::anthropic::messages::{to_chat, StreamEncoder};
+use perpetuo_wire::lazy_json::LazyJson;
 use perpetuo_wire::translation::{Encoder, Translation};
 use perpetuo_wire::{Adapter, StreamState, Unsupported};
 
@@ -14,9 +15,9 @@ use perpetuo_wire::{Adapter, StreamState, Unsupported};
 const THINKING_DROPPED: &str = "thinking blocks dropped in translation";
 
 /// The request converted to the chat shape once, for the entries that need it.
-pub fn prepare(request: &Value) -> Prepared {
+pub fn prepare(request: &LazyJson) -> Prepared {
     let mut note = None;
-    let chat = to_chat(request).map(|(chat, dropped)| {
+    let chat = to_chat(request.raw()).map(|(chat, dropped)| {
         if dropped.thinking {
             note = Some(THINKING_DROPPED);
         }
@@ -30,8 +31,11 @@ pub fn prepare(request: &Value) -> Prepared {
 }
 
 /// `POST /v1/messages/count_tokens`: the prompt's tokens, counted with the tokenizer.
-pub fn count_tokens(request: Value) -> Value {
-    let chat = to_chat(&request).map(|(chat, _)| chat).unwrap_or(request);
+pub fn count_tokens(request: LazyJson) -> Value {
+    let chat = match to_chat(request.raw()) {
+        Ok((chat, _)) => chat,
+        Err(_) => request.into_value(),
+    };
     let mut n = perpetuo_wire::tokens::prompt(&chat);
     if let Some(tools) = chat.get("tools") {
         n = n.saturating_add(perpetuo_wire::tokens::count(&tools.to_string()));

@@ -9,8 +9,10 @@ use serde_json::Value;
 use super::store::{Continued, ToStore};
 use crate::frontdoor::{pivot, Built, Inbound, Prepared};
 use crate::routing::Entry;
+use perpetuo_wire::lazy_json::LazyJson;
 use perpetuo_wire::openai::responses::{
-    chat_from, input_items, input_messages, response_id, Echo, Reader, StreamEncoder,
+    chat_from, input_items, input_messages, response_id, Echo, Reader, ResponsesRequest,
+    StreamEncoder,
 };
 use perpetuo_wire::translation::{Encoder, Translation};
 use perpetuo_wire::{Adapter, StreamState, Unsupported};
@@ -22,8 +24,12 @@ pub fn storing(request: &Value) -> bool {
 
 /// The request converted to the chat shape after the stored conversation it continues,
 /// and what to store.
-pub fn prepare(request: &Value, continued: Continued) -> Prepared {
-    let input = input_messages(request);
+pub fn prepare(request: &LazyJson, continued: Continued) -> Prepared {
+    let typed = ResponsesRequest::read(request.raw());
+    let input = typed
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(input_messages);
     let to_store = storing(request).then(|| ToStore {
         input_items: Value::Array(input_items(request)),
         // A request only OpenAI can take (built-in tools) is still stored; its turn then
@@ -39,7 +45,7 @@ pub fn prepare(request: &Value, continued: Continued) -> Prepared {
         },
         previous: continued.parent,
     });
-    let chat = input.and_then(|input| chat_from(request, &continued.history, input));
+    let chat = typed.and_then(|typed| chat_from(&typed, &continued.history, input?));
     Prepared {
         pivot: pivot(chat),
         response_id: Some(response_id()),
@@ -72,7 +78,7 @@ pub fn build(inbound: &Inbound<'_>, entry: &Entry, served: &str) -> Result<Built
     let id = prepared.response_id.clone().unwrap_or_else(response_id);
     let encoder = Encoder::Responses(StreamEncoder::new(Echo::new(
         id,
-        inbound.call.request,
+        inbound.call.request.raw(),
         served,
     )));
     Ok(Built {
