@@ -8,7 +8,9 @@
 //! [`anthropic`], [`gemini`]) holds its adapter and the mappers of the front door that
 //! speaks its format ([`anthropic::messages`], [`openai::responses`]). A
 //! [`translation::Translation`] puts an adapter, its stream state and a door's encoder
-//! together for one attempt's answer.
+//! together for one attempt's answer. JSON is read through typed serde views
+//! ([`lenient`]: borrowed strings, unknown shapes kept as raw JSON), never by walking a
+//! `serde_json::Value` by key, except where an unknown shape is passed through.
 
 pub mod anthropic;
 pub mod gemini;

@@ -38,6 +38,23 @@ enum End {
     ClientGone,
 }
 
+/// Writes the answer's header; the time to it is the request's time to first byte.
+async fn header(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    status: u16,
+    content_type: &str,
+    framing: Framing<'_>,
+) -> Result<(), Stop> {
+    let header = respond::header(ctx, status, content_type, framing).map_err(Stop::Abort)?;
+    session
+        .write_response_header(header, false)
+        .await
+        .map_err(|_| Stop::ClientGone)?;
+    ctx.ttfb = Some(ctx.start.elapsed());
+    Ok(())
+}
+
 impl Gateway {
     /// Sends a ready answer to the client through the attempt's translation; `to_store`
     /// is what storing its finished answer needs besides the answer.
@@ -51,32 +68,27 @@ impl Gateway {
     ) -> Result<(), Stop> {
         let status = ready.header.status.as_u16();
         ctx.status = status;
-        let content_type = ready
-            .header
-            .headers
+        let headers = &ready.header.headers;
+        let content_type = headers
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/json")
             .to_string();
         let shape = translation.begin(status, &content_type, self.upstreams.max_event_bytes);
-        if shape != Shape::Whole {
-            let header = match (shape, ready.header.headers.get("content-length")) {
-                (Shape::Stream, _) => respond::header(
-                    ctx,
-                    status,
-                    "text/event-stream; charset=utf-8",
-                    Framing::Chunked,
-                ),
-                (_, Some(length)) => {
-                    respond::header(ctx, status, &content_type, Framing::Declared(length))
-                }
-                (_, None) => respond::header(ctx, status, &content_type, Framing::Chunked),
-            };
-            session
-                .write_response_header(header.map_err(Stop::Abort)?, false)
-                .await
-                .map_err(|_| Stop::ClientGone)?;
-            ctx.ttfb = Some(ctx.start.elapsed());
+        match (shape, headers.get("content-length")) {
+            (Shape::Stream, _) => {
+                let sse = "text/event-stream; charset=utf-8";
+                header(session, ctx, status, sse, Framing::Chunked).await?
+            }
+            (Shape::Pass, Some(length)) => {
+                let framing = Framing::Declared(length);
+                header(session, ctx, status, &content_type, framing).await?
+            }
+            (Shape::Pass, None) => {
+                header(session, ctx, status, &content_type, Framing::Chunked).await?
+            }
+            // Sent once the body is rewritten, with its length.
+            (Shape::Whole, _) => {}
         }
         let end = self.pump(session, ctx, &mut ready, &mut translation).await;
         // From here the request keeps the translation: its record reads the usage.
@@ -87,24 +99,7 @@ impl Gateway {
             End::Broke(kind, error) => {
                 let event = (shape == Shape::Stream).then(|| translation.broken(kind));
                 self.midstream_failure(ctx, kind);
-                return match (shape, error) {
-                    (Shape::Stream, _) => {
-                        if let Some(event) = event.filter(|e| !e.is_empty()) {
-                            let _ = session.write_response_body(Some(event), false).await;
-                        }
-                        let _ = session.write_response_body(None, true).await;
-                        Ok(())
-                    }
-                    (Shape::Whole, _) if kind == Break::TooLong => {
-                        Err(GatewayError::upstream_timeout().into())
-                    }
-                    (Shape::Whole, _) => Err(GatewayError::upstream_failed().into()),
-                    (Shape::Pass, Some(e)) => Err(Stop::Abort(e)),
-                    (Shape::Pass, None) => Err(Stop::Abort(Error::explain(
-                        ErrorType::ReadTimedout,
-                        "answer too long",
-                    ))),
-                };
+                return broke(session, shape, kind, event, error).await;
             }
         };
         // Stored before the client hears the answer is complete, so a follow-up naming
@@ -120,14 +115,8 @@ impl Gateway {
             Box::pin(self.responses.store(key, ctx.request_id, pending)).await;
         }
         if shape == Shape::Whole {
-            let header =
-                respond::header(ctx, status, "application/json", Framing::Length(rest.len()))
-                    .map_err(Stop::Abort)?;
-            session
-                .write_response_header(header, false)
-                .await
-                .map_err(|_| Stop::ClientGone)?;
-            ctx.ttfb = Some(ctx.start.elapsed());
+            let framing = Framing::Length(rest.len());
+            header(session, ctx, status, "application/json", framing).await?;
             session
                 .write_response_body(Some(rest), true)
                 .await
@@ -198,5 +187,33 @@ impl Gateway {
         }
         ctx.error_kind = Some(kind.label());
         ctx.status = 502;
+    }
+}
+
+/// How an answer that broke after the commit ends for the client: a stream with the
+/// door's closing `event` and never its proper end; a body passed on is cut (`error`, or
+/// the deadline); a body to rewrite was not sent yet, so the client gets an error.
+async fn broke(
+    session: &mut Session,
+    shape: Shape,
+    kind: Break,
+    event: Option<Bytes>,
+    error: Option<Box<Error>>,
+) -> Result<(), Stop> {
+    match (shape, error) {
+        (Shape::Stream, _) => {
+            if let Some(event) = event.filter(|e| !e.is_empty()) {
+                let _ = session.write_response_body(Some(event), false).await;
+            }
+            let _ = session.write_response_body(None, true).await;
+            Ok(())
+        }
+        (Shape::Whole, _) if kind == Break::TooLong => Err(GatewayError::upstream_timeout().into()),
+        (Shape::Whole, _) => Err(GatewayError::upstream_failed().into()),
+        (Shape::Pass, Some(e)) => Err(Stop::Abort(e)),
+        (Shape::Pass, None) => Err(Stop::Abort(Error::explain(
+            ErrorType::ReadTimedout,
+            "answer too long",
+        ))),
     }
 }

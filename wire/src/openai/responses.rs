@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 
 use super::{ChunkIn, CompletionIn, MessageIn};
 use crate::lenient::{self, Leaf, Lenient, List, Raw};
-use crate::messages::chat_request;
+use crate::messages::{chat_request, Typed};
 use crate::sse::Event;
 use crate::{unsupported, Signal, StreamState, Unsupported, Usage};
 
@@ -567,19 +567,35 @@ pub fn upstream_signal(event: &Event) -> Signal {
     let Some(data) = event.data.as_deref() else {
         return Signal::Preamble;
     };
-    let Ok(v) = serde_json::from_str::<Value>(data) else {
+    let Some(v) = lenient::document::<EventIn>(data.as_bytes()) else {
         return Signal::Content;
     };
-    match v["type"].as_str().or(event.event.as_deref()).unwrap_or("") {
+    let item = v.item.get().and_then(|i| i.kind.as_str());
+    match v.kind.as_str().or(event.event.as_deref()).unwrap_or("") {
         "response.created" | "response.in_progress" | "response.content_part.added" => {
             Signal::Preamble
         }
-        "response.output_item.added" if v["item"]["type"] == "message" => Signal::Preamble,
-        "response.output_item.added" if v["item"]["type"] == "reasoning" => Signal::Preamble,
+        "response.output_item.added" if item == Some("message") => Signal::Preamble,
+        "response.output_item.added" if item == Some("reasoning") => Signal::Preamble,
         t if t.starts_with("response.reasoning") => Signal::Preamble,
         "error" | "response.failed" => Signal::Error,
         _ => Signal::Content,
     }
+}
+
+/// One event of OpenAI's own Responses stream, as the gateway reads it.
+#[derive(Default, Deserialize)]
+struct EventIn<'a> {
+    #[serde(default, rename = "type", borrow)]
+    kind: Leaf<'a>,
+    #[serde(default, borrow)]
+    sequence_number: Leaf<'a>,
+    #[serde(default, borrow)]
+    item: Lenient<Typed<'a>>,
+    #[serde(default, borrow)]
+    response: Raw<'a>,
+    #[serde(default, borrow)]
+    delta: Leaf<'a>,
 }
 
 /// Usage of a Response object (OpenAI's `input_tokens` include the cached ones).
@@ -628,22 +644,23 @@ impl Reader {
         let Some(v) = event
             .data
             .as_deref()
-            .and_then(|d| serde_json::from_str::<Value>(d).ok())
+            .and_then(|d| lenient::document::<EventIn>(d.as_bytes()))
         else {
             return;
         };
-        if let Some(n) = v["sequence_number"].as_u64() {
+        if let Some(n) = v.sequence_number.as_u64() {
             self.sequence = n;
         }
-        match v["type"].as_str().unwrap_or("") {
+        match v.kind.as_str().unwrap_or("") {
             "response.completed" | "response.incomplete" => {
-                state.usage = usage_of(&v["response"]);
+                let response = v.response.value();
+                state.usage = usage_of(&response);
                 state.finished = true;
-                self.last = Some(v["response"].clone());
+                self.last = Some(response);
             }
             "response.failed" | "error" => state.errored = true,
             "response.output_text.delta" => {
-                if let Some(d) = v["delta"].as_str() {
+                if let Some(d) = v.delta.as_str() {
                     state.content.push(d);
                 }
             }
