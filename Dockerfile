@@ -37,6 +37,7 @@ RUN set -eu; \
 FROM rust-base AS builder
 COPY --from=recipe /recipe/ ./
 RUN cargo build --release --locked -p perpetuo-admin -p perpetuo-gateway
+COPY wire wire
 COPY core core
 COPY admin-api admin-api
 COPY gateway gateway

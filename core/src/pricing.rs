@@ -69,15 +69,7 @@ pub enum PricingError {
     Parse(String),
 }
 
-/// Token counts of one request, by class. `prompt_tokens` includes cached and
-/// cache-write tokens, as OpenAI reports it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TokenCounts {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub cached_tokens: u64,
-    pub cache_write_tokens: u64,
-}
+pub use perpetuo_wire::TokenCounts;
 
 impl Pricing {
     pub fn embedded() -> Result<Self, PricingError> {
@@ -212,6 +204,26 @@ fn unversioned(model: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A provider's usage is clamped per class (`perpetuo_wire::MAX_TOKENS_PER_REQUEST`)
+    /// before it is priced: even the largest clamped counts make a cost that fits a row.
+    #[test]
+    fn the_largest_clamped_usage_has_a_cost_that_fits() {
+        let p = Pricing::embedded().unwrap();
+        let max = perpetuo_wire::MAX_TOKENS_PER_REQUEST;
+        for (cached, written) in [(0, 0), (max, 0), (0, max), (max / 2, max / 2)] {
+            let t = TokenCounts {
+                prompt_tokens: max,
+                completion_tokens: max,
+                cached_tokens: cached,
+                cache_write_tokens: written,
+            };
+            for model in ["gpt-4o", "claude-sonnet-4-5", "gemini-2.5-pro"] {
+                let cost = p.cost_nusd(model, &t).unwrap();
+                assert!((0..i64::MAX / 1000).contains(&cost), "{model}: {cost}");
+            }
+        }
+    }
 
     #[test]
     fn embedded_table_prices_every_token_class() {

@@ -94,9 +94,7 @@ impl Gateway {
                 self.authenticate(session, ctx.client, Some(Door::Messages))
                     .await?;
                 let request = body::read_json(session, self.body).await?;
-                json_bytes(&anthropic_messages::door::count_tokens(
-                    request.body.into_value(),
-                ))
+                json_bytes(&anthropic_messages::door::count_tokens(request.body))
             }
             ("GET" | "DELETE", p) if p.starts_with("/v1/responses/") => {
                 let key = self.authenticate(session, ctx.client, None).await?;

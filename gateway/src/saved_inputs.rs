@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::providers::{Adapter, StreamState, MAX_TOKENS_PER_REQUEST};
-use crate::sse::Framer;
 use crate::validate;
+use perpetuo_wire::sse::Framer;
+use perpetuo_wire::{Adapter, StreamState, MAX_TOKENS_PER_REQUEST};
 
 fn files(folder: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))

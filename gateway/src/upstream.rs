@@ -18,14 +18,11 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::providers::{Signal, UpstreamRequest};
 use crate::routing::{should_fall_back, Connect, Entry, Failure};
-use crate::sse::Event;
-use crate::sse::Framer;
+use perpetuo_wire::sse::Framer;
+use perpetuo_wire::{Signal, UpstreamRequest};
 
-/// Says what one event of the provider's stream means for the hold (the provider's wire
-/// format decides: see [`crate::providers::Adapter::signal`]).
-pub type Classify = fn(&Event) -> Signal;
+pub use perpetuo_wire::translation::Classify;
 
 /// Most preamble bytes held before the first content; past it the answer is committed
 /// (a provider whose preamble is this long is not one to hold back).

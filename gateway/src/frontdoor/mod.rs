@@ -2,37 +2,32 @@
 //! encoder around one pipeline (authenticate → route → limit → prepare → attempt with
 //! fallback → deliver → record, in `crate::pipeline`): which routes it answers, where its
 //! key comes from, its error shape, how its request is prepared once ([`prepare`]) and
-//! built for one entry ([`Door::build`]), and how the answer is encoded back
-//! ([`Encoder`]). Front doors never see provider wire formats, except to pass a request
+//! built for one entry ([`Door::build`]), and how the answer is encoded back (its
+//! [`perpetuo_wire::translation::Encoder`]). Front doors never see provider wire formats, except to pass a request
 //! through unchanged to a provider of their own format; the provider adapters speak
 //! OpenAI's chat format as the pivot.
 //!
 //! A new front door is one module here: its variant of [`Door`], its `prepare` arm and its
-//! `build`, returning its own [`Encoder`].
+//! `build`, returning its own encoder.
 
 pub mod anthropic_messages;
 pub mod models;
 pub mod openai_chat;
 pub mod openai_responses;
-#[cfg(test)]
-mod tests;
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pingora::proxy::Session;
 use serde_json::Value;
 
 use crate::auth::AuthedKey;
 use crate::errors::GatewayError;
-use crate::lazy_json::LazyJson;
-use crate::providers::{
-    Adapter, BrokenStream, Call, Generated, Route, StreamState, Unsupported, UpstreamRequest, Usage,
-};
 use crate::routing::Entry;
-use crate::sse::Event;
-use crate::upstream::Classify;
-use openai_responses::store::{Pending, ResponseStore, ToStore};
+use openai_responses::store::{ResponseStore, ToStore};
+use perpetuo_wire::lazy_json::LazyJson;
+use perpetuo_wire::translation::Translation;
+use perpetuo_wire::{Adapter, Call, Route, StreamState, Unsupported, UpstreamRequest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Door {
@@ -90,7 +85,9 @@ impl Door {
     /// A gateway error in this door's shape.
     pub fn error_body(self, err: &GatewayError) -> Bytes {
         match self {
-            Door::Messages => anthropic_messages::error_body(err.status, &err.message),
+            Door::Messages => {
+                perpetuo_wire::anthropic::messages::error_body(err.status, &err.message)
+            }
             Door::Chat | Door::Embeddings | Door::Responses => Bytes::from(err.body()),
         }
     }
@@ -110,12 +107,10 @@ impl Door {
     }
 }
 
-/// A request built for one entry: what is sent, the provider-side stream state, and the
-/// encoder of the answer.
+/// A request built for one entry: what is sent, and the translation of its answer.
 pub struct Built {
     pub request: UpstreamRequest,
-    pub state: StreamState,
-    pub encoder: Box<dyn Encoder>,
+    pub translation: Translation,
 }
 
 /// What a door prepared once per request, for every attempt.
@@ -220,156 +215,6 @@ impl Inbound<'_> {
             served,
         )
     }
-}
-
-/// How a provider's answer, as its adapter decodes it, reaches the client: one per
-/// attempt, chosen by the door for the entry's kind.
-pub trait Encoder: Send {
-    /// How the provider's stream is read during the hold before the first token.
-    fn classifier(&self, adapter: Adapter) -> Classify {
-        adapter.classifier()
-    }
-
-    /// Whether a non-stream answer must be read whole to be rewritten (otherwise it is
-    /// passed on as it arrives, and read for its usage).
-    fn rewrites_whole_body(&self, adapter: Adapter) -> bool;
-
-    /// Decodes one provider event and appends what the client receives to `out`.
-    fn event(
-        &mut self,
-        adapter: Adapter,
-        state: &mut StreamState,
-        event: &Event,
-        out: &mut BytesMut,
-    );
-
-    /// The provider's stream ended; `Err` when it ended without its format's end.
-    fn finish(
-        &mut self,
-        adapter: Adapter,
-        state: &mut StreamState,
-    ) -> Result<Finished, BrokenStream>;
-
-    /// The event that ends a broken stream, unless the provider's own error event was
-    /// already passed on.
-    fn broken(&mut self, state: &StreamState, message: &str, kind: &str) -> Option<Bytes>;
-
-    /// A whole answer (success or error) rewritten for the client; called only when
-    /// [`Self::rewrites_whole_body`] says so (the default passes the body on).
-    fn whole(&mut self, _adapter: Adapter, _status: u16, body: Bytes, _served: &str) -> Whole {
-        Whole::unchanged(body)
-    }
-
-    /// What the door changed in the request, for the log row.
-    fn note(&self) -> Option<&'static str> {
-        None
-    }
-}
-
-/// The end of a stream that ended properly.
-pub struct Finished {
-    /// Events still to send.
-    pub tail: Vec<Bytes>,
-    /// A response to store before the tail is sent (so a follow-up finds it).
-    pub store: Option<Pending>,
-}
-
-impl Finished {
-    pub fn tail(tail: Vec<Bytes>) -> Self {
-        Self { tail, store: None }
-    }
-}
-
-/// A whole answer for the client.
-pub struct Whole {
-    pub body: Bytes,
-    pub usage: Option<Usage>,
-    pub content: Generated,
-    /// A response to store before the answer is sent.
-    pub store: Option<Pending>,
-}
-
-impl Whole {
-    /// The answer as it came (its usage is read elsewhere).
-    pub fn unchanged(body: Bytes) -> Self {
-        Self {
-            body,
-            usage: None,
-            content: Generated::default(),
-            store: None,
-        }
-    }
-}
-
-/// A door's encoder of OpenAI chat stream events (`data: {chunk}` or `[DONE]`).
-pub trait ChatEvents {
-    fn push(&mut self, event: &Event) -> Vec<Bytes>;
-}
-
-/// Decodes one provider event with the adapter and appends its OpenAI chat events,
-/// re-encoded by `events`, to `out`.
-pub fn reencode(
-    adapter: Adapter,
-    state: &mut StreamState,
-    event: &Event,
-    out: &mut BytesMut,
-    events: &mut impl ChatEvents,
-) {
-    for piece in adapter.decode_event(state, event) {
-        for e in events.push(&crate::sse::parse(piece)) {
-            out.extend_from_slice(&e);
-        }
-    }
-}
-
-/// The adapter's closing OpenAI chat events, re-encoded by `events`.
-pub fn reencode_finish(
-    adapter: Adapter,
-    state: &mut StreamState,
-    events: &mut impl ChatEvents,
-) -> Result<Vec<Bytes>, BrokenStream> {
-    Ok(adapter
-        .finish_stream(state)?
-        .into_iter()
-        .flat_map(|piece| events.push(&crate::sse::parse(piece)))
-        .collect())
-}
-
-/// A whole answer in OpenAI's chat format, as the adapter translates it (errors in
-/// OpenAI's shape too).
-pub fn whole_as_chat(adapter: Adapter, status: u16, body: Bytes, served: &str) -> Whole {
-    if status >= 300 {
-        return Whole::unchanged(adapter.error_body(status, &body).unwrap_or(body));
-    }
-    let decoded = adapter.decode_response(&body, served);
-    let out = decoded.body.clone().unwrap_or(body);
-    let (usage, content) = decoded.usage_and_content();
-    Whole {
-        body: out,
-        usage,
-        content,
-        store: None,
-    }
-}
-/// The start of a chat request translated from another door: the client's `model`, the
-/// converted `messages`, and the fields that only change name (`(from, to)` pairs).
-pub(crate) fn chat_request(
-    request: &serde_json::Value,
-    messages: Vec<serde_json::Value>,
-    renamed: &[(&str, &str)],
-) -> serde_json::Map<String, serde_json::Value> {
-    let mut out = serde_json::Map::new();
-    out.insert(
-        "model".into(),
-        request.get("model").cloned().unwrap_or_default(),
-    );
-    out.insert("messages".into(), serde_json::Value::Array(messages));
-    for (from, to) in renamed {
-        if let Some(v) = request.get(*from).filter(|v| !v.is_null()) {
-            out.insert((*to).into(), v.clone());
-        }
-    }
-    out
 }
 
 /// The client's Perpetuo key: `Authorization: Bearer` everywhere, and Anthropic's

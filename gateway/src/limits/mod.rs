@@ -22,9 +22,9 @@ use pingora::http::ResponseHeader;
 
 use crate::auth::AuthedKey;
 use crate::errors::GatewayError;
-use crate::lazy_json::{LazyJson, Numbers};
 use crate::metrics;
 use local::{Local, Permit};
+use perpetuo_wire::lazy_json::{LazyJson, Numbers};
 pub use policy::{Estimate, Policy, Seed, DEFAULT_COMPLETION_ESTIMATE};
 use policy::{Now, Refusal};
 use shared::SharedPermit;

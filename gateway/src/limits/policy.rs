@@ -9,8 +9,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::errors::GatewayError;
-use crate::lazy_json::Numbers;
 pub use perpetuo_core::policy::{Policy, Seed};
+use perpetuo_wire::lazy_json::Numbers;
 
 /// Completion tokens assumed for a request that sets no completion cap.
 pub const DEFAULT_COMPLETION_ESTIMATE: u64 = 256;

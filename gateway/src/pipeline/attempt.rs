@@ -10,13 +10,13 @@ use perpetuo_core::db::logs::Attempt;
 use crate::errors::GatewayError;
 use crate::frontdoor::{Built, Inbound};
 use crate::metrics;
-use crate::providers::{Adapter, Unsupported};
 use crate::proxy::ctx::{Ctx, Stop};
 use crate::proxy::Gateway;
 #[cfg(test)]
 use crate::routing::Connect;
 use crate::routing::{Entry, Failure};
 use crate::upstream::Outcome;
+use perpetuo_wire::Unsupported;
 use pingora::proxy::Session;
 
 impl Gateway {
@@ -30,7 +30,6 @@ impl Gateway {
         let mut failures: Vec<Failed> = Vec::new();
         let mut refused: Option<String> = None;
         for entry in candidates {
-            let adapter = Adapter::for_kind(entry.kind);
             let served = entry.served_model(inbound.call.model).to_string();
             let built = match inbound.door.build(inbound, entry, &served) {
                 Ok(built) => built,
@@ -44,8 +43,7 @@ impl Gateway {
             };
             let Built {
                 request,
-                state,
-                encoder,
+                translation,
             } = built;
             let started = Instant::now();
             // In flight on this entry until its answer is delivered (or it failed).
@@ -54,7 +52,7 @@ impl Gateway {
             // A client that leaves drops the attempt (and with it the upstream connection)
             // and the admission, which hands a half-open breaker's probe to the next request.
             let outcome = tokio::select! {
-                o = self.upstreams.attempt(entry, encoder.classifier(adapter), &request, deadline) => o,
+                o = self.upstreams.attempt(entry, translation.classifier(), &request, deadline) => o,
                 _ = session.read_body_or_idle(true) => {
                     // The provider was asked (and may be holding an answer until its
                     // first content): the request is counted as this entry's, on the
@@ -106,7 +104,7 @@ impl Gateway {
                 Outcome::Ready(ready) => {
                     admission.success();
                     self.balancer.answered(entry, started.elapsed());
-                    ctx.note = encoder.note();
+                    ctx.note = translation.note();
                     ctx.attempts.push(Attempt {
                         provider_id: entry.id,
                         provider_name: entry.name.clone(),
@@ -119,8 +117,9 @@ impl Gateway {
                     metrics::UPSTREAM_DURATION
                         .with_label_values(&[entry.kind.as_str()])
                         .observe(started.elapsed().as_secs_f64());
+                    let to_store = inbound.prepared.to_store.as_ref();
                     return self
-                        .deliver(session, ctx, ready, adapter, state, encoder)
+                        .deliver(session, ctx, ready, translation, to_store)
                         .await;
                 }
             }

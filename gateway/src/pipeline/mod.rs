@@ -17,11 +17,11 @@ use crate::auth::{AuthError, AuthedKey};
 use crate::errors::GatewayError;
 use crate::frontdoor::{self, Door, Inbound};
 use crate::limits::Admission;
-use crate::providers::Call;
 use crate::proxy::body;
 use crate::proxy::ctx::{Ctx, Stop};
 use crate::proxy::Gateway;
 use crate::routing::{order, split_pinned, sticky, Entry, Routes};
+use perpetuo_wire::Call;
 
 impl Gateway {
     /// The caller's key, from the cache (the database only on a miss). `client` is the

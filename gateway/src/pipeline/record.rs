@@ -6,13 +6,14 @@ use perpetuo_core::db::logs::{LogRecord, UsageSource};
 use perpetuo_core::pricing::Pricing;
 
 use crate::metrics;
-use crate::providers::{tokens, Usage};
 use crate::proxy::ctx::Ctx;
+use perpetuo_wire::{tokens, Usage};
 
 /// The usage a request is counted for, and where it comes from.
 fn usage(ctx: &Ctx) -> (Usage, UsageSource) {
     let reached_provider = ctx.served_by.is_some();
-    let (usage, source) = match ctx.usage {
+    let shown = ctx.translation.as_ref();
+    let (usage, source) = match shown.and_then(|t| t.usage()) {
         // A client that left (499) mid-stream: the provider's last usage figure covers
         // only what it had reported by then, so it is an estimate.
         Some(u) if ctx.status == 499 => (u, UsageSource::Estimated),
@@ -20,7 +21,7 @@ fn usage(ctx: &Ctx) -> (Usage, UsageSource) {
         None if reached_provider => (
             Usage {
                 prompt_tokens: ctx.request.as_deref().map_or(0, |r| tokens::prompt(r)),
-                completion_tokens: ctx.content.tokens(),
+                completion_tokens: shown.map_or(0, |t| t.content().tokens()),
                 ..Default::default()
             },
             UsageSource::Estimated,

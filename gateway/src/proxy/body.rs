@@ -7,8 +7,8 @@ use pingora::proxy::Session;
 use tokio::time::Instant;
 
 use crate::errors::GatewayError;
-use crate::lazy_json::{LazyJson, Numbers};
 use crate::validate::{self, BadModel};
+use perpetuo_wire::lazy_json::{LazyJson, Numbers};
 
 /// A body gathered from chunks without copying them; joined only when there are several.
 #[derive(Default)]

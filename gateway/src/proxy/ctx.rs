@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::lazy_json::LazyJson;
 use perpetuo_core::db::logs::Attempt;
 use perpetuo_core::pricing::Pricing;
+use perpetuo_wire::lazy_json::LazyJson;
 use pingora::Error;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -17,8 +17,8 @@ use crate::frontdoor::Door;
 use crate::limits;
 use crate::log_writer::LogSink;
 use crate::pipeline::record;
-use crate::providers::{Generated, Usage};
 use crate::routing::Entry;
+use perpetuo_wire::translation::Translation;
 
 /// Per-request state.
 pub struct Ctx {
@@ -35,10 +35,11 @@ pub struct Ctx {
     pub(crate) status: u16,
     pub(crate) error_kind: Option<&'static str>,
     pub(crate) streamed: bool,
-    pub(crate) usage: Option<Usage>,
     /// The request in the chat shape, for estimating its tokens when no usage came.
     pub(crate) request: Option<Arc<LazyJson>>,
-    pub(crate) content: Generated,
+    /// The served attempt's translation, once its answer was delivered (or cut off):
+    /// the usage and text it showed.
+    pub(crate) translation: Option<Translation>,
     pub(crate) ttfb: Option<Duration>,
     /// Set once the request's record has been handed to the log writer.
     pub(crate) logged: bool,
@@ -75,9 +76,8 @@ impl Ctx {
             status: 0,
             error_kind: None,
             streamed: false,
-            usage: None,
             request: None,
-            content: Generated::default(),
+            translation: None,
             ttfb: None,
             logged: false,
             error_shape: Door::Chat,

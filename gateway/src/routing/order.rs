@@ -7,7 +7,7 @@ use std::sync::Arc;
 use perpetuo_core::provider::ProviderKind;
 
 use super::{Balancer, Entry, Routes};
-use crate::providers::{Adapter, Route};
+use perpetuo_wire::{Adapter, Route};
 
 /// Splits `kind/model` into a pinned kind and the model; other names are returned whole.
 pub fn split_pinned(model: &str) -> (Option<ProviderKind>, &str) {

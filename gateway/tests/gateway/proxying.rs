@@ -263,7 +263,7 @@ async fn embeddings_are_proxied_and_counted() {
 
 #[tokio::test]
 async fn missing_provider_usage_is_counted_with_the_tokenizer_and_marked_estimated() {
-    use perpetuo_gateway::providers::tokens;
+    use perpetuo_wire::tokens;
     let env = Env::new().await;
     let m = mock().await;
     env.add_provider("compat", &m.base_url(), 1).await;

@@ -1,26 +1,23 @@
 //! The Messages door around the pipeline: a request prepared once, built per entry
-//! (passed through to `anthropic` entries, converted for the others), and the answer's
-//! encoders.
+//! (passed through to `anthropic` entries, converted for the others) with the translation
+//! of its answer.
 
-use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 
-use super::{error_event, from_completion, from_openai_error, to_chat, StreamEncoder};
-use crate::frontdoor::{
-    pivot, reencode, reencode_finish, whole_as_chat, Built, Encoder, Finished, Inbound, Prepared,
-    Whole,
-};
-use crate::providers::{self, Adapter, BrokenStream, StreamState, Unsupported};
+use crate::frontdoor::{pivot, Built, Inbound, Prepared};
 use crate::routing::Entry;
-use crate::sse::Event;
+use perpetuo_wire::anthropic::messages::{to_chat, StreamEncoder};
+use perpetuo_wire::lazy_json::LazyJson;
+use perpetuo_wire::translation::{Encoder, Translation};
+use perpetuo_wire::{Adapter, StreamState, Unsupported};
 
 /// The note on the log row of a converted request whose thinking blocks were dropped.
 const THINKING_DROPPED: &str = "thinking blocks dropped in translation";
 
 /// The request converted to the chat shape once, for the entries that need it.
-pub fn prepare(request: &Value) -> Prepared {
+pub fn prepare(request: &LazyJson) -> Prepared {
     let mut note = None;
-    let chat = to_chat(request).map(|(chat, dropped)| {
+    let chat = to_chat(request.raw()).map(|(chat, dropped)| {
         if dropped.thinking {
             note = Some(THINKING_DROPPED);
         }
@@ -34,11 +31,14 @@ pub fn prepare(request: &Value) -> Prepared {
 }
 
 /// `POST /v1/messages/count_tokens`: the prompt's tokens, counted with the tokenizer.
-pub fn count_tokens(request: Value) -> Value {
-    let chat = to_chat(&request).map(|(chat, _)| chat).unwrap_or(request);
-    let mut n = providers::tokens::prompt(&chat);
+pub fn count_tokens(request: LazyJson) -> Value {
+    let chat = match to_chat(request.raw()) {
+        Ok((chat, _)) => chat,
+        Err(_) => request.into_value(),
+    };
+    let mut n = perpetuo_wire::tokens::prompt(&chat);
     if let Some(tools) = chat.get("tools") {
-        n = n.saturating_add(providers::tokens::count(&tools.to_string()));
+        n = n.saturating_add(perpetuo_wire::tokens::count(&tools.to_string()));
     }
     serde_json::json!({"input_tokens": n})
 }
@@ -48,7 +48,7 @@ pub fn count_tokens(request: Value) -> Value {
 pub fn build(inbound: &Inbound<'_>, entry: &Entry, served: &str) -> Result<Built, Unsupported> {
     let adapter = Adapter::for_kind(entry.kind);
     if adapter == Adapter::Anthropic {
-        let request = providers::anthropic::passthrough_request(
+        let request = perpetuo_wire::anthropic::passthrough_request(
             &entry.upstream.path_prefix,
             entry.key.expose(),
             &inbound.call,
@@ -56,109 +56,17 @@ pub fn build(inbound: &Inbound<'_>, entry: &Entry, served: &str) -> Result<Built
             inbound.prepared.anthropic_version.as_deref(),
             inbound.prepared.anthropic_beta.as_deref(),
         )?;
+        let state = StreamState::passthrough(served);
         return Ok(Built {
             request,
-            state: StreamState::passthrough(served),
-            encoder: Box::new(Passthrough),
+            translation: Translation::new(adapter, state, Encoder::AnthropicRaw, served),
         });
     }
     let (request, state) = inbound.pivot_request(adapter, entry, served)?;
+    let encoder = Encoder::Messages(StreamEncoder::new(served));
     Ok(Built {
         request,
-        state,
-        encoder: Box::new(Converted {
-            events: StreamEncoder::new(served),
-            note: inbound.prepared.note,
-        }),
+        translation: Translation::new(adapter, state, encoder, served)
+            .with_note(inbound.prepared.note),
     })
-}
-
-/// Anthropic's own answer, unchanged (the adapter still reads it, for usage and for
-/// whether the stream ended properly).
-struct Passthrough;
-
-impl Encoder for Passthrough {
-    fn rewrites_whole_body(&self, _adapter: Adapter) -> bool {
-        false
-    }
-
-    fn event(
-        &mut self,
-        adapter: Adapter,
-        state: &mut StreamState,
-        event: &Event,
-        out: &mut BytesMut,
-    ) {
-        let _ = adapter.decode_event(state, event);
-        out.extend_from_slice(&event.raw);
-    }
-
-    fn finish(
-        &mut self,
-        adapter: Adapter,
-        state: &mut StreamState,
-    ) -> Result<Finished, BrokenStream> {
-        adapter
-            .finish_stream(state)
-            .map(|_| Finished::tail(Vec::new()))
-    }
-
-    fn broken(&mut self, state: &StreamState, message: &str, _kind: &str) -> Option<Bytes> {
-        (!state.errored).then(|| error_event(502, message))
-    }
-}
-
-/// The adapter's OpenAI chat answer encoded as a Messages response or event sequence.
-struct Converted {
-    events: StreamEncoder,
-    note: Option<&'static str>,
-}
-
-impl Encoder for Converted {
-    fn rewrites_whole_body(&self, _adapter: Adapter) -> bool {
-        true
-    }
-
-    fn event(
-        &mut self,
-        adapter: Adapter,
-        state: &mut StreamState,
-        event: &Event,
-        out: &mut BytesMut,
-    ) {
-        reencode(adapter, state, event, out, &mut self.events);
-    }
-
-    fn finish(
-        &mut self,
-        adapter: Adapter,
-        state: &mut StreamState,
-    ) -> Result<Finished, BrokenStream> {
-        let mut tail = reencode_finish(adapter, state, &mut self.events)?;
-        tail.extend(self.events.finish());
-        if self.events.complete() {
-            Ok(Finished::tail(tail))
-        } else {
-            Err(BrokenStream)
-        }
-    }
-
-    fn broken(&mut self, _state: &StreamState, message: &str, _kind: &str) -> Option<Bytes> {
-        (!self.events.errored).then(|| error_event(502, message))
-    }
-
-    fn whole(&mut self, adapter: Adapter, status: u16, body: Bytes, served: &str) -> Whole {
-        let mut whole = whole_as_chat(adapter, status, body, served);
-        whole.body = if status < 300 {
-            let completion: Value = serde_json::from_slice(&whole.body).unwrap_or(Value::Null);
-            Bytes::from(from_completion(&completion, served, whole.usage.as_ref()).to_string())
-        } else {
-            from_openai_error(status, &whole.body)
-        };
-        whole
-    }
-
-    fn note(&self) -> Option<&'static str> {
-        self.note
-    }
 }

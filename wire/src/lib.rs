@@ -1,28 +1,42 @@
-//! Provider adapters: synchronous transforms between the client's OpenAI-format request
-//! and a provider's wire format — build path, headers and body; decode a response body;
-//! decode one stream event into zero or more OpenAI-format events; close a stream. One
-//! module per wire format, dispatched by `match` over the closed [`Adapter`] enum.
-//! Pingora does the I/O.
+//! Perpetuo's wire formats, as pure transforms: no I/O, no database, no Pingora (and no
+//! dependency on `perpetuo-core`, which depends on this crate).
+//!
+//! Provider adapters translate between the client's OpenAI-format request and a
+//! provider's wire format — build path, headers and body; decode a response body; decode
+//! one stream event into zero or more OpenAI-format events; close a stream — dispatched by
+//! `match` over the closed [`Adapter`] enum. One module per provider kind ([`openai`],
+//! [`anthropic`], [`gemini`]) holds its adapter and the mappers of the front door that
+//! speaks its format ([`anthropic::messages`], [`openai::responses`]). A
+//! [`translation::Translation`] puts an adapter, its stream state and a door's encoder
+//! together for one attempt's answer. JSON is read through typed serde views
+//! ([`lenient`]: borrowed strings, unknown shapes kept as raw JSON), never by walking a
+//! `serde_json::Value` by key, except where an unknown shape is passed through.
 
 pub mod anthropic;
-pub mod chunk;
 pub mod gemini;
+pub mod kind;
+pub mod lazy_json;
+pub mod lenient;
 pub mod messages;
 pub mod openai;
+pub mod sse;
 pub mod tokens;
+pub mod translation;
 
+#[cfg(test)]
+mod door_tests;
 #[cfg(test)]
 pub(crate) mod fixtures;
 #[cfg(test)]
 mod tests;
 
 use bytes::Bytes;
-use perpetuo_core::pricing::TokenCounts;
-use perpetuo_core::provider::ProviderKind;
 use serde_json::Value;
 
-use crate::lazy_json::LazyJson;
-use crate::sse::Event;
+pub use kind::ProviderKind;
+use lazy_json::LazyJson;
+use openai::chunk;
+use sse::Event;
 
 /// The gateway's OpenAI-compatible routes that reach providers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +84,16 @@ impl UpstreamRequest {
             body,
         }
     }
+}
+
+/// Token counts of one request, by class. `prompt_tokens` includes cached and
+/// cache-write tokens, as OpenAI reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenCounts {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+    pub cache_write_tokens: u64,
 }
 
 /// Token usage reported by a provider, in OpenAI's terms: `prompt_tokens` includes cached
@@ -134,6 +158,11 @@ pub struct Call<'a> {
 /// A request the gateway refuses to translate, with the reason (answered with 400).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unsupported(pub String);
+
+/// A refusal to translate, with its reason.
+pub fn unsupported(reason: impl Into<String>) -> Unsupported {
+    Unsupported(reason.into())
+}
 
 /// What a stream has shown so far.
 #[derive(Debug, Default, Clone)]
@@ -279,11 +308,11 @@ impl Adapter {
             }
             Adapter::Anthropic => {
                 state.client_wants_usage = request.include_usage();
-                anthropic::build_request(prefix, key, request, served_model, stream)?
+                anthropic::build_request(prefix, key, request.raw(), served_model, stream)?
             }
             Adapter::Gemini => {
                 state.client_wants_usage = request.include_usage();
-                gemini::build_request(prefix, key, request, served_model, stream)?
+                gemini::build_request(prefix, key, request.raw(), served_model, stream)?
             }
         };
         Ok((req, state))

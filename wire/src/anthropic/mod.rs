@@ -2,29 +2,33 @@
 //! developer messages to `system`, alternating roles merged, images, tools and tool
 //! results, a default `max_tokens`), and answers and event streams become OpenAI
 //! `chat.completion` objects and `chat.completion.chunk` events, translated as they arrive.
+//! [`messages`] maps the Messages door to and from chat.
+
+pub mod messages;
 
 use bytes::Bytes;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::chunk;
-use super::messages::{content_text, parse_data_url, parts, push_merged, Part};
-use super::{Decoded, Generated, Signal, StreamState, Unsupported, UpstreamRequest, Usage};
+use crate::lenient::{self, Leaf, Lenient, List, Raw};
+use crate::messages::{parse_data_url, push_merged, ChatMessage, ChatRequest, Part, ToolChoice};
+use crate::openai::chunk;
 use crate::sse::Event;
+use crate::{
+    unsupported, Decoded, Generated, Signal, StreamState, Unsupported, UpstreamRequest, Usage,
+};
 
 pub const VERSION: &str = "2023-06-01";
 /// Anthropic requires `max_tokens`; used when the client sets none.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
-fn unsupported(msg: impl Into<String>) -> Unsupported {
-    Unsupported(msg.into())
-}
-
-fn user_blocks(content: Option<&Value>) -> Result<Vec<Value>, Unsupported> {
-    Ok(parts(content, "anthropic")?
+fn user_blocks(m: &ChatMessage<'_>) -> Result<Vec<Value>, Unsupported> {
+    Ok(m.content()
+        .parts("anthropic")?
         .into_iter()
         .map(|p| match p {
             Part::Text(t) => json!({"type": "text", "text": t}),
-            Part::Image(url) => match parse_data_url(url) {
+            Part::Image(url) => match parse_data_url(&url) {
                 Some((media, data)) => {
                     json!({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}})
                 }
@@ -34,98 +38,69 @@ fn user_blocks(content: Option<&Value>) -> Result<Vec<Value>, Unsupported> {
         .collect())
 }
 
-fn tools(request: &Value) -> Option<Value> {
-    let tools = request.get("tools")?.as_array()?;
-    Some(Value::Array(
-        tools
-            .iter()
-            .filter_map(|t| t.get("function"))
+fn tools(request: &ChatRequest<'_>) -> Option<Vec<Value>> {
+    Some(
+        request
+            .functions()?
             .map(|f| {
                 let mut tool = json!({
-                    "name": f.get("name").cloned().unwrap_or(Value::Null),
-                    "input_schema": f.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                    "name": f.name.value(),
+                    "input_schema": f.parameters.to_value().unwrap_or_else(|| json!({"type": "object", "properties": {}})),
                 });
-                if let Some(d) = f.get("description") {
-                    tool["description"] = d.clone();
+                if let Some(d) = f.description.to_value() {
+                    tool["description"] = d;
                 }
                 tool
             })
             .collect(),
-    ))
+    )
 }
 
-fn tool_choice(choice: &Value) -> Option<Value> {
+fn tool_choice(choice: ToolChoice) -> Option<Value> {
     match choice {
-        Value::String(s) if s == "auto" => Some(json!({"type": "auto"})),
-        Value::String(s) if s == "none" => Some(json!({"type": "none"})),
-        Value::String(s) if s == "required" => Some(json!({"type": "any"})),
-        Value::Object(o) => o
-            .get("function")
-            .and_then(|f| f.get("name"))
-            .map(|n| json!({"type": "tool", "name": n})),
+        ToolChoice::Mode(s) if s == "auto" => Some(json!({"type": "auto"})),
+        ToolChoice::Mode(s) if s == "none" => Some(json!({"type": "none"})),
+        ToolChoice::Mode(s) if s == "required" => Some(json!({"type": "any"})),
+        ToolChoice::Function(Some(name)) => Some(json!({"type": "tool", "name": name})),
         _ => None,
     }
 }
 
-/// The Messages API body for an OpenAI chat request.
-pub fn translate_request(request: &Value, model: &str, stream: bool) -> Result<Value, Unsupported> {
-    if request
-        .get("n")
-        .and_then(Value::as_u64)
-        .is_some_and(|n| n > 1)
-    {
-        return Err(unsupported(
-            "`n` greater than 1 is not supported by anthropic providers",
-        ));
-    }
-    if request.get("logprobs").and_then(Value::as_bool) == Some(true) {
+/// The Messages API body for an OpenAI chat request (its bytes).
+pub fn translate_request(request: &[u8], model: &str, stream: bool) -> Result<Value, Unsupported> {
+    let request = ChatRequest::read(request)?;
+    request.refuse_choices("anthropic")?;
+    if request.logprobs.as_bool() == Some(true) {
         return Err(unsupported(
             "`logprobs` is not supported by anthropic providers",
         ));
     }
-    let msgs = request
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or_else(|| unsupported("`messages` must be an array"))?;
     let mut system: Vec<String> = Vec::new();
     let mut messages: Vec<Value> = Vec::new();
-    for m in msgs {
-        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
-        match role {
-            "system" | "developer" => system.push(content_text(m.get("content"))),
+    for m in request.messages()? {
+        match m.role() {
+            "system" | "developer" => system.push(m.text()),
             "user" => {
-                let blocks = user_blocks(m.get("content"))?;
+                let blocks = user_blocks(m)?;
                 push_merged(&mut messages, "user", "content", blocks);
             }
             "assistant" => {
                 let mut blocks = Vec::new();
-                let text = content_text(m.get("content"));
+                let text = m.text();
                 if !text.is_empty() {
                     blocks.push(json!({"type": "text", "text": text}));
                 }
-                for call in m
-                    .get("tool_calls")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    let f = call.get("function").cloned().unwrap_or(Value::Null);
-                    let args = f.get("arguments").and_then(Value::as_str).unwrap_or("{}");
-                    let input: Value = if args.trim().is_empty() {
-                        json!({})
-                    } else {
-                        serde_json::from_str(args)
-                            .map_err(|_| unsupported("tool call arguments must be a JSON object"))?
-                    };
-                    blocks.push(json!({"type": "tool_use", "id": call.get("id").cloned().unwrap_or(Value::Null),
-                                       "name": f.get("name").cloned().unwrap_or(Value::Null), "input": input}));
+                for (call, f) in m.tool_calls() {
+                    let input = f.arguments()?;
+                    blocks.push(json!({"type": "tool_use", "id": call.id.value(),
+                                       "name": f.name.value(), "input": input}));
                 }
                 push_merged(&mut messages, "assistant", "content", blocks);
             }
             "tool" => {
                 let block = json!({"type": "tool_result",
-                                   "tool_use_id": m.get("tool_call_id").cloned().unwrap_or(Value::Null),
-                                   "content": content_text(m.get("content"))});
+                                   "tool_use_id": m.tool_call_id.value(),
+                                   "content": m.text()});
                 push_merged(&mut messages, "user", "content", vec![block]);
             }
             other => {
@@ -147,28 +122,24 @@ pub fn translate_request(request: &Value, model: &str, stream: bool) -> Result<V
         body.insert("system".into(), json!(system));
     }
     let max_tokens = request
-        .get("max_completion_tokens")
-        .or_else(|| request.get("max_tokens"))
-        .and_then(Value::as_u64)
+        .max_tokens()
+        .and_then(|v| v.as_u64())
         .unwrap_or(DEFAULT_MAX_TOKENS);
     body.insert("max_tokens".into(), json!(max_tokens));
-    for (from, to) in [("temperature", "temperature"), ("top_p", "top_p")] {
-        if let Some(v) = request.get(from).filter(|v| v.is_number()) {
-            body.insert(to.into(), v.clone());
+    for (name, raw) in [
+        ("temperature", &request.temperature),
+        ("top_p", &request.top_p),
+    ] {
+        if let Some(v) = ChatRequest::number(raw) {
+            body.insert(name.into(), v);
         }
     }
-    match request.get("stop") {
-        Some(Value::String(s)) => {
-            body.insert("stop_sequences".into(), json!([s]));
-        }
-        Some(Value::Array(a)) if !a.is_empty() => {
-            body.insert("stop_sequences".into(), Value::Array(a.clone()));
-        }
-        _ => {}
+    if let Some(stop) = request.stop_sequences() {
+        body.insert("stop_sequences".into(), stop);
     }
-    if let Some(t) = tools(request).filter(|t| t.as_array().is_some_and(|a| !a.is_empty())) {
-        body.insert("tools".into(), t);
-        if let Some(c) = request.get("tool_choice").and_then(tool_choice) {
+    if let Some(t) = tools(&request).filter(|t| !t.is_empty()) {
+        body.insert("tools".into(), Value::Array(t));
+        if let Some(c) = request.tool_choice().and_then(tool_choice) {
             body.insert("tool_choice".into(), c);
         }
     }
@@ -181,7 +152,7 @@ pub fn translate_request(request: &Value, model: &str, stream: bool) -> Result<V
 pub fn build_request(
     prefix: &str,
     key: &str,
-    request: &Value,
+    request: &[u8],
     model: &str,
     stream: bool,
 ) -> Result<UpstreamRequest, Unsupported> {
@@ -204,7 +175,7 @@ pub fn build_request(
 pub fn passthrough_request(
     prefix: &str,
     key: &str,
-    call: &super::Call<'_>,
+    call: &crate::Call<'_>,
     served_model: &str,
     version: Option<&str>,
     beta: Option<&str>,
@@ -237,12 +208,60 @@ pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
     }
 }
 
-fn usage(u: &Value, previous: Option<Usage>) -> Usage {
-    let n = |k: &str| u.get(k).and_then(Value::as_u64);
+/// Anthropic's `usage` object.
+#[derive(Default, Deserialize)]
+struct UsageView<'a> {
+    #[serde(default, borrow)]
+    input_tokens: Leaf<'a>,
+    #[serde(default, borrow)]
+    cache_creation_input_tokens: Leaf<'a>,
+    #[serde(default, borrow)]
+    cache_read_input_tokens: Leaf<'a>,
+    #[serde(default, borrow)]
+    output_tokens: Leaf<'a>,
+}
+
+/// A content block of an answer (or the one a stream event starts).
+#[derive(Default, Deserialize)]
+struct BlockView<'a> {
+    #[serde(default, rename = "type", borrow)]
+    kind: Leaf<'a>,
+    #[serde(default, borrow)]
+    text: Leaf<'a>,
+    #[serde(default, borrow)]
+    id: Raw<'a>,
+    #[serde(default, borrow)]
+    name: Raw<'a>,
+    #[serde(default, borrow)]
+    input: Raw<'a>,
+}
+
+/// A whole Messages answer, or the message a stream's `message_start` opens.
+#[derive(Default, Deserialize)]
+struct MessageView<'a> {
+    #[serde(default, borrow)]
+    id: Leaf<'a>,
+    #[serde(default, borrow)]
+    model: Leaf<'a>,
+    #[serde(default, borrow)]
+    content: List<BlockView<'a>>,
+    #[serde(default, borrow)]
+    stop_reason: Leaf<'a>,
+    #[serde(default, borrow)]
+    usage: Lenient<UsageView<'a>>,
+}
+
+/// The usage of a `usage` field that is there (whatever its shape), after `previous`.
+fn usage(u: &Lenient<UsageView<'_>>, previous: Option<Usage>) -> Option<Usage> {
+    if !u.present {
+        return None;
+    }
+    let fields = UsageView::default();
+    let u = u.get().unwrap_or(&fields);
     let prev = previous.unwrap_or_default();
-    let input = n("input_tokens");
-    let write = n("cache_creation_input_tokens");
-    let read = n("cache_read_input_tokens");
+    let input = u.input_tokens.as_u64();
+    let write = u.cache_creation_input_tokens.as_u64();
+    let read = u.cache_read_input_tokens.as_u64();
     let (input, write, read) = match (input, write, read) {
         (None, None, None) => (
             prev.prompt_tokens
@@ -252,17 +271,17 @@ fn usage(u: &Value, previous: Option<Usage>) -> Usage {
         ),
         (i, w, r) => (i.unwrap_or(0), w.unwrap_or(0), r.unwrap_or(0)),
     };
-    Usage {
+    Some(Usage {
         prompt_tokens: input.saturating_add(write).saturating_add(read),
-        completion_tokens: n("output_tokens").unwrap_or(prev.completion_tokens),
+        completion_tokens: u.output_tokens.as_u64().unwrap_or(prev.completion_tokens),
         cached_tokens: read,
         cache_write_tokens: write,
-    }
+    })
 }
 
 pub fn decode_response(body: &[u8], model: &str) -> Decoded {
     let mut content = Generated::default();
-    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+    let Some(v) = lenient::document::<MessageView>(body) else {
         return Decoded {
             body: None,
             usage: None,
@@ -271,32 +290,27 @@ pub fn decode_response(body: &[u8], model: &str) -> Decoded {
     };
     let mut text = String::new();
     let mut calls = Vec::new();
-    for block in v
-        .get("content")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        match block.get("type").and_then(Value::as_str) {
-            Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
+    for block in lenient::items(&v.content).flatten() {
+        match block.kind.as_str() {
+            Some("text") => text.push_str(block.text.as_str().unwrap_or("")),
             Some("tool_use") => calls.push(json!({
-                "id": block.get("id").cloned().unwrap_or(Value::Null),
+                "id": block.id.value(),
                 "type": "function",
                 "function": {
-                    "name": block.get("name").cloned().unwrap_or(Value::Null),
-                    "arguments": block.get("input").map(Value::to_string).unwrap_or_else(|| "{}".into()),
+                    "name": block.name.value(),
+                    "arguments": block.input.to_value().map_or_else(|| "{}".into(), |i| i.to_string()),
                 },
             })),
             _ => {}
         }
     }
     content.push(&text);
-    let usage = v.get("usage").map(|u| usage(u, None));
-    let mut meta = chunk::Meta::new(v.get("model").and_then(Value::as_str).unwrap_or(model));
-    if let Some(id) = v.get("id").and_then(Value::as_str) {
+    let usage = usage(&v.usage, None);
+    let mut meta = chunk::Meta::new(v.model.as_str().unwrap_or(model));
+    if let Some(id) = v.id.as_str() {
         meta.id = id.to_string();
     }
-    let finish = finish_reason(v.get("stop_reason").and_then(Value::as_str));
+    let finish = finish_reason(v.stop_reason.as_str());
     let out = chunk::completion(
         &meta,
         (!text.is_empty() || calls.is_empty()).then_some(text),
@@ -327,13 +341,13 @@ struct SignalView<'a> {
     #[serde(default, rename = "type", borrow)]
     kind: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
-    content_block: Option<BlockView<'a>>,
+    content_block: Option<SignalBlock<'a>>,
     #[serde(default, borrow)]
-    delta: Option<BlockView<'a>>,
+    delta: Option<SignalBlock<'a>>,
 }
 
 #[derive(serde::Deserialize)]
-struct BlockView<'a> {
+struct SignalBlock<'a> {
     #[serde(default, rename = "type", borrow)]
     kind: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
@@ -355,8 +369,8 @@ pub fn signal<'a>(event: &'a Event) -> Signal {
         .as_deref()
         .or(event.event.as_deref())
         .unwrap_or("");
-    let block_kind = |b: &Option<BlockView<'a>>| b.as_ref().and_then(|b| b.kind.clone());
-    let has_text = |b: &Option<BlockView<'_>>| {
+    let block_kind = |b: &Option<SignalBlock<'a>>| b.as_ref().and_then(|b| b.kind.clone());
+    let has_text = |b: &Option<SignalBlock<'_>>| {
         b.as_ref()
             .and_then(|b| b.text.as_deref())
             .is_some_and(|t| !t.is_empty())
@@ -378,39 +392,75 @@ pub fn signal<'a>(event: &'a Event) -> Signal {
     }
 }
 
+/// One event of Anthropic's stream, as far as the translation reads it.
+#[derive(Default, Deserialize)]
+struct EventView<'a> {
+    #[serde(default, rename = "type", borrow)]
+    kind: Leaf<'a>,
+    #[serde(default, borrow)]
+    message: Lenient<MessageView<'a>>,
+    #[serde(default, borrow)]
+    index: Leaf<'a>,
+    #[serde(default, borrow)]
+    content_block: Lenient<BlockView<'a>>,
+    #[serde(default, borrow)]
+    delta: Lenient<DeltaView<'a>>,
+    #[serde(default, borrow)]
+    usage: Lenient<UsageView<'a>>,
+    #[serde(default, borrow)]
+    error: Lenient<ErrorView<'a>>,
+}
+
+#[derive(Default, Deserialize)]
+struct DeltaView<'a> {
+    #[serde(default, rename = "type", borrow)]
+    kind: Leaf<'a>,
+    #[serde(default, borrow)]
+    text: Leaf<'a>,
+    #[serde(default, borrow)]
+    partial_json: Leaf<'a>,
+    #[serde(default, borrow)]
+    stop_reason: Leaf<'a>,
+}
+
+#[derive(Default, Deserialize)]
+struct ErrorView<'a> {
+    #[serde(default, borrow)]
+    message: Leaf<'a>,
+}
+
 pub fn decode_event(state: &mut StreamState, event: &Event) -> Vec<Bytes> {
     let mut out = Vec::new();
     let Some(v) = event
         .data
         .as_deref()
-        .and_then(|d| serde_json::from_str::<Value>(d).ok())
+        .and_then(|d| lenient::document::<EventView>(d.as_bytes()))
     else {
         return out;
     };
-    let kind = v
-        .get("type")
-        .and_then(Value::as_str)
-        .or(event.event.as_deref())
-        .unwrap_or("");
+    let kind = v.kind.as_str().or(event.event.as_deref()).unwrap_or("");
+    let index = v.index.as_u64().unwrap_or(0);
     match kind {
         "message_start" => {
-            let msg = v.get("message").cloned().unwrap_or(Value::Null);
-            if let Some(id) = msg.get("id").and_then(Value::as_str) {
-                state.meta.id = id.to_string();
-            }
-            if let Some(m) = msg.get("model").and_then(Value::as_str) {
-                state.meta.model = m.to_string();
-            }
-            if let Some(u) = msg.get("usage") {
-                state.usage = Some(usage(u, state.usage));
+            if let Some(msg) = v.message.get() {
+                if let Some(id) = msg.id.as_str() {
+                    state.meta.id = id.to_string();
+                }
+                if let Some(m) = msg.model.as_str() {
+                    state.meta.model = m.to_string();
+                }
+                if let Some(u) = usage(&msg.usage, state.usage) {
+                    state.usage = Some(u);
+                }
             }
             start(state, &mut out);
         }
         "content_block_start" => {
             start(state, &mut out);
-            let block = v.get("content_block").cloned().unwrap_or(Value::Null);
-            let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
-            match block.get("type").and_then(Value::as_str) {
+            let Some(block) = v.content_block.get() else {
+                return out;
+            };
+            match block.kind.as_str() {
                 Some("tool_use") => {
                     let n = state.tool_calls;
                     state.tool_calls += 1;
@@ -418,17 +468,13 @@ pub fn decode_event(state: &mut StreamState, event: &Event) -> Vec<Bytes> {
                     state.tool_blocks.push((index, n));
                     out.push(chunk::delta(
                         &state.meta,
-                        json!({"tool_calls": [{"index": n, "id": block.get("id"), "type": "function",
-                                               "function": {"name": block.get("name"), "arguments": ""}}]}),
+                        json!({"tool_calls": [{"index": n, "id": block.id.value(), "type": "function",
+                                               "function": {"name": block.name.value(), "arguments": ""}}]}),
                         None,
                     ));
                 }
                 Some("text") => {
-                    if let Some(t) = block
-                        .get("text")
-                        .and_then(Value::as_str)
-                        .filter(|t| !t.is_empty())
-                    {
+                    if let Some(t) = block.text.as_str().filter(|t| !t.is_empty()) {
                         state.content.push(t);
                         out.push(chunk::delta(&state.meta, json!({"content": t}), None));
                     }
@@ -438,19 +484,17 @@ pub fn decode_event(state: &mut StreamState, event: &Event) -> Vec<Bytes> {
         }
         "content_block_delta" => {
             start(state, &mut out);
-            let delta = v.get("delta").cloned().unwrap_or(Value::Null);
-            let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
-            match delta.get("type").and_then(Value::as_str) {
+            let Some(delta) = v.delta.get() else {
+                return out;
+            };
+            match delta.kind.as_str() {
                 Some("text_delta") => {
-                    let t = delta.get("text").and_then(Value::as_str).unwrap_or("");
+                    let t = delta.text.as_str().unwrap_or("");
                     state.content.push(t);
                     out.push(chunk::delta(&state.meta, json!({"content": t}), None));
                 }
                 Some("input_json_delta") => {
-                    let part = delta
-                        .get("partial_json")
-                        .and_then(Value::as_str)
-                        .unwrap_or("");
+                    let part = delta.partial_json.as_str().unwrap_or("");
                     if let Some((_, n)) = state.tool_blocks.iter().find(|(i, _)| *i == index) {
                         out.push(chunk::delta(
                             &state.meta,
@@ -463,13 +507,10 @@ pub fn decode_event(state: &mut StreamState, event: &Event) -> Vec<Bytes> {
             }
         }
         "message_delta" => {
-            if let Some(u) = v.get("usage") {
-                state.usage = Some(usage(u, state.usage));
+            if let Some(u) = usage(&v.usage, state.usage) {
+                state.usage = Some(u);
             }
-            let reason = v
-                .get("delta")
-                .and_then(|d| d.get("stop_reason"))
-                .and_then(Value::as_str);
+            let reason = v.delta.get().and_then(|d| d.stop_reason.as_str());
             start(state, &mut out);
             out.push(chunk::delta(
                 &state.meta,
@@ -480,10 +521,10 @@ pub fn decode_event(state: &mut StreamState, event: &Event) -> Vec<Bytes> {
         "message_stop" => state.finished = true,
         "error" => {
             state.errored = true;
-            let e = v.get("error").cloned().unwrap_or(Value::Null);
-            let msg = e
-                .get("message")
-                .and_then(Value::as_str)
+            let msg = v
+                .error
+                .get()
+                .and_then(|e| e.message.as_str())
                 .unwrap_or("provider error");
             out.push(chunk::error_event(
                 msg,

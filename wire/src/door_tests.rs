@@ -5,10 +5,13 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::Value;
 
-use super::{anthropic_messages, openai_responses};
-use crate::providers::fixtures::{ANTHROPIC_STREAM, GEMINI_STREAM, OPENAI_STREAM};
-use crate::providers::{chunk, Adapter, StreamState};
-use crate::sse::{parse, Framer};
+use crate::anthropic::messages as anthropic_messages;
+use crate::fixtures::{ANTHROPIC_STREAM, GEMINI_STREAM, OPENAI_STREAM};
+use crate::openai::chunk;
+use crate::openai::responses as openai_responses;
+use crate::sse::Framer;
+use crate::translation::{Encoder, Translation};
+use crate::{Adapter, StreamState};
 
 /// The event payloads of an encoded stream, with the ids and times each run makes anew
 /// taken out.
@@ -46,44 +49,25 @@ enum Door {
 
 /// A provider stream, cut into `parts`, through its adapter and a door's encoder.
 fn encode(adapter: Adapter, door: Door, parts: &[&[u8]]) -> Vec<Value> {
-    let mut state = StreamState {
+    let state = StreamState {
         client_wants_usage: true,
         meta: chunk::Meta::new("m"),
         ..Default::default()
     };
-    let mut messages = anthropic_messages::StreamEncoder::new("m");
-    let echo = openai_responses::Echo::new("resp_1".into(), &Value::Null, "m");
-    let mut responses = openai_responses::StreamEncoder::new(echo);
-    let mut out: Vec<Bytes> = Vec::new();
-    let mut feed = |piece: Bytes, out: &mut Vec<Bytes>| match door {
-        Door::Messages => out.extend(messages.push(&parse(piece))),
-        Door::Responses => out.extend(responses.push(&parse(piece))),
-    };
-    let mut framer = Framer::new();
-    for p in parts {
-        for ev in framer.push(p).unwrap() {
-            for piece in adapter.decode_event(&mut state, &ev) {
-                feed(piece, &mut out);
-            }
-        }
-    }
-    if let Some(ev) = framer.finish() {
-        for piece in adapter.decode_event(&mut state, &ev) {
-            feed(piece, &mut out);
-        }
-    }
-    for piece in adapter.finish_stream(&mut state).unwrap_or_default() {
-        feed(piece, &mut out);
-    }
-    match door {
-        Door::Messages => out.extend(messages.finish()),
+    let encoder = match door {
+        Door::Messages => Encoder::Messages(anthropic_messages::StreamEncoder::new("m")),
         Door::Responses => {
-            if let Some((tail, response, _)) = responses.complete() {
-                out.extend(tail);
-                out.push(responses.close(&response));
-            }
+            let echo = openai_responses::Echo::new("resp_1".into(), b"null", "m");
+            Encoder::Responses(openai_responses::StreamEncoder::new(echo))
         }
+    };
+    let mut t = Translation::new(adapter, state, encoder, "m");
+    t.begin(200, "text/event-stream", 1 << 20);
+    let mut out: Vec<Bytes> = Vec::new();
+    for p in parts {
+        out.push(t.push(Bytes::copy_from_slice(p)).unwrap());
     }
+    out.push(t.finish().unwrap());
     normalized(&out)
 }
 

@@ -1,12 +1,20 @@
 //! OpenAI wire format (also every OpenAI-compatible server): the request passes through
 //! with the served model name, and streams ask for the usage chunk, which is hidden again
-//! from a client that did not ask for it.
+//! from a client that did not ask for it. [`chunk`] writes the OpenAI chat events that
+//! translated streams become; [`responses`] maps the Responses door to and from chat.
+
+pub mod chunk;
+pub mod responses;
 
 use bytes::Bytes;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{Call, Generated, Route, Signal, StreamState, Unsupported, UpstreamRequest, Usage};
+use crate::lenient::{self, Leaf, Lenient, List, Raw};
+use crate::messages::Function;
+
 use crate::sse::Event;
+use crate::{Call, Generated, Route, Signal, StreamState, Unsupported, UpstreamRequest, Usage};
 
 /// The provider key as a bearer token; none for a keyless entry (a local server that
 /// needs no key gets no `Authorization` header).
@@ -140,6 +148,211 @@ pub fn decode_response(body: &[u8]) -> (Option<Usage>, Generated) {
         }
     }
     (parse_usage(&v), content)
+}
+
+/// An OpenAI chat answer's `usage`, read leniently.
+#[derive(Default, Deserialize)]
+pub struct UsageIn<'a> {
+    #[serde(default, borrow)]
+    prompt_tokens: Leaf<'a>,
+    #[serde(default, borrow)]
+    completion_tokens: Leaf<'a>,
+    #[serde(default, borrow)]
+    prompt_tokens_details: Lenient<DetailsIn<'a>>,
+}
+
+#[derive(Default, Deserialize)]
+struct DetailsIn<'a> {
+    #[serde(default, borrow)]
+    cached_tokens: Leaf<'a>,
+}
+
+impl UsageIn<'_> {
+    pub fn usage(&self) -> Usage {
+        let n = |l: &Leaf<'_>| l.as_u64().unwrap_or(0);
+        Usage {
+            prompt_tokens: n(&self.prompt_tokens),
+            completion_tokens: n(&self.completion_tokens),
+            cached_tokens: self
+                .prompt_tokens_details
+                .get()
+                .map_or(0, |d| n(&d.cached_tokens)),
+            cache_write_tokens: 0,
+        }
+    }
+}
+
+/// One `chat.completion.chunk` as the doors' encoders read it (typed, lenient).
+#[derive(Default, Deserialize)]
+pub struct ChunkIn<'a> {
+    #[serde(default, borrow)]
+    pub choices: List<ChunkChoice<'a>>,
+    #[serde(default, borrow)]
+    pub usage: Lenient<UsageIn<'a>>,
+    #[serde(default, borrow)]
+    pub error: Lenient<ErrorIn<'a>>,
+}
+
+#[derive(Default, Deserialize)]
+pub struct ChunkChoice<'a> {
+    #[serde(default, borrow)]
+    pub delta: Lenient<DeltaIn<'a>>,
+    #[serde(default, borrow)]
+    pub finish_reason: Leaf<'a>,
+}
+
+#[derive(Default, Deserialize)]
+pub struct DeltaIn<'a> {
+    #[serde(default, borrow)]
+    pub content: Leaf<'a>,
+    #[serde(default, borrow)]
+    pub tool_calls: List<CallDelta<'a>>,
+}
+
+/// A tool call (or a piece of one, in a stream).
+#[derive(Default, Deserialize)]
+pub struct CallDelta<'a> {
+    #[serde(default, borrow)]
+    pub index: Leaf<'a>,
+    #[serde(default, borrow)]
+    pub id: Raw<'a>,
+    #[serde(default, borrow)]
+    pub function: Lenient<Function<'a>>,
+}
+
+#[derive(Default, Deserialize)]
+pub struct ErrorIn<'a> {
+    #[serde(default, borrow)]
+    pub message: Leaf<'a>,
+}
+
+static NO_FUNCTION: Function<'static> = Function::absent();
+
+static NO_CALL: CallDelta<'static> = CallDelta {
+    index: Leaf::Absent,
+    id: Raw(None),
+    function: Lenient::absent(),
+};
+
+impl<'a> CallDelta<'a> {
+    /// Its `function` (empty when it is not an object).
+    pub fn function(&self) -> &Function<'a> {
+        self.function.get().unwrap_or(&NO_FUNCTION)
+    }
+}
+
+impl<'a> ChunkIn<'a> {
+    /// Reads a chunk's data (`None` when it is not JSON).
+    pub fn read(data: &'a str) -> Option<Self> {
+        lenient::document(data.as_bytes())
+    }
+
+    /// The provider's usage, when the chunk has a `usage` object.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage.get().map(UsageIn::usage)
+    }
+
+    /// The message of an `error` the chunk carries (whatever its shape).
+    pub fn error(&self) -> Option<&str> {
+        self.error.present.then(|| {
+            self.error
+                .get()
+                .and_then(|e| e.message.as_str())
+                .unwrap_or("The provider's stream failed.")
+        })
+    }
+
+    /// The choices that are objects.
+    pub fn choices(&self) -> impl Iterator<Item = &ChunkChoice<'a>> {
+        lenient::items(&self.choices).flatten()
+    }
+}
+
+impl<'a> ChunkChoice<'a> {
+    pub fn text(&self) -> Option<&str> {
+        self.delta.get().and_then(|d| d.content.as_str())
+    }
+
+    /// Its tool calls (one that is not an object reads as empty).
+    pub fn tool_calls(&self) -> impl Iterator<Item = &CallDelta<'a>> {
+        self.delta
+            .get()
+            .map(|d| lenient::items(&d.tool_calls).map(|c| c.unwrap_or(&NO_CALL)))
+            .into_iter()
+            .flatten()
+    }
+}
+
+/// A whole `chat.completion`, as the doors' mappers read its first choice.
+#[derive(Default, Deserialize)]
+pub struct CompletionIn<'a> {
+    #[serde(default, borrow)]
+    choices: List<CompletionChoice<'a>>,
+}
+
+#[derive(Default, Deserialize)]
+struct CompletionChoice<'a> {
+    #[serde(default, borrow)]
+    message: Lenient<MessageIn<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Leaf<'a>,
+}
+
+/// The assistant's message of a completion.
+#[derive(Default, Deserialize)]
+pub struct MessageIn<'a> {
+    #[serde(default, borrow)]
+    pub content: Raw<'a>,
+    #[serde(default, borrow)]
+    pub tool_calls: Raw<'a>,
+}
+
+impl<'a> CompletionIn<'a> {
+    /// Reads a completion's bytes (anything else reads as an empty completion).
+    pub fn read(body: &'a [u8]) -> Self {
+        lenient::document(body).unwrap_or_default()
+    }
+
+    fn first(&self) -> Option<&CompletionChoice<'a>> {
+        lenient::items(&self.choices).next().flatten()
+    }
+
+    /// The first choice's message, when it has one.
+    pub fn message(&self) -> Option<&MessageIn<'a>> {
+        self.first().and_then(|c| c.message.get())
+    }
+
+    /// The first choice's finish reason.
+    pub fn finish_reason(&self) -> Option<&str> {
+        self.first().and_then(|c| c.finish_reason.as_str())
+    }
+}
+
+impl<'a> MessageIn<'a> {
+    /// Its text, when `content` is a string.
+    pub fn text(&self) -> Option<String> {
+        self.content.to_value().and_then(|v| match v {
+            Value::String(s) => Some(s),
+            _ => None,
+        })
+    }
+
+    /// Its tool calls, when `tool_calls` is an array (one that is not an object reads as
+    /// empty).
+    pub fn tool_calls(&self) -> Vec<CallDelta<'a>> {
+        let Some(raw) = self.tool_calls.0 else {
+            return Vec::new();
+        };
+        lenient::parse::<List<CallDelta<'a>>>(raw.get())
+            .and_then(|l| l.into_items())
+            .map(|items| {
+                items
+                    .into_iter()
+                    .map(|c| c.into_inner().unwrap_or_default())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// Passes an event on, or drops the usage-only chunk the client did not ask for.

@@ -4,16 +4,16 @@
 //! chunks become OpenAI objects, with safety blocks reported as `content_filter`.
 
 use bytes::Bytes;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::chunk;
-use super::messages::{content_text, parse_data_url, parts, push_merged, Part};
-use super::{Decoded, Generated, Signal, StreamState, Unsupported, UpstreamRequest, Usage};
+use crate::lenient::{self, Leaf, Lenient, List, Raw};
+use crate::messages::{parse_data_url, push_merged, ChatMessage, ChatRequest, Part, ToolChoice};
+use crate::openai::chunk;
 use crate::sse::Event;
-
-fn unsupported(msg: impl Into<String>) -> Unsupported {
-    Unsupported(msg.into())
-}
+use crate::{
+    unsupported, Decoded, Generated, Signal, StreamState, Unsupported, UpstreamRequest, Usage,
+};
 
 fn mime_for_url(url: &str) -> &'static str {
     let lower = url.to_ascii_lowercase();
@@ -28,78 +28,52 @@ fn mime_for_url(url: &str) -> &'static str {
     }
 }
 
-fn user_parts(content: Option<&Value>) -> Result<Vec<Value>, Unsupported> {
-    Ok(parts(content, "gemini")?
+fn user_parts(m: &ChatMessage<'_>) -> Result<Vec<Value>, Unsupported> {
+    Ok(m.content()
+        .parts("gemini")?
         .into_iter()
         .map(|p| match p {
             Part::Text(t) => json!({"text": t}),
-            Part::Image(url) => match parse_data_url(url) {
+            Part::Image(url) => match parse_data_url(&url) {
                 Some((mime, data)) => json!({"inlineData": {"mimeType": mime, "data": data}}),
-                None => json!({"fileData": {"mimeType": mime_for_url(url), "fileUri": url}}),
+                None => json!({"fileData": {"mimeType": mime_for_url(&url), "fileUri": url}}),
             },
         })
         .collect())
 }
 
-/// The `generateContent` body for an OpenAI chat request.
-pub fn translate_request(request: &Value) -> Result<Value, Unsupported> {
-    if request
-        .get("n")
-        .and_then(Value::as_u64)
-        .is_some_and(|n| n > 1)
-    {
-        return Err(unsupported(
-            "`n` greater than 1 is not supported by gemini providers",
-        ));
-    }
-    let msgs = request
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or_else(|| unsupported("`messages` must be an array"))?;
+/// The `generateContent` body for an OpenAI chat request (its bytes).
+pub fn translate_request(request: &[u8]) -> Result<Value, Unsupported> {
+    let request = ChatRequest::read(request)?;
+    request.refuse_choices("gemini")?;
     let mut system = Vec::new();
     let mut contents = Vec::new();
     // Gemini answers tool results by function name; OpenAI by call id.
     let mut call_names: Vec<(String, String)> = Vec::new();
-    for m in msgs {
-        match m.get("role").and_then(Value::as_str).unwrap_or("") {
+    for m in request.messages()? {
+        match m.role() {
             "system" | "developer" => {
-                let t = content_text(m.get("content"));
+                let t = m.text();
                 if !t.is_empty() {
                     system.push(json!({"text": t}));
                 }
             }
-            "user" => push_merged(
-                &mut contents,
-                "user",
-                "parts",
-                user_parts(m.get("content"))?,
-            ),
+            "user" => push_merged(&mut contents, "user", "parts", user_parts(m)?),
             "assistant" => {
                 let mut parts = Vec::new();
-                let text = content_text(m.get("content"));
+                let text = m.text();
                 if !text.is_empty() {
                     parts.push(json!({"text": text}));
                 }
-                for call in m
-                    .get("tool_calls")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    let f = call.get("function").cloned().unwrap_or(Value::Null);
-                    let name = f
-                        .get("name")
+                for (call, f) in m.tool_calls() {
+                    let name = f.name.to_value();
+                    let name = name
+                        .as_ref()
                         .and_then(Value::as_str)
                         .unwrap_or("")
                         .to_string();
-                    let args = f.get("arguments").and_then(Value::as_str).unwrap_or("{}");
-                    let args: Value = if args.trim().is_empty() {
-                        json!({})
-                    } else {
-                        serde_json::from_str(args)
-                            .map_err(|_| unsupported("tool call arguments must be a JSON object"))?
-                    };
-                    if let Some(id) = call.get("id").and_then(Value::as_str) {
+                    let args = f.arguments()?;
+                    if let Some(id) = call.id.to_value().as_ref().and_then(Value::as_str) {
                         call_names.push((id.to_string(), name.clone()));
                     }
                     parts.push(json!({"functionCall": {"name": name, "args": args}}));
@@ -107,13 +81,14 @@ pub fn translate_request(request: &Value) -> Result<Value, Unsupported> {
                 push_merged(&mut contents, "model", "parts", parts);
             }
             "tool" => {
-                let id = m.get("tool_call_id").and_then(Value::as_str).unwrap_or("");
+                let id = m.tool_call_id.to_value();
+                let id = id.as_ref().and_then(Value::as_str).unwrap_or("");
                 let name = call_names
                     .iter()
                     .find(|(i, _)| i == id)
                     .map(|(_, n)| n.clone())
                     .ok_or_else(|| unsupported("a tool message must answer a tool call of an earlier assistant message"))?;
-                let text = content_text(m.get("content"));
+                let text = m.text();
                 let response = serde_json::from_str::<Value>(&text)
                     .ok()
                     .filter(Value::is_object)
@@ -138,65 +113,47 @@ pub fn translate_request(request: &Value) -> Result<Value, Unsupported> {
         body.insert("systemInstruction".into(), json!({"parts": system}));
     }
     let mut gen = Map::new();
-    if let Some(v) = request.get("temperature").filter(|v| v.is_number()) {
-        gen.insert("temperature".into(), v.clone());
+    if let Some(v) = ChatRequest::number(&request.temperature) {
+        gen.insert("temperature".into(), v);
     }
-    if let Some(v) = request.get("top_p").filter(|v| v.is_number()) {
-        gen.insert("topP".into(), v.clone());
+    if let Some(v) = ChatRequest::number(&request.top_p) {
+        gen.insert("topP".into(), v);
     }
-    if let Some(v) = request
-        .get("max_completion_tokens")
-        .or_else(|| request.get("max_tokens"))
-        .filter(|v| v.is_number())
-    {
-        gen.insert("maxOutputTokens".into(), v.clone());
+    if let Some(v) = request.max_tokens().filter(Value::is_number) {
+        gen.insert("maxOutputTokens".into(), v);
     }
-    match request.get("stop") {
-        Some(Value::String(s)) => {
-            gen.insert("stopSequences".into(), json!([s]));
-        }
-        Some(Value::Array(a)) if !a.is_empty() => {
-            gen.insert("stopSequences".into(), Value::Array(a.clone()));
-        }
-        _ => {}
+    if let Some(stop) = request.stop_sequences() {
+        gen.insert("stopSequences".into(), stop);
     }
-    if request
-        .get("response_format")
-        .and_then(|f| f.get("type"))
-        .and_then(Value::as_str)
-        == Some("json_object")
-    {
+    if request.response_format.get().and_then(|f| f.kind.as_str()) == Some("json_object") {
         gen.insert("responseMimeType".into(), json!("application/json"));
     }
     if !gen.is_empty() {
         body.insert("generationConfig".into(), Value::Object(gen));
     }
     let decls: Vec<Value> = request
-        .get("tools")
-        .and_then(Value::as_array)
+        .functions()
         .into_iter()
         .flatten()
-        .filter_map(|t| t.get("function"))
         .map(|f| {
-            let mut d = json!({"name": f.get("name").cloned().unwrap_or(Value::Null)});
-            if let Some(desc) = f.get("description") {
-                d["description"] = desc.clone();
+            let mut d = json!({"name": f.name.value()});
+            if let Some(desc) = f.description.to_value() {
+                d["description"] = desc;
             }
-            if let Some(p) = f.get("parameters") {
-                d["parameters"] = p.clone();
+            if let Some(p) = f.parameters.to_value() {
+                d["parameters"] = p;
             }
             d
         })
         .collect();
     if !decls.is_empty() {
         body.insert("tools".into(), json!([{"functionDeclarations": decls}]));
-        let config = match request.get("tool_choice") {
-            Some(Value::String(s)) if s == "none" => Some(json!({"mode": "NONE"})),
-            Some(Value::String(s)) if s == "required" => Some(json!({"mode": "ANY"})),
-            Some(Value::Object(o)) => o
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .map(|n| json!({"mode": "ANY", "allowedFunctionNames": [n]})),
+        let config = match request.tool_choice() {
+            Some(ToolChoice::Mode(s)) if s == "none" => Some(json!({"mode": "NONE"})),
+            Some(ToolChoice::Mode(s)) if s == "required" => Some(json!({"mode": "ANY"})),
+            Some(ToolChoice::Function(name)) => {
+                name.map(|n| json!({"mode": "ANY", "allowedFunctionNames": [n]}))
+            }
             _ => None,
         };
         if let Some(c) = config {
@@ -216,7 +173,7 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANU
 pub fn build_request(
     prefix: &str,
     key: &str,
-    request: &Value,
+    request: &[u8],
     model: &str,
     stream: bool,
 ) -> Result<UpstreamRequest, Unsupported> {
@@ -249,53 +206,129 @@ pub fn finish_reason(reason: Option<&str>, tool_calls: bool) -> &'static str {
     }
 }
 
-fn usage(v: &Value) -> Option<Usage> {
-    let u = v.get("usageMetadata")?;
-    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+/// A `generateContent` answer, or one chunk of its stream, as the translation reads it.
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AnswerView<'a> {
+    #[serde(default, borrow)]
+    candidates: List<AnswerCandidate<'a>>,
+    #[serde(default, borrow)]
+    prompt_feedback: Lenient<Feedback<'a>>,
+    #[serde(default, borrow)]
+    usage_metadata: Lenient<UsageMetadata<'a>>,
+    #[serde(default, borrow)]
+    model_version: Leaf<'a>,
+    #[serde(default, borrow)]
+    error: Lenient<ErrorView<'a>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AnswerCandidate<'a> {
+    #[serde(default, borrow)]
+    content: Lenient<AnswerContent<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Leaf<'a>,
+}
+
+#[derive(Default, Deserialize)]
+struct AnswerContent<'a> {
+    #[serde(default, borrow)]
+    parts: List<AnswerPart<'a>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AnswerPart<'a> {
+    #[serde(default, borrow)]
+    text: Leaf<'a>,
+    #[serde(default, borrow)]
+    thought: Leaf<'a>,
+    #[serde(default, borrow)]
+    function_call: Lenient<FunctionCall<'a>>,
+}
+
+#[derive(Default, Deserialize)]
+struct FunctionCall<'a> {
+    #[serde(default, borrow)]
+    name: Raw<'a>,
+    #[serde(default, borrow)]
+    args: Raw<'a>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Feedback<'a> {
+    #[serde(default, borrow)]
+    block_reason: Leaf<'a>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UsageMetadata<'a> {
+    #[serde(default, borrow)]
+    prompt_token_count: Leaf<'a>,
+    #[serde(default, borrow)]
+    candidates_token_count: Leaf<'a>,
+    #[serde(default, borrow)]
+    thoughts_token_count: Leaf<'a>,
+    #[serde(default, borrow)]
+    cached_content_token_count: Leaf<'a>,
+}
+
+#[derive(Default, Deserialize)]
+struct ErrorView<'a> {
+    #[serde(default, borrow)]
+    message: Leaf<'a>,
+}
+
+fn usage(v: &AnswerView<'_>) -> Option<Usage> {
+    if !v.usage_metadata.present {
+        return None;
+    }
+    let none = UsageMetadata::default();
+    let u = v.usage_metadata.get().unwrap_or(&none);
+    let n = |l: &Leaf<'_>| l.as_u64().unwrap_or(0);
     Some(Usage {
-        prompt_tokens: n("promptTokenCount"),
-        completion_tokens: n("candidatesTokenCount").saturating_add(n("thoughtsTokenCount")),
-        cached_tokens: n("cachedContentTokenCount"),
+        prompt_tokens: n(&u.prompt_token_count),
+        completion_tokens: n(&u.candidates_token_count).saturating_add(n(&u.thoughts_token_count)),
+        cached_tokens: n(&u.cached_content_token_count),
         cache_write_tokens: 0,
     })
 }
 
 /// Text and function calls of the first candidate, and its finish reason.
-fn candidate(v: &Value, first_call_index: usize) -> (String, Vec<Value>, Option<String>) {
-    let c = v.get("candidates").and_then(|c| c.get(0));
+fn candidate(v: &AnswerView<'_>, first_call_index: usize) -> (String, Vec<Value>, Option<String>) {
+    let c = lenient::items(&v.candidates).next().flatten();
     let mut text = String::new();
     let mut calls = Vec::new();
-    for part in c
-        .and_then(|c| c.get("content"))
-        .and_then(|c| c.get("parts"))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(t) = part.get("text").and_then(Value::as_str) {
-            if part.get("thought").and_then(Value::as_bool) != Some(true) {
+    let parts = c
+        .and_then(|c| c.content.get())
+        .map(|content| lenient::items(&content.parts));
+    for part in parts.into_iter().flatten().flatten() {
+        if let Some(t) = part.text.as_str() {
+            if part.thought.as_bool() != Some(true) {
                 text.push_str(t);
             }
-        } else if let Some(fc) = part.get("functionCall") {
+        } else if part.function_call.present {
+            let none = FunctionCall::default();
+            let fc = part.function_call.get().unwrap_or(&none);
             let index = first_call_index + calls.len();
             calls.push(json!({
                 "id": format!("call_{index}"),
                 "type": "function",
                 "function": {
-                    "name": fc.get("name").cloned().unwrap_or(Value::Null),
-                    "arguments": fc.get("args").map(Value::to_string).unwrap_or_else(|| "{}".into()),
+                    "name": fc.name.value(),
+                    "arguments": fc.args.to_value().map_or_else(|| "{}".into(), |a| a.to_string()),
                 },
             }));
         }
     }
-    let mut reason = c
-        .and_then(|c| c.get("finishReason"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let mut reason = c.and_then(|c| c.finish_reason.as_str()).map(str::to_string);
     if reason.is_none()
-        && v.get("promptFeedback")
-            .and_then(|p| p.get("blockReason"))
-            .is_some()
+        && v.prompt_feedback
+            .get()
+            .is_some_and(|p| p.block_reason.is_present())
     {
         reason = Some("SAFETY".into());
     }
@@ -304,7 +337,7 @@ fn candidate(v: &Value, first_call_index: usize) -> (String, Vec<Value>, Option<
 
 pub fn decode_response(body: &[u8], model: &str) -> Decoded {
     let mut content = Generated::default();
-    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+    let Some(v) = lenient::document::<AnswerView>(body) else {
         return Decoded {
             body: None,
             usage: None,
@@ -314,11 +347,7 @@ pub fn decode_response(body: &[u8], model: &str) -> Decoded {
     let (text, calls, reason) = candidate(&v, 0);
     content.push(&text);
     let usage = usage(&v);
-    let meta = chunk::Meta::new(
-        v.get("modelVersion")
-            .and_then(Value::as_str)
-            .unwrap_or(model),
-    );
+    let meta = chunk::Meta::new(v.model_version.as_str().unwrap_or(model));
     let finish = finish_reason(reason.as_deref(), !calls.is_empty());
     let text = (!text.is_empty() || calls.is_empty()).then_some(text);
     let out = chunk::completion(&meta, text, calls, finish, usage.as_ref());
@@ -414,15 +443,16 @@ pub fn decode_event(state: &mut StreamState, event: &Event) -> Vec<Bytes> {
     let Some(v) = event
         .data
         .as_deref()
-        .and_then(|d| serde_json::from_str::<Value>(d).ok())
+        .and_then(|d| lenient::document::<AnswerView>(d.as_bytes()))
     else {
         return out;
     };
-    if let Some(e) = v.get("error") {
+    if v.error.present {
         state.errored = true;
-        let msg = e
-            .get("message")
-            .and_then(Value::as_str)
+        let msg = v
+            .error
+            .get()
+            .and_then(|e| e.message.as_str())
             .unwrap_or("provider error");
         out.push(chunk::error_event(
             msg,

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::Usage;
+use crate::Usage;
 
 /// Identity shared by every chunk of one translated stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,0 +1,656 @@
+//! One attempt's translation of the provider's answer for the client, as a value: the
+//! provider adapter, what its stream has shown so far, and the front door's encoder.
+//! Bytes in, bytes out — [`Translation::push`], [`Translation::finish`],
+//! [`Translation::broken`] — with no I/O, so the live path, the tests (and a cached
+//! answer's replay) drive the same type. The request keeps it once the answer is
+//! delivered; its record reads the usage from it.
+
+use bytes::{Bytes, BytesMut};
+use serde_json::Value;
+
+use crate::anthropic::messages as anthropic_messages;
+use crate::openai::chunk;
+use crate::openai::responses as openai_responses;
+use crate::sse::{Event, Framer};
+use crate::{Adapter, Generated, Signal, StreamState, Usage};
+
+/// Says what one event of the provider's stream means for the hold before the first
+/// token (the provider's wire format decides: see [`Adapter::signal`]).
+pub type Classify = fn(&Event) -> Signal;
+
+/// Largest answer body kept aside to read its usage, or read whole to rewrite it.
+pub const MAX_KEPT_BODY: usize = 8 * 1024 * 1024;
+
+/// How an answer broke after it was committed to the client. Each has the `error_kind`
+/// label of the request's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Break {
+    /// The answer ran past the gateway's time limit.
+    TooLong,
+    /// The provider sent a stream event longer than the framer holds.
+    EventTooLarge,
+    /// The provider's answer broke off (a read error, an improper end, a body too large
+    /// to rewrite).
+    Midstream,
+}
+
+impl Break {
+    pub fn label(self) -> &'static str {
+        match self {
+            Break::TooLong => "answer_too_long",
+            Break::EventTooLarge => "upstream_event_too_large",
+            Break::Midstream => "upstream_error_midstream",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Break::TooLong => "The answer ran past the gateway's time limit.",
+            Break::EventTooLarge => "The provider sent a stream event that is too large.",
+            Break::Midstream => "The provider's stream broke off.",
+        }
+    }
+}
+
+/// How the answer's body is read and sent, decided by its header ([`Translation::begin`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A stream, event by event through the door's encoder.
+    Stream,
+    /// A body passed on as it arrives (kept aside, bounded, for its usage).
+    Pass,
+    /// A body read whole and rewritten: [`Translation::finish`] gives it.
+    Whole,
+}
+
+/// A finished Responses answer, for storing: the Response object and the assistant's
+/// chat message that ends the turn.
+pub struct Answer {
+    pub response: Value,
+    pub message: Value,
+}
+
+/// How the adapter's decoding reaches the client, chosen by the door for the entry's kind.
+pub enum Encoder {
+    /// The adapter's OpenAI chat events as they are (the Chat door).
+    Chat,
+    /// Anthropic's own events, unchanged (the Messages door to an anthropic entry); the
+    /// adapter still reads them, for usage and for whether the stream ended properly.
+    AnthropicRaw,
+    /// OpenAI's own Responses events, unchanged (the Responses door to OpenAI); read for
+    /// usage and for storing.
+    ResponsesRaw(openai_responses::Reader),
+    /// The adapter's chat events as Anthropic's event sequence (the Messages door).
+    Messages(anthropic_messages::StreamEncoder),
+    /// The adapter's chat events as the Responses event sequence (the Responses door).
+    Responses(openai_responses::StreamEncoder),
+}
+
+/// A door's encoder of OpenAI chat stream events (`data: {chunk}` or `[DONE]`).
+trait ChatEvents {
+    fn push(&mut self, event: &Event) -> Vec<Bytes>;
+}
+
+impl ChatEvents for anthropic_messages::StreamEncoder {
+    fn push(&mut self, event: &Event) -> Vec<Bytes> {
+        anthropic_messages::StreamEncoder::push(self, event)
+    }
+}
+
+impl ChatEvents for openai_responses::StreamEncoder {
+    fn push(&mut self, event: &Event) -> Vec<Bytes> {
+        openai_responses::StreamEncoder::push(self, event)
+    }
+}
+
+/// The adapter's OpenAI chat pieces, re-encoded by a door's `events`.
+fn reencode(pieces: Vec<Bytes>, events: &mut impl ChatEvents, out: &mut BytesMut) {
+    for piece in pieces {
+        for e in events.push(&crate::sse::parse(piece)) {
+            out.extend_from_slice(&e);
+        }
+    }
+}
+
+/// A whole answer for the client.
+struct Whole {
+    body: Bytes,
+    usage: Option<Usage>,
+    content: Generated,
+    answer: Option<Answer>,
+}
+
+impl Whole {
+    fn unchanged(body: Bytes) -> Self {
+        Self {
+            body,
+            usage: None,
+            content: Generated::default(),
+            answer: None,
+        }
+    }
+}
+
+/// A whole answer in OpenAI's chat format, as the adapter translates it (errors in
+/// OpenAI's shape too).
+fn whole_as_chat(adapter: Adapter, status: u16, body: Bytes, served: &str) -> Whole {
+    if status >= 300 {
+        return Whole::unchanged(adapter.error_body(status, &body).unwrap_or(body));
+    }
+    let decoded = adapter.decode_response(&body, served);
+    let out = decoded.body.clone().unwrap_or(body);
+    let (usage, content) = decoded.usage_and_content();
+    Whole {
+        body: out,
+        usage,
+        content,
+        answer: None,
+    }
+}
+
+impl Encoder {
+    fn classifier(&self, adapter: Adapter) -> Classify {
+        match self {
+            Encoder::ResponsesRaw(_) => openai_responses::upstream_signal,
+            _ => adapter.classifier(),
+        }
+    }
+
+    /// Whether a non-stream answer must be read whole to be rewritten (otherwise it is
+    /// passed on as it arrives, and read for its usage).
+    fn rewrites_whole_body(&self, adapter: Adapter) -> bool {
+        match self {
+            Encoder::Chat => adapter.translates(),
+            Encoder::AnthropicRaw => false,
+            Encoder::ResponsesRaw(_) | Encoder::Messages(_) | Encoder::Responses(_) => true,
+        }
+    }
+
+    /// Decodes one provider event and appends what the client receives to `out`.
+    fn event(
+        &mut self,
+        adapter: Adapter,
+        state: &mut StreamState,
+        event: &Event,
+        out: &mut BytesMut,
+    ) {
+        match self {
+            Encoder::Chat => {
+                for piece in adapter.decode_event(state, event) {
+                    out.extend_from_slice(&piece);
+                }
+            }
+            Encoder::AnthropicRaw => {
+                let _ = adapter.decode_event(state, event);
+                out.extend_from_slice(&event.raw);
+            }
+            Encoder::ResponsesRaw(reader) => {
+                out.extend_from_slice(&event.raw);
+                reader.read(state, event);
+            }
+            Encoder::Messages(events) => reencode(adapter.decode_event(state, event), events, out),
+            Encoder::Responses(events) => reencode(adapter.decode_event(state, event), events, out),
+        }
+    }
+
+    /// The provider's stream ended: what is still to be sent, and the answer to store;
+    /// `Err` when it ended without its format's proper end.
+    fn finish(
+        &mut self,
+        adapter: Adapter,
+        state: &mut StreamState,
+        storing: bool,
+        out: &mut BytesMut,
+    ) -> Result<Option<Answer>, Break> {
+        let broke = |_| Break::Midstream;
+        match self {
+            Encoder::Chat => {
+                for piece in adapter.finish_stream(state).map_err(broke)? {
+                    out.extend_from_slice(&piece);
+                }
+                Ok(None)
+            }
+            Encoder::AnthropicRaw => adapter.finish_stream(state).map(|_| None).map_err(broke),
+            Encoder::ResponsesRaw(reader) => {
+                if !state.finished || state.errored {
+                    return Err(Break::Midstream);
+                }
+                Ok(reader
+                    .last
+                    .take()
+                    .filter(|_| storing)
+                    .map(|response| Answer {
+                        message: openai_responses::assistant_from_output(&response),
+                        response,
+                    }))
+            }
+            Encoder::Messages(events) => {
+                reencode(adapter.finish_stream(state).map_err(broke)?, events, out);
+                for e in events.finish() {
+                    out.extend_from_slice(&e);
+                }
+                if events.complete() {
+                    Ok(None)
+                } else {
+                    Err(Break::Midstream)
+                }
+            }
+            Encoder::Responses(events) => {
+                reencode(adapter.finish_stream(state).map_err(broke)?, events, out);
+                if !events.finished() {
+                    return Err(Break::Midstream);
+                }
+                // Stored before the client hears it is complete, so a follow-up naming
+                // it as `previous_response_id` finds it.
+                let Some((closing, response, message)) = events.complete() else {
+                    return Ok(None);
+                };
+                for e in closing {
+                    out.extend_from_slice(&e);
+                }
+                out.extend_from_slice(&events.close(&response));
+                Ok(storing.then_some(Answer { response, message }))
+            }
+        }
+    }
+
+    /// The event that ends a broken stream, unless the provider's own error event was
+    /// already passed on.
+    fn broken(&mut self, state: &StreamState, kind: Break) -> Option<Bytes> {
+        let message = kind.message();
+        match self {
+            Encoder::Chat => {
+                (!state.errored).then(|| chunk::error_event(message, "server_error", kind.label()))
+            }
+            Encoder::AnthropicRaw => {
+                (!state.errored).then(|| anthropic_messages::error_event(502, message))
+            }
+            Encoder::ResponsesRaw(reader) => {
+                (!state.errored).then(|| reader.error_event(message, kind.label()))
+            }
+            Encoder::Messages(events) => {
+                (!events.errored).then(|| anthropic_messages::error_event(502, message))
+            }
+            Encoder::Responses(events) => {
+                (!events.errored).then(|| Bytes::from(events.failed(message).concat()))
+            }
+        }
+    }
+
+    /// A whole answer (success or error) rewritten for the client; called only when
+    /// [`Self::rewrites_whole_body`] says so.
+    fn whole(
+        &mut self,
+        adapter: Adapter,
+        status: u16,
+        body: Bytes,
+        served: &str,
+        storing: bool,
+    ) -> Whole {
+        match self {
+            Encoder::Chat => whole_as_chat(adapter, status, body, served),
+            Encoder::AnthropicRaw => Whole::unchanged(body),
+            Encoder::ResponsesRaw(_) => {
+                if status >= 300 {
+                    return whole_as_chat(adapter, status, body, served);
+                }
+                let response: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let decoded = adapter.decode_response(&body, served);
+                Whole {
+                    usage: openai_responses::usage_of(&response),
+                    content: decoded.content,
+                    answer: storing.then(|| Answer {
+                        message: openai_responses::assistant_from_output(&response),
+                        response,
+                    }),
+                    body,
+                }
+            }
+            Encoder::Messages(_) => {
+                let mut whole = whole_as_chat(adapter, status, body, served);
+                whole.body = if status < 300 {
+                    let completion = anthropic_messages::from_completion(
+                        &whole.body,
+                        served,
+                        whole.usage.as_ref(),
+                    );
+                    Bytes::from(completion.to_string())
+                } else {
+                    anthropic_messages::from_openai_error(status, &whole.body)
+                };
+                whole
+            }
+            Encoder::Responses(events) => {
+                let mut whole = whole_as_chat(adapter, status, body, served);
+                if status < 300 {
+                    let (response, message) = openai_responses::from_completion(
+                        &whole.body,
+                        events.echo(),
+                        whole.usage.as_ref(),
+                    );
+                    whole.body = Bytes::from(response.to_string());
+                    whole.answer = storing.then_some(Answer { response, message });
+                }
+                whole
+            }
+        }
+    }
+}
+
+/// The answer's body as it is read.
+enum Body {
+    /// Before [`Translation::begin`].
+    Unread,
+    Events(Framer),
+    Passed(Kept),
+    Whole {
+        status: u16,
+        kept: Kept,
+    },
+}
+
+/// Chunks kept aside, with their length.
+#[derive(Default)]
+struct Kept {
+    parts: Vec<Bytes>,
+    len: usize,
+}
+
+impl Kept {
+    fn fits(&self, chunk: &Bytes) -> bool {
+        self.len + chunk.len() <= MAX_KEPT_BODY
+    }
+
+    fn push(&mut self, chunk: Bytes) {
+        self.len += chunk.len();
+        self.parts.push(chunk);
+    }
+
+    fn take(&mut self) -> Bytes {
+        let parts = std::mem::take(&mut self.parts);
+        self.len = 0;
+        match <[Bytes; 1]>::try_from(parts) {
+            Ok([one]) => one,
+            Err(parts) => Bytes::from(parts.concat()),
+        }
+    }
+}
+
+/// One attempt's answer, translated for the client.
+pub struct Translation {
+    adapter: Adapter,
+    state: StreamState,
+    encoder: Encoder,
+    /// The model the entry serves (named in translated answers).
+    served: String,
+    /// Whether the finished answer is stored (the Responses door).
+    storing: bool,
+    /// What the door changed in the request, for the log row.
+    note: Option<&'static str>,
+    body: Body,
+    answer: Option<Answer>,
+    /// What finishing produced before the stream turned out broken: sent before the
+    /// door's error event.
+    unsent: BytesMut,
+}
+
+impl Translation {
+    /// The translation of an answer from an entry of `adapter`'s format, whose stream
+    /// starts in `state`, for a door's `encoder`.
+    pub fn new(adapter: Adapter, state: StreamState, encoder: Encoder, served: &str) -> Self {
+        Self {
+            adapter,
+            state,
+            encoder,
+            served: served.to_string(),
+            storing: false,
+            note: None,
+            body: Body::Unread,
+            answer: None,
+            unsent: BytesMut::new(),
+        }
+    }
+
+    /// The same, keeping the finished answer for storing.
+    pub fn storing(mut self, storing: bool) -> Self {
+        self.storing = storing;
+        self
+    }
+
+    /// The same, with what the door changed in the request.
+    pub fn with_note(mut self, note: Option<&'static str>) -> Self {
+        self.note = note;
+        self
+    }
+
+    /// How the provider's stream is read during the hold before the first token.
+    pub fn classifier(&self) -> Classify {
+        self.encoder.classifier(self.adapter)
+    }
+
+    pub fn note(&self) -> Option<&'static str> {
+        self.note
+    }
+
+    /// How the answer's body is read, from its status and content type; a stream's events
+    /// longer than `max_event_bytes` break it.
+    pub fn begin(&mut self, status: u16, content_type: &str, max_event_bytes: usize) -> Shape {
+        let (body, shape) = if status < 300 && content_type.starts_with("text/event-stream") {
+            (
+                Body::Events(Framer::with_limit(max_event_bytes)),
+                Shape::Stream,
+            )
+        } else if self.encoder.rewrites_whole_body(self.adapter) {
+            (
+                Body::Whole {
+                    status,
+                    kept: Kept::default(),
+                },
+                Shape::Whole,
+            )
+        } else {
+            (Body::Passed(Kept::default()), Shape::Pass)
+        };
+        self.body = body;
+        shape
+    }
+
+    /// One chunk of the provider's answer in; what the client receives now out.
+    pub fn push(&mut self, chunk: Bytes) -> Result<Bytes, Break> {
+        match &mut self.body {
+            Body::Events(framer) => {
+                let events = framer.push(&chunk).map_err(|_| Break::EventTooLarge)?;
+                let mut out = BytesMut::new();
+                for event in events {
+                    self.encoder
+                        .event(self.adapter, &mut self.state, &event, &mut out);
+                }
+                Ok(out.freeze())
+            }
+            Body::Passed(kept) => {
+                if kept.fits(&chunk) {
+                    kept.push(chunk.clone());
+                }
+                Ok(chunk)
+            }
+            Body::Whole { kept, .. } => {
+                if !kept.fits(&chunk) {
+                    return Err(Break::Midstream);
+                }
+                kept.push(chunk);
+                Ok(Bytes::new())
+            }
+            Body::Unread => Ok(chunk),
+        }
+    }
+
+    /// The provider's answer ended: what the client still receives (a rewritten body,
+    /// in whole), or how the answer broke. A finished answer to store is then
+    /// [`Self::take_answer`], to be stored before this is sent.
+    pub fn finish(&mut self) -> Result<Bytes, Break> {
+        match &mut self.body {
+            Body::Events(framer) => {
+                let mut out = BytesMut::new();
+                if let Some(rest) = framer.finish() {
+                    self.encoder
+                        .event(self.adapter, &mut self.state, &rest, &mut out);
+                }
+                match self
+                    .encoder
+                    .finish(self.adapter, &mut self.state, self.storing, &mut out)
+                {
+                    Ok(answer) => {
+                        self.answer = answer;
+                        Ok(out.freeze())
+                    }
+                    Err(kind) => {
+                        self.unsent = out;
+                        Err(kind)
+                    }
+                }
+            }
+            Body::Passed(kept) => {
+                let body = kept.take();
+                let decoded = self.adapter.decode_response(&body, &self.served);
+                (self.state.usage, self.state.content) = decoded.usage_and_content();
+                Ok(Bytes::new())
+            }
+            Body::Whole { status, kept } => {
+                let body = kept.take();
+                let whole =
+                    self.encoder
+                        .whole(self.adapter, *status, body, &self.served, self.storing);
+                self.state.usage = whole.usage;
+                self.state.content = whole.content;
+                self.answer = whole.answer;
+                Ok(whole.body)
+            }
+            Body::Unread => Ok(Bytes::new()),
+        }
+    }
+
+    /// The end of a stream that broke after the commit: what finishing still produced,
+    /// then the door's error event (unless the provider's own was already passed on).
+    /// Never the stream's proper end.
+    pub fn broken(&mut self, kind: Break) -> Bytes {
+        let mut out = std::mem::take(&mut self.unsent);
+        if let Some(event) = self.encoder.broken(&self.state, kind) {
+            out.extend_from_slice(&event);
+        }
+        out.freeze()
+    }
+
+    /// The finished answer to store, once (the Responses door, when storing).
+    pub fn take_answer(&mut self) -> Option<Answer> {
+        self.answer.take()
+    }
+
+    /// The usage the provider reported so far.
+    pub fn usage(&self) -> Option<Usage> {
+        self.state.usage
+    }
+
+    /// The text generated so far, for an estimate when no usage came.
+    pub fn content(&self) -> &Generated {
+        &self.state.content
+    }
+
+    /// What the provider's stream has shown so far.
+    pub fn state(&self) -> &StreamState {
+        &self.state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{ANTHROPIC_STREAM, OPENAI_STREAM};
+
+    fn chat(adapter: Adapter) -> Translation {
+        let state = StreamState {
+            meta: chunk::Meta::new("m"),
+            ..Default::default()
+        };
+        Translation::new(adapter, state, Encoder::Chat, "m")
+    }
+
+    #[test]
+    fn a_stream_without_its_end_breaks_with_the_doors_error_event() {
+        let cut = &ANTHROPIC_STREAM[..ANTHROPIC_STREAM.find("event: message_stop").unwrap()];
+        let mut t = chat(Adapter::Anthropic);
+        assert_eq!(t.begin(200, "text/event-stream", 1 << 20), Shape::Stream);
+        let out = t.push(Bytes::copy_from_slice(cut.as_bytes())).unwrap();
+        assert!(!out.is_empty());
+        assert_eq!(t.finish(), Err(Break::Midstream));
+        let end = String::from_utf8(t.broken(Break::Midstream).to_vec()).unwrap();
+        assert!(
+            end.contains("\"code\":\"upstream_error_midstream\""),
+            "{end}"
+        );
+        assert!(!end.contains("[DONE]"));
+        assert_eq!(t.usage().map(|u| u.prompt_tokens), Some(35));
+    }
+
+    #[test]
+    fn an_event_past_the_limit_breaks_the_stream() {
+        let mut t = chat(Adapter::OpenAi);
+        t.begin(200, "text/event-stream; charset=utf-8", 16);
+        assert_eq!(
+            t.push(Bytes::from_static(b"data: {\"choices\": []")),
+            Err(Break::EventTooLarge)
+        );
+        let end = String::from_utf8(t.broken(Break::EventTooLarge).to_vec()).unwrap();
+        assert!(end.contains("upstream_event_too_large"));
+    }
+
+    #[test]
+    fn a_body_passes_as_it_comes_and_is_read_for_its_usage() {
+        let mut t = chat(Adapter::OpenAi);
+        assert_eq!(t.begin(200, "application/json", 1 << 20), Shape::Pass);
+        let body = br#"{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#;
+        let (a, b) = body.split_at(20);
+        assert_eq!(t.push(Bytes::from_static(a)).unwrap(), a);
+        assert_eq!(t.push(Bytes::from_static(b)).unwrap(), b);
+        assert!(t.usage().is_none());
+        assert!(t.finish().unwrap().is_empty());
+        assert_eq!(t.usage().map(|u| u.completion_tokens), Some(1));
+    }
+
+    #[test]
+    fn a_body_to_rewrite_is_read_whole() {
+        let mut t = chat(Adapter::Anthropic);
+        assert_eq!(t.begin(200, "application/json", 1 << 20), Shape::Whole);
+        let body = br#"{"id":"msg_1","content":[{"type":"text","text":"Hi"}],"stop_reason":"end_turn","usage":{"input_tokens":4,"output_tokens":2}}"#;
+        assert!(t.push(Bytes::from_static(body)).unwrap().is_empty());
+        let out: Value = serde_json::from_slice(&t.finish().unwrap()).unwrap();
+        assert_eq!(out["choices"][0]["message"]["content"], "Hi");
+        assert_eq!(t.usage().map(|u| u.prompt_tokens), Some(4));
+        // An error answer is rewritten in the door's error shape.
+        let mut t = chat(Adapter::Anthropic);
+        assert_eq!(t.begin(529, "application/json", 1 << 20), Shape::Whole);
+        t.push(Bytes::from_static(
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        ))
+        .unwrap();
+        let out: Value = serde_json::from_slice(&t.finish().unwrap()).unwrap();
+        assert_eq!(out["error"]["code"], "overloaded_error");
+    }
+
+    #[test]
+    fn an_openai_stream_passes_without_the_usage_chunk_nobody_asked_for() {
+        let mut t = chat(Adapter::OpenAi);
+        t.begin(200, "text/event-stream", 1 << 20);
+        let mut out = t
+            .push(Bytes::from_static(OPENAI_STREAM.as_bytes()))
+            .unwrap()
+            .to_vec();
+        out.extend_from_slice(&t.finish().unwrap());
+        let usage_chunk = OPENAI_STREAM
+            .find("data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[],")
+            .unwrap();
+        let done = OPENAI_STREAM.find("data: [DONE]").unwrap();
+        let expected = [&OPENAI_STREAM[..usage_chunk], &OPENAI_STREAM[done..]].concat();
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+        assert_eq!(t.usage().map(|u| u.prompt_tokens), Some(5));
+    }
+}
