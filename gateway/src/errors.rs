@@ -3,6 +3,8 @@
 
 use serde_json::json;
 
+pub use crate::outcome::ErrorKind;
+
 /// Where an error comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -16,8 +18,8 @@ pub struct GatewayError {
     pub status: u16,
     /// OpenAI's `type`.
     pub err_type: &'static str,
-    /// OpenAI's `code`; also the `error_kind` of the log row.
-    pub code: &'static str,
+    /// OpenAI's `code` (its label); also the `error_kind` of the log row.
+    pub code: ErrorKind,
     pub message: String,
     pub source: Source,
     /// `Retry-After`, in seconds, when the client may try again later.
@@ -25,17 +27,12 @@ pub struct GatewayError {
 }
 
 impl GatewayError {
-    fn new(
-        status: u16,
-        err_type: &'static str,
-        code: &'static str,
-        message: impl Into<String>,
-        source: Source,
-    ) -> Self {
+    /// An answer of `kind`: its status and OpenAI `type` are the kind's.
+    fn new(kind: ErrorKind, message: impl Into<String>, source: Source) -> Self {
         Self {
-            status,
-            err_type,
-            code,
+            status: kind.status().unwrap_or(500),
+            err_type: kind.openai_type(),
+            code: kind,
             message: message.into(),
             source,
             retry_after_s: None,
@@ -47,9 +44,7 @@ impl GatewayError {
         Self {
             retry_after_s: Some(1),
             ..Self::new(
-                429,
-                "rate_limit_error",
-                "client_concurrency_limit",
+                ErrorKind::ClientConcurrencyLimit,
                 "Too many requests in flight from this client (MAX_REQUESTS_PER_CLIENT).",
                 Source::Client,
             )
@@ -58,9 +53,7 @@ impl GatewayError {
 
     pub fn not_found(path: &str) -> Self {
         Self::new(
-            404,
-            "invalid_request_error",
-            "not_found",
+            ErrorKind::NotFound,
             format!("Unknown route: {path}"),
             Source::Client,
         )
@@ -69,9 +62,7 @@ impl GatewayError {
     /// A known route asked with a method it does not answer.
     pub fn method_not_allowed(method: &str, path: &str, allow: &str) -> Self {
         Self::new(
-            405,
-            "invalid_request_error",
-            "method_not_allowed",
+            ErrorKind::MethodNotAllowed,
             format!("{path} does not answer {method}; it answers {allow}."),
             Source::Client,
         )
@@ -79,9 +70,7 @@ impl GatewayError {
 
     pub fn missing_key() -> Self {
         Self::new(
-            401,
-            "invalid_request_error",
-            "missing_api_key",
+            ErrorKind::MissingApiKey,
             "You didn't provide an API key. Send it as Authorization: Bearer <key>.",
             Source::Client,
         )
@@ -89,9 +78,7 @@ impl GatewayError {
 
     pub fn invalid_key() -> Self {
         Self::new(
-            401,
-            "invalid_request_error",
-            "invalid_api_key",
+            ErrorKind::InvalidApiKey,
             "Incorrect API key provided.",
             Source::Client,
         )
@@ -99,9 +86,7 @@ impl GatewayError {
 
     pub fn auth_unavailable() -> Self {
         Self::new(
-            503,
-            "server_error",
-            "auth_unavailable",
+            ErrorKind::AuthUnavailable,
             "The key could not be checked right now; retry shortly.",
             Source::Internal,
         )
@@ -113,9 +98,7 @@ impl GatewayError {
         Self {
             retry_after_s: Some(retry_after_s),
             ..Self::new(
-                429,
-                "rate_limit_error",
-                "too_many_invalid_keys",
+                ErrorKind::TooManyInvalidKeys,
                 format!(
                     "Too many requests with invalid API keys from this address. \
                      Please try again in {retry_after_s}s."
@@ -127,9 +110,7 @@ impl GatewayError {
 
     pub fn too_large(limit: usize) -> Self {
         Self::new(
-            413,
-            "invalid_request_error",
-            "request_too_large",
+            ErrorKind::RequestTooLarge,
             format!("Request body exceeds the limit of {limit} bytes."),
             Source::Client,
         )
@@ -138,9 +119,7 @@ impl GatewayError {
     /// The request body did not arrive in time.
     pub fn body_timeout(limit: std::time::Duration) -> Self {
         Self::new(
-            408,
-            "invalid_request_error",
-            "request_timeout",
+            ErrorKind::RequestTimeout,
             format!(
                 "The request body did not arrive within {} ms.",
                 limit.as_millis()
@@ -149,15 +128,14 @@ impl GatewayError {
         )
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(400, "invalid_request_error", code, message, Source::Client)
+    /// The request itself is wrong: `kind` says how (a 400 kind).
+    pub fn bad_request(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self::new(kind, message, Source::Client)
     }
 
     pub fn model_not_found(model: &str) -> Self {
         Self::new(
-            404,
-            "invalid_request_error",
-            "model_not_found",
+            ErrorKind::ModelNotFound,
             format!("No provider of this workspace serves the model `{model}`."),
             Source::Client,
         )
@@ -170,9 +148,7 @@ impl GatewayError {
             end -= 1;
         }
         Self::new(
-            404,
-            "invalid_request_error",
-            "not_found",
+            ErrorKind::NotFound,
             format!("No stored response with id '{}'.", &id[..end]),
             Source::Client,
         )
@@ -184,9 +160,7 @@ impl GatewayError {
     /// client should send `store: false` or delete stored responses.
     pub fn responses_quota_exceeded(quota: u64) -> Self {
         Self::new(
-            413,
-            "invalid_request_error",
-            "responses_quota_exceeded",
+            ErrorKind::ResponsesQuotaExceeded,
             format!(
                 "This workspace's stored responses fill its quota of {quota} bytes: send \
                  `store: false`, or delete stored responses (DELETE /v1/responses/{{id}})."
@@ -199,9 +173,7 @@ impl GatewayError {
     /// nothing cached).
     pub fn routing_unavailable() -> Self {
         Self::new(
-            503,
-            "server_error",
-            "routing_unavailable",
+            ErrorKind::RoutingUnavailable,
             "The workspace's providers could not be read right now; retry shortly.",
             Source::Internal,
         )
@@ -210,9 +182,7 @@ impl GatewayError {
     /// Stored responses could not be read or written right now.
     pub fn store_unavailable() -> Self {
         Self::new(
-            503,
-            "server_error",
-            "store_unavailable",
+            ErrorKind::StoreUnavailable,
             "Stored responses could not be reached right now; retry shortly.",
             Source::Internal,
         )
@@ -220,9 +190,7 @@ impl GatewayError {
 
     pub fn providers_unavailable() -> Self {
         Self::new(
-            503,
-            "server_error",
-            "providers_unavailable",
+            ErrorKind::ProvidersUnavailable,
             "Every provider for this model is cooling down after failures; retry shortly.",
             Source::Upstream,
         )
@@ -230,9 +198,7 @@ impl GatewayError {
 
     pub fn rate_limited() -> Self {
         Self::new(
-            429,
-            "rate_limit_error",
-            "rate_limit_exceeded",
+            ErrorKind::RateLimitExceeded,
             "Every provider for this model is rate limited; retry later.",
             Source::Upstream,
         )
@@ -241,9 +207,7 @@ impl GatewayError {
     /// A key or workspace limit refused the request; `what` names the limit.
     pub fn limit_exceeded(what: &str, scope: &str, limit: u64, retry_after_s: u64) -> Self {
         Self::new(
-            429,
-            "rate_limit_error",
-            "rate_limit_exceeded",
+            ErrorKind::RateLimitExceeded,
             format!(
                 "Rate limit reached for {what} on this {scope}: limit {limit}. \
                  Please try again in {retry_after_s}s."
@@ -255,9 +219,7 @@ impl GatewayError {
     /// The key's or workspace's spend budget for the period is used up.
     pub fn budget_exhausted(scope: &str, period: &str) -> Self {
         Self::new(
-            429,
-            "insufficient_quota",
-            "insufficient_quota",
+            ErrorKind::InsufficientQuota,
             format!("The spend budget of this {scope} for the current {period} is used up."),
             Source::Client,
         )
@@ -265,9 +227,7 @@ impl GatewayError {
 
     pub fn model_not_allowed(model: &str) -> Self {
         Self::new(
-            403,
-            "invalid_request_error",
-            "model_not_allowed",
+            ErrorKind::ModelNotAllowed,
             format!("This API key is not allowed to use the model `{model}`."),
             Source::Client,
         )
@@ -276,9 +236,7 @@ impl GatewayError {
     /// A budget applies and the model has no price, so it could not be charged.
     pub fn model_not_priced(model: &str) -> Self {
         Self::new(
-            403,
-            "invalid_request_error",
-            "model_not_priced",
+            ErrorKind::ModelNotPriced,
             format!(
                 "The model `{model}` has no price in this gateway's pricing table, and a \
                  spend budget applies to this API key or its workspace, so it cannot be \
@@ -291,9 +249,7 @@ impl GatewayError {
 
     pub fn upstream_timeout() -> Self {
         Self::new(
-            504,
-            "server_error",
-            "upstream_timeout",
+            ErrorKind::UpstreamTimeout,
             "The provider did not answer in time.",
             Source::Upstream,
         )
@@ -301,9 +257,7 @@ impl GatewayError {
 
     pub fn upstream_failed() -> Self {
         Self::new(
-            502,
-            "server_error",
-            "upstream_error",
+            ErrorKind::UpstreamError,
             "Every provider for this model failed.",
             Source::Upstream,
         )
@@ -311,9 +265,7 @@ impl GatewayError {
 
     pub fn internal() -> Self {
         Self::new(
-            500,
-            "server_error",
-            "internal_error",
+            ErrorKind::InternalError,
             "Internal error.",
             Source::Internal,
         )
@@ -328,7 +280,7 @@ impl GatewayError {
     }
 
     pub fn body(&self) -> Vec<u8> {
-        json!({"error": {"message": self.message, "type": self.err_type, "code": self.code, "param": null}})
+        json!({"error": {"message": self.message, "type": self.err_type, "code": self.code.as_str(), "param": null}})
             .to_string()
             .into_bytes()
     }

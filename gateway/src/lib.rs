@@ -15,6 +15,7 @@ pub mod log_spool;
 pub mod log_writer;
 pub mod metrics;
 pub mod model_lists;
+pub mod outcome;
 pub mod partitions;
 pub mod pipeline;
 pub mod proxy;

@@ -5,6 +5,8 @@
 
 use std::sync::LazyLock;
 
+use crate::outcome::ErrorKind;
+
 use async_trait::async_trait;
 use pingora::apps::http_app::{HttpServer, ServeHttp};
 use pingora::modules::http::compression::ResponseCompressionBuilder;
@@ -285,7 +287,11 @@ pub fn init() {
     LazyLock::force(&REQUEST_DURATION);
     LazyLock::force(&UPSTREAM_DURATION);
     LazyLock::force(&TTFB);
-    LazyLock::force(&FALLBACKS);
+    // The outcome labels come from the one vocabulary (`ErrorKind`), each series at 0
+    // from the start so that rates and alerts see it before its first event.
+    for kind in ErrorKind::ATTEMPT_FAILURES {
+        FALLBACKS.with_label_values(&[kind.as_str()]);
+    }
     LazyLock::force(&BREAKER_OPENED);
     LazyLock::force(&TOKENS);
     LazyLock::force(&COST);
@@ -293,7 +299,11 @@ pub fn init() {
     LazyLock::force(&KEY_CACHE);
     LazyLock::force(&KEY_LOOKUPS_REFUSED);
     LazyLock::force(&STALE_KEYS_DROPPED);
-    LazyLock::force(&LIMIT_REFUSALS);
+    for (_, limit) in ErrorKind::LIMIT_REFUSALS {
+        for scope in ["key", "workspace"] {
+            LIMIT_REFUSALS.with_label_values(&[limit, scope]);
+        }
+    }
     LazyLock::force(&LIMIT_FALLBACKS);
     LazyLock::force(&LIMIT_SETTLE_DROPPED);
     LazyLock::force(&LIMIT_SETTLE_PENDING);

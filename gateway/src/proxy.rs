@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use crate::auth::KeyCache;
 use crate::clients::Clients;
-use crate::errors::GatewayError;
+use crate::errors::{ErrorKind, GatewayError};
 use crate::frontdoor::{anthropic_messages, models, Door};
 use crate::limits::Limiter;
 use crate::log_writer::LogSink;
@@ -195,17 +195,17 @@ impl ProxyHttp for Gateway {
             Err(Stop::ClientGone) if self.shutdown.cut_off() => {
                 // The shutdown cut the connection, as it cuts a request it drops.
                 ctx.status = 503;
-                ctx.error_kind = Some("cancelled_at_shutdown");
+                ctx.error_kind = Some(ErrorKind::CancelledAtShutdown);
                 Ok(true)
             }
             Err(Stop::ClientGone) => {
                 ctx.status = 499;
-                ctx.error_kind = Some("client_disconnected");
+                ctx.error_kind = Some(ErrorKind::ClientDisconnected);
                 Ok(true)
             }
             Err(Stop::Abort(e)) => {
                 if ctx.error_kind.is_none() {
-                    ctx.error_kind = Some("internal_error");
+                    ctx.error_kind = Some(ErrorKind::InternalError);
                 }
                 Err(e)
             }
@@ -225,7 +225,7 @@ impl ProxyHttp for Gateway {
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
-        ctx.status == 499 || ctx.error_kind == Some("upstream_error_midstream")
+        ctx.status == 499 || ctx.error_kind == Some(ErrorKind::UpstreamErrorMidstream)
     }
 
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {

@@ -207,6 +207,7 @@ fn divided(l: &Limits, n: u32) -> Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::ErrorKind;
     use perpetuo_core::db::limits::Period;
     use time::OffsetDateTime;
 
@@ -228,7 +229,7 @@ mod tests {
         let first = l.admit(k, w, &p, Estimate::default(), 1);
         assert!(first.check().is_ok());
         let second = l.admit(k, w, &p, Estimate::default(), 1);
-        assert_eq!(second.refused_kind(), Some("concurrency_limit"));
+        assert_eq!(second.refused_kind(), Some(ErrorKind::ConcurrencyLimit));
         drop(first);
         assert!(l.admit(k, w, &p, Estimate::default(), 1).check().is_ok());
     }
@@ -249,7 +250,7 @@ mod tests {
         assert!(a.check().is_ok());
         // 60 reserved: another 60 would cross the budget.
         let b = l.admit(k, w, &p, est, 1);
-        assert_eq!(b.refused_kind(), Some("budget_exceeded"));
+        assert_eq!(b.refused_kind(), Some(ErrorKind::BudgetExceeded));
         a.settle(1, 10);
         drop(a);
         assert!(l.admit(k, w, &p, est, 1).check().is_ok());
@@ -274,7 +275,7 @@ mod tests {
             spent_nusd: 100,
         });
         let g = l.admit(k, w, &p, Estimate::default(), 1);
-        assert_eq!(g.refused_kind(), Some("budget_exceeded"));
-        assert_eq!(g.check().unwrap_err().code, "insufficient_quota");
+        assert_eq!(g.refused_kind(), Some(ErrorKind::BudgetExceeded));
+        assert_eq!(g.check().unwrap_err().code, ErrorKind::InsufficientQuota);
     }
 }

@@ -21,7 +21,7 @@ use perpetuo_core::pricing::Pricing;
 use pingora::http::ResponseHeader;
 
 use crate::auth::AuthedKey;
-use crate::errors::GatewayError;
+use crate::errors::{ErrorKind, GatewayError};
 use crate::metrics;
 use local::{Local, Permit};
 use perpetuo_wire::lazy_json::{LazyJson, Numbers};
@@ -104,7 +104,7 @@ impl Gate {
     }
 
     /// The log row's `error_kind` for a refusal: which limit.
-    pub fn refused_kind(&self) -> Option<&'static str> {
+    pub fn refused_kind(&self) -> Option<ErrorKind> {
         self.refusal.as_ref().map(|r| r.kind)
     }
 

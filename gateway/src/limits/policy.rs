@@ -8,7 +8,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::errors::GatewayError;
+use crate::errors::{ErrorKind, GatewayError};
 pub use perpetuo_core::policy::{Policy, Seed};
 use perpetuo_wire::lazy_json::Numbers;
 
@@ -188,7 +188,7 @@ impl Kind {
 /// A refused request: the client's error, the log row's `error_kind` and `Retry-After`.
 pub(super) struct Refusal {
     pub(super) error: GatewayError,
-    pub(super) kind: &'static str,
+    pub(super) kind: ErrorKind,
     pub(super) retry_after_s: Option<u64>,
 }
 
@@ -196,7 +196,7 @@ impl Refusal {
     pub(super) fn model_not_allowed(model: &str) -> Self {
         Refusal {
             error: GatewayError::model_not_allowed(model),
-            kind: "model_not_allowed",
+            kind: ErrorKind::ModelNotAllowed,
             retry_after_s: None,
         }
     }
@@ -204,21 +204,14 @@ impl Refusal {
     pub(super) fn model_not_priced(model: &str) -> Self {
         Refusal {
             error: GatewayError::model_not_priced(model),
-            kind: "model_not_priced",
+            kind: ErrorKind::ModelNotPriced,
             retry_after_s: None,
         }
     }
 
     /// The `perpetuo_limit_refusals_total` label of the limit.
     pub(super) fn kind_label(&self) -> &'static str {
-        match self.kind {
-            "concurrency_limit" => "concurrency",
-            "rate_limit_rpm" => "rpm",
-            "rate_limit_tpm" => "tpm",
-            "budget_exceeded" => "budget",
-            "model_not_priced" => "unpriced",
-            _ => "model",
-        }
+        self.kind.limit_label().unwrap_or("model")
     }
 }
 
@@ -300,7 +293,7 @@ pub(super) fn refusal(kind: Kind, scope: Scope, limits: &Limits, now: &Now) -> R
                 limit(limits.concurrency),
                 1,
             ),
-            "concurrency_limit",
+            ErrorKind::ConcurrencyLimit,
             Some(1),
         ),
         Kind::Rpm => (
@@ -310,7 +303,7 @@ pub(super) fn refusal(kind: Kind, scope: Scope, limits: &Limits, now: &Now) -> R
                 limit(limits.rpm),
                 retry_minute,
             ),
-            "rate_limit_rpm",
+            ErrorKind::RateLimitRpm,
             Some(retry_minute),
         ),
         Kind::Tpm => (
@@ -320,7 +313,7 @@ pub(super) fn refusal(kind: Kind, scope: Scope, limits: &Limits, now: &Now) -> R
                 limit(limits.tpm),
                 retry_minute,
             ),
-            "rate_limit_tpm",
+            ErrorKind::RateLimitTpm,
             Some(retry_minute),
         ),
         Kind::Budget => {
@@ -328,7 +321,7 @@ pub(super) fn refusal(kind: Kind, scope: Scope, limits: &Limits, now: &Now) -> R
             let wait = (end - now.at).whole_seconds().max(1);
             (
                 GatewayError::budget_exhausted(scope.noun(), limits.budget_period.as_str()),
-                "budget_exceeded",
+                ErrorKind::BudgetExceeded,
                 u64::try_from(wait).ok(),
             )
         }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use perpetuo_core::db::logs::Attempt;
 
-use crate::errors::GatewayError;
+use crate::errors::{ErrorKind, GatewayError};
 use crate::frontdoor::{Built, Inbound};
 use crate::metrics;
 use crate::proxy::ctx::{Ctx, Stop};
@@ -62,7 +62,7 @@ impl Gateway {
                         provider_name: entry.name.clone(),
                         status: None,
                         latency_ms: started.elapsed().as_millis().min(u32::MAX as u128) as u32,
-                        error_kind: Some("client_disconnected".to_string()),
+                        error_kind: Some(ErrorKind::ClientDisconnected.as_str().to_string()),
                     });
                     ctx.served_by = Some(entry.clone());
                     ctx.model_served = Some(served);
@@ -77,7 +77,7 @@ impl Gateway {
                     retry_after,
                 } => {
                     metrics::FALLBACKS
-                        .with_label_values(&[failure.reason()])
+                        .with_label_values(&[failure.kind().as_str()])
                         .inc();
                     if !failure.counts_against_entry() {
                         drop(admission);
@@ -94,7 +94,7 @@ impl Gateway {
                         provider_name: entry.name.clone(),
                         status,
                         latency_ms,
-                        error_kind: Some(failure.reason().to_string()),
+                        error_kind: Some(failure.kind().as_str().to_string()),
                     });
                     failures.push(Failed {
                         entry: entry.name.clone(),
@@ -143,7 +143,9 @@ const ATTEMPTS_NAMED: usize = 8;
 /// entry and the class of its failure.
 pub fn verdict(failures: &[Failed], refused: Option<String>) -> GatewayError {
     let error = match (failures.last(), refused) {
-        (None, Some(reason)) => return GatewayError::bad_request("unsupported_request", reason),
+        (None, Some(reason)) => {
+            return GatewayError::bad_request(ErrorKind::UnsupportedRequest, reason)
+        }
         (None, None) => return GatewayError::providers_unavailable(),
         _ if failures.iter().all(|f| f.failure == Failure::Status(429)) => {
             GatewayError::rate_limited()
@@ -191,7 +193,9 @@ mod tests {
     #[test]
     fn the_failures_decide_the_error() {
         let code = |failures: &[Failure], refused: Option<&str>| {
-            verdict(&failed(failures), refused.map(str::to_string)).code
+            verdict(&failed(failures), refused.map(str::to_string))
+                .code
+                .as_str()
         };
         assert_eq!(code(&[], Some("n>1")), "unsupported_request");
         assert_eq!(code(&[], None), "providers_unavailable");
@@ -221,7 +225,7 @@ mod tests {
              refused; entry \"e1\": status 503."
         );
         let e = verdict(&failures, None);
-        assert_eq!(e.code, "upstream_timeout");
+        assert_eq!(e.code, ErrorKind::UpstreamTimeout);
         assert!(
             e.message.ends_with("entry \"e2\": timeout."),
             "{}",

@@ -185,7 +185,7 @@ impl Gateway {
                     .inc();
             }
         }
-        ctx.error_kind = Some(kind.label());
+        ctx.error_kind = Some(kind.into());
         ctx.status = 502;
     }
 }

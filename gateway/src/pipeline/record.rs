@@ -90,7 +90,7 @@ pub fn build(ctx: &Ctx, pricing: &Pricing) -> Option<LogRecord> {
             .limits
             .refused_kind()
             .or(ctx.error_kind)
-            .map(str::to_string),
+            .map(|k| k.as_str().to_string()),
         streamed: ctx.streamed,
         prompt_tokens: clamp(usage.prompt_tokens),
         completion_tokens: clamp(usage.completion_tokens),

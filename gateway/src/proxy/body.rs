@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 use tokio::time::Instant;
 
-use crate::errors::GatewayError;
+use crate::errors::{ErrorKind, GatewayError};
 use crate::validate::{self, BadModel};
 use perpetuo_wire::lazy_json::{LazyJson, Numbers};
 
@@ -113,7 +113,7 @@ pub async fn read(session: &mut Session, limits: BodyLimits) -> Result<Bytes, Ga
                 return Err(refused(
                     session,
                     GatewayError::bad_request(
-                        "invalid_body",
+                        ErrorKind::InvalidBody,
                         "The request body could not be read.",
                     ),
                 ))
@@ -137,7 +137,7 @@ pub async fn read_json(
     let raw = read(session, limits).await?;
     if validate::nests_deeper_than(&raw, validate::MAX_JSON_DEPTH) {
         return Err(GatewayError::bad_request(
-            "json_too_deep",
+            ErrorKind::JsonTooDeep,
             format!(
                 "The request body nests deeper than {} levels.",
                 validate::MAX_JSON_DEPTH
@@ -145,26 +145,34 @@ pub async fn read_json(
         ));
     }
     let body = LazyJson::read(raw).ok_or_else(|| {
-        GatewayError::bad_request("invalid_json", "The request body is not valid JSON.")
+        GatewayError::bad_request(
+            ErrorKind::InvalidJson,
+            "The request body is not valid JSON.",
+        )
     })?;
     if let Some(field) = body.repeated_field() {
         return Err(GatewayError::bad_request(
-            "duplicate_field",
+            ErrorKind::DuplicateField,
             format!("The request body names `{field}` more than once."),
         ));
     }
     let numbers = body
         .numbers()
-        .map_err(|bad| GatewayError::bad_request("invalid_number", bad.message))?;
+        .map_err(|bad| GatewayError::bad_request(ErrorKind::InvalidNumber, bad.message))?;
     let model = match validate::model_name(body.model().unwrap_or("")) {
         Ok(m) => m.to_string(),
         Err(BadModel::Empty) => {
             return Err(GatewayError::bad_request(
-                "missing_model",
+                ErrorKind::MissingModel,
                 BadModel::Empty.message(),
             ))
         }
-        Err(bad) => return Err(GatewayError::bad_request("invalid_model", bad.message())),
+        Err(bad) => {
+            return Err(GatewayError::bad_request(
+                ErrorKind::InvalidModel,
+                bad.message(),
+            ))
+        }
     };
     Ok(JsonRequest {
         body,

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::auth::AuthedKey;
-use crate::errors::GatewayError;
+use crate::errors::{ErrorKind, GatewayError};
 use crate::frontdoor::Door;
 use crate::limits;
 use crate::log_writer::LogSink;
@@ -33,7 +33,7 @@ pub struct Ctx {
     pub(crate) served_by: Option<Arc<Entry>>,
     pub(crate) attempts: Vec<Attempt>,
     pub(crate) status: u16,
-    pub(crate) error_kind: Option<&'static str>,
+    pub(crate) error_kind: Option<ErrorKind>,
     pub(crate) streamed: bool,
     /// The request in the chat shape, for estimating its tokens when no usage came.
     pub(crate) request: Option<Arc<LazyJson>>,
@@ -127,7 +127,7 @@ impl Drop for Ctx {
         if self.logged || self.door.is_none() {
             return;
         }
-        self.error_kind = Some("cancelled_at_shutdown");
+        self.error_kind = Some(ErrorKind::CancelledAtShutdown);
         // Whatever had been sent, the answer did not reach its end.
         if self.status == 0 || self.status == 200 {
             self.status = 503;

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use crate::outcome::ErrorKind;
+
 /// Why an attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
@@ -31,16 +33,17 @@ impl Failure {
         self != Failure::Status(403)
     }
 
-    pub fn reason(self) -> &'static str {
+    /// The failure's kind: an attempt row's `error_kind`, the fallbacks metric's reason.
+    pub fn kind(self) -> ErrorKind {
         match self {
-            Failure::Connect(_) => "connect",
-            Failure::Timeout => "timeout",
-            Failure::Status(429) => "status_429",
-            Failure::Status(401 | 403) => "provider_auth",
-            Failure::Status(_) => "status_5xx",
-            Failure::EarlyEnd => "early_end",
-            Failure::StreamError => "stream_error",
-            Failure::RefusedByPolicy => "upstream_refused_by_policy",
+            Failure::Connect(_) => ErrorKind::Connect,
+            Failure::Timeout => ErrorKind::Timeout,
+            Failure::Status(429) => ErrorKind::Status429,
+            Failure::Status(401 | 403) => ErrorKind::ProviderAuth,
+            Failure::Status(_) => ErrorKind::Status5xx,
+            Failure::EarlyEnd => ErrorKind::EarlyEnd,
+            Failure::StreamError => ErrorKind::StreamError,
+            Failure::RefusedByPolicy => ErrorKind::UpstreamRefusedByPolicy,
         }
     }
 }

@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::auth::AuthedKey;
-use crate::errors::GatewayError;
+use crate::errors::{ErrorKind, GatewayError};
 use crate::metrics;
 use perpetuo_core::db::{self, responses};
 
@@ -102,7 +102,7 @@ fn as_i64(n: usize) -> i64 {
 
 fn conversation_too_long() -> GatewayError {
     GatewayError::bad_request(
-        "conversation_too_long",
+        ErrorKind::ConversationTooLong,
         "The conversation of this response is too long to continue; start a new one.",
     )
 }
