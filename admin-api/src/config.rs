@@ -20,6 +20,19 @@ pub struct Cli {
     pub config: Config,
 }
 
+/// `create-user`'s arguments (the command is in `commands`; its command line is here,
+/// with the others).
+#[derive(Debug, Clone, clap::Args)]
+pub struct CreateUserArgs {
+    /// Email address of the new user.
+    #[arg(long)]
+    pub email: String,
+    /// Read the password from standard input (one line; the final newline is not part of
+    /// it).
+    #[arg(long, required = true)]
+    pub password_stdin: bool,
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Serve the admin API and the dashboard (the default when no command is given).
@@ -29,7 +42,7 @@ pub enum Command {
     Migrate,
     /// Create a user and their personal workspace, as signup does, with the password read
     /// from standard input; prints the user id and the workspace id.
-    CreateUser(crate::commands::CreateUserArgs),
+    CreateUser(CreateUserArgs),
     /// Re-seal every provider key under PERPETUO_MASTER_KEY, opening those still sealed
     /// under PERPETUO_MASTER_KEY_PREVIOUS, in one transaction.
     RotateMasterKey,

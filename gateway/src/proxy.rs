@@ -1,173 +1,23 @@
-//! The Pingora phase glue. `request_filter` owns the exchange: it matches the route and
-//! either answers it here (health, models, token counting, stored responses) or runs the
-//! shared pipeline for the route's front door (`crate::pipeline`); `logging` turns the
-//! outcome into metrics and exactly one log record.
-
-pub mod body;
-pub mod ctx;
-pub mod respond;
-
-use std::sync::Arc;
+//! The Pingora phase glue: `request_filter` hands the exchange to the pipeline
+//! ([`Services::dispatch`]) and answers its early exits; `logging` turns the outcome into
+//! metrics and exactly one log record.
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use perpetuo_core::pricing::Pricing;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
-use serde_json::Value;
 use tracing::Instrument;
 
-use crate::auth::KeyCache;
-use crate::clients::Clients;
-use crate::errors::{ErrorKind, GatewayError};
-use crate::frontdoor::{anthropic_messages, models, Door};
-use crate::limits::Limiter;
-use crate::log_writer::LogSink;
+use crate::errors::ErrorKind;
+use crate::frontdoor::Door;
 use crate::metrics;
-use crate::model_lists::ModelLists;
-use crate::routing::{Balancer, Breakers, EntryCache};
-use crate::upstream::Upstreams;
-use ctx::{Ctx, Stop};
+use crate::pipeline::ctx::{Ctx, Stop};
+use crate::pipeline::respond;
+use crate::pipeline::Services;
 
-pub use crate::frontdoor::openai_responses::store::ResponseStore;
-
+/// Pingora's proxy: the pipeline's services behind its phases.
 pub struct Gateway {
-    /// When a shutdown's grace period ends (requests cut then are not their clients').
-    pub shutdown: Arc<crate::shutdown::Shutdown>,
-    /// Who a request comes from, and the cap on one client behind a trusted proxy.
-    pub clients: Arc<Clients>,
-    pub keys: Arc<KeyCache>,
-    pub entries: Arc<EntryCache>,
-    pub breakers: Breakers,
-    pub balancer: Balancer,
-    pub upstreams: Upstreams,
-    pub pricing: Arc<Pricing>,
-    /// What the providers of OpenAI-compatible entries serving any model list.
-    pub model_lists: ModelLists,
-    pub sink: LogSink,
-    /// How large a request body may be, and how long it may take to arrive.
-    pub body: body::BodyLimits,
-    /// Where the Responses API keeps stored responses.
-    pub responses: ResponseStore,
-    pub limiter: Arc<Limiter>,
-}
-
-impl Gateway {
-    /// Answers the request: a route served here, or a front door's pipeline.
-    async fn dispatch(&self, session: &mut Session, ctx: &mut Ctx) -> Result<(), Stop> {
-        // A body left unread after the answer is drained for a bounded time only.
-        session.set_total_drain_timeout(Some(body::DRAIN_DEADLINE));
-        self.identify_client(session, ctx)?;
-        let method = session.req_header().method.as_str().to_string();
-        let path = session.req_header().uri.path().to_string();
-        let body = match (method.as_str(), path.as_str()) {
-            ("GET", "/healthz") => Bytes::from_static(br#"{"status":"ok"}"#),
-            ("GET", "/v1/models") => {
-                // Anthropic's clients say so with `anthropic-version`: their key may come
-                // as `x-api-key`, and they get Anthropic's list and error shapes.
-                let anthropic = session
-                    .req_header()
-                    .headers
-                    .contains_key("anthropic-version");
-                let door = anthropic.then_some(Door::Messages);
-                if let Some(door) = door {
-                    ctx.error_shape = door;
-                }
-                let key = self.authenticate(session, ctx.client, door).await?;
-                let routes = self.entries(key.workspace_id).await?;
-                let listed = models::list(
-                    &routes.entries,
-                    &self.pricing,
-                    &self.model_lists,
-                    &self.upstreams,
-                )
-                .await;
-                json_bytes(&if anthropic {
-                    models::anthropic_shape(&listed)
-                } else {
-                    listed
-                })
-            }
-            ("POST", "/v1/messages/count_tokens") => {
-                ctx.error_shape = Door::Messages;
-                self.authenticate(session, ctx.client, Some(Door::Messages))
-                    .await?;
-                let request = body::read_json(session, self.body).await?;
-                json_bytes(&anthropic_messages::door::count_tokens(request.body))
-            }
-            ("GET" | "DELETE", p) if p.starts_with("/v1/responses/") => {
-                let key = self.authenticate(session, ctx.client, None).await?;
-                json_bytes(&self.responses.serve(&key, &method, p).await?)
-            }
-            _ => {
-                return match Door::for_route(&method, &path) {
-                    Some(door) => self.run(session, ctx, door).await,
-                    None => match allowed_methods(&path) {
-                        Some(allow) => {
-                            ctx.allow = Some(allow);
-                            Err(GatewayError::method_not_allowed(&method, &path, allow).into())
-                        }
-                        None => Err(GatewayError::not_found(&path).into()),
-                    },
-                }
-            }
-        };
-        ctx.status = 200;
-        respond::json(session, ctx, 200, body)
-            .await
-            .map_err(Stop::Abort)
-    }
-}
-
-impl Gateway {
-    /// Reads who sent the request (behind a trusted proxy: from `X-Forwarded-For`) and,
-    /// for a request through a trusted proxy, takes its place among its client's
-    /// requests in flight.
-    fn identify_client(&self, session: &Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
-        let Some(peer) = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-        else {
-            return Ok(());
-        };
-        let forwarded = session
-            .req_header()
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .map(|v| v.as_bytes());
-        let client = self.clients.client(peer, forwarded);
-        ctx.client = Some(client);
-        if self.clients.is_proxy(peer) {
-            let slot = self
-                .clients
-                .admit(client)
-                .ok_or_else(GatewayError::client_busy)?;
-            ctx.client_slot = Some(slot);
-        }
-        Ok(())
-    }
-}
-
-/// The methods a known route answers (for a 405's `Allow`), `None` for an unknown path.
-fn allowed_methods(path: &str) -> Option<&'static str> {
-    match path {
-        "/healthz" | "/v1/models" => Some("GET"),
-        "/v1/chat/completions"
-        | "/v1/embeddings"
-        | "/v1/messages"
-        | "/v1/messages/count_tokens"
-        | "/v1/responses" => Some("POST"),
-        p if p.starts_with("/v1/responses/") && p.ends_with("/input_items") => Some("GET"),
-        p if p.starts_with("/v1/responses/") => Some("GET, DELETE"),
-        _ => None,
-    }
-}
-
-fn json_bytes(v: &Value) -> Bytes {
-    Bytes::from(v.to_string())
+    pub services: Services,
 }
 
 #[async_trait]
@@ -175,14 +25,14 @@ impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx::new(self.sink.clone(), self.pricing.clone())
+        Ctx::new(self.services.sink.clone(), self.services.pricing.clone())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
         // Every line logged while the request runs carries its id (a warn-level span, so
         // it is on whenever warnings are).
         let span = tracing::warn_span!("request", request_id = %ctx.request_id);
-        match self.dispatch(session, ctx).instrument(span).await {
+        match self.services.dispatch(session, ctx).instrument(span).await {
             Ok(()) => Ok(true),
             Err(Stop::Respond(err)) => {
                 ctx.status = err.status;
@@ -192,7 +42,7 @@ impl ProxyHttp for Gateway {
                 let _ = respond::json(session, ctx, err.status, body).await;
                 Ok(true)
             }
-            Err(Stop::ClientGone) if self.shutdown.cut_off() => {
+            Err(Stop::ClientGone) if self.services.shutdown.cut_off() => {
                 // The shutdown cut the connection, as it cuts a request it drops.
                 ctx.status = 503;
                 ctx.error_kind = Some(ErrorKind::CancelledAtShutdown);

@@ -28,8 +28,9 @@ use crate::log_spool::Spool;
 use crate::log_writer::{self, LogWriter};
 use crate::model_lists::ModelLists;
 use crate::partitions::PartitionMaintainer;
-use crate::proxy::body::BodyLimits;
-use crate::proxy::{Gateway, ResponseStore};
+use crate::pipeline::body::BodyLimits;
+use crate::pipeline::{ResponseStore, Services};
+use crate::proxy::Gateway;
 use crate::routing::{Balancer, Breakers, EntryCache};
 use crate::shutdown::{Shutdown, ShutdownClock};
 use crate::upstream::{Timeouts, Upstreams};
@@ -81,7 +82,7 @@ pub fn run(config: Config) -> Result<(), StartupError> {
     // Pingora's default grace period when the settings name none.
     let grace = Duration::from_secs(conf.grace_period_seconds.unwrap_or(300));
     let shutdown = Arc::new(Shutdown::new(grace));
-    let gateway = Gateway {
+    let services = Services {
         shutdown: shutdown.clone(),
         clients: clients.clone(),
         keys: keys.clone(),
@@ -113,6 +114,7 @@ pub fn run(config: Config) -> Result<(), StartupError> {
             None => Limiter::default(),
         }),
     };
+    let gateway = Gateway { services };
 
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();

@@ -10,20 +10,9 @@ use perpetuo_core::db::{self, DbError};
 use perpetuo_core::password::{self, Hasher};
 
 use crate::accounts;
-use crate::config::Config;
+use crate::config::{Config, CreateUserArgs};
 use crate::error::ApiError;
 use crate::routes::auth::{parse_credentials, Credentials};
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct CreateUserArgs {
-    /// Email address of the new user.
-    #[arg(long)]
-    pub email: String,
-    /// Read the password from standard input (one line; the final newline is not part of
-    /// it).
-    #[arg(long, required = true)]
-    pub password_stdin: bool,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreateUserError {

@@ -9,8 +9,9 @@ mod rotate;
 use std::ffi::OsString;
 use std::process::ExitCode;
 
+pub use crate::config::CreateUserArgs;
 pub use check_config::check;
-pub use create_user::{create_user, CreateUserArgs};
+pub use create_user::create_user;
 pub use rotate::rotate_master_key;
 
 /// The name `check-config` answers to.

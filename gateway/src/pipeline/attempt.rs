@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use perpetuo_core::db::logs::Attempt;
 
+use super::ctx::{Ctx, Stop};
+use super::Services;
 use crate::errors::{ErrorKind, GatewayError};
 use crate::frontdoor::{Built, Inbound};
 use crate::metrics;
-use crate::proxy::ctx::{Ctx, Stop};
-use crate::proxy::Gateway;
 #[cfg(test)]
 use crate::routing::Connect;
 use crate::routing::{Entry, Failure};
@@ -19,7 +19,7 @@ use crate::upstream::Outcome;
 use perpetuo_wire::Unsupported;
 use pingora::proxy::Session;
 
-impl Gateway {
+impl Services {
     pub(crate) async fn attempt_all(
         &self,
         session: &mut Session,

@@ -9,12 +9,12 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
 use std::time::Instant;
 
+use super::ctx::{Ctx, Stop};
+use super::respond::{self, Framing};
+use super::Services;
 use crate::errors::GatewayError;
 use crate::frontdoor::openai_responses::store::{Pending, ToStore};
 use crate::metrics;
-use crate::proxy::ctx::{Ctx, Stop};
-use crate::proxy::respond::{self, Framing};
-use crate::proxy::Gateway;
 use crate::upstream::Ready;
 use perpetuo_wire::translation::{Break, Shape, Translation};
 
@@ -55,7 +55,7 @@ async fn header(
     Ok(())
 }
 
-impl Gateway {
+impl Services {
     /// Sends a ready answer to the client through the attempt's translation; `to_store`
     /// is what storing its finished answer needs besides the answer.
     pub(crate) async fn deliver(

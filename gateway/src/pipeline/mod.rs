@@ -1,11 +1,20 @@
-//! The one pipeline every front door goes through: authenticate → read the request →
-//! route → limit → prepare it (the door's decoder) → attempt with fallback ([`attempt`]) →
-//! deliver through the door's encoder ([`deliver`]) → record ([`record`], from
-//! `logging`). Nothing here knows a door's wire format.
+//! The one pipeline every front door goes through, as methods of [`Services`]: what the
+//! request is ([`dispatch`]) → authenticate → read the request ([`body`]) → route → limit
+//! → prepare it (the door's decoder) → attempt with fallback ([`attempt`]) → deliver
+//! through the door's translation ([`deliver`], [`respond`]) → record ([`record`], from
+//! the request's state [`ctx`] when Pingora's `logging` phase ends it). Nothing here
+//! knows a door's wire format, and nothing here knows Pingora's phases: `proxy` calls in,
+//! never the reverse.
 
 pub mod attempt;
+pub mod body;
+pub mod ctx;
 pub mod deliver;
+pub mod dispatch;
 pub mod record;
+pub mod respond;
+
+pub use dispatch::{ResponseStore, Services};
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -17,13 +26,11 @@ use crate::auth::{AuthError, AuthedKey};
 use crate::errors::GatewayError;
 use crate::frontdoor::{self, Door, Inbound};
 use crate::limits::Admission;
-use crate::proxy::body;
-use crate::proxy::ctx::{Ctx, Stop};
-use crate::proxy::Gateway;
 use crate::routing::{order, split_pinned, sticky, Entry, Routes};
+use ctx::{Ctx, Stop};
 use perpetuo_wire::Call;
 
-impl Gateway {
+impl Services {
     /// The caller's key, from the cache (the database only on a miss). `client` is the
     /// request's client (`Ctx::client`); a request without one (a Unix socket) counts as
     /// the unspecified address.

@@ -5,8 +5,8 @@
 use perpetuo_core::db::logs::{LogRecord, UsageSource};
 use perpetuo_core::pricing::Pricing;
 
+use super::ctx::Ctx;
 use crate::metrics;
-use crate::proxy::ctx::Ctx;
 use perpetuo_wire::{tokens, Usage};
 
 /// The usage a request is counted for, and where it comes from.

@@ -11,12 +11,12 @@ use pingora::Error;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::record;
 use crate::auth::AuthedKey;
 use crate::errors::{ErrorKind, GatewayError};
 use crate::frontdoor::Door;
 use crate::limits;
 use crate::log_writer::LogSink;
-use crate::pipeline::record;
 use crate::routing::Entry;
 use perpetuo_wire::translation::Translation;
 
