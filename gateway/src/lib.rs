@@ -24,5 +24,6 @@ pub mod routing;
 mod saved_inputs;
 pub mod shutdown;
 pub mod startup;
+pub mod stored_responses;
 pub mod upstream;
 pub mod validate;

@@ -21,7 +21,6 @@ use crate::clients::Clients;
 use crate::config::{Config, EMBEDDED_SERVER_CONF};
 use crate::data_dir::DataDir;
 use crate::downstream::{Guarded, Limits, Slots};
-use crate::frontdoor::openai_responses::purge::ResponsePurge;
 use crate::invalidation::{Invalidator, LastUsedFlusher};
 use crate::limits::{self, Limiter, RedisStore};
 use crate::log_spool::Spool;
@@ -33,6 +32,7 @@ use crate::pipeline::{ResponseStore, Services};
 use crate::proxy::Gateway;
 use crate::routing::{Balancer, Breakers, EntryCache};
 use crate::shutdown::{Shutdown, ShutdownClock};
+use crate::stored_responses::purge::ResponsePurge;
 use crate::upstream::{Timeouts, Upstreams};
 
 /// Read and write buffer of each client connection: Pingora's default is 64 KiB per

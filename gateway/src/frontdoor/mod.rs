@@ -24,7 +24,7 @@ use serde_json::Value;
 use crate::auth::AuthedKey;
 use crate::errors::GatewayError;
 use crate::routing::Entry;
-use openai_responses::store::{ResponseStore, ToStore};
+use crate::stored_responses::{ResponseStore, ToStore};
 use perpetuo_wire::lazy_json::LazyJson;
 use perpetuo_wire::translation::Translation;
 use perpetuo_wire::{Adapter, Call, Route, StreamState, Unsupported, UpstreamRequest};
@@ -113,27 +113,57 @@ pub struct Built {
     pub translation: Translation,
 }
 
-/// What a door prepared once per request, for every attempt.
-#[derive(Default)]
-pub struct Prepared {
-    /// The request in the OpenAI chat shape (and its bytes), for doors that do not speak
-    /// it themselves; the conversion is made once and refused per entry only where needed.
-    pub pivot: Option<Result<Arc<LazyJson>, Unsupported>>,
+/// The request in the OpenAI chat shape (and its bytes), for a door that does not speak it
+/// itself: converted once, and refused per entry only where an entry needs it.
+pub type Pivot = Result<Arc<LazyJson>, Unsupported>;
+
+/// What a door prepared once per request, for every attempt: one variant per door.
+pub enum Prepared {
+    /// Chat completions and embeddings: the request goes as it is.
+    AsIs,
+    Messages(PreparedMessages),
+    Responses(PreparedResponses),
+}
+
+/// The Messages door's request.
+pub struct PreparedMessages {
+    /// For entries that are not Anthropic's.
+    pub pivot: Pivot,
     /// Anthropic's version and beta headers, forwarded to anthropic entries.
-    pub anthropic_version: Option<String>,
-    pub anthropic_beta: Option<String>,
-    /// The Responses door: the new response's id, and what to store with it.
-    pub response_id: Option<String>,
-    pub to_store: Option<ToStore>,
-    /// What the door's conversion changed, for the log row.
+    pub version: Option<String>,
+    pub beta: Option<String>,
+    /// What the conversion dropped, for the log row.
     pub note: Option<&'static str>,
+}
+
+/// The Responses door's request.
+pub struct PreparedResponses {
+    /// After the stored conversation it continues, for entries that are not OpenAI's.
+    pub pivot: Pivot,
+    /// The new response's id.
+    pub response_id: String,
+    /// What to store with the answer (`store` not false).
+    pub to_store: Option<ToStore>,
 }
 
 impl Prepared {
     /// The request as chat messages (and its bytes), for estimating its tokens.
     pub fn pivot(&self) -> Option<&Arc<LazyJson>> {
-        match &self.pivot {
-            Some(Ok(chat)) => Some(chat),
+        self.pivot_result().and_then(|p| p.as_ref().ok())
+    }
+
+    fn pivot_result(&self) -> Option<&Pivot> {
+        match self {
+            Prepared::AsIs => None,
+            Prepared::Messages(m) => Some(&m.pivot),
+            Prepared::Responses(r) => Some(&r.pivot),
+        }
+    }
+
+    /// What the Responses door stores with the answer.
+    pub fn to_store(&self) -> Option<&ToStore> {
+        match self {
+            Prepared::Responses(r) => r.to_store.as_ref(),
             _ => None,
         }
     }
@@ -156,32 +186,29 @@ pub async fn prepare(
             .map(str::to_string)
     };
     let prepared = match door {
-        Door::Chat | Door::Embeddings => Prepared::default(),
-        Door::Messages => {
-            let mut prepared = anthropic_messages::door::prepare(request);
-            prepared.anthropic_version = header("anthropic-version");
-            prepared.anthropic_beta = header("anthropic-beta");
-            prepared
-        }
+        Door::Chat | Door::Embeddings => Prepared::AsIs,
+        Door::Messages => Prepared::Messages(anthropic_messages::door::prepare(
+            request,
+            header("anthropic-version"),
+            header("anthropic-beta"),
+        )),
         Door::Responses => {
             // Boxed: database reads that chat requests should not carry in their future.
             let storing = openai_responses::door::storing(request);
             let continued =
                 Box::pin(store.open(key, request, storing, request.raw().len())).await?;
-            openai_responses::door::prepare(request, continued)
+            Prepared::Responses(openai_responses::door::prepare(request, continued))
         }
     };
     Ok(prepared)
 }
 
 /// The pivot chat request and its bytes, from a door's conversion.
-pub(crate) fn pivot(
-    chat: Result<Value, Unsupported>,
-) -> Option<Result<Arc<LazyJson>, Unsupported>> {
-    Some(chat.and_then(|chat| {
+pub(crate) fn pivot(chat: Result<Value, Unsupported>) -> Pivot {
+    chat.and_then(|chat| {
         let raw = serde_json::to_vec(&chat).map_err(|e| Unsupported(e.to_string()))?;
         Ok(Arc::new(LazyJson::parsed(chat, Bytes::from(raw))))
-    }))
+    })
 }
 
 /// What the client asked for, as every attempt needs it.
@@ -199,7 +226,7 @@ impl Inbound<'_> {
         entry: &Entry,
         served: &str,
     ) -> Result<(UpstreamRequest, StreamState), Unsupported> {
-        let chat = match &self.prepared.pivot {
+        let chat = match self.prepared.pivot_result() {
             Some(Ok(chat)) => chat,
             Some(Err(e)) => return Err(e.clone()),
             None => return Err(Unsupported("no request".into())),

@@ -4,5 +4,3 @@
 //! pipeline is in [`door`], storage in [`store`] and its expiry in [`purge`].
 
 pub mod door;
-pub mod purge;
-pub mod store;

@@ -117,7 +117,7 @@ impl Services {
                     metrics::UPSTREAM_DURATION
                         .with_label_values(&[entry.kind.as_str()])
                         .observe(started.elapsed().as_secs_f64());
-                    let to_store = inbound.prepared.to_store.as_ref();
+                    let to_store = inbound.prepared.to_store();
                     return self
                         .deliver(session, ctx, ready, translation, to_store)
                         .await;

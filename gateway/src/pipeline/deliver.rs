@@ -13,8 +13,8 @@ use super::ctx::{Ctx, Stop};
 use super::respond::{self, Framing};
 use super::Services;
 use crate::errors::GatewayError;
-use crate::frontdoor::openai_responses::store::{Pending, ToStore};
 use crate::metrics;
+use crate::stored_responses::{Pending, ToStore};
 use crate::upstream::Ready;
 use perpetuo_wire::translation::{Break, Shape, Translation};
 

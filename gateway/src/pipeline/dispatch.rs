@@ -21,7 +21,7 @@ use crate::model_lists::ModelLists;
 use crate::routing::{Balancer, Breakers, EntryCache};
 use crate::upstream::Upstreams;
 
-pub use crate::frontdoor::openai_responses::store::ResponseStore;
+pub use crate::stored_responses::ResponseStore;
 
 /// What answering a request needs: the caches, the upstream connector, the limiter,
 /// the log sink and the stores. The pipeline's stages are its methods.

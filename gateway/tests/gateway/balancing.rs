@@ -182,8 +182,8 @@ async fn sticky_conversations_keep_hitting_the_providers_prompt_cache() {
             "a conversation moved: {turns:?}"
         );
     }
-    let homes: std::collections::HashSet<&String> = served.iter().map(|t| &t[0]).collect();
-    assert_eq!(homes.len(), 2, "conversations spread over both entries");
+    // (How keys spread over entries by weight is `routing::balance::tests`'; nine
+    // conversations may all fall on one entry, one run in 256.)
     // Every turn after a conversation's first finds its prefix cached.
     assert!(
         cached_on > cached_off,

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::frontdoor::{pivot, Built, Inbound, Prepared};
+use crate::frontdoor::{pivot, Built, Inbound, Prepared, PreparedMessages};
 use crate::routing::Entry;
 use perpetuo_wire::anthropic::messages::{to_chat, StreamEncoder};
 use perpetuo_wire::lazy_json::LazyJson;
@@ -14,8 +14,13 @@ use perpetuo_wire::{Adapter, StreamState, Unsupported};
 /// The note on the log row of a converted request whose thinking blocks were dropped.
 const THINKING_DROPPED: &str = "thinking blocks dropped in translation";
 
-/// The request converted to the chat shape once, for the entries that need it.
-pub fn prepare(request: &LazyJson) -> Prepared {
+/// The request converted to the chat shape once, for the entries that need it, and the
+/// headers forwarded to Anthropic's.
+pub fn prepare(
+    request: &LazyJson,
+    version: Option<String>,
+    beta: Option<String>,
+) -> PreparedMessages {
     let mut note = None;
     let chat = to_chat(request.raw()).map(|(chat, dropped)| {
         if dropped.thinking {
@@ -23,10 +28,11 @@ pub fn prepare(request: &LazyJson) -> Prepared {
         }
         chat
     });
-    Prepared {
+    PreparedMessages {
         pivot: pivot(chat),
+        version,
+        beta,
         note,
-        ..Prepared::default()
     }
 }
 
@@ -47,14 +53,17 @@ pub fn count_tokens(request: LazyJson) -> Value {
 /// others.
 pub fn build(inbound: &Inbound<'_>, entry: &Entry, served: &str) -> Result<Built, Unsupported> {
     let adapter = Adapter::for_kind(entry.kind);
+    let Prepared::Messages(prepared) = inbound.prepared else {
+        return Err(Unsupported("not a Messages request".into()));
+    };
     if adapter == Adapter::Anthropic {
         let request = perpetuo_wire::anthropic::passthrough_request(
             &entry.upstream.path_prefix,
             entry.key.expose(),
             &inbound.call,
             served,
-            inbound.prepared.anthropic_version.as_deref(),
-            inbound.prepared.anthropic_beta.as_deref(),
+            prepared.version.as_deref(),
+            prepared.beta.as_deref(),
         )?;
         let state = StreamState::passthrough(served);
         return Ok(Built {
@@ -66,7 +75,6 @@ pub fn build(inbound: &Inbound<'_>, entry: &Entry, served: &str) -> Result<Built
     let encoder = Encoder::Messages(StreamEncoder::new(served));
     Ok(Built {
         request,
-        translation: Translation::new(adapter, state, encoder, served)
-            .with_note(inbound.prepared.note),
+        translation: Translation::new(adapter, state, encoder, served).with_note(prepared.note),
     })
 }

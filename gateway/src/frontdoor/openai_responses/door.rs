@@ -6,9 +6,9 @@
 use perpetuo_core::provider::ProviderKind;
 use serde_json::Value;
 
-use super::store::{Continued, ToStore};
-use crate::frontdoor::{pivot, Built, Inbound, Prepared};
+use crate::frontdoor::{pivot, Built, Inbound, Prepared, PreparedResponses};
 use crate::routing::Entry;
+use crate::stored_responses::{Continued, ToStore};
 use perpetuo_wire::lazy_json::LazyJson;
 use perpetuo_wire::openai::responses::{
     chat_from, input_items, input_messages, response_id, Echo, Reader, ResponsesRequest,
@@ -24,7 +24,7 @@ pub fn storing(request: &Value) -> bool {
 
 /// The request converted to the chat shape after the stored conversation it continues,
 /// and what to store.
-pub fn prepare(request: &LazyJson, continued: Continued) -> Prepared {
+pub fn prepare(request: &LazyJson, continued: Continued) -> PreparedResponses {
     let typed = ResponsesRequest::read(request.raw());
     let input = typed
         .as_ref()
@@ -46,17 +46,18 @@ pub fn prepare(request: &LazyJson, continued: Continued) -> Prepared {
         previous: continued.parent,
     });
     let chat = typed.and_then(|typed| chat_from(&typed, &continued.history, input?));
-    Prepared {
+    PreparedResponses {
         pivot: pivot(chat),
-        response_id: Some(response_id()),
+        response_id: response_id(),
         to_store,
-        ..Prepared::default()
     }
 }
 
 pub fn build(inbound: &Inbound<'_>, entry: &Entry, served: &str) -> Result<Built, Unsupported> {
     let adapter = Adapter::for_kind(entry.kind);
-    let prepared = inbound.prepared;
+    let Prepared::Responses(prepared) = inbound.prepared else {
+        return Err(Unsupported("not a Responses request".into()));
+    };
     let storing = prepared.to_store.is_some();
     if entry.kind == ProviderKind::Openai
         && inbound.call.request.get("previous_response_id").is_none()
@@ -75,7 +76,7 @@ pub fn build(inbound: &Inbound<'_>, entry: &Entry, served: &str) -> Result<Built
         });
     }
     let (request, state) = inbound.pivot_request(adapter, entry, served)?;
-    let id = prepared.response_id.clone().unwrap_or_else(response_id);
+    let id = prepared.response_id.clone();
     let encoder = Encoder::Responses(StreamEncoder::new(Echo::new(
         id,
         inbound.call.request.raw(),

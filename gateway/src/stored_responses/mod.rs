@@ -18,6 +18,8 @@ use uuid::Uuid;
 use crate::auth::AuthedKey;
 use crate::errors::{ErrorKind, GatewayError};
 use crate::metrics;
+
+pub mod purge;
 use perpetuo_core::db::{self, responses};
 
 /// Longest wait for the database on a stored-response read or write.
