@@ -77,7 +77,7 @@ export function LogsView() {
         }
       />
       <Card>
-        <LogFilters value={filters} providers={providers.data ?? []} onApply={(next) => setParams(filtersToParams(next))} />
+        <LogFilters value={filters} providers={providers.data ?? []} apiKeys={keys.data ?? []} onApply={(next) => setParams(filtersToParams(next))} />
       </Card>
       <Card>
         {logs.loading ? (
