@@ -77,24 +77,12 @@ def cumulative(pairs, u):
     return "CASE " + " ".join(arms) + f" ELSE {pairs[-1][0]} END"
 
 
-def load(a):
-    started = time.perf_counter()
-    ws = a.workspace
-    providers = dict(line.split("|") for line in psql(
-        a.db, f"SELECT name, id FROM provider_keys WHERE workspace_id = '{ws}'").splitlines())
-    missing = [p for p in KINDS if p not in providers]
-    if missing:
-        sys.exit(f"the workspace has no provider entry named {missing}")
-    user = psql(a.db, f"SELECT user_id FROM workspace_members WHERE workspace_id = '{ws}' LIMIT 1")
-    days = a.days
-    # Partitions for the whole range (the gateway keeps months ahead; history needs the past).
-    psql(a.db, f"SELECT perpetuo_ensure_log_partitions(now() - interval '{days + 1} days', 4)")
-
-    # Keys: created over the 180 days before now, in rank order reversed (the busiest are
-    # the oldest); some with limits, a label, an owner; every 50th past REVOKED_FROM revoked.
-    t = time.perf_counter()
+def make_keys(a, ws, user):
+    """The keys, once per run: created over the 180 days before now, the busiest the oldest;
+    some with limits, a label, an owner; every 50th past REVOKED_FROM revoked."""
     psql(a.db, f"""
 SET session_replication_role = replica; -- no NOTIFY per key: a bulk import, not 100,000 edits
+DROP TABLE IF EXISTS bench_keys;
 CREATE TABLE bench_keys AS
 SELECT r AS rank,
        (lpad(to_hex((extract(epoch FROM at) * 1000)::bigint), 12, '0') || '7' || substr(h, 1, 3) || '8' || substr(h, 4, 15))::uuid AS id,
@@ -111,6 +99,24 @@ SELECT id, '{ws}', 'bench-key-' || rank, substr(txt, 1, 11), sha256(convert_to(t
        CASE WHEN rank % 4 = 0 THEN 'owner' || (rank % 1000) || '@example.com' END
 FROM (SELECT rank, id, at, 'pp-' || lpad(rank::text, 8, '0') || 'bench' || repeat('x', 30) AS txt FROM bench_keys) k;
 """)
+
+
+def load(a):
+    started = time.perf_counter()
+    ws = a.workspace
+    providers = dict(line.split("|") for line in psql(
+        a.db, f"SELECT name, id FROM provider_keys WHERE workspace_id = '{ws}'").splitlines())
+    missing = [p for p in KINDS if p not in providers]
+    if missing:
+        sys.exit(f"the workspace has no provider entry named {missing}")
+    user = psql(a.db, f"SELECT user_id FROM workspace_members WHERE workspace_id = '{ws}' LIMIT 1")
+    days = a.days
+    # Partitions for the whole range (the gateway keeps months ahead; history needs the past).
+    psql(a.db, f"SELECT perpetuo_ensure_log_partitions(now() - interval '{days + 1} days', 4)")
+
+    t = time.perf_counter()
+    if psql(a.db, "SELECT to_regclass('bench_keys') IS NULL") == "t":
+        make_keys(a, ws, user)
     keys_s = time.perf_counter() - t
 
     model_arm = cumulative([(i, m[4]) for i, m in enumerate(MODELS)], "um")
@@ -129,7 +135,6 @@ FROM (SELECT rank, id, at, 'pp-' || lpad(rank::text, 8, '0') || 'bench' || repea
     # Rows in time order, in chunks (one transaction each), as the writer appends them.
     t = time.perf_counter()
     chunk = max(1, min(a.rows, 500_000))
-    psql(a.db, "CREATE TABLE bench_key_ids AS SELECT array_agg(id ORDER BY rank) AS ids FROM bench_keys")
     for lo in range(0, a.rows, chunk):
         hi = min(a.rows, lo + chunk)
         psql(a.db, f"""
@@ -138,7 +143,7 @@ INSERT INTO request_logs (id, created_at, workspace_id, api_key_id, provider_id,
     route, model_requested, model_served, status, error_kind, streamed, prompt_tokens, completion_tokens,
     total_tokens, cost_nusd, usage_source, latency_ms, ttfb_ms, attempts)
 SELECT (lpad(to_hex((extract(epoch FROM at) * 1000)::bigint), 12, '0') || '7' || substr(h, 1, 3) || '8' || substr(h, 4, 15))::uuid,
-       at, '{ws}', ids[key + 1], ({pids})[m], ({pnames})[m], ({pkinds})[m],
+       at, '{ws}', k.key_id, ({pids})[m], ({pnames})[m], ({pkinds})[m],
        CASE WHEN m = {emb} THEN 'embeddings' WHEN v < 0.15 THEN 'messages' WHEN v < 0.25 THEN 'responses' ELSE 'chat' END,
        ({names})[m], ({names})[m], status, {err_kind}, m <> {emb} AND v > 0.4,
        pt, ct, pt + ct, CASE WHEN status < 400 THEN pt::int8 * ({pin})[m] + ct::int8 * ({pout})[m] ELSE 0 END,
@@ -158,7 +163,7 @@ FROM (
                      random() AS v, random() AS w, random() AS um, random() AS us
               FROM generate_series({lo}, {hi} - 1) i) g
     ) s
-) r, bench_key_ids
+) r JOIN (SELECT rank, id AS key_id FROM bench_keys) k ON k.rank = r.key
 ORDER BY at;
 """)
         print(f"   growth: {hi:,} rows of {a.rows:,}", file=sys.stderr)
@@ -168,6 +173,7 @@ ORDER BY at;
     t = time.perf_counter()
     # only the generated rows: the gateway's own (earlier sections) are counted already.
     psql(a.db, f"""
+SET work_mem = '256MB';
 INSERT INTO usage_counters (workspace_id, bucket, api_key_id, provider_id, model, requests, errors,
                             prompt_tokens, completion_tokens, total_tokens, cost_nusd)
 SELECT workspace_id, date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', api_key_id, provider_id,
@@ -182,13 +188,32 @@ ON CONFLICT ON CONSTRAINT usage_counters_key DO UPDATE SET
     completion_tokens = usage_counters.completion_tokens + EXCLUDED.completion_tokens,
     total_tokens = usage_counters.total_tokens + EXCLUDED.total_tokens,
     cost_nusd = usage_counters.cost_nusd + EXCLUDED.cost_nusd;
-DROP TABLE bench_key_ids;
+""")
+    # ... and their sums without the key, where the schema has them (V15 on).
+    if psql(a.db, "SELECT to_regclass('usage_rollup') IS NOT NULL") == "t":
+        psql(a.db, f"""
+SET work_mem = '256MB';
+INSERT INTO usage_rollup (workspace_id, bucket, provider_id, model, requests, errors,
+                          prompt_tokens, completion_tokens, total_tokens, cost_nusd)
+SELECT workspace_id, bucket, provider_id, model, sum(requests), sum(errors), sum(prompt_tokens),
+       sum(completion_tokens), sum(total_tokens), sum(cost_nusd)
+FROM usage_counters c JOIN bench_keys k ON k.id = c.api_key_id
+WHERE c.workspace_id = '{ws}'
+GROUP BY 1, 2, 3, 4
+ON CONFLICT ON CONSTRAINT usage_rollup_key DO UPDATE SET
+    requests = usage_rollup.requests + EXCLUDED.requests, errors = usage_rollup.errors + EXCLUDED.errors,
+    prompt_tokens = usage_rollup.prompt_tokens + EXCLUDED.prompt_tokens,
+    completion_tokens = usage_rollup.completion_tokens + EXCLUDED.completion_tokens,
+    total_tokens = usage_rollup.total_tokens + EXCLUDED.total_tokens,
+    cost_nusd = usage_rollup.cost_nusd + EXCLUDED.cost_nusd;
 """)
     counters_s = time.perf_counter() - t
     # As autovacuum would have left a table that grew over 90 days: statistics, the
     # visibility map. Done here so that it does not run during the measurements.
     t = time.perf_counter()
-    psql(a.db, "VACUUM (ANALYZE) request_logs; VACUUM (ANALYZE) usage_counters; VACUUM (ANALYZE) api_keys")
+    rollup = psql(a.db, "SELECT to_regclass('usage_rollup') IS NOT NULL") == "t"
+    psql(a.db, "VACUUM (ANALYZE) request_logs; VACUUM (ANALYZE) usage_counters; VACUUM (ANALYZE) api_keys"
+         + ("; VACUUM (ANALYZE) usage_rollup" if rollup else ""))
     vacuum_s = time.perf_counter() - t
     check = psql(a.db, f"""
 SELECT (SELECT count(*) FROM request_logs WHERE workspace_id = '{ws}'),
@@ -197,11 +222,14 @@ SELECT (SELECT count(*) FROM request_logs WHERE workspace_id = '{ws}'),
        (SELECT count(*) FROM api_keys WHERE workspace_id = '{ws}'),
        pg_total_relation_size('request_logs') + (SELECT COALESCE(sum(pg_total_relation_size(c.oid)), 0)
            FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'request_logs'::regclass),
-       pg_total_relation_size('usage_counters')""").split("|")
-    rows, counted, counter_rows, keys, logs_bytes, counters_bytes = (int(x) for x in check)
+       pg_total_relation_size('usage_counters'),
+       {f"(SELECT COALESCE(sum(requests), 0) FROM usage_rollup WHERE workspace_id = '{ws}')" if rollup else "-1"},
+       {f"(SELECT count(*) FROM usage_rollup WHERE workspace_id = '{ws}')" if rollup else "-1"}""").split("|")
+    rows, counted, counter_rows, keys, logs_bytes, counters_bytes, rolled, rollup_rows = (int(x) for x in check)
     print(json.dumps({
         "section": "growth-load", "rows_asked": a.rows, "keys_asked": a.keys, "days": days,
         "rows": rows, "counted_requests": counted, "counter_rows": counter_rows, "keys": keys,
+        "rollup_requests": rolled if rollup else None, "rollup_rows": rollup_rows if rollup else None,
         "logs_bytes": logs_bytes, "counters_bytes": counters_bytes, "keys_s": round(keys_s, 1),
         "rows_s": round(rows_s, 1), "counters_s": round(counters_s, 1), "vacuum_s": round(vacuum_s, 1),
         "total_s": round(time.perf_counter() - started, 1)}))
@@ -249,13 +277,20 @@ def older_cursor(epoch):
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def a_keys_mid(a):
+    """The rank of the key in the middle of the list (50,000 of 100,000)."""
+    return int(psql(a.db, "SELECT count(*) / 2 FROM bench_keys"))
+
+
 def queries(a):
     ws = a.workspace
     now = time.time()
     day = 86400
     # A key of middling traffic among the busy ones, and one seldom used: both real ids.
     mid_key = psql(a.db, "SELECT id FROM bench_keys WHERE rank = 300")
-    rare_key = psql(a.db, "SELECT id FROM bench_keys WHERE rank = 54321")
+    rare_key = psql(a.db, "SELECT id FROM bench_keys WHERE rank = (SELECT count(*) * 54321 / 100000 FROM bench_keys)")
+    at, kid = psql(a.db, f"SELECT (extract(epoch FROM at) * 1000000)::int8, id FROM bench_keys WHERE rank = {a_keys_mid(a)}").split("|")
+    key_cursor = base64.urlsafe_b64encode(b"k" + int(at).to_bytes(8, "big", signed=True) + bytes.fromhex(kid.replace("-", ""))).decode().rstrip("=")
     q = urllib.parse.urlencode
     logs = f"/workspaces/{ws}/logs"
     cases = [
@@ -265,14 +300,16 @@ def queries(a):
         ("logs: status 429 (3 %)", f"{logs}?limit=50&status=429"),
         ("logs: status 504 (0.3 %)", f"{logs}?limit=50&status=504"),
         ("logs: key (busy, rank 300)", f"{logs}?limit=50&api_key_id={mid_key}"),
-        ("logs: key (rare, rank 54321)", f"{logs}?limit=50&api_key_id={rare_key}"),
+        ("logs: key (seldom used, rank 54 % down)", f"{logs}?limit=50&api_key_id={rare_key}"),
         ("logs: one day, 45 days ago", f"{logs}?limit=50&" + q({"from": rfc3339(now - 45 * day), "to": rfc3339(now - 44 * day)})),
         ("logs: deep page by cursor (60 days back)", f"{logs}?limit=50&cursor={older_cursor(now - 60 * day)}"),
         ("usage: 30 days", f"/workspaces/{ws}/usage?" + q({"from": rfc3339(now - 30 * day), "to": rfc3339(now)})),
         ("usage: 90 days", f"/workspaces/{ws}/usage?" + q({"from": rfc3339(now - 90 * day), "to": rfc3339(now)})),
         ("usage by provider: 30 days", f"/workspaces/{ws}/usage/by-provider?" + q({"from": rfc3339(now - 30 * day), "to": rfc3339(now)})),
         ("usage by provider: 90 days", f"/workspaces/{ws}/usage/by-provider?" + q({"from": rfc3339(now - 90 * day), "to": rfc3339(now)})),
-        ("api keys: list", f"/workspaces/{ws}/api-keys"),
+        ("api keys: first page (50)", f"/workspaces/{ws}/api-keys?limit=50"),
+        ("api keys: a page by cursor (mid-list)", f"/workspaces/{ws}/api-keys?limit=50&cursor={key_cursor}"),
+        ("api keys: the whole list", f"/workspaces/{ws}/api-keys"),
     ]
     c = Client(a.admin, {"authorization": f"Bearer {a.token}"})
     for name, path in cases:
