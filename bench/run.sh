@@ -481,7 +481,7 @@ if has growth; then
   insert_cost "before the load"
   first=1
   for n in ${GROWTH_ROWS//,/ }; do
-    [ "$first" = 1 ] || sql "TRUNCATE request_logs, usage_counters"
+    [ "$first" = 1 ] || sql "TRUNCATE request_logs, usage_counters$(sql "SELECT CASE WHEN to_regclass('usage_rollup') IS NOT NULL THEN ', usage_rollup' ELSE '' END")"
     first=0
     python3 bench/scripts/growth.py load --db "$DATABASE_URL" --workspace "$WS" --rows "$n" --keys "$GROWTH_KEYS" >> "$RESULTS"
     tail -n 1 "$RESULTS" | sed 's/^/   /' >&2
