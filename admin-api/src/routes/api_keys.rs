@@ -293,7 +293,8 @@ mod cursor {
 #[utoipa::path(get, path = "/workspaces/{id}/api-keys", tag = "api-keys", security(("bearer" = [])),
     params(("id" = String, Path, description = "workspace id"),
            ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "keys per page, \
-             1 to 500 (50 with only `cursor`); absent with `cursor`: every key in one answer"),
+             1 to 500 (50 when only `cursor` is given); with neither `limit` nor `cursor`, \
+             every key in one answer"),
            ("cursor" = Option<String>, Query, max_length = 64, description = "an earlier \
              answer's `next_cursor`: the page of older keys; opaque")),
     responses((status = 200, body = ApiKeyPageDto), (status = 400, body = crate::error::ErrorBody),
