@@ -7,7 +7,7 @@
 #
 #   bench/run.sh [options]
 #     --sections LIST   comma-separated, default all:
-#                       nonstream,stream,translate,body,pgcpu,logs,limits,startup
+#                       nonstream,stream,translate,body,pgcpu,logs,limits,startup,growth
 #     --duration S      seconds per wrk run (default 10)
 #     --levels LIST     wrk connections (default 1,16,64)
 #     --streams LIST    concurrent streams (default 100,1000,10000)
@@ -18,6 +18,10 @@
 #                       load core cannot produce 10,000 streams' events)
 #     --with-peer       also measure bare Pingora's native path (`--mode peer`) as `bare-peer`
 #     --ramp-ms MS      open each level's streams over this time (default 0: one burst)
+#     --growth-rows LIST  log rows loaded by the growth section, one run each, in this order
+#                       (default 1000000,10000000; the smoke: 10000)
+#     --growth-keys N   API keys it loads (default 100000; the smoke: 2000)
+#     --growth-requests N  requests per admin read it times (default 100; the smoke: 3)
 #     --bin DIR         binaries (default target/release)
 #     --out FILE        results (default bench/results/<UTC date>.md)
 #     --smoke           every section for a second or so, with small stream counts and
@@ -25,17 +29,19 @@
 #                       section produced figures (and that every request was logged),
 #                       asserts nothing about speed; writes to a temporary file
 #
-# Needs: wrk, curl, python3, PostgreSQL (as for scripts/test), the binaries
+# Needs: wrk, curl, python3, PostgreSQL (as for scripts/test) and its psql, the binaries
 # perpetuo-gateway, perpetuo-admin, mock-provider, bare-pingora and stream-load
 # (cargo build --release -p perpetuo-gateway -p perpetuo-admin -p mock-provider
-#  -p bare-pingora -p stream-load); nginx is optional (its rows are left out without it).
+#  -p bare-pingora -p stream-load; bare-pingora only for nonstream, stream and body,
+#  stream-load only for stream and translate); nginx is optional (its rows are left out
+#  without it).
 # Every process it starts is stopped at the end, and its database dropped.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 . scripts/lib/pg.sh
 
-SECTIONS="nonstream,stream,translate,body,pgcpu,logs,limits,startup"
+SECTIONS="nonstream,stream,translate,body,pgcpu,logs,limits,startup,growth"
 DURATION=10
 LEVELS="1,16,64"
 STREAMS="100,1000,10000"
@@ -50,6 +56,13 @@ BIN=""
 OUT=""
 SMOKE=0
 STARTUP_RUNS=5
+GROWTH_ROWS="1000000,10000000"
+GROWTH_KEYS=100000
+GROWTH_REQUESTS=100
+GROWTH_KEY_REQUESTS=3000
+# The request_logs indexes added for the admin's reads at scale (migrations V15 on): the
+# growth section measures the insert cost with and without them.
+GROWTH_INDEXES="'request_logs_key_time_idx'"
 AFTER1=1; AFTER2=4 # RSS read 1 s and 5 s after the streams end
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -63,10 +76,14 @@ while [ $# -gt 0 ]; do
     --wide-chunk-ms) WIDE_CHUNK_MS="$2"; shift 2 ;;
     --ramp-ms) RAMP_MS="$2"; shift 2 ;;
     --with-peer) WITH_PEER=1; shift ;;
+    --growth-rows) GROWTH_ROWS="$2"; shift 2 ;;
+    --growth-keys) GROWTH_KEYS="$2"; shift 2 ;;
+    --growth-requests) GROWTH_REQUESTS="$2"; shift 2 ;;
     --bin) BIN="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --smoke)
       SMOKE=1; DURATION=1; STREAMS="10,50"; ROUNDS=1; PIECES=5; CHUNK_MS=2; STARTUP_RUNS=1; AFTER1=0.2; AFTER2=0.3
+      GROWTH_ROWS=10000; GROWTH_KEYS=2000; GROWTH_REQUESTS=3; GROWTH_KEY_REQUESTS=50
       shift ;;
     -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -75,11 +92,16 @@ done
 if [ -z "$BIN" ]; then
   if [ "$SMOKE" = 1 ]; then BIN="$ROOT/target/debug"; else BIN="$ROOT/target/release"; fi
 fi
-for b in perpetuo-gateway perpetuo-admin mock-provider bare-pingora stream-load; do
+has() { case ",$SECTIONS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+# The proxies beside the gateway (nginx, bare Pingora) serve the sections that compare paths.
+needs_paths() { has nonstream || has stream || has body; }
+needed=(perpetuo-gateway perpetuo-admin mock-provider)
+needs_paths && needed+=(bare-pingora)
+{ has stream || has translate; } && needed+=(stream-load)
+for b in "${needed[@]}"; do
   [ -x "$BIN/$b" ] || { echo "missing $BIN/$b: cargo build --release -p perpetuo-gateway -p perpetuo-admin -p mock-provider -p bare-pingora -p stream-load" >&2; exit 1; }
 done
 command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
-has() { case ",$SECTIONS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 # Work on core 1 for the proxy, core 0 for the rest; one core alone if that is all.
 if [ "$(nproc)" -ge 2 ]; then PROXY_CPU=1; LOAD_CPU=0; else PROXY_CPU=0; LOAD_CPU=0; fi
 
@@ -165,18 +187,21 @@ start_gateway() {
   wait_http "http://127.0.0.1:$GW_PORT/healthz"
 }
 start_gateway
-taskset -c "$PROXY_CPU" "$BIN/bare-pingora" --listen "127.0.0.1:$BARE_PORT" --upstream "127.0.0.1:$MOCK_PORT" \
-  --conf "$ROOT/bench/scripts/gateway.yaml" >/dev/null 2>"$WORK/bare.log" & BARE_PID=$!; pids+=($BARE_PID)
-wait_port "$BARE_PORT"
+BARE_PID=""
+if needs_paths; then
+  taskset -c "$PROXY_CPU" "$BIN/bare-pingora" --listen "127.0.0.1:$BARE_PORT" --upstream "127.0.0.1:$MOCK_PORT" \
+    --conf "$ROOT/bench/scripts/gateway.yaml" >/dev/null 2>"$WORK/bare.log" & BARE_PID=$!; pids+=($BARE_PID)
+  wait_port "$BARE_PORT"
+fi
 PEER_PID=""
-if [ "$WITH_PEER" = 1 ]; then
+if [ "$WITH_PEER" = 1 ] && needs_paths; then
   taskset -c "$PROXY_CPU" "$BIN/bare-pingora" --listen "127.0.0.1:$PEER_PORT" --upstream "127.0.0.1:$MOCK_PORT" \
     --conf "$ROOT/bench/scripts/gateway.yaml" --mode peer >/dev/null 2>"$WORK/bare-peer.log" & PEER_PID=$!; pids+=($PEER_PID)
   wait_port "$PEER_PORT"
 fi
 NGINX_PID=""
 NGINX="$(command -v nginx || true)"; [ -z "$NGINX" ] && [ -x /usr/sbin/nginx ] && NGINX=/usr/sbin/nginx
-if [ -n "$NGINX" ]; then
+if [ -n "$NGINX" ] && needs_paths; then
   sed -e "s#@DIR@#$WORK#g" -e "s#@MOCK_PORT@#$MOCK_PORT#g" -e "s#@NGINX_PORT@#$NGINX_PORT#g" \
     bench/scripts/nginx.conf.tmpl > "$WORK/nginx.conf"
   taskset -c "$PROXY_CPU" "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" -e "$WORK/nginx-error.log" 2>/dev/null & NGINX_PID=$!; pids+=($NGINX_PID)
@@ -187,7 +212,7 @@ if [ -n "$NGINX" ]; then
 fi
 
 # path name → URL base and the process to watch (direct: the mock itself)
-PATHS=(direct); [ -n "$NGINX_PID" ] && PATHS+=(nginx); PATHS+=(bare); [ -n "$PEER_PID" ] && PATHS+=(bare-peer); PATHS+=(gateway)
+PATHS=(direct); [ -n "$NGINX_PID" ] && PATHS+=(nginx); [ -n "$BARE_PID" ] && PATHS+=(bare); [ -n "$PEER_PID" ] && PATHS+=(bare-peer); PATHS+=(gateway)
 base_of() { case "$1" in direct) echo "http://127.0.0.1:$MOCK_PORT" ;; nginx) echo "http://127.0.0.1:$NGINX_PORT" ;;
   bare) echo "http://127.0.0.1:$BARE_PORT" ;; bare-peer) echo "http://127.0.0.1:$PEER_PORT" ;; gateway) echo "http://127.0.0.1:$GW_PORT" ;; esac; }
 pid_of() { case "$1" in direct) echo "$MOCK_PID" ;; nginx) echo "$NGINX_WORKER" ;; bare) echo "$BARE_PID" ;; bare-peer) echo "$PEER_PID" ;; gateway) echo "$GW_PID" ;; esac; }
@@ -395,12 +420,11 @@ if has limits; then
 fi
 
 # --- cold start: exec → first proxied answer --------------------------------------------
-if has startup; then
-  say "cold start: exec → first proxied answer, $STARTUP_RUNS runs"
+cold_starts() { # section runs [extra json]: stops the gateway, starts it `runs` times; the last stays up
+  local section="$1" n="$2" extra="${3:-}" i start h end runs=() healthy=() CB
   stop "$GW_PID"
   CB=$(chat_body "$OPENAI_MODEL" false)
-  runs=(); healthy=()
-  for i in $(seq 1 "$STARTUP_RUNS"); do
+  for i in $(seq 1 "$n"); do
     start=$(date +%s%N); h=""
     env "${GW_ENV[@]}" taskset -c "$PROXY_CPU" "$BIN/perpetuo-gateway" >>"$WORK/gateway.log" 2>&1 & GW_PID=$!; pids+=($GW_PID)
     for _ in $(seq 1 5000); do
@@ -412,10 +436,73 @@ if has startup; then
     end=$(date +%s%N)
     runs+=($(( (end - start) / 1000 ))); healthy+=($(( (h - start) / 1000 )))
     count_gateway 1
-    [ "$i" -lt "$STARTUP_RUNS" ] && stop "$GW_PID" INT
+    [ "$i" -lt "$n" ] && stop "$GW_PID" INT
   done
-  record "{\"section\":\"startup\",\"first_answer_us\":[$(IFS=,; echo "${runs[*]}")],\"healthz_us\":[$(IFS=,; echo "${healthy[*]}")]}"
+  record "{\"section\":\"$section\",\"first_answer_us\":[$(IFS=,; echo "${runs[*]}")],\"healthz_us\":[$(IFS=,; echo "${healthy[*]}")]${extra:+,$extra}}"
   echo "   first proxied answer (µs): ${runs[*]}; healthy (µs): ${healthy[*]}" >&2
+}
+if has startup; then
+  say "cold start: exec → first proxied answer, $STARTUP_RUNS runs"
+  cold_starts startup "$STARTUP_RUNS"
+fi
+
+# --- data growth: one workspace with millions of log rows and 100,000 API keys ----------
+# The rows, keys and usage counters are generated in PostgreSQL (bench/scripts/growth.py
+# says how); the admin API's reads are timed over them, one request at a time on one
+# keep-alive connection. The gateway side: PostgreSQL CPU per logged row before the load
+# and at each size (as pgcpu measures it), a cold start with the keys in place, and the key
+# cache's miss rate under traffic drawn from the keys as the rows draw them. Each size is
+# loaded afresh (logs and counters emptied), so that rows lie in time order as the writer
+# appends them. Run last: it empties request_logs.
+wait_flushed() { # until the gateway's writer has nothing queued and its row count stops moving
+  local last=-1 now i
+  for i in $(seq 1 100); do
+    now=$(metric_sum perpetuo_log_rows_written_total)
+    [ "$now" = "$last" ] && [ "$(metric_sum perpetuo_log_queue_depth)" = 0 ] && return 0
+    last=$now; sleep 0.3
+  done
+}
+insert_cost() { # phase label: PostgreSQL CPU per row the gateway logs, non-stream c=16
+  local phase="$1" w0 w1 ours0 all0 ours1 all1 table_rows
+  table_rows=$(sql "SELECT COALESCE(sum(GREATEST(c.reltuples, 0)), 0)::int8 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'request_logs'::regclass")
+  wait_flushed
+  w0=$(metric_sum perpetuo_log_rows_written_total); read -r ours0 all0 <<<"$(pg_cpu_ticks)"
+  wrk_run growth-wrk gateway 16 "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$KEY" "$GB" "{\"phase\":\"$phase\"}"
+  wait_flushed
+  w1=$(metric_sum perpetuo_log_rows_written_total); read -r ours1 all1 <<<"$(pg_cpu_ticks)"
+  record "{\"section\":\"growth-insert\",\"phase\":\"$phase\",\"table_rows\":$table_rows,\"rows\":$((w1 - w0)),\"ticks_per_s\":$(getconf CLK_TCK),\"ours_ticks\":$((ours1 - ours0)),\"cluster_ticks\":$((all1 - all0))}"
+  echo "   insert cost, $phase: $((w1 - w0)) rows, CPU ticks of this database's backends $((ours1 - ours0)), cluster $((all1 - all0))" >&2
+}
+if has growth; then
+  say "data growth: ${GROWTH_ROWS} log rows over 90 days, $GROWTH_KEYS API keys"
+  GB=$(body_file growth "$(chat_body "$OPENAI_MODEL" false)")
+  [ -e "/proc/$GW_PID" ] || start_gateway
+  warm "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$KEY" "$GB"
+  insert_cost "before the load"
+  first=1
+  for n in ${GROWTH_ROWS//,/ }; do
+    [ "$first" = 1 ] || sql "TRUNCATE request_logs, usage_counters$(sql "SELECT CASE WHEN to_regclass('usage_rollup') IS NOT NULL THEN ', usage_rollup' ELSE '' END")"
+    first=0
+    python3 bench/scripts/growth.py load --db "$DATABASE_URL" --workspace "$WS" --rows "$n" --keys "$GROWTH_KEYS" >> "$RESULTS"
+    tail -n 1 "$RESULTS" | sed 's/^/   /' >&2
+    python3 bench/scripts/growth.py queries --admin "http://127.0.0.1:$ADMIN_PORT" --token "$TOKEN" --workspace "$WS" \
+      --db "$DATABASE_URL" --requests "$GROWTH_REQUESTS" \
+      | python3 -c 'import json,sys
+for l in sys.stdin: d=json.loads(l); d["table_rows"]=int(sys.argv[1]); print(json.dumps(d))' "$n" >> "$RESULTS"
+    insert_cost "$n rows"
+  done
+  say "growth: cold start with $GROWTH_KEYS keys in place, $STARTUP_RUNS runs"
+  cold_starts growth-startup "$STARTUP_RUNS" "\"keys\":$GROWTH_KEYS"
+  python3 bench/scripts/growth.py keys --gateway "http://127.0.0.1:$GW_PORT" --metrics "http://127.0.0.1:$METRICS_PORT" \
+    --keys "$GROWTH_KEYS" --requests "$GROWTH_KEY_REQUESTS" >> "$RESULTS"
+  count_gateway "$GROWTH_KEY_REQUESTS"
+  tail -n 1 "$RESULTS" | sed 's/^/   /' >&2
+  # The indexes added for these reads, weighed: the same insert run without them.
+  added=$(sql "SELECT string_agg(indexname, ',') FROM pg_indexes WHERE tablename = 'request_logs' AND indexname IN ($GROWTH_INDEXES)")
+  if [ -n "$added" ]; then
+    for ix in ${added//,/ }; do sql "DROP INDEX $ix"; done
+    insert_cost "${GROWTH_ROWS##*,} rows, without $added"
+  fi
 fi
 
 # --- the machine, then the report -------------------------------------------------------

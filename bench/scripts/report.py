@@ -239,7 +239,61 @@ def render(rows):
         md.append(table(["runs", "first answer ms (min / median / max)", "healthz ms (median)"],
                         [[len(runs), f"{runs[0]/1000:.0f} / {runs[len(runs)//2]/1000:.0f} / {runs[-1]/1000:.0f}",
                           sorted(r["healthz_us"])[len(runs)//2] / 1000]]))
+
+    gl = by("growth-load")
+    if gl:
+        md.append("\n## Data growth\n\n")
+        md.append("One workspace loaded in PostgreSQL (`bench/scripts/growth.py`): API keys, log rows spread over "
+                  "90 days in time order (seven models on three provider entries, four front doors, 7 % errors, "
+                  "90 % of the traffic from the busiest thousand keys), and the usage counters that sum them; then "
+                  "VACUUM (ANALYZE). Each admin read is timed one request at a time on one keep-alive connection, "
+                  "after one warm-up request (milliseconds, client side).\n\n")
+        md.append(table(["log rows", "counter rows", "keys", "logs on disk MiB", "counters MiB", "rollup rows", "load s (keys / rows / counters / vacuum)", "counters and rollup = rows"],
+                        [[r["rows"], r["counter_rows"], r["keys"], r["logs_bytes"] / 2**20, r["counters_bytes"] / 2**20,
+                          r.get("rollup_rows") if r.get("rollup_rows") is not None else "-",
+                          f"{r['keys_s']} / {r['rows_s']} / {r['counters_s']} / {r['vacuum_s']}",
+                          "yes" if consistent(r) else "**no**"] for r in gl]))
+        gq = by("growth-query")
+        sizes = sorted({r["table_rows"] for r in gq})
+        names = list(dict.fromkeys(r["query"] for r in gq))
+        at = {(r["query"], r["table_rows"]): r for r in gq}
+        cell = lambda r: "-" if r is None else f"{fmt(r['p50'])} / {'**' if r['p95'] > 150 else ''}{fmt(r['p95'])}{'**' if r['p95'] > 150 else ''}"
+        md.append("\n### Admin reads, p50 / p95 ms (bold: p95 above 150 ms)\n\n")
+        md.append(table(["read"] + [f"{n:,} rows" for n in sizes] + ["requests", "rows answered"],
+                        [[q] + [cell(at.get((q, n))) for n in sizes] + [at[(q, sizes[-1])]["n"], at[(q, sizes[-1])]["rows"]] for q in names]))
+    gi = by("growth-insert")
+    if gi:
+        hz = gi[0].get("ticks_per_s") or 100
+        per = lambda r, k: r[k] * 1000 / hz / r["rows"] * 1000 if r["rows"] else None
+        md.append("\n### PostgreSQL CPU per 1,000 logged requests as the table grows\n\n")
+        md.append("As in the pgcpu section (non-stream through the gateway, wrk c=16); the rows in request_logs "
+                  "are the planner's estimate.\n\n")
+        md.append(table(["phase", "rows in request_logs", "rows logged", "ms per 1,000 rows, this database", "ms per 1,000 rows, cluster"],
+                        [[r["phase"], r["table_rows"], r["rows"], per(r, "ours_ticks"), per(r, "cluster_ticks")] for r in gi]))
+    gs = by("growth-startup")
+    if gs:
+        r = gs[-1]
+        runs = sorted(r["first_answer_us"])
+        md.append(f"\n### Cold start with {r.get('keys', '?'):,} keys in the database\n\n")
+        md.append(table(["runs", "first answer ms (min / median / max)", "healthz ms (median)"],
+                        [[len(runs), f"{runs[0]/1000:.0f} / {runs[len(runs)//2]/1000:.0f} / {runs[-1]/1000:.0f}",
+                          sorted(r["healthz_us"])[len(runs)//2] / 1000]]))
+    gk = by("growth-keys")
+    if gk:
+        r = gk[-1]
+        md.append("\n### Key cache under traffic from many keys\n\n")
+        md.append(f"A freshly started gateway; {r['requests']:,} chat completions one at a time, each with a key drawn as the "
+                  f"log rows draw them from {r['keys']:,} keys. Misses are lookups in PostgreSQL.\n\n")
+        cache = r.get("cache", {})
+        md.append(table(["requests", "answers", "hits", "misses", "miss rate", "p50 ms", "p95 ms", "p99 ms"],
+                        [[r["requests"], ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items())),
+                          int(cache.get("hit", 0)), int(cache.get("miss", 0)), r.get("miss_rate"), r["p50"], r["p95"], r["p99"]]]))
     return "".join(md)
+
+
+def consistent(r):
+    """The growth level's counters, and rollup where there is one, sum its rows."""
+    return r["counted_requests"] == r["rows"] and r.get("rollup_requests") in (None, r["rows"])
 
 
 def reconciled(r):
@@ -280,6 +334,18 @@ def check(rows, sections):
         elif s == "limits":
             if not by("limits") or any(r["requests"] <= 0 for r in by("limits")):
                 problems.append("limits: a path produced no requests")
+        elif s == "growth":
+            gl, gq = by("growth-load"), by("growth-query")
+            if not gl or any(r["rows"] < r["rows_asked"] for r in gl):
+                problems.append("growth: the rows were not loaded")
+            elif not all(consistent(r) for r in gl):
+                problems.append("growth: the usage counters (or the rollup) do not sum the rows")
+            if not gq or any(r["n"] <= 0 for r in gq):
+                problems.append("growth: an admin read was not timed")
+            if not by("growth-insert") or any(r["rows"] <= 0 for r in by("growth-insert")):
+                problems.append("growth: no rows logged for the insert cost")
+            if not by("growth-startup") or not by("growth-keys") or by("growth-keys")[-1]["statuses"].get("200", 0) <= 0:
+                problems.append("growth: no cold start or key cache figures")
         elif s == "startup":
             if not by("startup") or min(by("startup")[-1]["first_answer_us"]) <= 0:
                 problems.append("startup: no figures")

@@ -218,6 +218,8 @@ describe('App session handling', () => {
     expect(screen.getByText('1,234')).toBeTruthy();
     expect(screen.getByText('1.45 s')).toBeTruthy();
     expect(seen.some((u) => u.startsWith('/workspaces/w1/logs?limit=25'))).toBe(true);
+    // The keys for names and the filter: a page one larger than the picker, not every key.
+    expect(seen.some((u) => u.startsWith('/workspaces/w1/api-keys?limit=501'))).toBe(true);
     expect(seen.some((u) => u.includes('cursor=') || u.includes('page='))).toBe(false);
     expect(screen.getByRole('button', { name: 'Newer' })).toHaveProperty('disabled', true);
     expect(screen.getByRole('button', { name: 'Older' })).toHaveProperty('disabled', true);

@@ -1,6 +1,8 @@
 //! A workspace's Perpetuo API keys: the plaintext is returned once, at creation.
 
-use axum::extract::{Path, State};
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use perpetuo_core::apikey;
@@ -12,12 +14,12 @@ use utoipa::ToSchema;
 use perpetuo_core::db::limits::{Governed, KeySettings, SetBy};
 use perpetuo_core::email::Email;
 
-use super::dto::{parse_time, usd, ApiKeyDto, LimitsDto, ListOf};
+use super::dto::{parse_time, usd, ApiKeyDto, LimitsDto};
 use crate::access::{insufficient, snapshot, Member};
 use crate::error::{ApiError, FieldErrors};
 use crate::extract::{parse_id, ApiJson, Conn};
 use crate::state::AppState;
-use perpetuo_core::db::api_keys::ApiKey;
+use perpetuo_core::db::api_keys::{ApiKey, KeyPosition};
 use perpetuo_core::db::workspaces::Role;
 
 /// A new key: its name and its settings (those of [`KeySettingsInput`]). The fields are
@@ -229,15 +231,121 @@ pub struct CreatedApiKey {
     pub key: String,
 }
 
-/// API keys of the workspace, newest first.
+/// A page of keys: `next_cursor` names the page of older keys.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyPageDto {
+    /// Newest first.
+    pub data: Vec<ApiKeyDto>,
+    /// Pass as `cursor` for the next page of older keys; null on the last page, and when
+    /// the whole list was asked for (no `limit` nor `cursor`).
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// Rows per page when only `cursor` is given, and at most.
+const KEYS_DEFAULT_LIMIT: i64 = 50;
+const KEYS_MAX_LIMIT: i64 = 500;
+
+/// A key-list cursor is opaque to clients: base64url (no padding) of `k`, the last key's
+/// `created_at` in microseconds since the epoch (big-endian i64) and its id (16 bytes).
+mod cursor {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use perpetuo_core::db::api_keys::KeyPosition;
+    use time::OffsetDateTime;
+    use uuid::Uuid;
+
+    const TAG: u8 = b'k';
+    const LEN: usize = 1 + 8 + 16;
+    const MAX_TEXT: usize = 64;
+
+    pub fn encode(at: KeyPosition) -> String {
+        let micros = (at.created_at.unix_timestamp_nanos() / 1_000) as i64;
+        let mut bytes = Vec::with_capacity(LEN);
+        bytes.push(TAG);
+        bytes.extend_from_slice(&micros.to_be_bytes());
+        bytes.extend_from_slice(at.id.as_bytes());
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// The position a cursor names; `None` when it is not one this server made.
+    pub fn decode(text: &str) -> Option<KeyPosition> {
+        if text.len() > MAX_TEXT {
+            return None;
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+        let (&tag, rest) = bytes.split_first()?;
+        if tag != TAG || rest.len() != LEN - 1 {
+            return None;
+        }
+        let (micros, id) = rest.split_at(8);
+        let micros = i64::from_be_bytes(micros.try_into().ok()?);
+        Some(KeyPosition {
+            created_at: OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
+                .ok()?,
+            id: Uuid::from_slice(id).ok()?,
+        })
+    }
+}
+
+/// API keys of the workspace, newest first: all of them, or a page at a time when `limit`
+/// or `cursor` is given (follow `next_cursor`).
 #[utoipa::path(get, path = "/workspaces/{id}/api-keys", tag = "api-keys", security(("bearer" = [])),
-    params(("id" = String, Path, description = "workspace id")),
-    responses((status = 200, body = ListOf<ApiKeyDto>), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn list(Conn(client): Conn, member: Member) -> Result<Json<ListOf<ApiKeyDto>>, ApiError> {
+    params(("id" = String, Path, description = "workspace id"),
+           ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "keys per page, \
+             1 to 500 (50 when only `cursor` is given); with neither `limit` nor `cursor`, \
+             every key in one answer"),
+           ("cursor" = Option<String>, Query, max_length = 64, description = "an earlier \
+             answer's `next_cursor`: the page of older keys; opaque")),
+    responses((status = 200, body = ApiKeyPageDto), (status = 400, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody)))]
+pub async fn list(
+    Conn(client): Conn,
+    member: Member,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<ApiKeyPageDto>, ApiError> {
     let ws = &member.workspace;
-    let rows = db::api_keys::list(&client, ws.id).await?;
-    Ok(Json(ListOf {
+    let mut errs = FieldErrors::default();
+    let limit = q
+        .get("limit")
+        .filter(|l| !l.is_empty())
+        .map(|l| match l.parse::<i64>() {
+            Ok(l) if (1..=KEYS_MAX_LIMIT).contains(&l) => l,
+            _ => {
+                errs.add(
+                    "limit",
+                    format!("must be an integer from 1 to {KEYS_MAX_LIMIT}"),
+                );
+                KEYS_DEFAULT_LIMIT
+            }
+        });
+    let after = q.get("cursor").filter(|c| !c.is_empty()).map(|c| {
+        cursor::decode(c)
+            .ok_or_else(|| errs.add("cursor", "must be a next_cursor from an earlier answer"))
+    });
+    errs.into_result()?;
+    let after = after.transpose().ok().flatten();
+    if limit.is_none() && after.is_none() {
+        let rows = db::api_keys::list(&client, ws.id).await?;
+        return Ok(Json(ApiKeyPageDto {
+            data: rows.into_iter().map(Into::into).collect(),
+            next_cursor: None,
+        }));
+    }
+    let limit = limit.unwrap_or(KEYS_DEFAULT_LIMIT);
+    // One row more than the page says whether another follows.
+    let mut rows = db::api_keys::list_page(&client, ws.id, after, limit + 1).await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = rows.last().filter(|_| more).map(|k| {
+        cursor::encode(KeyPosition {
+            created_at: k.created_at,
+            id: k.id,
+        })
+    });
+    Ok(Json(ApiKeyPageDto {
         data: rows.into_iter().map(Into::into).collect(),
+        next_cursor,
     }))
 }
 

@@ -230,6 +230,12 @@ fn parse_query(workspace_id: Uuid, q: &HashMap<String, String>) -> Result<LogQue
             _ => errs.add("limit", format!("must be an integer from 1 to {MAX_LIMIT}")),
         }
     }
+    if let Some(k) = q.get("api_key_id").filter(|k| !k.is_empty()) {
+        match Uuid::parse_str(k) {
+            Ok(id) => out.api_key_id = Some(id),
+            Err(_) => errs.add("api_key_id", "must be an API key id"),
+        }
+    }
     if let Some(p) = q.get("provider").filter(|p| !p.is_empty()) {
         match Uuid::parse_str(p) {
             Ok(id) => out.provider_id = Some(id),
@@ -278,6 +284,8 @@ fn parse_query(workspace_id: Uuid, q: &HashMap<String, String>) -> Result<LogQue
              null (with `page`: counted unless false)"),
            ("page" = Option<u32>, Query, deprecated, minimum = 1, maximum = 1000000, description = "deprecated, to be removed: \
              page number from 1 (offset paging); use `cursor`"),
+           ("api_key_id" = Option<String>, Query, description = "API key id (a revoked or \
+             deleted key's rows stay listed under its id)"),
            ("provider" = Option<String>, Query, description = "provider entry id"),
            ("model" = Option<String>, Query, description = "requested model"),
            ("status" = Option<i16>, Query, description = "HTTP status sent to the client"),

@@ -82,3 +82,88 @@ async fn key_validation() {
         assert!(resp["error"]["fields"][field].is_string(), "{resp}");
     }
 }
+
+/// Pages of keys: newest first, every key once whatever the page size (keys of one
+/// instant ordered by id), the same order as the whole list; the whole list unchanged
+/// without `limit` or `cursor`.
+#[tokio::test]
+async fn keys_page_by_cursor_newest_first() {
+    let app = TestApp::spawn().await;
+    let acc = app.signup("kp@example.com").await;
+    let other = app.signup("kp2@example.com").await;
+    let base = format!("/workspaces/{}/api-keys", acc.workspace);
+    for i in 0..6 {
+        let (status, _) = app
+            .post(&base, &acc.token, json!({"name": format!("k{i}")}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    // Three keys of one instant: a page boundary falls between them.
+    let db = app.client().await;
+    db.execute(
+        "UPDATE api_keys SET created_at = '2026-01-01T00:00:00Z'
+         WHERE name IN ('k1', 'k2', 'k3') AND workspace_id = $1",
+        &[&uuid::Uuid::parse_str(&acc.workspace).unwrap()],
+    )
+    .await
+    .unwrap();
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (status, all) = app.get(&base, &acc.token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(all["next_cursor"].is_null());
+    let all = ids(&all);
+    assert_eq!(
+        all.len(),
+        7,
+        "six and the signup's key, none of the other workspace's"
+    );
+    for limit in [1, 2, 3, 7, 500] {
+        let mut seen = Vec::new();
+        let mut url = format!("{base}?limit={limit}");
+        for _ in 0..10 {
+            let (status, page) = app.get(&url, &acc.token).await;
+            assert_eq!(status, StatusCode::OK, "{url}: {page}");
+            assert!(ids(&page).len() <= limit);
+            seen.extend(ids(&page));
+            match page["next_cursor"].as_str() {
+                Some(c) => url = format!("{base}?limit={limit}&cursor={c}"),
+                None => break,
+            }
+        }
+        assert_eq!(seen, all, "limit {limit}");
+    }
+    // A cursor alone pages by 50.
+    let (_, first) = app.get(&format!("{base}?limit=2"), &acc.token).await;
+    let c = first["next_cursor"].as_str().unwrap();
+    let (_, rest) = app.get(&format!("{base}?cursor={c}"), &acc.token).await;
+    assert_eq!(ids(&rest), all[2..]);
+    assert!(rest["next_cursor"].is_null());
+    // The other workspace's list is its own.
+    let (_, theirs) = app
+        .get(
+            &format!("/workspaces/{}/api-keys?limit=50", other.workspace),
+            &other.token,
+        )
+        .await;
+    assert_eq!(ids(&theirs).len(), 1);
+
+    for (q, field) in [
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("limit=ten", "limit"),
+        ("cursor=abc", "cursor"),
+        // A logs cursor is not a key cursor.
+        ("cursor=bwAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "cursor"),
+    ] {
+        let (status, body) = app.get(&format!("{base}?{q}"), &acc.token).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{q}");
+        assert!(body["error"]["fields"][field].is_string(), "{q}: {body}");
+    }
+}

@@ -52,6 +52,11 @@ pub fn record(
     }
 }
 
+/// Ids of the two API keys the seeded rows are spread over (one row in four is the second
+/// key's), the same in every workspace: the filter must still keep to its workspace.
+const KEY_A: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_000a);
+const KEY_B: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_000b);
+
 async fn seed(app: &TestApp, acc: &Account) -> (Vec<LogRecord>, Uuid, Uuid) {
     let ws = Uuid::parse_str(&acc.workspace).unwrap();
     let (p1, p2) = (Uuid::now_v7(), Uuid::now_v7());
@@ -61,13 +66,15 @@ async fn seed(app: &TestApp, acc: &Account) -> (Vec<LogRecord>, Uuid, Uuid) {
         let provider = if i % 3 == 0 { p2 } else { p1 };
         let model = if i % 2 == 0 { "gpt-4o" } else { "claude" };
         let status = if i % 5 == 0 { 502 } else { 200 };
-        rows.push(record(
+        let mut row = record(
             ws,
             now - Duration::minutes(i * 10),
             Some(provider),
             model,
             status,
-        ));
+        );
+        row.api_key_id = Some(if i % 4 == 1 { KEY_B } else { KEY_A });
+        rows.push(row);
     }
     let mut client = app.client().await;
     assert_eq!(insert_batch(&mut client, &rows).await.unwrap(), 30);
@@ -195,6 +202,10 @@ async fn cursor_pages_walk_every_row_once_newest_first_with_every_filter() {
         ),
         ("status=502".into(), Box::new(|r| r.status == 502)),
         (
+            format!("api_key_id={KEY_B}"),
+            Box::new(|r| r.api_key_id == Some(KEY_B)),
+        ),
+        (
             format!("from={}&to={}", rfc3339(from), rfc3339(to)),
             Box::new(move |r| r.created_at >= from && r.created_at < to),
         ),
@@ -204,6 +215,12 @@ async fn cursor_pages_walk_every_row_once_newest_first_with_every_filter() {
                 r.provider_id == Some(p2)
                     && r.model_requested.as_deref() == Some("gpt-4o")
                     && r.status == 502
+            }),
+        ),
+        (
+            format!("api_key_id={KEY_A}&status=200&from={}", rfc3339(from)),
+            Box::new(move |r| {
+                r.api_key_id == Some(KEY_A) && r.status == 200 && r.created_at >= from
             }),
         ),
     ];
@@ -329,6 +346,8 @@ async fn bad_query_parameters() {
         ("limit=abc", "limit"),
         ("page=0", "page"),
         ("provider=nope", "provider"),
+        ("api_key_id=nope", "api_key_id"),
+        ("api_key_id=pk_live_123", "api_key_id"),
         ("status=abc", "status"),
         ("from=yesterday", "from"),
         ("from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", "from"),

@@ -133,6 +133,43 @@ pub async fn list(db: &impl GenericClient, workspace: Uuid) -> Result<Vec<ApiKey
     Ok(rows.iter().map(from_row).collect())
 }
 
+/// A key's place in the listing order (newest first: `created_at`, then `id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyPosition {
+    pub created_at: OffsetDateTime,
+    pub id: Uuid,
+}
+
+/// Up to `limit` keys of the workspace, newest first, older than `after` when given. Reads
+/// only the page (the listing's index), however many keys the workspace has.
+pub async fn list_page(
+    db: &impl GenericClient,
+    workspace: Uuid,
+    after: Option<KeyPosition>,
+    limit: i64,
+) -> Result<Vec<ApiKey>, DbError> {
+    // The timestamp bound alone can use the (workspace_id, created_at DESC) index.
+    let rows = match after {
+        None => {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM api_keys WHERE workspace_id = $1
+                 ORDER BY created_at DESC, id DESC LIMIT $2"
+            );
+            db.query(&sql, &[&workspace, &limit]).await?
+        }
+        Some(at) => {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM api_keys WHERE workspace_id = $1
+                 AND created_at <= $2 AND (created_at < $2 OR id < $3)
+                 ORDER BY created_at DESC, id DESC LIMIT $4"
+            );
+            db.query(&sql, &[&workspace, &at.created_at, &at.id, &limit])
+                .await?
+        }
+    };
+    Ok(rows.iter().map(from_row).collect())
+}
+
 pub async fn get(
     db: &impl GenericClient,
     workspace: Uuid,

@@ -412,6 +412,7 @@ pub struct LogQuery {
     pub limit: u32,
     /// Whether to count every row the filters match (a scan of the whole filtered set).
     pub count: bool,
+    pub api_key_id: Option<Uuid>,
     pub provider_id: Option<Uuid>,
     pub model: Option<String>,
     pub status: Option<i16>,
@@ -465,6 +466,10 @@ impl Conditions {
         let mut c = Self::default();
         let ws = c.param(q.workspace_id);
         c.clauses.push(format!("workspace_id = {ws}"));
+        if let Some(k) = q.api_key_id {
+            let k = c.param(k);
+            c.clauses.push(format!("api_key_id = {k}"));
+        }
         if let Some(p) = q.provider_id {
             let p = c.param(p);
             c.clauses.push(format!("provider_id = {p}"));

@@ -1,5 +1,6 @@
-//! `usage_counters`: additive per-hour counters, and the totals, series and breakdowns
-//! the admin API reports from them.
+//! `usage_counters` (additive per-hour counters per key, entry and model) and
+//! `usage_rollup` (the same without the key), and the totals, series and breakdowns the
+//! admin API reports from the rollup.
 
 use deadpool_postgres::GenericClient;
 use time::{Duration, OffsetDateTime};
@@ -61,13 +62,68 @@ pub fn hour_bucket(t: OffsetDateTime) -> OffsetDateTime {
         .unwrap_or(t)
 }
 
-/// Adds every delta in one statement, rows in the order of their key (deltas of one key
-/// are added together first).
+/// A `usage_rollup` row's identity: a counter key without the API key, in the order of
+/// the `usage_rollup_key` constraint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct RollupKey<'a> {
+    workspace_id: Uuid,
+    bucket: OffsetDateTime,
+    provider_id: Option<Uuid>,
+    model: &'a str,
+}
+
+/// The per-key counters' columns added on conflict, as the upserts below spell them.
+const ADDED: &str = "requests = {t}.requests + EXCLUDED.requests,
+    errors = {t}.errors + EXCLUDED.errors,
+    prompt_tokens = {t}.prompt_tokens + EXCLUDED.prompt_tokens,
+    completion_tokens = {t}.completion_tokens + EXCLUDED.completion_tokens,
+    total_tokens = {t}.total_tokens + EXCLUDED.total_tokens,
+    cost_nusd = {t}.cost_nusd + EXCLUDED.cost_nusd";
+
+static UPSERT_COUNTERS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO usage_counters (workspace_id, bucket, api_key_id, provider_id, model, requests, errors,
+             prompt_tokens, completion_tokens, total_tokens, cost_nusd)
+         SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[], $6::int8[],
+             $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[])
+         ON CONFLICT ON CONSTRAINT usage_counters_key DO UPDATE SET {}",
+        ADDED.replace("{t}", "usage_counters")
+    )
+});
+
+static UPSERT_ROLLUP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO usage_rollup (workspace_id, bucket, provider_id, model, requests, errors,
+             prompt_tokens, completion_tokens, total_tokens, cost_nusd)
+         SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::text[], $5::int8[],
+             $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[])
+         ON CONFLICT ON CONSTRAINT usage_rollup_key DO UPDATE SET {}",
+        ADDED.replace("{t}", "usage_rollup")
+    )
+});
+
+/// The six sums of deltas as parameter arrays, in the upserts' order.
+fn sums(vals: &[&CounterDelta]) -> [Vec<i64>; 6] {
+    let col = |f: fn(&CounterDelta) -> i64| -> Vec<i64> { vals.iter().map(|v| f(v)).collect() };
+    [
+        col(|v| v.requests),
+        col(|v| v.errors),
+        col(|v| v.prompt_tokens),
+        col(|v| v.completion_tokens),
+        col(|v| v.total_tokens),
+        col(|v| v.cost_nusd),
+    ]
+}
+
+/// Adds every delta to `usage_counters` in one statement, rows in the order of their key
+/// (deltas of one key are added together first), then their sums without the API key to
+/// `usage_rollup` in a second, in that table's key order.
 ///
 /// The order is what keeps writers apart: an upsert locks its rows one after the other,
 /// so two gateways adding overlapping batches in different orders could each hold a row
 /// the other waits for (a deadlock, 40P01, that rolls one batch back). In one order, the
-/// second simply waits for the first.
+/// second simply waits for the first; every writer takes the counters' rows before the
+/// rollup's, so the two tables never cross either.
 pub async fn add<'a>(
     db: &impl GenericClient,
     deltas: impl IntoIterator<Item = (&'a CounterKey, &'a CounterDelta)>,
@@ -93,35 +149,35 @@ pub async fn add<'a>(
     let key: Vec<Option<Uuid>> = keys.iter().map(|k| k.api_key_id).collect();
     let pid: Vec<Option<Uuid>> = keys.iter().map(|k| k.provider_id).collect();
     let model: Vec<&str> = keys.iter().map(|k| k.model.as_str()).collect();
-    let col = |f: fn(&CounterDelta) -> i64| -> Vec<i64> { vals.iter().map(|v| f(v)).collect() };
-    let (req, err, pt, ct, tt, cost) = (
-        col(|v| v.requests),
-        col(|v| v.errors),
-        col(|v| v.prompt_tokens),
-        col(|v| v.completion_tokens),
-        col(|v| v.total_tokens),
-        col(|v| v.cost_nusd),
-    );
+    let [req, err, pt, ct, tt, cost] = sums(&vals);
     let params: [&(dyn ToSql + Sync); 11] = [
         &ws, &bucket, &key, &pid, &model, &req, &err, &pt, &ct, &tt, &cost,
     ];
     // Prepared once per connection: every flush sends only its parameters. `unnest` yields
     // the arrays in order, so the rows are locked in the order sorted above.
-    let upsert = db
-        .prepare_cached(
-            "INSERT INTO usage_counters (workspace_id, bucket, api_key_id, provider_id, model, requests, errors,
-             prompt_tokens, completion_tokens, total_tokens, cost_nusd)
-         SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[], $6::int8[],
-             $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[])
-         ON CONFLICT ON CONSTRAINT usage_counters_key DO UPDATE SET
-             requests = usage_counters.requests + EXCLUDED.requests,
-             errors = usage_counters.errors + EXCLUDED.errors,
-             prompt_tokens = usage_counters.prompt_tokens + EXCLUDED.prompt_tokens,
-             completion_tokens = usage_counters.completion_tokens + EXCLUDED.completion_tokens,
-             total_tokens = usage_counters.total_tokens + EXCLUDED.total_tokens,
-             cost_nusd = usage_counters.cost_nusd + EXCLUDED.cost_nusd",
-        )
-        .await?;
+    let upsert = db.prepare_cached(&UPSERT_COUNTERS).await?;
+    db.execute(&upsert, &params).await?;
+
+    let mut rollup: std::collections::BTreeMap<RollupKey<'_>, CounterDelta> =
+        std::collections::BTreeMap::new();
+    for (k, v) in &rows {
+        let key = RollupKey {
+            workspace_id: k.workspace_id,
+            bucket: k.bucket,
+            provider_id: k.provider_id,
+            model: k.model.as_str(),
+        };
+        rollup.entry(key).or_default().merge(v);
+    }
+    let ws: Vec<Uuid> = rollup.keys().map(|k| k.workspace_id).collect();
+    let bucket: Vec<OffsetDateTime> = rollup.keys().map(|k| k.bucket).collect();
+    let pid: Vec<Option<Uuid>> = rollup.keys().map(|k| k.provider_id).collect();
+    let model: Vec<&str> = rollup.keys().map(|k| k.model).collect();
+    let vals: Vec<&CounterDelta> = rollup.values().collect();
+    let [req, err, pt, ct, tt, cost] = sums(&vals);
+    let params: [&(dyn ToSql + Sync); 10] =
+        [&ws, &bucket, &pid, &model, &req, &err, &pt, &ct, &tt, &cost];
+    let upsert = db.prepare_cached(&UPSERT_ROLLUP).await?;
     db.execute(&upsert, &params).await?;
     Ok(())
 }
@@ -176,7 +232,7 @@ fn totals_from(row: &Row) -> Totals {
     }
 }
 
-/// Totals over buckets in `[from, to)`.
+/// Totals over buckets in `[from, to)` (from `usage_rollup`, as every report below).
 pub async fn totals(
     db: &impl GenericClient,
     ws: Uuid,
@@ -185,7 +241,7 @@ pub async fn totals(
 ) -> Result<Totals, DbError> {
     let row = db
         .query_one(
-            &format!("SELECT {SUMS} FROM usage_counters WHERE workspace_id = $1 AND bucket >= $2 AND bucket < $3"),
+            &format!("SELECT {SUMS} FROM usage_rollup WHERE workspace_id = $1 AND bucket >= $2 AND bucket < $3"),
             &[&ws, &from, &to],
         )
         .await?;
@@ -208,7 +264,7 @@ pub async fn series(
                                     interval '1 {unit}') AT TIME ZONE 'UTC' AS period
          ), sums AS (
              SELECT date_trunc('{unit}', bucket AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS period, {SUMS}
-             FROM usage_counters WHERE workspace_id = $1 AND bucket >= $2 AND bucket < $3
+             FROM usage_rollup WHERE workspace_id = $1 AND bucket >= $2 AND bucket < $3
              GROUP BY 1
          )
          SELECT p.period, COALESCE(s.requests, 0) AS requests, COALESCE(s.errors, 0) AS errors,
@@ -241,7 +297,7 @@ pub async fn by_provider(
 ) -> Result<Vec<ProviderModelUsage>, DbError> {
     let sql = format!(
         "SELECT u.provider_id, p.name AS provider_name, p.kind AS provider_kind, u.model, {SUMS}
-         FROM usage_counters u LEFT JOIN provider_keys p ON p.id = u.provider_id
+         FROM usage_rollup u LEFT JOIN provider_keys p ON p.id = u.provider_id
          WHERE u.workspace_id = $1 AND u.bucket >= $2 AND u.bucket < $3
          GROUP BY u.provider_id, p.name, p.kind, u.model
          ORDER BY requests DESC, u.model"
@@ -279,19 +335,22 @@ mod tests {
 
     /// Two writers adding to the same counter rows at once, one in the opposite order of
     /// the other, round after round (as two gateways' batches for the same keys do): no
-    /// batch is ever rolled back as a deadlock victim, and every addition lands.
+    /// batch is ever rolled back as a deadlock victim, and every addition lands, in the
+    /// counters and in the rollup.
     #[tokio::test]
     async fn writers_in_opposite_orders_never_deadlock() {
         let db = TestDb::new().await.unwrap();
         let workspace_id = Uuid::now_v7();
         let bucket = hour_bucket(OffsetDateTime::now_utc());
+        // Every key its own counter row; the rollup's rows (entry and model) shared by many.
+        let entry = Uuid::now_v7();
         let keys: Vec<CounterKey> = (0..ROWS)
             .map(|i| CounterKey {
                 workspace_id,
                 bucket,
                 api_key_id: Some(Uuid::now_v7()),
-                provider_id: (i % 2 == 0).then(Uuid::now_v7),
-                model: format!("model-{i}"),
+                provider_id: (i % 2 == 0).then_some(entry),
+                model: format!("model-{}", i % 7),
             })
             .collect();
         let one = CounterDelta {
@@ -323,6 +382,19 @@ mod tests {
             .unwrap();
         assert_eq!(row.get::<_, i64>(0), ROWS as i64);
         assert_eq!(row.get::<_, i64>(1), (ROWS * ROUNDS * 2) as i64);
+        let rollup = a
+            .query_one(
+                "SELECT count(*), sum(requests)::int8 FROM usage_rollup WHERE workspace_id = $1",
+                &[&workspace_id],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            rollup.get::<_, i64>(0),
+            14,
+            "two entries (one none) by seven models"
+        );
+        assert_eq!(rollup.get::<_, i64>(1), (ROWS * ROUNDS * 2) as i64);
     }
 
     /// Deltas of one key given twice are added as one row (one statement may not update a

@@ -370,6 +370,11 @@ pub async fn purge_deleted(
             &[&ids],
         )
         .await?;
+    db.execute(
+        "DELETE FROM usage_rollup WHERE workspace_id = ANY($1)",
+        &[&ids],
+    )
+    .await?;
     let audit_rows = db
         .execute(
             "DELETE FROM audit_log WHERE workspace_id = ANY($1)",

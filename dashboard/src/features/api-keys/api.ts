@@ -7,6 +7,11 @@ export function listApiKeys(workspaceId: string, signal?: AbortSignal) {
   return api.get<{ data: ApiKey[] }>(base(workspaceId), { signal }).then((r) => r.data);
 }
 
+/** A page of keys, newest first: `next_cursor` names the page of older keys (null on the last). */
+export function listApiKeysPage(workspaceId: string, limit: number, cursor?: string, signal?: AbortSignal) {
+  return api.get<{ data: ApiKey[]; next_cursor: string | null }>(base(workspaceId), { query: { limit, cursor }, signal });
+}
+
 export function createApiKey(workspaceId: string, input: ApiKeyInput) {
   return api.post<CreatedApiKey>(base(workspaceId), input);
 }

@@ -10,11 +10,23 @@ describe('log filters', () => {
     expect(validateFilters({ ...EMPTY_FILTERS, from: '2025-03-05T10:00', to: '2025-03-05T09:00' }).to).toBe('Must be after the start.');
   });
 
+  it('takes an API key id, and nothing else, as the key filter', () => {
+    expect(validateFilters({ ...EMPTY_FILTERS, api_key_id: '0190F3A2-7C1E-7D44-9A0B-2F5E8C1D3B6A' })).toEqual({});
+    expect(validateFilters({ ...EMPTY_FILTERS, api_key_id: 'pp-abcd' }).api_key_id).toBeDefined();
+    expect(validateFilters({ ...EMPTY_FILTERS, api_key_id: '0190f3a2-7c1e-7d44-9a0b' }).api_key_id).toBeDefined();
+    expect(filtersToQuery(EMPTY_FILTERS).api_key_id).toBeUndefined();
+  });
+
   it('builds the API query with RFC 3339 times', () => {
-    const query = filtersToQuery({ provider: 'p1', model: ' gpt-4o ', status: '500', from: '2025-03-05T10:00', to: '' }, 'c-older', 25);
+    const query = filtersToQuery(
+      { api_key_id: ' 0190f3a2-7c1e-7d44-9a0b-2f5e8c1d3b6a ', provider: 'p1', model: ' gpt-4o ', status: '500', from: '2025-03-05T10:00', to: '' },
+      'c-older',
+      25,
+    );
     expect(query).toEqual({
       cursor: 'c-older',
       limit: 25,
+      api_key_id: '0190f3a2-7c1e-7d44-9a0b-2f5e8c1d3b6a',
       provider: 'p1',
       model: 'gpt-4o',
       status: '500',
@@ -29,7 +41,7 @@ describe('log filters', () => {
   });
 
   it('round-trips through URL parameters, with the cursor of the page shown', () => {
-    const filters = { ...EMPTY_FILTERS, model: 'm', status: '200' };
+    const filters = { ...EMPTY_FILTERS, api_key_id: '0190f3a2-7c1e-7d44-9a0b-2f5e8c1d3b6a', model: 'm', status: '200' };
     const params = new URLSearchParams(filtersToParams(filters, 'bwAAAA-_'));
     expect(params.get('cursor')).toBe('bwAAAA-_');
     expect(cursorFromParams(params)).toBe('bwAAAA-_');

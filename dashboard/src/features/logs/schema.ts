@@ -50,6 +50,8 @@ export interface LogPage {
 
 /** Filters as typed in the form (and kept in the URL). */
 export interface LogFilters {
+  /** An API key's id: its requests only. */
+  api_key_id: string;
   provider: string;
   model: string;
   status: string;
@@ -74,12 +76,19 @@ export function routeLabel(route: string): string {
   }
 }
 
-export const EMPTY_FILTERS: LogFilters = { provider: '', model: '', status: '', from: '', to: '' };
+export const EMPTY_FILTERS: LogFilters = { api_key_id: '', provider: '', model: '', status: '', from: '', to: '' };
+
+/** Up to this many keys, the key filter is a list to pick from; beyond, a field for the key's id. */
+export const KEY_PICKER_MAX = 500;
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export const PAGE_SIZE = 25;
 
 export function validateFilters(filters: LogFilters): Partial<Record<keyof LogFilters, string>> {
   const errors: Partial<Record<keyof LogFilters, string>> = {};
+  const key = filters.api_key_id.trim();
+  if (key && !UUID.test(key)) errors.api_key_id = 'Use an API key id, e.g. 0190f3a2-7c1e-7d44-9a0b-2f5e8c1d3b6a.';
   const status = filters.status.trim();
   if (status && (!/^\d{3}$/.test(status) || Number(status) < 100 || Number(status) > 599))
     errors.status = 'Use an HTTP status code, e.g. 200 or 429.';
@@ -96,6 +105,7 @@ export function filtersToQuery(filters: LogFilters, cursor?: string, limit: numb
   return {
     cursor: cursor || undefined,
     limit,
+    api_key_id: filters.api_key_id.trim() || undefined,
     provider: filters.provider || undefined,
     model: filters.model.trim() || undefined,
     status: filters.status.trim() || undefined,
@@ -106,6 +116,7 @@ export function filtersToQuery(filters: LogFilters, cursor?: string, limit: numb
 
 export function filtersFromParams(params: URLSearchParams): LogFilters {
   return {
+    api_key_id: params.get('api_key_id') ?? '',
     provider: params.get('provider') ?? '',
     model: params.get('model') ?? '',
     status: params.get('status') ?? '',

@@ -10,9 +10,9 @@ import { Spinner } from '@/components/ui/spinner';
 import { EmptyState, ErrorState, LoadingState } from '@/components/ui/states';
 import { useWorkspaceId } from '@/features/auth/session-context';
 import { listProviders } from '@/features/providers/api';
-import { listApiKeys } from '@/features/api-keys/api';
+import { listApiKeysPage } from '@/features/api-keys/api';
 import { listLogs } from '../api';
-import { cursorFromParams, filtersFromParams, filtersToParams, hasFilters, PAGE_SIZE, type LogEntry } from '../schema';
+import { cursorFromParams, filtersFromParams, filtersToParams, hasFilters, KEY_PICKER_MAX, PAGE_SIZE, type LogEntry } from '../schema';
 import { LogDetail } from './log-detail';
 import { LogFilters } from './log-filters';
 
@@ -28,8 +28,10 @@ export function LogsView() {
   const [selected, setSelected] = useState<LogEntry | null>(null);
 
   const providers = useResource((signal) => listProviders(workspaceId, signal), [workspaceId]);
-  // The keys, to show each request's key by its name, label and owner.
-  const keys = useResource((signal) => listApiKeys(workspaceId, signal), [workspaceId]);
+  // The newest keys, to show each request's key by its name, label and owner and to pick
+  // one to filter by: one more than the picker holds says that it cannot hold them all.
+  const keys = useResource((signal) => listApiKeysPage(workspaceId, KEY_PICKER_MAX + 1, undefined, signal), [workspaceId]);
+  const keyList = keys.data?.data ?? [];
   const logs = useResource(
     // Each answer keeps the cursor it was asked with, so it is never read as another page's.
     async (signal) => ({ cursor, page: await listLogs(workspaceId, filters, cursor, PAGE_SIZE, signal) }),
@@ -77,7 +79,7 @@ export function LogsView() {
         }
       />
       <Card>
-        <LogFilters value={filters} providers={providers.data ?? []} onApply={(next) => setParams(filtersToParams(next))} />
+        <LogFilters value={filters} providers={providers.data ?? []} apiKeys={keyList} onApply={(next) => setParams(filtersToParams(next))} />
       </Card>
       <Card>
         {logs.loading ? (
@@ -153,7 +155,7 @@ export function LogsView() {
       </Card>
       <LogDetail
         entry={selected}
-        apiKey={keys.data?.find((k) => k.id === selected?.api_key_id) ?? null}
+        apiKey={keyList.find((k) => k.id === selected?.api_key_id) ?? null}
         onClose={() => setSelected(null)}
       />
     </>
