@@ -1,6 +1,7 @@
 //! Routing: a workspace's usable provider entries ([`entries`]), the order candidates are
-//! tried in ([`order`]) and how one priority's entries share its traffic ([`balance`]),
-//! and which failures fall back and the circuit breaker ([`breaker`]).
+//! tried in ([`order`]), how one priority's entries share its traffic ([`balance`]) and
+//! which requests stick to one entry ([`sticky`]), and which failures fall back and the
+//! circuit breaker ([`breaker`]).
 
 pub mod balance;
 pub mod breaker;
