@@ -456,7 +456,7 @@ struct Conditions {
 }
 
 impl Conditions {
-    /// Adds `value` as the next parameter and returns its placeholder (`$n`).
+    /// Adds `value` as the next parameter and returns how the statement names it (`$n`).
     fn param(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
         self.params.push(Box::new(value));
         format!("${}", self.params.len())

@@ -127,7 +127,7 @@ impl Balancer {
     }
 
     /// `entry`'s state, kept on the entry after the first look-up.
-    fn stats_of<'e>(&self, entry: &'e Entry) -> &'e EntryStats {
+    fn stats_of<'e>(&self, entry: &'e Entry) -> &'e Arc<EntryStats> {
         entry.balance.get_or_init(|| self.stats(entry.id))
     }
 
@@ -140,12 +140,7 @@ impl Balancer {
 
     /// An attempt on `entry` begins; it counts as in flight until the guard is dropped.
     pub fn attempting(&self, entry: &Entry) -> InFlight {
-        self.stats_of(entry);
-        let stats = entry
-            .balance
-            .get()
-            .cloned()
-            .unwrap_or_else(|| self.stats(entry.id));
+        let stats = self.stats_of(entry).clone();
         stats.pending.fetch_add(1, Ordering::Relaxed);
         InFlight(stats)
     }

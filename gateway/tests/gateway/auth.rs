@@ -39,15 +39,7 @@ async fn revocation_through_the_admin_api_reaches_a_running_gateway_within_a_sec
     let admin = AdminApi::start(&env, &[]).await;
     let admin_url = admin.base.clone();
     let http = reqwest::Client::new();
-    let signup: Value = http
-        .post(format!("{admin_url}/auth/signup"))
-        .json(&json!({"email": "rev@example.com", "password": "correct horse"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let signup = admin.signup("rev@example.com").await;
     let token = signup["token"].as_str().unwrap();
     let ws = signup["workspace"]["id"].as_str().unwrap();
     let key = signup["api_key"]["key"].as_str().unwrap();
@@ -152,24 +144,8 @@ async fn a_removed_member_and_a_deleted_workspace_lose_their_keys_on_a_running_g
     let admin = AdminApi::start(&env, &[]).await;
     let admin_url = admin.base.clone();
     let http = reqwest::Client::new();
-    let signup = |email: &'static str| {
-        let http = http.clone();
-        let url = format!("{admin_url}/auth/signup");
-        async move {
-            let v: Value = http
-                .post(url)
-                .json(&json!({"email": email, "password": "correct horse"}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            v
-        }
-    };
-    let owner = signup("owner@example.com").await;
-    let member = signup("member@example.com").await;
+    let owner = admin.signup("owner@example.com").await;
+    let member = admin.signup("member@example.com").await;
     let token = owner["token"].as_str().unwrap();
     let ws = owner["workspace"]["id"].as_str().unwrap();
     let owner_key = owner["api_key"]["key"].as_str().unwrap();

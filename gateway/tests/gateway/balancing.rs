@@ -206,3 +206,52 @@ async fn sticky_conversations_keep_hitting_the_providers_prompt_cache() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-perpetuo-provider"], other);
 }
+
+#[tokio::test]
+async fn a_routing_change_reaches_a_running_gateway() {
+    let env = Env::new().await;
+    let (a, b) = (mock().await, mock().await);
+    env.add_provider("a", &a.base_url(), 1).await;
+    env.add_provider("b", &b.base_url(), 1).await;
+    let gw = Gateway::start(&env).await;
+    let conversation = json!({"model": "gpt-4o", "user": "u-1",
+        "messages": [{"role": "user", "content": "Hi"}]});
+    let serve = || async {
+        let mut by = std::collections::HashSet::new();
+        for _ in 0..6 {
+            let r = gw
+                .chat(&env.key, conversation.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            by.insert(
+                r.headers()["x-perpetuo-provider"]
+                    .to_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        by
+    };
+    assert_eq!(serve().await.len(), 2, "equal weights take turns");
+    // Written in the database as an admin's PATCH writes it: the change notification
+    // refreshes that workspace's entries on the running gateway.
+    env.client()
+        .await
+        .execute(
+            "UPDATE workspaces SET routing_sticky = true WHERE id = $1",
+            &[&env.workspace],
+        )
+        .await
+        .unwrap();
+    crate::harness::eventually(
+        "the gateway sticks to one entry",
+        Duration::from_secs(10),
+        || {
+            let serve = serve();
+            async move { serve.await.len() == 1 }
+        },
+    )
+    .await;
+}

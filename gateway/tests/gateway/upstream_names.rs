@@ -13,15 +13,7 @@ async fn an_entry_at_http_localhost_is_proxied_when_loopback_is_allowed() {
     let admin = AdminApi::start(&env, &[("ALLOWED_PRIVATE_UPSTREAMS", "127.0.0.1/32")]).await;
     let admin_url = admin.base.clone();
     let http = reqwest::Client::new();
-    let signup: Value = http
-        .post(format!("{admin_url}/auth/signup"))
-        .json(&json!({"email": "names@example.com", "password": "correct horse"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let signup = admin.signup("names@example.com").await;
     let token = signup["token"].as_str().unwrap();
     let ws = signup["workspace"]["id"].as_str().unwrap();
     let key = signup["api_key"]["key"].as_str().unwrap();

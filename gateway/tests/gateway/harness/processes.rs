@@ -347,6 +347,19 @@ impl AdminApi {
             _process: process,
         }
     }
+
+    /// Signs `email` up; the whole answer (token, workspace, first API key, user).
+    pub async fn signup(&self, email: &str) -> Value {
+        reqwest::Client::new()
+            .post(format!("{}/auth/signup", self.base))
+            .json(&serde_json::json!({"email": email, "password": "correct horse"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
 }
 
 /// The `perpetuo-admin` binary of this build. A crate sees `CARGO_BIN_EXE_*` of its own
