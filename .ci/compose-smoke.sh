@@ -118,6 +118,7 @@ for path in glob.glob("conf/grafana/dashboards/*.json"):
         assert panel["targets"], f"{path}: panel {panel['title']!r} has no query"
 print("grafana provisioning: data source and dashboards consistent")
 PY
+python3 .ci/tracing-stack-check.py
 
 log "placeholder secrets from .env.example are refused"
 { cat .env.example; grep -E "^PERPETUO_IMAGE=" "$ENV_FILE"; } >"$WORK/refuse.env"

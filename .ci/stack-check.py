@@ -239,7 +239,10 @@ def grafana_login(a):
             services = (yaml.safe_load(f) or {}).get("services") or {}
         for name, service in services.items():
             env = environment(service or {})
-            is_grafana = "grafana" in name or "grafana" in str((service or {}).get("image", ""))
+            # Grafana itself: the image grafana/grafana*, not another of Grafana Labs' images
+            # (grafana/tempo).
+            image = str((service or {}).get("image", ""))
+            is_grafana = "grafana" in name or re.search(r"grafana/grafana", image) is not None
             for key, value in env.items():
                 if not (key.startswith("GF_") and SECRET_KEY.search(key)):
                     continue

@@ -7,9 +7,9 @@
 #
 #   bench/run.sh [options]
 #     --sections LIST   comma-separated, default all:
-#                       nonstream,stream,translate,body,pgcpu,logs,limits,startup,growth
+#                       nonstream,stream,translate,body,pgcpu,logs,cache,limits,tracing,startup,growth
 #     --duration S      seconds per wrk run (default 10)
-#     --levels LIST     wrk connections (default 1,16,64)
+#     --levels LIST     wrk connections (default 1,16,64; the tracing section: 16,64 unless given)
 #     --streams LIST    concurrent streams (default 100,1000,10000)
 #     --rounds N        streams per worker, back to back (default 3)
 #     --pieces N        content chunks per stream (default 20)
@@ -22,6 +22,10 @@
 #                       (default 1000000,10000000; the smoke: 10000)
 #     --growth-keys N   API keys it loads (default 100000; the smoke: 2000)
 #     --growth-requests N  requests per admin read it times (default 100; the smoke: 3)
+#     --tracing-rounds N  alternated rounds of the tracing section's configurations
+#                       (default 3; the smoke: 1)
+#     --before-bin DIR  the tracing section also runs DIR/perpetuo-gateway, the build before
+#                       tracing, as the configuration `before` (same database, mock, admin)
 #     --bin DIR         binaries (default target/release)
 #     --out FILE        results (default bench/results/<UTC date>.md)
 #     --smoke           every section for a second or so, with small stream counts and
@@ -41,9 +45,12 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 . scripts/lib/pg.sh
 
-SECTIONS="nonstream,stream,translate,body,pgcpu,logs,limits,startup,growth"
+SECTIONS="nonstream,stream,translate,body,pgcpu,logs,cache,limits,tracing,startup,growth"
 DURATION=10
 LEVELS="1,16,64"
+LEVELS_GIVEN=0
+TRACING_ROUNDS=3
+BEFORE_BIN=""
 STREAMS="100,1000,10000"
 ROUNDS=3
 PIECES=20
@@ -68,7 +75,9 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --sections) SECTIONS="$2"; shift 2 ;;
     --duration) DURATION="$2"; shift 2 ;;
-    --levels) LEVELS="$2"; shift 2 ;;
+    --levels) LEVELS="$2"; LEVELS_GIVEN=1; shift 2 ;;
+    --tracing-rounds) TRACING_ROUNDS="$2"; shift 2 ;;
+    --before-bin) BEFORE_BIN="$2"; shift 2 ;;
     --streams) STREAMS="$2"; shift 2 ;;
     --rounds) ROUNDS="$2"; shift 2 ;;
     --pieces) PIECES="$2"; shift 2 ;;
@@ -83,9 +92,9 @@ while [ $# -gt 0 ]; do
     --out) OUT="$2"; shift 2 ;;
     --smoke)
       SMOKE=1; DURATION=1; STREAMS="10,50"; ROUNDS=1; PIECES=5; CHUNK_MS=2; STARTUP_RUNS=1; AFTER1=0.2; AFTER2=0.3
-      GROWTH_ROWS=10000; GROWTH_KEYS=2000; GROWTH_REQUESTS=3; GROWTH_KEY_REQUESTS=50
+      GROWTH_ROWS=10000; GROWTH_KEYS=2000; GROWTH_REQUESTS=3; GROWTH_KEY_REQUESTS=50; TRACING_ROUNDS=1
       shift ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -94,17 +103,22 @@ if [ -z "$BIN" ]; then
 fi
 has() { case ",$SECTIONS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 # The proxies beside the gateway (nginx, bare Pingora) serve the sections that compare paths.
-needs_paths() { has nonstream || has stream || has body; }
+needs_paths() { has nonstream || has stream || has body || has cache; }
 needed=(perpetuo-gateway perpetuo-admin mock-provider)
 needs_paths && needed+=(bare-pingora)
-{ has stream || has translate; } && needed+=(stream-load)
+{ has stream || has translate || has cache; } && needed+=(stream-load)
 for b in "${needed[@]}"; do
   [ -x "$BIN/$b" ] || { echo "missing $BIN/$b: cargo build --release -p perpetuo-gateway -p perpetuo-admin -p mock-provider -p bare-pingora -p stream-load" >&2; exit 1; }
 done
+if [ -n "$BEFORE_BIN" ]; then
+  BEFORE_BIN="$(cd "$BEFORE_BIN" && pwd)"
+  [ -x "$BEFORE_BIN/perpetuo-gateway" ] || { echo "missing $BEFORE_BIN/perpetuo-gateway (--before-bin)" >&2; exit 1; }
+fi
 command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
 # Work on core 1 for the proxy, core 0 for the rest; one core alone if that is all.
 if [ "$(nproc)" -ge 2 ]; then PROXY_CPU=1; LOAD_CPU=0; else PROXY_CPU=0; LOAD_CPU=0; fi
 
+LOAD_AT_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 WORK="$(mktemp -d)"
 mkdir -p "$WORK/tmp"
 RESULTS="$WORK/results.jsonl"
@@ -182,8 +196,9 @@ add_provider gemini mock-gemini "http://127.0.0.1:$MOCK_PORT/v1beta" "$GEMINI_MO
 
 GW_ENV=(GATEWAY_ADDR="127.0.0.1:$GW_PORT" METRICS_ADDR="127.0.0.1:$METRICS_PORT"
   GATEWAY_SERVER_CONF="$ROOT/bench/scripts/gateway.yaml" MAX_CONNECTIONS=20000 MAX_CONNECTIONS_PER_IP=0)
+GW_BIN="" # another gateway binary than $BIN's (the tracing section's `before`)
 start_gateway() {
-  env "${GW_ENV[@]}" taskset -c "$PROXY_CPU" "$BIN/perpetuo-gateway" >>"$WORK/gateway.log" 2>&1 & GW_PID=$!; pids+=($GW_PID)
+  env "${GW_ENV[@]}" taskset -c "$PROXY_CPU" "${GW_BIN:-$BIN/perpetuo-gateway}" >>"$WORK/gateway.log" 2>&1 & GW_PID=$!; pids+=($GW_PID)
   wait_http "http://127.0.0.1:$GW_PORT/healthz"
 }
 start_gateway
@@ -233,12 +248,25 @@ GEMINI_BODY='{"systemInstruction":{"parts":[{"text":"You are a helpful assistant
 GW_ANSWERED=0
 count_gateway() { GW_ANSWERED=$((GW_ANSWERED + $1)); }
 
+cpu_ticks() { # "busy total steal" clock ticks of CPU core $1 since boot, from /proc/stat
+  awk -v c="cpu$1" '$1 == c {print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $9}' /proc/stat
+}
+cpu_share() { # "busy total steal" before and after, field (1 busy, 3 steal) → its share of the time between
+  awk -v a="$1" -v b="$2" -v f="$3" 'BEGIN {split(a, x, " "); split(b, y, " "); t = y[2] - x[2]; printf "%.3f\n", (t > 0 ? (y[f] - x[f]) / t : 0)}'
+}
 wrk_run() { # section path level url key [body_file] [extra json fields]
-  local section="$1" path="$2" level="$3" url="$4" key="$5" bodyfile="${6:-}" extra="${7:-}" out line
+  local section="$1" path="$2" level="$3" url="$4" key="$5" bodyfile="${6:-}" extra="${7:-}" out line l0 p0 l1 p1 cpu
   out="$WORK/wrk-$section-$path-$level.txt"
+  l0=$(cpu_ticks "$LOAD_CPU"); p0=$(cpu_ticks "$PROXY_CPU")
   BENCH_KEY="$key" BENCH_BODY_FILE="$bodyfile" taskset -c "$LOAD_CPU" \
     wrk -t1 -c"$level" -d"${DURATION}s" --latency -s bench/scripts/post.lua "$url" > "$out"
-  line=$(python3 bench/scripts/report.py wrk "$out" --section "$section" --path "$path" --level "$level" ${extra:+--extra "$extra"})
+  # The busy share of the load core (wrk, the mock) and of the proxy's core over the run,
+  # and the share the hypervisor took from each (steal, counted in busy).
+  l1=$(cpu_ticks "$LOAD_CPU"); p1=$(cpu_ticks "$PROXY_CPU")
+  cpu="\"load_cpu_busy\":$(cpu_share "$l0" "$l1" 1),\"proxy_cpu_busy\":$(cpu_share "$p0" "$p1" 1)"
+  cpu="$cpu,\"load_cpu_steal\":$(cpu_share "$l0" "$l1" 3),\"proxy_cpu_steal\":$(cpu_share "$p0" "$p1" 3)"
+  if [ -n "$extra" ]; then extra="${extra%\}},$cpu}"; else extra="{$cpu}"; fi
+  line=$(python3 bench/scripts/report.py wrk "$out" --section "$section" --path "$path" --level "$level" --extra "$extra")
   record "$line"
   case "$path" in gateway*) count_gateway "$(json_get requests <<<"$line")" ;; esac
   echo "   $section $path c=$level: $(json_get rps <<<"$line") req/s, p99 $(json_get p99 <<<"$line") ms, non-2xx $(json_get non2xx <<<"$line")" >&2
@@ -279,6 +307,7 @@ stream_run() { # section path level url dialect bodyfile key [extra json]
       v=$(status_kb "$pid" VmRSS); [ "$v" -gt "$peak" ] && { peak=$v; echo "$peak" > "$peakfile.new"; mv "$peakfile.new" "$peakfile"; }
       sleep 0.05; done ) & sampler=$!
   [ -n "$key" ] && args+=(-H "authorization: Bearer $key")
+  [ -n "${STREAM_HEADER:-}" ] && args+=(-H "$STREAM_HEADER")
   line=$(taskset -c "$LOAD_CPU" "$BIN/stream-load" --url "$url" --dialect "$dialect" --body-file "$bodyfile" \
     "${args[@]}" --concurrency "$n" --streams $((n * ROUNDS)) --ramp-ms "$RAMP_MS" --stall-ms 30000 --timeout-ms 300000 --json 2>/dev/null) || true
   kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
@@ -339,9 +368,13 @@ if has body; then
   c=16
   say "1 MiB request body, non-stream, c=$c"
   BIG=$(body_file big "$(python3 -c 'import json; print(json.dumps({"model":"'$OPENAI_MODEL'","messages":[{"role":"user","content":("lorem ipsum dolor sit amet " * 40330)[:1048576]}]}))')")
+  # A debug build takes about a second per 1 MiB request: the smoke's one-second runs
+  # would end before the first answer.
+  keep="$DURATION"; [ "$SMOKE" = 1 ] && DURATION=4
   for p in "${PATHS[@]}"; do
     wrk_run body "$p" "$c" "$(base_of "$p")/v1/chat/completions" "$(key_of "$p")" "$BIG" "{\"body_bytes\":$(stat -c %s "$BIG")}"
   done
+  DURATION="$keep"
 fi
 
 # --- PostgreSQL CPU per 1,000 logged requests ------------------------------------------
@@ -391,6 +424,50 @@ if has logs; then
   tail -n 1 "$RESULTS" | sed 's/^/   /' >&2
 fi
 
+# --- the response cache: hits beside proxied answers, in process and through Redis ------
+# The same request repeated, logging on: `gateway` is the gateway asked not to use its
+# cache (`Cache-Control: no-store`: proxied to the mock), `gateway-hit` answers from it,
+# nginx proxies. Streams: the same stream request, proxied and replayed from the cache.
+metric_of() { curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+if has cache; then
+  n=100; [ "$SMOKE" = 1 ] && n=10
+  say "response cache: non-stream c=$LEVELS, streams $n x $ROUNDS"
+  sql "UPDATE workspaces SET cache_mode = 'on' WHERE id = '$WS'" >/dev/null
+  sleep 1.5 # the change reaches the gateway by NOTIFY
+  B=$(body_file cache "$(chat_body "$OPENAI_MODEL" false)")
+  GW="http://127.0.0.1:$GW_PORT/v1/chat/completions"
+  warm "$GW" "$KEY" "$B"
+  BENCH_HEADERS="cache-control: no-store" warm "$GW" "$KEY" "$B"
+  for c in ${LEVELS//,/ }; do
+    [ -n "$NGINX_PID" ] && wrk_run cache nginx "$c" "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" "" "$B"
+    BENCH_HEADERS="cache-control: no-store" wrk_run cache gateway "$c" "$GW" "$KEY" "$B"
+    wrk_run cache gateway-hit "$c" "$GW" "$KEY" "$B"
+  done
+  S=$(body_file cache-stream "$(chat_body "$OPENAI_MODEL" true)")
+  curl -fsS -o /dev/null -H "authorization: Bearer $KEY" -H 'content-type: application/json' --data-binary "@$S" "$GW"
+  STREAM_HEADER="cache-control: no-store" stream_run cache-stream gateway "$n" "$GW" openai "$S" "$KEY" '"cache":"no-store"'
+  stream_run cache-stream gateway-hit "$n" "$GW" openai "$S" "$KEY" '"cache":"on"'
+  if (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+    stop "$GW_PID"
+    base_env=("${GW_ENV[@]}")
+    GW_ENV+=(CACHE_REDIS_URL="redis://127.0.0.1:6379" REDIS_KEY_PREFIX="perpetuo-bench-$$:")
+    start_gateway
+    warm "$GW" "$KEY" "$B"
+    sleep 0.5 # the entry's write to Redis is in the background
+    l0=$(metric_of perpetuo_cache_lookup_seconds_sum); n0=$(metric_of perpetuo_cache_lookup_seconds_count)
+    wrk_run cache gateway-hit-redis 16 "$GW" "$KEY" "$B"
+    l1=$(metric_of perpetuo_cache_lookup_seconds_sum); n1=$(metric_of perpetuo_cache_lookup_seconds_count)
+    record "{\"section\":\"cache-lookup\",\"path\":\"gateway-hit-redis\",\"lookups\":$(python3 -c "print(int(float('$n1') - float('$n0')))"),\"mean_us\":$(python3 -c "d=float('$n1')-float('$n0'); print(round((float('$l1')-float('$l0'))/d*1e6, 1) if d else 0)")}"
+    stop "$GW_PID"
+    GW_ENV=("${base_env[@]}")
+    start_gateway
+  else
+    echo "   no Redis on 127.0.0.1:6379: the Redis row is left out" >&2
+  fi
+  sql "UPDATE workspaces SET cache_mode = 'off' WHERE id = '$WS'" >/dev/null
+  sleep 1.5
+fi
+
 # --- limits on the key, in process and through Redis (after the reconciliation: the
 # gateway is restarted for Redis, and its counters start again) ---------------------------
 if has limits; then
@@ -417,6 +494,70 @@ if has limits; then
   else
     echo "   no Redis on 127.0.0.1:6379: the shared-limits row is left out" >&2
   fi
+fi
+
+# --- tracing: what exporting spans costs ------------------------------------------------
+# The gateway restarted for each configuration, in alternated rounds: `off` (no OTEL_*
+# variables), `before` (--before-bin: the build before tracing), `1pct` and `100pct`
+# (trace-id ratio 0.01, always on) exporting to the mock's OTLP/HTTP route (it answers
+# 200 and counts the spans), and `blackhole` (always on) exporting to a listener that
+# accepts connections and never reads or answers, each export timing out after 2 s.
+# After each row: the spans the collector received during it, the spans the gateway
+# dropped (perpetuo_trace_spans_dropped_total), the gateway process's CPU time, and its
+# log rows written and lost since its start (every configuration logs every request).
+proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+otlp_stats() { curl -fsS "http://127.0.0.1:$MOCK_PORT/otlp/stats"; }
+if has tracing; then
+  TLEVELS="16,64"; [ "$SMOKE" = 1 ] && TLEVELS=16; [ "$LEVELS_GIVEN" = 1 ] && TLEVELS="$LEVELS"
+  configs=(off); [ -n "$BEFORE_BIN" ] && configs+=(before); configs+=(1pct 100pct blackhole)
+  say "tracing: ${configs[*]}, $TRACING_ROUNDS alternated rounds, non-stream c=$TLEVELS, ${DURATION}s per run"
+  B=$(body_file tracing "$(chat_body "$OPENAI_MODEL" false)")
+  GW="http://127.0.0.1:$GW_PORT/v1/chat/completions"
+  # The key without the limits section's limits (every configuration starts afresh from the database).
+  curl -fsS -X PUT "http://127.0.0.1:$ADMIN_PORT/workspaces/$WS/api-keys/$KID" -H "authorization: Bearer $TOKEN" \
+    -H 'content-type: application/json' -d '{}' >/dev/null
+  HOLE_PORT=$(free_port)
+  taskset -c "$LOAD_CPU" python3 -c 'import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(1024)
+held = []
+while True:
+    held.append(s.accept()[0])  # held open, never read, never answered' "$HOLE_PORT" & pids+=($!)
+  wait_port "$HOLE_PORT"
+  base_env=("${GW_ENV[@]}")
+  for r in $(seq 1 "$TRACING_ROUNDS"); do
+    for cfg in "${configs[@]}"; do
+      stop "$GW_PID"
+      GW_ENV=("${base_env[@]}"); GW_BIN=""
+      case "$cfg" in
+        before) GW_BIN="$BEFORE_BIN/perpetuo-gateway" ;;
+        1pct) GW_ENV+=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$MOCK_PORT" OTEL_TRACES_SAMPLER=traceidratio OTEL_TRACES_SAMPLER_ARG=0.01) ;;
+        100pct) GW_ENV+=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$MOCK_PORT" OTEL_TRACES_SAMPLER=always_on) ;;
+        blackhole) GW_ENV+=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$HOLE_PORT" OTEL_TRACES_SAMPLER=always_on OTEL_EXPORTER_OTLP_TIMEOUT=2000) ;;
+      esac
+      start_gateway
+      warm "$GW" "$KEY" "$B"
+      for c in ${TLEVELS//,/ }; do
+        o0=$(otlp_stats); d0=$(metric_sum perpetuo_trace_spans_dropped_total); g0=$(proc_ticks "$GW_PID")
+        wrk_run tracing "$cfg" "$c" "$GW" "$KEY" "$B" "{\"round\":$r}"
+        o1=$(otlp_stats); d1=$(metric_sum perpetuo_trace_spans_dropped_total); g1=$(proc_ticks "$GW_PID")
+        record "$(python3 -c 'import json, sys
+a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+d = {"section": "tracing-export", "path": sys.argv[3], "level": int(sys.argv[4]), "round": int(sys.argv[5])}
+d.update({k: b[k] - a[k] for k in ("spans", "exports", "bytes", "undecoded")})
+d.update(dropped=int(sys.argv[7]) - int(sys.argv[6]), dropped_total=int(sys.argv[7]),
+         gateway_cpu_s=(int(sys.argv[9]) - int(sys.argv[8])) / int(sys.argv[10]),
+         log_rows_written_total=int(sys.argv[11]), log_rows_lost_total=int(sys.argv[12]))
+print(json.dumps(d))' "$o0" "$o1" "$cfg" "$c" "$r" "$d0" "$d1" "$g0" "$g1" "$(getconf CLK_TCK)" \
+          "$(metric_sum perpetuo_log_rows_written_total)" \
+          "$(( $(metric_sum perpetuo_log_rows_dropped_total) + $(metric_sum perpetuo_log_rows_rejected_total) ))")"
+        echo "   $(tail -n 1 "$RESULTS")" >&2
+      done
+    done
+  done
+  stop "$GW_PID"
+  GW_ENV=("${base_env[@]}"); GW_BIN=""
+  start_gateway
 fi
 
 # --- cold start: exec → first proxied answer --------------------------------------------
@@ -516,13 +657,14 @@ cpu = next((l.split(":",1)[1].strip() for l in open("/proc/cpuinfo") if l.starts
 mem = next((l.split(":",1)[1].strip() for l in open("/proc/meminfo") if l.startswith("MemTotal")), "?")
 import time
 d = {"section": "machine", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "nproc": os.cpu_count(), "cpu": cpu, "memory": mem,
-     "kernel": os.uname().release, "load_avg_at_end": open("/proc/loadavg").read().split()[:3],
+     "kernel": os.uname().release, "load_avg_at_start": "$LOAD_AT_START".split(), "load_avg_at_end": open("/proc/loadavg").read().split()[:3],
      "rustc": out("rustc", "-V"), "nginx": "$( [ -n "$NGINX" ] && ver "$NGINX" -v)", "wrk": "$(ver wrk -v)",
      "postgres": "$(sql 'SHOW server_version' 2>/dev/null || true)", "commit": out("git", "-C", "$ROOT", "rev-parse", "--short", "HEAD"),
      "dirty": bool(out("git", "-C", "$ROOT", "status", "--porcelain", "--untracked-files=no")),
      "bin": "$BIN", "smoke": $SMOKE == 1, "duration_s": $DURATION, "levels": "$LEVELS", "streams": "$STREAMS",
      "rounds": $ROUNDS, "pieces": $PIECES, "chunk_ms": $CHUNK_MS, "wide_chunk_ms": $WIDE_CHUNK_MS, "wide_from": $WIDE_FROM, "ramp_ms": $RAMP_MS, "with_peer": $WITH_PEER == 1,
-     "rss_after_s": [$AFTER1, $AFTER1 + $AFTER2], "proxy_cpu": $PROXY_CPU, "load_cpu": $LOAD_CPU, "sections": "$SECTIONS"}
+     "rss_after_s": [$AFTER1, $AFTER1 + $AFTER2], "proxy_cpu": $PROXY_CPU, "load_cpu": $LOAD_CPU, "sections": "$SECTIONS",
+     "tracing_rounds": $TRACING_ROUNDS, "before_bin": "$BEFORE_BIN"}
 open(sys.argv[1], "a").write(json.dumps(d) + "\n")
 PY
 if [ -z "$OUT" ]; then

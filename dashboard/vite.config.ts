@@ -28,5 +28,7 @@ export default defineConfig({
     setupFiles: ['./src/test/setup.ts'],
     include: ['src/**/*.test.{ts,tsx}'],
     css: false,
+    // A bound on a hung test (the waits inside it are bounded at 10 s in setup.ts).
+    testTimeout: 30_000,
   },
 });

@@ -8,6 +8,7 @@ use perpetuo_core::config;
 use perpetuo_core::crypto::MasterKey;
 use perpetuo_core::db::StatementTimeout;
 use perpetuo_core::forwarded::{TrustedProxies, TRUSTED_PROXIES};
+use perpetuo_core::telemetry::TelemetrySettings;
 use perpetuo_core::upstream::UpstreamPolicy;
 use perpetuo_core::Secret;
 
@@ -89,6 +90,10 @@ pub struct Config {
     /// Public base URL of the gateway shown in the dashboard's quickstart.
     #[arg(long, env = "GATEWAY_PUBLIC_URL")]
     pub gateway_public_url: Option<String>,
+    /// Where the dashboard links a request's trace: an `http(s)://` URL with `{trace_id}`
+    /// in it, e.g. `http://tempo.example/explore?traceId={trace_id}` (unset or empty: no link).
+    #[arg(long, env = "TRACE_URL_TEMPLATE", value_parser = parse_trace_url_template)]
+    pub trace_url_template: Option<String>,
     /// CIDRs where provider base URLs may point although private or loopback.
     #[arg(long, env = "ALLOWED_PRIVATE_UPSTREAMS", default_value = "", value_parser = config::upstream_policy)]
     pub allowed_private_upstreams: UpstreamPolicy,
@@ -119,6 +124,8 @@ pub struct Config {
     pub auth: AuthSettings,
     #[command(flatten)]
     pub teams: crate::teams::TeamSettings,
+    #[command(flatten)]
+    pub tracing: TelemetrySettings,
 }
 
 pub const DEFAULT_REFRESH_TTL_SECONDS: u64 = 30 * 24 * 3600;
@@ -191,5 +198,37 @@ impl Config {
             .unwrap_or_else(|| format!("http://{}", self.gateway_addr))
             .trim_end_matches('/')
             .to_string()
+    }
+}
+
+/// A trace link template: an `http(s)://` URL naming `{trace_id}`.
+fn parse_trace_url_template(v: &str) -> Result<String, String> {
+    let v = v.trim();
+    if v.is_empty() {
+        // Compose passes an unset variable as an empty one: no link, like unset.
+        return Ok(String::new());
+    }
+    if !v.contains("{trace_id}") {
+        return Err("must contain {trace_id}, where the request's trace id goes".into());
+    }
+    let probe = v.replace("{trace_id}", "0af7651916cd43dd8448eb211c80319c");
+    match url::Url::parse(&probe) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && v.len() <= 2048 => Ok(v.to_string()),
+        _ => Err("must be an http:// or https:// URL of at most 2048 characters".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trace_link_template_names_the_trace_id_in_an_http_url() {
+        let ok = "https://tempo.example/explore?traceId={trace_id}";
+        assert_eq!(parse_trace_url_template(ok).as_deref(), Ok(ok));
+        assert!(parse_trace_url_template("https://tempo.example/").is_err());
+        assert!(parse_trace_url_template("javascript:alert({trace_id})").is_err());
+        assert!(parse_trace_url_template("{trace_id}").is_err());
+        assert_eq!(parse_trace_url_template("  ").as_deref(), Ok(""));
     }
 }

@@ -16,3 +16,4 @@ pub mod startup;
 pub mod state;
 pub mod teams;
 pub mod throttle;
+pub mod traces;

@@ -38,11 +38,13 @@ pub fn finish(doc: &mut utoipa::openapi::OpenApi) {
 
 /// `ProviderInput` serves create and update alike, where update takes any subset; the
 /// create operation gets its own schema, `ProviderCreate`, naming the fields create needs
-/// (`kind`, `name`, `api_key`) as required and not nullable.
+/// (`kind`, `name`) as required and not nullable. Its keys are `api_key` or `keys`, one of
+/// them required except for an `openai_compatible` server that needs none: a rule of two
+/// fields, stated in the schema's description.
 struct ProviderCreate;
 
 const PROVIDER_CREATE_PATH: &str = "/workspaces/{id}/providers";
-const PROVIDER_CREATE_REQUIRED: [&str; 3] = ["kind", "name", "api_key"];
+const PROVIDER_CREATE_REQUIRED: [&str; 2] = ["kind", "name"];
 
 impl Modify for ProviderCreate {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -53,8 +55,12 @@ impl Modify for ProviderCreate {
             return;
         };
         let mut create = input.clone();
-        create.description =
-            Some("Body of a new provider entry: `kind`, `name` and `api_key` are required.".into());
+        create.description = Some(
+            "Body of a new provider entry: `kind` and `name` are required, and its provider \
+                  keys as `api_key` (one key) or `keys` (a pool of up to 32), not both; only an \
+                  `openai_compatible` entry may have none."
+                .into(),
+        );
         for field in PROVIDER_CREATE_REQUIRED {
             if let Some(RefOr::T(Schema::Object(prop))) = create.properties.get_mut(field) {
                 // `["string", "null"]` becomes `"string"`.

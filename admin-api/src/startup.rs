@@ -2,6 +2,7 @@
 //! listener. Tests use the same code on `127.0.0.1:0`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,9 +13,11 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use opentelemetry_sdk::trace::SdkTracer;
 use perpetuo_core::db;
 use perpetuo_core::dns::Resolver;
 use perpetuo_core::password::Hasher;
+use perpetuo_core::telemetry::{Dropped, TelemetryError, Tracing};
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
@@ -44,7 +47,7 @@ pub enum StartupError {
     #[error("database: {0}")]
     Db(#[from] db::DbError),
     #[error("re-sealing provider keys: {0}")]
-    Reseal(#[from] db::providers::ResealError),
+    Reseal(#[from] db::entry_keys::ResealError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -56,6 +59,8 @@ pub enum StartupError {
     Cors(String),
     #[error("{0}")]
     Mail(#[from] crate::mail::MailError),
+    #[error("{0}")]
+    Telemetry(#[from] TelemetryError),
 }
 
 pub struct Application {
@@ -64,6 +69,8 @@ pub struct Application {
     pool: db::Pool,
     hasher: Hasher,
     deleted_retention_days: u32,
+    telemetry: Option<Tracing>,
+    export_timeout: Duration,
 }
 
 /// `perpetuo-admin migrate`: schema migrations, then provider keys sealed under an older
@@ -81,9 +88,9 @@ pub async fn migrate_only(config: &Config) -> Result<(), StartupError> {
 async fn reseal(
     pool: &db::Pool,
     master_key: &perpetuo_core::crypto::MasterKey,
-) -> Result<usize, db::providers::ResealError> {
+) -> Result<usize, db::entry_keys::ResealError> {
     let mut client = pool.get().await.map_err(db::DbError::from)?;
-    db::providers::reseal_old_formats(&mut client, master_key).await
+    db::entry_keys::reseal_old_formats(&mut client, master_key).await
 }
 
 impl Application {
@@ -151,6 +158,10 @@ impl Application {
                 upstream_policy: config.allowed_private_upstreams.clone(),
                 resolver,
                 gateway_url: config.gateway_url(),
+                trace_url_template: config
+                    .trace_url_template
+                    .clone()
+                    .filter(|t| !t.is_empty()),
                 mailer,
                 public_url: config.public_url(),
                 verification_required: config.teams.verification_required(),
@@ -161,7 +172,17 @@ impl Application {
                 deleted_retention_days: config.teams.deleted_workspace_retention_days,
             }),
         };
-        let router = app(state, &config)?;
+        let telemetry = match &config.tracing.otel_exporter_otlp_endpoint {
+            Some(_) => {
+                perpetuo_core::telemetry::start(&config.tracing, "perpetuo-admin", dropped_spans())?
+            }
+            None => None,
+        };
+        let tracer = telemetry.as_ref().map(|t| t.tracer.clone());
+        if let Some(tracer) = &tracer {
+            db::traced::enable(tracer.clone(), config.database_url.expose());
+        }
+        let router = app(state, &config, tracer)?;
         let listener = TcpListener::bind(config.admin_addr)
             .await
             .map_err(|source| StartupError::Bind {
@@ -174,6 +195,8 @@ impl Application {
             pool,
             hasher,
             deleted_retention_days: config.teams.deleted_workspace_retention_days,
+            telemetry,
+            export_timeout: config.tracing.otel_exporter_otlp_timeout,
         })
     }
 
@@ -199,10 +222,16 @@ impl Application {
             .into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(self.listener, service).with_graceful_shutdown(shutdown_signal());
         // The purge never ends on its own; it stops with the server.
-        tokio::select! {
+        let served = tokio::select! {
             served = serve => served.map_err(StartupError::Serve),
             () = crate::teams::purge_loop(self.pool, self.deleted_retention_days) => Ok(()),
+        };
+        // The spans still queued leave before the process ends, within the export timeout.
+        if let Some(t) = self.telemetry {
+            let timeout = self.export_timeout;
+            let _ = tokio::task::spawn_blocking(move || t.shutdown(timeout)).await;
         }
+        served
     }
 }
 
@@ -223,15 +252,43 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// The whole HTTP surface.
-pub fn app(state: AppState, config: &Config) -> Result<Router, StartupError> {
+/// Counts the spans tracing could not export, and says so in the log once a minute at
+/// most (the admin API has no metrics endpoint).
+fn dropped_spans() -> Dropped {
+    let count = Arc::new(AtomicU64::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            let n = seen.swap(0, Ordering::Relaxed);
+            if n > 0 {
+                tracing::warn!(
+                    dropped = n,
+                    "trace spans dropped in the last minute (the collector refused, was slow \
+                     or the export queue was full)"
+                );
+            }
+        }
+    });
+    Arc::new(move |n| {
+        count.fetch_add(n, Ordering::Relaxed);
+    })
+}
+
+/// The whole HTTP surface; with a tracer, every API request in its SERVER span.
+pub fn app(
+    state: AppState,
+    config: &Config,
+    tracer: Option<SdkTracer>,
+) -> Result<Router, StartupError> {
     let (api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(crate::routes::router())
         .split_for_parts();
     crate::openapi::finish(&mut doc);
     crate::access::document(&mut doc);
     let doc = Arc::new(doc);
-    let mut router = api
+    let mut api = api
         .route(
             "/openapi.json",
             get(move || async move { Json(doc.as_ref().clone()) }),
@@ -240,7 +297,15 @@ pub fn app(state: AppState, config: &Config) -> Result<Router, StartupError> {
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::access::enforce,
-        ))
+        ));
+    // Outside access control, so that its database statements are the span's children.
+    if let Some(tracer) = tracer {
+        api = api.route_layer(middleware::from_fn_with_state(
+            tracer,
+            crate::traces::server_span,
+        ));
+    }
+    let mut router = api
         .with_state(state)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .fallback_service(dashboard(config))

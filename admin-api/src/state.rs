@@ -34,6 +34,8 @@ pub struct Inner {
     pub upstream_policy: UpstreamPolicy,
     pub resolver: Resolver,
     pub gateway_url: String,
+    /// `TRACE_URL_TEMPLATE`: where the dashboard links a trace.
+    pub trace_url_template: Option<String>,
     pub mailer: Mailer,
     /// Base URL of the dashboard in emailed links.
     pub public_url: String,

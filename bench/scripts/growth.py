@@ -176,41 +176,48 @@ ORDER BY at;
 
     # The counters the gateway's writer keeps, summed from the rows (see core/src/db/usage.rs),
     t = time.perf_counter()
+    # where the schema has the response cache (V17 on), by its rule: a hit is a request, its
+    # tokens and savings are the cache's, not the token and cost counters'.
+    cached = psql(a.db, """SELECT EXISTS (SELECT 1 FROM information_schema.columns
+                                         WHERE table_name = 'usage_counters' AND column_name = 'cache_hits')""") == "t"
+    own = "FILTER (WHERE cache IS DISTINCT FROM 'hit')" if cached else ""
+    cache_cols = ", cache_hits, cache_hit_tokens, cache_saved_nusd" if cached else ""
+    cache_sums = (", count(*) FILTER (WHERE cache = 'hit'), COALESCE(sum(total_tokens) FILTER (WHERE cache = 'hit'), 0),"
+                  " COALESCE(sum(COALESCE(cache_saved_nusd, 0)) FILTER (WHERE cache = 'hit'), 0)") if cached else ""
+    rolled_sums = ", sum(cache_hits), sum(cache_hit_tokens), sum(cache_saved_nusd)" if cached else ""
+
+    def added(table):
+        cols = ["requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost_nusd"]
+        cols += ["cache_hits", "cache_hit_tokens", "cache_saved_nusd"] if cached else []
+        return ",\n    ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in cols)
     # only the generated rows: the gateway's own (earlier sections) are counted already.
     psql(a.db, f"""
 SET work_mem = '256MB';
 INSERT INTO usage_counters (workspace_id, bucket, api_key_id, provider_id, model, requests, errors,
-                            prompt_tokens, completion_tokens, total_tokens, cost_nusd)
+                            prompt_tokens, completion_tokens, total_tokens, cost_nusd{cache_cols})
 SELECT workspace_id, date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', api_key_id, provider_id,
        COALESCE(model_served, model_requested, ''), count(*), count(*) FILTER (WHERE status >= 400),
-       sum(prompt_tokens), sum(completion_tokens), sum(total_tokens), sum(COALESCE(cost_nusd, 0))
+       COALESCE(sum(prompt_tokens) {own}, 0), COALESCE(sum(completion_tokens) {own}, 0),
+       COALESCE(sum(total_tokens) {own}, 0), COALESCE(sum(COALESCE(cost_nusd, 0)) {own}, 0){cache_sums}
 FROM request_logs l JOIN bench_keys k ON k.id = l.api_key_id
 WHERE l.workspace_id = '{ws}'
 GROUP BY 1, 2, 3, 4, 5
 ON CONFLICT ON CONSTRAINT usage_counters_key DO UPDATE SET
-    requests = usage_counters.requests + EXCLUDED.requests, errors = usage_counters.errors + EXCLUDED.errors,
-    prompt_tokens = usage_counters.prompt_tokens + EXCLUDED.prompt_tokens,
-    completion_tokens = usage_counters.completion_tokens + EXCLUDED.completion_tokens,
-    total_tokens = usage_counters.total_tokens + EXCLUDED.total_tokens,
-    cost_nusd = usage_counters.cost_nusd + EXCLUDED.cost_nusd;
+    {added("usage_counters")};
 """)
     # ... and their sums without the key, where the schema has them (V15 on).
     if psql(a.db, "SELECT to_regclass('usage_rollup') IS NOT NULL") == "t":
         psql(a.db, f"""
 SET work_mem = '256MB';
 INSERT INTO usage_rollup (workspace_id, bucket, provider_id, model, requests, errors,
-                          prompt_tokens, completion_tokens, total_tokens, cost_nusd)
+                          prompt_tokens, completion_tokens, total_tokens, cost_nusd{cache_cols})
 SELECT workspace_id, bucket, provider_id, model, sum(requests), sum(errors), sum(prompt_tokens),
-       sum(completion_tokens), sum(total_tokens), sum(cost_nusd)
+       sum(completion_tokens), sum(total_tokens), sum(cost_nusd){rolled_sums}
 FROM usage_counters c JOIN bench_keys k ON k.id = c.api_key_id
 WHERE c.workspace_id = '{ws}'
 GROUP BY 1, 2, 3, 4
 ON CONFLICT ON CONSTRAINT usage_rollup_key DO UPDATE SET
-    requests = usage_rollup.requests + EXCLUDED.requests, errors = usage_rollup.errors + EXCLUDED.errors,
-    prompt_tokens = usage_rollup.prompt_tokens + EXCLUDED.prompt_tokens,
-    completion_tokens = usage_rollup.completion_tokens + EXCLUDED.completion_tokens,
-    total_tokens = usage_rollup.total_tokens + EXCLUDED.total_tokens,
-    cost_nusd = usage_rollup.cost_nusd + EXCLUDED.cost_nusd;
+    {added("usage_rollup")};
 """)
     counters_s = time.perf_counter() - t
     # As autovacuum would have left a table that grew over 90 days: statistics, the

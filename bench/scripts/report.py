@@ -13,6 +13,7 @@ Python 3 standard library only.
 import argparse
 import json
 import re
+import statistics
 import sys
 
 # ---------------------------------------------------------------------------- wrk
@@ -219,6 +220,34 @@ def render(rows):
                         [[r["client_answered"], r["requests_metric"], r["written_metric"], r["dropped_metric"], r.get("rejected_metric"),
                           r.get("spooled_metric"), r["db_rows"], "yes" if ok else "**no**"]]))
 
+    ca = by("cache")
+    if ca:
+        md.append("\n## Response cache (non-stream, wrk -t1, logging on)\n\n")
+        md.append("The same request repeated: `gateway` asks the gateway not to use its cache (`Cache-Control: "
+                  "no-store`, proxied to the mock), `gateway-hit` is answered from the in-process cache, "
+                  "`gateway-hit-redis` from Redis at 127.0.0.1:6379; `nginx` proxies to the mock.\n\n")
+        out = []
+        for level in sorted({r["level"] for r in ca}):
+            at = {r["path"]: r for r in ca if r["level"] == level}
+            g, n = at.get("gateway"), at.get("nginx")
+            for p in ["nginx", "gateway", "gateway-hit", "gateway-hit-redis"]:
+                r = at.get(p)
+                if r:
+                    out.append([f"c={level}", p, r["rps"], r["p50"], r["p99"], r["non2xx"] + r.get("socket_errors", 0),
+                                ratio(r["rps"], g and g["rps"]), ratio(r["p99"], n and n["p99"])])
+        md.append(table(["level", "path", "req/s", "p50 ms", "p99 ms", "errors", "vs gateway proxied",
+                         "p99 ÷ nginx p99"], out))
+        for r in by("cache-lookup"):
+            md.append(f"\nRedis lookups during `{r['path']}`: {r['lookups']}, mean {r['mean_us']} µs each "
+                      "(`perpetuo_cache_lookup_seconds`).\n")
+        cs = by("cache-stream")
+        if cs:
+            md.append("\nStreams (role chunk and content chunks, paced by the mock when proxied; a hit replays "
+                      "the stored events at once):\n\n")
+            md.append(table(["path", "streams", "completed", "TTFT p50 ms", "TTFT p99 ms", "peak RSS MiB"],
+                            [[r["path"], r.get("streams"), r.get("completed"), r.get("ttft_ms", {}).get("p50"),
+                              r.get("ttft_ms", {}).get("p99"), mib(r.get("peak_rss_kb", 0))] for r in cs]))
+
     li = by("limits")
     if li:
         at = {r["path"]: r for r in li}
@@ -228,6 +257,8 @@ def render(rows):
         md.append(table(["path", "req/s", "p50 ms", "p99 ms", "errors", "vs gateway without limits"],
                         [[r["path"], r["rps"], r["p50"], r["p99"], r["non2xx"] + r.get("socket_errors", 0),
                           ratio(r["rps"], at.get("gateway", {}).get("rps"))] for r in li]))
+
+    md.append(render_tracing(by("tracing"), by("tracing-export")))
 
     su = by("startup")
     if su:
@@ -291,6 +322,105 @@ def render(rows):
     return "".join(md)
 
 
+TRACING_CONFIGS = {
+    "off": "tracing off (no OTEL_* variables)",
+    "before": "the build before tracing",
+    "1pct": "`traceidratio` 0.01, to the mock's collector",
+    "100pct": "`always_on`, to the mock's collector",
+    "blackhole": "`always_on`, to a collector that accepts and never answers (export timeout 2 s)",
+}
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def render_tracing(rows, exports):
+    """The tracing section: per configuration and level the median over the rounds, the
+    ratios to `off` (and `off`'s to `before`), the issue's targets, then every round."""
+    if not rows:
+        return ""
+    ex = {(r["path"], r["level"], r["round"]): r for r in exports}
+    order = [c for c in TRACING_CONFIGS if any(r["path"] == c for r in rows)]
+    rounds = sorted({r["round"] for r in rows})
+    md = ["\n## Tracing: what it costs (non-stream, wrk -t1, the gateway restarted per configuration)\n\n"]
+    md.append(f"{len(rounds)} round(s); in each, the gateway is restarted (and warmed) once per configuration, in "
+              f"this order: {', '.join(f'`{c}`' for c in order)}. " + "; ".join(f"`{c}`: {TRACING_CONFIGS[c]}" for c in order)
+              + ". `spans / request`: spans the collector received during the run ÷ requests wrk completed (4 "
+              "spans a traced request: SERVER, authenticate, route, one attempt); `dropped`: "
+              "`perpetuo_trace_spans_dropped_total` gained during the run; `gateway CPU µs / request`: the "
+              "gateway process's utime + stime (its export thread included) ÷ requests; `load core` and `proxy "
+              "core`: busy share of the two CPU cores over the run (`/proc/stat`, whatever ran there); `proxy core "
+              "stolen`: the share of the run the hypervisor gave the proxy's core to another guest (steal, "
+              "counted in busy). The gateway's CPU per request is the steadiest figure on a shared host: "
+              "req/s and p99 move with what else runs there.\n\n")
+    levels = sorted({r["level"] for r in rows})
+    out, targets = [], []
+    for level in levels:
+        at = {c: [r for r in rows if r["path"] == c and r["level"] == level] for c in order}
+        med = {c: {k: median([r.get(k) for r in rs]) for k in ("rps", "p50", "p99", "load_cpu_busy", "proxy_cpu_busy", "proxy_cpu_steal")}
+               for c, rs in at.items() if rs}
+        off, before = med.get("off", {}), med.get("before", {})
+        for c in order:
+            rs = at.get(c)
+            if not rs:
+                continue
+            m = med[c]
+            es = [ex.get((c, level, r["round"])) for r in rs]
+            es = [e for e in es if e]
+            requests = sum(r["requests"] for r in rs)
+            spans = sum(e.get("spans", 0) for e in es) if es else None
+            cpu_us = median([e["gateway_cpu_s"] * 1e6 / r["requests"] for r in rs for e in [ex.get((c, level, r["round"]))]
+                             if e and r["requests"]])
+            vs = ratio(m["rps"], off.get("rps")) if c != "off" else ratio(m["rps"], before.get("rps"))
+            traced = c not in ("off", "before")
+            out.append([f"c={level}", c, m["rps"], m["p50"], m["p99"], sum(r["non2xx"] + r.get("socket_errors", 0) for r in rs),
+                        f"{fmt(vs)} (÷ before)" if c == "off" and vs is not None else None if c == "before" else vs,
+                        ratio(m["p99"], off.get("p99")) if c != "off" else None,
+                        ratio(spans, requests) if spans is not None and traced else None,
+                        sum(e.get("dropped", 0) for e in es) if es and traced else None,
+                        cpu_us, m["load_cpu_busy"], m["proxy_cpu_busy"], m["proxy_cpu_steal"]])
+        goal = lambda name, value, ok: targets.append([f"c={level}", name, value, "" if value is None or ok is None else ("met" if ok(value) else "**missed**")])
+        if before:
+            goal("off ÷ before, req/s (within 5 %)", ratio(off.get("rps"), before.get("rps")), lambda v: abs(v - 1) <= 0.05)
+        if "1pct" in med:
+            goal("1 % ÷ off, req/s (no target)", ratio(med["1pct"]["rps"], off.get("rps")), None)
+        if "100pct" in med:
+            goal("100 % ÷ off, req/s (≥ 0.90)", ratio(med["100pct"]["rps"], off.get("rps")), lambda v: v >= 0.9)
+        if "blackhole" in med:
+            goal("blackhole p99 ÷ off p99 (≤ 1.10)", ratio(med["blackhole"]["p99"], off.get("p99")), lambda v: v <= 1.1)
+            if "100pct" in med:
+                goal("blackhole p99 ÷ 100 % p99 (no target: the same spans, the collector silent)",
+                     ratio(med["blackhole"]["p99"], med["100pct"]["p99"]), None)
+    md.append("Medians over the rounds (ratios: of the medians; `vs off` is req/s, for `off` itself req/s ÷ `before`):\n")
+    md.append(table(["level", "configuration", "req/s", "p50 ms", "p99 ms", "errors", "vs off", "p99 ÷ off p99",
+                     "spans / request", "dropped", "gateway CPU µs / request", "load core", "proxy core", "proxy core stolen"], out))
+    if targets:
+        md.append("\nThe targets, on the medians:\n")
+        md.append(table(["level", "ratio", "value", ""], [[a, b, c, d] for a, b, c, d in targets]))
+    per = []
+    for r in sorted(rows, key=lambda r: (r["round"], r["level"], order.index(r["path"]) if r["path"] in order else 9)):
+        off = next((o for o in rows if o["path"] == "off" and o["level"] == r["level"] and o["round"] == r["round"]), None)
+        e = ex.get((r["path"], r["level"], r["round"]), {})
+        traced = r["path"] not in ("off", "before")
+        per.append([r["round"], f"c={r['level']}", r["path"], r["rps"], r["p50"], r["p99"], r["non2xx"] + r.get("socket_errors", 0),
+                    ratio(r["rps"], off and off["rps"]) if r["path"] != "off" else None,
+                    ratio(r["p99"], off and off["p99"]) if r["path"] != "off" else None,
+                    *([e.get("spans"), e.get("exports"), e.get("dropped")] if traced else [None] * 3),
+                    e["gateway_cpu_s"] * 1e6 / r["requests"] if e and r["requests"] else None,
+                    r.get("load_cpu_busy"), r.get("proxy_cpu_busy"), r.get("proxy_cpu_steal")])
+    lost = {c: sum(e.get("log_rows_lost_total", 0) for e in exports if e["path"] == c) for c in order}
+    written = {c: sum(e.get("log_rows_written_total", 0) for e in exports if e["path"] == c) for c in order}
+    if any(written.values()):
+        md.append("\nLog rows (`perpetuo_log_rows_written_total`, and dropped + rejected, read after each row, "
+                  "summed): " + "; ".join(f"`{c}` {written[c]:,} written, {lost[c]} lost" for c in order) + ".\n")
+    md.append("\nEvery round (`vs off`: req/s ÷ `off`'s in the same round and level):\n")
+    md.append(table(["round", "level", "configuration", "req/s", "p50 ms", "p99 ms", "errors", "vs off", "p99 ÷ off p99", "spans received",
+                     "exports", "dropped", "gateway CPU µs / request", "load core", "proxy core", "proxy core stolen"], per))
+    return "".join(md)
+
+
 def consistent(r):
     """The growth level's counters, and rollup where there is one, sum its rows."""
     return r["counted_requests"] == r["rows"] and r.get("rollup_requests") in (None, r["rows"])
@@ -331,6 +461,12 @@ def check(rows, sections):
                 problems.append("logs: no figures")
             elif not reconciled(by("logs")[-1]):
                 problems.append(f"logs: reconciliation does not hold: {by('logs')[-1]}")
+        elif s == "cache":
+            rs = by("cache")
+            if not rs or any(r["requests"] <= 0 or r["non2xx"] > 0 for r in rs):
+                problems.append("cache: a path produced no requests (or errors)")
+            if not by("cache-stream") or any(r.get("completed", 0) <= 0 for r in by("cache-stream")):
+                problems.append("cache: a streamed path completed no stream")
         elif s == "limits":
             if not by("limits") or any(r["requests"] <= 0 for r in by("limits")):
                 problems.append("limits: a path produced no requests")
@@ -346,6 +482,16 @@ def check(rows, sections):
                 problems.append("growth: no rows logged for the insert cost")
             if not by("growth-startup") or not by("growth-keys") or by("growth-keys")[-1]["statuses"].get("200", 0) <= 0:
                 problems.append("growth: no cold start or key cache figures")
+        elif s == "tracing":
+            rs = by("tracing")
+            missing = [c for c in ("off", "1pct", "100pct", "blackhole") if not any(r["path"] == c for r in rs)]
+            if missing or any(r["requests"] <= 0 or r["non2xx"] > 0 for r in rs):
+                problems.append(f"tracing: a configuration produced no requests (or errors); missing: {missing}")
+            ex = by("tracing-export")
+            if not any(e["path"] == "100pct" and e.get("spans", 0) > 0 for e in ex):
+                problems.append("tracing: the collector received no spans at 100 %")
+            if any(e.get("log_rows_written_total", 0) <= 0 or e.get("log_rows_lost_total", 0) > 0 for e in ex):
+                problems.append("tracing: a configuration's gateway logged no rows, or lost some")
         elif s == "startup":
             if not by("startup") or min(by("startup")[-1]["first_answer_us"]) <= 0:
                 problems.append("startup: no figures")

@@ -11,6 +11,13 @@ use time::OffsetDateTime;
 /// The variable naming the offset file (test builds only).
 pub const TEST_CLOCK_FILE: &str = "PERPETUO_TEST_CLOCK_FILE";
 
+/// Real wall-clock milliseconds since the Unix epoch, never the test offset: for times
+/// that come from outside (a provider's reset, a stored entry's age) and are shared
+/// between processes.
+pub fn unix_ms() -> u64 {
+    u64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
 /// Now, in UTC.
 pub fn now_utc() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();

@@ -16,8 +16,10 @@ pub mod policy;
 pub mod pricing;
 pub mod provider;
 pub mod secret;
+pub mod telemetry;
 pub mod text;
 pub mod token;
+pub mod trace_context;
 pub mod upstream;
 
 #[cfg(any(test, feature = "test-util"))]

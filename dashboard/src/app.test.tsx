@@ -114,7 +114,7 @@ describe('App session handling', () => {
         from: '2025-01-01T00:00:00Z',
         to: '2025-01-02T00:00:00Z',
         granularity: 'hour',
-        totals: { requests: 0, errors: 0, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, cost_usd: 0 },
+        totals: { requests: 0, errors: 0, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, cost_usd: 0, cache_hits: 0, cache_hit_tokens: 0, cache_saved_usd: 0 },
         series: [],
       });
     render(<App />);
@@ -219,7 +219,7 @@ describe('App session handling', () => {
     expect(screen.getByText('1.45 s')).toBeTruthy();
     expect(seen.some((u) => u.startsWith('/workspaces/w1/logs?limit=25'))).toBe(true);
     // The keys for names and the filter: a page one larger than the picker, not every key.
-    expect(seen.some((u) => u.startsWith('/workspaces/w1/api-keys?limit=501'))).toBe(true);
+    expect(seen.some((u) => u.startsWith('/workspaces/w1/api-keys?limit=500'))).toBe(true);
     expect(seen.some((u) => u.includes('cursor=') || u.includes('page='))).toBe(false);
     expect(screen.getByRole('button', { name: 'Newer' })).toHaveProperty('disabled', true);
     expect(screen.getByRole('button', { name: 'Older' })).toHaveProperty('disabled', true);

@@ -35,6 +35,7 @@ use uuid::Uuid;
 
 use crate::metrics;
 use generations::Generations;
+use perpetuo_core::db::api_keys::KeyCacheMode;
 use perpetuo_core::policy::{Policy, Seed};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +45,8 @@ pub struct AuthedKey {
     pub expires_at: Option<OffsetDateTime>,
     /// The key's and its workspace's limits, loaded with the key.
     pub policy: Policy,
+    /// The key's own response cache mode (`inherit`: its workspace's).
+    pub cache_mode: KeyCacheMode,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -427,6 +430,7 @@ async fn read(client: &db::Client, hash: &KeyHash) -> Result<Option<Arc<AuthedKe
         id: k.id,
         workspace_id: k.workspace_id,
         expires_at: k.expires_at,
+        cache_mode: k.cache_mode,
         policy: Policy {
             key: k.limits,
             workspace,

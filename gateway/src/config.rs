@@ -9,6 +9,7 @@ use perpetuo_core::config;
 use perpetuo_core::crypto::MasterKey;
 use perpetuo_core::db::StatementTimeout;
 use perpetuo_core::forwarded::{TrustedProxies, TRUSTED_PROXIES};
+use perpetuo_core::telemetry::TelemetrySettings;
 use perpetuo_core::upstream::UpstreamPolicy;
 use perpetuo_core::Secret;
 
@@ -59,9 +60,13 @@ pub struct Config {
     #[command(flatten)]
     pub limits: LimitSettings,
     #[command(flatten)]
+    pub response_cache: ResponseCacheSettings,
+    #[command(flatten)]
     pub logs: LogSettings,
     #[command(flatten)]
     pub responses: ResponseSettings,
+    #[command(flatten)]
+    pub tracing: TelemetrySettings,
 }
 
 /// The listeners, the Pingora settings and shutdown.
@@ -234,6 +239,23 @@ pub struct LimitSettings {
     /// keys and workspaces with a spend budget (403 `model_not_priced`).
     #[arg(long, env = "UNPRICED_MODEL_USD_PER_MTOK", value_parser = usd_per_mtok)]
     pub unpriced_model_usd_per_mtok: Option<f64>,
+}
+
+/// The response cache.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Response cache")]
+pub struct ResponseCacheSettings {
+    /// Bytes of answers the in-process cache holds (when `CACHE_REDIS_URL` is unset).
+    #[arg(long, env = "CACHE_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub cache_max_bytes: u64,
+    /// Largest answer stored, bytes; larger answers are served but not stored.
+    #[arg(long, env = "CACHE_MAX_ENTRY_BYTES", default_value_t = 1024 * 1024)]
+    pub cache_max_entry_bytes: usize,
+    /// Redis that every gateway shares the cache through (not the limits' `REDIS_URL`:
+    /// cache entries must never push the limits' state out); unset: the cache is kept
+    /// in process. Waits for it are bounded by `REDIS_DEADLINE_MS`.
+    #[arg(long, env = "CACHE_REDIS_URL", value_parser = redis_url, hide_env_values = true)]
+    pub cache_redis_url: Option<Secret<String>>,
 }
 
 /// The log queue, the spool and log retention.

@@ -68,6 +68,17 @@ impl GatewayError {
         )
     }
 
+    /// A WebSocket upgrade of a route the gateway answers over HTTP only. `426 Upgrade
+    /// Required` is what makes Codex drop its WebSocket transport for the session and send
+    /// the same turn over HTTP at once, without retrying.
+    pub fn websocket_not_supported(path: &str) -> Self {
+        Self::new(
+            ErrorKind::WebsocketNotSupported,
+            format!("{path} is served over HTTP only: send the request as a POST."),
+            Source::Client,
+        )
+    }
+
     pub fn missing_key() -> Self {
         Self::new(
             ErrorKind::MissingApiKey,
@@ -194,6 +205,22 @@ impl GatewayError {
             "Every provider for this model is cooling down after failures; retry shortly.",
             Source::Upstream,
         )
+    }
+
+    /// Every key of every entry for the model is out of the headroom its provider
+    /// reported, until `retry_after_s` from now: no provider was called.
+    pub fn providers_exhausted(retry_after_s: u64) -> Self {
+        Self {
+            retry_after_s: Some(retry_after_s),
+            ..Self::new(
+                ErrorKind::RateLimitExceeded,
+                format!(
+                    "Every provider key for this model is out of its rate limit; retry in \
+                     {retry_after_s}s."
+                ),
+                Source::Upstream,
+            )
+        }
     }
 
     pub fn rate_limited() -> Self {

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod background;
+pub mod cache;
 pub mod clients;
 pub mod config;
 pub mod data_dir;

@@ -375,6 +375,12 @@ mod tests {
             ttfb_ms: None,
             attempts: vec![],
             note: None,
+            cache: None,
+            cache_saved_nusd: None,
+            provider_key_id: None,
+            provider_key_label: None,
+            skipped: Vec::new(),
+            trace_id: None,
         }
     }
 

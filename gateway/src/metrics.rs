@@ -6,6 +6,7 @@
 use std::sync::LazyLock;
 
 use crate::outcome::ErrorKind;
+use perpetuo_core::db::logs::SkipReason;
 
 use async_trait::async_trait;
 use pingora::apps::http_app::{HttpServer, ServeHttp};
@@ -45,6 +46,16 @@ mod build {
         register(HistogramVec::new(opts, labels).expect("valid metric"))
     }
 
+    pub fn histogram_with(
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        buckets: &[f64],
+    ) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        register(HistogramVec::new(opts, labels).expect("valid metric"))
+    }
+
     pub fn int_counter(name: &str, help: &str) -> IntCounter {
         register(IntCounter::new(name, help).expect("valid metric"))
     }
@@ -55,6 +66,53 @@ mod build {
 }
 
 use build::{counter_vec, float_counter_vec, gauge, histogram, int_counter};
+
+/// Buckets of `gen_ai_client_token_usage`, the semantic conventions' advice.
+const TOKEN_BUCKETS: &[f64] = &[
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
+];
+
+pub static TRACE_SPANS_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    int_counter(
+        "perpetuo_trace_spans_dropped_total",
+        "Finished spans that never reached the OTLP collector: the export queue was full, \
+         or their export failed or passed OTEL_EXPORTER_OTLP_TIMEOUT.",
+    )
+});
+/// GenAI semantic conventions' `gen_ai.client.token.usage`, labelled by operation,
+/// provider and token type only.
+pub static GENAI_TOKEN_USAGE: LazyLock<HistogramVec> = LazyLock::new(|| {
+    build::histogram_with(
+        "gen_ai_client_token_usage",
+        "Tokens used per provider answer (GenAI semantic conventions), by operation, \
+         provider and token type (input, output).",
+        &[
+            "gen_ai_operation_name",
+            "gen_ai_provider_name",
+            "gen_ai_token_type",
+        ],
+        TOKEN_BUCKETS,
+    )
+});
+/// `gen_ai.server.time_to_first_token`: streamed answers only.
+pub static GENAI_TIME_TO_FIRST_TOKEN: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram(
+        "gen_ai_server_time_to_first_token_seconds",
+        "Time from a streamed request's arrival to its first token sent (GenAI semantic \
+         conventions), by operation and provider.",
+        &["gen_ai_operation_name", "gen_ai_provider_name"],
+    )
+});
+/// `gen_ai.server.request.duration`: requests a provider answered.
+pub static GENAI_REQUEST_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram(
+        "gen_ai_server_request_duration_seconds",
+        "Duration of requests a provider answered (GenAI semantic conventions), by \
+         operation and provider.",
+        &["gen_ai_operation_name", "gen_ai_provider_name"],
+    )
+});
 
 pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
@@ -96,6 +154,23 @@ pub static BREAKER_OPENED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         "perpetuo_breaker_opened_total",
         "Circuit breaker openings.",
         &["provider_kind"],
+    )
+});
+pub static ROUTE_DECISIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "perpetuo_route_decisions_total",
+        "Entries or pool keys routing passed by (quota: the provider's reported headroom or \
+         the entry's own quota could not cover the request; breaker: its circuit breaker \
+         was open; weight: another of the tier was preferred by the balancing), and \
+         requests refused because every key was out of headroom (exhausted).",
+        &["reason"],
+    )
+});
+pub static HEADROOM_SHARE_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    int_counter(
+        "perpetuo_headroom_share_dropped_total",
+        "Provider headroom reports not shared with the other gateways (the queue to Redis \
+         was full) or not understood when received.",
     )
 });
 pub static TOKENS: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -270,6 +345,59 @@ pub static CONNECTIONS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+pub static CACHE_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "perpetuo_cache_requests_total",
+        "Requests through a workspace whose response cache is on, by what the cache did: \
+         hit, miss or bypass.",
+        &["result"],
+    )
+});
+pub static CACHE_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "perpetuo_cache_bytes",
+        "Bytes of answers held by this gateway's in-process response cache (0 when the \
+         cache is in Redis).",
+    )
+});
+pub static CACHE_SAVED: LazyLock<prometheus::Counter> = LazyLock::new(|| {
+    #[allow(clippy::expect_used)]
+    let c = prometheus::Counter::new(
+        "perpetuo_cache_saved_usd_total",
+        "What the providers would have charged for the answers served from the cache, USD.",
+    )
+    .expect("valid metric");
+    build::register(c)
+});
+pub static CACHE_COALESCED: LazyLock<IntCounter> = LazyLock::new(|| {
+    int_counter(
+        "perpetuo_cache_coalesced_total",
+        "Requests answered from an identical request in flight instead of a provider call.",
+    )
+});
+pub static CACHE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "perpetuo_cache_errors_total",
+        "Cache store calls that failed or ran past their deadline (the request went on \
+         without the cache), by operation.",
+        &["op"],
+    )
+});
+pub static CACHE_LOOKUP: LazyLock<prometheus::Histogram> = LazyLock::new(|| {
+    #[allow(clippy::expect_used)]
+    let h = prometheus::Histogram::with_opts(
+        HistogramOpts::new(
+            "perpetuo_cache_lookup_seconds",
+            "Time to look an answer up in the response cache.",
+        )
+        .buckets(vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+        ]),
+    )
+    .expect("valid metric");
+    build::register(h)
+});
+
 pub fn status_class(status: u16) -> &'static str {
     match status {
         100..=199 => "1xx",
@@ -293,6 +421,15 @@ pub fn init() {
         FALLBACKS.with_label_values(&[kind.as_str()]);
     }
     LazyLock::force(&BREAKER_OPENED);
+    for reason in SkipReason::ALL {
+        ROUTE_DECISIONS.with_label_values(&[reason.as_str()]);
+    }
+    ROUTE_DECISIONS.with_label_values(&["exhausted"]);
+    LazyLock::force(&HEADROOM_SHARE_DROPPED);
+    LazyLock::force(&TRACE_SPANS_DROPPED);
+    LazyLock::force(&GENAI_TOKEN_USAGE);
+    LazyLock::force(&GENAI_TIME_TO_FIRST_TOKEN);
+    LazyLock::force(&GENAI_REQUEST_DURATION);
     LazyLock::force(&TOKENS);
     LazyLock::force(&COST);
     LazyLock::force(&UNPRICED);
@@ -300,7 +437,7 @@ pub fn init() {
     LazyLock::force(&KEY_LOOKUPS_REFUSED);
     LazyLock::force(&STALE_KEYS_DROPPED);
     for (_, limit) in ErrorKind::LIMIT_REFUSALS {
-        for scope in ["key", "workspace"] {
+        for scope in ["key", "workspace", "entry"] {
             LIMIT_REFUSALS.with_label_values(&[limit, scope]);
         }
     }
@@ -347,6 +484,16 @@ pub fn init() {
     ] {
         FALLBACKS.with_label_values(&[r]);
     }
+    for r in ["hit", "miss", "bypass"] {
+        CACHE_REQUESTS.with_label_values(&[r]);
+    }
+    LazyLock::force(&CACHE_BYTES);
+    LazyLock::force(&CACHE_SAVED);
+    LazyLock::force(&CACHE_COALESCED);
+    for op in ["read", "write"] {
+        CACHE_ERRORS.with_label_values(&[op]);
+    }
+    LazyLock::force(&CACHE_LOOKUP);
     for k in perpetuo_core::provider::ProviderKind::ALL {
         BREAKER_OPENED.with_label_values(&[k.as_str()]);
         UNPRICED.with_label_values(&[k.as_str()]);

@@ -63,7 +63,7 @@ impl ModelLists {
 }
 
 async fn ask(entry: &Entry, upstreams: &Upstreams) -> Listed {
-    let auth = perpetuo_wire::openai::bearer(entry.key.expose());
+    let auth = perpetuo_wire::openai::bearer(entry.any_key());
     let path = format!("{}/models", entry.upstream.path_prefix);
     let body = upstreams
         .get(entry, &path, &auth, MAX_LIST_BYTES, ASK_WITHIN)

@@ -37,11 +37,15 @@ kinds! {
     InvalidNumber = "invalid_number",
     MissingModel = "missing_model",
     InvalidModel = "invalid_model",
+    /// A cache header (`Cache-Control`, `x-perpetuo-cache-ttl`) that cannot be read.
+    InvalidCacheHeader = "invalid_cache_header",
     /// No entry can take the request as it is (a door's feature no provider has).
     UnsupportedRequest = "unsupported_request",
     ConversationTooLong = "conversation_too_long",
     NotFound = "not_found",
     MethodNotAllowed = "method_not_allowed",
+    /// A WebSocket upgrade: the gateway speaks HTTP only (clients then fall back to it).
+    WebsocketNotSupported = "websocket_not_supported",
     ModelNotFound = "model_not_found",
     RequestTooLarge = "request_too_large",
     RequestTimeout = "request_timeout",
@@ -95,11 +99,13 @@ impl ErrorKind {
         use ErrorKind::*;
         Some(match self {
             InvalidBody | InvalidJson | JsonTooDeep | DuplicateField | InvalidNumber
-            | MissingModel | InvalidModel | UnsupportedRequest | ConversationTooLong => 400,
+            | MissingModel | InvalidModel | InvalidCacheHeader | UnsupportedRequest
+            | ConversationTooLong => 400,
             MissingApiKey | InvalidApiKey => 401,
             ModelNotAllowed | ModelNotPriced => 403,
             NotFound | ModelNotFound => 404,
             MethodNotAllowed => 405,
+            WebsocketNotSupported => 426,
             RequestTimeout => 408,
             RequestTooLarge | ResponsesQuotaExceeded => 413,
             TooManyInvalidKeys | ClientConcurrencyLimit | RateLimitExceeded | InsufficientQuota => {
@@ -241,6 +247,7 @@ mod tests {
                 "internal_error",
                 "invalid_api_key",
                 "invalid_body",
+                "invalid_cache_header",
                 "invalid_json",
                 "invalid_model",
                 "invalid_number",
@@ -273,6 +280,7 @@ mod tests {
                 "upstream_event_too_large",
                 "upstream_refused_by_policy",
                 "upstream_timeout",
+                "websocket_not_supported",
             ]
         );
         let labels: Vec<&str> = ErrorKind::LIMIT_REFUSALS.iter().map(|(_, l)| *l).collect();

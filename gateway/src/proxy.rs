@@ -13,6 +13,7 @@ use crate::frontdoor::Door;
 use crate::metrics;
 use crate::pipeline::ctx::{Ctx, Stop};
 use crate::pipeline::respond;
+use crate::pipeline::trace::Trace;
 use crate::pipeline::Services;
 
 /// Pingora's proxy: the pipeline's services behind its phases.
@@ -31,7 +32,18 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
         // Every line logged while the request runs carries its id (a warn-level span, so
         // it is on whenever warnings are).
-        let span = tracing::warn_span!("request", request_id = %ctx.request_id);
+        let req = session.req_header();
+        if Door::for_route(req.method.as_str(), req.uri.path()).is_some() {
+            ctx.trace = Trace::begin(self.services.tracer.as_ref(), session);
+        }
+        let span = tracing::warn_span!(
+            "request",
+            request_id = %ctx.request_id,
+            trace_id = tracing::field::Empty
+        );
+        if let Some(trace_id) = ctx.trace.trace_id() {
+            span.record("trace_id", trace_id);
+        }
         match self.services.dispatch(session, ctx).instrument(span).await {
             Ok(()) => Ok(true),
             Err(Stop::Respond(err)) => {
@@ -95,5 +107,8 @@ impl ProxyHttp for Gateway {
         ctx.log();
         // The request's shared limits are settled before its connection is reused.
         ctx.limits.apply().await;
+        if let Some(q) = &ctx.entry_quota {
+            q.apply().await;
+        }
     }
 }

@@ -17,6 +17,8 @@ use pingora::services::background::background_service;
 
 use crate::auth::{self, KeyCache};
 use crate::background::{self, Lowered};
+use crate::cache::store::{RedisCache, Store};
+use crate::cache::ResponseCache;
 use crate::clients::Clients;
 use crate::config::{Config, EMBEDDED_SERVER_CONF};
 use crate::data_dir::DataDir;
@@ -30,6 +32,8 @@ use crate::partitions::PartitionMaintainer;
 use crate::pipeline::body::BodyLimits;
 use crate::pipeline::{ResponseStore, Services};
 use crate::proxy::Gateway;
+use crate::routing::status::StatusPublisher;
+use crate::routing::{shared_headroom, Headrooms};
 use crate::routing::{Balancer, Breakers, EntryCache};
 use crate::shutdown::{Shutdown, ShutdownClock};
 use crate::stored_responses::purge::ResponsePurge;
@@ -54,6 +58,12 @@ impl StartupError {
 
 /// Runs the gateway until it is told to stop, then writes what is still queued.
 pub fn run(config: Config) -> Result<(), StartupError> {
+    // The tokenizer (for requests whose provider reports no usage, and for a client that
+    // left) loads on a thread of its own: loaded on first use it held a proxy thread, and
+    // every request queued on it, for up to a second.
+    let _ = std::thread::Builder::new()
+        .name("tokenizer".into())
+        .spawn(perpetuo_wire::tokens::preload);
     // Before anything reads the spool; held until the process ends.
     let data_dir = DataDir::lock(&config.logs.data_dir).map_err(StartupError::new)?;
     let conf = server_conf(&config)?;
@@ -75,6 +85,14 @@ pub fn run(config: Config) -> Result<(), StartupError> {
         config.caches.key_cache_stale,
     ));
     let redis = redis_store(&config, &pools)?;
+    let (headrooms, headroom_link) = headrooms(&config)?;
+    let breakers = Arc::new(
+        Breakers::new(
+            config.upstream.breaker_threshold,
+            config.upstream.breaker_cooldown,
+        )
+        .with_probe_timeout(config.upstream.connect_timeout + config.upstream.ttfb_timeout),
+    );
     let clients = Clients::new(
         config.clients.trusted_proxies.clone(),
         config.clients.max_requests_per_client,
@@ -82,17 +100,21 @@ pub fn run(config: Config) -> Result<(), StartupError> {
     // Pingora's default grace period when the settings name none.
     let grace = Duration::from_secs(conf.grace_period_seconds.unwrap_or(300));
     let shutdown = Arc::new(Shutdown::new(grace));
+    let telemetry = perpetuo_core::telemetry::start(
+        &config.tracing,
+        "perpetuo-gateway",
+        std::sync::Arc::new(|n| crate::metrics::TRACE_SPANS_DROPPED.inc_by(n)),
+    )
+    .map_err(StartupError::new)?;
     let services = Services {
+        tracer: telemetry.as_ref().map(|t| t.tracer.clone()),
         shutdown: shutdown.clone(),
         clients: clients.clone(),
         keys: keys.clone(),
         entries: entries.clone(),
-        breakers: Breakers::new(
-            config.upstream.breaker_threshold,
-            config.upstream.breaker_cooldown,
-        )
-        .with_probe_timeout(config.upstream.connect_timeout + config.upstream.ttfb_timeout),
+        breakers: breakers.clone(),
         balancer: Balancer::default(),
+        headrooms: headrooms.clone(),
         upstreams: upstreams(&config, &conf),
         pricing: Arc::new(pricing(&config)?),
         model_lists: ModelLists::default(),
@@ -109,6 +131,7 @@ pub fn run(config: Config) -> Result<(), StartupError> {
             max_conversation_bytes: config.responses.responses_max_conversation_bytes,
             workspace_quota_bytes: config.responses.responses_workspace_quota_bytes,
         },
+        cache: response_cache(&config)?,
         limiter: Arc::new(match &redis {
             Some(store) => Limiter::shared(store.clone()),
             None => Limiter::default(),
@@ -183,6 +206,18 @@ pub fn run(config: Config) -> Result<(), StartupError> {
         ));
     }
     server.add_service(background_service(
+        "key status",
+        Lowered(StatusPublisher {
+            gateway: uuid::Uuid::now_v7(),
+            headrooms,
+            breakers,
+            pool: pools.main.clone(),
+        }),
+    ));
+    if let Some(link) = headroom_link {
+        server.add_service(background_service("shared headroom", link));
+    }
+    server.add_service(background_service(
         "shutdown clock",
         ShutdownClock(shutdown),
     ));
@@ -192,6 +227,11 @@ pub fn run(config: Config) -> Result<(), StartupError> {
         "gateway starting"
     );
     server.run(RunArgs::default());
+
+    // The spans still queued leave before the process ends, within the export timeout.
+    if let Some(t) = &telemetry {
+        t.shutdown(config.tracing.otel_exporter_otlp_timeout);
+    }
 
     final_drain(&config, &rx, &spool)?;
     drop(data_dir);
@@ -277,6 +317,22 @@ fn key_cache(config: &Config, pools: &Pools) -> KeyCache {
     )
 }
 
+/// What each provider key has left; with `REDIS_URL`, shared with the other gateways
+/// through the returned link.
+fn headrooms(
+    config: &Config,
+) -> Result<(Arc<Headrooms>, Option<shared_headroom::Link>), StartupError> {
+    let Some(url) = &config.limits.redis_url else {
+        return Ok((Arc::new(Headrooms::default()), None));
+    };
+    let client = redis::Client::open(url.expose().as_str())
+        .map_err(|e| StartupError::new(format!("REDIS_URL: {e}")))?;
+    let (share, link) = shared_headroom::link(client, &config.limits.redis_key_prefix);
+    let headrooms = Arc::new(Headrooms::shared(share));
+    let _ = link.headrooms.set(headrooms.clone());
+    Ok((headrooms, Some(link)))
+}
+
 /// The shared limits' store, when `REDIS_URL` is set.
 fn redis_store(config: &Config, pools: &Pools) -> Result<Option<Arc<RedisStore>>, StartupError> {
     let Some(url) = &config.limits.redis_url else {
@@ -291,6 +347,24 @@ fn redis_store(config: &Config, pools: &Pools) -> Result<Option<Arc<RedisStore>>
     RedisStore::new(url.expose(), settings, pools.main.clone())
         .map(|store| Some(Arc::new(store)))
         .map_err(|e| StartupError::new(format!("REDIS_URL: {e}")))
+}
+
+/// The response cache: in process, or in Redis when `CACHE_REDIS_URL` is set.
+fn response_cache(config: &Config) -> Result<ResponseCache, StartupError> {
+    let c = &config.response_cache;
+    let store = match &c.cache_redis_url {
+        None => Store::memory(c.cache_max_bytes),
+        Some(url) => Store::Redis(Box::new(
+            RedisCache::new(
+                url.expose(),
+                config.limits.redis_key_prefix.clone(),
+                config.limits.redis_deadline,
+                c.cache_max_entry_bytes,
+            )
+            .map_err(|e| StartupError::new(format!("CACHE_REDIS_URL: {e}")))?,
+        )),
+    };
+    Ok(ResponseCache::new(store, c.cache_max_entry_bytes))
 }
 
 /// How providers are reached: the pooled connector, DNS, the private-address policy and

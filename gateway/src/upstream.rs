@@ -18,6 +18,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 
+use crate::routing::headroom::{self, Report};
 use crate::routing::{should_fall_back, Connect, Entry, Failure};
 use perpetuo_wire::sse::Framer;
 use perpetuo_wire::{Signal, UpstreamRequest};
@@ -52,6 +53,8 @@ pub enum Outcome {
         failure: Failure,
         status: Option<u16>,
         retry_after: Option<Duration>,
+        /// What the answer's rate-limit headers said of the key (empty without one).
+        report: Report,
     },
 }
 
@@ -69,6 +72,7 @@ fn failed(failure: Failure) -> Outcome {
         failure,
         status: None,
         retry_after: None,
+        report: Report::default(),
     }
 }
 
@@ -180,6 +184,7 @@ impl Upstreams {
                 failure: Failure::Status(status),
                 status: Some(status),
                 retry_after: retry_after(&header),
+                report: Report::from_headers(&header, status == 429, headroom::now_ms()),
             };
         }
         let stream = status < 300
@@ -208,6 +213,7 @@ impl Upstreams {
                 failure,
                 status: Some(status),
                 retry_after: None,
+                report: Report::from_headers(&header, false, headroom::now_ms()),
             },
         }
     }

@@ -19,7 +19,7 @@ fn normalized(out: &[Bytes]) -> Vec<Value> {
     fn strip(v: &mut Value) {
         match v {
             Value::Object(o) => {
-                for k in ["id", "item_id", "created_at"] {
+                for k in ["id", "item_id", "call_id", "created_at"] {
                     o.remove(k);
                 }
                 o.values_mut().for_each(strip);

@@ -140,8 +140,10 @@ pub fn translate_request(request: &[u8]) -> Result<Value, Unsupported> {
             if let Some(desc) = f.description.to_value() {
                 d["description"] = desc;
             }
-            if let Some(p) = f.parameters.to_value() {
-                d["parameters"] = p;
+            // As JSON Schema, which takes what agents' tools declare (`$schema`,
+            // `additionalProperties`, …); `parameters` takes only OpenAPI's subset.
+            if let Some(p) = f.parameters.to_value().filter(|p| !p.is_null()) {
+                d["parametersJsonSchema"] = p;
             }
             d
         })
@@ -297,8 +299,17 @@ fn usage(v: &AnswerView<'_>) -> Option<Usage> {
     })
 }
 
-/// Text and function calls of the first candidate, and its finish reason.
-fn candidate(v: &AnswerView<'_>, first_call_index: usize) -> (String, Vec<Value>, Option<String>) {
+/// Text and function calls of the first candidate, and its finish reason. Gemini names
+/// no call: each gets an id made of its answer's id (`answer`, unique per answer) and its
+/// index, so that ids stay unique across the turns of a conversation (agents match
+/// results to calls by id).
+fn candidate(
+    v: &AnswerView<'_>,
+    answer: &str,
+    first_call_index: usize,
+) -> (String, Vec<Value>, Option<String>) {
+    let stem = answer.rsplit(['-', '_']).next().unwrap_or(answer);
+    let stem = &stem[stem.len().saturating_sub(12)..];
     let c = lenient::items(&v.candidates).next().flatten();
     let mut text = String::new();
     let mut calls = Vec::new();
@@ -315,7 +326,7 @@ fn candidate(v: &AnswerView<'_>, first_call_index: usize) -> (String, Vec<Value>
             let fc = part.function_call.get().unwrap_or(&none);
             let index = first_call_index + calls.len();
             calls.push(json!({
-                "id": format!("call_{index}"),
+                "id": format!("call_{stem}_{index}"),
                 "type": "function",
                 "function": {
                     "name": fc.name.value(),
@@ -344,10 +355,10 @@ pub fn decode_response(body: &[u8], model: &str) -> Decoded {
             content,
         };
     };
-    let (text, calls, reason) = candidate(&v, 0);
+    let meta = chunk::Meta::new(v.model_version.as_str().unwrap_or(model));
+    let (text, calls, reason) = candidate(&v, &meta.id, 0);
     content.push(&text);
     let usage = usage(&v);
-    let meta = chunk::Meta::new(v.model_version.as_str().unwrap_or(model));
     let finish = finish_reason(reason.as_deref(), !calls.is_empty());
     let text = (!text.is_empty() || calls.is_empty()).then_some(text);
     let out = chunk::completion(&meta, text, calls, finish, usage.as_ref());
@@ -472,7 +483,7 @@ pub fn decode_event(state: &mut StreamState, event: &Event) -> Vec<Bytes> {
     if let Some(u) = usage(&v) {
         state.usage = Some(u);
     }
-    let (text, calls, reason) = candidate(&v, state.tool_calls);
+    let (text, calls, reason) = candidate(&v, &state.meta.id, state.tool_calls);
     if !text.is_empty() {
         state.content.push(&text);
         out.push(chunk::delta(&state.meta, json!({"content": text}), None));

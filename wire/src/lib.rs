@@ -19,8 +19,10 @@ pub mod lazy_json;
 pub mod lenient;
 pub mod messages;
 pub mod openai;
+pub mod replay;
 pub mod sse;
 pub mod tokens;
+pub mod tool_names;
 pub mod translation;
 
 #[cfg(test)]
@@ -218,6 +220,11 @@ impl Generated {
         self.text.is_empty() && self.overflow_chars == 0
     }
 
+    /// The text kept (the first MiB of what was generated).
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// Estimated tokens of everything generated.
     pub fn tokens(&self) -> u64 {
         tokens::count(&self.text) + estimate_tokens(self.overflow_chars)
@@ -316,6 +323,21 @@ impl Adapter {
             }
         };
         Ok((req, state))
+    }
+
+    /// The stream state a stored answer from an entry of this format is replayed with,
+    /// for `call`: what [`Self::build_request`] would start with, without building the
+    /// request.
+    pub fn replay_state(self, call: &Call<'_>, served_model: &str) -> StreamState {
+        let wants = match self {
+            Adapter::OpenAi => call.stream && call.request.include_usage(),
+            Adapter::Anthropic | Adapter::Gemini => call.request.include_usage(),
+        };
+        StreamState {
+            client_wants_usage: wants,
+            meta: chunk::Meta::new(served_model),
+            ..Default::default()
+        }
     }
 
     /// Decodes a whole (non-stream) success body.

@@ -35,6 +35,9 @@ pub struct ChatRequest<'a> {
     pub tool_choice: Raw<'a>,
     #[serde(default, borrow)]
     pub response_format: Lenient<Typed<'a>>,
+    /// OpenAI's cache hint: a key for requests that share a prefix.
+    #[serde(default, borrow)]
+    pub prompt_cache_key: Leaf<'a>,
 }
 
 #[derive(Default, Deserialize)]

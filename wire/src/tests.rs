@@ -204,6 +204,40 @@ fn anthropic_request_translation() {
 }
 
 #[test]
+fn a_cache_key_marks_the_stable_prefix_for_anthropic() {
+    let req = json!({
+        "prompt_cache_key": "conv-1",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
+        ],
+        "tools": [{"type": "function", "function": {"name": "a"}}, {"type": "function", "function": {"name": "get_weather"}}]
+    });
+    let body = anthropic::translate_request(&bytes(&req), "c", false).unwrap();
+    let mark = json!({"type": "ephemeral"});
+    assert_eq!(
+        body["system"],
+        json!([{"type": "text", "text": "Be brief.", "cache_control": mark}])
+    );
+    assert!(body["tools"][0].get("cache_control").is_none());
+    assert_eq!(body["tools"][1]["cache_control"], mark);
+    let last = &body["messages"][2]["content"][0];
+    assert_eq!(last["type"], "tool_result");
+    assert_eq!(last["cache_control"], mark);
+    assert!(body["messages"][0]["content"][0]
+        .get("cache_control")
+        .is_none());
+    // Without the key nothing is marked.
+    let mut plain = req.clone();
+    plain.as_object_mut().unwrap().remove("prompt_cache_key");
+    let body = anthropic::translate_request(&bytes(&plain), "c", false).unwrap();
+    assert_eq!(body["system"], "Be brief.");
+    assert!(!body.to_string().contains("cache_control"));
+}
+
+#[test]
 fn gemini_request_translation() {
     let req = json!({
         "messages": [
@@ -236,6 +270,10 @@ fn gemini_request_translation() {
     assert_eq!(
         body["contents"][2]["parts"][0]["functionResponse"],
         json!({"name": "lookup", "response": {"answer": "a cat"}})
+    );
+    assert_eq!(
+        body["tools"][0]["functionDeclarations"][0]["parametersJsonSchema"],
+        json!({"type": "object"})
     );
     assert_eq!(
         body["tools"][0]["functionDeclarations"][0]["name"],

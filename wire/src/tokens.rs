@@ -1,5 +1,6 @@
 //! Token estimates for providers that report no usage: OpenAI's o200k tokenizer
-//! (tiktoken's published vocabulary, embedded in the binary), loaded once on first use.
+//! (tiktoken's published vocabulary, embedded in the binary), loaded once — by
+//! [`preload`] at a server's start, else on first use.
 
 use std::sync::LazyLock;
 
@@ -7,6 +8,13 @@ use serde_json::Value;
 use tiktoken_rs::CoreBPE;
 
 static BPE: LazyLock<Option<CoreBPE>> = LazyLock::new(|| tiktoken_rs::o200k_base().ok());
+
+/// Loads the tokenizer now. Loading takes from tens of milliseconds to a second of CPU,
+/// and whoever needs it first waits for it: a server calls this on a thread of its own at
+/// start, so that no request's thread (and every request queued behind it) pays for it.
+pub fn preload() {
+    LazyLock::force(&BPE);
+}
 
 /// Bytes of text tokenized exactly per estimate. Estimates run when a request ends
 /// (on the proxy's threads), so their cost is bounded: past this, tokens are

@@ -5,6 +5,8 @@
 //! answer's replay) drive the same type. The request keeps it once the answer is
 //! delivered; its record reads the usage from it.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 
@@ -306,13 +308,14 @@ impl Encoder {
                     body,
                 }
             }
-            Encoder::Messages(_) => {
+            Encoder::Messages(events) => {
                 let mut whole = whole_as_chat(adapter, status, body, served);
                 whole.body = if status < 300 {
                     let completion = anthropic_messages::from_completion(
                         &whole.body,
                         served,
                         whole.usage.as_ref(),
+                        events.tools(),
                     );
                     Bytes::from(completion.to_string())
                 } else {
@@ -376,6 +379,24 @@ impl Kept {
     }
 }
 
+/// Whether `data` gives `key` a value other than `null` (most chunks of an OpenAI stream
+/// carry `"finish_reason":null`, and are not parsed for it).
+fn names_a_value(data: &str, key: &str) -> bool {
+    data.match_indices(key).any(|(at, _)| {
+        let rest = data[at + key.len()..].trim_start_matches(['"', ':', ' ']);
+        !rest.is_empty() && !rest.starts_with("null")
+    })
+}
+
+/// Reads a whole answer's [`AnswerMeta`], when it is wanted.
+fn read_whole(meta: &mut Option<AnswerMeta>, body: &[u8]) {
+    if let Some(meta) = meta {
+        if let Ok(v) = serde_json::from_slice::<Value>(body) {
+            meta.read(&v);
+        }
+    }
+}
+
 /// One attempt's answer, translated for the client.
 pub struct Translation {
     adapter: Adapter,
@@ -386,12 +407,75 @@ pub struct Translation {
     /// Whether the finished answer is stored (the Responses door).
     storing: bool,
     /// What the door changed in the request, for the log row.
-    note: Option<&'static str>,
+    note: Option<Arc<str>>,
     body: Body,
     answer: Option<Answer>,
     /// What finishing produced before the stream turned out broken: sent before the
     /// door's error event.
     unsent: BytesMut,
+    /// The answer's text is wanted even where the usage alone would do (a body passed
+    /// through), for spans that capture content.
+    capture: bool,
+    /// What the answer says of itself, read only when wanted (for spans).
+    meta: Option<AnswerMeta>,
+}
+
+/// Finish reasons an answer's [`AnswerMeta`] keeps at most.
+const MAX_FINISH_REASONS: usize = 8;
+
+/// What a provider's answer says of itself: its id and why each choice finished, as the
+/// provider names them (OpenAI's `finish_reason`, Anthropic's `stop_reason`, Gemini's
+/// `finishReason`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AnswerMeta {
+    pub id: Option<String>,
+    pub finish_reasons: Vec<String>,
+}
+
+impl AnswerMeta {
+    /// Reads one stream event's data; only an event that may name what is still missing
+    /// is parsed.
+    fn event(&mut self, data: &str) {
+        let may_tell = self.id.is_none()
+            || ["finish_reason", "stop_reason", "finishReason"]
+                .iter()
+                .any(|key| names_a_value(data, key));
+        if may_tell {
+            if let Ok(v) = serde_json::from_str::<Value>(data) {
+                self.read(&v);
+            }
+        }
+    }
+
+    /// Reads a whole body, or one event, of any provider's format.
+    fn read(&mut self, v: &Value) {
+        if self.id.is_none() {
+            let id = [
+                v.get("id"),
+                v.pointer("/message/id"),
+                v.pointer("/response/id"),
+                v.get("responseId"),
+            ]
+            .into_iter()
+            .flatten()
+            .find_map(Value::as_str);
+            self.id = id.filter(|id| !id.is_empty()).map(str::to_string);
+        }
+        let choices = v.get("choices").or_else(|| v.get("candidates"));
+        let reasons = choices
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.get("finish_reason").or_else(|| c.get("finishReason")))
+            .chain(v.get("stop_reason"))
+            .chain(v.pointer("/delta/stop_reason"))
+            .filter_map(Value::as_str);
+        for reason in reasons {
+            if self.finish_reasons.len() < MAX_FINISH_REASONS {
+                self.finish_reasons.push(reason.to_string());
+            }
+        }
+    }
 }
 
 impl Translation {
@@ -408,7 +492,25 @@ impl Translation {
             body: Body::Unread,
             answer: None,
             unsent: BytesMut::new(),
+            capture: false,
+            meta: None,
         }
+    }
+
+    /// Reads what the answer says of itself ([`Self::answer_meta`]), for spans.
+    pub fn read_meta(&mut self) {
+        self.meta.get_or_insert_with(AnswerMeta::default);
+    }
+
+    /// The answer's id and finish reasons, when [`Self::read_meta`] asked for them.
+    pub fn answer_meta(&self) -> Option<&AnswerMeta> {
+        self.meta.as_ref()
+    }
+
+    /// Keeps the answer's text even from a body passed through unread (for spans that
+    /// capture content).
+    pub fn capture_content(&mut self, capture: bool) {
+        self.capture = capture;
     }
 
     /// The same, keeping the finished answer for storing.
@@ -418,7 +520,7 @@ impl Translation {
     }
 
     /// The same, with what the door changed in the request.
-    pub fn with_note(mut self, note: Option<&'static str>) -> Self {
+    pub fn with_note(mut self, note: Option<Arc<str>>) -> Self {
         self.note = note;
         self
     }
@@ -428,8 +530,29 @@ impl Translation {
         self.encoder.classifier(self.adapter)
     }
 
-    pub fn note(&self) -> Option<&'static str> {
-        self.note
+    pub fn note(&self) -> Option<Arc<str>> {
+        self.note.clone()
+    }
+
+    /// Whether the client has received the answer's proper end: the provider's own end
+    /// event, passed on unchanged (`[DONE]`, `message_stop`, `response.completed`) — a
+    /// client may hang up then, before the provider closes its stream.
+    pub fn client_has_end(&self) -> bool {
+        let passed_on = match self.encoder {
+            Encoder::Chat => !self.adapter.translates(),
+            Encoder::AnthropicRaw | Encoder::ResponsesRaw(_) => true,
+            Encoder::Messages(_) | Encoder::Responses(_) => false,
+        };
+        passed_on
+            && matches!(self.body, Body::Events(_))
+            && self.state.finished
+            && !self.state.errored
+    }
+
+    /// Whether OpenAI's own Responses answer passes through unchanged (its stream cannot
+    /// be rebuilt from a chat completion).
+    pub fn passes_responses(&self) -> bool {
+        matches!(self.encoder, Encoder::ResponsesRaw(_))
     }
 
     /// How the answer's body is read, from its status and content type; a stream's events
@@ -462,6 +585,9 @@ impl Translation {
                 let events = framer.push(&chunk).map_err(|_| Break::EventTooLarge)?;
                 let mut out = BytesMut::new();
                 for event in events {
+                    if let (Some(meta), Some(data)) = (&mut self.meta, event.data.as_deref()) {
+                        meta.event(data);
+                    }
                     self.encoder
                         .event(self.adapter, &mut self.state, &event, &mut out);
                 }
@@ -511,12 +637,18 @@ impl Translation {
             }
             Body::Passed(kept) => {
                 let body = kept.take();
+                read_whole(&mut self.meta, &body);
                 let decoded = self.adapter.decode_response(&body, &self.served);
                 (self.state.usage, self.state.content) = decoded.usage_and_content();
+                if self.capture && self.state.content.is_empty() && self.adapter == Adapter::OpenAi
+                {
+                    self.state.content = crate::openai::content_of(&body);
+                }
                 Ok(Bytes::new())
             }
             Body::Whole { status, kept } => {
                 let body = kept.take();
+                read_whole(&mut self.meta, &body);
                 let whole =
                     self.encoder
                         .whole(self.adapter, *status, body, &self.served, self.storing);
@@ -564,6 +696,32 @@ impl Translation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answer_meta_reads_each_format_and_skips_null_reasons() {
+        let mut m = AnswerMeta::default();
+        m.event(
+            r#"{"id":"chatcmpl-1","choices":[{"delta":{"content":"Hi"},"finish_reason":null}]}"#,
+        );
+        assert!(!names_a_value(
+            r#"{"choices":[{"finish_reason": null}]}"#,
+            "finish_reason"
+        ));
+        m.event(r#"{"id":"chatcmpl-1","choices":[{"delta":{},"finish_reason":"stop"}]}"#);
+        assert_eq!(m.id.as_deref(), Some("chatcmpl-1"));
+        assert_eq!(m.finish_reasons, ["stop"]);
+        let mut a = AnswerMeta::default();
+        a.event(r#"{"type":"message_start","message":{"id":"msg_1"}}"#);
+        a.event(r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"}}"#);
+        assert_eq!(
+            (a.id.as_deref(), a.finish_reasons.as_slice()),
+            (Some("msg_1"), &["end_turn".to_string()][..])
+        );
+        let mut g = AnswerMeta::default();
+        g.read(&serde_json::json!({"responseId": "r1", "candidates": [{"finishReason": "STOP"}]}));
+        assert_eq!(g.finish_reasons, ["STOP"]);
+        assert_eq!(g.id.as_deref(), Some("r1"));
+    }
     use crate::fixtures::{ANTHROPIC_STREAM, OPENAI_STREAM};
 
     fn chat(adapter: Adapter) -> Translation {
@@ -589,6 +747,25 @@ mod tests {
         );
         assert!(!end.contains("[DONE]"));
         assert_eq!(t.usage().map(|u| u.prompt_tokens), Some(35));
+    }
+
+    #[test]
+    fn the_client_has_the_end_once_the_providers_end_passed_unchanged() {
+        let mut t = chat(Adapter::OpenAi);
+        t.begin(200, "text/event-stream", 1 << 20);
+        let done = OPENAI_STREAM.find("data: [DONE]").unwrap();
+        t.push(Bytes::copy_from_slice(&OPENAI_STREAM.as_bytes()[..done]))
+            .unwrap();
+        assert!(!t.client_has_end());
+        t.push(Bytes::copy_from_slice(&OPENAI_STREAM.as_bytes()[done..]))
+            .unwrap();
+        assert!(t.client_has_end());
+        // Translated, the door's end is written only once the provider's stream closed.
+        let mut t = chat(Adapter::Anthropic);
+        t.begin(200, "text/event-stream", 1 << 20);
+        t.push(Bytes::copy_from_slice(ANTHROPIC_STREAM.as_bytes()))
+            .unwrap();
+        assert!(!t.client_has_end());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `check-config`: every variable `serve` reads, checked one by one with the same parsers,
-//! then what `serve` needs of the outside world: the database reachable, migrated, and its
-//! provider keys opening under the master key. Values are never printed: a problem names
-//! the variable and what is wrong with it.
+//! then what `serve` needs of the outside world: the database reachable, migrated, and
+//! every provider key of every entry's pool opening under the master key. Values are never
+//! printed: a problem names the variable and what is wrong with it.
 
 use std::ffi::OsString;
 use std::time::Duration;
@@ -10,13 +10,14 @@ use clap::CommandFactory;
 use perpetuo_core::config;
 use perpetuo_core::crypto::MasterKey;
 use perpetuo_core::db;
+use perpetuo_core::telemetry;
 
 use crate::config::Cli;
 
 /// How long the database has to answer each step.
 const DB_DEADLINE: Duration = Duration::from_secs(10);
-/// Entries named in one problem at most.
-const NAMED_ENTRIES: usize = 5;
+/// Keys named in one problem at most.
+const NAMED_KEYS: usize = 5;
 
 /// What the check found.
 #[derive(Debug, Default)]
@@ -37,6 +38,18 @@ pub async fn check() -> Report {
         report.problems.push(e);
     }
 
+    // Read when tracing starts, not by the argument parser (whose error would quote it).
+    if let Some(raw) = env(telemetry::OTEL_EXPORTER_OTLP_HEADERS) {
+        let parsed = raw
+            .to_str()
+            .ok_or_else(|| "is not valid UTF-8".to_string())
+            .and_then(telemetry::parse_headers);
+        if let Err(why) = parsed {
+            report
+                .problems
+                .push(format!("{}: {why}", telemetry::OTEL_EXPORTER_OTLP_HEADERS));
+        }
+    }
     if let Some(raw) = env("CORS_ALLOWED_ORIGINS") {
         if let Err(e) = crate::startup::cors(&raw.to_string_lossy()) {
             report.problems.push(e.to_string());
@@ -151,40 +164,44 @@ async fn check_database(report: &mut Report, url: &str, keys: Option<&MasterKey>
         }
     }
     let Some(keys) = keys else { return };
-    let entries = match db::with_timeout(DB_DEADLINE, async {
+    let pools = match db::with_timeout(DB_DEADLINE, async {
         let client = pool.get().await?;
-        db::providers::all(&client).await
+        db::entry_keys::all(&client).await
     })
     .await
     {
-        Ok(entries) => entries,
+        Ok(pools) => pools,
         Err(e) => {
             report
                 .problems
-                .push(format!("database: cannot read provider entries: {e}"));
+                .push(format!("database: cannot read provider keys: {e}"));
             return;
         }
     };
     let mut closed = Vec::new();
     let mut under_previous = 0;
-    for entry in &entries {
-        let binding = entry.binding();
-        if keys.open_current(&entry.sealed, &binding).is_ok() {
+    for bound in &pools {
+        let binding = bound.binding();
+        if keys.open_current(&bound.key.sealed, &binding).is_ok() {
             continue;
         }
-        match keys.open(&entry.sealed, &binding) {
+        match keys.open(&bound.key.sealed, &binding) {
             Ok(_) => under_previous += 1,
-            Err(_) => closed.push(entry.id.to_string()),
+            // Named by entry and label, never by value.
+            Err(_) => closed.push(format!(
+                "`{}` of entry {}",
+                bound.key.label, bound.key.entry_id
+            )),
         }
     }
     if !closed.is_empty() {
-        let more = closed.len().saturating_sub(NAMED_ENTRIES);
-        closed.truncate(NAMED_ENTRIES);
+        let more = closed.len().saturating_sub(NAMED_KEYS);
+        closed.truncate(NAMED_KEYS);
         report.problems.push(format!(
-            "PERPETUO_MASTER_KEY: {} of {} provider keys do not open with it{} (entries {}{}); \
+            "PERPETUO_MASTER_KEY: {} of {} provider keys do not open with it{} ({}{}); \
              the gateway skips them",
             closed.len() + more,
-            entries.len(),
+            pools.len(),
             if keys.has_previous() {
                 " nor with PERPETUO_MASTER_KEY_PREVIOUS"
             } else {
@@ -200,7 +217,7 @@ async fn check_database(report: &mut Report, url: &str, keys: Option<&MasterKey>
     } else {
         report
             .notes
-            .push(format!("{} provider keys open", entries.len()));
+            .push(format!("{} provider keys open", pools.len()));
     }
     if under_previous > 0 {
         report.warnings.push(format!(

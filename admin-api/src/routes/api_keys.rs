@@ -19,7 +19,7 @@ use crate::access::{insufficient, snapshot, Member};
 use crate::error::{ApiError, FieldErrors};
 use crate::extract::{parse_id, ApiJson, Conn};
 use crate::state::AppState;
-use perpetuo_core::db::api_keys::{ApiKey, KeyPosition};
+use perpetuo_core::db::api_keys::{ApiKey, KeyCacheMode, KeyPosition};
 use perpetuo_core::db::workspaces::Role;
 
 /// A new key: its name and its settings (those of [`KeySettingsInput`]). The fields are
@@ -39,6 +39,10 @@ pub struct ApiKeyInput {
     pub label: Option<String>,
     /// The email of the key's owner.
     pub owner_email: Option<String>,
+    /// The response-cache mode of requests through this key: `inherit` (default: the
+    /// workspace's), `off`, `on` or `opt_in`.
+    #[schema(pattern = "^(inherit|off|on|opt_in)$")]
+    pub cache_mode: Option<String>,
 }
 
 impl ApiKeyInput {
@@ -50,6 +54,7 @@ impl ApiKeyInput {
             allowed_models: self.allowed_models,
             label: self.label,
             owner_email: self.owner_email,
+            cache_mode: self.cache_mode,
         };
         (self.name, settings)
     }
@@ -68,6 +73,10 @@ pub struct KeySettingsInput {
     pub label: Option<String>,
     /// The email of the key's owner.
     pub owner_email: Option<String>,
+    /// The response-cache mode of requests through this key: `inherit` (default: the
+    /// workspace's), `off`, `on` or `opt_in`.
+    #[schema(pattern = "^(inherit|off|on|opt_in)$")]
+    pub cache_mode: Option<String>,
 }
 
 /// Most model patterns on one key.
@@ -139,12 +148,20 @@ impl KeySettingsInput {
                 }
             },
         };
+        let cache_mode = match self.cache_mode.as_deref() {
+            None => KeyCacheMode::Inherit,
+            Some(m) => KeyCacheMode::parse(m.trim()).unwrap_or_else(|| {
+                errs.add("cache_mode", "must be inherit, off, on or opt_in");
+                KeyCacheMode::Inherit
+            }),
+        };
         KeySettings {
             limits,
             allowed_models,
             expires_at,
             label,
             owner_email,
+            cache_mode,
         }
     }
 }
@@ -400,9 +417,9 @@ pub async fn create(
     ))
 }
 
-/// Replace a key's limits, allowed models, expiry and metadata; gateways apply them
-/// within a second. A member may change only the limits, allowed models and expiry that a
-/// member set: one an admin or owner set answers 403 `governed_by_admin` and nothing
+/// Replace a key's limits, allowed models, expiry, cache mode and metadata; gateways apply
+/// them within a second. A member may change only the limits, allowed models, expiry and
+/// cache mode that a member set: one an admin or owner set answers 403 `governed_by_admin` and nothing
 /// changes (sending it unchanged is fine).
 #[utoipa::path(put, path = "/workspaces/{id}/api-keys/{kid}", tag = "api-keys", security(("bearer" = [])),
     params(("id" = String, Path, description = "workspace id"), ("kid" = String, Path, description = "API key id")),
@@ -558,6 +575,7 @@ mod tests {
             allowed_models: vec!["a".into(), "b*".into()],
             label: None,
             owner_email: None,
+            cache_mode: KeyCacheMode::Inherit,
             created_by: None,
             created_by_email: None,
             set_by,
@@ -571,6 +589,7 @@ mod tests {
             expires_at: k.expires_at,
             label: Some("a new label".into()),
             owner_email: None,
+            cache_mode: k.cache_mode,
         }
     }
 
@@ -581,6 +600,7 @@ mod tests {
             limits: Some(Admin),
             allowed_models: Some(Member),
             expires_at: None,
+            cache_mode: Some(Admin),
         };
         let loosen = |s: &mut KeySettings| s.limits.rpm = Some(1000);
         let unlimit = |s: &mut KeySettings| s.limits = Limits::default();
@@ -593,6 +613,7 @@ mod tests {
             s.expires_at = Some(datetime!(2030-01-01 0:00:00.123456789 UTC));
         };
         let nothing = |_: &mut KeySettings| {};
+        let cache_on = |s: &mut KeySettings| s.cache_mode = KeyCacheMode::On;
         type Change = fn(&mut KeySettings);
         // (caller, who set what, change, outcome)
         let cases: Vec<(Role, SetBy, Change, Result<SetBy, Refusal>)> = vec![
@@ -610,6 +631,22 @@ mod tests {
                 Err((Governed::ExpiresAt, Owner)),
             ),
             (Member, admin_limits, nothing, Ok(admin_limits)),
+            (
+                Member,
+                admin_limits,
+                cache_on,
+                Err((Governed::CacheMode, Admin)),
+            ),
+            (Member, SetBy::all(Member), cache_on, Ok(SetBy::all(Member))),
+            (
+                Admin,
+                SetBy::all(Owner),
+                cache_on,
+                Ok(SetBy {
+                    cache_mode: Some(Admin),
+                    ..SetBy::all(Owner)
+                }),
+            ),
             (Member, admin_limits, reorder, Ok(admin_limits)),
             (
                 Member,

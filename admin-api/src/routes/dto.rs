@@ -6,7 +6,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use perpetuo_core::db::limits::{Limits, Period, SetBy};
-use perpetuo_core::db::workspaces::{Role, Routing, RoutingStrategy};
+use perpetuo_core::db::workspaces::{
+    CacheMode, CacheSettings, Role, Routing, RoutingStrategy, TracingSettings,
+    MAX_CACHE_TTL_SECONDS,
+};
 use perpetuo_core::db::{api_keys::ApiKey, users::User, workspaces::Workspace};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -47,6 +50,111 @@ pub struct WorkspaceDto {
     /// `GET`/`PUT`/`PATCH /workspaces/{id}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub routing: Option<RoutingDto>,
+    /// The response cache (shown by `GET`/`PUT`/`PATCH /workspaces/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheDto>,
+    /// What the exported trace spans may carry (shown by `GET`/`PUT`/`PATCH
+    /// /workspaces/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingDto>,
+}
+
+/// A workspace's tracing settings, as answered and as set (a field left out keeps its
+/// value).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TracingDto {
+    /// Whether message content goes into the spans (`gen_ai.input.messages`,
+    /// `gen_ai.output.messages`, size-capped). Default false.
+    #[serde(default)]
+    #[schema(value_type = bool)]
+    pub capture_content: Option<bool>,
+}
+
+impl From<TracingSettings> for TracingDto {
+    fn from(t: TracingSettings) -> Self {
+        Self {
+            capture_content: Some(t.capture_content),
+        }
+    }
+}
+
+impl TracingDto {
+    /// `current` with the fields given.
+    pub fn merge(&self, current: TracingSettings) -> TracingSettings {
+        TracingSettings {
+            capture_content: self.capture_content.unwrap_or(current.capture_content),
+        }
+    }
+}
+
+/// A workspace's response-cache settings, as answered.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct CacheDto {
+    /// `off` (nothing is cached), `on` (every cacheable request) or `opt_in` (only
+    /// requests that ask with `Cache-Control: max-age=N`). A key's `cache_mode` may
+    /// override it.
+    #[schema(pattern = "^(off|on|opt_in)$")]
+    pub mode: String,
+    /// How long a stored answer may serve, in seconds.
+    #[schema(minimum = 1, maximum = 2592000)]
+    pub ttl_seconds: u32,
+}
+
+impl From<CacheSettings> for CacheDto {
+    fn from(c: CacheSettings) -> Self {
+        Self {
+            mode: c.mode.as_str().to_string(),
+            ttl_seconds: c.ttl_seconds,
+        }
+    }
+}
+
+/// Response-cache settings to change; a field left out keeps its value.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CacheInput {
+    /// `off` (default), `on` or `opt_in`.
+    #[schema(pattern = "^(off|on|opt_in)$")]
+    pub mode: Option<String>,
+    /// 1 to 2592000 (30 days); default 3600.
+    #[schema(minimum = 1, maximum = 2592000)]
+    pub ttl_seconds: Option<u64>,
+}
+
+impl CacheInput {
+    /// `current` with the fields given; a bad one is named in `errs`.
+    pub fn merge(
+        &self,
+        current: CacheSettings,
+        errs: &mut crate::error::FieldErrors,
+    ) -> CacheSettings {
+        let mode = match self.mode.as_deref() {
+            Some(m) => CacheMode::parse(m.trim()).unwrap_or_else(|| {
+                errs.add("cache.mode", "must be off, on or opt_in");
+                current.mode
+            }),
+            None => current.mode,
+        };
+        let ttl_seconds = match self.ttl_seconds {
+            Some(t) => match u32::try_from(t) {
+                Ok(t) if (1..=MAX_CACHE_TTL_SECONDS).contains(&t) => t,
+                _ => {
+                    errs.add(
+                        "cache.ttl_seconds",
+                        format!("must be an integer from 1 to {MAX_CACHE_TTL_SECONDS}"),
+                    );
+                    current.ttl_seconds
+                }
+            },
+            None => current.ttl_seconds,
+        };
+        CacheSettings {
+            mode,
+            ttl_seconds,
+            generation: current.generation,
+        }
+    }
 }
 
 /// A workspace's routing settings, as answered.
@@ -108,6 +216,8 @@ impl From<Workspace> for WorkspaceDto {
             updated_at: w.updated_at,
             limits: None,
             routing: None,
+            cache: None,
+            tracing: None,
         }
     }
 }
@@ -216,6 +326,10 @@ pub struct ApiKeyDto {
     /// The user who created the key (null once that account is gone).
     pub created_by: Option<Uuid>,
     pub created_by_email: Option<String>,
+    /// The response-cache mode of requests through this key: `inherit` (the workspace's),
+    /// `off`, `on` or `opt_in`.
+    #[schema(pattern = "^(inherit|off|on|opt_in)$")]
+    pub cache_mode: String,
     pub set_by: SetByDto,
 }
 
@@ -226,6 +340,7 @@ pub struct SetByDto {
     pub limits: Option<String>,
     pub allowed_models: Option<String>,
     pub expires_at: Option<String>,
+    pub cache_mode: Option<String>,
 }
 
 impl From<SetBy> for SetByDto {
@@ -235,6 +350,7 @@ impl From<SetBy> for SetByDto {
             limits: name(s.limits),
             allowed_models: name(s.allowed_models),
             expires_at: name(s.expires_at),
+            cache_mode: name(s.cache_mode),
         }
     }
 }
@@ -255,6 +371,7 @@ impl From<ApiKey> for ApiKeyDto {
             owner_email: k.owner_email,
             created_by: k.created_by,
             created_by_email: k.created_by_email,
+            cache_mode: k.cache_mode.as_str().to_string(),
             set_by: k.set_by.into(),
         }
     }

@@ -32,14 +32,18 @@ pub struct Meta {
     /// Whether `POST /auth/signup` creates accounts (`SIGNUP_ENABLED`); when false the
     /// dashboard hides its signup form.
     pub signup_enabled: bool,
+    /// Where a request's trace is shown (`TRACE_URL_TEMPLATE`, with `{trace_id}` to fill
+    /// in from a log row's `trace_id`); null when none is configured.
+    pub trace_url_template: Option<String>,
 }
 
-/// Public facts the dashboard needs: the gateway URL for quickstart snippets and whether
-/// signup is open.
+/// Public facts the dashboard needs: the gateway URL for quickstart snippets, whether
+/// signup is open, and where a trace is shown.
 #[utoipa::path(get, path = "/meta", tag = "meta", responses((status = 200, body = Meta)))]
 pub async fn meta(State(state): State<AppState>) -> Json<Meta> {
     Json(Meta {
         gateway_url: state.gateway_url.clone(),
         signup_enabled: state.signup_enabled,
+        trace_url_template: state.trace_url_template.clone(),
     })
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use axum::extract::Query;
 use axum::Json;
 use perpetuo_core::db;
-use perpetuo_core::db::logs::{Attempt, LogPaging, LogQuery, LogRecord};
+use perpetuo_core::db::logs::{Attempt, CacheResult, LogPaging, LogQuery, LogRecord};
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -58,6 +58,42 @@ pub struct LogDto {
     pub attempts: Vec<AttemptDto>,
     /// What the gateway changed in the request (e.g. dropped thinking blocks), if anything.
     pub note: Option<String>,
+    /// What the response cache did: `hit` (answered from the cache, no provider called,
+    /// cost 0), `miss` or `bypass`; null when the cache was off for the request.
+    #[schema(pattern = "^(hit|miss|bypass)$")]
+    pub cache: Option<String>,
+    /// On a hit: what the provider would have charged, USD.
+    pub cache_saved_usd: Option<f64>,
+    /// The key of the entry's pool that served the request (null when none did, or for
+    /// an entry without keys).
+    #[schema(required = true)]
+    pub provider_key_id: Option<Uuid>,
+    /// That key's label when the request was served.
+    #[schema(required = true)]
+    pub provider_key_label: Option<String>,
+    /// The entries or keys passed over on the way to the one that served, with why; null
+    /// when nothing was skipped.
+    #[schema(required = true)]
+    pub skipped: Option<Vec<SkippedDto>>,
+    /// The request's W3C trace id (32 hex digits), when it was traced or came with a
+    /// `traceparent`; `GET /meta`'s `trace_url_template` links it.
+    #[schema(required = true)]
+    pub trace_id: Option<String>,
+}
+
+/// An entry, or one key of an entry, that routing passed over for a request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SkippedDto {
+    /// The entry's name.
+    pub entry: String,
+    /// The key's label, when one key of the entry was skipped (null: the whole entry).
+    #[schema(required = true)]
+    pub key: Option<String>,
+    /// Why: `quota` (the headroom its provider reported, or the entry's own quota, could
+    /// not cover the request), `breaker` (its breaker was open) or `weight` (another
+    /// entry of its priority served, ahead of it in the balancing's order).
+    #[schema(pattern = "^(quota|breaker|weight)$")]
+    pub reason: String,
 }
 
 impl From<Attempt> for AttemptDto {
@@ -75,6 +111,19 @@ impl From<Attempt> for AttemptDto {
 impl From<LogRecord> for LogDto {
     fn from(r: LogRecord) -> Self {
         Self {
+            provider_key_id: r.provider_key_id,
+            provider_key_label: r.provider_key_label,
+            skipped: (!r.skipped.is_empty()).then(|| {
+                r.skipped
+                    .into_iter()
+                    .map(|s| SkippedDto {
+                        entry: s.entry,
+                        key: s.key,
+                        reason: s.reason.as_str().to_string(),
+                    })
+                    .collect()
+            }),
+            trace_id: r.trace_id,
             id: r.id,
             created_at: r.created_at,
             api_key_id: r.api_key_id,
@@ -96,6 +145,8 @@ impl From<LogRecord> for LogDto {
             latency_ms: r.latency_ms,
             ttfb_ms: r.ttfb_ms,
             attempts: r.attempts.into_iter().map(Into::into).collect(),
+            cache: r.cache.map(|c| c.as_str().to_string()),
+            cache_saved_usd: r.cache_saved_nusd.map(usd),
         }
     }
 }
@@ -253,6 +304,12 @@ fn parse_query(workspace_id: Uuid, q: &HashMap<String, String>) -> Result<LogQue
             _ => errs.add("status", "must be an HTTP status code"),
         }
     }
+    if let Some(c) = q.get("cache").filter(|c| !c.is_empty()) {
+        match CacheResult::parse(c) {
+            Some(c) => out.cache = Some(c),
+            None => errs.add("cache", "must be hit, miss or bypass"),
+        }
+    }
     for (field, slot) in [("from", &mut out.from), ("to", &mut out.to)] {
         if let Some(raw) = q.get(field).filter(|s| !s.is_empty()) {
             match parse_time(field, raw) {
@@ -289,6 +346,8 @@ fn parse_query(workspace_id: Uuid, q: &HashMap<String, String>) -> Result<LogQue
            ("provider" = Option<String>, Query, description = "provider entry id"),
            ("model" = Option<String>, Query, description = "requested model"),
            ("status" = Option<i16>, Query, description = "HTTP status sent to the client"),
+           ("cache" = Option<String>, Query, pattern = "^(hit|miss|bypass)$",
+             description = "what the response cache did: hit, miss or bypass"),
            ("from" = Option<String>, Query, description = "RFC 3339, inclusive"),
            ("to" = Option<String>, Query, description = "RFC 3339, exclusive")),
     responses((status = 200, body = LogPageDto), (status = 400, body = crate::error::ErrorBody),

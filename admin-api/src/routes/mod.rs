@@ -9,6 +9,7 @@ pub mod health;
 pub mod invitations;
 pub mod logs;
 pub mod members;
+pub mod provider_keys;
 pub mod providers;
 pub mod usage;
 pub mod workspaces;
@@ -41,6 +42,7 @@ pub fn router() -> OpenApiRouter<AppState> {
             workspaces::patch,
             workspaces::delete
         ))
+        .routes(routes!(workspaces::purge_cache))
         .routes(routes!(members::list))
         .routes(routes!(members::update, members::remove))
         .routes(routes!(members::leave))
@@ -51,6 +53,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::account_events))
         .routes(routes!(providers::list, providers::create))
         .routes(routes!(providers::update, providers::delete))
+        .routes(routes!(provider_keys::list, provider_keys::create))
+        .routes(routes!(provider_keys::update, provider_keys::delete))
         .routes(routes!(api_keys::list, api_keys::create))
         .routes(routes!(api_keys::revoke))
         .routes(routes!(api_keys::limits))

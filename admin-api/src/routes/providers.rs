@@ -1,23 +1,26 @@
-//! A workspace's provider entries. The provider key is write-only: it is sealed before it
-//! reaches the database and responses show only its last four characters.
+//! A workspace's provider entries. An entry's provider keys are its pool (see
+//! `provider_keys`): write-only, sealed before they reach the database, shown only by
+//! their last four characters. The entry's body sets the pool whole — `api_key` (a pool
+//! of one) or `keys` — and its quota.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use perpetuo_core::crypto;
+use perpetuo_core::db::entry_keys::{self, EntryKey};
 use perpetuo_core::db::providers::{NewProvider, ProviderEntry};
 use perpetuo_core::db::{self, DbError};
 use perpetuo_core::dns::ResolveError;
 use perpetuo_core::provider::ProviderKind;
-use perpetuo_core::text;
+use perpetuo_core::{text, Secret};
 use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::dto::ListOf;
+use super::provider_keys::{pool_of, pool_of_one, seal_pool, KeyInput, PoolKey, ProviderKeyDto};
 use crate::access::{snapshot, Member};
 use crate::error::{ApiError, FieldErrors};
 use crate::extract::{parse_id, ApiJson, Conn};
@@ -27,9 +30,10 @@ const MAX_MODELS: usize = 500;
 const MAX_NAME_CHARS: usize = 100;
 const MAX_MODEL_CHARS: usize = 256;
 const DNS_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-const MAX_KEY_LEN: usize = 4096;
 const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1_000_000..=1_000_000;
 const WEIGHT_RANGE: std::ops::RangeInclusive<i32> = 0..=1000;
+const QUOTA_RPM_RANGE: std::ops::RangeInclusive<i64> = 1..=1_000_000_000;
+const QUOTA_TPM_RANGE: std::ops::RangeInclusive<i64> = 1..=1_000_000_000_000;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProviderDto {
@@ -38,11 +42,13 @@ pub struct ProviderDto {
     pub kind: String,
     pub name: String,
     pub base_url: Option<String>,
-    /// Last four characters of the provider key; the key itself is never returned. Empty
-    /// for an entry without a key.
+    /// Last four characters of the entry's first key; the keys themselves are never
+    /// returned. Empty for an entry without keys.
     pub key_last4: String,
-    /// Whether the entry sends a provider key (an `openai_compatible` entry may have none).
+    /// Whether the entry has provider keys (an `openai_compatible` entry may have none).
     pub has_key: bool,
+    /// The entry's pool of provider keys, oldest first.
+    pub keys: Vec<ProviderKeyDto>,
     /// Lower is tried first; equal priorities share load.
     pub priority: i32,
     /// This entry's share of its priority's traffic, relative to the others' (0: standby,
@@ -53,26 +59,49 @@ pub struct ProviderDto {
     pub models: Vec<String>,
     /// Requested model → model sent to this provider.
     pub model_map: BTreeMap<String, String>,
+    /// The deployment's own quota, if it has one.
+    pub quota: QuotaDto,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
 }
 
-impl From<ProviderEntry> for ProviderDto {
-    fn from(p: ProviderEntry) -> Self {
+/// An entry's quota: the requests and tokens per minute its deployment allows (a fixed
+/// allocation, such as Azure's or a provisioned throughput); null for no quota.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct QuotaDto {
+    /// Requests per minute.
+    #[schema(required = true, minimum = 1, maximum = 1000000000)]
+    pub rpm: Option<i64>,
+    /// Tokens (prompt + completion) per minute.
+    #[schema(required = true, minimum = 1, maximum = 1000000000000_i64)]
+    pub tpm: Option<i64>,
+}
+
+impl ProviderDto {
+    /// The answer for `entry` whose pool is `keys` (oldest first).
+    fn new(p: ProviderEntry, keys: Vec<EntryKey>) -> Self {
         Self {
-            has_key: p.has_key(),
+            has_key: !keys.is_empty(),
+            key_last4: keys
+                .first()
+                .map(|k| k.key_last4.clone())
+                .unwrap_or_default(),
+            keys: keys.into_iter().map(Into::into).collect(),
             id: p.id,
             kind: p.kind.as_str().to_string(),
             name: p.name,
             base_url: p.base_url,
-            key_last4: p.key_last4,
             priority: p.priority,
             weight: p.weight,
             enabled: p.enabled,
             models: p.models,
             model_map: p.model_map,
+            quota: QuotaDto {
+                rpm: p.quota_rpm.map(i64::from),
+                tpm: p.quota_tpm,
+            },
             created_at: p.created_at,
             updated_at: p.updated_at,
         }
@@ -85,8 +114,8 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
-/// Create body (kind and name required; api_key too, except for an `openai_compatible`
-/// server that needs none) or update body (any subset).
+/// Create body (kind and name required; a pool of keys too, except for an
+/// `openai_compatible` server that needs none) or update body (any subset).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderInput {
@@ -95,13 +124,19 @@ pub struct ProviderInput {
     /// 1 to 100 printable characters (it is sent in the `x-perpetuo-provider` header).
     #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
-    /// Write-only provider key (visible ASCII). Required again when `kind` or `base_url`
-    /// changes. Left out (or `null`) for an `openai_compatible` server that needs no key
-    /// (Ollama, vLLM, llama.cpp): no `Authorization` header is sent; on an update `null`
-    /// removes the key.
+    /// Write-only provider key (visible ASCII): the entry's pool becomes this one key,
+    /// labelled `default`. Not with `keys`. The pool is required again when `kind` or
+    /// `base_url` changes. Left out (or `null`) for an `openai_compatible` server that
+    /// needs no key (Ollama, vLLM, llama.cpp): no `Authorization` header is sent; on an
+    /// update `null` removes every key.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, min_length = 1, max_length = 4096)]
-    pub api_key: Option<Option<String>>,
+    pub api_key: Option<Option<Secret<String>>>,
+    /// The entry's whole pool of keys (at most 32), replacing the one it has. Not with
+    /// `api_key`; `null` is the same as leaving it out. An empty pool only for
+    /// `openai_compatible`.
+    #[schema(max_items = 32)]
+    pub keys: Option<Vec<KeyInput>>,
     /// Required for openai_compatible; otherwise overrides the provider's public endpoint.
     /// `null` clears it.
     #[serde(default, deserialize_with = "present")]
@@ -117,15 +152,33 @@ pub struct ProviderInput {
     pub models: Option<Vec<String>>,
     /// Requested model → model sent to this provider (names as in `models`).
     pub model_map: Option<BTreeMap<String, String>>,
+    /// The deployment's own quota; a field left out keeps its value, `null` removes it
+    /// (`"quota": null` removes both).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<QuotaInput>)]
+    pub quota: Option<Option<QuotaInput>>,
 }
 
-/// What a write does to the entry's provider key.
-enum KeyChange {
+/// An entry's quota to change; a field left out keeps its value, `null` removes it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaInput {
+    /// Requests per minute, 1 to 1000000000.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 1000000000)]
+    pub rpm: Option<Option<i64>>,
+    /// Tokens per minute, 1 to 1000000000000.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 1000000000000_i64)]
+    pub tpm: Option<Option<i64>>,
+}
+
+/// What a write does to the entry's pool of keys.
+enum PoolChange {
     /// Left out: a new entry has none, an existing one keeps its own.
     Keep,
-    /// `null`: the entry sends no key.
-    Remove,
-    Set(String),
+    /// The pool becomes these keys (none: the entry sends no key).
+    Replace(Vec<PoolKey>),
 }
 
 /// The validated fields of an entry, before sealing.
@@ -138,6 +191,8 @@ struct Fields {
     enabled: bool,
     models: Vec<String>,
     model_map: BTreeMap<String, String>,
+    quota_rpm: Option<i32>,
+    quota_tpm: Option<i64>,
 }
 
 /// A name shown in headers and logs: trimmed, 1 to `max` characters, all printable.
@@ -177,14 +232,57 @@ fn clean_map(map: BTreeMap<String, String>, errs: &mut FieldErrors) -> BTreeMap<
     out
 }
 
-/// Merges `input` onto `current` (or onto defaults for a new entry) and validates the result.
+/// The quota `input` leaves on an entry whose quota is `current`; a bad value is named in
+/// `errs`.
+fn merge_quota(
+    input: Option<Option<QuotaInput>>,
+    current: (Option<i32>, Option<i64>),
+    errs: &mut FieldErrors,
+) -> (Option<i32>, Option<i64>) {
+    let q = match input {
+        None => return current,
+        Some(None) => return (None, None),
+        Some(Some(q)) => q,
+    };
+    let rpm = match q.rpm {
+        None => current.0,
+        Some(None) => None,
+        Some(Some(n)) => match i32::try_from(n) {
+            Ok(n) if QUOTA_RPM_RANGE.contains(&i64::from(n)) => Some(n),
+            _ => {
+                errs.add(
+                    "quota.rpm",
+                    "must be an integer from 1 to 1000000000 (null for no quota)",
+                );
+                None
+            }
+        },
+    };
+    let tpm = match q.tpm {
+        None => current.1,
+        Some(None) => None,
+        Some(Some(n)) if QUOTA_TPM_RANGE.contains(&n) => Some(n),
+        Some(Some(_)) => {
+            errs.add(
+                "quota.tpm",
+                "must be an integer from 1 to 1000000000000 (null for no quota)",
+            );
+            None
+        }
+    };
+    (rpm, tpm)
+}
+
+/// Merges `input` onto `current` (an entry and its pool; none for a new entry) and
+/// validates the result.
 async fn validate(
     state: &AppState,
     input: ProviderInput,
-    current: Option<&ProviderEntry>,
-) -> Result<(Fields, KeyChange), ApiError> {
+    current: Option<(&ProviderEntry, &[EntryKey])>,
+) -> Result<(Fields, PoolChange), ApiError> {
     let mut errs = FieldErrors::default();
-    let kind = match (input.kind.as_deref(), current) {
+    let entry = current.map(|(e, _)| e);
+    let kind = match (input.kind.as_deref(), entry) {
         (Some(k), _) => k
             .parse::<ProviderKind>()
             .map_err(|e| errs.add("kind", e.to_string()))
@@ -195,7 +293,7 @@ async fn validate(
             None
         }
     };
-    let name = match (input.name, current) {
+    let name = match (input.name, entry) {
         (Some(n), _) => n.trim().to_string(),
         (None, Some(c)) => c.name.clone(),
         (None, None) => String::new(),
@@ -205,28 +303,24 @@ async fn validate(
     } else if let Err(msg) = check_text(&name, MAX_NAME_CHARS) {
         errs.add("name", msg);
     }
-    let key = match input.api_key {
-        None => KeyChange::Keep,
-        Some(None) => KeyChange::Remove,
-        Some(Some(k)) => KeyChange::Set(k.trim().to_string()),
+    let pool = match (input.api_key, input.keys) {
+        (Some(_), Some(_)) => {
+            for field in ["api_key", "keys"] {
+                errs.add(
+                    field,
+                    "send either api_key (a pool of one key) or keys (the whole pool), not both",
+                );
+            }
+            PoolChange::Keep
+        }
+        (None, None) => PoolChange::Keep,
+        (Some(None), None) => PoolChange::Replace(Vec::new()),
+        (Some(Some(k)), None) => PoolChange::Replace(pool_of_one(k.expose(), &mut errs)),
+        (None, Some(keys)) => PoolChange::Replace(pool_of(keys, &mut errs)),
     };
-    match &key {
-        KeyChange::Set(k) if k.is_empty() => errs.add(
-            "api_key",
-            "must not be empty (leave it out for a server that needs no key)",
-        ),
-        KeyChange::Set(k) if k.len() > MAX_KEY_LEN => errs.add("api_key", "is too long"),
-        // It is sent in a request header: visible ASCII only.
-        KeyChange::Set(k) if !k.bytes().all(|b| b.is_ascii_graphic()) => errs.add(
-            "api_key",
-            "must contain only visible ASCII characters (no spaces or control characters)",
-        ),
-        _ => {}
-    }
-    let keyless = match &key {
-        KeyChange::Set(_) => false,
-        KeyChange::Remove => true,
-        KeyChange::Keep => current.is_none_or(|c| !c.has_key()),
+    let keyless = match &pool {
+        PoolChange::Replace(keys) => keys.is_empty(),
+        PoolChange::Keep => current.is_none_or(|(_, keys)| keys.is_empty()),
     };
     match kind {
         Some(k) if keyless && k != ProviderKind::OpenaiCompatible => errs.add(
@@ -238,7 +332,7 @@ async fn validate(
         ),
         _ => {}
     }
-    let base_url = match (input.base_url, current) {
+    let base_url = match (input.base_url, entry) {
         (Some(b), _) => b.map(|b| b.trim().to_string()).filter(|b| !b.is_empty()),
         (None, Some(c)) => c.base_url.clone(),
         (None, None) => None,
@@ -258,32 +352,34 @@ async fn validate(
             None
         }
     };
-    let priority = input
-        .priority
-        .or(current.map(|c| c.priority))
-        .unwrap_or(100);
+    let priority = input.priority.or(entry.map(|c| c.priority)).unwrap_or(100);
     if !PRIORITY_RANGE.contains(&priority) {
         errs.add("priority", "must be between -1000000 and 1000000");
     }
-    let weight = input.weight.or(current.map(|c| c.weight)).unwrap_or(1);
+    let weight = input.weight.or(entry.map(|c| c.weight)).unwrap_or(1);
     if !WEIGHT_RANGE.contains(&weight) {
         errs.add("weight", "must be between 0 (standby) and 1000");
     }
     let models = clean_models(
         input
             .models
-            .or_else(|| current.map(|c| c.models.clone()))
+            .or_else(|| entry.map(|c| c.models.clone()))
             .unwrap_or_default(),
         &mut errs,
     );
     let model_map = clean_map(
         input
             .model_map
-            .or_else(|| current.map(|c| c.model_map.clone()))
+            .or_else(|| entry.map(|c| c.model_map.clone()))
             .unwrap_or_default(),
         &mut errs,
     );
-    let enabled = input.enabled.or(current.map(|c| c.enabled)).unwrap_or(true);
+    let enabled = input.enabled.or(entry.map(|c| c.enabled)).unwrap_or(true);
+    let (quota_rpm, quota_tpm) = merge_quota(
+        input.quota,
+        entry.map_or((None, None), |c| (c.quota_rpm, c.quota_tpm)),
+        &mut errs,
+    );
     errs.into_result()?;
     let kind = kind.ok_or_else(|| ApiError::internal("kind validated without value"))?;
     Ok((
@@ -296,8 +392,10 @@ async fn validate(
             enabled,
             models,
             model_map,
+            quota_rpm,
+            quota_tpm,
         },
-        key,
+        pool,
     ))
 }
 
@@ -331,24 +429,24 @@ async fn check_base_url(state: &AppState, raw: &str) -> Result<String, String> {
     Ok(url.as_str().to_string())
 }
 
-/// Seals `key` for the entry `f` describes.
-fn seal(
-    state: &AppState,
-    key: &str,
-    entry_id: Uuid,
-    workspace_id: Uuid,
-    f: &Fields,
-) -> Result<crypto::Sealed, ApiError> {
-    let binding = crypto::KeyBinding {
-        entry_id,
-        workspace_id,
-        kind: f.kind,
-        base_url: f.base_url.as_deref(),
-    };
-    state
-        .master_key
-        .seal(key, &binding)
-        .map_err(ApiError::internal)
+impl Fields {
+    /// The entry row these fields make for entry `id` of `workspace`.
+    fn row(self, id: Uuid, workspace_id: Uuid) -> NewProvider {
+        NewProvider {
+            id,
+            workspace_id,
+            kind: self.kind,
+            name: self.name,
+            base_url: self.base_url,
+            priority: self.priority,
+            weight: self.weight,
+            enabled: self.enabled,
+            models: self.models,
+            model_map: self.model_map,
+            quota_rpm: self.quota_rpm,
+            quota_tpm: self.quota_tpm,
+        }
+    }
 }
 
 fn name_conflict(e: DbError) -> ApiError {
@@ -359,7 +457,7 @@ fn name_conflict(e: DbError) -> ApiError {
     }
 }
 
-/// Provider entries by priority.
+/// Provider entries by priority, each with its pool of keys.
 #[utoipa::path(get, path = "/workspaces/{id}/providers", tag = "providers", security(("bearer" = [])),
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 200, body = ListOf<ProviderDto>), (status = 404, body = crate::error::ErrorBody)))]
@@ -369,12 +467,22 @@ pub async fn list(
 ) -> Result<Json<ListOf<ProviderDto>>, ApiError> {
     let ws = &member.workspace;
     let rows = db::providers::list(&client, ws.id).await?;
+    let mut pools: HashMap<Uuid, Vec<EntryKey>> = HashMap::new();
+    for key in entry_keys::list_for_workspace(&client, ws.id).await? {
+        pools.entry(key.entry_id).or_default().push(key);
+    }
     Ok(Json(ListOf {
-        data: rows.into_iter().map(Into::into).collect(),
+        data: rows
+            .into_iter()
+            .map(|p| {
+                let keys = pools.remove(&p.id).unwrap_or_default();
+                ProviderDto::new(p, keys)
+            })
+            .collect(),
     }))
 }
 
-/// Add a provider entry.
+/// Add a provider entry with its pool of keys (`api_key` or `keys`).
 #[utoipa::path(post, path = "/workspaces/{id}/providers", tag = "providers", security(("bearer" = [])),
     params(("id" = String, Path, description = "workspace id")), request_body = ProviderInput,
     responses((status = 201, body = ProviderDto), (status = 400, body = crate::error::ErrorBody),
@@ -386,46 +494,37 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<ProviderDto>), ApiError> {
     let ws = &member.workspace;
     member.require_verified(&state)?;
-    let (f, key) = validate(&state, body, None).await?;
-    let key = match key {
-        KeyChange::Set(k) => k,
-        KeyChange::Keep | KeyChange::Remove => String::new(),
+    let (f, pool) = validate(&state, body, None).await?;
+    let pool = match pool {
+        PoolChange::Replace(keys) => keys,
+        PoolChange::Keep => Vec::new(),
     };
     let pid = db::providers::new_id();
-    let row = NewProvider {
-        id: pid,
-        workspace_id: ws.id,
-        sealed: seal(&state, &key, pid, ws.id, &f)?,
-        key_last4: crypto::last4(&key),
-        kind: f.kind,
-        name: f.name,
-        base_url: f.base_url,
-        priority: f.priority,
-        weight: f.weight,
-        enabled: f.enabled,
-        models: f.models,
-        model_map: f.model_map,
-    };
+    let row = f.row(pid, ws.id);
     let mut client = state.pool.get().await.map_err(DbError::from)?;
     let tx = client.transaction().await.map_err(DbError::from)?;
-    let created: ProviderDto = db::providers::insert(&tx, &row)
+    let entry = db::providers::insert(&tx, &row)
         .await
-        .map_err(name_conflict)?
-        .into();
-    let entry = member.audit(
+        .map_err(name_conflict)?;
+    let sealed = seal_pool(&state, &pool, &entry.binding())?;
+    let keys = entry_keys::replace_all(&tx, ws.id, pid, &sealed).await?;
+    let created = ProviderDto::new(entry, keys);
+    let audit = member.audit(
         "provider.created",
         "provider",
         created.id,
         None,
         snapshot(&created),
     );
-    db::audit::record(&tx, &entry).await?;
+    db::audit::record(&tx, &audit).await?;
     tx.commit().await.map_err(DbError::from)?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-/// Change a provider entry; fields left out keep their value, `api_key` replaces the key.
-/// Changing `kind` or `base_url` requires `api_key` too (400 `api_key_required`).
+/// Change a provider entry; fields left out keep their value, `api_key` or `keys` replaces
+/// the whole pool of keys (`PATCH …/keys/{key_id}` and its neighbours change one key).
+/// Changing `kind` or `base_url` requires the pool again (400 `api_key_required`) unless
+/// the entry has no keys.
 #[utoipa::path(put, path = "/workspaces/{id}/providers/{pid}", tag = "providers", security(("bearer" = [])),
     params(("id" = String, Path, description = "workspace id"), ("pid" = String, Path, description = "provider entry id")),
     request_body = ProviderInput,
@@ -443,62 +542,51 @@ pub async fn update(
     let current = db::providers::get(&client, ws.id, pid)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let (f, key) = validate(&state, body, Some(&current)).await?;
-    // The sealed key is bound to where it is sent: moving it takes the key again, so a
-    // stolen admin token alone cannot point an existing key at another server.
-    let moved = f.kind != current.kind || f.base_url != current.base_url;
-    let key = match key {
-        KeyChange::Keep if moved && current.has_key() => {
-            return Err(ApiError::field_code(
-                "api_key_required",
-                "api_key",
-                "is required when kind or base_url changes",
-            ))
-        }
-        // No key to protect: the empty one is bound to the new place.
-        KeyChange::Keep if moved => Some(String::new()),
-        KeyChange::Keep => None,
-        KeyChange::Remove => Some(String::new()),
-        KeyChange::Set(k) => Some(k),
-    };
-    let (sealed, key_last4) = match key {
-        Some(k) => (seal(&state, &k, pid, ws.id, &f)?, crypto::last4(&k)),
-        None => (current.sealed.clone(), current.key_last4.clone()),
-    };
-    let row = NewProvider {
-        id: pid,
-        workspace_id: ws.id,
-        sealed,
-        key_last4,
-        kind: f.kind,
-        name: f.name,
-        base_url: f.base_url,
-        priority: f.priority,
-        weight: f.weight,
-        enabled: f.enabled,
-        models: f.models,
-        model_map: f.model_map,
-    };
-    let before = snapshot(&ProviderDto::from(current));
+    let current_keys = entry_keys::list_for_entry(&client, ws.id, pid).await?;
+    let (f, pool) = validate(&state, body, Some((&current, &current_keys))).await?;
+
     let tx = client.transaction().await.map_err(DbError::from)?;
-    let updated: ProviderDto = db::providers::update(&tx, &row)
+    // Taken again under the entry's lock: a key added meanwhile is seen.
+    let current = db::providers::lock(&tx, ws.id, pid)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let current_keys = entry_keys::list_for_entry(&tx, ws.id, pid).await?;
+    // The sealed keys are bound to where they are sent: moving them takes the keys again,
+    // so a stolen admin token alone cannot point existing keys at another server.
+    let moved = f.kind != current.kind || f.base_url != current.base_url;
+    if moved && matches!(pool, PoolChange::Keep) && !current_keys.is_empty() {
+        return Err(ApiError::field_code(
+            "api_key_required",
+            "api_key",
+            "is required when kind or base_url changes (or keys, the whole pool)",
+        ));
+    }
+    let before = snapshot(&ProviderDto::new(current, current_keys.clone()));
+    let updated = db::providers::update(&tx, &f.row(pid, ws.id))
         .await
         .map_err(name_conflict)?
-        .ok_or(ApiError::NotFound)?
-        .into();
-    let entry = member.audit(
+        .ok_or(ApiError::NotFound)?;
+    let keys = match pool {
+        PoolChange::Keep => current_keys,
+        PoolChange::Replace(pool) => {
+            let sealed = seal_pool(&state, &pool, &updated.binding())?;
+            entry_keys::replace_all(&tx, ws.id, pid, &sealed).await?
+        }
+    };
+    let updated = ProviderDto::new(updated, keys);
+    let audit = member.audit(
         "provider.updated",
         "provider",
         pid,
         before,
         snapshot(&updated),
     );
-    db::audit::record(&tx, &entry).await?;
+    db::audit::record(&tx, &audit).await?;
     tx.commit().await.map_err(DbError::from)?;
     Ok(Json(updated))
 }
 
-/// Remove a provider entry.
+/// Remove a provider entry and its keys.
 #[utoipa::path(delete, path = "/workspaces/{id}/providers/{pid}", tag = "providers", security(("bearer" = [])),
     params(("id" = String, Path, description = "workspace id"), ("pid" = String, Path, description = "provider entry id")),
     responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
@@ -510,15 +598,16 @@ pub async fn delete(
     let ws = &member.workspace;
     let pid = parse_id(&pid)?;
     let tx = client.transaction().await.map_err(DbError::from)?;
-    let current = db::providers::get(&tx, ws.id, pid)
+    let current = db::providers::lock(&tx, ws.id, pid)
         .await?
         .ok_or(ApiError::NotFound)?;
+    let keys = entry_keys::list_for_entry(&tx, ws.id, pid).await?;
     if !db::providers::delete(&tx, ws.id, pid).await? {
         return Err(ApiError::NotFound);
     }
-    let before = snapshot(&ProviderDto::from(current));
-    let entry = member.audit("provider.deleted", "provider", pid, before, None);
-    db::audit::record(&tx, &entry).await?;
+    let before = snapshot(&ProviderDto::new(current, keys));
+    let audit = member.audit("provider.deleted", "provider", pid, before, None);
+    db::audit::record(&tx, &audit).await?;
     tx.commit().await.map_err(DbError::from)?;
     Ok(StatusCode::NO_CONTENT)
 }

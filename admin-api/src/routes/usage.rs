@@ -28,6 +28,13 @@ pub struct TotalsDto {
     pub completion_tokens: i64,
     pub total_tokens: i64,
     pub cost_usd: f64,
+    /// Requests answered from the response cache (counted in `requests`; their tokens and
+    /// cost are not in the fields above, which count what providers served).
+    pub cache_hits: i64,
+    /// The tokens of the answers the cache served.
+    pub cache_hit_tokens: i64,
+    /// What the providers would have charged for the cache hits, USD.
+    pub cache_saved_usd: f64,
 }
 
 impl From<Totals> for TotalsDto {
@@ -39,6 +46,9 @@ impl From<Totals> for TotalsDto {
             completion_tokens: t.completion_tokens,
             total_tokens: t.total_tokens,
             cost_usd: usd(t.cost_nusd),
+            cache_hits: t.cache_hits,
+            cache_hit_tokens: t.cache_hit_tokens,
+            cache_saved_usd: usd(t.cache_saved_nusd),
         }
     }
 }

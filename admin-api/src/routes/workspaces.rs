@@ -1,6 +1,6 @@
 //! Workspaces the caller belongs to: list, create (caller becomes owner), get, rename and
-//! set the workspace's limits and routing (`PUT`, or `PATCH` for only the fields sent),
-//! delete.
+//! set the workspace's limits, routing, response cache and tracing (`PUT`, or `PATCH` for
+//! only the fields sent), empty its response cache, delete.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -13,7 +13,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::dto::{LimitsDto, ListOf, RoutingInput, WorkspaceDto};
+use super::dto::{CacheInput, LimitsDto, ListOf, RoutingInput, TracingDto, WorkspaceDto};
 use crate::access::{snapshot, Member};
 use crate::error::{ApiError, FieldErrors};
 use crate::extract::{ApiJson, AuthUser, Conn};
@@ -29,6 +29,10 @@ pub struct WorkspaceInput {
     pub limits: Option<LimitsDto>,
     /// How each priority's entries share its traffic (`PUT` only; absent: unchanged).
     pub routing: Option<RoutingInput>,
+    /// The response cache (`PUT` only; absent: unchanged).
+    pub cache: Option<CacheInput>,
+    /// What exported trace spans may carry (`PUT` only; absent: unchanged).
+    pub tracing: Option<TracingDto>,
 }
 
 /// `PATCH /workspaces/{id}`: only the fields sent change.
@@ -40,6 +44,8 @@ pub struct WorkspacePatch {
     pub name: Option<String>,
     pub limits: Option<LimitsDto>,
     pub routing: Option<RoutingInput>,
+    pub cache: Option<CacheInput>,
+    pub tracing: Option<TracingDto>,
 }
 
 fn parse_name(name: Option<&str>) -> Result<String, ApiError> {
@@ -97,10 +103,12 @@ async fn described(
     let mut dto = WorkspaceDto::from(ws);
     dto.limits = db::limits::workspace(db, id).await?.map(Into::into);
     dto.routing = Some(db::workspaces::routing(db, id).await?.into());
+    dto.cache = Some(db::workspaces::cache(db, id).await?.into());
+    dto.tracing = Some(db::workspaces::tracing(db, id).await?.into());
     Ok(dto)
 }
 
-/// Rename a workspace and set its limits and routing.
+/// Rename a workspace and set its limits, routing and response cache.
 #[utoipa::path(put, path = "/workspaces/{id}", tag = "workspaces", security(("bearer" = [])), request_body = WorkspaceInput,
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 200, body = WorkspaceDto), (status = 400, body = crate::error::ErrorBody),
@@ -115,11 +123,14 @@ pub async fn update(
         name: Some(name),
         limits: body.limits,
         routing: body.routing,
+        cache: body.cache,
+        tracing: body.tracing,
     };
     apply(&member, &mut client, patch).await.map(Json)
 }
 
-/// Change only the fields sent: name, limits, routing.
+/// Change only the fields sent: name, limits, routing, cache (and within routing and
+/// cache, only the fields sent).
 #[utoipa::path(patch, path = "/workspaces/{id}", tag = "workspaces", security(("bearer" = [])), request_body = WorkspacePatch,
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 200, body = WorkspaceDto), (status = 400, body = crate::error::ErrorBody),
@@ -151,6 +162,13 @@ async fn apply(
         .routing
         .as_ref()
         .map(|r| r.merge(current_routing, &mut errs));
+    let current_cache = db::workspaces::cache(&tx, ws.id).await?;
+    let cache = patch
+        .cache
+        .as_ref()
+        .map(|c| c.merge(current_cache, &mut errs));
+    let current_tracing = db::workspaces::tracing(&tx, ws.id).await?;
+    let tracing = patch.tracing.as_ref().map(|t| t.merge(current_tracing));
     errs.into_result()?;
     let before = described(&tx, ws.clone()).await?;
     if let Some(name) = &name {
@@ -161,6 +179,12 @@ async fn apply(
     }
     if let Some(routing) = routing.filter(|r| *r != current_routing) {
         db::workspaces::set_routing(&tx, ws.id, routing).await?;
+    }
+    if let Some(cache) = cache.filter(|c| *c != current_cache) {
+        db::workspaces::set_cache(&tx, ws.id, cache.mode, cache.ttl_seconds).await?;
+    }
+    if let Some(tracing) = tracing.filter(|t| *t != current_tracing) {
+        db::workspaces::set_tracing(&tx, ws.id, tracing).await?;
     }
     let current = db::workspaces::get_for_user(&tx, ws.id, member.user.id)
         .await?
@@ -176,6 +200,29 @@ async fn apply(
     db::audit::record(&tx, &entry).await?;
     tx.commit().await.map_err(DbError::from)?;
     Ok(dto)
+}
+
+/// Empty the workspace's response cache in every gateway: the workspace's cache
+/// generation, part of every cache key, moves on (gateways hear of it within a second), so
+/// no answer stored before is served again; the old entries age out.
+#[utoipa::path(delete, path = "/workspaces/{id}/cache", tag = "workspaces", security(("bearer" = [])),
+    params(("id" = String, Path, description = "workspace id")),
+    responses((status = 204, description = "the cache is empty"),
+              (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn purge_cache(member: Member, Conn(mut client): Conn) -> Result<StatusCode, ApiError> {
+    let ws = &member.workspace;
+    let tx = client.transaction().await.map_err(DbError::from)?;
+    let generation = db::workspaces::purge_cache(&tx, ws.id).await?;
+    let entry = member.audit(
+        "workspace.cache_purged",
+        "workspace",
+        ws.id,
+        None,
+        Some(serde_json::json!({ "cache_generation": generation })),
+    );
+    db::audit::record(&tx, &entry).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Serialize, ToSchema)]

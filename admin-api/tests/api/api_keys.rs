@@ -167,3 +167,54 @@ async fn keys_page_by_cursor_newest_first() {
         assert!(body["error"]["fields"][field].is_string(), "{q}: {body}");
     }
 }
+
+/// A key's cache mode: set on create, changed by `PUT`, read by gateways with the key.
+#[tokio::test]
+async fn a_key_carries_its_own_cache_mode() {
+    use perpetuo_core::db::api_keys::KeyCacheMode;
+    let app = TestApp::spawn().await;
+    let acc = app.signup("ck@example.com").await;
+    let base = format!("/workspaces/{}/api-keys", acc.workspace);
+    let (status, plain) = app.post(&base, &acc.token, json!({"name": "plain"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{plain}");
+    assert_eq!(plain["cache_mode"], "inherit");
+    let (status, created) = app
+        .post(
+            &base,
+            &acc.token,
+            json!({"name": "cached", "cache_mode": "opt_in"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["cache_mode"], "opt_in");
+    let url = format!("{base}/{}", created["id"].as_str().unwrap());
+    let (status, updated) = app
+        .put(&url, &acc.token, json!({"cache_mode": "off"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(updated["cache_mode"], "off");
+    let found = perpetuo_core::db::api_keys::find_by_hash(
+        &app.client().await,
+        &perpetuo_core::apikey::KeyHash::of(created["key"].as_str().unwrap()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(found.cache_mode, KeyCacheMode::Off);
+
+    for bad in [
+        json!({"name": "x", "cache_mode": "sometimes"}),
+        json!({"name": "x", "cache_mode": 1}),
+    ] {
+        let (status, body) = app.post(&base, &acc.token, bad.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad} → {body}");
+    }
+    let (_, body) = app
+        .post(
+            &base,
+            &acc.token,
+            json!({"name": "x", "cache_mode": "sometimes"}),
+        )
+        .await;
+    assert!(body["error"]["fields"]["cache_mode"].is_string(), "{body}");
+}

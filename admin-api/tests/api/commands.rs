@@ -236,25 +236,59 @@ async fn entry(db: &TestDb, key: &MasterKey, ws: Uuid, name: &str, aad: i16) -> 
         kind: ProviderKind::OpenaiCompatible,
         name: name.into(),
         base_url,
-        sealed,
-        key_last4: "xxxx".into(),
         priority: 1,
         weight: 1,
         enabled: true,
         models: vec![],
         model_map: BTreeMap::new(),
+        quota_rpm: None,
+        quota_tpm: None,
     };
     let client = db.pool.get().await.unwrap();
     db::providers::insert(&client, &row).await.unwrap();
+    let key = db::entry_keys::NewEntryKey {
+        id: db::entry_keys::new_id(),
+        label: "default".into(),
+        weight: 1,
+        enabled: true,
+        sealed,
+        key_last4: "xxxx".into(),
+    };
+    db::entry_keys::insert(&client, ws, id, &key).await.unwrap();
     id
 }
 
-/// Every entry's sealed columns, by id.
+/// Adds key `sk-<entry name>-<label>`, sealed under `key`, to the pool of `entry`.
+async fn pool_key(db: &TestDb, key: &MasterKey, ws: Uuid, entry: Uuid, label: &str) -> Uuid {
+    let client = db.pool.get().await.unwrap();
+    let row = db::providers::get(&client, ws, entry)
+        .await
+        .unwrap()
+        .unwrap();
+    let sealed = key
+        .seal(&format!("sk-{}-{label}", row.name), &row.binding())
+        .unwrap();
+    let new = db::entry_keys::NewEntryKey {
+        id: db::entry_keys::new_id(),
+        label: label.into(),
+        weight: 1,
+        enabled: true,
+        sealed,
+        key_last4: "xxxx".into(),
+    };
+    db::entry_keys::insert(&client, ws, entry, &new)
+        .await
+        .unwrap()
+        .id
+}
+
+/// Every pool key's sealed columns with its entry's id, by key id.
 async fn sealed_rows(db: &TestDb) -> Vec<(Uuid, Vec<u8>, Vec<u8>, i16)> {
     let client = db.pool.get().await.unwrap();
     client
         .query(
-            "SELECT id, sealed_key, key_nonce, aad_version FROM provider_keys ORDER BY id",
+            "SELECT entry_id, sealed_key, key_nonce, aad_version FROM provider_entry_keys
+             ORDER BY id",
             &[],
         )
         .await
@@ -264,18 +298,22 @@ async fn sealed_rows(db: &TestDb) -> Vec<(Uuid, Vec<u8>, Vec<u8>, i16)> {
         .collect()
 }
 
-/// Each entry's key as `key` opens it (by name), or the error.
+/// Each pool key as `key` opens it (by its entry's name, then its label), or the error.
 async fn opened(db: &TestDb, key: &MasterKey) -> Vec<(String, Result<String, SealError>)> {
     let client = db.pool.get().await.unwrap();
-    db::providers::all(&client)
+    db::entry_keys::all(&client)
         .await
         .unwrap()
         .into_iter()
-        .map(|e| {
+        .map(|b| {
             let got = key
-                .open(&e.sealed, &e.binding())
+                .open(&b.key.sealed, &b.binding())
                 .map(|k| k.expose().clone());
-            (e.name, got)
+            let name = match b.key.label.as_str() {
+                "default" => b.entry_name.clone(),
+                label => format!("{}/{label}", b.entry_name),
+            };
+            (name, got)
         })
         .collect()
 }
@@ -286,10 +324,12 @@ async fn rotate_master_key_reseals_every_key_under_the_new_key_once() {
     let (old_b64, old) = key_pair();
     let (new_b64, new) = key_pair();
     let ws = workspace(&db, "rotate@example.com").await;
-    entry(&db, &old, ws, "a", AAD_BOUND).await;
+    let a = entry(&db, &old, ws, "a", AAD_BOUND).await;
     entry(&db, &old, ws, "b", AAD_BOUND).await;
     entry(&db, &old, ws, "legacy", AAD_ENTRY_ID).await;
     let already = entry(&db, &new, ws, "fresh", AAD_BOUND).await;
+    // A pool of several keys: each is re-sealed.
+    pool_key(&db, &old, ws, a, "spare").await;
     let before = sealed_rows(&db).await;
 
     // Without the previous key there is nothing to rotate from: refused, nothing changes.
@@ -307,7 +347,7 @@ async fn rotate_master_key_reseals_every_key_under_the_new_key_once() {
     let run = admin(env.clone(), &["rotate-master-key"], "").await;
     assert!(run.ok, "{}", run.all());
     assert!(
-        run.stdout.contains(": 3 (already under it: 1)"),
+        run.stdout.contains(": 4 (already under it: 1)"),
         "{}",
         run.all()
     );
@@ -333,6 +373,7 @@ async fn rotate_master_key_reseals_every_key_under_the_new_key_once() {
         under_new,
         [
             ("a", "sk-a"),
+            ("a/spare", "sk-a-spare"),
             ("b", "sk-b"),
             ("fresh", "sk-fresh"),
             ("legacy", "sk-legacy")
@@ -351,7 +392,7 @@ async fn rotate_master_key_reseals_every_key_under_the_new_key_once() {
     let run = admin(env, &["rotate-master-key"], "").await;
     assert!(run.ok, "{}", run.all());
     assert!(
-        run.stdout.contains(": 0 (already under it: 4)"),
+        run.stdout.contains(": 0 (already under it: 5)"),
         "{}",
         run.all()
     );
@@ -408,6 +449,12 @@ async fn check_config_lists_every_problem_and_no_value() {
             "https://ok.example,bad\u{1}origin".to_string(),
         ),
         ("TRUSTED_PROXIES", "10.0.0.0/8, lb.internal".to_string()),
+        // Tracing's headers carry a credential: a malformed pair is named by position.
+        (
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "authorization=Bearer otel-secret-7c1d,otel-secret-pair-9f2a".to_string(),
+        ),
+        ("OTEL_TRACES_SAMPLER", "sometimes".to_string()),
     ];
     let run = admin(env, &["check-config"], "").await;
     assert!(!run.ok, "{}", run.all());
@@ -419,12 +466,14 @@ async fn check_config_lists_every_problem_and_no_value() {
         "ADMIN_ADDR:",
         "CORS_ALLOWED_ORIGINS:",
         "TRUSTED_PROXIES: `lb.internal` is not a CIDR",
+        "OTEL_EXPORTER_OTLP_HEADERS: pair 2 is not key=value",
+        "OTEL_TRACES_SAMPLER:",
         "database: not reachable",
     ] {
         assert!(run.stderr.contains(named), "{named} missing: {}", run.all());
     }
     assert!(
-        run.stderr.contains("configuration has 8 problems"),
+        run.stderr.contains("configuration has 10 problems"),
         "{}",
         run.all()
     );
@@ -434,6 +483,8 @@ async fn check_config_lists_every_problem_and_no_value() {
         "not-base64-master",
         "many",
         "perhaps",
+        "otel-secret",
+        "sometimes",
     ] {
         assert!(!run.all().contains(value), "{value} printed: {}", run.all());
     }
@@ -455,27 +506,47 @@ async fn check_config_checks_migrations_and_that_provider_keys_open() {
     let db = TestDb::new().await.unwrap();
     let (b64, key) = key_pair();
     let ws = workspace(&db, "check@example.com").await;
-    entry(&db, &key, ws, "good", AAD_BOUND).await;
+    let good = entry(&db, &key, ws, "good", AAD_BOUND).await;
+    pool_key(&db, &key, ws, good, "second").await;
 
     let run = admin(env_for(&db, &b64), &["check-config"], "").await;
     assert!(run.ok, "{}", run.all());
     assert!(run.stdout.contains("configuration OK"), "{}", run.all());
-    assert!(run.stdout.contains("1 provider keys open"), "{}", run.all());
+    assert!(run.stdout.contains("2 provider keys open"), "{}", run.all());
     assert!(!run.all().contains(&b64), "{}", run.all());
 
-    // A key sealed under another master key is named by its entry.
+    // A key sealed under another master key is named by its entry and label, in a pool
+    // whose other keys open.
     let (_, other) = key_pair();
-    let lost = entry(&db, &other, ws, "lost", AAD_BOUND).await;
+    pool_key(&db, &other, ws, good, "stray").await;
     let run = admin(env_for(&db, &b64), &["check-config"], "").await;
     assert!(!run.ok, "{}", run.all());
     assert!(
         run.stderr
-            .contains("PERPETUO_MASTER_KEY: 1 of 2 provider keys do not open"),
+            .contains("PERPETUO_MASTER_KEY: 1 of 3 provider keys do not open"),
+        "{}",
+        run.all()
+    );
+    assert!(
+        run.stderr.contains(&format!("`stray` of entry {good}")),
+        "{}",
+        run.all()
+    );
+    assert!(!run.all().contains("sk-good"), "{}", run.all());
+    let lost = entry(&db, &other, ws, "lost", AAD_BOUND).await;
+    let run = admin(env_for(&db, &b64), &["check-config"], "").await;
+    assert!(
+        run.stderr
+            .contains("PERPETUO_MASTER_KEY: 2 of 4 provider keys do not open"),
         "{}",
         run.all()
     );
     assert!(run.stderr.contains(&lost.to_string()), "{}", run.all());
     let client = db.pool.get().await.unwrap();
+    client
+        .execute("DELETE FROM provider_entry_keys WHERE label = 'stray'", &[])
+        .await
+        .unwrap();
     client
         .execute("DELETE FROM provider_keys WHERE id = $1", &[&lost])
         .await

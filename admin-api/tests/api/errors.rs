@@ -96,6 +96,10 @@ async fn openapi_lists_every_route() {
         ("/workspaces/{id}/providers", "post"),
         ("/workspaces/{id}/providers/{pid}", "put"),
         ("/workspaces/{id}/providers/{pid}", "delete"),
+        ("/workspaces/{id}/providers/{pid}/keys", "get"),
+        ("/workspaces/{id}/providers/{pid}/keys", "post"),
+        ("/workspaces/{id}/providers/{pid}/keys/{key_id}", "patch"),
+        ("/workspaces/{id}/providers/{pid}/keys/{key_id}", "delete"),
         ("/workspaces/{id}/api-keys", "get"),
         ("/workspaces/{id}/api-keys", "post"),
         ("/workspaces/{id}/api-keys/{kid}/revoke", "post"),
@@ -113,6 +117,7 @@ async fn openapi_lists_every_route() {
         ("/auth/password-reset/confirm", "post"),
         ("/invitations/accept", "post"),
         ("/workspaces/{id}", "delete"),
+        ("/workspaces/{id}/cache", "delete"),
         ("/workspaces/{id}/members", "get"),
         ("/workspaces/{id}/members/{uid}", "put"),
         ("/workspaces/{id}/members/{uid}", "delete"),
@@ -294,7 +299,8 @@ async fn every_write_refuses_unknown_fields_and_its_schema_says_so() {
                 .replace("{pid}", &other)
                 .replace("{kid}", &other)
                 .replace("{uid}", &other)
-                .replace("{iid}", &other);
+                .replace("{iid}", &other)
+                .replace("{key_id}", &other);
             let method: Method = method.to_uppercase().parse().unwrap();
             let (status, body) = app
                 .raw(

@@ -58,6 +58,7 @@ fn settings_of(key: &Value) -> Value {
         "expires_at": key["expires_at"],
         "label": key["label"],
         "owner_email": key["owner_email"],
+        "cache_mode": key["cache_mode"],
     })
 }
 
@@ -86,7 +87,7 @@ async fn limits_an_admin_set_on_a_members_key_bind_the_member() {
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(
         created["set_by"],
-        json!({"limits": "member", "allowed_models": "member", "expires_at": "member"})
+        json!({"limits": "member", "allowed_models": "member", "expires_at": "member", "cache_mode": "member"})
     );
     let id = created["id"].as_str().unwrap().to_string();
     let url = format!("{}/{id}", t.keys());
@@ -104,7 +105,7 @@ async fn limits_an_admin_set_on_a_members_key_bind_the_member() {
     assert_eq!(status, StatusCode::OK, "{b}");
     assert_eq!(
         b["set_by"],
-        json!({"limits": "admin", "allowed_models": "member", "expires_at": "member"})
+        json!({"limits": "admin", "allowed_models": "member", "expires_at": "member", "cache_mode": "member"})
     );
     let governed = key(&app, &t, &id).await;
 
@@ -156,7 +157,57 @@ async fn limits_an_admin_set_on_a_members_key_bind_the_member() {
     assert_eq!(status, StatusCode::OK, "{b}");
     assert_eq!(
         b["set_by"],
-        json!({"limits": "admin", "allowed_models": "member", "expires_at": "admin"})
+        json!({"limits": "admin", "allowed_models": "member", "expires_at": "admin", "cache_mode": "member"})
+    );
+}
+
+/// A key's cache mode is governed like its limits: a member turns the cache on or off for
+/// their own key, unless an admin or owner set the key's mode.
+#[tokio::test]
+async fn a_cache_mode_an_admin_set_binds_the_member() {
+    let app = TestApp::spawn().await;
+    let t = Team::new(&app).await;
+    let (status, created) = app
+        .post(&t.keys(), &t.member.token, json!({"name": "mine"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["cache_mode"], "inherit");
+    let url = format!("{}/{}", t.keys(), created["id"].as_str().unwrap());
+
+    let mut on = settings_of(&created);
+    on["cache_mode"] = json!("on");
+    let (status, b) = app.put(&url, &t.member.token, on).await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    assert_eq!(b["cache_mode"], "on");
+
+    let mut off = settings_of(&b);
+    off["cache_mode"] = json!("off");
+    let (status, b) = app.put(&url, &t.admin.token, off).await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    assert_eq!(b["set_by"]["cache_mode"], "admin");
+    let governed = key(&app, &t, created["id"].as_str().unwrap()).await;
+    for mode in ["on", "opt_in", "inherit"] {
+        let mut s = settings_of(&governed);
+        s["cache_mode"] = json!(mode);
+        let (status, e) = app.put(&url, &t.member.token, s).await;
+        assert_eq!(
+            (status, error_code(&e)),
+            (StatusCode::FORBIDDEN, "governed_by_admin"),
+            "{e}"
+        );
+        assert!(e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cache_mode"));
+    }
+    // Left out of a member's PUT, it would go back to `inherit`: refused as well.
+    let mut s = settings_of(&governed);
+    s.as_object_mut().unwrap().remove("cache_mode");
+    let (status, _) = app.put(&url, &t.member.token, s).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        key(&app, &t, created["id"].as_str().unwrap()).await,
+        governed
     );
 }
 
@@ -248,12 +299,12 @@ async fn keys_from_before_the_upgrade_keep_what_an_admin_set() {
     let governed = key(&app, &t, governed["id"].as_str().unwrap()).await;
     assert_eq!(
         governed["set_by"],
-        json!({"limits": "admin", "allowed_models": null, "expires_at": null})
+        json!({"limits": "admin", "allowed_models": null, "expires_at": null, "cache_mode": "member"})
     );
     let free = key(&app, &t, free["id"].as_str().unwrap()).await;
     assert_eq!(
         free["set_by"],
-        json!({"limits": null, "allowed_models": null, "expires_at": null})
+        json!({"limits": null, "allowed_models": null, "expires_at": null, "cache_mode": "member"})
     );
     let mut loose = settings_of(&governed);
     loose["limits"] = json!({});

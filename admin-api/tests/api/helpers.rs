@@ -32,6 +32,7 @@ pub fn config(db: &TestDb, master_key: &MasterKey, allowed: &str) -> Config {
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         gateway_addr: "127.0.0.1:8000".parse().unwrap(),
         gateway_public_url: None,
+        trace_url_template: None,
         allowed_private_upstreams: allowed.parse().unwrap(),
         cors_allowed_origins: String::new(),
         trusted_proxies: Default::default(),
@@ -47,6 +48,7 @@ pub fn config(db: &TestDb, master_key: &MasterKey, allowed: &str) -> Config {
             ..AuthSettings::default()
         },
         teams: TeamSettings::default(),
+        tracing: Default::default(),
     }
 }
 
@@ -132,6 +134,10 @@ impl TestApp {
 
     pub async fn put(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
         self.raw(Method::PUT, path, Some(token), Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.raw(Method::PATCH, path, Some(token), Some(body)).await
     }
 
     pub async fn delete(&self, path: &str, token: &str) -> (StatusCode, Value) {

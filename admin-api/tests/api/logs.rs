@@ -49,6 +49,12 @@ pub fn record(
             })
             .unwrap_or_default(),
         note: None,
+        cache: None,
+        cache_saved_nusd: None,
+        provider_key_id: None,
+        provider_key_label: None,
+        skipped: Vec::new(),
+        trace_id: None,
     }
 }
 
@@ -415,4 +421,66 @@ async fn a_record_written_twice_is_one_row_and_counted_once() {
         .await;
     assert_eq!(usage["totals"]["requests"], 1);
     assert_eq!(usage["totals"]["total_tokens"], 15);
+}
+
+#[tokio::test]
+async fn rows_say_what_the_cache_did_and_filter_by_it() {
+    use perpetuo_core::db::logs::CacheResult;
+    let app = TestApp::spawn().await;
+    let acc = app.signup("cached@example.com").await;
+    let ws = Uuid::parse_str(&acc.workspace).unwrap();
+    let now = OffsetDateTime::now_utc();
+    let mut rows = Vec::new();
+    for (i, cache) in [
+        None,
+        Some(CacheResult::Miss),
+        Some(CacheResult::Hit),
+        Some(CacheResult::Bypass),
+        Some(CacheResult::Hit),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = record(ws, now - Duration::seconds(i as i64), None, "gpt-4o", 200);
+        r.cache = cache;
+        if cache == Some(CacheResult::Hit) {
+            r.cost_nusd = Some(0);
+            r.cache_saved_nusd = Some(1_500);
+        }
+        rows.push(r);
+    }
+    let mut client = app.client().await;
+    insert_batch(&mut client, &rows).await.unwrap();
+    let base = format!("/workspaces/{}/logs", acc.workspace);
+
+    let (status, page) = app.get(&base, &acc.token).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let shown: Vec<(Value, Value)> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["cache"].clone(), r["cache_saved_usd"].clone()))
+        .collect();
+    assert_eq!(
+        shown,
+        vec![
+            (Value::Null, Value::Null),
+            (json!("miss"), Value::Null),
+            (json!("hit"), json!(1.5e-6)),
+            (json!("bypass"), Value::Null),
+            (json!("hit"), json!(1.5e-6)),
+        ]
+    );
+    let (status, hits) = app
+        .get(&format!("{base}?cache=hit&count=true"), &acc.token)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{hits}");
+    assert_eq!(
+        ids(&hits),
+        expected(&rows, |r| r.cache == Some(CacheResult::Hit))
+    );
+    assert_eq!(hits["total"], 2);
+    let (status, body) = app.get(&format!("{base}?cache=stale"), &acc.token).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"]["fields"]["cache"].is_string(), "{body}");
 }

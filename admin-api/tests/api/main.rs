@@ -14,6 +14,7 @@ mod invitations;
 mod limits;
 mod logs;
 mod openapi;
+mod pools;
 mod providers;
 mod sessions;
 mod statement_timeout;

@@ -27,12 +27,18 @@ const REQUIRED: &[(&str, &str, &[&str])] = &[
     ("post", "/workspaces", &["name"]),
     ("put", "/workspaces/{id}", &["name"]),
     ("patch", "/workspaces/{id}", &[]),
+    ("post", "/workspaces/{id}/providers", &["kind", "name"]),
+    ("put", "/workspaces/{id}/providers/{pid}", &[]),
     (
         "post",
-        "/workspaces/{id}/providers",
-        &["kind", "name", "api_key"],
+        "/workspaces/{id}/providers/{pid}/keys",
+        &["key", "label"],
     ),
-    ("put", "/workspaces/{id}/providers/{pid}", &[]),
+    (
+        "patch",
+        "/workspaces/{id}/providers/{pid}/keys/{key_id}",
+        &[],
+    ),
     ("post", "/workspaces/{id}/api-keys", &["name"]),
     ("put", "/workspaces/{id}/api-keys/{kid}", &[]),
     ("post", "/workspaces/{id}/invitations", &["email", "role"]),
@@ -193,4 +199,71 @@ async fn the_log_listing_documents_cursor_paging() {
     }
     let page = &props.iter().find(|(n, _)| n == "page").unwrap().1;
     assert_eq!(page["deprecated"], true);
+}
+
+/// The pool of keys as documented: at most 32 in a body, strict key and quota bodies, and
+/// answers that carry the keys, the quota and each key's status.
+#[tokio::test]
+async fn key_pools_and_quotas_are_documented() {
+    let app = TestApp::spawn().await;
+    let (_, doc) = app.raw(Method::GET, "/openapi.json", None, None).await;
+    let schemas = &doc["components"]["schemas"];
+    for body in ["ProviderInput", "ProviderCreate"] {
+        let keys = &schemas[body]["properties"]["keys"];
+        assert_eq!(keys["maxItems"], 32, "{body}: {keys}");
+        assert!(
+            schemas[body]["properties"]["quota"].is_object(),
+            "{body} has no quota"
+        );
+    }
+    assert!(schemas["ProviderCreate"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("`keys`"));
+    for strict in ["KeyInput", "NewKeyInput", "KeyPatch", "QuotaInput"] {
+        assert_eq!(
+            schemas[strict]["additionalProperties"], false,
+            "{strict}: {}",
+            schemas[strict]
+        );
+    }
+    let (mut required, mut props) = (Vec::new(), Vec::new());
+    fields(&doc, &schemas["ProviderDto"], &mut required, &mut props);
+    for name in ["keys", "quota", "key_last4", "has_key"] {
+        assert!(required.iter().any(|r| r == name), "ProviderDto.{name}");
+    }
+    let (mut required, mut props) = (Vec::new(), Vec::new());
+    fields(&doc, &schemas["KeyStatusDto"], &mut required, &mut props);
+    required.sort();
+    assert_eq!(
+        required,
+        [
+            "breaker",
+            "gateways",
+            "remaining_requests",
+            "remaining_tokens",
+            "requests_24h",
+            "reset_at",
+            "share"
+        ]
+    );
+    let list = &doc["paths"]["/workspaces/{id}/providers/{pid}/keys"]["get"];
+    assert_eq!(list["x-required-role"], "member");
+    for (method, path) in [
+        ("post", "/workspaces/{id}/providers/{pid}/keys"),
+        ("patch", "/workspaces/{id}/providers/{pid}/keys/{key_id}"),
+        ("delete", "/workspaces/{id}/providers/{pid}/keys/{key_id}"),
+    ] {
+        assert_eq!(
+            doc["paths"][path][method]["x-required-role"], "admin",
+            "{method} {path}"
+        );
+    }
+    let (mut required, mut props) = (Vec::new(), Vec::new());
+    fields(&doc, &schemas["LogDto"], &mut required, &mut props);
+    for name in ["provider_key_id", "provider_key_label", "skipped"] {
+        assert!(required.iter().any(|r| r == name), "LogDto.{name}");
+        let prop = &props.iter().find(|(n, _)| n == name).unwrap().1;
+        assert!(nullable(prop), "LogDto.{name}: {prop}");
+    }
 }

@@ -32,17 +32,30 @@ async fn create_update_delete_with_write_only_key() {
     assert!(!p.to_string().contains("very-secret"));
     let pid = p["id"].as_str().unwrap().to_string();
 
+    assert_eq!(p["has_key"], true);
+    assert_eq!(p["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(p["keys"][0]["label"], "default", "api_key is a pool of one");
+    assert_eq!(p["keys"][0]["key_last4"], "9876");
+    assert_eq!(p["quota"], json!({"rpm": null, "tpm": null}));
+
     // The database holds only sealed bytes, which open with the master key.
     let db = app.client().await;
     let row = db
         .query_one(
-            "SELECT sealed_key, key_nonce, key_version, aad_version, t::text FROM provider_keys t",
+            "SELECT sealed_key, key_nonce, key_version, aad_version, t::text
+             FROM provider_entry_keys t",
             &[],
         )
         .await
         .unwrap();
     let whole_row: String = row.get(4);
     assert!(!whole_row.contains("very-secret"));
+    let entry_row: String = db
+        .query_one("SELECT t::text FROM provider_keys t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!entry_row.contains("very-secret"));
     let sealed = Sealed {
         ciphertext: row.get(0),
         nonce: row.get(1),
@@ -339,6 +352,22 @@ async fn writes_notify_gateways() {
     .await;
     let msg: serde_json::Value = serde_json::from_str(&recv(&mut rx).await).unwrap();
     assert_eq!(msg["table"], "provider_keys");
+    // A change of one pool key reaches the gateways as a change of its entry.
+    let (status, _) = app
+        .post(
+            &format!(
+                "/workspaces/{}/providers/{}/keys",
+                acc.workspace,
+                p["id"].as_str().unwrap()
+            ),
+            &acc.token,
+            json!({"key": "k2", "label": "second"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let msg: serde_json::Value = serde_json::from_str(&recv(&mut rx).await).unwrap();
+    assert_eq!(msg["table"], "provider_keys");
+    assert_eq!(msg["workspace_id"], acc.workspace.as_str());
 
     app.post(
         &format!(
@@ -362,13 +391,20 @@ async fn recv(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
         .expect("listener alive")
 }
 
-/// The entry's row as the gateway reads it, and whether its key opens there.
+/// The entry's first key as the gateway reads it, and whether it opens there ("" for an
+/// entry without keys).
 async fn opens(app_key: &MasterKey, db: &TestDb, ws: Uuid, id: Uuid) -> Result<String, SealError> {
     let client = db.pool.get().await.unwrap();
     let row = db::providers::get(&client, ws, id).await.unwrap().unwrap();
-    app_key
-        .open(&row.sealed, &row.binding())
-        .map(|k| k.expose().clone())
+    let keys = db::entry_keys::list_for_entry(&client, ws, id)
+        .await
+        .unwrap();
+    match keys.first() {
+        Some(k) => app_key
+            .open(&k.sealed, &row.binding())
+            .map(|k| k.expose().clone()),
+        None => Ok(String::new()),
+    }
 }
 
 #[tokio::test]
@@ -454,6 +490,7 @@ async fn an_openai_compatible_server_that_needs_no_key_gets_an_entry_without_one
     assert_eq!(status, StatusCode::CREATED, "{p}");
     assert_eq!(p["has_key"], false);
     assert_eq!(p["key_last4"], "");
+    assert_eq!(p["keys"], json!([]));
     let id = Uuid::parse_str(p["id"].as_str().unwrap()).unwrap();
     let url = format!("{base}/{id}");
     assert_eq!(opens(&app.master_key, &app.db, ws, id).await.unwrap(), "");
@@ -587,11 +624,12 @@ async fn a_sealed_key_moved_in_the_database_does_not_open() {
         opens(&app.master_key, &app.db, ws, b).await,
         Err(SealError::Open)
     );
-    // Another workspace's row, same kind and base URL, given a's sealed key.
+    // Another workspace's key, same kind and base URL, given a's sealed key.
     db.execute(
-        "UPDATE provider_keys SET (sealed_key, key_nonce, aad_version) =
-             (SELECT sealed_key, key_nonce, aad_version FROM provider_keys WHERE id = $1)
-         WHERE id = $2",
+        "UPDATE provider_entry_keys SET (sealed_key, key_nonce, aad_version) =
+             (SELECT sealed_key, key_nonce, aad_version FROM provider_entry_keys
+              WHERE entry_id = $1)
+         WHERE entry_id = $2",
         &[&a, &c],
     )
     .await
@@ -621,23 +659,35 @@ async fn old_format_entry(db: &TestDb, key: &MasterKey, ws: Uuid, name: &str) ->
         kind: ProviderKind::OpenaiCompatible,
         name: name.into(),
         base_url,
-        sealed,
-        key_last4: "xxxx".into(),
         priority: 1,
         weight: 1,
         enabled: true,
         models: vec![],
         model_map: Default::default(),
+        quota_rpm: None,
+        quota_tpm: None,
     };
     let client = db.pool.get().await.unwrap();
     db::providers::insert(&client, &row).await.unwrap();
+    let key = db::entry_keys::NewEntryKey {
+        id: db::entry_keys::new_id(),
+        label: "default".into(),
+        weight: 1,
+        enabled: true,
+        sealed,
+        key_last4: "xxxx".into(),
+    };
+    db::entry_keys::insert(&client, ws, id, &key).await.unwrap();
     id
 }
 
 async fn aad_versions(db: &TestDb) -> Vec<i16> {
     let client = db.pool.get().await.unwrap();
     client
-        .query("SELECT aad_version FROM provider_keys ORDER BY id", &[])
+        .query(
+            "SELECT aad_version FROM provider_entry_keys ORDER BY id",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -679,7 +729,7 @@ async fn old_format_rows_are_resealed_at_start_and_by_migrate() {
     assert_eq!(opens(&key, &db, ws, b).await.unwrap(), "sk-b");
     let mut client = db.pool.get().await.unwrap();
     assert_eq!(
-        db::providers::reseal_old_formats(&mut client, &key)
+        db::entry_keys::reseal_old_formats(&mut client, &key)
             .await
             .unwrap(),
         0
@@ -706,7 +756,7 @@ async fn reseal_is_all_or_nothing() {
     let client = db.pool.get().await.unwrap();
     client
         .execute(
-            "UPDATE provider_keys SET sealed_key = '\\x00' || sealed_key WHERE id = $1",
+            "UPDATE provider_entry_keys SET sealed_key = '\\x00' || sealed_key WHERE entry_id = $1",
             &[&b],
         )
         .await

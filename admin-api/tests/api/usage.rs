@@ -142,3 +142,75 @@ async fn totals_series_and_breakdown() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["error"]["fields"]["from"].is_string());
 }
+
+/// Rows the cache answered count as requests; their tokens and savings are reported apart
+/// from what providers served and charged.
+#[tokio::test]
+async fn cache_hits_are_reported_apart_from_provider_usage() {
+    use perpetuo_core::db::logs::CacheResult;
+    let app = TestApp::spawn().await;
+    let acc = app.signup("hits@example.com").await;
+    let ws = Uuid::parse_str(&acc.workspace).unwrap();
+    let hour = OffsetDateTime::now_utc().replace_time(time::Time::MIDNIGHT) - Duration::days(1);
+    let miss = {
+        let mut r = record(
+            ws,
+            hour + Duration::minutes(1),
+            Some(Uuid::now_v7()),
+            "gpt-4o",
+            200,
+        );
+        r.cache = Some(CacheResult::Miss);
+        r
+    };
+    let hit = |minute: i64, saved: i64| {
+        let mut r = record(ws, hour + Duration::minutes(minute), None, "gpt-4o", 200);
+        r.provider_name = None;
+        r.provider_kind = None;
+        r.attempts = Vec::new();
+        r.cost_nusd = Some(0);
+        r.cache = Some(CacheResult::Hit);
+        r.cache_saved_nusd = Some(saved);
+        r
+    };
+    let rows = vec![miss, hit(2, 1_500), hit(3, 2_500_000_000)];
+    let mut client = app.client().await;
+    insert_batch(&mut client, &rows).await.unwrap();
+
+    let range = format!("from={}&to={}", rfc(hour), rfc(hour + Duration::days(1)));
+    let base = format!("/workspaces/{}/usage", acc.workspace);
+    let (status, u) = app.get(&format!("{base}?{range}"), &acc.token).await;
+    assert_eq!(status, StatusCode::OK, "{u}");
+    let t = &u["totals"];
+    assert_eq!(t["requests"], 3);
+    assert_eq!(t["total_tokens"], 15, "only the provider's answer");
+    assert_eq!(t["cost_usd"], 1.5e-6);
+    assert_eq!(t["cache_hits"], 2);
+    assert_eq!(t["cache_hit_tokens"], 30);
+    assert_eq!(t["cache_saved_usd"], 2.5000015);
+    let pick = |v: &serde_json::Value, fields: &[&str]| -> Vec<serde_json::Value> {
+        fields.iter().map(|f| v[*f].clone()).collect()
+    };
+    let first = &u["series"][0];
+    assert_eq!(
+        pick(first, &["requests", "cache_hits", "cache_hit_tokens"]),
+        [3, 2, 30],
+        "{first}"
+    );
+    assert_eq!(u["series"][1]["cache_hits"], 0);
+
+    let (status, b) = app
+        .get(&format!("{base}/by-provider?{range}"), &acc.token)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    let cached = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["provider_id"].is_null())
+        .unwrap();
+    assert_eq!(
+        pick(cached, &["requests", "cache_hits", "total_tokens"]),
+        [2, 2, 0]
+    );
+}

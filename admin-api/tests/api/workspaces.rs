@@ -167,11 +167,10 @@ async fn patch_changes_only_what_it_carries_and_routing_is_a_setting_of_the_work
         .await;
     assert_eq!(status, StatusCode::OK);
     let (status, ws) = app
-        .raw(
-            Method::PATCH,
+        .patch(
             &url,
-            Some(&acc.token),
-            Some(json!({"routing": {"strategy": "latency"}})),
+            &acc.token,
+            json!({"routing": {"strategy": "latency"}}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{ws}");
@@ -182,12 +181,7 @@ async fn patch_changes_only_what_it_carries_and_routing_is_a_setting_of_the_work
     assert_eq!(got["routing"]["strategy"], "latency");
     // One routing field sent: the other keeps its value.
     let (status, ws) = app
-        .raw(
-            Method::PATCH,
-            &url,
-            Some(&acc.token),
-            Some(json!({"routing": {"sticky": true}})),
-        )
+        .patch(&url, &acc.token, json!({"routing": {"sticky": true}}))
         .await;
     assert_eq!(status, StatusCode::OK, "{ws}");
     assert_eq!(
@@ -202,9 +196,7 @@ async fn patch_changes_only_what_it_carries_and_routing_is_a_setting_of_the_work
         ),
         (json!({"name": " "}), "name"),
     ] {
-        let (status, body) = app
-            .raw(Method::PATCH, &url, Some(&acc.token), Some(bad.clone()))
-            .await;
+        let (status, body) = app.patch(&url, &acc.token, bad.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad} → {body}");
         assert!(body["error"]["fields"][field].is_string(), "{bad} → {body}");
     }
@@ -221,4 +213,213 @@ async fn patch_changes_only_what_it_carries_and_routing_is_a_setting_of_the_work
         .iter()
         .any(|e| e["action"] == "workspace.updated"
             && e["after"]["routing"]["strategy"] == "latency"));
+}
+
+#[tokio::test]
+async fn the_cache_is_a_setting_of_the_workspace_changed_like_routing() {
+    let app = TestApp::spawn().await;
+    let acc = app.signup("cache@example.com").await;
+    let url = format!("/workspaces/{}", acc.workspace);
+    let (_, ws) = app.get(&url, &acc.token).await;
+    assert_eq!(
+        ws["cache"],
+        json!({"mode": "off", "ttl_seconds": 3600}),
+        "{ws}"
+    );
+
+    let (status, ws) = app
+        .put(
+            &url,
+            &acc.token,
+            json!({"name": "Prod", "cache": {"mode": "on", "ttl_seconds": 600}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ws}");
+    assert_eq!(ws["cache"], json!({"mode": "on", "ttl_seconds": 600}));
+    // One cache field sent: the other keeps its value, and so do the other settings.
+    let (status, ws) = app
+        .patch(&url, &acc.token, json!({"cache": {"mode": "opt_in"}}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ws}");
+    assert_eq!(ws["cache"], json!({"mode": "opt_in", "ttl_seconds": 600}));
+    assert_eq!(ws["name"], "Prod");
+    let (status, ws) = app
+        .patch(
+            &url,
+            &acc.token,
+            json!({"cache": {"ttl_seconds": 2_592_000}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ws}");
+    let (_, got) = app.get(&url, &acc.token).await;
+    assert_eq!(
+        got["cache"],
+        json!({"mode": "opt_in", "ttl_seconds": 2_592_000})
+    );
+    let stored =
+        perpetuo_core::db::workspaces::cache(&app.client().await, acc.workspace.parse().unwrap())
+            .await
+            .unwrap();
+    assert_eq!(
+        (stored.mode.as_str(), stored.ttl_seconds),
+        ("opt_in", 2_592_000)
+    );
+
+    for (bad, field) in [
+        (json!({"cache": {"ttl_seconds": 0}}), "cache.ttl_seconds"),
+        (
+            json!({"cache": {"ttl_seconds": 2_592_001}}),
+            "cache.ttl_seconds",
+        ),
+        (
+            json!({"cache": {"ttl_seconds": 1u64 << 40}}),
+            "cache.ttl_seconds",
+        ),
+        (json!({"cache": {"mode": "inherit"}}), "cache.mode"),
+    ] {
+        let (status, body) = app.patch(&url, &acc.token, bad.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad} → {body}");
+        assert!(body["error"]["fields"][field].is_string(), "{bad} → {body}");
+    }
+    let (status, body) = app
+        .patch(
+            &url,
+            &acc.token,
+            json!({"cache": {"mode": "on", "size": 1}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_code(&body), "unknown_field");
+    let (_, got) = app.get(&url, &acc.token).await;
+    assert_eq!(
+        got["cache"],
+        json!({"mode": "opt_in", "ttl_seconds": 2_592_000}),
+        "a refused change changes nothing"
+    );
+    let (_, audit) = app.get(&format!("{url}/audit"), &acc.token).await;
+    assert!(audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "workspace.updated"
+            && e["before"]["cache"]["mode"] == "on"
+            && e["after"]["cache"]["mode"] == "opt_in"));
+}
+
+#[tokio::test]
+async fn admins_purge_the_cache_by_moving_its_generation_on() {
+    use perpetuo_core::db::workspaces::{self, Role};
+    let app = TestApp::spawn().await;
+    let owner = app.signup("owner@example.com").await;
+    let id: uuid::Uuid = owner.workspace.parse().unwrap();
+    let mut by_role = Vec::new();
+    for (email, role) in [
+        ("admin@example.com", Role::Admin),
+        ("member@example.com", Role::Member),
+        ("viewer@example.com", Role::Viewer),
+    ] {
+        let acc = app.signup(email).await;
+        workspaces::add_member(&app.client().await, id, acc.user_id.parse().unwrap(), role)
+            .await
+            .unwrap();
+        by_role.push((role, acc));
+    }
+    let url = format!("/workspaces/{id}/cache");
+    let generation = || async {
+        workspaces::cache(&app.client().await, id)
+            .await
+            .unwrap()
+            .generation
+    };
+    assert_eq!(generation().await, 0);
+
+    for (role, acc) in &by_role {
+        let (status, body) = app.delete(&url, &acc.token).await;
+        if *role >= Role::Admin {
+            assert_eq!(status, StatusCode::NO_CONTENT, "{role}: {body}");
+        } else {
+            assert_eq!(status, StatusCode::FORBIDDEN, "{role}: {body}");
+            assert_eq!(error_code(&body), "insufficient_role");
+        }
+    }
+    assert_eq!(generation().await, 1, "only the admin's purge counted");
+    let (status, _) = app.delete(&url, &owner.token).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(generation().await, 2);
+    // Someone else's workspace is not there at all.
+    let stranger = app.signup("stranger@example.com").await;
+    let (status, _) = app.delete(&url, &stranger.token).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(generation().await, 2);
+
+    let (_, audit) = app
+        .get(
+            &format!("/workspaces/{id}/audit?action=workspace.cache_purged"),
+            &owner.token,
+        )
+        .await;
+    let generations: Vec<&serde_json::Value> = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["after"]["cache_generation"])
+        .collect();
+    assert_eq!(generations, vec![&json!(2), &json!(1)], "{audit}");
+}
+
+#[tokio::test]
+async fn tracing_content_capture_is_off_until_the_workspace_opts_in() {
+    let app = TestApp::spawn().await;
+    let acc = app.signup("traces@example.com").await;
+    let url = format!("/workspaces/{}", acc.workspace);
+    let (_, ws) = app.get(&url, &acc.token).await;
+    assert_eq!(ws["tracing"], json!({"capture_content": false}), "{ws}");
+    let (status, ws) = app
+        .patch(
+            &url,
+            &acc.token,
+            json!({"tracing": {"capture_content": true}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ws}");
+    assert_eq!(ws["tracing"]["capture_content"], true);
+    assert_eq!(
+        ws["routing"]["strategy"], "weighted",
+        "nothing else changed"
+    );
+    let (_, got) = app.get(&url, &acc.token).await;
+    assert_eq!(got["tracing"]["capture_content"], true);
+    // An empty tracing object keeps the value; an unknown field is refused.
+    let (status, ws) = app.patch(&url, &acc.token, json!({"tracing": {}})).await;
+    assert_eq!(
+        (status, ws["tracing"]["capture_content"].clone()),
+        (StatusCode::OK, json!(true))
+    );
+    let (status, err) = app
+        .patch(&url, &acc.token, json!({"tracing": {"capture": true}}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    // The gateways hear of the change as they hear of routing changes.
+    let notified: bool = app
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) = 1 FROM pg_trigger WHERE tgname = 'workspaces_tracing_notify'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(notified);
+}
+
+#[tokio::test]
+async fn meta_gives_the_dashboard_the_trace_link_template() {
+    let app = TestApp::spawn().await;
+    let (_, meta) = app.raw(Method::GET, "/meta", None, None).await;
+    assert_eq!(meta["trace_url_template"], serde_json::Value::Null);
+    let template = "https://tempo.example/explore?traceId={trace_id}";
+    let app = TestApp::spawn_configured(|c| c.trace_url_template = Some(template.into())).await;
+    let (_, meta) = app.raw(Method::GET, "/meta", None, None).await;
+    assert_eq!(meta["trace_url_template"], template);
 }

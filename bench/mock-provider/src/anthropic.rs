@@ -19,6 +19,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::agent::Wire;
 use crate::behavior::Behavior;
 use crate::openai::{content_pieces_of, CONTENT_PIECES, TOKENS_PER_MESSAGE};
 use crate::record::RecordedRequest;
@@ -309,7 +310,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 
 /// The error response for [`Behavior::Status`]; `429` also carries `retry-after: 1`
 /// and rate-limit headers.
-fn status_error(status: u16, model: &str) -> Response {
+pub(crate) fn status_error(status: u16, model: &str) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let message = match status.as_u16() {
         400 => "Invalid request: the mock provider was asked to reject it.".to_owned(),
@@ -400,6 +401,10 @@ async fn messages_response(shared: Arc<Shared>, json: Option<Value>) -> Response
             return invalid_request("max_tokens: Input should be a valid integer")
         }
         Some(_) => {}
+    }
+    if let Some(script) = &shared.config.agent {
+        let stream = json.get("stream").and_then(Value::as_bool) == Some(true);
+        return crate::agent::answer(&shared, script, Wire::Messages, &json, model, stream);
     }
     let behavior = shared.behavior_for(model);
     if let Behavior::Status(status) = behavior {

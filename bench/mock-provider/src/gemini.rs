@@ -19,6 +19,7 @@ use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::agent::Wire;
 use crate::behavior::Behavior;
 use crate::openai::{content_pieces_of, CONTENT_PIECES, TOKENS_PER_MESSAGE};
 use crate::record::RecordedRequest;
@@ -318,7 +319,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 
 /// The error response for [`Behavior::Status`]; `429` also carries `retry-after: 1`
 /// and a `RetryInfo` detail.
-fn status_error(status: u16, model: &str) -> Response {
+pub(crate) fn status_error(status: u16, model: &str) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let message = match status.as_u16() {
         400 => "Request contains an invalid argument.".to_owned(),
@@ -424,6 +425,10 @@ async fn generate_content(
     let contents = json.get("contents").and_then(Value::as_array);
     if contents.is_none_or(|contents| contents.is_empty()) {
         return invalid_argument("* GenerateContentRequest.contents: contents is not specified\n");
+    }
+    if let (Some(script), Mode::Whole | Mode::Sse) = (&shared.config.agent, mode) {
+        let stream = mode == Mode::Sse;
+        return crate::agent::answer(&shared, script, Wire::Gemini, &json, &model, stream);
     }
     let behavior = shared.behavior_for(&model);
     if let Behavior::Status(status) = behavior {

@@ -34,13 +34,18 @@
 //! ```
 //!
 //! Modules: one per wire format ([`openai`], [`anthropic`], [`gemini`]), plus the
-//! shared [`behavior`] selection, the scripted [`tool_call`] exchange, [`sse`]
-//! writing, request [`record`]ing and the [`server`] itself.
+//! shared [`behavior`] selection, the scripted [`tool_call`] exchange, the scripted
+//! coding-agent session of [`agent`], [`sse`]
+//! writing, request [`record`]ing, an OTLP/HTTP trace collector ([`otlp`], for the
+//! tracing benchmark) and the [`server`] itself.
 
+pub mod agent;
 pub mod anthropic;
 pub mod behavior;
 pub mod gemini;
 pub mod openai;
+pub mod otlp;
+pub mod quota;
 pub mod record;
 mod reply;
 pub mod responses;
@@ -48,9 +53,12 @@ pub mod server;
 pub mod sse;
 pub mod tool_call;
 
+pub use agent::AgentScript;
 pub use anthropic::{expected_anthropic_usage, AnthropicUsage};
 pub use behavior::Behavior;
 pub use gemini::{expected_gemini_usage, GeminiUsage};
 pub use openai::{embedding_for, expected_embedding_usage, expected_usage, Usage};
+pub use otlp::OtlpStats;
+pub use quota::RateLimit;
 pub use record::RecordedRequest;
 pub use server::{MockConfig, MockProvider, DEFAULT_CONTENT};

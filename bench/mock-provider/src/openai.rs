@@ -24,6 +24,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::agent::Wire;
 use crate::behavior::Behavior;
 use crate::record::RecordedRequest;
 use crate::reply::{
@@ -654,6 +655,10 @@ async fn chat_response(shared: Arc<Shared>, json: Option<Value>, auth: String) -
     };
     if !json.get("messages").is_some_and(Value::is_array) {
         return missing_parameter("messages");
+    }
+    if let Some(script) = &shared.config.agent {
+        let stream = json.get("stream").and_then(Value::as_bool) == Some(true);
+        return crate::agent::answer(&shared, script, Wire::Chat, &json, model, stream);
     }
     let behavior = shared.behavior_for(model);
     if let Behavior::Status(status) = behavior {

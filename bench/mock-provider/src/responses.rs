@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use crate::agent::Wire;
 use crate::behavior::Behavior;
 use crate::openai::{
     content_pieces, invalid_json, missing_model, missing_parameter, status_error, EVENT_STREAM,
@@ -74,6 +75,10 @@ async fn respond(shared: Arc<Shared>, json: Option<Value>) -> Response {
     if json.get("input").is_none() {
         return missing_parameter("input");
     }
+    if let Some(script) = &shared.config.agent {
+        let stream = json.get("stream").and_then(Value::as_bool) == Some(true);
+        return crate::agent::answer(&shared, script, Wire::Responses, &json, &model, stream);
+    }
     let behavior = shared.behavior_for(&model);
     if let Behavior::Status(status) = behavior {
         return status_error(status, &model);
@@ -136,14 +141,21 @@ async fn respond(shared: Arc<Shared>, json: Option<Value>) -> Response {
         "response.completed".into(),
         json!({"response": response("completed", json!([message]), usage)}),
     ));
-    let steps = events
+    let steps = numbered(events).into_iter().map(Step::Event).collect();
+    stream_response(&shared, steps, EVENT_STREAM)
+}
+
+/// The stream's events as sent: each named, its `type` the name and its
+/// `sequence_number` its place.
+pub(crate) fn numbered<K: AsRef<str>>(events: Vec<(K, Value)>) -> Vec<Bytes> {
+    events
         .into_iter()
         .enumerate()
         .map(|(n, (kind, mut data))| {
+            let kind = kind.as_ref();
             data["type"] = json!(kind);
             data["sequence_number"] = json!(n);
-            Step::Event(Bytes::from(format!("event: {kind}\ndata: {data}\n\n")))
+            Bytes::from(format!("event: {kind}\ndata: {data}\n\n"))
         })
-        .collect();
-    stream_response(&shared, steps, EVENT_STREAM)
+        .collect()
 }

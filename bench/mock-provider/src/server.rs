@@ -60,6 +60,14 @@ pub struct MockConfig {
     /// the same `Authorization` reports that prefix's tokens as
     /// `usage.prompt_tokens_details.cached_tokens`. Default: off (always 0).
     pub prompt_cache: bool,
+    /// Play a coding agent's whole session instead of the usual answers (see
+    /// [`crate::agent`]): every chat-like request of every format is answered by this
+    /// script, and no [`Behavior`] applies. Default: `None`.
+    pub agent: Option<crate::agent::AgentScript>,
+    /// Per-key rate limits reported on every answer and enforced with 429s (see
+    /// [`crate::quota`]); changed while serving with [`MockProvider::set_rate_limit`].
+    /// Default: `None` (no rate-limit headers, except on a [`Behavior::Status`] 429).
+    pub rate_limit: Option<crate::quota::RateLimit>,
 }
 
 impl Default for MockConfig {
@@ -73,6 +81,8 @@ impl Default for MockConfig {
             pieces: openai::CONTENT_PIECES,
             created: None,
             prompt_cache: false,
+            agent: None,
+            rate_limit: None,
         }
     }
 }
@@ -87,6 +97,10 @@ pub(crate) struct Shared {
     next_request: AtomicU64,
     /// Prefixes seen, by (authorization, prefix hash), for [`MockConfig::prompt_cache`].
     prompt_prefixes: Mutex<std::collections::HashSet<(String, u64)>>,
+    rate_limit: Mutex<Option<crate::quota::RateLimit>>,
+    pub(crate) windows: crate::quota::Windows,
+    /// What the OTLP collector route received (see [`crate::otlp`]).
+    pub(crate) otlp: crate::otlp::Counts,
 }
 
 /// Most prefixes the prompt cache remembers (then it starts again empty).
@@ -103,6 +117,14 @@ impl Shared {
             seen.clear();
         }
         !seen.insert((auth.to_owned(), prefix))
+    }
+
+    /// The per-key rate limits in force.
+    pub(crate) fn rate_limit(&self) -> Option<crate::quota::RateLimit> {
+        self.rate_limit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The override if one is set, otherwise the behaviour named by `model`.
@@ -165,6 +187,7 @@ impl MockProvider {
         socket.bind(config.bind)?;
         let listener = socket.listen(LISTEN_BACKLOG)?;
         let addr = listener.local_addr()?;
+        let rate_limit = Mutex::new(config.rate_limit.clone());
         let shared = Arc::new(Shared {
             config,
             recorder: Arc::new(Recorder::default()),
@@ -172,6 +195,9 @@ impl MockProvider {
             next_completion: AtomicU64::new(0),
             next_request: AtomicU64::new(0),
             prompt_prefixes: Mutex::new(std::collections::HashSet::new()),
+            rate_limit,
+            windows: crate::quota::Windows::default(),
+            otlp: crate::otlp::Counts::default(),
         });
         let router = router(Arc::clone(&shared));
         let task = tokio::spawn(accept_loop(listener, router));
@@ -202,6 +228,22 @@ impl MockProvider {
     /// The configuration the server runs with.
     pub fn config(&self) -> &MockConfig {
         &self.shared.config
+    }
+
+    /// Sets the per-key rate limits (`None`: none); every key's window starts again.
+    pub fn set_rate_limit(&self, limit: Option<crate::quota::RateLimit>) {
+        *self
+            .shared
+            .rate_limit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = limit;
+        self.shared.windows.clear();
+    }
+
+    /// Requests refused with a 429 for their key's quota ([`MockConfig::rate_limit`]);
+    /// they are not among [`MockProvider::requests`].
+    pub fn rate_limited(&self) -> u64 {
+        self.shared.windows.refused()
     }
 
     /// Forces `behavior` for every request; `None` goes back to choosing by model name.
@@ -248,9 +290,15 @@ impl MockProvider {
         self.shared.recorder.abandoned()
     }
 
+    /// What the OTLP collector route (`POST /v1/traces`, see [`crate::otlp`]) received.
+    pub fn otlp_stats(&self) -> crate::otlp::OtlpStats {
+        self.shared.otlp.stats()
+    }
+
     /// Sets every counter back to zero and forgets the recorded requests.
     pub fn reset_counts(&self) {
         self.shared.recorder.reset();
+        self.shared.otlp.reset();
     }
 
     /// Waits until `condition` holds, checking every few milliseconds, for at most
@@ -290,8 +338,13 @@ fn router(shared: Arc<Shared>) -> Router {
     openai::routes()
         .merge(anthropic::routes())
         .merge(gemini::routes())
+        .merge(crate::otlp::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            crate::quota::layer,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)
 }

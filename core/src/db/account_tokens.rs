@@ -4,7 +4,7 @@
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
-use super::DbError;
+use super::{DbError, Sql};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
@@ -30,12 +30,12 @@ pub async fn create(
     token_hash: &[u8; 32],
     ttl_seconds: i64,
 ) -> Result<(), DbError> {
-    db.execute(
+    db.traced_execute(
         "DELETE FROM account_tokens WHERE user_id = $1 AND purpose = $2",
         &[&user, &purpose.as_str()],
     )
     .await?;
-    db.execute(
+    db.traced_execute(
         "INSERT INTO account_tokens (token_hash, user_id, purpose, expires_at)
          VALUES ($1, $2, $3, now() + $4::bigint * interval '1 second')",
         &[
@@ -57,7 +57,7 @@ pub async fn live_user(
     token_hash: &[u8; 32],
 ) -> Result<Option<Uuid>, DbError> {
     let row = db
-        .query_opt(
+        .traced_query_opt(
             "SELECT user_id FROM account_tokens
              WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > now()",
             &[&token_hash.as_slice(), &purpose.as_str()],
@@ -74,7 +74,7 @@ pub async fn consume(
     token_hash: &[u8; 32],
 ) -> Result<Option<Uuid>, DbError> {
     let row = db
-        .query_opt(
+        .traced_query_opt(
             "UPDATE account_tokens SET used_at = now()
              WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > now()
              RETURNING user_id",

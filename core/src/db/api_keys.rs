@@ -6,9 +6,51 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::limits::{self, Governed, KeySettings, Limits, SetBy};
-use super::workspaces::Role;
-use super::DbError;
+use super::workspaces::{CacheMode, Role};
+use super::{DbError, Sql};
 use crate::apikey::{KeyHash, NewApiKey};
+
+/// A key's own response-cache mode: the workspace's, or one of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KeyCacheMode {
+    #[default]
+    Inherit,
+    Off,
+    On,
+    OptIn,
+}
+
+impl KeyCacheMode {
+    pub const ALL: [KeyCacheMode; 4] = [
+        KeyCacheMode::Inherit,
+        KeyCacheMode::Off,
+        KeyCacheMode::On,
+        KeyCacheMode::OptIn,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyCacheMode::Inherit => "inherit",
+            KeyCacheMode::Off => "off",
+            KeyCacheMode::On => "on",
+            KeyCacheMode::OptIn => "opt_in",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// The mode a request through this key runs under, given its workspace's.
+    pub fn resolve(self, workspace: CacheMode) -> CacheMode {
+        match self {
+            KeyCacheMode::Inherit => workspace,
+            KeyCacheMode::Off => CacheMode::Off,
+            KeyCacheMode::On => CacheMode::On,
+            KeyCacheMode::OptIn => CacheMode::OptIn,
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ApiKey {
@@ -25,6 +67,8 @@ pub struct ApiKey {
     pub allowed_models: Vec<String>,
     pub label: Option<String>,
     pub owner_email: Option<String>,
+    /// The response-cache mode of requests through this key.
+    pub cache_mode: KeyCacheMode,
     /// The user who created the key (`None` once that account is deleted).
     pub created_by: Option<Uuid>,
     pub created_by_email: Option<String>,
@@ -57,6 +101,7 @@ impl ApiKey {
                     models(&to.allowed_models) != models(&self.allowed_models)
                 }
                 Governed::ExpiresAt => micros(to.expires_at) != micros(self.expires_at),
+                Governed::CacheMode => to.cache_mode != self.cache_mode,
             })
             .collect()
     }
@@ -64,8 +109,8 @@ impl ApiKey {
 
 const COLUMNS: &str = "id, workspace_id, name, prefix, created_at, last_used_at, revoked_at, \
      expires_at, rpm_limit, tpm_limit, concurrency_limit, budget_nusd, budget_period, \
-     allowed_models, label, owner_email, created_by, \
-     limits_set_by, allowed_models_set_by, expires_at_set_by, \
+     allowed_models, label, owner_email, cache_mode, created_by, \
+     limits_set_by, allowed_models_set_by, expires_at_set_by, cache_mode_set_by, \
      (SELECT u.email FROM users u WHERE u.id = api_keys.created_by) AS created_by_email";
 
 fn from_row(row: &Row) -> ApiKey {
@@ -82,12 +127,15 @@ fn from_row(row: &Row) -> ApiKey {
         allowed_models: row.get("allowed_models"),
         label: row.get("label"),
         owner_email: row.get("owner_email"),
+        // The column's CHECK admits only the four modes.
+        cache_mode: KeyCacheMode::parse(row.get("cache_mode")).unwrap_or_default(),
         created_by: row.get("created_by"),
         created_by_email: row.get("created_by_email"),
         set_by: SetBy {
             limits: role(row, "limits_set_by"),
             allowed_models: role(row, "allowed_models_set_by"),
             expires_at: role(row, "expires_at_set_by"),
+            cache_mode: role(row, "cache_mode_set_by"),
         },
     }
 }
@@ -109,7 +157,7 @@ pub async fn insert(
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
     );
     let row = db
-        .query_one(
+        .traced_query_one(
             &sql,
             &[
                 &super::new_id(),
@@ -129,7 +177,7 @@ pub async fn list(db: &impl GenericClient, workspace: Uuid) -> Result<Vec<ApiKey
     let sql = format!(
         "SELECT {COLUMNS} FROM api_keys WHERE workspace_id = $1 ORDER BY created_at DESC, id DESC"
     );
-    let rows = db.query(&sql, &[&workspace]).await?;
+    let rows = db.traced_query(&sql, &[&workspace]).await?;
     Ok(rows.iter().map(from_row).collect())
 }
 
@@ -155,7 +203,7 @@ pub async fn list_page(
                 "SELECT {COLUMNS} FROM api_keys WHERE workspace_id = $1
                  ORDER BY created_at DESC, id DESC LIMIT $2"
             );
-            db.query(&sql, &[&workspace, &limit]).await?
+            db.traced_query(&sql, &[&workspace, &limit]).await?
         }
         Some(at) => {
             let sql = format!(
@@ -163,7 +211,7 @@ pub async fn list_page(
                  AND created_at <= $2 AND (created_at < $2 OR id < $3)
                  ORDER BY created_at DESC, id DESC LIMIT $4"
             );
-            db.query(&sql, &[&workspace, &at.created_at, &at.id, &limit])
+            db.traced_query(&sql, &[&workspace, &at.created_at, &at.id, &limit])
                 .await?
         }
     };
@@ -176,7 +224,7 @@ pub async fn get(
     id: Uuid,
 ) -> Result<Option<ApiKey>, DbError> {
     let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE workspace_id = $1 AND id = $2");
-    let row = db.query_opt(&sql, &[&workspace, &id]).await?;
+    let row = db.traced_query_opt(&sql, &[&workspace, &id]).await?;
     Ok(row.as_ref().map(from_row))
 }
 
@@ -189,7 +237,7 @@ pub async fn get_for_update(
 ) -> Result<Option<ApiKey>, DbError> {
     let sql =
         format!("SELECT {COLUMNS} FROM api_keys WHERE workspace_id = $1 AND id = $2 FOR UPDATE");
-    let row = db.query_opt(&sql, &[&workspace, &id]).await?;
+    let row = db.traced_query_opt(&sql, &[&workspace, &id]).await?;
     Ok(row.as_ref().map(from_row))
 }
 
@@ -203,7 +251,7 @@ pub async fn revoke(
         "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now())
          WHERE workspace_id = $1 AND id = $2 RETURNING {COLUMNS}"
     );
-    let row = db.query_opt(&sql, &[&workspace, &id]).await?;
+    let row = db.traced_query_opt(&sql, &[&workspace, &id]).await?;
     Ok(row.as_ref().map(from_row))
 }
 
@@ -218,13 +266,13 @@ pub async fn revoke_created_by(
         "UPDATE api_keys SET revoked_at = now()
          WHERE workspace_id = $1 AND created_by = $2 AND revoked_at IS NULL RETURNING {COLUMNS}"
     );
-    let rows = db.query(&sql, &[&workspace, &user]).await?;
+    let rows = db.traced_query(&sql, &[&workspace, &user]).await?;
     Ok(rows.iter().map(from_row).collect())
 }
 
 pub async fn delete(db: &impl GenericClient, workspace: Uuid, id: Uuid) -> Result<bool, DbError> {
     let n = db
-        .execute(
+        .traced_execute(
             "DELETE FROM api_keys WHERE workspace_id = $1 AND id = $2",
             &[&workspace, &id],
         )
@@ -238,7 +286,7 @@ pub async fn find_by_hash(
     hash: &KeyHash,
 ) -> Result<Option<ApiKey>, DbError> {
     let sql = format!("SELECT {COLUMNS}, key_hash FROM api_keys WHERE key_hash = $1");
-    let row = db.query_opt(&sql, &[&hash.0.as_slice()]).await?;
+    let row = db.traced_query_opt(&sql, &[&hash.0.as_slice()]).await?;
     Ok(row.and_then(|r| {
         let stored: Vec<u8> = r.get("key_hash");
         let stored = KeyHash::from_slice(&stored)?;
@@ -258,7 +306,7 @@ pub async fn usable_hashes(
     }
     let raw: Vec<&[u8]> = hashes.iter().map(|h| h.0.as_slice()).collect();
     let rows = db
-        .query(
+        .traced_query(
             "SELECT key_hash FROM api_keys
              WHERE key_hash = ANY($1) AND revoked_at IS NULL
                AND (expires_at IS NULL OR expires_at > $2)",
@@ -281,7 +329,7 @@ pub async fn touch_last_used(
         return Ok(0);
     }
     let n = db
-        .execute(
+        .traced_execute(
             "UPDATE api_keys SET last_used_at = $2
              WHERE id = ANY($1) AND (last_used_at IS NULL OR last_used_at < $2)",
             &[&ids, &at],
@@ -292,6 +340,8 @@ pub async fn touch_last_used(
 
 /// For tests and audits: every stored key hash.
 pub async fn raw_hashes(db: &impl GenericClient) -> Result<Vec<Vec<u8>>, DbError> {
-    let rows = db.query("SELECT key_hash FROM api_keys", &[]).await?;
+    let rows = db
+        .traced_query("SELECT key_hash FROM api_keys", &[])
+        .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }

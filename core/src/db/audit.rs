@@ -11,7 +11,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::DbError;
+use super::{DbError, Sql};
 
 /// One entry to record.
 #[derive(Debug, Clone)]
@@ -60,7 +60,7 @@ fn from_row(row: &Row) -> Entry {
 }
 
 pub async fn record(db: &impl GenericClient, e: &NewEntry<'_>) -> Result<(), DbError> {
-    db.execute(
+    db.traced_execute(
         "INSERT INTO audit_log (id, workspace_id, actor_id, actor_email, ip, action,
                                 target_type, target_id, before, after)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -119,7 +119,7 @@ pub async fn list(
         .map(|p| p.as_ref() as &(dyn ToSql + Sync))
         .collect();
     let total: i64 = db
-        .query_one(
+        .traced_query_one(
             &format!("SELECT count(*) FROM audit_log WHERE {filter_sql}"),
             &refs,
         )
@@ -129,7 +129,7 @@ pub async fn list(
     page_refs.push(&limit);
     page_refs.push(&offset);
     let rows = db
-        .query(
+        .traced_query(
             &format!(
                 "SELECT id, created_at, workspace_id, actor_id, actor_email, ip, action,
                         target_type, target_id, before, after
@@ -152,7 +152,7 @@ pub async fn for_account(
     limit: i64,
 ) -> Result<Vec<Entry>, DbError> {
     let rows = db
-        .query(
+        .traced_query(
             "SELECT id, created_at, workspace_id, actor_id, actor_email, ip, action,
                     target_type, target_id, before, after
              FROM audit_log WHERE actor_id = $1 AND workspace_id IS NULL

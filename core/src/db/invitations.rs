@@ -7,7 +7,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::workspaces::Role;
-use super::DbError;
+use super::{DbError, Sql};
 
 /// How long an invitation can be accepted.
 pub const TTL_DAYS: i64 = 7;
@@ -51,14 +51,14 @@ pub async fn create(
     token_hash: &[u8; 32],
     invited_by: Uuid,
 ) -> Result<Invitation, DbError> {
-    db.execute(
+    db.traced_execute(
         "UPDATE invitations SET revoked_at = now()
          WHERE workspace_id = $1 AND email = $2 AND accepted_at IS NULL AND revoked_at IS NULL",
         &[&workspace, &email],
     )
     .await?;
     let id = super::new_id();
-    db.execute(
+    db.traced_execute(
         "INSERT INTO invitations (id, workspace_id, email, role, token_hash, invited_by, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, now() + $7::bigint * interval '1 day')",
         &[
@@ -73,7 +73,7 @@ pub async fn create(
     )
     .await?;
     let row = db
-        .query_one(&format!("{SELECT} WHERE i.id = $1"), &[&id])
+        .traced_query_one(&format!("{SELECT} WHERE i.id = $1"), &[&id])
         .await?;
     Ok(from_row(&row))
 }
@@ -84,7 +84,7 @@ pub async fn list_pending(
     workspace: Uuid,
 ) -> Result<Vec<Invitation>, DbError> {
     let rows = db
-        .query(
+        .traced_query(
             &format!(
                 "{SELECT} WHERE i.workspace_id = $1 AND i.accepted_at IS NULL
                  AND i.revoked_at IS NULL AND i.expires_at > now()
@@ -103,7 +103,7 @@ pub async fn revoke(
     id: Uuid,
 ) -> Result<Option<Invitation>, DbError> {
     let n = db
-        .execute(
+        .traced_execute(
             "UPDATE invitations SET revoked_at = now()
              WHERE workspace_id = $1 AND id = $2 AND accepted_at IS NULL AND revoked_at IS NULL",
             &[&workspace, &id],
@@ -113,7 +113,7 @@ pub async fn revoke(
         return Ok(None);
     }
     let row = db
-        .query_one(&format!("{SELECT} WHERE i.id = $1"), &[&id])
+        .traced_query_one(&format!("{SELECT} WHERE i.id = $1"), &[&id])
         .await?;
     Ok(Some(from_row(&row)))
 }
@@ -126,7 +126,7 @@ pub async fn revoke_sent_by(
     user: Uuid,
 ) -> Result<Vec<Uuid>, DbError> {
     let rows = db
-        .query(
+        .traced_query(
             "UPDATE invitations SET revoked_at = now()
              WHERE workspace_id = $1 AND invited_by = $2
                AND accepted_at IS NULL AND revoked_at IS NULL
@@ -144,7 +144,7 @@ pub async fn pending_by_token(
     token_hash: &[u8; 32],
 ) -> Result<Option<Invitation>, DbError> {
     let row = db
-        .query_opt(
+        .traced_query_opt(
             &format!(
                 "{SELECT} WHERE i.token_hash = $1 AND i.accepted_at IS NULL
                  AND i.revoked_at IS NULL AND i.expires_at > now() FOR UPDATE OF i"
@@ -156,7 +156,7 @@ pub async fn pending_by_token(
 }
 
 pub async fn mark_accepted(db: &impl GenericClient, id: Uuid, user: Uuid) -> Result<(), DbError> {
-    db.execute(
+    db.traced_execute(
         "UPDATE invitations SET accepted_at = now(), accepted_by = $2 WHERE id = $1",
         &[&id, &user],
     )

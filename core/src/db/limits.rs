@@ -7,8 +7,9 @@ use time::{Date, Duration, OffsetDateTime, Time, UtcOffset};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use super::api_keys::KeyCacheMode;
 use super::workspaces::Role;
-use super::DbError;
+use super::{DbError, Sql};
 
 /// A budget's calendar period, in UTC. Weeks start on Monday.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -114,12 +115,12 @@ fn as_i32(v: Option<u32>) -> Option<i32> {
 /// A workspace's limits (`None` when it does not exist).
 pub async fn workspace(db: &impl GenericClient, id: Uuid) -> Result<Option<Limits>, DbError> {
     let sql = format!("SELECT {COLUMNS} FROM workspaces WHERE id = $1");
-    let row = db.query_opt(&sql, &[&id]).await?;
+    let row = db.traced_query_opt(&sql, &[&id]).await?;
     Ok(row.as_ref().map(from_row))
 }
 
 pub async fn set_workspace(db: &impl GenericClient, id: Uuid, l: &Limits) -> Result<(), DbError> {
-    db.execute(
+    db.traced_execute(
         "UPDATE workspaces SET rpm_limit = $2, tpm_limit = $3, concurrency_limit = $4,
              budget_nusd = $5, budget_period = $6, updated_at = now()
          WHERE id = $1",
@@ -144,6 +145,7 @@ pub struct KeySettings {
     pub expires_at: Option<OffsetDateTime>,
     pub label: Option<String>,
     pub owner_email: Option<String>,
+    pub cache_mode: KeyCacheMode,
 }
 
 /// The settings of a key that an admin governs: a member may change only those a
@@ -153,13 +155,15 @@ pub enum Governed {
     Limits,
     AllowedModels,
     ExpiresAt,
+    CacheMode,
 }
 
 impl Governed {
-    pub const ALL: [Governed; 3] = [
+    pub const ALL: [Governed; 4] = [
         Governed::Limits,
         Governed::AllowedModels,
         Governed::ExpiresAt,
+        Governed::CacheMode,
     ];
 
     /// The field's name in the API.
@@ -168,6 +172,7 @@ impl Governed {
             Governed::Limits => "limits",
             Governed::AllowedModels => "allowed_models",
             Governed::ExpiresAt => "expires_at",
+            Governed::CacheMode => "cache_mode",
         }
     }
 }
@@ -179,6 +184,7 @@ pub struct SetBy {
     pub limits: Option<Role>,
     pub allowed_models: Option<Role>,
     pub expires_at: Option<Role>,
+    pub cache_mode: Option<Role>,
 }
 
 impl SetBy {
@@ -188,6 +194,7 @@ impl SetBy {
             limits: Some(role),
             allowed_models: Some(role),
             expires_at: Some(role),
+            cache_mode: Some(role),
         }
     }
 
@@ -196,6 +203,7 @@ impl SetBy {
             Governed::Limits => self.limits,
             Governed::AllowedModels => self.allowed_models,
             Governed::ExpiresAt => self.expires_at,
+            Governed::CacheMode => self.cache_mode,
         }
     }
 
@@ -204,6 +212,7 @@ impl SetBy {
             Governed::Limits => &mut self.limits,
             Governed::AllowedModels => &mut self.allowed_models,
             Governed::ExpiresAt => &mut self.expires_at,
+            Governed::CacheMode => &mut self.cache_mode,
         };
         *slot = Some(role);
     }
@@ -220,11 +229,12 @@ pub async fn set_key(
 ) -> Result<bool, DbError> {
     let role = |r: Option<Role>| r.map(Role::as_str);
     let n = db
-        .execute(
+        .traced_execute(
             "UPDATE api_keys SET rpm_limit = $3, tpm_limit = $4, concurrency_limit = $5,
                  budget_nusd = $6, budget_period = $7, allowed_models = $8, expires_at = $9,
                  label = $10, owner_email = $11, limits_set_by = $12,
-                 allowed_models_set_by = $13, expires_at_set_by = $14
+                 allowed_models_set_by = $13, expires_at_set_by = $14, cache_mode = $15,
+                 cache_mode_set_by = $16
              WHERE workspace_id = $1 AND id = $2",
             &[
                 &workspace,
@@ -241,6 +251,8 @@ pub async fn set_key(
                 &role(set_by.limits),
                 &role(set_by.allowed_models),
                 &role(set_by.expires_at),
+                &s.cache_mode.as_str(),
+                &role(set_by.cache_mode),
             ],
         )
         .await?;
@@ -256,7 +268,7 @@ pub async fn spend_since(
 ) -> Result<i64, DbError> {
     let row = match key {
         Some(k) => {
-            db.query_one(
+            db.traced_query_one(
                 "SELECT COALESCE(SUM(cost_nusd), 0)::bigint FROM usage_counters
                  WHERE api_key_id = $1 AND workspace_id = $2 AND bucket >= $3",
                 &[&k, &workspace, &from],
@@ -264,7 +276,7 @@ pub async fn spend_since(
             .await?
         }
         None => {
-            db.query_one(
+            db.traced_query_one(
                 "SELECT COALESCE(SUM(cost_nusd), 0)::bigint FROM usage_counters
                  WHERE workspace_id = $1 AND bucket >= $2",
                 &[&workspace, &from],
@@ -275,7 +287,8 @@ pub async fn spend_since(
     Ok(row.get(0))
 }
 
-/// A key's requests and tokens over the last minute, from its log rows.
+/// A key's requests and tokens over the last minute, from its log rows (a cache hit's
+/// tokens are not the TPM limit's).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Recent {
     pub requests: i64,
@@ -288,8 +301,10 @@ pub async fn last_minute(
     key: Uuid,
 ) -> Result<Recent, DbError> {
     let row = db
-        .query_one(
-            "SELECT count(*)::bigint, COALESCE(SUM(total_tokens), 0)::bigint FROM request_logs
+        .traced_query_one(
+            "SELECT count(*)::bigint,
+                    COALESCE(SUM(total_tokens) FILTER (WHERE cache IS DISTINCT FROM 'hit'), 0)::bigint
+             FROM request_logs
              WHERE workspace_id = $1 AND api_key_id = $2
                AND created_at >= now() - interval '1 minute'",
             &[&workspace, &key],

@@ -11,7 +11,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::usage::{self, CounterDelta, CounterKey};
-use super::DbError;
+use super::{DbError, Sql};
 use crate::provider::ProviderKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +50,41 @@ pub struct Attempt {
     pub error_kind: Option<String>,
 }
 
+/// Why routing passed an entry (or one of its keys) by without calling it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// The provider's reported headroom, or the entry's own quota, could not cover it.
+    Quota,
+    /// Its circuit breaker was open.
+    Breaker,
+    /// A standby (weight 0) not needed: the request was served before it.
+    Weight,
+}
+
+impl SkipReason {
+    pub const ALL: [SkipReason; 3] = [SkipReason::Quota, SkipReason::Breaker, SkipReason::Weight];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Quota => "quota",
+            SkipReason::Breaker => "breaker",
+            SkipReason::Weight => "weight",
+        }
+    }
+}
+
+/// An entry, or one key of its pool, that routing passed by for a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skip {
+    /// The entry's name.
+    pub entry: String,
+    /// The pool key's label, when one key of the entry was passed by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub reason: SkipReason,
+}
+
 /// The front door a request came through, as the `route` column names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -82,12 +117,42 @@ impl Route {
     }
 }
 
+/// What the response cache did for a request (`None` on the row: the cache was off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheResult {
+    /// Answered from a stored entry, without a provider call.
+    Hit,
+    /// Looked up, not found; the provider answered (and the answer may have been stored).
+    Miss,
+    /// Neither read nor written (`Cache-Control: no-store`, `opt_in` without asking, an
+    /// uncacheable request).
+    Bypass,
+}
+
+impl CacheResult {
+    pub const ALL: [CacheResult; 3] = [CacheResult::Hit, CacheResult::Miss, CacheResult::Bypass];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "hit",
+            CacheResult::Miss => "miss",
+            CacheResult::Bypass => "bypass",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
 /// Longest stored text of each kind, in bytes; longer values are cut at a character
 /// boundary. Bounded so a multi-kilobyte value never breaks an index entry.
 const MAX_NAME: usize = 200;
 const MAX_MODEL: usize = 256;
 const MAX_LABEL: usize = 64;
 const MAX_ATTEMPTS: usize = 32;
+const MAX_SKIPPED: usize = 32;
 
 fn bounded(s: &str, max: usize) -> String {
     let mut end = s.len().min(max);
@@ -265,6 +330,60 @@ log_columns! {
         sql "text" as Option<&'a str> = |r| r.note.as_deref(),
         read |row, col| row.get(col),
         store |r| bounded_opt(&r.note, MAX_NAME);
+    /// What the response cache did; `None` when the cache was off for the request.
+    #[serde(default)]
+    cache: Option<CacheResult>,
+        sql "text" as Option<&'static str> = |r| r.cache.map(CacheResult::as_str),
+        read |row, col| row.get::<_, Option<&str>>(col).and_then(CacheResult::parse),
+        store |r| r.cache;
+    /// On a hit: what the provider would have charged, nano-USD (as `cost_nusd`).
+    #[serde(default)]
+    cache_saved_nusd: Option<i64>,
+        sql "int8" as Option<i64> = |r| r.cache_saved_nusd,
+        read |row, col| row.get(col),
+        store |r| r.cache_saved_nusd.map(|c| c.max(0));
+    /// The pool key that served (its id, and its label as it was then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    provider_key_id: Option<Uuid>,
+        sql "uuid" as Option<Uuid> = |r| r.provider_key_id,
+        read |row, col| row.get(col),
+        store |r| r.provider_key_id;
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    provider_key_label: Option<String>,
+        sql "text" as Option<&'a str> = |r| r.provider_key_label.as_deref(),
+        read |row, col| row.get(col),
+        store |r| bounded_opt(&r.provider_key_label, MAX_NAME);
+    /// Entries or keys routing passed by before the one that answered (stored as NULL
+    /// when none was).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    skipped: Vec<Skip>,
+        sql "jsonb" as Option<Json<&'a Vec<Skip>>> = |r| (!r.skipped.is_empty()).then_some(Json(&r.skipped)),
+        read |row, col| row
+            .try_get::<_, Option<Json<Vec<Skip>>>>(col)
+            .ok()
+            .flatten()
+            .map_or_else(Vec::new, |Json(s)| s),
+        store |r| r
+            .skipped
+            .iter()
+            .take(MAX_SKIPPED)
+            .map(|s| Skip {
+                entry: bounded(&s.entry, MAX_NAME),
+                key: bounded_opt(&s.key, MAX_NAME),
+                reason: s.reason,
+            })
+            .collect();
+    /// The request's W3C trace id (32 lowercase hex digits), when it was traced or came
+    /// with a `traceparent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trace_id: Option<String>,
+        sql "text" as Option<&'a str> = |r| r.trace_id.as_deref(),
+        read |row, col| row.get(col),
+        store |r| r
+            .trace_id
+            .as_ref()
+            .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(|t| t.to_ascii_lowercase());
 }
 
 /// The column list, in insert order.
@@ -314,6 +433,8 @@ pub async fn insert_batch(
     let params = batch.params();
     // Prepared once per connection: every flush sends only its parameters.
     let insert = tx.prepare_cached(&INSERT_LOGS).await?;
+    // A prepared statement (`Sql` takes text): the log writer's, outside any trace.
+    #[allow(clippy::disallowed_methods)]
     let inserted = tx.query(&insert, &params).await?;
     let inserted: std::collections::HashSet<Uuid> = inserted.iter().map(|r| r.get(0)).collect();
 
@@ -349,7 +470,7 @@ pub async fn ensure_partitions(
     months_ahead: i32,
 ) -> Result<i32, DbError> {
     Ok(db
-        .query_one(
+        .traced_query_one(
             "SELECT perpetuo_ensure_log_partitions($1, $2)",
             &[&at, &months_ahead],
         )
@@ -364,7 +485,7 @@ pub async fn drop_partitions_before(
     cutoff: OffsetDateTime,
 ) -> Result<Vec<String>, DbError> {
     let rows = db
-        .query("SELECT perpetuo_drop_log_partitions($1)", &[&cutoff])
+        .traced_query("SELECT perpetuo_drop_log_partitions($1)", &[&cutoff])
         .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
@@ -416,6 +537,7 @@ pub struct LogQuery {
     pub provider_id: Option<Uuid>,
     pub model: Option<String>,
     pub status: Option<i16>,
+    pub cache: Option<CacheResult>,
     pub from: Option<OffsetDateTime>,
     pub to: Option<OffsetDateTime>,
 }
@@ -482,6 +604,10 @@ impl Conditions {
             let s = c.param(s);
             c.clauses.push(format!("status = {s}"));
         }
+        if let Some(r) = q.cache {
+            let r = c.param(r.as_str());
+            c.clauses.push(format!("cache = {r}"));
+        }
         if let Some(f) = q.from {
             let f = c.param(f);
             c.clauses.push(format!("created_at >= {f}"));
@@ -546,7 +672,7 @@ pub async fn list(db: &impl GenericClient, q: &LogQuery) -> Result<LogPage, DbEr
         cols = *COLUMNS
     );
     let mut rows: Vec<LogRecord> = db
-        .query(&sql, &page.refs())
+        .traced_query(&sql, &page.refs())
         .await?
         .iter()
         .map(from_row)
@@ -575,7 +701,7 @@ pub async fn list(db: &impl GenericClient, q: &LogQuery) -> Result<LogPage, DbEr
     let total = if q.count {
         let all = Conditions::filter(q);
         let sql = format!("SELECT count(*) FROM request_logs WHERE {}", all.sql());
-        Some(db.query_one(&sql, &all.refs()).await?.get(0))
+        Some(db.traced_query_one(&sql, &all.refs()).await?.get(0))
     } else {
         None
     };
@@ -605,13 +731,13 @@ async fn any_beyond(
         "SELECT 1 FROM request_logs WHERE {} ORDER BY created_at {order}, id {order} LIMIT 1",
         c.sql()
     );
-    Ok(db.query_opt(&sql, &c.refs()).await?.is_some())
+    Ok(db.traced_query_opt(&sql, &c.refs()).await?.is_some())
 }
 
 /// For tests: every row of one request id.
 pub async fn find_by_id(db: &impl GenericClient, id: Uuid) -> Result<Vec<LogRecord>, DbError> {
     let rows = db
-        .query(
+        .traced_query(
             &format!("SELECT {} FROM request_logs WHERE id = $1", *COLUMNS),
             &[&id],
         )
@@ -625,7 +751,7 @@ pub async fn all_for_workspace(
     workspace: Uuid,
 ) -> Result<Vec<LogRecord>, DbError> {
     let rows = db
-        .query(
+        .traced_query(
             &format!(
                 "SELECT {} FROM request_logs WHERE workspace_id = $1 ORDER BY created_at, id",
                 *COLUMNS
@@ -668,7 +794,125 @@ mod tests {
             ttfb_ms: None,
             attempts: Vec::new(),
             note: None,
+            cache: None,
+            cache_saved_nusd: None,
+            provider_key_id: None,
+            provider_key_label: None,
+            skipped: Vec::new(),
+            trace_id: None,
         }
+    }
+
+    /// A cache hit counts as a request, but its tokens and what it saved go to the cache's
+    /// counters, not to the token and cost counters; both tables equal the sums over the
+    /// stored rows under that rule, and a hit's row keeps its answer's tokens.
+    #[tokio::test]
+    async fn a_cache_hit_is_counted_apart_from_provider_usage() {
+        let db = TestDb::new().await.unwrap();
+        let workspace_id = Uuid::now_v7();
+        let now = OffsetDateTime::now_utc();
+        let model = || "gpt-4o".to_string();
+        let miss = LogRecord {
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            total_tokens: 15,
+            cost_nusd: Some(300),
+            cache: Some(CacheResult::Miss),
+            ..record(workspace_id, now, model())
+        };
+        let hit = LogRecord {
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            total_tokens: 15,
+            cost_nusd: Some(0),
+            cache: Some(CacheResult::Hit),
+            cache_saved_nusd: Some(300),
+            ..record(workspace_id, now, model())
+        };
+        let failed_hit = LogRecord {
+            id: Uuid::now_v7(),
+            status: 499,
+            cache_saved_nusd: Some(-5),
+            ..hit.clone()
+        };
+        let plain = record(workspace_id, now, model());
+        let mut client = db.pool.get().await.unwrap();
+        let n = insert_batch(&mut client, &[miss, hit.clone(), failed_hit, plain])
+            .await
+            .unwrap();
+        assert_eq!(n, 4);
+
+        let stored = find_by_id(&client, hit.id).await.unwrap();
+        let kept = |r: &LogRecord| {
+            let t = (
+                r.prompt_tokens,
+                r.completion_tokens,
+                r.total_tokens,
+                r.cost_nusd,
+            );
+            (t, r.cache, r.cache_saved_nusd)
+        };
+        assert_eq!(
+            stored.iter().map(kept).collect::<Vec<_>>(),
+            vec![kept(&hit)],
+            "a hit's row keeps its answer's tokens"
+        );
+        let sums = "requests, errors, prompt_tokens, completion_tokens, total_tokens, cost_nusd,
+                    cache_hits, cache_hit_tokens, cache_saved_nusd";
+        let from_rows = format!(
+            "SELECT count(*)::int8, count(*) FILTER (WHERE status >= 400)::int8,
+                 COALESCE(sum(prompt_tokens) FILTER (WHERE {own}), 0)::int8,
+                 COALESCE(sum(completion_tokens) FILTER (WHERE {own}), 0)::int8,
+                 COALESCE(sum(total_tokens) FILTER (WHERE {own}), 0)::int8,
+                 COALESCE(sum(COALESCE(cost_nusd, 0)) FILTER (WHERE {own}), 0)::int8,
+                 count(*) FILTER (WHERE cache = 'hit')::int8,
+                 COALESCE(sum(total_tokens) FILTER (WHERE cache = 'hit'), 0)::int8,
+                 COALESCE(sum(COALESCE(cache_saved_nusd, 0)) FILTER (WHERE cache = 'hit'), 0)::int8
+             FROM request_logs WHERE workspace_id = $1",
+            own = "cache IS DISTINCT FROM 'hit'"
+        );
+        let read = |sql: String| {
+            let client = &client;
+            async move {
+                let row = client
+                    .traced_query_one(&sql, &[&workspace_id])
+                    .await
+                    .unwrap();
+                (0..9).map(|i| row.get::<_, i64>(i)).collect::<Vec<_>>()
+            }
+        };
+        let rows = read(from_rows).await;
+        assert_eq!(rows, vec![4, 1, 11, 6, 17, 300, 2, 30, 300]);
+        for table in ["usage_counters", "usage_rollup"] {
+            let counted = read(format!(
+                "SELECT {} FROM {table} WHERE workspace_id = $1",
+                sums.split(',')
+                    .map(|c| format!("sum({})::int8", c.trim()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .await;
+            assert_eq!(counted, rows, "{table} equal the sums over the rows");
+        }
+        let t = usage::totals(
+            &client,
+            workspace_id,
+            usage::hour_bucket(now),
+            now + time::Duration::hours(1),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (
+                t.requests,
+                t.total_tokens,
+                t.cost_nusd,
+                t.cache_hits,
+                t.cache_hit_tokens,
+                t.cache_saved_nusd
+            ),
+            (4, 17, 300, 2, 30, 300)
+        );
     }
 
     /// Two writers inserting the same records at once, one in the opposite order of the
@@ -701,7 +945,7 @@ mod tests {
         }
         assert_eq!(inserted, (ROWS * ROUNDS) as u64);
         let counted: i64 = a
-            .query_one(
+            .traced_query_one(
                 "SELECT sum(requests)::int8 FROM usage_counters WHERE workspace_id = $1",
                 &[&workspace_id],
             )

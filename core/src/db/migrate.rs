@@ -1,7 +1,7 @@
 //! Applies the numbered SQL files in `migrations/` (embedded at build time) with refinery,
 //! and keeps the monthly `request_logs` partitions ahead of time.
 
-use super::{DbError, Pool};
+use super::{DbError, Pool, Sql};
 
 mod embedded {
     refinery::embed_migrations!("../migrations");
@@ -38,7 +38,7 @@ pub async fn pending(pool: &Pool) -> Result<Vec<String>, DbError> {
     let runner = embedded::migrations::runner();
     // A database never migrated has no history table: everything is pending.
     let has_history: bool = client
-        .query_one(
+        .traced_query_one(
             "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
             &[],
         )
@@ -67,7 +67,7 @@ pub async fn pending(pool: &Pool) -> Result<Vec<String>, DbError> {
 pub async fn ensure_log_partitions(pool: &Pool) -> Result<(), DbError> {
     let client = pool.get().await?;
     client
-        .execute("SELECT perpetuo_ensure_log_partitions(now())", &[])
+        .traced_execute("SELECT perpetuo_ensure_log_partitions(now())", &[])
         .await?;
     Ok(())
 }

@@ -4,7 +4,9 @@
 pub mod account_tokens;
 pub mod api_keys;
 pub mod audit;
+pub mod entry_keys;
 pub mod invitations;
+pub mod key_status;
 pub mod limits;
 pub mod logs;
 pub mod migrate;
@@ -12,6 +14,7 @@ pub mod providers;
 pub mod responses;
 pub mod sessions;
 pub mod tls;
+pub mod traced;
 pub mod usage;
 pub mod users;
 pub mod workspaces;
@@ -25,6 +28,7 @@ use deadpool_postgres::{HookError, Manager, ManagerConfig, RecyclingMethod};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, NoTls};
+pub use traced::Sql;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -210,7 +214,7 @@ pub async fn set_local_statement_timeout(
     tx: &Transaction<'_>,
     limit: StatementTimeout,
 ) -> Result<(), DbError> {
-    tx.batch_execute(&format!(
+    tx.traced_batch_execute(&format!(
         "SET LOCAL statement_timeout = {}",
         limit.as_millis()
     ))
@@ -385,7 +389,11 @@ mod tests {
             "database: statement cancelled by the statement timeout"
         );
         assert!(!err.is_unavailable());
-        let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+        let one: i32 = client
+            .traced_query_one("SELECT 1", &[])
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(one, 1);
     }
 
@@ -408,9 +416,9 @@ mod tests {
         set_local_statement_timeout(&tx, StatementTimeout::from_millis(60_000))
             .await
             .unwrap();
-        let inside: String = tx.query_one(show, &[]).await.unwrap().get(0);
+        let inside: String = tx.traced_query_one(show, &[]).await.unwrap().get(0);
         tx.commit().await.unwrap();
-        let after: String = client.query_one(show, &[]).await.unwrap().get(0);
+        let after: String = client.traced_query_one(show, &[]).await.unwrap().get(0);
         assert_eq!((inside.as_str(), after.as_str()), ("1min", "200ms"));
     }
 
@@ -442,12 +450,16 @@ mod tests {
         )
         .unwrap();
         let client = pool.get().await.unwrap();
-        let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+        let one: i32 = client
+            .traced_query_one("SELECT 1", &[])
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(one, 1);
 
         stop_tx.send(()).unwrap();
         driver.join().unwrap();
-        let after = client.query_one("SELECT 1", &[]).await;
+        let after = client.traced_query_one("SELECT 1", &[]).await;
         assert!(
             after.is_err_and(|e| e.is_closed()),
             "the connection was driven somewhere other than the driver runtime"

@@ -1,5 +1,7 @@
-//! `provider_keys`: a workspace's provider entries. The provider key is stored sealed
-//! (see `crypto`); only its last four characters are kept in clear for display.
+//! `provider_keys`: a workspace's provider entries — where requests go, in which order and
+//! share, for which models, within which quota. An entry's provider keys are its pool, in
+//! `provider_entry_keys` (see `entry_keys`), each sealed for the entry this module's
+//! [`ProviderEntry::binding`] describes.
 
 use std::collections::BTreeMap;
 
@@ -9,8 +11,8 @@ use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::DbError;
-use crate::crypto::{self, KeyBinding, MasterKey, SealError, Sealed};
+use super::{DbError, Sql};
+use crate::crypto::KeyBinding;
 use crate::provider::ProviderKind;
 
 pub const NAME_UNIQUE: &str = "provider_keys_workspace_id_name_key";
@@ -22,27 +24,22 @@ pub struct ProviderEntry {
     pub kind: ProviderKind,
     pub name: String,
     pub base_url: Option<String>,
-    pub sealed: Sealed,
-    pub key_last4: String,
     pub priority: i32,
     /// Share of its priority's traffic, relative to the others' (0: standby).
     pub weight: i32,
     pub enabled: bool,
     pub models: Vec<String>,
     pub model_map: BTreeMap<String, String>,
+    /// The deployment's own requests per minute, when it has a fixed quota.
+    pub quota_rpm: Option<i32>,
+    /// The deployment's own tokens per minute, when it has a fixed quota.
+    pub quota_tpm: Option<i64>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
 
 impl ProviderEntry {
-    /// Whether the entry sends a provider key. A keyless entry (an OpenAI-compatible
-    /// server that needs none) keeps the empty key, sealed and bound like any other, so
-    /// re-sealing and the key checks treat every row alike.
-    pub fn has_key(&self) -> bool {
-        !self.key_last4.is_empty()
-    }
-
-    /// What this row's sealed key is bound to.
+    /// What the sealed keys of this entry's pool are bound to.
     pub fn binding(&self) -> KeyBinding<'_> {
         KeyBinding {
             entry_id: self.id,
@@ -53,9 +50,8 @@ impl ProviderEntry {
     }
 }
 
-const COLUMNS: &str =
-    "id, workspace_id, kind, name, base_url, sealed_key, key_nonce, key_version, aad_version, \
-                       key_last4, priority, weight, enabled, models, model_map, created_at, updated_at";
+const COLUMNS: &str = "id, workspace_id, kind, name, base_url, priority, weight, enabled, models, \
+                       model_map, quota_rpm, quota_tpm, created_at, updated_at";
 
 fn from_row(row: &Row) -> ProviderEntry {
     let kind: String = row.get("kind");
@@ -68,24 +64,20 @@ fn from_row(row: &Row) -> ProviderEntry {
         kind: kind.parse().unwrap_or(ProviderKind::OpenaiCompatible),
         name: row.get("name"),
         base_url: row.get("base_url"),
-        sealed: Sealed {
-            ciphertext: row.get("sealed_key"),
-            nonce: row.get("key_nonce"),
-            version: row.get("key_version"),
-            aad_version: row.get("aad_version"),
-        },
-        key_last4: row.get("key_last4"),
         priority: row.get("priority"),
         weight: row.get("weight"),
         enabled: row.get("enabled"),
         models: row.get("models"),
         model_map,
+        quota_rpm: row.get("quota_rpm"),
+        quota_tpm: row.get("quota_tpm"),
         created_at: row.get("created_at"),
         updated_at: row.get("updated_at"),
     }
 }
 
-/// A new entry; `id` is chosen by the caller because the sealed key is bound to it.
+/// A new entry (or an entry's new state); `id` is chosen by the caller because the sealed
+/// keys of its pool are bound to it.
 #[derive(Debug, Clone)]
 pub struct NewProvider {
     pub id: Uuid,
@@ -93,37 +85,34 @@ pub struct NewProvider {
     pub kind: ProviderKind,
     pub name: String,
     pub base_url: Option<String>,
-    pub sealed: Sealed,
-    pub key_last4: String,
     pub priority: i32,
     pub weight: i32,
     pub enabled: bool,
     pub models: Vec<String>,
     pub model_map: BTreeMap<String, String>,
+    pub quota_rpm: Option<i32>,
+    pub quota_tpm: Option<i64>,
 }
 
-/// The 15 written columns of an entry, in the order the statements below use.
+/// The 12 written columns of an entry, in the order the statements below use.
 fn write_params<'a>(
     p: &'a NewProvider,
     kind: &'a &'static str,
     model_map: &'a Json<&'a BTreeMap<String, String>>,
-) -> [&'a (dyn ToSql + Sync); 15] {
+) -> [&'a (dyn ToSql + Sync); 12] {
     [
         &p.id,
         &p.workspace_id,
         kind,
         &p.name,
         &p.base_url,
-        &p.sealed.ciphertext,
-        &p.sealed.nonce,
-        &p.sealed.version,
-        &p.key_last4,
         &p.priority,
         &p.enabled,
         &p.models,
         model_map,
-        &p.sealed.aad_version,
         &p.weight,
+        &p.quota_rpm,
+        &p.quota_tpm,
     ]
 }
 
@@ -133,14 +122,14 @@ pub fn new_id() -> Uuid {
 
 pub async fn insert(db: &impl GenericClient, p: &NewProvider) -> Result<ProviderEntry, DbError> {
     let sql = format!(
-        "INSERT INTO provider_keys (id, workspace_id, kind, name, base_url, sealed_key, key_nonce,
-             key_version, key_last4, priority, enabled, models, model_map, aad_version, weight)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+        "INSERT INTO provider_keys (id, workspace_id, kind, name, base_url, priority, enabled,
+             models, model_map, weight, quota_rpm, quota_tpm)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          RETURNING {COLUMNS}"
     );
     let (kind, model_map) = (p.kind.as_str(), Json(&p.model_map));
     let row = db
-        .query_one(&sql, &write_params(p, &kind, &model_map))
+        .traced_query_one(&sql, &write_params(p, &kind, &model_map))
         .await?;
     Ok(from_row(&row))
 }
@@ -150,7 +139,7 @@ pub async fn list(db: &impl GenericClient, workspace: Uuid) -> Result<Vec<Provid
     let sql = format!(
         "SELECT {COLUMNS} FROM provider_keys WHERE workspace_id = $1 ORDER BY priority, created_at, id"
     );
-    let rows = db.query(&sql, &[&workspace]).await?;
+    let rows = db.traced_query(&sql, &[&workspace]).await?;
     Ok(rows.iter().map(from_row).collect())
 }
 
@@ -160,7 +149,21 @@ pub async fn get(
     id: Uuid,
 ) -> Result<Option<ProviderEntry>, DbError> {
     let sql = format!("SELECT {COLUMNS} FROM provider_keys WHERE workspace_id = $1 AND id = $2");
-    let row = db.query_opt(&sql, &[&workspace, &id]).await?;
+    let row = db.traced_query_opt(&sql, &[&workspace, &id]).await?;
+    Ok(row.as_ref().map(from_row))
+}
+
+/// [`get`], locking the row until the transaction ends: changes to the entry's pool take
+/// it first, so two of them (two keys added at once, say) see each other's result.
+pub async fn lock(
+    db: &impl GenericClient,
+    workspace: Uuid,
+    id: Uuid,
+) -> Result<Option<ProviderEntry>, DbError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM provider_keys WHERE workspace_id = $1 AND id = $2 FOR UPDATE"
+    );
+    let row = db.traced_query_opt(&sql, &[&workspace, &id]).await?;
     Ok(row.as_ref().map(from_row))
 }
 
@@ -171,155 +174,24 @@ pub async fn update(
     p: &NewProvider,
 ) -> Result<Option<ProviderEntry>, DbError> {
     let sql = format!(
-        "UPDATE provider_keys SET kind = $3, name = $4, base_url = $5, sealed_key = $6, key_nonce = $7,
-             key_version = $8, key_last4 = $9, priority = $10, enabled = $11, models = $12,
-             model_map = $13, aad_version = $14, weight = $15, updated_at = now()
+        "UPDATE provider_keys SET kind = $3, name = $4, base_url = $5, priority = $6, enabled = $7,
+             models = $8, model_map = $9, weight = $10, quota_rpm = $11, quota_tpm = $12,
+             updated_at = now()
          WHERE workspace_id = $2 AND id = $1 RETURNING {COLUMNS}"
     );
     let (kind, model_map) = (p.kind.as_str(), Json(&p.model_map));
     let row = db
-        .query_opt(&sql, &write_params(p, &kind, &model_map))
+        .traced_query_opt(&sql, &write_params(p, &kind, &model_map))
         .await?;
     Ok(row.as_ref().map(from_row))
 }
 
 pub async fn delete(db: &impl GenericClient, workspace: Uuid, id: Uuid) -> Result<bool, DbError> {
     let n = db
-        .execute(
+        .traced_execute(
             "DELETE FROM provider_keys WHERE workspace_id = $1 AND id = $2",
             &[&workspace, &id],
         )
         .await?;
     Ok(n == 1)
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ResealError {
-    #[error(transparent)]
-    Db(#[from] DbError),
-    #[error("provider entry {entry}: {source}")]
-    Seal { entry: Uuid, source: SealError },
-}
-
-impl From<tokio_postgres::Error> for ResealError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        ResealError::Db(e.into())
-    }
-}
-
-/// Re-seals every entry still sealed under an older associated-data format with the
-/// current one (see `crypto`), in one transaction: either every such row is re-sealed or
-/// none is (a row that does not open with `master_key` aborts the whole run). Running it
-/// again finds nothing to do. Returns how many rows were re-sealed.
-pub async fn reseal_old_formats(
-    client: &mut deadpool_postgres::Client,
-    master_key: &MasterKey,
-) -> Result<usize, ResealError> {
-    let tx = client.transaction().await?;
-    let sql = format!(
-        "SELECT {COLUMNS} FROM provider_keys WHERE aad_version <> $1 ORDER BY id FOR UPDATE"
-    );
-    let rows = tx.query(&sql, &[&crypto::AAD_CURRENT]).await?;
-    let mut done = 0;
-    for entry in rows.iter().map(from_row) {
-        let seal_err = |source| ResealError::Seal {
-            entry: entry.id,
-            source,
-        };
-        let key = master_key
-            .open(&entry.sealed, &entry.binding())
-            .map_err(seal_err)?;
-        let sealed = master_key
-            .seal(key.expose(), &entry.binding())
-            .map_err(seal_err)?;
-        tx.execute(
-            "UPDATE provider_keys SET sealed_key = $2, key_nonce = $3, key_version = $4,
-                 aad_version = $5
-             WHERE id = $1",
-            &[
-                &entry.id,
-                &sealed.ciphertext,
-                &sealed.nonce,
-                &sealed.version,
-                &sealed.aad_version,
-            ],
-        )
-        .await?;
-        done += 1;
-    }
-    tx.commit().await?;
-    Ok(done)
-}
-
-/// Every entry of every workspace, by id (configuration checks read them to see that
-/// their keys open).
-pub async fn all(db: &impl GenericClient) -> Result<Vec<ProviderEntry>, DbError> {
-    let sql = format!("SELECT {COLUMNS} FROM provider_keys ORDER BY id");
-    let rows = db.query(&sql, &[]).await?;
-    Ok(rows.iter().map(from_row).collect())
-}
-
-/// What a master-key rotation did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rotation {
-    /// Rows re-sealed under the current key.
-    pub resealed: usize,
-    /// Rows already sealed under the current key (and format), left as they were.
-    pub already_current: usize,
-}
-
-/// Re-seals every entry not yet under `master_key`'s current key (and current format),
-/// opening it with the previous key `master_key` holds, in one transaction: a row that
-/// opens under neither key aborts the run and changes nothing. Rows that already open under
-/// the current key are left alone, so running it again re-seals nothing.
-pub async fn rotate_master_key(
-    client: &mut deadpool_postgres::Client,
-    master_key: &MasterKey,
-) -> Result<Rotation, ResealError> {
-    let tx = client.transaction().await?;
-    let sql = format!("SELECT {COLUMNS} FROM provider_keys ORDER BY id FOR UPDATE");
-    let rows = tx.query(&sql, &[]).await?;
-    let mut done = Rotation {
-        resealed: 0,
-        already_current: 0,
-    };
-    for entry in rows.iter().map(from_row) {
-        let binding = entry.binding();
-        if entry.sealed.aad_version == crypto::AAD_CURRENT
-            && master_key.open_current(&entry.sealed, &binding).is_ok()
-        {
-            done.already_current += 1;
-            continue;
-        }
-        let seal_err = |source| ResealError::Seal {
-            entry: entry.id,
-            source,
-        };
-        let key = master_key.open(&entry.sealed, &binding).map_err(seal_err)?;
-        let sealed = master_key.seal(key.expose(), &binding).map_err(seal_err)?;
-        tx.execute(
-            "UPDATE provider_keys SET sealed_key = $2, key_nonce = $3, key_version = $4,
-                 aad_version = $5
-             WHERE id = $1",
-            &[
-                &entry.id,
-                &sealed.ciphertext,
-                &sealed.nonce,
-                &sealed.version,
-                &sealed.aad_version,
-            ],
-        )
-        .await?;
-        done.resealed += 1;
-    }
-    tx.commit().await?;
-    Ok(done)
-}
-
-/// For tests and audits: the raw sealed column of every entry.
-pub async fn raw_sealed_columns(db: &impl GenericClient) -> Result<Vec<Vec<u8>>, DbError> {
-    let rows = db
-        .query("SELECT sealed_key FROM provider_keys", &[])
-        .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
 }

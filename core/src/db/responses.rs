@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
-use super::DbError;
+use super::{DbError, Sql};
 
 /// A turn to store.
 pub struct NewTurn<'a> {
@@ -33,7 +33,7 @@ pub struct NewTurn<'a> {
 }
 
 pub async fn insert(db: &impl GenericClient, r: &NewTurn<'_>) -> Result<(), DbError> {
-    db.execute(
+    db.traced_execute(
         "INSERT INTO stored_responses \
          (id, workspace_id, api_key_id, expires_at, previous_response_id, depth, response, \
           input_items, turn, conversation_bytes, stored_bytes) \
@@ -72,7 +72,7 @@ pub async fn head(
     id: &str,
 ) -> Result<Option<Head>, DbError> {
     let row = db
-        .query_opt(
+        .traced_query_opt(
             "SELECT depth, conversation_bytes, turn IS NOT NULL FROM stored_responses \
              WHERE id = $1 AND workspace_id = $2 AND expires_at > now()",
             &[&id, &workspace],
@@ -95,7 +95,7 @@ pub async fn conversation(
     max_turns: i32,
 ) -> Result<Vec<Option<Value>>, DbError> {
     let rows = db
-        .query(
+        .traced_query(
             "WITH RECURSIVE chain (previous, turn, n) AS ( \
                  SELECT previous_response_id, turn, 1 FROM stored_responses \
                  WHERE id = $1 AND workspace_id = $2 \
@@ -117,7 +117,7 @@ pub async fn response(
     id: &str,
 ) -> Result<Option<Value>, DbError> {
     let row = db
-        .query_opt(
+        .traced_query_opt(
             "SELECT response FROM stored_responses \
              WHERE id = $1 AND workspace_id = $2 AND expires_at > now()",
             &[&id, &workspace],
@@ -133,7 +133,7 @@ pub async fn input_items(
     id: &str,
 ) -> Result<Option<Value>, DbError> {
     let row = db
-        .query_opt(
+        .traced_query_opt(
             "SELECT input_items FROM stored_responses \
              WHERE id = $1 AND workspace_id = $2 AND expires_at > now()",
             &[&id, &workspace],
@@ -147,7 +147,7 @@ pub async fn input_items(
 /// dropped) and keeps its turn for them until the purge finds nothing continuing it.
 pub async fn delete(db: &impl GenericClient, workspace: Uuid, id: &str) -> Result<bool, DbError> {
     let deleted = db
-        .execute(
+        .traced_execute(
             "DELETE FROM stored_responses s \
              WHERE id = $1 AND workspace_id = $2 AND expires_at > now() \
              AND NOT EXISTS (SELECT 1 FROM stored_responses c WHERE c.previous_response_id = s.id)",
@@ -162,7 +162,7 @@ pub async fn delete(db: &impl GenericClient, workspace: Uuid, id: &str) -> Resul
         Err(e) => return Err(e.into()),
     }
     let hidden = db
-        .execute(
+        .traced_execute(
             "UPDATE stored_responses SET expires_at = now(), response = 'null', \
              input_items = '[]', stored_bytes = coalesce(octet_length(turn::text), 0) \
              WHERE id = $1 AND workspace_id = $2 AND expires_at > now()",
@@ -178,7 +178,7 @@ pub async fn delete(db: &impl GenericClient, workspace: Uuid, id: &str) -> Resul
 /// each other.
 pub async fn purge_expired(db: &impl GenericClient, limit: i64) -> Result<u64, DbError> {
     Ok(db
-        .execute(
+        .traced_execute(
             "DELETE FROM stored_responses WHERE id IN ( \
                  SELECT id FROM stored_responses s WHERE expires_at <= now() \
                  AND NOT EXISTS (SELECT 1 FROM stored_responses c WHERE c.previous_response_id = s.id) \
@@ -191,7 +191,7 @@ pub async fn purge_expired(db: &impl GenericClient, limit: i64) -> Result<u64, D
 /// Bytes a workspace has stored (0 when it has stored nothing).
 pub async fn stored_bytes(db: &impl GenericClient, workspace: Uuid) -> Result<i64, DbError> {
     let row = db
-        .query_opt(
+        .traced_query_opt(
             "SELECT bytes FROM stored_response_bytes WHERE workspace_id = $1",
             &[&workspace],
         )

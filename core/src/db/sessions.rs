@@ -8,7 +8,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::DbError;
+use super::{DbError, Sql};
 use crate::Secret;
 
 pub const REFRESH_PREFIX: &str = "ppr-";
@@ -45,19 +45,19 @@ pub async fn create(
     refresh: &[u8; 32],
     ttl_seconds: i64,
 ) -> Result<Uuid, DbError> {
-    db.execute(
+    db.traced_execute(
         "DELETE FROM admin_sessions WHERE user_id = $1 AND expires_at <= now()",
         &[&user],
     )
     .await?;
     let id = super::new_id();
-    db.execute(
+    db.traced_execute(
         "INSERT INTO admin_sessions (id, user_id, expires_at)
          VALUES ($1, $2, now() + $3::bigint * interval '1 second')",
         &[&id, &user, &ttl_seconds],
     )
     .await?;
-    db.execute(
+    db.traced_execute(
         "INSERT INTO admin_refresh_tokens (token_hash, session_id) VALUES ($1, $2)",
         &[&refresh.as_slice(), &id],
     )
@@ -73,7 +73,7 @@ pub async fn is_active(
     user: Uuid,
 ) -> Result<bool, DbError> {
     let row = db
-        .query_opt(
+        .traced_query_opt(
             "SELECT 1 FROM admin_sessions
              WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()",
             &[&session, &user],
@@ -103,7 +103,7 @@ pub async fn rotate(
     ttl_seconds: i64,
 ) -> Result<Rotation, DbError> {
     let used = db
-        .query_opt(
+        .traced_query_opt(
             "UPDATE admin_refresh_tokens t SET used_at = now()
              FROM admin_sessions s
              WHERE t.token_hash = $1 AND t.used_at IS NULL AND s.id = t.session_id
@@ -116,12 +116,12 @@ pub async fn rotate(
             return Ok(Rotation::Invalid);
         }
         let session: Uuid = row.get("id");
-        db.execute(
+        db.traced_execute(
             "INSERT INTO admin_refresh_tokens (token_hash, session_id) VALUES ($1, $2)",
             &[&next.as_slice(), &session],
         )
         .await?;
-        db.execute(
+        db.traced_execute(
             "UPDATE admin_sessions SET expires_at = now() + $2::bigint * interval '1 second'
              WHERE id = $1",
             &[&session, &ttl_seconds],
@@ -133,7 +133,7 @@ pub async fn rotate(
         });
     }
     let revoked = db
-        .execute(
+        .traced_execute(
             "UPDATE admin_sessions SET revoked_at = coalesce(revoked_at, now())
              WHERE id = (SELECT session_id FROM admin_refresh_tokens WHERE token_hash = $1)",
             &[&presented.as_slice()],
@@ -149,7 +149,7 @@ pub async fn rotate(
 /// Ends one session of `user` (logout). Returns whether it was live.
 pub async fn revoke(db: &impl GenericClient, session: Uuid, user: Uuid) -> Result<bool, DbError> {
     let n = db
-        .execute(
+        .traced_execute(
             "UPDATE admin_sessions SET revoked_at = now()
              WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
             &[&session, &user],
@@ -161,7 +161,7 @@ pub async fn revoke(db: &impl GenericClient, session: Uuid, user: Uuid) -> Resul
 /// Ends every session of `user` (password change). Returns how many were live.
 pub async fn revoke_all(db: &impl GenericClient, user: Uuid) -> Result<u64, DbError> {
     Ok(db
-        .execute(
+        .traced_execute(
             "UPDATE admin_sessions SET revoked_at = now()
              WHERE user_id = $1 AND revoked_at IS NULL",
             &[&user],

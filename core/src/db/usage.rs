@@ -8,8 +8,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::logs::LogRecord;
-use super::DbError;
+use super::logs::{CacheResult, LogRecord};
+use super::{DbError, Sql};
 
 /// A counter row's identity: the fields of the `usage_counters_key` constraint, in its
 /// order, so that sorting keys sorts rows the way every writer locks them.
@@ -30,12 +30,24 @@ pub struct CounterDelta {
     pub completion_tokens: i64,
     pub total_tokens: i64,
     pub cost_nusd: i64,
+    pub cache_hits: i64,
+    pub cache_hit_tokens: i64,
+    pub cache_saved_nusd: i64,
 }
 
 impl CounterDelta {
+    /// Counts one stored row. A cache hit is a request like any other, but no provider
+    /// served it: its tokens and cost stay out of the token and cost counters (which are
+    /// what providers were asked for and charged) and are counted as the cache's instead.
     pub fn add(&mut self, r: &LogRecord) {
         self.requests += 1;
         self.errors += i64::from(r.status >= 400);
+        if r.cache == Some(CacheResult::Hit) {
+            self.cache_hits += 1;
+            self.cache_hit_tokens += i64::from(r.total_tokens);
+            self.cache_saved_nusd += r.cache_saved_nusd.unwrap_or(0);
+            return;
+        }
         self.prompt_tokens += i64::from(r.prompt_tokens);
         self.completion_tokens += i64::from(r.completion_tokens);
         self.total_tokens += i64::from(r.total_tokens);
@@ -51,6 +63,9 @@ impl CounterDelta {
             .saturating_add(other.completion_tokens);
         self.total_tokens = self.total_tokens.saturating_add(other.total_tokens);
         self.cost_nusd = self.cost_nusd.saturating_add(other.cost_nusd);
+        self.cache_hits = self.cache_hits.saturating_add(other.cache_hits);
+        self.cache_hit_tokens = self.cache_hit_tokens.saturating_add(other.cache_hit_tokens);
+        self.cache_saved_nusd = self.cache_saved_nusd.saturating_add(other.cache_saved_nusd);
     }
 }
 
@@ -78,14 +93,19 @@ const ADDED: &str = "requests = {t}.requests + EXCLUDED.requests,
     prompt_tokens = {t}.prompt_tokens + EXCLUDED.prompt_tokens,
     completion_tokens = {t}.completion_tokens + EXCLUDED.completion_tokens,
     total_tokens = {t}.total_tokens + EXCLUDED.total_tokens,
-    cost_nusd = {t}.cost_nusd + EXCLUDED.cost_nusd";
+    cost_nusd = {t}.cost_nusd + EXCLUDED.cost_nusd,
+    cache_hits = {t}.cache_hits + EXCLUDED.cache_hits,
+    cache_hit_tokens = {t}.cache_hit_tokens + EXCLUDED.cache_hit_tokens,
+    cache_saved_nusd = {t}.cache_saved_nusd + EXCLUDED.cache_saved_nusd";
 
 static UPSERT_COUNTERS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "INSERT INTO usage_counters (workspace_id, bucket, api_key_id, provider_id, model, requests, errors,
-             prompt_tokens, completion_tokens, total_tokens, cost_nusd)
+             prompt_tokens, completion_tokens, total_tokens, cost_nusd, cache_hits, cache_hit_tokens,
+             cache_saved_nusd)
          SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[], $6::int8[],
-             $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[])
+             $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::int8[],
+             $14::int8[])
          ON CONFLICT ON CONSTRAINT usage_counters_key DO UPDATE SET {}",
         ADDED.replace("{t}", "usage_counters")
     )
@@ -94,16 +114,18 @@ static UPSERT_COUNTERS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
 static UPSERT_ROLLUP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "INSERT INTO usage_rollup (workspace_id, bucket, provider_id, model, requests, errors,
-             prompt_tokens, completion_tokens, total_tokens, cost_nusd)
+             prompt_tokens, completion_tokens, total_tokens, cost_nusd, cache_hits, cache_hit_tokens,
+             cache_saved_nusd)
          SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::text[], $5::int8[],
-             $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[])
+             $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[],
+             $13::int8[])
          ON CONFLICT ON CONSTRAINT usage_rollup_key DO UPDATE SET {}",
         ADDED.replace("{t}", "usage_rollup")
     )
 });
 
-/// The six sums of deltas as parameter arrays, in the upserts' order.
-fn sums(vals: &[&CounterDelta]) -> [Vec<i64>; 6] {
+/// The sums of deltas as parameter arrays, in the upserts' order (after the key columns).
+fn sums(vals: &[&CounterDelta]) -> [Vec<i64>; 9] {
     let col = |f: fn(&CounterDelta) -> i64| -> Vec<i64> { vals.iter().map(|v| f(v)).collect() };
     [
         col(|v| v.requests),
@@ -112,6 +134,9 @@ fn sums(vals: &[&CounterDelta]) -> [Vec<i64>; 6] {
         col(|v| v.completion_tokens),
         col(|v| v.total_tokens),
         col(|v| v.cost_nusd),
+        col(|v| v.cache_hits),
+        col(|v| v.cache_hit_tokens),
+        col(|v| v.cache_saved_nusd),
     ]
 }
 
@@ -149,13 +174,14 @@ pub async fn add<'a>(
     let key: Vec<Option<Uuid>> = keys.iter().map(|k| k.api_key_id).collect();
     let pid: Vec<Option<Uuid>> = keys.iter().map(|k| k.provider_id).collect();
     let model: Vec<&str> = keys.iter().map(|k| k.model.as_str()).collect();
-    let [req, err, pt, ct, tt, cost] = sums(&vals);
-    let params: [&(dyn ToSql + Sync); 11] = [
-        &ws, &bucket, &key, &pid, &model, &req, &err, &pt, &ct, &tt, &cost,
-    ];
+    let added = sums(&vals);
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ws, &bucket, &key, &pid, &model];
+    params.extend(added.iter().map(|s| s as &(dyn ToSql + Sync)));
     // Prepared once per connection: every flush sends only its parameters. `unnest` yields
     // the arrays in order, so the rows are locked in the order sorted above.
     let upsert = db.prepare_cached(&UPSERT_COUNTERS).await?;
+    // A prepared statement (`Sql` takes text): the log writer's, outside any trace.
+    #[allow(clippy::disallowed_methods)]
     db.execute(&upsert, &params).await?;
 
     let mut rollup: std::collections::BTreeMap<RollupKey<'_>, CounterDelta> =
@@ -174,10 +200,12 @@ pub async fn add<'a>(
     let pid: Vec<Option<Uuid>> = rollup.keys().map(|k| k.provider_id).collect();
     let model: Vec<&str> = rollup.keys().map(|k| k.model).collect();
     let vals: Vec<&CounterDelta> = rollup.values().collect();
-    let [req, err, pt, ct, tt, cost] = sums(&vals);
-    let params: [&(dyn ToSql + Sync); 10] =
-        [&ws, &bucket, &pid, &model, &req, &err, &pt, &ct, &tt, &cost];
+    let added = sums(&vals);
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ws, &bucket, &pid, &model];
+    params.extend(added.iter().map(|s| s as &(dyn ToSql + Sync)));
     let upsert = db.prepare_cached(&UPSERT_ROLLUP).await?;
+    // A prepared statement (`Sql` takes text): the log writer's, outside any trace.
+    #[allow(clippy::disallowed_methods)]
     db.execute(&upsert, &params).await?;
     Ok(())
 }
@@ -214,12 +242,21 @@ pub struct Totals {
     pub completion_tokens: i64,
     pub total_tokens: i64,
     pub cost_nusd: i64,
+    /// Requests answered from the response cache (counted in `requests` too).
+    pub cache_hits: i64,
+    /// The cached answers' tokens (not in the token counts above).
+    pub cache_hit_tokens: i64,
+    /// What the providers would have charged for the cache hits, nano-USD.
+    pub cache_saved_nusd: i64,
 }
 
 const SUMS: &str = "COALESCE(sum(requests), 0)::int8 AS requests, COALESCE(sum(errors), 0)::int8 AS errors,
     COALESCE(sum(prompt_tokens), 0)::int8 AS prompt_tokens,
     COALESCE(sum(completion_tokens), 0)::int8 AS completion_tokens,
-    COALESCE(sum(total_tokens), 0)::int8 AS total_tokens, COALESCE(sum(cost_nusd), 0)::int8 AS cost_nusd";
+    COALESCE(sum(total_tokens), 0)::int8 AS total_tokens, COALESCE(sum(cost_nusd), 0)::int8 AS cost_nusd,
+    COALESCE(sum(cache_hits), 0)::int8 AS cache_hits,
+    COALESCE(sum(cache_hit_tokens), 0)::int8 AS cache_hit_tokens,
+    COALESCE(sum(cache_saved_nusd), 0)::int8 AS cache_saved_nusd";
 
 fn totals_from(row: &Row) -> Totals {
     Totals {
@@ -229,6 +266,9 @@ fn totals_from(row: &Row) -> Totals {
         completion_tokens: row.get("completion_tokens"),
         total_tokens: row.get("total_tokens"),
         cost_nusd: row.get("cost_nusd"),
+        cache_hits: row.get("cache_hits"),
+        cache_hit_tokens: row.get("cache_hit_tokens"),
+        cache_saved_nusd: row.get("cache_saved_nusd"),
     }
 }
 
@@ -240,7 +280,7 @@ pub async fn totals(
     to: OffsetDateTime,
 ) -> Result<Totals, DbError> {
     let row = db
-        .query_one(
+        .traced_query_one(
             &format!("SELECT {SUMS} FROM usage_rollup WHERE workspace_id = $1 AND bucket >= $2 AND bucket < $3"),
             &[&ws, &from, &to],
         )
@@ -269,10 +309,13 @@ pub async fn series(
          )
          SELECT p.period, COALESCE(s.requests, 0) AS requests, COALESCE(s.errors, 0) AS errors,
                 COALESCE(s.prompt_tokens, 0) AS prompt_tokens, COALESCE(s.completion_tokens, 0) AS completion_tokens,
-                COALESCE(s.total_tokens, 0) AS total_tokens, COALESCE(s.cost_nusd, 0) AS cost_nusd
+                COALESCE(s.total_tokens, 0) AS total_tokens, COALESCE(s.cost_nusd, 0) AS cost_nusd,
+                COALESCE(s.cache_hits, 0) AS cache_hits,
+                COALESCE(s.cache_hit_tokens, 0) AS cache_hit_tokens,
+                COALESCE(s.cache_saved_nusd, 0) AS cache_saved_nusd
          FROM periods p LEFT JOIN sums s ON s.period = p.period ORDER BY p.period"
     );
-    let rows = db.query(&sql, &[&ws, &from, &to]).await?;
+    let rows = db.traced_query(&sql, &[&ws, &from, &to]).await?;
     Ok(rows
         .iter()
         .map(|r| (r.get("period"), totals_from(r)))
@@ -302,7 +345,7 @@ pub async fn by_provider(
          GROUP BY u.provider_id, p.name, p.kind, u.model
          ORDER BY requests DESC, u.model"
     );
-    let rows = db.query(&sql, &[&ws, &from, &to]).await?;
+    let rows = db.traced_query(&sql, &[&ws, &from, &to]).await?;
     Ok(rows
         .iter()
         .map(|r| ProviderModelUsage {
@@ -374,7 +417,7 @@ mod tests {
             }
         }
         let row = a
-            .query_one(
+            .traced_query_one(
                 "SELECT count(*), sum(requests)::int8 FROM usage_counters WHERE workspace_id = $1",
                 &[&workspace_id],
             )
@@ -383,7 +426,7 @@ mod tests {
         assert_eq!(row.get::<_, i64>(0), ROWS as i64);
         assert_eq!(row.get::<_, i64>(1), (ROWS * ROUNDS * 2) as i64);
         let rollup = a
-            .query_one(
+            .traced_query_one(
                 "SELECT count(*), sum(requests)::int8 FROM usage_rollup WHERE workspace_id = $1",
                 &[&workspace_id],
             )

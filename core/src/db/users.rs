@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::DbError;
+use super::{DbError, Sql};
 use crate::email::Email;
 
 pub const EMAIL_UNIQUE: &str = "users_email_key";
@@ -51,7 +51,7 @@ pub async fn insert_with(
     verified: bool,
 ) -> Result<User, DbError> {
     let row = db
-        .query_one(
+        .traced_query_one(
             "INSERT INTO users (id, email, password_hash, email_verified_at)
              VALUES ($1, $2, $3, CASE WHEN $4 THEN now() END)
              RETURNING id, email, created_at, email_verified_at",
@@ -66,7 +66,7 @@ pub async fn find_by_email(
     email: &Email,
 ) -> Result<Option<UserWithHash>, DbError> {
     let row = db
-        .query_opt(
+        .traced_query_opt(
             "SELECT id, email, created_at, email_verified_at, password_hash FROM users WHERE email = $1",
             &[&email.as_str()],
         )
@@ -79,7 +79,7 @@ pub async fn find_by_email(
 
 pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<User>, DbError> {
     let row = db
-        .query_opt(
+        .traced_query_opt(
             "SELECT id, email, created_at, email_verified_at FROM users WHERE id = $1",
             &[&id],
         )
@@ -89,7 +89,7 @@ pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<User>, DbEr
 
 pub async fn count_by_email(db: &impl GenericClient, email: &str) -> Result<i64, DbError> {
     let row = db
-        .query_one("SELECT count(*) FROM users WHERE email = $1", &[&email])
+        .traced_query_one("SELECT count(*) FROM users WHERE email = $1", &[&email])
         .await?;
     Ok(row.get(0))
 }
@@ -97,7 +97,7 @@ pub async fn count_by_email(db: &impl GenericClient, email: &str) -> Result<i64,
 /// The stored password hash of `id`, if the account exists.
 pub async fn password_hash(db: &impl GenericClient, id: Uuid) -> Result<Option<String>, DbError> {
     let row = db
-        .query_opt("SELECT password_hash FROM users WHERE id = $1", &[&id])
+        .traced_query_opt("SELECT password_hash FROM users WHERE id = $1", &[&id])
         .await?;
     Ok(row.map(|r| r.get(0)))
 }
@@ -107,7 +107,7 @@ pub async fn set_password_hash(
     id: Uuid,
     password_hash: &str,
 ) -> Result<(), DbError> {
-    db.execute(
+    db.traced_execute(
         "UPDATE users SET password_hash = $2 WHERE id = $1",
         &[&id, &password_hash],
     )
@@ -116,7 +116,7 @@ pub async fn set_password_hash(
 }
 
 pub async fn mark_verified(db: &impl GenericClient, id: Uuid) -> Result<(), DbError> {
-    db.execute(
+    db.traced_execute(
         "UPDATE users SET email_verified_at = COALESCE(email_verified_at, now()) WHERE id = $1",
         &[&id],
     )
@@ -132,7 +132,7 @@ pub async fn claim_verification_send(
     cooldown_seconds: i64,
 ) -> Result<bool, DbError> {
     let n = db
-        .execute(
+        .traced_execute(
             "UPDATE users SET verification_sent_at = now()
              WHERE id = $1 AND (verification_sent_at IS NULL
                    OR verification_sent_at <= now() - $2::bigint * interval '1 second')",
@@ -149,7 +149,7 @@ pub async fn verification_wait(
     cooldown_seconds: i64,
 ) -> Result<i64, DbError> {
     let row = db
-        .query_one(
+        .traced_query_one(
             "SELECT COALESCE(ceil(extract(epoch FROM
                  verification_sent_at + $2::bigint * interval '1 second' - now()))::bigint, 0)
              FROM users WHERE id = $1",

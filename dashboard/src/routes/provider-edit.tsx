@@ -5,7 +5,7 @@ import { RoleGate } from '@/features/members/components/role-gate';
 export default function ProviderEditRoute() {
   const { providerId = '' } = useParams();
   return (
-    <RoleGate permission="manageProviders" title="Edit provider">
+    <RoleGate permission="viewProviders" title="Provider">
       <ProviderEditView providerId={providerId} />
     </RoleGate>
   );

@@ -1,5 +1,10 @@
-import { cleanup } from '@testing-library/react';
+import { cleanup, configure } from '@testing-library/react';
 import { afterEach } from 'vitest';
+
+// `findBy…` waits for what a render shows: the default second is a bound on a hung test,
+// not a measurement, and role queries over a whole page in jsdom take several hundred ms
+// of CPU on a loaded two-core machine. Ten seconds still ends a hung test early.
+configure({ asyncUtilTimeout: 10_000 });
 
 afterEach(() => {
   cleanup();

@@ -25,7 +25,9 @@ use crate::auth::AuthedKey;
 use crate::errors::GatewayError;
 use crate::routing::Entry;
 use crate::stored_responses::{ResponseStore, ToStore};
+use perpetuo_core::provider::ProviderKind;
 use perpetuo_wire::lazy_json::LazyJson;
+use perpetuo_wire::openai::responses::request::PROMPT_CACHE_KEY;
 use perpetuo_wire::translation::Translation;
 use perpetuo_wire::{Adapter, Call, Route, StreamState, Unsupported, UpstreamRequest};
 
@@ -92,17 +94,41 @@ impl Door {
         }
     }
 
-    /// The request for one entry, its stream state and how its answer is encoded.
+    /// The request for one entry sent with `key` (`""`: none), its stream state and how
+    /// its answer is encoded.
     pub fn build(
         self,
         inbound: &Inbound<'_>,
         entry: &Entry,
+        key: &str,
         served: &str,
     ) -> Result<Built, Unsupported> {
         match self {
-            Door::Chat | Door::Embeddings => openai_chat::build(inbound, entry, served),
-            Door::Messages => anthropic_messages::door::build(inbound, entry, served),
-            Door::Responses => openai_responses::door::build(inbound, entry, served),
+            Door::Chat | Door::Embeddings => openai_chat::build(inbound, entry, key, served),
+            Door::Messages => anthropic_messages::door::build(inbound, entry, key, served),
+            Door::Responses => openai_responses::door::build(inbound, entry, key, served),
+        }
+    }
+}
+
+impl Door {
+    /// The translation of a stored answer from an entry of `kind`, for this request as
+    /// asked (`stream`), as [`Door::build`] makes it for a live answer.
+    pub fn replay(
+        self,
+        inbound: &Inbound<'_>,
+        kind: ProviderKind,
+        served: &str,
+        stream: bool,
+    ) -> Result<Translation, Unsupported> {
+        let call = Call {
+            stream,
+            ..inbound.call
+        };
+        match self {
+            Door::Chat | Door::Embeddings => Ok(openai_chat::replay(&call, kind, served)),
+            Door::Messages => anthropic_messages::door::replay(inbound, &call, kind, served),
+            Door::Responses => openai_responses::door::replay(inbound, &call, kind, served),
         }
     }
 }
@@ -133,7 +159,7 @@ pub struct PreparedMessages {
     pub version: Option<String>,
     pub beta: Option<String>,
     /// What the conversion dropped, for the log row.
-    pub note: Option<&'static str>,
+    pub note: Option<Arc<str>>,
 }
 
 /// The Responses door's request.
@@ -144,6 +170,8 @@ pub struct PreparedResponses {
     pub response_id: String,
     /// What to store with the answer (`store` not false).
     pub to_store: Option<ToStore>,
+    /// What the conversion left out, for the log row's note.
+    pub dropped: Vec<&'static str>,
 }
 
 impl Prepared {
@@ -211,19 +239,46 @@ pub(crate) fn pivot(chat: Result<Value, Unsupported>) -> Pivot {
     })
 }
 
+/// The stream state a stored answer from an entry of `adapter`'s format is replayed with,
+/// on a door whose request that entry got as the chat `pivot`.
+pub(crate) fn pivot_replay_state(
+    adapter: Adapter,
+    pivot: &Pivot,
+    call: &Call<'_>,
+    served: &str,
+) -> Result<StreamState, Unsupported> {
+    let chat = pivot.as_ref().map_err(Clone::clone)?;
+    let call = Call {
+        request: chat,
+        ..*call
+    };
+    Ok(adapter.replay_state(&call, served))
+}
+
 /// What the client asked for, as every attempt needs it.
 pub struct Inbound<'a> {
     pub door: Door,
     pub call: Call<'a>,
     pub prepared: &'a Prepared,
+    /// The request's numbers (completion cap, choices), for its token estimate.
+    pub numbers: perpetuo_wire::lazy_json::Numbers,
 }
 
 impl Inbound<'_> {
+    /// The tokens the request is expected to use (prompt and completion), as the limits
+    /// estimate them.
+    pub fn estimated_tokens(&self, pricing: &perpetuo_core::pricing::Pricing) -> u64 {
+        let request = self.call.request;
+        crate::limits::Estimate::of(request, request.raw().len(), self.numbers, None, pricing)
+            .tokens
+    }
+
     /// The door's request in the OpenAI chat shape, built for one entry by its adapter.
     pub fn pivot_request(
         &self,
         adapter: Adapter,
         entry: &Entry,
+        key: &str,
         served: &str,
     ) -> Result<(UpstreamRequest, StreamState), Unsupported> {
         let chat = match self.prepared.pivot_result() {
@@ -231,16 +286,24 @@ impl Inbound<'_> {
             Some(Err(e)) => return Err(e.clone()),
             None => return Err(Unsupported("no request".into())),
         };
+        // OpenAI's cache hint is OpenAI's own: a compatible server may refuse it.
+        let stripped;
+        let chat = match chat.get(PROMPT_CACHE_KEY) {
+            Some(_) if entry.kind == ProviderKind::OpenaiCompatible => {
+                let mut value = Value::clone(chat);
+                if let Some(obj) = value.as_object_mut() {
+                    obj.remove(PROMPT_CACHE_KEY);
+                }
+                stripped = pivot(Ok(value))?;
+                &stripped
+            }
+            _ => chat,
+        };
         let call = Call {
             request: chat,
             ..self.call
         };
-        adapter.build_request(
-            &entry.upstream.path_prefix,
-            entry.key.expose(),
-            &call,
-            served,
-        )
+        adapter.build_request(&entry.upstream.path_prefix, key, &call, served)
     }
 }
 

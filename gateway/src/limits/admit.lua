@@ -5,7 +5,8 @@
 -- KEYS, per scope: its hash, its in-flight set (request id -> lease end) and its held set
 --   (request id -> lease end; the hash keeps each held reservation as `q:<id>`).
 -- ARGV: now (ms), minute, estimated tokens, estimated cost (nano-USD), request id, lease
---   (ms), scope count, then per scope: period start, rpm, tpm, concurrency, budget, seed
+--   (ms), scope count, counted (1: the request counts toward RPM; 0: a reservation made
+--   after a cache miss for a request already counted), then per scope: period start, rpm, tpm, concurrency, budget, seed
 --   (-1: none), seeded (1: the seed was read from PostgreSQL just now).
 -- Every number is an integer below 2^53, so Lua holds it exactly.
 -- Returns {0, requests, tokens, ...} per scope when admitted, {kind, scope, requests,
@@ -15,15 +16,16 @@
 local now = tonumber(ARGV[1]); local minute = tonumber(ARGV[2])
 local est_t = tonumber(ARGV[3]); local est_c = tonumber(ARGV[4])
 local rid = ARGV[5]; local lease = tonumber(ARGV[6]); local n = tonumber(ARGV[7])
+local inc = tonumber(ARGV[8])
 local keep = 3024000000
 local st = {}
 for i = 1, n do
-  local h = KEYS[3*i-2]; local z = KEYS[3*i-1]; local q = KEYS[3*i]; local b = 7 + (i-1)*7
+  local h = KEYS[3*i-2]; local z = KEYS[3*i-1]; local q = KEYS[3*i]; local b = 8 + (i-1)*7
   local budget = tonumber(ARGV[b+5]); local seeded = tonumber(ARGV[b+7])
   if budget >= 0 and seeded == 0 and redis.call('EXISTS', h) == 0 then return {5, i} end
 end
 for i = 1, n do
-  local h = KEYS[3*i-2]; local z = KEYS[3*i-1]; local q = KEYS[3*i]; local b = 7 + (i-1)*7
+  local h = KEYS[3*i-2]; local z = KEYS[3*i-1]; local q = KEYS[3*i]; local b = 8 + (i-1)*7
   local period = tonumber(ARGV[b+1]); local rpm = tonumber(ARGV[b+2])
   local tpm = tonumber(ARGV[b+3]); local conc = tonumber(ARGV[b+4])
   local budget = tonumber(ARGV[b+5]); local seed = tonumber(ARGV[b+6])
@@ -50,7 +52,7 @@ for i = 1, n do
   if rpm >= 0 and r >= rpm then return {2, i, r, t} end
   if tpm >= 0 and t > 0 and t + est_t > tpm then return {3, i, r, t} end
   if budget >= 0 and (s >= budget or s + res + est_c > budget) then return {4, i, r, t} end
-  st[i] = {r + 1, t + est_t, s, res + est_c, period, conc}
+  st[i] = {r + inc, t + est_t, s, res + est_c, period, conc}
 end
 local out = {0}
 for i = 1, n do

@@ -126,18 +126,20 @@ impl Local {
     }
 
     /// Runs the rate and budget checks in this process, with the rate limits divided by
-    /// `divide` (the replica count when this stands in for the shared store).
+    /// `divide` (the replica count when this stands in for the shared store); `counted`:
+    /// the request counts toward RPM (not for a reservation made after a cache miss).
     pub(super) fn admit(
         &self,
-        key_id: Uuid,
+        first: Scope,
         workspace_id: Uuid,
         policy: &Policy,
         estimate: Estimate,
         divide: u32,
+        counted: bool,
     ) -> Gate {
         let now = Now::get();
         let scopes: Vec<(Scope, Limits, Option<Seed>, Shared)> =
-            scopes(policy, key_id, workspace_id)
+            scopes(policy, first, workspace_id)
                 .map(|(scope, limits, seed)| {
                     (scope, divided(limits, divide), seed, self.counters(scope))
                 })
@@ -168,7 +170,7 @@ impl Local {
         }
         let mut held = Vec::with_capacity(scopes.len());
         for ((_, limits, _, _), g) in scopes.iter().zip(guards.iter_mut()) {
-            g.requests = g.requests.saturating_add(1);
+            g.requests = g.requests.saturating_add(u64::from(counted));
             g.tokens = g.tokens.saturating_add(estimate.tokens);
             g.reserved_nusd = g.reserved_nusd.saturating_add(estimate.cost_nusd);
             let slot = limits.concurrency.is_some();
@@ -178,7 +180,7 @@ impl Local {
             held.push(slot);
         }
         drop(guards);
-        gate.count(1, estimate.tokens);
+        gate.count(u64::from(counted), estimate.tokens);
         gate.permit = Some(Held::Local(Permit {
             scopes: scopes
                 .into_iter()
@@ -226,12 +228,15 @@ mod tests {
             ..Limits::default()
         });
         let (k, w) = (Uuid::now_v7(), Uuid::now_v7());
-        let first = l.admit(k, w, &p, Estimate::default(), 1);
+        let first = l.admit(Scope::Key(k), w, &p, Estimate::default(), 1, true);
         assert!(first.check().is_ok());
-        let second = l.admit(k, w, &p, Estimate::default(), 1);
+        let second = l.admit(Scope::Key(k), w, &p, Estimate::default(), 1, true);
         assert_eq!(second.refused_kind(), Some(ErrorKind::ConcurrencyLimit));
         drop(first);
-        assert!(l.admit(k, w, &p, Estimate::default(), 1).check().is_ok());
+        assert!(l
+            .admit(Scope::Key(k), w, &p, Estimate::default(), 1, true)
+            .check()
+            .is_ok());
     }
 
     #[test]
@@ -246,14 +251,14 @@ mod tests {
             tokens: 1,
             cost_nusd: 60,
         };
-        let a = l.admit(k, w, &p, est, 1);
+        let a = l.admit(Scope::Key(k), w, &p, est, 1, true);
         assert!(a.check().is_ok());
         // 60 reserved: another 60 would cross the budget.
-        let b = l.admit(k, w, &p, est, 1);
+        let b = l.admit(Scope::Key(k), w, &p, est, 1, true);
         assert_eq!(b.refused_kind(), Some(ErrorKind::BudgetExceeded));
         a.settle(1, 10);
         drop(a);
-        assert!(l.admit(k, w, &p, est, 1).check().is_ok());
+        assert!(l.admit(Scope::Key(k), w, &p, est, 1, true).check().is_ok());
     }
 
     #[test]
@@ -269,12 +274,15 @@ mod tests {
             spent_nusd: 1_000,
         });
         let (k, w) = (Uuid::now_v7(), Uuid::now_v7());
-        assert!(l.admit(k, w, &p, Estimate::default(), 1).check().is_ok());
+        assert!(l
+            .admit(Scope::Key(k), w, &p, Estimate::default(), 1, true)
+            .check()
+            .is_ok());
         p.key_seed = Some(Seed {
             period_start: Period::Month.start(now),
             spent_nusd: 100,
         });
-        let g = l.admit(k, w, &p, Estimate::default(), 1);
+        let g = l.admit(Scope::Key(k), w, &p, Estimate::default(), 1, true);
         assert_eq!(g.refused_kind(), Some(ErrorKind::BudgetExceeded));
         assert_eq!(g.check().unwrap_err().code, ErrorKind::InsufficientQuota);
     }

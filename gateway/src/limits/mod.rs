@@ -26,7 +26,7 @@ use crate::metrics;
 use local::{Local, Permit};
 use perpetuo_wire::lazy_json::{LazyJson, Numbers};
 pub use policy::{Estimate, Policy, Seed, DEFAULT_COMPLETION_ESTIMATE};
-use policy::{Now, Refusal};
+use policy::{Now, Refusal, Scope};
 use shared::SharedPermit;
 pub use shared::{RedisLink, RedisSettings, RedisStore};
 
@@ -70,6 +70,9 @@ pub struct Gate {
     requests: Option<Window>,
     tokens: Option<Window>,
     refusal: Option<Refusal>,
+    /// Made after a cache miss, for a request admitted before its lookup without an
+    /// estimate: the estimate's hold on TPM and budget. The real usage settles here.
+    reservation: Option<Box<Gate>>,
 }
 
 impl Gate {
@@ -95,21 +98,43 @@ impl Gate {
         self.tokens = dec(self.tokens, tokens);
     }
 
+    /// The refusal that applies: the reservation's, else the admission's.
+    fn refusal(&self) -> Option<&Refusal> {
+        self.reservation
+            .as_ref()
+            .and_then(|r| r.refusal.as_ref())
+            .or(self.refusal.as_ref())
+    }
+
     /// The refusal, if the request was refused.
     pub fn check(&self) -> Result<(), GatewayError> {
-        match &self.refusal {
+        match self.refusal() {
             Some(r) => Err(r.error.clone()),
             None => Ok(()),
         }
     }
 
-    /// The log row's `error_kind` for a refusal: which limit.
-    pub fn refused_kind(&self) -> Option<ErrorKind> {
-        self.refusal.as_ref().map(|r| r.kind)
+    /// For a refused request: in how many seconds the limit may admit it (`Some(1)` when
+    /// the limit names no time). `None` when admitted.
+    pub fn refused_for_s(&self) -> Option<u64> {
+        self.refusal().map(|r| r.retry_after_s.unwrap_or(1))
     }
 
-    /// Settles the permit from the real usage (once; later calls do nothing).
+    /// The log row's `error_kind` for a refusal: which limit.
+    pub fn refused_kind(&self) -> Option<ErrorKind> {
+        self.refusal().map(|r| r.kind)
+    }
+
+    /// Settles the permit from the real usage (once; later calls do nothing). With a
+    /// reservation, the usage settles there and the admission settles at nothing.
     pub fn settle(&self, tokens: u64, cost_nusd: i64) {
+        let (tokens, cost_nusd) = match &self.reservation {
+            Some(r) => {
+                r.settle(tokens, cost_nusd);
+                (0, 0)
+            }
+            None => (tokens, cost_nusd),
+        };
         match &self.permit {
             Some(Held::Local(p)) => p.settle(tokens, cost_nusd),
             Some(Held::Shared(p)) => p.settle(tokens, cost_nusd),
@@ -129,11 +154,18 @@ impl Gate {
         if let Some(s) = &self.shadow {
             s.apply().await;
         }
+        if let Some(r) = &self.reservation {
+            Box::pin(r.apply()).await;
+        }
     }
 
     /// OpenAI's rate-limit headers, and `Retry-After` on a refusal.
     pub fn write_headers(&self, h: &mut ResponseHeader) -> pingora::Result<()> {
-        for (w, suffix) in [(self.requests, "requests"), (self.tokens, "tokens")] {
+        let tokens = match self.reservation.as_ref().and_then(|r| r.tokens) {
+            Some(w) => tighter(self.tokens, w),
+            None => self.tokens,
+        };
+        for (w, suffix) in [(self.requests, "requests"), (tokens, "tokens")] {
             if let Some(w) = w {
                 h.insert_header(format!("x-ratelimit-limit-{suffix}"), w.limit.to_string())?;
                 h.insert_header(
@@ -143,7 +175,7 @@ impl Gate {
                 h.insert_header(format!("x-ratelimit-reset-{suffix}"), reset(w.reset_ms))?;
             }
         }
-        if let Some(s) = self.refusal.as_ref().and_then(|r| r.retry_after_s) {
+        if let Some(s) = self.refusal().and_then(|r| r.retry_after_s) {
             h.insert_header("retry-after", s.to_string())?;
         }
         Ok(())
@@ -164,8 +196,21 @@ fn reset(ms: u64) -> String {
     }
 }
 
+/// Which of the checks an admission makes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Part {
+    /// Every check; the request is counted and its estimate held.
+    #[default]
+    Whole,
+    /// Before a cache lookup: the request is counted (concurrency, RPM) and a TPM window
+    /// or budget already used up refuses it, but no estimate is held — a hit costs
+    /// neither. A miss then makes its [`Limiter::reserve`].
+    Counted,
+}
+
 /// What a request is admitted on.
 pub struct Admission<'a> {
+    pub part: Part,
     pub model: &'a str,
     /// The model a provider will be asked for and charged by (the first candidate's),
     /// when it has a price; `None` when no candidate's model is priced.
@@ -205,23 +250,99 @@ impl Limiter {
         if policy.key.is_empty() && policy.workspace.is_empty() {
             return Gate::default();
         }
-        // Only here is the body read as a tree (for its images).
-        let estimate = Estimate::of(
-            a.request,
-            a.request.raw().len(),
-            a.numbers,
-            a.priced_model,
-            pricing,
-        );
+        let estimate = match a.part {
+            Part::Counted => Estimate::default(),
+            // Only here is the body read as a tree (for its images).
+            Part::Whole => estimate(&a, pricing),
+        };
+        self.check(Scope::Key(key_id), workspace_id, policy, estimate, true)
+            .await
+    }
+
+    /// After a cache miss, for a request admitted with [`Part::Counted`]: holds its
+    /// estimate against TPM and budget (a refusal lands in `gate`, as an admission's
+    /// would), without counting the request again.
+    pub async fn reserve(
+        &self,
+        gate: &mut Gate,
+        key: &AuthedKey,
+        a: Admission<'_>,
+        pricing: &Pricing,
+    ) {
+        let policy = &key.policy;
+        if gate.refusal.is_some() || policy.is_unlimited() {
+            return;
+        }
+        let reserving = policy::reserving(policy);
+        if reserving.key.is_empty() && reserving.workspace.is_empty() {
+            return;
+        }
+        let estimate = estimate(&a, pricing);
+        let reservation = self
+            .check(
+                Scope::Key(key.id),
+                key.workspace_id,
+                &reserving,
+                estimate,
+                false,
+            )
+            .await;
+        gate.reservation = Some(Box::new(reservation));
+    }
+
+    /// Admits a request of `tokens` on `entry`'s own quota (requests and tokens per
+    /// minute), locally or through Redis as the keys' limits are. A refusal passes the
+    /// entry by; the gate, kept with the request, settles with the real usage.
+    pub async fn admit_entry(
+        &self,
+        entry: uuid::Uuid,
+        workspace_id: uuid::Uuid,
+        quota: crate::routing::Quota,
+        tokens: u64,
+    ) -> Gate {
+        let policy = Policy {
+            key: perpetuo_core::db::limits::Limits {
+                rpm: quota.rpm,
+                tpm: quota.tpm.map(|t| u32::try_from(t).unwrap_or(u32::MAX)),
+                ..Default::default()
+            },
+            ..Policy::default()
+        };
+        let estimate = Estimate {
+            tokens: tokens.min(policy::MAX_EXACT as u64),
+            cost_nusd: 0,
+        };
+        self.check(Scope::Entry(entry), workspace_id, &policy, estimate, true)
+            .await
+    }
+
+    async fn check(
+        &self,
+        first: Scope,
+        workspace_id: uuid::Uuid,
+        policy: &Policy,
+        estimate: Estimate,
+        counted: bool,
+    ) -> Gate {
         match &self.shared {
-            None => self.local.admit(key_id, workspace_id, policy, estimate, 1),
-            Some(store) => match store.admit(key_id, workspace_id, policy, estimate).await {
+            None => self
+                .local
+                .admit(first, workspace_id, policy, estimate, 1, counted),
+            Some(store) => match store
+                .admit(first, workspace_id, policy, estimate, counted)
+                .await
+            {
                 Ok(gate) => gate,
                 Err(shadow) => {
                     metrics::LIMIT_FALLBACKS.inc();
-                    let mut gate =
-                        self.local
-                            .admit(key_id, workspace_id, policy, estimate, store.replicas);
+                    let mut gate = self.local.admit(
+                        first,
+                        workspace_id,
+                        policy,
+                        estimate,
+                        store.replicas,
+                        counted,
+                    );
                     match shadow {
                         Some(s) if gate.refusal.is_some() => s.undo(),
                         shadow => gate.shadow = shadow,
@@ -231,6 +352,16 @@ impl Limiter {
             },
         }
     }
+}
+
+fn estimate(a: &Admission<'_>, pricing: &Pricing) -> Estimate {
+    Estimate::of(
+        a.request,
+        a.request.raw().len(),
+        a.numbers,
+        a.priced_model,
+        pricing,
+    )
 }
 
 #[cfg(test)]

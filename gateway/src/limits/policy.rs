@@ -23,15 +23,15 @@ pub const IMAGE_TOKEN_ESTIMATE: u64 = 1_600;
 /// exact only below 2^53.
 pub const MAX_EXACT: i64 = (1 << 53) - 1;
 
-/// The scopes of `policy` with limits, key first (locks and Redis keys are always taken in
-/// this order), with their limits and seeds.
+/// The scopes of `policy` with limits, `first` (the key's, or an entry's quota) first
+/// (locks and Redis keys are always taken in this order), with their limits and seeds.
 pub(super) fn scopes(
     policy: &Policy,
-    key_id: Uuid,
+    first: Scope,
     workspace_id: Uuid,
 ) -> impl Iterator<Item = (Scope, &Limits, Option<Seed>)> {
     [
-        (Scope::Key(key_id), &policy.key, policy.key_seed),
+        (first, &policy.key, policy.key_seed),
         (
             Scope::Workspace(workspace_id),
             &policy.workspace,
@@ -42,10 +42,29 @@ pub(super) fn scopes(
     .filter(|(_, limits, _)| !limits.is_empty())
 }
 
+/// The part of `policy` a reservation made after a cache miss checks: tokens per minute
+/// and budgets (the request was counted toward concurrency and RPM before its lookup).
+pub(super) fn reserving(policy: &Policy) -> Policy {
+    let part = |l: &Limits| Limits {
+        rpm: None,
+        concurrency: None,
+        ..*l
+    };
+    Policy {
+        key: part(&policy.key),
+        workspace: part(&policy.workspace),
+        allowed_models: Vec::new(),
+        key_seed: policy.key_seed,
+        workspace_seed: policy.workspace_seed,
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Scope {
     Key(Uuid),
     Workspace(Uuid),
+    /// A provider entry's own quota.
+    Entry(Uuid),
 }
 
 impl Scope {
@@ -53,6 +72,7 @@ impl Scope {
         match self {
             Scope::Key(_) => "key",
             Scope::Workspace(_) => "workspace",
+            Scope::Entry(_) => "entry",
         }
     }
 
@@ -60,6 +80,7 @@ impl Scope {
         match self {
             Scope::Key(_) => "API key",
             Scope::Workspace(_) => "workspace",
+            Scope::Entry(_) => "provider entry",
         }
     }
 }

@@ -5,10 +5,12 @@
 -- KEYS, per scope: its hash, its in-flight set and its held set (as in admit.lua).
 -- ARGV: minute of admission, estimated tokens, tokens used, cost (nano-USD), request id,
 --   undo (1: the admission is given back whole — it timed out at the gateway, which
---   served the request from its local counters instead).
+--   served the request from its local counters instead), counted (1: the admission
+--   counted the request toward RPM).
 local minute = tonumber(ARGV[1]); local est_t = tonumber(ARGV[2])
 local used = tonumber(ARGV[3]); local cost = tonumber(ARGV[4])
 local rid = ARGV[5]; local undo = tonumber(ARGV[6]) == 1
+local counted = tonumber(ARGV[7]) == 1
 local applied = 0
 for i = 1, #KEYS, 3 do
   local h = KEYS[i]; local z = KEYS[i+1]; local q = KEYS[i+2]
@@ -24,7 +26,7 @@ for i = 1, #KEYS, 3 do
       dt = 0
       if same then
         dt = 0 - est_t
-        if redis.call('HINCRBY', h, 'r', -1) < 0 then redis.call('HSET', h, 'r', 0) end
+        if counted and redis.call('HINCRBY', h, 'r', -1) < 0 then redis.call('HSET', h, 'r', 0) end
       end
     end
     -- `0 - x`, not `-x`: Lua's -0 reaches Redis as "-0", which HINCRBY refuses.

@@ -87,6 +87,8 @@ struct SettleMsg {
     tokens: u64,
     cost_nusd: i64,
     undo: bool,
+    /// The admission counted the request toward RPM.
+    counted: bool,
 }
 
 /// Why a call to Redis did not give an answer.
@@ -173,6 +175,7 @@ impl RedisStore {
     fn scope_keys(&self, scope: Scope) -> [String; 3] {
         let h = match scope {
             Scope::Key(id) => format!("{}limits:k:{id}", self.settings.prefix),
+            Scope::Entry(id) => format!("{}limits:e:{id}", self.settings.prefix),
             Scope::Workspace(id) => format!("{}limits:w:{id}", self.settings.prefix),
         };
         let z = format!("{h}:inflight");
@@ -214,7 +217,6 @@ impl RedisStore {
     /// lacks); the key's loaded seed where the read fails.
     async fn read_seeds(
         &self,
-        key_id: Uuid,
         workspace_id: Uuid,
         scopes: &[(Scope, Limits, i64)],
         now: &Now,
@@ -228,7 +230,10 @@ impl RedisStore {
                     seeds.push(None);
                     continue;
                 }
-                let key = matches!(scope, Scope::Key(_)).then_some(key_id);
+                let key = match scope {
+                    Scope::Key(id) => Some(*id),
+                    _ => None,
+                };
                 let from = limits.budget_period.start(now.at);
                 seeds.push(Some(
                     db::limits::spend_since(&client, workspace_id, key, from).await?,
@@ -258,10 +263,11 @@ impl RedisStore {
     /// made when a call got no answer in time.
     pub(super) async fn admit(
         self: &Arc<Self>,
-        key_id: Uuid,
+        first: Scope,
         workspace_id: Uuid,
         policy: &Policy,
         estimate: Estimate,
+        counted: bool,
     ) -> Result<Gate, Option<SharedPermit>> {
         if self.slow.load(Ordering::Acquire) {
             return Err(None);
@@ -274,7 +280,7 @@ impl RedisStore {
         let mut scopes: Vec<(Scope, Limits, i64)> = Vec::with_capacity(2);
         let mut keys = Vec::with_capacity(6);
         let mut periods = Vec::with_capacity(2);
-        for (scope, limits, seed) in policy::scopes(policy, key_id, workspace_id) {
+        for (scope, limits, seed) in policy::scopes(policy, first, workspace_id) {
             let start = limits.budget_period.start(now.at);
             let seed = seed
                 .filter(|s| s.period_start == start)
@@ -297,7 +303,8 @@ impl RedisStore {
                 .arg(estimate.cost_nusd.clamp(0, MAX_EXACT))
                 .arg(request_id.to_string())
                 .arg(exact(lease))
-                .arg(scopes.len());
+                .arg(scopes.len())
+                .arg(i64::from(counted));
             let opt = |v: Option<u32>| v.map_or(-1, i64::from);
             for ((_, limits, seed), (_, start)) in scopes.iter().zip(&periods) {
                 inv.arg(*start)
@@ -332,13 +339,14 @@ impl RedisStore {
                         request_id,
                         minute: now.minute,
                         estimate,
+                        counted,
                         settled: AtomicBool::new(false),
                         pending: Mutex::new(None),
                     }));
                 }
             };
             if out.first() == Some(&5) && !seeded {
-                let seeds = self.read_seeds(key_id, workspace_id, &scopes, &now).await;
+                let seeds = self.read_seeds(workspace_id, &scopes, &now).await;
                 for ((_, _, s), seed) in scopes.iter_mut().zip(seeds) {
                     *s = seed;
                 }
@@ -356,6 +364,7 @@ impl RedisStore {
                 request_id,
                 minute: now.minute,
                 estimate,
+                counted,
                 settled: AtomicBool::new(false),
                 pending: Mutex::new(None),
             }));
@@ -417,7 +426,8 @@ impl RedisStore {
             .arg(exact(m.tokens))
             .arg(m.cost_nusd.clamp(0, MAX_EXACT))
             .arg(m.request_id.to_string())
-            .arg(i64::from(m.undo));
+            .arg(i64::from(m.undo))
+            .arg(i64::from(m.counted));
         call_result(tokio::time::timeout(LINK_TIMEOUT, inv.invoke_async::<i64>(conn)).await)
             .map(|_| ())
     }
@@ -521,6 +531,7 @@ pub struct SharedPermit {
     request_id: Uuid,
     minute: i64,
     estimate: Estimate,
+    counted: bool,
     settled: AtomicBool,
     /// The settlement made and not yet applied or queued.
     pending: Mutex<Option<SettleMsg>>,
@@ -549,6 +560,7 @@ impl SharedPermit {
             tokens,
             cost_nusd,
             undo,
+            counted: self.counted,
         };
         match self.pending.lock() {
             Ok(mut p) => *p = Some(msg),

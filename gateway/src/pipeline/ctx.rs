@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use perpetuo_core::db::logs::Attempt;
+use perpetuo_core::db::logs::{Attempt, Skip, SkipReason};
 use perpetuo_core::pricing::Pricing;
 use perpetuo_wire::lazy_json::LazyJson;
 use pingora::Error;
@@ -12,12 +12,16 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::record;
+use super::trace::Trace;
 use crate::auth::AuthedKey;
 use crate::errors::{ErrorKind, GatewayError};
 use crate::frontdoor::Door;
 use crate::limits;
 use crate::log_writer::LogSink;
-use crate::routing::Entry;
+use crate::routing::{Entry, PoolKey};
+
+/// Skips a log row names at most (the metric counts them all).
+const MAX_SKIPS: usize = 32;
 use perpetuo_wire::translation::Translation;
 
 /// Per-request state.
@@ -31,6 +35,10 @@ pub struct Ctx {
     pub(crate) model_requested: Option<String>,
     pub(crate) model_served: Option<String>,
     pub(crate) served_by: Option<Arc<Entry>>,
+    /// The pool key that served (its id and label).
+    pub(crate) served_key: Option<(Uuid, String)>,
+    /// Entries or keys routing passed by, with why.
+    pub(crate) skipped: Vec<Skip>,
     pub(crate) attempts: Vec<Attempt>,
     pub(crate) status: u16,
     pub(crate) error_kind: Option<ErrorKind>,
@@ -46,11 +54,13 @@ pub struct Ctx {
     /// The front door whose shape errors are written in.
     pub(crate) error_shape: Door,
     /// What the gateway changed in the request, for the log row.
-    pub(crate) note: Option<&'static str>,
+    pub(crate) note: Option<std::sync::Arc<str>>,
     sink: LogSink,
     pricing: Arc<Pricing>,
     /// The key's limits: the permit held while the request runs, or the refusal.
     pub(crate) limits: limits::Gate,
+    /// The serving entry's own quota, when it has one: settled like the key's limits.
+    pub(crate) entry_quota: Option<limits::Gate>,
     /// Who sent the request (behind a trusted proxy: read from `X-Forwarded-For`).
     pub(crate) client: Option<std::net::IpAddr>,
     /// The request's place among its client's requests in flight (behind a trusted proxy).
@@ -59,6 +69,12 @@ pub struct Ctx {
     pub(crate) retry_after: Option<u64>,
     /// `Allow` of a 405 answer.
     pub(crate) allow: Option<&'static str>,
+    /// What the response cache did (`None`: it is off for this request's key).
+    pub(crate) cache: Option<crate::cache::Use>,
+    /// The request's trace: the client's context, and its spans when tracing is on.
+    pub(crate) trace: Trace,
+    /// The workspace lets message content into its spans.
+    pub(crate) capture_content: bool,
 }
 
 impl Ctx {
@@ -72,6 +88,8 @@ impl Ctx {
             model_requested: None,
             model_served: None,
             served_by: None,
+            served_key: None,
+            skipped: Vec::new(),
             attempts: Vec::new(),
             status: 0,
             error_kind: None,
@@ -85,11 +103,41 @@ impl Ctx {
             sink,
             pricing,
             limits: limits::Gate::default(),
+            entry_quota: None,
             client: None,
             client_slot: None,
             retry_after: None,
             allow: None,
+            cache: None,
+            trace: Trace::default(),
+            capture_content: false,
         }
+    }
+
+    /// The workspace of the request's key (nil before it is known).
+    pub(crate) fn workspace_id(&self) -> Uuid {
+        self.key.as_ref().map_or(Uuid::nil(), |k| k.workspace_id)
+    }
+
+    /// Routing passed `entry` (or one key of its pool) by, for `reason`.
+    pub(crate) fn skip(&mut self, entry: &Entry, key: Option<&PoolKey>, reason: SkipReason) {
+        crate::metrics::ROUTE_DECISIONS
+            .with_label_values(&[reason.as_str()])
+            .inc();
+        if self.skipped.len() < MAX_SKIPS {
+            self.skipped.push(Skip {
+                entry: entry.name.clone(),
+                key: key.map(|k| k.label.clone()),
+                reason,
+            });
+        }
+    }
+
+    /// `entry`, with `key` from its pool, answered (or was asked when the client left).
+    pub(crate) fn serve(&mut self, entry: &Arc<Entry>, key: Option<&PoolKey>, served: String) {
+        self.served_by = Some(entry.clone());
+        self.served_key = key.map(|k| (k.id, k.label.clone()));
+        self.model_served = Some(served);
     }
 
     /// Hands the request's one record to the log writer (nothing for unlogged routes).
@@ -99,6 +147,7 @@ impl Ctx {
         }
         self.logged = true;
         if let Some(record) = record::build(self, &self.pricing) {
+            record::finish_trace(self, &record);
             self.sink.send(record);
         }
     }

@@ -12,6 +12,8 @@ use std::time::Instant;
 use super::ctx::{Ctx, Stop};
 use super::respond::{self, Framing};
 use super::Services;
+use crate::cache::flights::Answering;
+use crate::cache::record::Recorder;
 use crate::errors::GatewayError;
 use crate::metrics;
 use crate::stored_responses::{Pending, ToStore};
@@ -19,7 +21,7 @@ use crate::upstream::Ready;
 use perpetuo_wire::translation::{Break, Shape, Translation};
 
 /// Writes one piece of the answer; a failed write means the client is gone.
-async fn send(session: &mut Session, piece: Bytes) -> Result<(), Stop> {
+pub(super) async fn send(session: &mut Session, piece: Bytes) -> Result<(), Stop> {
     if piece.is_empty() {
         return Ok(());
     }
@@ -36,10 +38,12 @@ enum End {
     /// Broken (the read error, when there was one).
     Broke(Break, Option<Box<Error>>),
     ClientGone,
+    /// Properly, and the client, which had its end, left before the provider closed.
+    Delivered,
 }
 
 /// Writes the answer's header; the time to it is the request's time to first byte.
-async fn header(
+pub(super) async fn header(
     session: &mut Session,
     ctx: &mut Ctx,
     status: u16,
@@ -75,6 +79,19 @@ impl Services {
             .unwrap_or("application/json")
             .to_string();
         let shape = translation.begin(status, &content_type, self.upstreams.max_event_bytes);
+        // Kept for the cache (and shared with identical requests waiting for it) when the
+        // request may be stored.
+        let mut recorder = ctx.cache.as_mut().and_then(|c| c.recorder.take());
+        if let (Some(r), Some(entry), Some(served)) =
+            (&mut recorder, &ctx.served_by, &ctx.model_served)
+        {
+            r.begin(Answering {
+                kind: entry.kind,
+                served: served.clone(),
+                status,
+                content_type: content_type.clone(),
+            });
+        }
         match (shape, headers.get("content-length")) {
             (Shape::Stream, _) => {
                 let sse = "text/event-stream; charset=utf-8";
@@ -90,29 +107,43 @@ impl Services {
             // Sent once the body is rewritten, with its length.
             (Shape::Whole, _) => {}
         }
-        let end = self.pump(session, ctx, &mut ready, &mut translation).await;
+        // A body of declared length is complete for the client once that many bytes are
+        // sent: from then on its next request may already be arriving, and is not read.
+        let declared = match (shape, ready.header.headers.get("content-length")) {
+            (Shape::Pass, Some(v)) => v.to_str().ok().and_then(|v| v.parse::<usize>().ok()),
+            _ => None,
+        };
+        let end = self
+            .pump(
+                session,
+                ctx,
+                &mut ready,
+                &mut translation,
+                recorder.as_mut(),
+                declared,
+            )
+            .await;
         // From here the request keeps the translation: its record reads the usage.
         let translation = ctx.translation.insert(translation);
         let rest = match end {
             End::Complete(rest) => rest,
             End::ClientGone => return Err(Stop::ClientGone),
+            End::Delivered => {
+                self.store_answer(ctx, to_store).await;
+                if let Some(recorder) = recorder {
+                    self.cache_answer(ctx, recorder).await;
+                }
+                return Ok(());
+            }
             End::Broke(kind, error) => {
                 let event = (shape == Shape::Stream).then(|| translation.broken(kind));
                 self.midstream_failure(ctx, kind);
                 return broke(session, shape, kind, event, error).await;
             }
         };
-        // Stored before the client hears the answer is complete, so a follow-up naming
-        // it finds it.
-        if let (Some(answer), Some(to_store), Some(key)) =
-            (translation.take_answer(), to_store, &ctx.key)
-        {
-            let pending = Pending {
-                to_store: to_store.clone(),
-                response: answer.response,
-                message: answer.message,
-            };
-            Box::pin(self.responses.store(key, ctx.request_id, pending)).await;
+        self.store_answer(ctx, to_store).await;
+        if let Some(recorder) = recorder {
+            self.cache_answer(ctx, recorder).await;
         }
         if shape == Shape::Whole {
             let framing = Framing::Length(rest.len());
@@ -132,6 +163,20 @@ impl Services {
         Ok(())
     }
 
+    /// Stores a finished Responses answer (the Responses door, `store` not false) before
+    /// the client hears it is complete, so a follow-up naming it finds it.
+    pub(super) async fn store_answer(&self, ctx: &mut Ctx, to_store: Option<&ToStore>) {
+        let answer = ctx.translation.as_mut().and_then(Translation::take_answer);
+        if let (Some(answer), Some(to_store), Some(key)) = (answer, to_store, &ctx.key) {
+            let pending = Pending {
+                to_store: to_store.clone(),
+                response: answer.response,
+                message: answer.message,
+            };
+            Box::pin(self.responses.store(key, ctx.request_id, pending)).await;
+        }
+    }
+
     /// Reads the answer to its end through the translation, sending what it gives as it
     /// comes, within the answer's deadline.
     async fn pump(
@@ -140,14 +185,21 @@ impl Services {
         ctx: &Ctx,
         ready: &mut Ready,
         translation: &mut Translation,
+        mut recorder: Option<&mut Recorder>,
+        declared: Option<usize>,
     ) -> End {
         let deadline = tokio::time::Instant::from_std(ctx.start + self.upstreams.timeouts.answer);
         let mut next = ready.first.take();
         let mut done = ready.done;
+        let mut sent = 0usize;
         loop {
             if let Some(chunk) = next.take() {
+                if let Some(r) = recorder.as_deref_mut() {
+                    r.push(&chunk);
+                }
                 match translation.push(chunk) {
                     Ok(out) => {
+                        sent = sent.saturating_add(out.len());
                         if send(session, out).await.is_err() {
                             return End::ClientGone;
                         }
@@ -158,9 +210,26 @@ impl Services {
             if done {
                 break;
             }
+            let client_has_all = declared.is_some_and(|n| sent >= n);
+            let client_gone = async {
+                if client_has_all {
+                    std::future::pending::<()>().await;
+                }
+                let _ = session.read_body_or_idle(true).await;
+            };
             let read = tokio::select! {
                 r = ready.session.read_response_body() => r,
-                _ = session.read_body_or_idle(true) => return End::ClientGone,
+                // A client that hangs up once it has the stream's end (agents do) was
+                // answered in full: the answer is finished without it.
+                _ = client_gone => {
+                    if !translation.client_has_end() {
+                        return End::ClientGone;
+                    }
+                    return match translation.finish() {
+                        Ok(_) => End::Delivered,
+                        Err(kind) => End::Broke(kind, None),
+                    };
+                }
                 _ = tokio::time::sleep_until(deadline) => return End::Broke(Break::TooLong, None),
             };
             match read {

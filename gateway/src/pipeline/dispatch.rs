@@ -18,7 +18,7 @@ use crate::frontdoor::{anthropic_messages, models, Door};
 use crate::limits::Limiter;
 use crate::log_writer::LogSink;
 use crate::model_lists::ModelLists;
-use crate::routing::{Balancer, Breakers, EntryCache};
+use crate::routing::{Balancer, Breakers, EntryCache, Headrooms};
 use crate::upstream::Upstreams;
 
 pub use crate::stored_responses::ResponseStore;
@@ -32,8 +32,10 @@ pub struct Services {
     pub clients: Arc<Clients>,
     pub keys: Arc<KeyCache>,
     pub entries: Arc<EntryCache>,
-    pub breakers: Breakers,
+    pub breakers: Arc<Breakers>,
     pub balancer: Balancer,
+    /// What each provider key has left, as its provider reported.
+    pub headrooms: Arc<Headrooms>,
     pub upstreams: Upstreams,
     pub pricing: Arc<Pricing>,
     /// What the providers of OpenAI-compatible entries serving any model list.
@@ -44,6 +46,10 @@ pub struct Services {
     /// Where the Responses API keeps stored responses.
     pub responses: ResponseStore,
     pub limiter: Arc<Limiter>,
+    /// The response cache.
+    pub cache: crate::cache::ResponseCache,
+    /// The tracer of proxied requests' spans, when tracing is on.
+    pub tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
 }
 
 impl Services {
@@ -56,6 +62,9 @@ impl Services {
         let path = session.req_header().uri.path().to_string();
         let body = match (method.as_str(), path.as_str()) {
             ("GET", "/healthz") => Bytes::from_static(br#"{"status":"ok"}"#),
+            ("GET", "/v1/responses") if websocket_upgrade(session) => {
+                return Err(GatewayError::websocket_not_supported(&path).into());
+            }
             ("GET", "/v1/models") => {
                 // Anthropic's clients say so with `anthropic-version`: their key may come
                 // as `x-api-key`, and they get Anthropic's list and error shapes.
@@ -142,6 +151,21 @@ impl Services {
         }
         Ok(())
     }
+}
+
+/// Whether the request asks to become a WebSocket (`Upgrade: websocket`).
+fn websocket_upgrade(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get_all("upgrade")
+        .iter()
+        .any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+            })
+        })
 }
 
 /// The methods a known route answers (for a 405's `Allow`), `None` for an unknown path.

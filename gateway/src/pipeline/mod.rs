@@ -8,11 +8,13 @@
 
 pub mod attempt;
 pub mod body;
+pub mod cached;
 pub mod ctx;
 pub mod deliver;
 pub mod dispatch;
 pub mod record;
 pub mod respond;
+pub mod trace;
 
 pub use dispatch::{ResponseStore, Services};
 
@@ -23,9 +25,12 @@ use pingora::proxy::Session;
 use uuid::Uuid;
 
 use crate::auth::{AuthError, AuthedKey};
+use crate::cache::flights::{FlightKey, Role};
+use crate::cache::record::Recorder;
+use crate::cache::{self, Decision};
 use crate::errors::GatewayError;
 use crate::frontdoor::{self, Door, Inbound};
-use crate::limits::Admission;
+use crate::limits::{Admission, Part};
 use crate::routing::{order, split_pinned, sticky, Entry, Routes};
 use ctx::{Ctx, Stop};
 use perpetuo_wire::Call;
@@ -73,6 +78,7 @@ impl Services {
         ctx.error_shape = door;
         // A client that stops reading must not hold a stream forever.
         session.set_write_timeout(Some(self.upstreams.timeouts.idle));
+        ctx.trace.authenticate();
         let key = self.authenticate(session, ctx.client, Some(door)).await?;
         ctx.key = Some(key.clone());
         let request = body::read_json(session, self.body).await?;
@@ -82,7 +88,9 @@ impl Services {
         let body = Arc::new(request.body);
         ctx.request = Some(body.clone());
 
+        ctx.trace.route();
         let routes = self.entries(key.workspace_id).await?;
+        ctx.capture_content = routes.tracing.capture_content;
         let (pinned, model) = split_pinned(&request.model);
         // Only a workspace that sticks conversations to entries builds the body's tree for it.
         let sticky = routes.routing.sticky.then(|| sticky::key(&body)).flatten();
@@ -94,6 +102,7 @@ impl Services {
             &self.balancer,
             sticky,
         );
+        ctx.trace.routed(candidates.len(), None);
         if candidates.is_empty() {
             return Err(GatewayError::model_not_found(&request.model).into());
         }
@@ -106,17 +115,31 @@ impl Services {
             // Under a budget only what can be charged is served.
             candidates.retain(priced);
         }
+        let decision = self.cache_decision(session, &key, &routes)?;
+        ctx.cache = match decision {
+            Decision::Off => None,
+            Decision::Bypass => Some(cache::Use::new(cache::CacheResult::Bypass)),
+            Decision::Use(_) => Some(cache::Use::new(cache::CacheResult::Miss)),
+        };
+        let lookup = matches!(decision, Decision::Use(p) if p.read);
         // Limits before the door's preparation: a request they refuse never makes the
         // gateway read what it would have needed (a stored conversation). The estimate is
-        // the request's own body.
-        let admission = Admission {
+        // the request's own body; before a cache lookup none is held (a hit costs no
+        // tokens and no spend), and a miss holds it then.
+        let admission = |part| Admission {
+            part,
             model,
             priced_model: priced_model.as_deref(),
             request: &body,
             numbers: request.numbers,
         };
-        ctx.limits = self.limiter.admit(&key, admission, &self.pricing).await;
+        let part = if lookup { Part::Counted } else { Part::Whole };
+        ctx.limits = self
+            .limiter
+            .admit(&key, admission(part), &self.pricing)
+            .await;
         ctx.limits.check()?;
+        ctx.trace.authenticated(None);
         let prepared = frontdoor::prepare(door, session, &body, &key, &self.responses).await?;
         if let Some(chat) = prepared.pivot() {
             ctx.request = Some(chat.clone());
@@ -130,7 +153,60 @@ impl Services {
                 stream,
             },
             prepared: &prepared,
+            numbers: request.numbers,
         };
+        if let Decision::Use(plan) = decision {
+            let Some(cache_key) = self.cache_key(session, ctx, &routes, &inbound) else {
+                if lookup {
+                    self.limiter
+                        .reserve(&mut ctx.limits, &key, admission(Part::Whole), &self.pricing)
+                        .await;
+                    ctx.limits.check()?;
+                }
+                ctx.cache = Some(cache::Use::new(cache::CacheResult::Bypass));
+                return self.attempt_all(session, ctx, &candidates, &inbound).await;
+            };
+            let mut leading = None;
+            if plan.read {
+                if let Some(stored) = self
+                    .cache
+                    .get(&cache_key, plan.max_age, cache::now_ms())
+                    .await
+                {
+                    if self.serve_hit(session, ctx, &inbound, stored).await? {
+                        return Ok(());
+                    }
+                }
+                let flight = FlightKey {
+                    key: cache_key,
+                    streamed: stream,
+                };
+                match self.cache.flights.join(flight) {
+                    Role::Follow(following) => {
+                        if self.follow(session, ctx, &inbound, following).await? {
+                            return Ok(());
+                        }
+                    }
+                    Role::Lead(lead) => leading = Some(lead),
+                    Role::Alone => {}
+                }
+                self.limiter
+                    .reserve(&mut ctx.limits, &key, admission(Part::Whole), &self.pricing)
+                    .await;
+                ctx.limits.check()?;
+            }
+            if let Some(c) = &mut ctx.cache {
+                c.store = Some((cache_key, plan.ttl));
+                c.recorder = Some(
+                    Recorder::new(
+                        stream,
+                        self.upstreams.max_event_bytes,
+                        self.cache.max_entry_bytes,
+                    )
+                    .leading(leading),
+                );
+            }
+        }
         self.attempt_all(session, ctx, &candidates, &inbound).await
     }
 }

@@ -29,6 +29,12 @@ pub fn common_headers(h: &mut ResponseHeader, ctx: &Ctx) -> pingora::Result<()> 
     if let Some(allow) = ctx.allow {
         h.insert_header("allow", allow)?;
     }
+    if let Some(cache) = &ctx.cache {
+        h.insert_header(crate::cache::RESULT_HEADER, cache.outcome.as_str())?;
+        if let Some(age) = cache.age {
+            h.insert_header("age", age.to_string())?;
+        }
+    }
     Ok(())
 }
 
@@ -49,7 +55,7 @@ pub fn header(
     content_type: &str,
     framing: Framing<'_>,
 ) -> pingora::Result<Box<ResponseHeader>> {
-    let mut h = ResponseHeader::build(status, Some(8))?;
+    let mut h = ResponseHeader::build(status, Some(10))?;
     h.insert_header("content-type", content_type)?;
     match framing {
         Framing::Length(n) => h.insert_header("content-length", n.to_string())?,

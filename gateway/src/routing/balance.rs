@@ -24,7 +24,7 @@ use perpetuo_core::db::workspaces::{Routing, RoutingStrategy};
 use rand::Rng;
 use uuid::Uuid;
 
-use super::Entry;
+use super::{Entry, PoolKey};
 
 /// How fast an estimate forgets: after `TAU` without news it is at 1/e of itself.
 const TAU: Duration = Duration::from_secs(2);
@@ -84,27 +84,56 @@ impl Balancer {
     }
 
     fn weighted(&self, tier: &mut [Arc<Entry>]) {
+        let by_turn = self.smooth_turn(tier.iter().map(|e| (e.id, e.weight)));
+        permute(tier, &by_turn);
+    }
+
+    /// Smooth weighted round robin over `members` (ids and weights, all above 0): the
+    /// order of this turn, the one to try first at its head. The state is kept per set of
+    /// members.
+    fn smooth_turn(&self, members: impl Iterator<Item = (Uuid, u32)> + Clone) -> Vec<usize> {
         let mut hasher = DefaultHasher::new();
-        for e in tier.iter() {
-            e.id.hash(&mut hasher);
+        for (id, _) in members.clone() {
+            id.hash(&mut hasher);
         }
+        let weights: Vec<i64> = members.map(|(_, w)| i64::from(w)).collect();
         let state = self
             .tiers
             .get_with(hasher.finish(), || Arc::new(Mutex::new(Vec::new())));
         let mut current = state.lock().unwrap_or_else(|p| p.into_inner());
-        if current.len() != tier.len() {
-            *current = vec![0; tier.len()];
+        if current.len() != weights.len() {
+            *current = vec![0; weights.len()];
         }
-        let total: i64 = tier.iter().map(|e| i64::from(e.weight)).sum();
-        for (c, e) in current.iter_mut().zip(tier.iter()) {
-            *c += i64::from(e.weight);
+        let total: i64 = weights.iter().sum();
+        for (c, w) in current.iter_mut().zip(&weights) {
+            *c += w;
         }
-        let mut by_turn: Vec<usize> = (0..tier.len()).collect();
+        let mut by_turn: Vec<usize> = (0..weights.len()).collect();
         // The largest current weight goes first (the earliest on a tie); it pays the total.
         by_turn.sort_by_key(|&i| std::cmp::Reverse(current[i]));
         current[by_turn[0]] -= total;
-        drop(current);
-        permute(tier, &by_turn);
+        by_turn
+    }
+
+    /// The keys of `entry`'s pool in the order to try them: by smooth weighted round
+    /// robin over the keys with a weight, then the standby keys (weight 0). An entry
+    /// without keys is tried once, with none (`None`).
+    pub fn keys_in_order<'e>(&self, entry: &'e Entry) -> Vec<Option<&'e PoolKey>> {
+        let keys = &entry.keys;
+        if keys.is_empty() {
+            return vec![None];
+        }
+        let mut active: Vec<&PoolKey> = keys.iter().filter(|k| k.weight > 0).collect();
+        if active.len() > 1 {
+            let turn = self.smooth_turn(active.iter().map(|k| (k.id, k.weight)));
+            let ordered = turn.iter().map(|&i| active[i]).collect();
+            active = ordered;
+        }
+        active
+            .into_iter()
+            .chain(keys.iter().filter(|k| k.weight == 0))
+            .map(Some)
+            .collect()
     }
 
     fn least_cost(&self, tier: &mut [Arc<Entry>]) {
@@ -255,7 +284,8 @@ mod tests {
             name: name.into(),
             kind: ProviderKind::Openai,
             upstream: Upstream::parse("https://api.openai.com/v1").unwrap(),
-            key: Secret::new("k".into()),
+            keys: Vec::new(),
+            quota: None,
             priority: 1,
             weight,
             models: Vec::new(),
@@ -279,6 +309,36 @@ mod tests {
                 t[0].name.clone()
             })
             .collect()
+    }
+
+    #[test]
+    fn a_pool_shares_by_key_weight_and_keeps_standby_keys_last() {
+        let key = |label: &str, weight| PoolKey {
+            id: Uuid::now_v7(),
+            label: label.into(),
+            weight,
+            secret: Secret::new(label.into()),
+        };
+        let mut e = Arc::try_unwrap(entry("pool", 1)).unwrap();
+        e.keys = vec![key("a", 3), key("spare", 0), key("b", 1)];
+        let b = Balancer::default();
+        let mut first = std::collections::HashMap::new();
+        for _ in 0..400 {
+            let order: Vec<&str> = b
+                .keys_in_order(&e)
+                .iter()
+                .map(|k| k.map_or("", |k| k.label.as_str()))
+                .collect();
+            assert_eq!(order.len(), 3);
+            assert_eq!(order[2], "spare", "the standby key comes last");
+            *first.entry(order[0]).or_insert(0) += 1;
+        }
+        assert_eq!((first["a"], first["b"]), (300, 100));
+        e.keys.clear();
+        assert!(
+            matches!(b.keys_in_order(&e).as_slice(), [None]),
+            "no key: tried once, with none"
+        );
     }
 
     #[test]
@@ -392,5 +452,47 @@ mod tests {
             println!("{label}: {ns} ns per decision over a tier of 8");
             assert_eq!(t.len(), 8);
         }
+        // The whole choice as a request makes it with key pools: the tier's order, then the
+        // first entry's keys in order and their headroom (one known, one not).
+        let pooled: Vec<Arc<Entry>> = (0..8)
+            .map(|i| {
+                let mut e = Arc::try_unwrap(entry(&format!("p{i}"), 1 + i % 3)).unwrap();
+                e.keys = (0..4)
+                    .map(|k| PoolKey {
+                        id: Uuid::now_v7(),
+                        label: format!("k{k}"),
+                        weight: 1 + k % 2,
+                        secret: Secret::new("sk".into()),
+                    })
+                    .collect();
+                Arc::new(e)
+            })
+            .collect();
+        let rooms = super::super::Headrooms::default();
+        let now_ms = super::super::headroom::now_ms();
+        let report = super::super::headroom::Report {
+            requests: Some(super::super::headroom::Left {
+                remaining: 1_000_000,
+                reset_ms: now_ms + 600_000,
+            }),
+            ..Default::default()
+        };
+        rooms.report(pooled[0].keys[0].id, report, now_ms);
+        let routing = Routing {
+            strategy: RoutingStrategy::Weighted,
+            sticky: false,
+        };
+        let mut t = pooled.clone();
+        let started = Instant::now();
+        let mut fits = 0u32;
+        for _ in 0..rounds {
+            b.arrange(routing, &mut t, None);
+            for key in b.keys_in_order(&t[0]).into_iter().flatten().take(2) {
+                fits += u32::from(rooms.check(key.id, 500, now_ms).is_ok());
+            }
+        }
+        let ns = started.elapsed().as_nanos() / u128::from(rounds);
+        println!("weighted + pool of 4 keys + headroom: {ns} ns per decision over a tier of 8");
+        assert_eq!(fits, 2 * rounds);
     }
 }

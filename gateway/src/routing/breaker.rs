@@ -33,6 +33,12 @@ impl Failure {
         self != Failure::Status(403)
     }
 
+    /// Whether the provider refused the key rather than failed: its rate limit, its
+    /// authorisation. Another key of the same entry may still be served.
+    pub fn is_the_keys(self) -> bool {
+        matches!(self, Failure::Status(401 | 403 | 429))
+    }
+
     /// The failure's kind: an attempt row's `error_kind`, the fallbacks metric's reason.
     pub fn kind(self) -> ErrorKind {
         match self {
@@ -194,6 +200,19 @@ impl Breakers {
             breakers: self,
             id,
             probe,
+        }
+    }
+
+    /// How `id`'s breaker stands now, as the status table names it: `closed`, `open`
+    /// (skipped until its cool-down ends) or `half_open` (the next request probes it).
+    pub fn state(&self, id: Uuid, now: Instant) -> &'static str {
+        let Ok(states) = self.states.lock() else {
+            return "closed";
+        };
+        match states.get(&id) {
+            None | Some(State::Closed { .. }) => "closed",
+            Some(State::Open { until }) if now < *until => "open",
+            Some(_) => "half_open",
         }
     }
 

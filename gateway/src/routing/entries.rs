@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use moka::future::Cache;
 use perpetuo_core::crypto::MasterKey;
-use perpetuo_core::db::workspaces::Routing;
+use perpetuo_core::db::workspaces::{CacheSettings, Routing, TracingSettings};
 use perpetuo_core::db::{self, Pool};
 use perpetuo_core::provider::ProviderKind;
 use perpetuo_core::Secret;
@@ -63,14 +63,34 @@ impl Upstream {
     }
 }
 
-/// A provider entry ready for requests: its key opened once and kept behind `Secret`.
+/// One key of an entry's pool, opened once and kept behind `Secret`.
+#[derive(Debug)]
+pub struct PoolKey {
+    pub id: Uuid,
+    pub label: String,
+    /// Share of the entry's traffic, relative to its other keys' (0: standby, used only
+    /// when the others cannot take the request).
+    pub weight: u32,
+    pub secret: Secret<String>,
+}
+
+/// An entry's own quota (a deployment's fixed capacity), enforced like a key's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub rpm: Option<u32>,
+    pub tpm: Option<u64>,
+}
+
+/// A provider entry ready for requests.
 #[derive(Debug)]
 pub struct Entry {
     pub id: Uuid,
     pub name: String,
     pub kind: ProviderKind,
     pub upstream: Upstream,
-    pub key: Secret<String>,
+    /// Its provider keys, enabled ones only; none for a server that needs no key.
+    pub keys: Vec<PoolKey>,
+    pub quota: Option<Quota>,
     pub priority: i32,
     /// Share of its priority's traffic, relative to the others' (0: standby, tried only
     /// after the others of its priority).
@@ -85,6 +105,10 @@ pub struct Entry {
 #[derive(Debug, Default)]
 pub struct Routes {
     pub routing: Routing,
+    /// The workspace's response cache settings (its generation is part of every key).
+    pub cache: CacheSettings,
+    /// What the workspace lets into exported spans (message content, when it opts in).
+    pub tracing: TracingSettings,
     pub entries: Vec<Arc<Entry>>,
 }
 
@@ -93,6 +117,11 @@ impl Entry {
         self.models.is_empty()
             || self.models.iter().any(|m| m == model)
             || self.model_map.contains_key(model)
+    }
+
+    /// A key to list the provider's models with (the first of the pool; `""`: none).
+    pub fn any_key(&self) -> &str {
+        self.keys.first().map_or("", |k| k.secret.expose())
     }
 
     pub fn served_model<'a>(&'a self, requested: &'a str) -> &'a str {
@@ -234,10 +263,14 @@ async fn load(
         .map_err(|_| db::DbError::Timeout)??;
     let read = async {
         let rows = db::providers::list(&client, workspace).await?;
+        let keys = db::entry_keys::list_for_workspace(&client, workspace).await?;
         let routing = db::workspaces::routing(&client, workspace).await?;
-        Ok::<_, db::DbError>((rows, routing))
+        let cache = db::workspaces::cache(&client, workspace).await?;
+        let tracing = db::workspaces::tracing(&client, workspace).await?;
+        Ok::<_, db::DbError>((rows, keys, routing, cache, tracing))
     };
-    let (rows, routing) = match tokio::time::timeout_at(deadline, read).await {
+    let (rows, keys, routing, cache, tracing) = match tokio::time::timeout_at(deadline, read).await
+    {
         Ok(read) => read?,
         Err(_) => {
             drop(db::Client::take(client));
@@ -245,6 +278,12 @@ async fn load(
         }
     };
     drop(client);
+    // Each entry's pool, oldest key first.
+    let mut pools: std::collections::HashMap<Uuid, Vec<db::entry_keys::EntryKey>> =
+        std::collections::HashMap::new();
+    for key in keys {
+        pools.entry(key.entry_id).or_default().push(key);
+    }
     let mut out = Vec::new();
     for row in rows.into_iter().filter(|r| r.enabled) {
         let Some(base) = row.base_url.as_deref().or(row.kind.default_base_url()) else {
@@ -254,20 +293,47 @@ async fn load(
             tracing::warn!(entry = %row.id, "provider entry has an unusable base URL; skipped");
             continue;
         };
-        // Opened by the format the row records: rows not yet re-sealed still open.
-        let key = match master_key.open(&row.sealed, &row.binding()) {
-            Ok(k) => k,
-            Err(e) => {
-                tracing::error!(entry = %row.id, error = %e, "provider key does not open; entry skipped");
-                continue;
+        // The entry's pool: its enabled keys that open. An entry with keys of which none
+        // is usable is skipped (sending none would only earn the provider's 401); one
+        // without any key sends none.
+        let pool = pools.remove(&row.id).unwrap_or_default();
+        let had_keys = !pool.is_empty();
+        let mut keys = Vec::with_capacity(pool.len());
+        for k in pool.into_iter().filter(|k| k.enabled) {
+            // Opened by the format the row records: rows not yet re-sealed still open.
+            match master_key.open(&k.sealed, &row.binding()) {
+                Ok(secret) => keys.push(PoolKey {
+                    id: k.id,
+                    label: k.label,
+                    weight: u32::try_from(k.weight).unwrap_or(1),
+                    secret,
+                }),
+                Err(e) => {
+                    tracing::error!(entry = %row.id, key = %k.id, error = %e, "provider key does not open; key skipped");
+                }
             }
-        };
+        }
+        if had_keys && keys.is_empty() {
+            tracing::warn!(entry = %row.id, "no key of the provider entry is usable; entry skipped");
+            continue;
+        }
+        let quota = (row.quota_rpm.is_some() || row.quota_tpm.is_some()).then(|| Quota {
+            rpm: row
+                .quota_rpm
+                .and_then(|v| u32::try_from(v).ok())
+                .filter(|&v| v > 0),
+            tpm: row
+                .quota_tpm
+                .and_then(|v| u64::try_from(v).ok())
+                .filter(|&v| v > 0),
+        });
         out.push(Arc::new(Entry {
             id: row.id,
             name: row.name,
             kind: row.kind,
             upstream,
-            key,
+            keys,
+            quota,
             priority: row.priority,
             weight: u32::try_from(row.weight).unwrap_or(1),
             models: row.models,
@@ -277,6 +343,8 @@ async fn load(
     }
     Ok(Arc::new(Routes {
         routing,
+        cache,
+        tracing,
         entries: out,
     }))
 }

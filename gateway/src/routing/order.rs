@@ -54,7 +54,6 @@ pub fn order(
 mod tests {
     use super::*;
     use crate::routing::Upstream;
-    use perpetuo_core::Secret;
     use std::collections::BTreeMap;
     use uuid::Uuid;
 
@@ -64,7 +63,8 @@ mod tests {
             name: name.into(),
             kind: ProviderKind::Openai,
             upstream: Upstream::parse("https://api.openai.com/v1").unwrap(),
-            key: Secret::new("k".into()),
+            keys: Vec::new(),
+            quota: None,
             priority,
             weight: 1,
             models: models.iter().map(|m| m.to_string()).collect(),
@@ -76,6 +76,8 @@ mod tests {
     #[test]
     fn orders_by_priority_and_rotates_equals() {
         let routes = Routes {
+            cache: Default::default(),
+            tracing: Default::default(),
             routing: Default::default(),
             entries: vec![
                 entry("c", 2, &[]),

@@ -1,7 +1,8 @@
 //! Secrets never leak: with a known Perpetuo key and known provider keys, a run through
 //! every path (success, streams, provider errors, fallbacks, refusals, a client that
-//! leaves, debug logging on) finds neither in the gateway's logs, response bodies or
-//! headers, metrics, or the database outside the sealed column.
+//! leaves, debug logging on) finds none of them — every key of an entry's pool among
+//! them — in the gateway's logs, response bodies or headers, metrics, the spans it
+//! exports (message content captured), or the database outside the sealed column.
 
 use std::time::Duration;
 
@@ -9,25 +10,46 @@ use mock_provider::Behavior;
 use perpetuo_core::provider::ProviderKind;
 use serde_json::json;
 
-use crate::harness::{mock, Env, Gateway};
+use crate::harness::otlp::Collector;
+use crate::harness::{eventually, mock, Env, Gateway};
 use crate::kinds::chat;
 
 #[tokio::test]
 async fn known_keys_appear_nowhere() {
+    const OTLP_CREDENTIAL: &str = "otlp-canary-credential-3b8e1f";
     let env = Env::new().await;
     let (a, b) = (mock().await, mock().await);
-    // The harness seals `sk-upstream-<name>` for each entry.
-    env.add_provider_with("canary-a", ProviderKind::Openai, &a.base_url(), 1, &[], &[])
+    // The harness seals `sk-upstream-<name>` for each entry; two entries hold a pool of
+    // several keys (one of them switched off).
+    let pool_a = env
+        .add_provider_with("canary-a", ProviderKind::Openai, &a.base_url(), 1, &[], &[])
         .await;
-    env.add_provider_with(
-        "canary-b",
-        ProviderKind::Anthropic,
-        &b.anthropic_base_url(),
-        2,
-        &[],
-        &[],
-    )
-    .await;
+    let pool_b = env
+        .add_provider_with(
+            "canary-b",
+            ProviderKind::Anthropic,
+            &b.anthropic_base_url(),
+            2,
+            &[],
+            &[],
+        )
+        .await;
+    let pooled = [
+        (pool_a, "second", "sk-pool-canary-a-second-7f3e9c"),
+        (pool_a, "third", "sk-pool-canary-a-third-51d0b8"),
+        (pool_b, "spare", "sk-pool-canary-b-spare-a92c44"),
+    ];
+    for (entry, label, key) in pooled {
+        env.add_key(entry, label, key).await;
+    }
+    env.client()
+        .await
+        .execute(
+            "UPDATE provider_entry_keys SET enabled = false WHERE label = 'third'",
+            &[],
+        )
+        .await
+        .unwrap();
     env.add_provider_with(
         "canary-g",
         ProviderKind::Gemini,
@@ -42,11 +64,32 @@ async fn known_keys_appear_nowhere() {
         "sk-upstream-canary-a".to_string(),
         "sk-upstream-canary-b".to_string(),
         "sk-upstream-canary-g".to_string(),
+        pooled[0].2.to_string(),
+        pooled[1].2.to_string(),
+        pooled[2].2.to_string(),
+        OTLP_CREDENTIAL.to_string(),
     ];
     let log_path = std::env::temp_dir().join(format!("perpetuo-canary-{}.log", env.workspace));
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut gw =
-        Gateway::start_with_output(&env, &env.db.url, &[("RUST_LOG", "debug")], Some(&log)).await;
+    // Spans exported, with the workspace's message content in them.
+    env.client()
+        .await
+        .execute(
+            "UPDATE workspaces SET tracing_capture_content = true WHERE id = $1",
+            &[&env.workspace],
+        )
+        .await
+        .unwrap();
+    let collector = Collector::start().await;
+    let mut settings = vec![("RUST_LOG", "debug".to_string())];
+    settings.extend(collector.settings());
+    // The collector's credential, sent with every export.
+    settings.push((
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        format!("authorization=Bearer%20{OTLP_CREDENTIAL}"),
+    ));
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut gw = Gateway::start_with_output(&env, &env.db.url, &settings, Some(&log)).await;
 
     let mut seen = String::new();
     let mut record = |resp_headers: &reqwest::header::HeaderMap, body: &str| {
@@ -119,6 +162,13 @@ async fn known_keys_appear_nowhere() {
         .map(|r| r.bytes());
     let metrics = gw.metrics_text().await;
     env.log_rows(20).await;
+    eventually("spans with content", Duration::from_secs(10), || async {
+        collector
+            .spans()
+            .iter()
+            .any(|s| s.attr("gen_ai.output.messages").is_some())
+    })
+    .await;
     // A graceful stop writes whatever is still on its way to the database.
     gw.signal("TERM");
     gw.wait_exit(Duration::from_secs(15)).await;
@@ -149,6 +199,9 @@ async fn known_keys_appear_nowhere() {
             database.push_str(&r.get::<_, String>(0));
         }
     }
+    // The credential went to the collector, and only there.
+    assert!(collector.saw_header(&format!("authorization: Bearer {OTLP_CREDENTIAL}")));
+    let spans = collector.raw();
     let logs = std::fs::read_to_string(&log_path).unwrap();
     let _ = std::fs::remove_file(&log_path);
     assert!(logs.len() > 1000, "debug logs were captured");
@@ -160,6 +213,7 @@ async fn known_keys_appear_nowhere() {
             ("metrics", &metrics),
             ("logs", &logs),
             ("database", &database),
+            ("spans", &spans),
         ] {
             assert!(!text.contains(secret.as_str()), "a secret in the {place}");
             assert!(!text.contains(tail), "a secret's tail in the {place}");

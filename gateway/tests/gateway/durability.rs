@@ -41,6 +41,12 @@ fn record(workspace: Uuid, key: Option<Uuid>, model: &str) -> LogRecord {
         ttfb_ms: Some(3),
         attempts: vec![],
         note: None,
+        cache: None,
+        cache_saved_nusd: None,
+        provider_key_id: None,
+        provider_key_label: None,
+        skipped: Vec::new(),
+        trace_id: None,
     }
 }
 

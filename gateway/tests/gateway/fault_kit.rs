@@ -342,8 +342,14 @@ pub async fn assert_counters_match_since(
         "SELECT concat_ws('|', workspace_id, date_trunc('hour', created_at AT TIME ZONE 'UTC'),
                 coalesce(api_key_id::text, '-'), coalesce(provider_id::text, '-'),
                 coalesce(model_served, model_requested, ''), count(*),
-                count(*) FILTER (WHERE status >= 400), sum(prompt_tokens), sum(completion_tokens),
-                sum(total_tokens), sum(coalesce(cost_nusd, 0)))
+                count(*) FILTER (WHERE status >= 400),
+                coalesce(sum(prompt_tokens) FILTER (WHERE cache IS DISTINCT FROM 'hit'), 0),
+                coalesce(sum(completion_tokens) FILTER (WHERE cache IS DISTINCT FROM 'hit'), 0),
+                coalesce(sum(total_tokens) FILTER (WHERE cache IS DISTINCT FROM 'hit'), 0),
+                coalesce(sum(coalesce(cost_nusd, 0)) FILTER (WHERE cache IS DISTINCT FROM 'hit'), 0),
+                count(*) FILTER (WHERE cache = 'hit'),
+                coalesce(sum(total_tokens) FILTER (WHERE cache = 'hit'), 0),
+                coalesce(sum(coalesce(cache_saved_nusd, 0)) FILTER (WHERE cache = 'hit'), 0))
          FROM request_logs WHERE workspace_id IS NOT NULL AND created_at >= date_trunc('hour', $1::timestamptz)
          GROUP BY workspace_id, date_trunc('hour', created_at AT TIME ZONE 'UTC'), api_key_id,
                   provider_id, coalesce(model_served, model_requested, '')
@@ -353,7 +359,8 @@ pub async fn assert_counters_match_since(
     let from_counters = texts(
         "SELECT concat_ws('|', workspace_id, bucket AT TIME ZONE 'UTC', coalesce(api_key_id::text, '-'),
                 coalesce(provider_id::text, '-'), model, requests, errors, prompt_tokens,
-                completion_tokens, total_tokens, cost_nusd)
+                completion_tokens, total_tokens, cost_nusd, cache_hits, cache_hit_tokens,
+                cache_saved_nusd)
          FROM usage_counters WHERE bucket >= date_trunc('hour', $1::timestamptz) ORDER BY 1",
     )
     .await;

@@ -145,7 +145,7 @@ async fn a_request_cut_off_by_the_end_of_the_grace_period_still_gets_its_row() {
 }
 
 #[tokio::test]
-async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
+async fn json_logs_carry_the_request_and_trace_ids_on_every_line_of_a_request() {
     let env = Env::new().await;
     let m = mock_provider::MockProvider::start(Default::default())
         .await
@@ -160,8 +160,15 @@ async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
         Some(&file),
     )
     .await;
-    // The entry's address is refused by the policy: the gateway logs a warning.
-    let resp = gw.chat(&env.key, chat_body("gpt-4o")).send().await.unwrap();
+    // The entry's address is refused by the policy: the gateway logs a warning. The
+    // client's trace names the request's lines too.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let resp = gw
+        .chat(&env.key, chat_body("gpt-4o"))
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
     let rid = resp.headers()["x-request-id"].to_str().unwrap().to_string();
     drop(gw);
     let text = std::fs::read_to_string(&path).unwrap();
@@ -179,4 +186,5 @@ async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
         })
         .unwrap_or_else(|| panic!("no policy warning in {text}"));
     assert_eq!(warning["span"]["request_id"], rid.as_str());
+    assert_eq!(warning["span"]["trace_id"], trace);
 }

@@ -153,6 +153,12 @@ fn db_record(workspace: Uuid, at: OffsetDateTime) -> db::logs::LogRecord {
         ttfb_ms: None,
         attempts: vec![],
         note: None,
+        cache: None,
+        cache_saved_nusd: None,
+        provider_key_id: None,
+        provider_key_label: None,
+        skipped: Vec::new(),
+        trace_id: None,
     }
 }
 

@@ -389,3 +389,160 @@ async fn images_reach_other_kinds() {
         json!({"mimeType": "image/png", "data": "iVBORw0KGgo="})
     );
 }
+
+/// One turn of a Claude Code session as the CLI sends it: system prompt blocks and tools
+/// marked for caching, `context_management`, thinking on, a beta header, and a history
+/// of thinking (with its signature), tool use and tool results, and an image.
+fn claude_code_turn(model: &str) -> Value {
+    json!({
+        "model": model, "max_tokens": 32000, "stream": true,
+        "system": [
+            {"type": "text", "text": "You are Claude Code."},
+            {"type": "text", "text": "Work in /repo.", "cache_control": {"type": "ephemeral"}}
+        ],
+        "tools": [
+            {"name": "Read", "description": "Reads a file.",
+             "input_schema": {"type": "object", "properties": {"file_path": {"type": "string"}}, "required": ["file_path"]}},
+            {"name": "Edit", "description": "Edits a file.",
+             "input_schema": {"type": "object", "properties": {"file_path": {"type": "string"}}},
+             "cache_control": {"type": "ephemeral"}}
+        ],
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "metadata": {"user_id": "user_1"},
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "What is in this screenshot? Then fix main.rs."},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}]},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "Read it first.", "signature": "sig-secret-1"},
+                {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {"file_path": "main.rs"}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "fn main() {}"}]}]},
+            {"role": "assistant", "content": [
+                {"type": "redacted_thinking", "data": "opaque"},
+                {"type": "text", "text": "Editing."},
+                {"type": "tool_use", "id": "toolu_2", "name": "Edit", "input": {"file_path": "main.rs"}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_2", "content": "ok", "cache_control": {"type": "ephemeral"}}]}
+        ]
+    })
+}
+
+async fn claude_code_session(k: &Kind) {
+    let (env, m, gw) = one_entry(k).await;
+    let resp = post(&gw, &env.key, &claude_code_turn(k.model))
+        .header(
+            "anthropic-beta",
+            "claude-code-20250219,interleaved-thinking-2025-05-14,context-management-2025-06-27",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{:?}", k.kind);
+    let rid = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let ev = events(resp).await;
+    assert_eq!(ev.last().unwrap().0, "message_stop", "{ev:?}");
+    assert_eq!(
+        text_of(&ev),
+        "It is sunny in Paris.",
+        "the tool results reached the model"
+    );
+    let delta = &ev[ev.len() - 2].1;
+    let up = m.last_request().unwrap();
+    let sent = up.json.clone().unwrap().to_string();
+    assert!(
+        !sent.contains("sig-secret-1") && !sent.contains("opaque"),
+        "{sent}"
+    );
+    assert!(!sent.contains("cache_control") && !sent.contains("context_management"));
+    assert!(sent.contains("iVBORw0KGgo="), "the image went along");
+    assert!(up.header("anthropic-beta").is_none());
+    let row = env.log_row(&rid).await;
+    assert_eq!(
+        row.note.as_deref(),
+        Some("thinking blocks dropped in translation")
+    );
+    let usage = &delta["usage"];
+    let input = usage["input_tokens"].as_i64().unwrap()
+        + usage["cache_read_input_tokens"].as_i64().unwrap()
+        + usage["cache_creation_input_tokens"].as_i64().unwrap();
+    assert_eq!(i64::from(row.prompt_tokens), input);
+    assert_eq!(
+        i64::from(row.completion_tokens),
+        usage["output_tokens"].as_i64().unwrap()
+    );
+
+    // The next turn asks for a tool: it streams as a tool_use block of input_json_delta.
+    let mut next = claude_code_turn(k.model);
+    next["messages"] = json!([{"role": "user", "content": "Read main.rs"}]);
+    let ev = events(post(&gw, &env.key, &next).send().await.unwrap()).await;
+    let start = ev
+        .iter()
+        .find(|(n, v)| n == "content_block_start" && v["content_block"]["type"] == "tool_use")
+        .unwrap();
+    assert_eq!(start.1["content_block"]["name"], "Read");
+    let args: String = ev
+        .iter()
+        .filter(|(_, v)| v["delta"]["type"] == "input_json_delta")
+        .filter_map(|(_, v)| v["delta"]["partial_json"].as_str())
+        .collect();
+    assert!(serde_json::from_str::<Value>(&args).unwrap().is_object());
+    assert_eq!(ev[ev.len() - 2].1["delta"]["stop_reason"], "tool_use");
+}
+
+#[tokio::test]
+async fn a_claude_code_session_on_openai() {
+    claude_code_session(&OPENAI).await;
+}
+
+#[tokio::test]
+async fn a_claude_code_session_on_openai_compatible() {
+    claude_code_session(&Kind {
+        kind: ProviderKind::OpenaiCompatible,
+        ..OPENAI
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_claude_code_session_on_gemini() {
+    claude_code_session(&GEMINI).await;
+}
+
+/// Cache tokens the provider reports reach the answer (as Anthropic's cache fields) and
+/// the log row (in its prompt tokens).
+#[tokio::test]
+async fn cache_tokens_are_reported_in_anthropics_terms() {
+    let env = Env::new().await;
+    let m = MockProvider::start(mock_provider::MockConfig {
+        prompt_cache: true,
+        ..mock_provider::MockConfig::default()
+    })
+    .await
+    .unwrap();
+    env.add_provider_with("oai", ProviderKind::Openai, &m.base_url(), 1, &[], &[])
+        .await;
+    let gw = Gateway::start(&env).await;
+    let mut body = claude_code_turn("gpt-4o-mini");
+    body["stream"] = json!(false);
+    let mut last = Value::Null;
+    let mut rid = String::new();
+    for _ in 0..2 {
+        let resp = post(&gw, &env.key, &body).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        rid = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+        last = resp.json().await.unwrap();
+    }
+    let usage = &last["usage"];
+    let cached = usage["cache_read_input_tokens"].as_i64().unwrap();
+    assert!(
+        cached > 0,
+        "the second turn finds its prefix cached: {usage}"
+    );
+    let row = env.log_row(&rid).await;
+    assert_eq!(
+        i64::from(row.prompt_tokens),
+        usage["input_tokens"].as_i64().unwrap() + cached
+    );
+}

@@ -410,27 +410,13 @@ async fn an_entry_without_a_key_sends_no_authorization_header() {
     let env = Env::new().await;
     let m = mock().await;
     let id = env.add_provider("ollama", &m.base_url(), 1).await;
-    // What the admin API stores for an openai_compatible entry created without a key.
-    let base_url = m.base_url();
-    let binding = perpetuo_core::crypto::KeyBinding {
-        entry_id: id,
-        workspace_id: env.workspace,
-        kind: perpetuo_core::provider::ProviderKind::OpenaiCompatible,
-        base_url: Some(&base_url),
-    };
-    let sealed = env.master.seal("", &binding).unwrap();
+    // What the admin API stores for an openai_compatible entry created without a key: an
+    // entry with an empty pool.
     env.client()
         .await
         .execute(
-            "UPDATE provider_keys SET sealed_key = $2, key_nonce = $3, key_version = $4,
-                 aad_version = $5, key_last4 = '' WHERE id = $1",
-            &[
-                &id,
-                &sealed.ciphertext,
-                &sealed.nonce,
-                &sealed.version,
-                &sealed.aad_version,
-            ],
+            "DELETE FROM provider_entry_keys WHERE entry_id = $1",
+            &[&id],
         )
         .await
         .unwrap();

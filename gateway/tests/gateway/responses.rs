@@ -336,7 +336,7 @@ async fn stored_responses_continue_conversations_on_any_kind() {
 }
 
 #[tokio::test]
-async fn built_in_tools_are_refused_by_name() {
+async fn built_in_tools_an_agent_needs_are_refused_by_name() {
     let env = Env::new().await;
     let m = mock().await;
     env.add_provider_with(
@@ -349,7 +349,7 @@ async fn built_in_tools_are_refused_by_name() {
     )
     .await;
     let gw = Gateway::start(&env).await;
-    let resp = post(&gw, &env.key, &json!({"model": "gemini-2.5-flash", "input": "x", "tools": [{"type": "web_search_preview"}]}))
+    let resp = post(&gw, &env.key, &json!({"model": "gemini-2.5-flash", "input": "x", "tools": [{"type": "computer_use_preview"}]}))
         .send()
         .await
         .unwrap();
@@ -359,10 +359,179 @@ async fn built_in_tools_are_refused_by_name() {
         v["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("web_search_preview"),
+            .contains("computer_use_preview"),
         "{v}"
     );
     assert_eq!(m.hits(), 0);
+}
+
+/// A Codex turn as the current CLI sends it: tools grouped in a namespace, its freeform
+/// `apply_patch`, a built-in it can do without, `include`, `prompt_cache_key`,
+/// `client_metadata`, `store: false`.
+fn codex_turn(model: &str, input: Value, tool_choice: Value) -> Value {
+    json!({
+        "model": model, "instructions": "You are a coding agent.", "input": input,
+        "tools": [
+            {"type": "custom", "name": "apply_patch", "description": "Edit files with a patch.",
+             "format": {"type": "grammar", "syntax": "lark", "definition": "start: \"*** Begin Patch\""}},
+            {"type": "namespace", "name": "mcp__docs", "description": "Docs.",
+             "tools": [{"type": "function", "name": "search", "description": "Search the docs.",
+                        "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}]},
+            {"type": "web_search"}
+        ],
+        "tool_choice": tool_choice, "parallel_tool_calls": false, "store": false, "stream": true,
+        "include": ["reasoning.encrypted_content"], "prompt_cache_key": "conversation-1",
+        "client_metadata": {"x-codex-turn-metadata": "{}"}
+    })
+}
+
+async fn codex_on(k: &Kind) {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider_with("entry", k.kind, &(k.base_url)(&m), 1, &[], &[])
+        .await;
+    let gw = Gateway::start(&env).await;
+    let ask = json!([{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Fix the bug."}]}]);
+
+    // Turn 1, streamed: the model calls the freeform tool, which comes back as a
+    // custom_tool_call with its input events.
+    let body = codex_turn(
+        k.model,
+        ask.clone(),
+        json!({"type": "custom", "name": "apply_patch"}),
+    );
+    let resp = post(&gw, &env.key, &body).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{:?}", k.kind);
+    let rid = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let ev = events(resp).await;
+    let kinds: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(
+        kinds.contains(&"response.custom_tool_call_input.delta"),
+        "{kinds:?}"
+    );
+    let done = ev
+        .iter()
+        .find(|e| e["type"] == "response.custom_tool_call_input.done")
+        .unwrap();
+    let completed = &ev.last().unwrap()["response"];
+    assert_eq!(ev.last().unwrap()["type"], "response.completed");
+    let call = completed["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "custom_tool_call")
+        .unwrap()
+        .clone();
+    assert_eq!(call["name"], "apply_patch");
+    assert_eq!(call["input"], done["input"]);
+    assert!(!call["input"].as_str().unwrap().is_empty());
+    let up = m.last_request().unwrap().json.unwrap();
+    let row = env.log_row(&rid).await;
+    let note = row.note.unwrap_or_default();
+    for dropped in ["web_search tool", "include", "client_metadata"] {
+        assert!(note.contains(dropped), "{note}");
+    }
+    match k.kind {
+        ProviderKind::Anthropic => {
+            assert!(!note.contains("prompt_cache_key"), "{note}");
+            assert_eq!(
+                up["system"][0]["cache_control"]["type"], "ephemeral",
+                "{up}"
+            );
+        }
+        _ => assert!(note.contains("prompt_cache_key"), "{note}"),
+    }
+    if k.kind == ProviderKind::OpenaiCompatible {
+        assert!(up.get("prompt_cache_key").is_none(), "{up}");
+    }
+    assert!(row.prompt_tokens > 0 && row.completion_tokens > 0);
+
+    // Turn 2: the call and its output go back; the model answers.
+    let mut input = ask.as_array().unwrap().clone();
+    input.push(call.clone());
+    input.push(
+        json!({"type": "custom_tool_call_output", "call_id": call["call_id"], "output": "Done!"}),
+    );
+    let body = codex_turn(k.model, Value::Array(input), json!("auto"));
+    let ev = events(post(&gw, &env.key, &body).send().await.unwrap()).await;
+    assert_eq!(ev.last().unwrap()["type"], "response.completed");
+    assert_eq!(
+        output_text(&ev.last().unwrap()["response"]),
+        "It is sunny in Paris."
+    );
+
+    // A namespace's function, whole: the call names its namespace again.
+    let mut body = codex_turn(
+        k.model,
+        ask,
+        json!({"type": "function", "namespace": "mcp__docs", "name": "search"}),
+    );
+    body["stream"] = json!(false);
+    let v: Value = post(&gw, &env.key, &body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let call = v["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "function_call")
+        .unwrap();
+    assert_eq!(call["namespace"], "mcp__docs", "{v}");
+    assert_eq!(call["name"], "search");
+}
+
+#[tokio::test]
+async fn codex_turns_work_on_anthropic() {
+    codex_on(&ANTHROPIC).await;
+}
+
+#[tokio::test]
+async fn codex_turns_work_on_gemini() {
+    codex_on(&GEMINI).await;
+}
+
+#[tokio::test]
+async fn codex_turns_work_on_openai_compatible() {
+    codex_on(&OPENAI_COMPATIBLE).await;
+}
+
+/// Codex tries a WebSocket for `/v1/responses` when its provider allows it; `426 Upgrade
+/// Required` makes it use HTTP for the session at once.
+#[tokio::test]
+async fn a_websocket_upgrade_is_answered_426_at_once() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider_with("oai", ProviderKind::Openai, &m.base_url(), 1, &[], &[])
+        .await;
+    let gw = Gateway::start(&env).await;
+    let resp = gw
+        .http
+        .get(format!("{}/v1/responses", gw.base))
+        .bearer_auth(&env.key)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 426);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "websocket_not_supported");
+    assert_eq!(m.hits(), 0);
+    // A plain GET is still a wrong method, and POST still works.
+    let resp = gw
+        .http
+        .get(format!("{}/v1/responses", gw.base))
+        .bearer_auth(&env.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
 }
 
 #[tokio::test]

@@ -143,3 +143,37 @@ async fn openai_python_sdk_sees_rate_limits() {
     let stdout = run_script(&env, &gw, script, "openai").await;
     assert!(stdout.contains("3 passed, 0 failed"), "{stdout}");
 }
+
+#[tokio::test]
+async fn the_sdks_get_the_same_answer_from_a_cache_hit_as_from_the_provider() {
+    let (env, gw, _a, _b) = setup().await;
+    env.client()
+        .await
+        .execute(
+            "UPDATE workspaces SET cache_mode = 'on' WHERE id = $1",
+            &[&env.workspace],
+        )
+        .await
+        .unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/cache_check.py");
+    let stdout = eventually_cached(&env, &gw, script).await;
+    assert!(stdout.contains("6 passed, 0 failed"), "{stdout}");
+}
+
+/// Runs the cache script once the workspace's cache setting reached the gateway.
+async fn eventually_cached(env: &Env, gw: &Gateway, script: &'static str) -> String {
+    crate::harness::eventually(
+        "the cache setting reaches the gateway",
+        std::time::Duration::from_secs(10),
+        || async {
+            let r = gw
+                .chat(&env.key, crate::harness::chat_body("gpt-4o-mini"))
+                .send()
+                .await
+                .unwrap();
+            r.headers().contains_key("x-perpetuo-cache")
+        },
+    )
+    .await;
+    run_script(env, gw, script, "openai and anthropic").await
+}

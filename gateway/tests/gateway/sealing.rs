@@ -13,7 +13,8 @@ async fn old_format_rows_open_before_and_after_the_reseal() {
     let env = Env::new().await;
     let a = mock().await;
     let id = env.add_provider("legacy", &a.base_url(), 1).await;
-    // Rewrite the row as the first format sealed it: associated data = entry id only.
+    // Rewrite the entry's key as the first format sealed it: associated data = entry id
+    // only.
     let client = env.client().await;
     let row = db::providers::get(&client, env.workspace, id)
         .await
@@ -25,7 +26,8 @@ async fn old_format_rows_open_before_and_after_the_reseal() {
         .unwrap();
     client
         .execute(
-            "UPDATE provider_keys SET sealed_key = $2, key_nonce = $3, aad_version = $4 WHERE id = $1",
+            "UPDATE provider_entry_keys SET sealed_key = $2, key_nonce = $3, aad_version = $4
+             WHERE entry_id = $1",
             &[&id, &old.ciphertext, &old.nonce, &old.aad_version],
         )
         .await
@@ -42,16 +44,20 @@ async fn old_format_rows_open_before_and_after_the_reseal() {
 
     let mut conn = env.client().await;
     assert_eq!(
-        db::providers::reseal_old_formats(&mut conn, &env.master)
+        db::entry_keys::reseal_old_formats(&mut conn, &env.master)
             .await
             .unwrap(),
         1
     );
-    let row = db::providers::get(&client, env.workspace, id)
+    let keys = db::entry_keys::list_for_entry(&client, env.workspace, id)
         .await
-        .unwrap()
         .unwrap();
-    assert_eq!(row.sealed.aad_version, AAD_BOUND);
+    assert_eq!(
+        keys.iter()
+            .map(|k| k.sealed.aad_version)
+            .collect::<Vec<_>>(),
+        [AAD_BOUND]
+    );
     // A gateway that reads the re-sealed row afresh opens it.
     drop(gw);
     let gw = Gateway::start(&env).await;

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use perpetuo_core::db;
+use perpetuo_core::email::Email;
 use perpetuo_core::provider::ProviderKind;
 use perpetuo_core::testing::TestDb;
 use serde_json::{json, Value};
@@ -434,7 +435,17 @@ async fn the_purge_deletes_expired_turns_in_batches_but_keeps_those_still_contin
 #[tokio::test]
 async fn responses_stored_before_the_upgrade_still_read_and_continue() {
     // The schema before stored turns (V6's rows: the whole conversation in each).
-    let env = Env::seeded(TestDb::at_version(11).await.unwrap()).await;
+    let db = TestDb::at_version(11).await.unwrap();
+    let workspace = {
+        let client = db.pool.get().await.unwrap();
+        let user = db::users::insert(&client, &Email::parse("old@example.com").unwrap(), "x")
+            .await
+            .unwrap();
+        db::workspaces::create(&client, "old", user.id)
+            .await
+            .unwrap()
+            .id
+    };
     let m = mock().await;
     let response = json!({"id": "resp_before", "object": "response", "status": "completed",
         "model": MODEL, "output": [{"type": "message", "id": "msg_1", "role": "assistant",
@@ -449,7 +460,7 @@ async fn responses_stored_before_the_upgrade_still_read_and_continue() {
         {"role": "user", "content": "I am Ada."},
         {"role": "assistant", "content": "Hello Ada."}
     ]);
-    let client = env.client().await;
+    let client = db.pool.get().await.unwrap();
     for (id, conversation) in [("resp_before", &conversation), ("resp_long", &Value::Null)] {
         let mut response = response.clone();
         response["id"] = json!(id);
@@ -457,12 +468,15 @@ async fn responses_stored_before_the_upgrade_still_read_and_continue() {
             .execute(
                 "INSERT INTO stored_responses (id, workspace_id, expires_at, response, input_items, conversation) \
                  VALUES ($1, $2, now() + interval '1 day', $3, $4, $5)",
-                &[&id, &env.workspace, &response, &items, conversation],
+                &[&id, &workspace, &response, &items, conversation],
             )
             .await
             .unwrap();
     }
-    db::migrate::run(&env.db.pool).await.unwrap();
+    drop(client);
+    db::migrate::run(&db.pool).await.unwrap();
+    // The key is made by today's code, so after the upgrade.
+    let env = Env::of_workspace(db, workspace).await;
     // The entry is written by today's code, so after the upgrade.
     env.add_provider("compat", &m.base_url(), 1).await;
     let gw = Gateway::start(&env).await;

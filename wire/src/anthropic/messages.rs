@@ -13,6 +13,7 @@ use crate::lenient::{self, Leaf, Lenient, List, Raw};
 use crate::messages::chat_request;
 use crate::openai::{ChunkIn, CompletionIn, MessageIn};
 use crate::sse::Event;
+use crate::tool_names::{Kind, ToolMap};
 use crate::{unsupported, Unsupported, Usage};
 
 /// `anthropic-version` sent upstream when the client sent none.
@@ -98,7 +99,7 @@ struct ToolIn<'a> {
     #[serde(default, rename = "type", borrow)]
     kind: Leaf<'a>,
     #[serde(default, borrow)]
-    name: Raw<'a>,
+    name: Leaf<'a>,
     #[serde(default, borrow)]
     description: Raw<'a>,
     #[serde(default, borrow)]
@@ -110,7 +111,7 @@ struct ChoiceIn<'a> {
     #[serde(default, rename = "type", borrow)]
     kind: Leaf<'a>,
     #[serde(default, borrow)]
-    name: Raw<'a>,
+    name: Leaf<'a>,
     #[serde(default, borrow)]
     disable_parallel_tool_use: Leaf<'a>,
 }
@@ -195,8 +196,9 @@ fn image_part(block: &BlockIn<'_>) -> Result<Value, Unsupported> {
     Ok(json!({"type": "image_url", "image_url": {"url": url}}))
 }
 
-/// Text of a `tool_result` block's content (a string or text blocks).
-fn tool_result_text(content: &Raw<'_>) -> String {
+/// The text of a content: a string, or its text blocks joined (a `tool_result` block's, a
+/// system message's).
+fn text_of(content: &Raw<'_>) -> String {
     match blocks(content) {
         Blocks::Text(s) => s,
         Blocks::List(list) => list
@@ -212,13 +214,49 @@ fn tool_result_text(content: &Raw<'_>) -> String {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Dropped {
     pub thinking: bool,
+    /// Tools Anthropic runs itself (web search, web fetch, code execution), and their
+    /// blocks in earlier turns.
+    pub server_tools: bool,
+}
+
+impl Dropped {
+    /// The log row's note, when something was dropped.
+    pub fn note(&self) -> Option<String> {
+        let mut what = Vec::new();
+        if self.thinking {
+            what.push("thinking blocks");
+        }
+        if self.server_tools {
+            what.push("server tools");
+        }
+        (!what.is_empty()).then(|| format!("{} dropped in translation", what.join(", ")))
+    }
+}
+
+/// Whether a tool type (or a block type) is one of the tools Anthropic runs itself: an
+/// agent works without them (the model just cannot search or run code there).
+fn server_tool(kind: &str) -> bool {
+    ["web_search", "web_fetch", "code_execution"]
+        .iter()
+        .any(|t| kind.starts_with(t))
 }
 
 /// One Messages-API message as OpenAI chat messages (a user turn with tool results
 /// becomes `tool` messages followed by the rest of the turn).
-fn convert_message(m: &Message<'_>, dropped: &mut Dropped) -> Result<Vec<Value>, Unsupported> {
+fn convert_message(
+    m: &Message<'_>,
+    tools: &ToolMap,
+    dropped: &mut Dropped,
+) -> Result<Vec<Value>, Unsupported> {
     let role = match m.role.as_str() {
         Some(r @ ("user" | "assistant")) => r,
+        // Instructions within the conversation (Claude Code sends its environment so):
+        // a system message where it stands, its text blocks joined.
+        Some("system") => {
+            return Ok(vec![
+                json!({"role": "system", "content": text_of(&m.content)}),
+            ])
+        }
         Some(other) => return Err(unsupported(format!("unknown role `{other}`"))),
         None => return Err(unsupported("every message needs a `role`")),
     };
@@ -243,7 +281,7 @@ fn convert_message(m: &Message<'_>, dropped: &mut Dropped) -> Result<Vec<Value>,
                     "id": b.id.as_str().unwrap_or(""),
                     "type": "function",
                     "function": {
-                        "name": b.name.as_str().unwrap_or(""),
+                        "name": tools.provider_name(None, b.name.as_str().unwrap_or(""), Kind::Function),
                         "arguments": input.to_string(),
                     }
                 }));
@@ -251,9 +289,11 @@ fn convert_message(m: &Message<'_>, dropped: &mut Dropped) -> Result<Vec<Value>,
             "tool_result" if role == "user" => out.push(json!({
                 "role": "tool",
                 "tool_call_id": b.tool_use_id.as_str().unwrap_or(""),
-                "content": tool_result_text(&b.content),
+                "content": text_of(&b.content),
             })),
             "thinking" | "redacted_thinking" => dropped.thinking = true,
+            "server_tool_use" => dropped.server_tools = true,
+            k if k.ends_with("_tool_result") && server_tool(k) => dropped.server_tools = true,
             other => {
                 return Err(unsupported(format!(
                     "content blocks of type `{other}` are not supported for this provider"
@@ -295,6 +335,7 @@ fn convert_message(m: &Message<'_>, dropped: &mut Dropped) -> Result<Vec<Value>,
 pub fn to_chat(request: &[u8]) -> Result<(Value, Dropped), Unsupported> {
     let request: MessagesRequest =
         lenient::document(request).ok_or_else(|| unsupported("the request is not JSON"))?;
+    let names = names(&request);
     let mut dropped = Dropped::default();
     let mut messages = Vec::new();
     if request.system.is_present() {
@@ -309,6 +350,7 @@ pub fn to_chat(request: &[u8]) -> Result<(Value, Dropped), Unsupported> {
     for m in turns {
         messages.extend(convert_message(
             m.get().unwrap_or(&NO_MESSAGE),
+            &names,
             &mut dropped,
         )?);
     }
@@ -333,14 +375,15 @@ pub fn to_chat(request: &[u8]) -> Result<(Value, Dropped), Unsupported> {
                 None | Some("custom") => converted.push(json!({
                     "type": "function",
                     "function": {
-                        "name": t.name.value(),
+                        "name": names.provider_name(None, t.name.as_str().unwrap_or(""), Kind::Function),
                         "description": t.description.to_value().unwrap_or(json!("")),
                         "parameters": t.input_schema.to_value().unwrap_or_else(|| json!({"type": "object"})),
                     }
                 })),
+                Some(kind) if server_tool(kind) => dropped.server_tools = true,
                 Some(kind) => {
                     return Err(unsupported(format!(
-                        "the server tool `{kind}` is only available on anthropic providers"
+                        "the tool `{kind}` is only available on anthropic providers"
                     )))
                 }
             }
@@ -356,7 +399,9 @@ pub fn to_chat(request: &[u8]) -> Result<(Value, Dropped), Unsupported> {
             Some("any") => json!("required"),
             Some("none") => json!("none"),
             Some("tool") => {
-                json!({"type": "function", "function": {"name": choice.name.value()}})
+                let name = choice.name.as_str().unwrap_or("");
+                json!({"type": "function", "function": {
+                    "name": names.provider_name(None, name, Kind::Function)}})
             }
             _ => return Err(unsupported("unknown `tool_choice`")),
         };
@@ -372,6 +417,28 @@ pub fn to_chat(request: &[u8]) -> Result<(Value, Dropped), Unsupported> {
     Ok((Value::Object(out), dropped))
 }
 
+/// The names the request's tools get for the provider: their own, unless one breaks the
+/// rules of OpenAI or Gemini (longer than 64 characters, say), which gets a valid name
+/// that the answer maps back.
+fn names(request: &MessagesRequest<'_>) -> ToolMap {
+    let mut map = ToolMap::default();
+    for t in request.tools.get().into_iter().flatten() {
+        let t = t.get().unwrap_or(&NO_TOOL);
+        if matches!(t.kind.as_str(), None | Some("custom")) {
+            map.add_renamed(t.name.as_str().unwrap_or(""));
+        }
+    }
+    map
+}
+
+/// The names a Messages request's (its bytes) tools get for the provider, and what each
+/// stands for ([`StreamEncoder::with_tools`], [`from_completion`]).
+pub fn tool_map(request: &[u8]) -> ToolMap {
+    lenient::document::<MessagesRequest>(request)
+        .map(|r| names(&r))
+        .unwrap_or_default()
+}
+
 static NO_MESSAGE: Message<'static> = Message {
     role: Leaf::Absent,
     content: Raw(None),
@@ -379,14 +446,14 @@ static NO_MESSAGE: Message<'static> = Message {
 
 static NO_TOOL: ToolIn<'static> = ToolIn {
     kind: Leaf::Absent,
-    name: Raw(None),
+    name: Leaf::Absent,
     description: Raw(None),
     input_schema: Raw(None),
 };
 
 static NO_CHOICE: ChoiceIn<'static> = ChoiceIn {
     kind: Leaf::Absent,
-    name: Raw(None),
+    name: Leaf::Absent,
     disable_parallel_tool_use: Leaf::Absent,
 };
 
@@ -416,7 +483,12 @@ fn usage_json(u: &Usage) -> Value {
 }
 
 /// A whole OpenAI `chat.completion` (its bytes) as a Messages response.
-pub fn from_completion(completion: &[u8], model: &str, usage: Option<&Usage>) -> Value {
+pub fn from_completion(
+    completion: &[u8],
+    model: &str,
+    usage: Option<&Usage>,
+    tools: &ToolMap,
+) -> Value {
     let completion = CompletionIn::read(completion);
     let message = completion.message();
     let mut content = Vec::new();
@@ -432,7 +504,7 @@ pub fn from_completion(completion: &[u8], model: &str, usage: Option<&Usage>) ->
         content.push(json!({
             "type": "tool_use",
             "id": call.id.value(),
-            "name": f.name.value(),
+            "name": tools.resolve(f.name.value().as_str().unwrap_or("")).name,
             "input": input,
         }));
     }
@@ -505,6 +577,8 @@ enum Block {
 #[derive(Debug)]
 pub struct StreamEncoder {
     model: String,
+    /// What the names of the provider's tool calls stand for.
+    tools: ToolMap,
     started: bool,
     open: Option<Block>,
     next_index: u64,
@@ -519,6 +593,7 @@ impl StreamEncoder {
     pub fn new(model: &str) -> Self {
         Self {
             model: model.to_string(),
+            tools: ToolMap::default(),
             started: false,
             open: None,
             next_index: 0,
@@ -527,6 +602,17 @@ impl StreamEncoder {
             finished: false,
             errored: false,
         }
+    }
+
+    /// The same, with the names the request's tools got ([`tool_map`]).
+    pub fn with_tools(mut self, tools: ToolMap) -> Self {
+        self.tools = tools;
+        self
+    }
+
+    /// What the names of the provider's tool calls stand for.
+    pub fn tools(&self) -> &ToolMap {
+        &self.tools
     }
 
     fn start(&mut self, out: &mut Vec<Bytes>) {
@@ -608,12 +694,11 @@ impl StreamEncoder {
                 let i = call.index.as_u64().unwrap_or(0);
                 let f = call.function();
                 if self.open != (Some(Block::Tool { openai_index: i })) {
-                    self.open_block(
-                        Block::Tool { openai_index: i },
-                        json!({"type": "tool_use", "id": call.id.value(),
-                               "name": f.name.value(), "input": {}}),
-                        &mut out,
-                    );
+                    let name = f.name.value();
+                    let name = self.tools.resolve(name.as_str().unwrap_or("")).name;
+                    let start = json!({"type": "tool_use", "id": call.id.value(),
+                                       "name": name, "input": {}});
+                    self.open_block(Block::Tool { openai_index: i }, start, &mut out);
                 }
                 if let Some(args) = f.arguments.as_str().filter(|a| !a.is_empty()) {
                     out.push(sse(
@@ -671,6 +756,23 @@ mod tests {
     use crate::sse::Framer;
 
     #[test]
+    fn a_system_message_within_the_conversation_stays_where_it_stands() {
+        let req = br##"{"model":"m","max_tokens":9,"messages":[
+            {"role":"user","content":"hi"},
+            {"role":"system","content":[{"type":"text","text":"# Environment"},{"type":"text","text":"cwd: /x","cache_control":{"type":"ephemeral"}}]},
+            {"role":"assistant","content":"ok"}]}"##;
+        let (chat, _) = to_chat(req).unwrap();
+        let roles: Vec<&str> = chat["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(roles, ["user", "system", "assistant"]);
+        assert_eq!(chat["messages"][1]["content"], "# Environment\ncwd: /x");
+    }
+
+    #[test]
     fn request_to_chat() {
         let req = json!({
             "model": "claude-sonnet-4-5", "max_tokens": 100, "stream": true,
@@ -719,10 +821,57 @@ mod tests {
         );
         assert_eq!(chat["stream_options"]["include_usage"], true);
         let server_tool = json!({"model": "m", "messages": [], "tools": [{"type": "web_search_20250305", "name": "web_search"}]});
-        assert!(to_chat(server_tool.to_string().as_bytes())
+        let (chat, dropped) = to_chat(server_tool.to_string().as_bytes()).unwrap();
+        assert!(dropped.server_tools && chat.get("tools").is_none());
+        assert_eq!(
+            dropped.note().as_deref(),
+            Some("server tools dropped in translation")
+        );
+        let client_run = json!({"model": "m", "messages": [], "tools": [{"type": "bash_20250124", "name": "bash"}]});
+        assert!(to_chat(client_run.to_string().as_bytes())
             .unwrap_err()
             .0
-            .contains("web_search_20250305"));
+            .contains("bash_20250124"));
+    }
+
+    #[test]
+    fn tool_names_past_other_providers_rules_are_renamed_and_mapped_back() {
+        let long = format!("mcp__{}__search", "server".repeat(15));
+        let req = json!({"model": "m", "tools": [{"name": long, "input_schema": {"type": "object"}}, {"name": "Read"}],
+            "tool_choice": {"type": "tool", "name": long},
+            "messages": [{"role": "user", "content": "x"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": long, "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]}]});
+        let (chat, _) = to_chat(req.to_string().as_bytes()).unwrap();
+        let given = chat["tools"][0]["function"]["name"].as_str().unwrap();
+        assert!(
+            given.len() <= 64 && given.starts_with("__mcp__server"),
+            "{given}"
+        );
+        assert_eq!(chat["tools"][1]["function"]["name"], "Read");
+        assert_eq!(
+            chat["messages"][1]["tool_calls"][0]["function"]["name"],
+            given
+        );
+        assert_eq!(chat["tool_choice"]["function"]["name"], given);
+        let tools = tool_map(req.to_string().as_bytes());
+        let completion = json!({"choices": [{"message": {"tool_calls": [
+            {"id": "c", "function": {"name": given, "arguments": "{}"}}]}, "finish_reason": "tool_calls"}]});
+        let m = from_completion(completion.to_string().as_bytes(), "m", None, &tools);
+        assert_eq!(m["content"][0]["name"], long.as_str());
+        let mut enc = StreamEncoder::new("m").with_tools(tools);
+        let chunk = format!(
+            "data: {}\n\n",
+            json!({"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "c", "function": {"name": given, "arguments": ""}}]}}]})
+        );
+        let out: Vec<u8> = Framer::new()
+            .push(chunk.as_bytes())
+            .unwrap()
+            .iter()
+            .flat_map(|e| enc.push(e))
+            .flat_map(|b| b.to_vec())
+            .collect();
+        assert!(String::from_utf8(out).unwrap().contains(&long));
     }
 
     #[test]
@@ -735,7 +884,12 @@ mod tests {
             cached_tokens: 4,
             cache_write_tokens: 0,
         };
-        let m = from_completion(completion.to_string().as_bytes(), "gpt-4o", Some(&usage));
+        let m = from_completion(
+            completion.to_string().as_bytes(),
+            "gpt-4o",
+            Some(&usage),
+            &ToolMap::default(),
+        );
         assert_eq!(m["content"][0], json!({"type": "text", "text": "Hello"}));
         assert_eq!(m["content"][1]["input"], json!({"a": 1}));
         assert_eq!(m["stop_reason"], "tool_use");

@@ -146,7 +146,39 @@ pub fn translate_request(request: &[u8], model: &str, stream: bool) -> Result<Va
     if stream {
         body.insert("stream".into(), json!(true));
     }
+    if request.prompt_cache_key.is_present() {
+        mark_cache_prefix(&mut body);
+    }
     Ok(Value::Object(body))
+}
+
+/// Anthropic caches a prompt's prefix up to a block marked with `cache_control`: the
+/// request asked for caching (OpenAI's `prompt_cache_key`), so the stable parts are
+/// marked — the tools, the system prompt, and the conversation so far (which the next
+/// turn repeats). Three of the four marks Anthropic allows.
+fn mark_cache_prefix(body: &mut Map<String, Value>) {
+    let mark = || json!({"type": "ephemeral"});
+    if let Some(Value::String(system)) = body.get("system") {
+        let block = json!([{"type": "text", "text": system, "cache_control": mark()}]);
+        body.insert("system".into(), block);
+    }
+    if let Some(Value::Object(tool)) = body
+        .get_mut("tools")
+        .and_then(|t| t.as_array_mut())
+        .and_then(|t| t.last_mut())
+    {
+        tool.insert("cache_control".into(), mark());
+    }
+    let last_block = body
+        .get_mut("messages")
+        .and_then(Value::as_array_mut)
+        .and_then(|m| m.last_mut())
+        .and_then(|m| m.get_mut("content"))
+        .and_then(Value::as_array_mut)
+        .and_then(|c| c.last_mut());
+    if let Some(Value::Object(block)) = last_block {
+        block.insert("cache_control".into(), mark());
+    }
 }
 
 pub fn build_request(

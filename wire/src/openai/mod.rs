@@ -136,6 +136,21 @@ pub fn decode_response(body: &[u8]) -> (Option<Usage>, Generated) {
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         return (None, content);
     };
+    push_choices(&v, &mut content);
+    (parse_usage(&v), content)
+}
+
+/// The text of a chat answer's choices (read only when it is wanted: the usage alone is
+/// read on the common path).
+pub fn content_of(body: &[u8]) -> Generated {
+    let mut content = Generated::default();
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        push_choices(&v, &mut content);
+    }
+    content
+}
+
+fn push_choices(v: &Value, content: &mut Generated) {
     if let Some(choices) = v.get("choices").and_then(Value::as_array) {
         for c in choices {
             if let Some(s) = c
@@ -147,7 +162,6 @@ pub fn decode_response(body: &[u8]) -> (Option<Usage>, Generated) {
             }
         }
     }
-    (parse_usage(&v), content)
 }
 
 /// An OpenAI chat answer's `usage`, read leniently.

@@ -21,13 +21,18 @@ describe('api keys', () => {
     expect(valuesToApiKeyInput({ name: ' ci ', expiresAt: '' })).toEqual({ name: 'ci' });
     expect(valuesToApiKeyInput({ name: 'ci', expiresAt: '2030-01-01T00:00' }).expires_at).toBe(new Date('2030-01-01T00:00').toISOString());
   });
+
+  it('sends a cache mode only when the key has its own', () => {
+    expect(valuesToApiKeyInput({ name: 'ci', expiresAt: '', cacheMode: 'inherit' })).toEqual({ name: 'ci' });
+    expect(valuesToApiKeyInput({ name: 'ci', expiresAt: '', cacheMode: 'opt_in' })).toEqual({ name: 'ci', cache_mode: 'opt_in' });
+  });
 });
 
 describe('key limits', () => {
   const empty = limitsFormFrom({});
 
   it('starts empty with a monthly budget period', () => {
-    expect(empty).toEqual({ rpm: '', tpm: '', maxConcurrency: '', budgetUsd: '', budgetPeriod: 'month', allowedModels: '', label: '', ownerEmail: '' });
+    expect(empty).toEqual({ rpm: '', tpm: '', maxConcurrency: '', budgetUsd: '', budgetPeriod: 'month', allowedModels: '', label: '', ownerEmail: '', cacheMode: 'inherit' });
     expect(validateLimitsForm(empty)).toEqual({});
   });
 
@@ -37,6 +42,7 @@ describe('key limits', () => {
       allowed_models: ['gpt-4o-mini', 'claude-*'],
       label: 'batch',
       owner_email: 'ops@example.com',
+      cache_mode: 'off',
     });
     expect(form.rpm).toBe('2');
     expect(form.allowedModels).toBe('gpt-4o-mini, claude-*');
@@ -46,6 +52,7 @@ describe('key limits', () => {
       allowed_models: ['gpt-4o-mini', 'claude-*'],
       label: 'batch',
       owner_email: 'ops@example.com',
+      cache_mode: 'off',
     });
   });
 

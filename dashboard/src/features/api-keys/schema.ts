@@ -16,9 +16,21 @@ export interface ApiKey {
   /** The user who created the key. */
   created_by?: string | null;
   created_by_email?: string | null;
+  /** The response-cache mode of requests through this key. */
+  cache_mode?: KeyCacheMode;
   /** The role that last set each governed setting; a member changes only what a member set. */
-  set_by?: { limits: Role | null; allowed_models: Role | null; expires_at: Role | null };
+  set_by?: { limits: Role | null; allowed_models: Role | null; expires_at: Role | null; cache_mode?: Role | null };
 }
+
+/** A key's cache mode: its workspace's (`inherit`), or one of its own. */
+export type KeyCacheMode = 'inherit' | 'off' | 'on' | 'opt_in';
+
+export const KEY_CACHE_MODES: { value: KeyCacheMode; label: string }[] = [
+  { value: 'inherit', label: "The workspace's setting" },
+  { value: 'off', label: 'Off: never cached' },
+  { value: 'on', label: 'On: every cacheable request' },
+  { value: 'opt_in', label: 'Opt-in: only requests sending Cache-Control: max-age=N' },
+];
 
 export type BudgetPeriod = 'day' | 'week' | 'month';
 
@@ -38,6 +50,7 @@ export interface KeySettingsInput {
   allowed_models: string[];
   label: string | null;
   owner_email: string | null;
+  cache_mode: KeyCacheMode;
 }
 
 /** `GET /workspaces/{id}/api-keys/{kid}/limits`. */
@@ -69,13 +82,14 @@ export interface LimitsFormValues {
   allowedModels: string;
   label: string;
   ownerEmail: string;
+  cacheMode: KeyCacheMode;
 }
 
 export type LimitsFormErrors = Partial<Record<'rpm' | 'tpm' | 'max_concurrency' | 'budget_usd' | 'allowed_models' | 'owner_email' | 'label', string>>;
 
 const text = (n: number | null | undefined) => (n === null || n === undefined ? '' : String(n));
 
-export function limitsFormFrom(key: Pick<ApiKey, 'limits' | 'allowed_models' | 'label' | 'owner_email'>): LimitsFormValues {
+export function limitsFormFrom(key: Pick<ApiKey, 'limits' | 'allowed_models' | 'label' | 'owner_email' | 'cache_mode'>): LimitsFormValues {
   return {
     rpm: text(key.limits?.rpm),
     tpm: text(key.limits?.tpm),
@@ -85,6 +99,7 @@ export function limitsFormFrom(key: Pick<ApiKey, 'limits' | 'allowed_models' | '
     allowedModels: (key.allowed_models ?? []).join(', '),
     label: key.label ?? '',
     ownerEmail: key.owner_email ?? '',
+    cacheMode: key.cache_mode ?? 'inherit',
   };
 }
 
@@ -131,6 +146,7 @@ export function limitsFormToInput(v: LimitsFormValues, expiresAt: string | null)
     allowed_models: splitModels(v.allowedModels),
     label: v.label.trim() || null,
     owner_email: v.ownerEmail.trim() || null,
+    cache_mode: v.cacheMode,
   };
 }
 
@@ -148,6 +164,7 @@ export interface CreatedApiKey extends ApiKey {
 export interface ApiKeyInput {
   name: string;
   expires_at?: string;
+  cache_mode?: KeyCacheMode;
 }
 
 export type KeyStatus = 'active' | 'revoked' | 'expired';
@@ -162,6 +179,8 @@ export interface ApiKeyFormValues {
   name: string;
   /** Value of a datetime-local input; empty for no expiry. */
   expiresAt: string;
+  /** Absent: the workspace's (`inherit`). */
+  cacheMode?: KeyCacheMode;
 }
 
 export function validateApiKeyForm(values: ApiKeyFormValues, now: number = Date.now()): Partial<Record<'name' | 'expires_at', string>> {
@@ -180,5 +199,6 @@ export function validateApiKeyForm(values: ApiKeyFormValues, now: number = Date.
 export function valuesToApiKeyInput(values: ApiKeyFormValues): ApiKeyInput {
   const input: ApiKeyInput = { name: values.name.trim() };
   if (values.expiresAt) input.expires_at = new Date(values.expiresAt).toISOString();
+  if (values.cacheMode && values.cacheMode !== 'inherit') input.cache_mode = values.cacheMode;
   return input;
 }

@@ -39,6 +39,7 @@ const ACTION_LABEL: Record<string, string> = {
   'api_key.deleted': 'deleted an API key',
   'workspace.updated': 'changed the workspace',
   'workspace.deleted': 'deleted the workspace',
+  'workspace.cache_purged': 'purged the response cache',
   'member.invited': 'invited a member',
   'member.role_changed': 'changed a role',
   'member.removed': 'removed a member',

@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { cursorFromParams, EMPTY_FILTERS, filtersFromParams, filtersToParams, filtersToQuery, validateFilters } from './schema';
+import {
+  cursorFromParams,
+  describeSkip,
+  EMPTY_FILTERS,
+  filtersFromParams,
+  filtersToParams,
+  filtersToQuery,
+  validateFilters,
+} from './schema';
 
 describe('log filters', () => {
   it('validates status codes and time ranges', () => {
@@ -48,5 +56,13 @@ describe('log filters', () => {
     expect(filtersFromParams(params)).toEqual(filters);
     expect(filtersToParams(EMPTY_FILTERS)).toEqual({});
     expect(cursorFromParams(new URLSearchParams(filtersToParams(filters)))).toBeUndefined();
+  });
+});
+
+describe('skipped routes', () => {
+  it('reads an entry or one of its keys, and why', () => {
+    expect(describeSkip({ entry: 'azure', key: null, reason: 'quota' })).toBe('azure: out of its rate limit or quota');
+    expect(describeSkip({ entry: 'oai', key: null, reason: 'weight' })).toBe('oai: another entry of its priority served first');
+    expect(describeSkip({ entry: 'oai', key: null, reason: 'something-new' })).toBe('oai: something-new');
   });
 });

@@ -34,7 +34,54 @@ export interface LogEntry {
   attempts: Attempt[];
   /** What the gateway changed in the request, if anything. */
   note?: string | null;
+  /** What the response cache did; null when the cache was off for the request. */
+  cache?: CacheResult | null;
+  /** On a hit: what the provider would have charged. */
+  cache_saved_usd?: number | null;
+  /** The key of the entry's pool that served (null: none, or an entry without keys). */
+  provider_key_id?: string | null;
+  /** That key's label when the request was served. */
+  provider_key_label?: string | null;
+  /** What routing passed over on the way; null when nothing was. */
+  skipped?: SkippedRoute[] | null;
+  /** The request's W3C trace id, when it was traced or came with a traceparent. */
+  trace_id?: string | null;
 }
+
+/** An entry, or one key of an entry, that routing passed over for a request. */
+export interface SkippedRoute {
+  entry: string;
+  /** The key's label; null when the whole entry was skipped. */
+  key: string | null;
+  /** quota, breaker or weight (the gateway may add others). */
+  reason: string;
+}
+
+const SKIP_REASON: Record<string, string> = {
+  quota: 'out of its rate limit or quota',
+  breaker: 'its breaker was open',
+  weight: 'another entry of its priority served first',
+};
+
+/** Where a trace is shown: the template with the trace id in place of `{trace_id}`. */
+export function traceUrl(template: string | null | undefined, traceId: string): string | null {
+  if (!template || !/^[0-9a-f]{32}$/i.test(traceId)) return null;
+  return template.split('{trace_id}').join(traceId);
+}
+
+/** "primary / key-2: its breaker was open". */
+export function describeSkip(skip: SkippedRoute): string {
+  const what = skip.key ? `${skip.entry} / ${skip.key}` : skip.entry;
+  return `${what}: ${SKIP_REASON[skip.reason] ?? skip.reason}`;
+}
+
+export type CacheResult = 'hit' | 'miss' | 'bypass';
+
+export const CACHE_RESULT_LABEL: Record<CacheResult, string> = {
+  hit: 'Hit: answered from the cache, no provider called',
+  miss: 'Miss: answered by a provider',
+  bypass: 'Bypass: the cache was not used for this request',
+};
 
 /** One page of logs, newest first, and the cursors of the pages beside it. */
 export interface LogPage {
@@ -78,8 +125,11 @@ export function routeLabel(route: string): string {
 
 export const EMPTY_FILTERS: LogFilters = { api_key_id: '', provider: '', model: '', status: '', from: '', to: '' };
 
-/** Up to this many keys, the key filter is a list to pick from; beyond, a field for the key's id. */
-export const KEY_PICKER_MAX = 500;
+/**
+ * Up to this many keys, the key filter is a list to pick from; beyond, a field for the key's
+ * id. One less than the API's largest page (500), so that asking for one more fits a page.
+ */
+export const KEY_PICKER_MAX = 499;
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 

@@ -15,13 +15,13 @@ describe('roles', () => {
     const table: [string, string[]][] = [
       ['viewer', []],
       ['member', ['viewProviders', 'viewKeys', 'createKeys']],
-      ['admin', ['viewProviders', 'viewKeys', 'createKeys', 'manageProviders', 'manageAnyKey', 'editWorkspace', 'manageMembers', 'viewAudit']],
+      ['admin', ['viewProviders', 'viewKeys', 'createKeys', 'manageProviders', 'manageAnyKey', 'editWorkspace', 'purgeCache', 'manageMembers', 'viewAudit']],
       [
         'owner',
-        ['viewProviders', 'viewKeys', 'createKeys', 'manageProviders', 'manageAnyKey', 'editWorkspace', 'manageMembers', 'viewAudit', 'deleteWorkspace', 'transferOwnership'],
+        ['viewProviders', 'viewKeys', 'createKeys', 'manageProviders', 'manageAnyKey', 'editWorkspace', 'purgeCache', 'manageMembers', 'viewAudit', 'deleteWorkspace', 'transferOwnership'],
       ],
     ];
-    const all = ['viewProviders', 'manageProviders', 'viewKeys', 'createKeys', 'manageAnyKey', 'editWorkspace', 'manageMembers', 'viewAudit', 'deleteWorkspace', 'transferOwnership'] as const;
+    const all = ['viewProviders', 'manageProviders', 'viewKeys', 'createKeys', 'manageAnyKey', 'editWorkspace', 'purgeCache', 'manageMembers', 'viewAudit', 'deleteWorkspace', 'transferOwnership'] as const;
     for (const [role, allowed] of table) {
       for (const p of all) expect(can(role, p), `${role} ${p}`).toBe(allowed.includes(p));
     }

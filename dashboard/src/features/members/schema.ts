@@ -39,6 +39,7 @@ export const NEEDS = {
   createKeys: 'member',
   manageAnyKey: 'admin',
   editWorkspace: 'admin',
+  purgeCache: 'admin',
   manageMembers: 'admin',
   viewAudit: 'admin',
   deleteWorkspace: 'owner',

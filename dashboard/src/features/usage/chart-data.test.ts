@@ -11,6 +11,9 @@ function point(bucket: string, requests: number, extra: Partial<UsagePoint> = {}
     completion_tokens: requests * 5,
     total_tokens: requests * 15,
     cost_usd: requests * 0.001,
+    cache_hits: 0,
+    cache_hit_tokens: 0,
+    cache_saved_usd: 0,
     ...extra,
   };
 }
@@ -80,6 +83,9 @@ describe('breakdownRows and topRows', () => {
     completion_tokens: 0,
     total_tokens: requests * 3,
     cost_usd: cost,
+    cache_hits: 0,
+    cache_hit_tokens: 0,
+    cache_saved_usd: 0,
   });
 
   it('labels and sorts by requests, largest first', () => {

@@ -1,11 +1,11 @@
-import { EMPTY_TOTALS, type Granularity, type ProviderUsageRow, type UsagePoint, type UsageTotals } from './schema';
+import { EMPTY_TOTALS, type Granularity, type ProviderUsageRow, type UsageCounts, type UsagePoint } from './schema';
 
 const STEP: Record<Granularity, number> = { hour: 3_600_000, day: 86_400_000 };
 
 /** Most buckets drawn for one chart; longer ranges are shown as returned. */
 export const MAX_BUCKETS = 1000;
 
-export interface ChartRow extends UsageTotals {
+export interface ChartRow extends UsageCounts {
   /** Bucket start, epoch milliseconds (UTC) */
   time: number;
 }
@@ -70,7 +70,7 @@ export function bucketTitle(ms: number, granularity: Granularity): string {
   return `${MONTHS[d.getMonth()]} ${d.getDate()}, ${pad(d.getHours())}:00`;
 }
 
-export interface BreakdownRow extends UsageTotals {
+export interface BreakdownRow extends UsageCounts {
   key: string;
   provider: string;
   model: string;

@@ -2,13 +2,22 @@ import { localInputToRfc3339 } from '@/lib/format';
 
 export type Granularity = 'hour' | 'day';
 
-export interface UsageTotals {
+/** Requests, and the tokens and cost of what providers served. */
+export interface UsageCounts {
   requests: number;
   errors: number;
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
   cost_usd: number;
+}
+
+export interface UsageTotals extends UsageCounts {
+  /** Requests the response cache answered (in `requests`; their tokens and cost are not above). */
+  cache_hits: number;
+  cache_hit_tokens: number;
+  /** What the providers would have charged for the hits. */
+  cache_saved_usd: number;
 }
 
 export interface UsagePoint extends UsageTotals {
@@ -83,4 +92,8 @@ export const EMPTY_TOTALS: UsageTotals = {
   completion_tokens: 0,
   total_tokens: 0,
   cost_usd: 0,
+  cache_hits: 0,
+  cache_hit_tokens: 0,
+  cache_saved_usd: 0,
 };
+

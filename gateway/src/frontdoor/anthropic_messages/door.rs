@@ -2,17 +2,16 @@
 //! (passed through to `anthropic` entries, converted for the others) with the translation
 //! of its answer.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
-use crate::frontdoor::{pivot, Built, Inbound, Prepared, PreparedMessages};
+use crate::frontdoor::{pivot, pivot_replay_state, Built, Inbound, Prepared, PreparedMessages};
 use crate::routing::Entry;
-use perpetuo_wire::anthropic::messages::{to_chat, StreamEncoder};
+use perpetuo_wire::anthropic::messages::{to_chat, tool_map, StreamEncoder};
 use perpetuo_wire::lazy_json::LazyJson;
 use perpetuo_wire::translation::{Encoder, Translation};
-use perpetuo_wire::{Adapter, StreamState, Unsupported};
-
-/// The note on the log row of a converted request whose thinking blocks were dropped.
-const THINKING_DROPPED: &str = "thinking blocks dropped in translation";
+use perpetuo_wire::{Adapter, Call, ProviderKind, StreamState, Unsupported};
 
 /// The request converted to the chat shape once, for the entries that need it, and the
 /// headers forwarded to Anthropic's.
@@ -23,9 +22,7 @@ pub fn prepare(
 ) -> PreparedMessages {
     let mut note = None;
     let chat = to_chat(request.raw()).map(|(chat, dropped)| {
-        if dropped.thinking {
-            note = Some(THINKING_DROPPED);
-        }
+        note = dropped.note().map(Arc::from);
         chat
     });
     PreparedMessages {
@@ -51,7 +48,12 @@ pub fn count_tokens(request: LazyJson) -> Value {
 
 /// The request for one entry: passed through to `anthropic` entries, converted for the
 /// others.
-pub fn build(inbound: &Inbound<'_>, entry: &Entry, served: &str) -> Result<Built, Unsupported> {
+pub fn build(
+    inbound: &Inbound<'_>,
+    entry: &Entry,
+    key: &str,
+    served: &str,
+) -> Result<Built, Unsupported> {
     let adapter = Adapter::for_kind(entry.kind);
     let Prepared::Messages(prepared) = inbound.prepared else {
         return Err(Unsupported("not a Messages request".into()));
@@ -59,7 +61,7 @@ pub fn build(inbound: &Inbound<'_>, entry: &Entry, served: &str) -> Result<Built
     if adapter == Adapter::Anthropic {
         let request = perpetuo_wire::anthropic::passthrough_request(
             &entry.upstream.path_prefix,
-            entry.key.expose(),
+            key,
             &inbound.call,
             served,
             prepared.version.as_deref(),
@@ -68,13 +70,48 @@ pub fn build(inbound: &Inbound<'_>, entry: &Entry, served: &str) -> Result<Built
         let state = StreamState::passthrough(served);
         return Ok(Built {
             request,
-            translation: Translation::new(adapter, state, Encoder::AnthropicRaw, served),
+            translation: translation(inbound, adapter, state, served, prepared),
         });
     }
-    let (request, state) = inbound.pivot_request(adapter, entry, served)?;
-    let encoder = Encoder::Messages(StreamEncoder::new(served));
+    let (request, state) = inbound.pivot_request(adapter, entry, key, served)?;
     Ok(Built {
         request,
-        translation: Translation::new(adapter, state, encoder, served).with_note(prepared.note),
+        translation: translation(inbound, adapter, state, served, prepared),
     })
+}
+
+/// The translation of an answer from an entry of `adapter`'s format: Anthropic's events
+/// as they are, the others' re-encoded.
+fn translation(
+    inbound: &Inbound<'_>,
+    adapter: Adapter,
+    state: StreamState,
+    served: &str,
+    prepared: &PreparedMessages,
+) -> Translation {
+    if adapter == Adapter::Anthropic {
+        return Translation::new(adapter, state, Encoder::AnthropicRaw, served);
+    }
+    let tools = tool_map(inbound.call.request.raw());
+    let encoder = Encoder::Messages(StreamEncoder::new(served).with_tools(tools));
+    Translation::new(adapter, state, encoder, served).with_note(prepared.note.clone())
+}
+
+/// The translation of a stored answer from an entry of `kind`, as [`build`] makes it for
+/// a live one.
+pub fn replay(
+    inbound: &Inbound<'_>,
+    call: &Call<'_>,
+    kind: ProviderKind,
+    served: &str,
+) -> Result<Translation, Unsupported> {
+    let Prepared::Messages(prepared) = inbound.prepared else {
+        return Err(Unsupported("not a Messages request".into()));
+    };
+    let adapter = Adapter::for_kind(kind);
+    let state = match adapter {
+        Adapter::Anthropic => StreamState::passthrough(served),
+        _ => pivot_replay_state(adapter, &prepared.pivot, call, served)?,
+    };
+    Ok(translation(inbound, adapter, state, served, prepared))
 }

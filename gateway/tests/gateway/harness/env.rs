@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use perpetuo_core::apikey;
 use perpetuo_core::crypto::{self, MasterKey};
+use perpetuo_core::db::entry_keys::{self, NewEntryKey};
 use perpetuo_core::db::{self, logs::LogRecord, providers::NewProvider};
 use perpetuo_core::email::Email;
 use perpetuo_core::provider::ProviderKind;
@@ -38,11 +39,9 @@ impl Env {
         Self::seeded(TestDb::on_server(server_url).await.expect("test database")).await
     }
 
-    /// An environment seeded in `db` (a database made by the test, e.g. at an earlier
-    /// migration).
+    /// An environment seeded in `db` (a database made by the test, migrated to today's
+    /// schema): a user, a workspace and a key of it.
     pub async fn seeded(db: TestDb) -> Self {
-        let master_b64 = MasterKey::generate_base64();
-        let master = MasterKey::from_base64(&master_b64).unwrap();
         let mut client = db.pool.get().await.unwrap();
         let tx = client.transaction().await.unwrap();
         let user = db::users::insert(&tx, &Email::parse("gw@example.com").unwrap(), "x")
@@ -51,12 +50,20 @@ impl Env {
         let ws = db::workspaces::create(&tx, "gw", user.id).await.unwrap();
         tx.commit().await.unwrap();
         drop(client);
+        Self::of_workspace(db, ws.id).await
+    }
+
+    /// An environment for `workspace` of `db`, with a new key of it (the database must
+    /// be migrated to today's schema).
+    pub async fn of_workspace(db: TestDb, workspace: Uuid) -> Self {
+        let master_b64 = MasterKey::generate_base64();
+        let master = MasterKey::from_base64(&master_b64).unwrap();
         let mut env = Self {
             db,
             clock: Arc::new(TestClock::new()),
             master_b64,
             master,
-            workspace: ws.id,
+            workspace,
             key: String::new(),
             key_id: Uuid::nil(),
         };
@@ -129,26 +136,12 @@ impl Env {
         map: &[(&str, &str)],
     ) -> Uuid {
         let id = db::providers::new_id();
-        let key = format!("sk-upstream-{name}");
         let row = NewProvider {
             id,
             workspace_id: workspace,
             kind,
             name: name.into(),
             base_url: Some(base_url.into()),
-            sealed: self
-                .master
-                .seal(
-                    &key,
-                    &crypto::KeyBinding {
-                        entry_id: id,
-                        workspace_id: workspace,
-                        kind,
-                        base_url: Some(base_url),
-                    },
-                )
-                .unwrap(),
-            key_last4: crypto::last4(&key),
             priority,
             weight: 1,
             enabled: true,
@@ -157,10 +150,45 @@ impl Env {
                 .iter()
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect::<BTreeMap<_, _>>(),
+            quota_rpm: None,
+            quota_tpm: None,
         };
         let client = self.db.pool.get().await.unwrap();
         db::providers::insert(&client, &row).await.unwrap();
+        drop(client);
+        self.add_key(id, "default", &format!("sk-upstream-{name}"))
+            .await;
         id
+    }
+
+    /// Adds `key`, labelled `label`, to the pool of `entry` (of any workspace of this
+    /// database), sealed as the admin API seals it; returns the key's id.
+    pub async fn add_key(&self, entry: Uuid, label: &str, key: &str) -> Uuid {
+        let client = self.db.pool.get().await.unwrap();
+        let workspace: Uuid = client
+            .query_one(
+                "SELECT workspace_id FROM provider_keys WHERE id = $1",
+                &[&entry],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let row = db::providers::get(&client, workspace, entry)
+            .await
+            .unwrap()
+            .unwrap();
+        let new = NewEntryKey {
+            id: entry_keys::new_id(),
+            label: label.into(),
+            weight: 1,
+            enabled: true,
+            sealed: self.master.seal(key, &row.binding()).unwrap(),
+            key_last4: crypto::last4(key),
+        };
+        entry_keys::insert(&client, workspace, entry, &new)
+            .await
+            .unwrap()
+            .id
     }
 
     pub async fn client(&self) -> deadpool_postgres::Client {

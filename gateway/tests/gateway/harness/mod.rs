@@ -5,6 +5,7 @@
 
 mod builders;
 mod env;
+pub mod otlp;
 mod processes;
 mod relay;
 mod waits;

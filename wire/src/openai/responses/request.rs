@@ -5,8 +5,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::new_id;
+use super::tools::{self, custom_arguments, ToolIn};
 use crate::lenient::{self, Leaf, Lenient, List, Raw};
 use crate::messages::chat_request;
+use crate::tool_names::{Kind, ToolMap};
 use crate::{unsupported, Unsupported};
 
 /// The request's own input as Responses items, each with an id (what
@@ -73,6 +75,12 @@ pub struct ResponsesRequest<'a> {
     tool_choice: Raw<'a>,
     #[serde(default, borrow)]
     stream: Leaf<'a>,
+    #[serde(default, borrow)]
+    include: List<Leaf<'a>>,
+    #[serde(default, borrow)]
+    prompt_cache_key: Leaf<'a>,
+    #[serde(default, borrow)]
+    client_metadata: Leaf<'a>,
 }
 
 #[derive(Default, Deserialize)]
@@ -99,17 +107,17 @@ struct Format<'a> {
     strict: Raw<'a>,
 }
 
-/// A tool, or a `tool_choice` object.
+/// A `tool_choice` object.
 #[derive(Default, Deserialize)]
-struct ToolIn<'a> {
+struct ChoiceIn<'a> {
     #[serde(default, rename = "type", borrow)]
     kind: Leaf<'a>,
     #[serde(default, borrow)]
-    name: Raw<'a>,
+    name: Leaf<'a>,
     #[serde(default, borrow)]
-    description: Raw<'a>,
+    namespace: Leaf<'a>,
     #[serde(default, borrow)]
-    parameters: Raw<'a>,
+    mode: Leaf<'a>,
 }
 
 /// An input item.
@@ -124,11 +132,17 @@ struct Item<'a> {
     #[serde(default, borrow)]
     call_id: Raw<'a>,
     #[serde(default, borrow)]
-    name: Raw<'a>,
+    name: Leaf<'a>,
     #[serde(default, borrow)]
     arguments: Leaf<'a>,
     #[serde(default, borrow)]
     output: Raw<'a>,
+    #[serde(default, borrow)]
+    namespace: Leaf<'a>,
+    #[serde(default, borrow)]
+    input: Leaf<'a>,
+    #[serde(default, borrow)]
+    encrypted_content: Leaf<'a>,
 }
 
 /// A content part of an input message.
@@ -213,9 +227,66 @@ fn chat_content(content: &Raw<'_>) -> Result<Value, Unsupported> {
     Ok(Value::Array(out))
 }
 
-/// Responses input items as chat messages (consecutive function calls join one
-/// assistant message).
-fn items_to_messages(items: &[Lenient<Item<'_>>]) -> Result<Vec<Value>, Unsupported> {
+/// What a conversion left out, for the log row's note.
+pub type Dropped = Vec<&'static str>;
+
+fn note(dropped: &mut Dropped, what: &'static str) {
+    if !dropped.contains(&what) {
+        dropped.push(what);
+    }
+}
+
+/// A tool's output (a string, or content parts) as the text of a tool message: the parts'
+/// text joined; images cannot be tool results in chat, so they are left out (noted).
+fn output_text(output: &Raw<'_>, dropped: &mut Dropped) -> String {
+    let Some(raw) = output.0 else {
+        return String::new();
+    };
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'"') => lenient::parse::<Leaf>(text)
+            .and_then(Leaf::into_string)
+            .unwrap_or_default(),
+        Some(b'[') => {
+            let parts: Vec<Lenient<PartIn>> = lenient::parse(text).unwrap_or_default();
+            let mut out = Vec::new();
+            for p in parts.iter().filter_map(Lenient::get) {
+                match p.text.as_str() {
+                    Some(t) => out.push(t),
+                    None => note(dropped, "non-text tool output"),
+                }
+            }
+            out.join("")
+        }
+        _ => text.to_string(),
+    }
+}
+
+/// Appends a tool call to the assistant message that ends `out` when it holds only calls,
+/// else starts one (consecutive calls are one assistant turn).
+fn push_call(out: &mut Vec<Value>, call: Value) {
+    let joins = out.last().is_some_and(|m| {
+        m["role"] == "assistant"
+            && m.as_object().is_some_and(|o| o.contains_key("tool_calls"))
+            && m["content"].is_null()
+    });
+    match out.last_mut() {
+        Some(last) if joins => {
+            if let Some(calls) = last["tool_calls"].as_array_mut() {
+                calls.push(call);
+            }
+        }
+        _ => out.push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
+    }
+}
+
+/// Responses input items as chat messages (consecutive calls join one assistant
+/// message); tool names as `tools` gives them to the provider.
+fn items_to_messages(
+    items: &[Lenient<Item<'_>>],
+    tools: &ToolMap,
+    dropped: &mut Dropped,
+) -> Result<Vec<Value>, Unsupported> {
     let mut out: Vec<Value> = Vec::new();
     let none = Item::default();
     for item in items {
@@ -230,44 +301,44 @@ fn items_to_messages(items: &[Lenient<Item<'_>>]) -> Result<Vec<Value>, Unsuppor
                 };
                 out.push(json!({"role": role, "content": chat_content(&item.content)?}));
             }
-            "function_call" => {
+            kind @ ("function_call" | "custom_tool_call") => {
+                let name = item.name.as_str().unwrap_or("");
+                let namespace = item.namespace.as_str();
+                let (kind, arguments) = if kind == "custom_tool_call" {
+                    (
+                        Kind::Custom,
+                        custom_arguments(item.input.as_str().unwrap_or("")),
+                    )
+                } else {
+                    (
+                        Kind::Function,
+                        item.arguments.as_str().unwrap_or("{}").to_string(),
+                    )
+                };
                 let call = json!({
                     "id": item.call_id.value(),
                     "type": "function",
                     "function": {
-                        "name": item.name.value(),
-                        "arguments": item.arguments.as_str().unwrap_or("{}"),
+                        "name": tools.provider_name(namespace, name, kind),
+                        "arguments": arguments,
                     }
                 });
-                let joins = out.last().is_some_and(|m| {
-                    m["role"] == "assistant"
-                        && m.as_object().is_some_and(|o| o.contains_key("tool_calls"))
-                        && m["content"].is_null()
-                });
-                match out.last_mut() {
-                    Some(last) if joins => {
-                        if let Some(calls) = last["tool_calls"].as_array_mut() {
-                            calls.push(call);
-                        }
-                    }
-                    _ => out
-                        .push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
-                }
+                push_call(&mut out, call);
             }
-            "function_call_output" => {
-                let output = match item.output.to_value() {
-                    Some(Value::String(s)) => s,
-                    Some(other) => other.to_string(),
-                    None => String::new(),
-                };
+            "function_call_output" | "custom_tool_call_output" => {
                 out.push(json!({
                     "role": "tool",
                     "tool_call_id": item.call_id.value(),
-                    "content": output,
+                    "content": output_text(&item.output, dropped),
                 }));
             }
-            // Reasoning items only mean something to the provider that made them.
-            "reasoning" => {}
+            // Reasoning items (encrypted or not) only mean something to the provider that
+            // made them.
+            "reasoning" => {
+                if item.encrypted_content.is_present() {
+                    note(dropped, "encrypted reasoning items");
+                }
+            }
             other => {
                 return Err(unsupported(format!(
                     "input items of type `{other}` are not supported for this provider"
@@ -279,7 +350,11 @@ fn items_to_messages(items: &[Lenient<Item<'_>>]) -> Result<Vec<Value>, Unsuppor
 }
 
 /// The request's own `input` as chat messages.
-pub fn input_messages(request: &ResponsesRequest<'_>) -> Result<Vec<Value>, Unsupported> {
+fn input_messages(
+    request: &ResponsesRequest<'_>,
+    tools: &ToolMap,
+    dropped: &mut Dropped,
+) -> Result<Vec<Value>, Unsupported> {
     let refused = || unsupported("`input` must be a string or an array of items");
     let text = request.input.0.ok_or_else(refused)?.get();
     match text.as_bytes().first() {
@@ -291,24 +366,116 @@ pub fn input_messages(request: &ResponsesRequest<'_>) -> Result<Vec<Value>, Unsu
         }
         Some(b'[') => {
             let items: Vec<Lenient<Item>> = lenient::parse(text).ok_or_else(refused)?;
-            items_to_messages(&items)
+            items_to_messages(&items, tools, dropped)
         }
         _ => Err(refused()),
     }
 }
 
-/// A Responses request (its bytes) as an OpenAI chat request. `history` is the stored
-/// conversation of its `previous_response_id` (chat messages), when it names one.
-pub fn to_chat(request: &[u8], history: &[Value]) -> Result<Value, Unsupported> {
-    let request = ResponsesRequest::read(request)?;
-    chat_from(&request, history, input_messages(&request)?)
+/// A Responses request converted for providers that take chat.
+#[derive(Debug)]
+pub struct Conversion {
+    /// The request's own input as chat messages (what its turn stores).
+    pub input: Result<Vec<Value>, Unsupported>,
+    /// The chat request, after the stored conversation it continues.
+    pub chat: Result<Value, Unsupported>,
+    /// What the conversion left out, for the log row's note.
+    pub dropped: Dropped,
 }
 
-/// [`to_chat`] with the request's input already converted ([`input_messages`]).
-pub fn chat_from(
+/// The names the provider sees for a request's tools (its bytes), and what each stands for.
+pub fn tool_map(request: &[u8]) -> ToolMap {
+    ResponsesRequest::read(request)
+        .ok()
+        .and_then(|r| r.tools.into_items())
+        .map(|tools| tools::convert(&tools).map)
+        .unwrap_or_default()
+}
+
+/// A Responses request (its bytes) as an OpenAI chat request. `history` is the stored
+/// conversation of its `previous_response_id` (chat messages), when it names one.
+pub fn convert(request: &[u8], history: &[Value]) -> Conversion {
+    let request = match ResponsesRequest::read(request) {
+        Ok(r) => r,
+        Err(e) => {
+            return Conversion {
+                input: Err(e.clone()),
+                chat: Err(e),
+                dropped: Vec::new(),
+            }
+        }
+    };
+    let tools = tools::convert(request.tools.get().map(Vec::as_slice).unwrap_or_default());
+    let mut dropped: Dropped = tools.dropped.clone();
+    let input = input_messages(&request, &tools.map, &mut dropped);
+    if request.include.get().is_some_and(|i| !i.is_empty()) {
+        // `reasoning.encrypted_content` and the like: content only OpenAI returns.
+        note(&mut dropped, "include");
+    }
+    if request.client_metadata.is_present() {
+        note(&mut dropped, "client_metadata");
+    }
+    let chat = match (&input, tools.refused) {
+        (_, Some(refused)) => Err(refused),
+        (Err(e), None) => Err(e.clone()),
+        (Ok(input), None) => chat_from(
+            &request,
+            history,
+            input.clone(),
+            tools.functions,
+            &tools.map,
+        ),
+    };
+    Conversion {
+        input,
+        chat,
+        dropped,
+    }
+}
+
+/// [`convert`]'s chat request alone.
+pub fn to_chat(request: &[u8], history: &[Value]) -> Result<Value, Unsupported> {
+    convert(request, history).chat
+}
+
+/// The `tool_choice` of a request as chat's.
+fn tool_choice(raw: &serde_json::value::RawValue, tools: &ToolMap) -> Result<Value, Unsupported> {
+    let refused = || unsupported("unsupported `tool_choice`");
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'"') => match lenient::parse::<Leaf>(text).and_then(Leaf::into_string) {
+            Some(s) if ["auto", "none", "required"].contains(&s.as_str()) => Ok(json!(s)),
+            _ => Err(refused()),
+        },
+        Some(b'{') => {
+            let choice = lenient::parse::<ChoiceIn>(text).ok_or_else(refused)?;
+            let name = |kind| {
+                choice.name.as_str().map(|n| {
+                    json!({"type": "function", "function": {
+                        "name": tools.provider_name(choice.namespace.as_str(), n, kind)}})
+                })
+            };
+            match choice.kind.as_str() {
+                Some("function") => name(Kind::Function).ok_or_else(refused),
+                Some("custom") => name(Kind::Custom).ok_or_else(refused),
+                // The tools a turn may use, narrowed: every declared tool stays offered.
+                Some("allowed_tools") => match choice.mode.as_str() {
+                    Some(m @ ("auto" | "required")) => Ok(json!(m)),
+                    _ => Err(refused()),
+                },
+                _ => Err(refused()),
+            }
+        }
+        _ => Err(refused()),
+    }
+}
+
+fn chat_from(
     request: &ResponsesRequest<'_>,
     history: &[Value],
     input: Vec<Value>,
+    functions: Vec<Value>,
+    tools: &ToolMap,
 ) -> Result<Value, Unsupported> {
     let mut messages: Vec<Value> = Vec::new();
     if let Some(instructions) = request.instructions.as_str() {
@@ -336,6 +503,9 @@ pub fn chat_from(
     {
         out.insert("reasoning_effort".into(), effort);
     }
+    if let Some(key) = request.prompt_cache_key.as_str() {
+        out.insert(PROMPT_CACHE_KEY.into(), json!(key));
+    }
     if let Some(format) = request.text.get().map(|t| &t.format).filter(|f| f.present) {
         let none = Format::default();
         let format = format.get().unwrap_or(&none);
@@ -356,48 +526,11 @@ pub fn chat_from(
             _ => {}
         }
     }
-    if let Some(tools) = request.tools.get() {
-        let mut converted = Vec::new();
-        let none = ToolIn::default();
-        for t in tools {
-            let t = t.get().unwrap_or(&none);
-            match t.kind.as_str() {
-                Some("function") => converted.push(json!({
-                    "type": "function",
-                    "function": {
-                        "name": t.name.value(),
-                        "description": t.description.to_value().unwrap_or(json!("")),
-                        "parameters": t.parameters.to_value().unwrap_or_else(|| json!({"type": "object"})),
-                    }
-                })),
-                other => {
-                    return Err(unsupported(format!(
-                        "the built-in tool `{}` is only available on openai providers",
-                        other.unwrap_or("(none)")
-                    )))
-                }
-            }
-        }
-        if !converted.is_empty() {
-            out.insert("tools".into(), Value::Array(converted));
-        }
+    if !functions.is_empty() {
+        out.insert("tools".into(), Value::Array(functions));
     }
     if let Some(raw) = request.tool_choice.0 {
-        let text = raw.get();
-        let mapped = match text.as_bytes().first() {
-            Some(b'"') => match lenient::parse::<Leaf>(text).and_then(Leaf::into_string) {
-                Some(s) if ["auto", "none", "required"].contains(&s.as_str()) => json!(s),
-                _ => return Err(unsupported("unsupported `tool_choice`")),
-            },
-            Some(b'{') => match lenient::parse::<ToolIn>(text) {
-                Some(t) if t.kind.as_str() == Some("function") => {
-                    json!({"type": "function", "function": {"name": t.name.value()}})
-                }
-                _ => return Err(unsupported("unsupported `tool_choice`")),
-            },
-            _ => return Err(unsupported("unsupported `tool_choice`")),
-        };
-        out.insert("tool_choice".into(), mapped);
+        out.insert("tool_choice".into(), tool_choice(raw, tools)?);
     }
     if request.stream.as_bool() == Some(true) {
         out.insert("stream".into(), json!(true));
@@ -405,3 +538,7 @@ pub fn chat_from(
     }
     Ok(Value::Object(out))
 }
+
+/// The chat request's cache hint (OpenAI's own chat field): OpenAI takes it as it is,
+/// Anthropic's adapter marks the stable prefix for caching, other kinds go without it.
+pub const PROMPT_CACHE_KEY: &str = "prompt_cache_key";

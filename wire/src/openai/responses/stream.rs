@@ -3,9 +3,11 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use super::tools::custom_input;
 use super::{assistant_message, call_item, message_item, new_id, status_for, Echo};
 use crate::openai::ChunkIn;
 use crate::sse::Event;
+use crate::tool_names::Kind;
 use crate::Usage;
 
 /// A tool call being streamed.
@@ -13,7 +15,11 @@ use crate::Usage;
 struct StreamCall {
     id: String,
     call_id: Value,
-    name: Value,
+    /// The name the provider called (the stored conversation keeps it).
+    name: String,
+    /// A custom tool's input is sent whole when the call ends: the provider streams it
+    /// as JSON arguments, whose pieces are not pieces of the input.
+    kind: Kind,
     arguments: String,
     output_index: usize,
 }
@@ -101,12 +107,39 @@ impl StreamEncoder {
         self.output.push(item);
     }
 
-    fn close_calls(&mut self, out: &mut Vec<Bytes>) {
+    /// Ends the calls; gives them as chat tool calls (for the stored conversation).
+    fn close_calls(&mut self, out: &mut Vec<Bytes>) -> Vec<Value> {
+        let mut chat_calls = Vec::new();
         for (_, call) in std::mem::take(&mut self.calls) {
-            let e = self.event("response.function_call_arguments.done", json!({
-                "item_id": call.id, "output_index": call.output_index, "arguments": call.arguments}));
-            out.push(e);
+            let (id, index) = (&call.id, call.output_index);
+            match call.kind {
+                Kind::Function => {
+                    let e = self.event(
+                        "response.function_call_arguments.done",
+                        json!({"item_id": id, "output_index": index, "arguments": call.arguments}),
+                    );
+                    out.push(e);
+                }
+                Kind::Custom => {
+                    let input = custom_input(&call.arguments);
+                    if !input.is_empty() {
+                        let e = self.event(
+                            "response.custom_tool_call_input.delta",
+                            json!({"item_id": id, "output_index": index, "delta": input}),
+                        );
+                        out.push(e);
+                    }
+                    let e = self.event(
+                        "response.custom_tool_call_input.done",
+                        json!({"item_id": id, "output_index": index, "input": input}),
+                    );
+                    out.push(e);
+                }
+            }
+            chat_calls.push(json!({"id": call.call_id, "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments}}));
             let item = call_item(
+                &self.echo.tools,
                 &call.id,
                 &call.call_id,
                 &call.name,
@@ -120,6 +153,7 @@ impl StreamEncoder {
             out.push(e);
             self.output.push(item);
         }
+        chat_calls
     }
 
     /// Encodes one OpenAI-format event (`data: {chunk}` or `[DONE]`).
@@ -185,15 +219,26 @@ impl StreamEncoder {
                 let f = call.function();
                 if !self.calls.iter().any(|(k, _)| *k == i) {
                     self.close_text(&mut out);
+                    let name = f.name.value().as_str().unwrap_or("").to_string();
+                    let kind = self.echo.tools.resolve(&name).kind;
+                    let prefix = if kind == Kind::Custom { "ctc" } else { "fc" };
                     let c = StreamCall {
-                        id: new_id("fc"),
+                        id: new_id(prefix),
                         call_id: call.id.value(),
-                        name: f.name.value(),
+                        name,
+                        kind,
                         arguments: String::new(),
                         output_index: self.next_index,
                     };
                     self.next_index += 1;
-                    let item = call_item(&c.id, &c.call_id, &c.name, "", "in_progress");
+                    let item = call_item(
+                        &self.echo.tools,
+                        &c.id,
+                        &c.call_id,
+                        &c.name,
+                        "",
+                        "in_progress",
+                    );
                     let e = self.event(
                         "response.output_item.added",
                         json!({"output_index": c.output_index, "item": item}),
@@ -206,6 +251,9 @@ impl StreamEncoder {
                         continue;
                     };
                     c.arguments.push_str(args);
+                    if c.kind == Kind::Custom {
+                        continue;
+                    }
                     let (id, index) = (c.id.clone(), c.output_index);
                     let e = self.event(
                         "response.function_call_arguments.delta",
@@ -252,18 +300,12 @@ impl StreamEncoder {
         let mut out = Vec::new();
         self.start(&mut out);
         self.close_text(&mut out);
-        self.close_calls(&mut out);
+        let calls = self.close_calls(&mut out);
         let text: String = self
             .output
             .iter()
             .filter(|i| i["type"] == "message")
             .filter_map(|i| i["content"][0]["text"].as_str())
-            .collect();
-        let calls: Vec<Value> = self
-            .output
-            .iter()
-            .filter(|i| i["type"] == "function_call")
-            .map(|i| json!({"id": i["call_id"], "type": "function", "function": {"name": i["name"], "arguments": i["arguments"]}}))
             .collect();
         let text = (!text.is_empty()).then_some(text);
         let response = self.echo.response(

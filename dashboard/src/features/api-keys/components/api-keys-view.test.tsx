@@ -1,4 +1,4 @@
-import { render, screen } from '@testing-library/react';
+import { render, screen, waitFor } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { App } from '@/app';
@@ -90,5 +90,40 @@ describe('API keys of a member', () => {
     await user.click(screen.getByRole('button', { name: 'Save limits' }));
     expect(await screen.findByText('The key’s limits were set by an admin: only an admin or owner can change them')).toBeTruthy();
     expect(screen.getByRole('dialog', { name: 'Key limits' })).toBeTruthy();
+  });
+
+  it("sends the key's cache mode with its other settings", async () => {
+    const bodies: unknown[] = [];
+    routes['PUT /workspaces/w1/api-keys/k1'] = (init) => {
+      const body = JSON.parse(String(init?.body));
+      bodies.push(body);
+      return json(200, { ...key('k1', 'mine', 'u1'), cache_mode: body.cache_mode });
+    };
+    render(<App />);
+    const user = userEvent.setup();
+    await user.click(await screen.findByRole('button', { name: 'Limits of mine' }));
+    const mode = screen.getByLabelText('Response cache') as HTMLSelectElement;
+    expect(mode.value).toBe('inherit');
+    await user.selectOptions(mode, 'on');
+    await user.click(screen.getByRole('button', { name: 'Save limits' }));
+    await waitFor(() => expect(bodies).toHaveLength(1));
+    expect(bodies[0]).toMatchObject({ cache_mode: 'on', limits: { rpm: 10, budget_usd: 5 } });
+  });
+
+  it('creates a key with its own cache mode', async () => {
+    const bodies: unknown[] = [];
+    routes['POST /workspaces/w1/api-keys'] = (init) => {
+      const body = JSON.parse(String(init?.body));
+      bodies.push(body);
+      return json(201, { ...key('k3', body.name, 'u1'), cache_mode: body.cache_mode, key: 'pp-secret' });
+    };
+    render(<App />);
+    const user = userEvent.setup();
+    await user.click(await screen.findByRole('button', { name: /Create (API )?key/ }));
+    await user.type(screen.getByLabelText('Key name'), 'batch');
+    await user.selectOptions(screen.getByLabelText('Response cache'), 'opt_in');
+    await user.click(screen.getByRole('button', { name: 'Create key' }));
+    expect(await screen.findByText('API key created')).toBeTruthy();
+    expect(bodies).toEqual([{ name: 'batch', cache_mode: 'opt_in' }]);
   });
 });

@@ -3,10 +3,10 @@ import { fieldErrors } from '@/lib/api';
 import { Button } from '@/components/ui/button';
 import { CopyButton } from '@/components/ui/copy-button';
 import { Dialog } from '@/components/ui/dialog';
-import { TextField } from '@/components/ui/field';
+import { SelectField, TextField } from '@/components/ui/field';
 import { useWorkspaceId } from '@/features/auth/session-context';
 import { createApiKey } from '../api';
-import { validateApiKeyForm, valuesToApiKeyInput, type CreatedApiKey } from '../schema';
+import { KEY_CACHE_MODES, validateApiKeyForm, valuesToApiKeyInput, type CreatedApiKey, type KeyCacheMode } from '../schema';
 
 interface CreateKeyDialogProps {
   open: boolean;
@@ -18,6 +18,7 @@ export function CreateKeyDialog({ open, onClose, onCreated }: CreateKeyDialogPro
   const workspaceId = useWorkspaceId();
   const [name, setName] = useState('');
   const [expiresAt, setExpiresAt] = useState('');
+  const [cacheMode, setCacheMode] = useState<KeyCacheMode>('inherit');
   const [errors, setErrors] = useState<Partial<Record<string, string>>>({});
   const [busy, setBusy] = useState(false);
   const [created, setCreated] = useState<CreatedApiKey | null>(null);
@@ -25,6 +26,7 @@ export function CreateKeyDialog({ open, onClose, onCreated }: CreateKeyDialogPro
   function close() {
     setName('');
     setExpiresAt('');
+    setCacheMode('inherit');
     setErrors({});
     setCreated(null);
     onClose();
@@ -32,7 +34,7 @@ export function CreateKeyDialog({ open, onClose, onCreated }: CreateKeyDialogPro
 
   async function onSubmit(event: FormEvent) {
     event.preventDefault();
-    const values = { name, expiresAt };
+    const values = { name, expiresAt, cacheMode };
     const found = validateApiKeyForm(values);
     setErrors(found);
     if (Object.keys(found).length > 0) return;
@@ -90,6 +92,13 @@ export function CreateKeyDialog({ open, onClose, onCreated }: CreateKeyDialogPro
           error={errors.expires_at}
           hint="Optional. Leave empty for a key that does not expire."
         />
+        <SelectField label="Response cache" value={cacheMode} onChange={(e) => setCacheMode(e.target.value as KeyCacheMode)} error={errors.cache_mode}>
+          {KEY_CACHE_MODES.map((m) => (
+            <option key={m.value} value={m.value}>
+              {m.label}
+            </option>
+          ))}
+        </SelectField>
         <div className="form-actions">
           <Button onClick={close}>Cancel</Button>
           <Button type="submit" variant="primary" busy={busy}>

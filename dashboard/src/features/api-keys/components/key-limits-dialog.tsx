@@ -5,7 +5,16 @@ import { Dialog } from '@/components/ui/dialog';
 import { SelectField, TextField } from '@/components/ui/field';
 import { useWorkspaceId } from '@/features/auth/session-context';
 import { updateApiKey } from '../api';
-import { limitsFormFrom, limitsFormToInput, validateLimitsForm, type ApiKey, type BudgetPeriod, type LimitsFormValues } from '../schema';
+import {
+  KEY_CACHE_MODES,
+  limitsFormFrom,
+  limitsFormToInput,
+  validateLimitsForm,
+  type ApiKey,
+  type BudgetPeriod,
+  type KeyCacheMode,
+  type LimitsFormValues,
+} from '../schema';
 
 interface KeyLimitsDialogProps {
   apiKey: ApiKey | null;
@@ -65,6 +74,18 @@ export function KeyLimitsDialog({ apiKey, onClose, onSaved }: KeyLimitsDialogPro
           error={errors.allowed_models}
           hint="Comma separated; a trailing * matches a prefix (gpt-4o*). Empty allows every model."
         />
+        <SelectField
+          label="Response cache"
+          value={values.cacheMode}
+          error={errors.cache_mode}
+          onChange={(e) => setValues((v) => ({ ...v, cacheMode: e.target.value as KeyCacheMode }))}
+        >
+          {KEY_CACHE_MODES.map((m) => (
+            <option key={m.value} value={m.value}>
+              {m.label}
+            </option>
+          ))}
+        </SelectField>
         <TextField label="Label" value={values.label} onChange={set('label')} error={errors.label} maxLength={100} />
         <TextField label="Owner email" type="email" value={values.ownerEmail} onChange={set('ownerEmail')} error={errors.owner_email} />
         <div className="form-actions">

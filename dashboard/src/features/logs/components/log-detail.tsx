@@ -3,26 +3,38 @@ import { Badge } from '@/components/ui/badge';
 import { Dialog } from '@/components/ui/dialog';
 import { kindInfo } from '@/features/providers/schema';
 import type { ApiKey } from '@/features/api-keys/schema';
-import { USAGE_SOURCE_LABEL, routeLabel, type LogEntry } from '../schema';
+import { CACHE_RESULT_LABEL, USAGE_SOURCE_LABEL, describeSkip, routeLabel, traceUrl, type LogEntry } from '../schema';
 
 export function LogDetail({
   entry,
   apiKey,
+  traceUrlTemplate,
   onClose,
 }: {
   entry: LogEntry | null;
   /** The request's key, when it is still listed. */
   apiKey?: ApiKey | null;
+  /** `GET /meta`'s trace link template, when one is configured. */
+  traceUrlTemplate?: string | null;
   onClose: () => void;
 }) {
   return (
     <Dialog open={entry !== null} onClose={onClose} title="Request details" variant="panel">
-      {entry && <LogDetailBody entry={entry} apiKey={apiKey} />}
+      {entry && <LogDetailBody entry={entry} apiKey={apiKey} traceUrlTemplate={traceUrlTemplate} />}
     </Dialog>
   );
 }
 
-function LogDetailBody({ entry, apiKey }: { entry: LogEntry; apiKey?: ApiKey | null }) {
+function LogDetailBody({
+  entry,
+  apiKey,
+  traceUrlTemplate,
+}: {
+  entry: LogEntry;
+  apiKey?: ApiKey | null;
+  traceUrlTemplate?: string | null;
+}) {
+  const traceLink = entry.trace_id ? traceUrl(traceUrlTemplate, entry.trace_id) : null;
   const served = entry.model_served && entry.model_served !== entry.model_requested ? entry.model_served : null;
   return (
     <div className="stack">
@@ -30,6 +42,7 @@ function LogDetailBody({ entry, apiKey }: { entry: LogEntry; apiKey?: ApiKey | n
         <Badge tone={statusTone(entry.status)}>{entry.status}</Badge>
         {entry.error_kind && <Badge tone="danger">{entry.error_kind}</Badge>}
         {entry.streamed && <Badge tone="info">streamed</Badge>}
+        {entry.cache === 'hit' && <Badge tone="success">cache hit</Badge>}
       </div>
       <section aria-labelledby="detail-request">
         <h3 id="detail-request" className="section-title">
@@ -40,6 +53,20 @@ function LogDetailBody({ entry, apiKey }: { entry: LogEntry; apiKey?: ApiKey | n
           <dd>{formatDateTime(entry.created_at)}</dd>
           <dt>Request ID</dt>
           <dd className="cell-mono">{entry.id}</dd>
+          {entry.trace_id && (
+            <>
+              <dt>Trace ID</dt>
+              <dd className="cell-mono">
+                {traceLink ? (
+                  <a href={traceLink} target="_blank" rel="noreferrer noopener">
+                    {entry.trace_id}
+                  </a>
+                ) : (
+                  entry.trace_id
+                )}
+              </dd>
+            </>
+          )}
           <dt>API</dt>
           <dd>{routeLabel(entry.route)}</dd>
           {entry.note && (
@@ -57,6 +84,24 @@ function LogDetailBody({ entry, apiKey }: { entry: LogEntry; apiKey?: ApiKey | n
             {entry.provider_name ?? '—'}
             {entry.provider_kind && <span className="muted"> · {kindInfo(entry.provider_kind).label}</span>}
           </dd>
+          {entry.provider_key_label && (
+            <>
+              <dt>Provider key</dt>
+              <dd>{entry.provider_key_label}</dd>
+            </>
+          )}
+          {entry.skipped && entry.skipped.length > 0 && (
+            <>
+              <dt>Skipped</dt>
+              <dd>
+                <ul className="plain-list">
+                  {entry.skipped.map((skip, index) => (
+                    <li key={index}>{describeSkip(skip)}</li>
+                  ))}
+                </ul>
+              </dd>
+            </>
+          )}
           <dt>API key</dt>
           <dd>
             {apiKey ? (
@@ -97,6 +142,18 @@ function LogDetailBody({ entry, apiKey }: { entry: LogEntry; apiKey?: ApiKey | n
           <dd>{USAGE_SOURCE_LABEL[entry.usage_source] ?? entry.usage_source}</dd>
           <dt>Cost</dt>
           <dd>{formatCost(entry.cost_usd)}</dd>
+          {entry.cache && (
+            <>
+              <dt>Cache</dt>
+              <dd>{CACHE_RESULT_LABEL[entry.cache] ?? entry.cache}</dd>
+            </>
+          )}
+          {entry.cache === 'hit' && (
+            <>
+              <dt>Saved by the cache</dt>
+              <dd>{formatCost(entry.cache_saved_usd)}</dd>
+            </>
+          )}
         </dl>
       </section>
       <section aria-labelledby="detail-attempts">

@@ -12,8 +12,18 @@ import { useWorkspaceId } from '@/features/auth/session-context';
 import { listProviders } from '@/features/providers/api';
 import { listApiKeysPage } from '@/features/api-keys/api';
 import { listLogs } from '../api';
-import { cursorFromParams, filtersFromParams, filtersToParams, hasFilters, KEY_PICKER_MAX, PAGE_SIZE, type LogEntry } from '../schema';
+import {
+  cursorFromParams,
+  describeSkip,
+  filtersFromParams,
+  filtersToParams,
+  hasFilters,
+  KEY_PICKER_MAX,
+  PAGE_SIZE,
+  type LogEntry,
+} from '../schema';
 import { LogDetail } from './log-detail';
+import { getMeta } from '@/features/quickstart/api';
 import { LogFilters } from './log-filters';
 
 export const AUTO_REFRESH_MS = 5000;
@@ -28,6 +38,7 @@ export function LogsView() {
   const [selected, setSelected] = useState<LogEntry | null>(null);
 
   const providers = useResource((signal) => listProviders(workspaceId, signal), [workspaceId]);
+  const meta = useResource((signal) => getMeta(signal), []);
   // The newest keys, to show each request's key by its name, label and owner and to pick
   // one to filter by: one more than the picker holds says that it cannot hold them all.
   const keys = useResource((signal) => listApiKeysPage(workspaceId, KEY_PICKER_MAX + 1, undefined, signal), [workspaceId]);
@@ -156,6 +167,7 @@ export function LogsView() {
       <LogDetail
         entry={selected}
         apiKey={keyList.find((k) => k.id === selected?.api_key_id) ?? null}
+        traceUrlTemplate={meta.data?.trace_url_template ?? null}
         onClose={() => setSelected(null)}
       />
     </>
@@ -186,8 +198,17 @@ function LogRow({ entry, onOpen }: { entry: LogEntry; onOpen: () => void }) {
           {entry.status}
         </Badge>
         {entry.streamed && <span className="muted small"> stream</span>}
+        {entry.cache === 'hit' && <span className="muted small"> cache hit</span>}
       </td>
-      <td>{entry.provider_name ?? <span className="muted">—</span>}</td>
+      <td>
+        {entry.provider_name ?? <span className="muted">—</span>}
+        {entry.provider_key_label && <div className="muted small">key {entry.provider_key_label}</div>}
+        {(entry.skipped?.length ?? 0) > 0 && (
+          <div className="muted small" title={entry.skipped?.map(describeSkip).join('\n')}>
+            {entry.skipped?.length} skipped
+          </div>
+        )}
+      </td>
       <td>
         <span className="cell-mono">{entry.model_requested ?? '—'}</span>
         {served && <div className="muted small">→ {served}</div>}

@@ -14,6 +14,7 @@ import {
   type ProviderInput,
   type ProviderKind,
 } from '../schema';
+import { KeyPoolEditor } from './key-pool-editor';
 import { ModelMapEditor } from './model-map-editor';
 
 interface ProviderFormProps {
@@ -24,6 +25,11 @@ interface ProviderFormProps {
   onCancel: () => void;
 }
 
+/** Whether any message concerns the pool of keys. */
+function hasKeyError(errors: ProviderFormErrors): boolean {
+  return Object.keys(errors).some((field) => field === 'api_key' || field === 'keys' || field.startsWith('keys.'));
+}
+
 export function ProviderForm({ mode, initialValues, original, onSubmit, onCancel }: ProviderFormProps) {
   const [values, setValues] = useState<ProviderFormValues>(initialValues);
   const [errors, setErrors] = useState<ProviderFormErrors>({});
@@ -31,6 +37,9 @@ export function ProviderForm({ mode, initialValues, original, onSubmit, onCancel
   const [advanced, setAdvanced] = useState(
     !requiresBaseUrl(initialValues.kind) && initialValues.baseUrl.trim() !== '',
   );
+  // On an existing entry the pool is replaced only on demand (its keys are managed one by
+  // one on the provider's page), or when a move of the entry needs the keys again.
+  const [replacing, setReplacing] = useState(mode === 'create');
 
   const info = kindInfo(values.kind);
   const needsBaseUrl = requiresBaseUrl(values.kind);
@@ -45,6 +54,7 @@ export function ProviderForm({ mode, initialValues, original, onSubmit, onCancel
     setErrors(found);
     if (Object.keys(found).length > 0) {
       if (found.base_url && !needsBaseUrl) setAdvanced(true);
+      if (hasKeyError(found)) setReplacing(true);
       return;
     }
     setBusy(true);
@@ -57,6 +67,7 @@ export function ProviderForm({ mode, initialValues, original, onSubmit, onCancel
         serverErrors.name = 'A provider with this name already exists in the workspace.';
       setErrors(serverErrors);
       if (serverErrors.base_url && !needsBaseUrl) setAdvanced(true);
+      if (hasKeyError(serverErrors)) setReplacing(true);
       setBusy(false);
     }
   }
@@ -106,25 +117,42 @@ export function ProviderForm({ mode, initialValues, original, onSubmit, onCancel
 
       {needsBaseUrl && baseUrlField}
 
-      <TextField
-        label={mode === 'create' ? 'API key' : 'Replace API key'}
-        type="password"
-        autoComplete="off"
-        spellCheck={false}
-        value={values.apiKey}
-        onChange={(e) => set('apiKey', e.target.value)}
-        error={errors.api_key}
-        placeholder={mode === 'create' ? info.keyPlaceholder : 'Leave blank to keep the current key'}
-        hint={
-          mode === 'edit' && original
-            ? original.has_key
-              ? `The current key ends in …${original.key_last4}. Leave blank to keep it.`
-              : 'This entry sends no key. Enter one to add it.'
-            : values.kind === 'openai_compatible'
-              ? 'Leave blank for a server that needs no key (Ollama, vLLM, llama.cpp). Stored encrypted.'
-              : 'Stored encrypted; only its last four characters are shown again.'
-        }
-      />
+      {mode === 'edit' && original && (
+        <div className="field">
+          <span className="field-label">Keys</span>
+          <p className="field-hint">
+            {original.keys.length === 0
+              ? 'This entry sends no key.'
+              : `${original.keys.length} ${original.keys.length === 1 ? 'key' : 'keys'}: ${original.keys
+                  .map((k) => `${k.label} (…${k.key_last4})`)
+                  .join(', ')}. Add, switch off, re-weight or remove one below.`}
+          </p>
+          {!replacing && (
+            <div>
+              <Button size="sm" onClick={() => setReplacing(true)}>
+                {original.keys.length === 0 ? 'Add keys' : 'Replace all keys'}
+              </Button>
+            </div>
+          )}
+        </div>
+      )}
+      {replacing && (
+        <KeyPoolEditor
+          rows={values.keys}
+          onChange={(rows) => set('keys', rows)}
+          errors={errors}
+          legend={mode === 'create' ? 'Keys' : 'New keys'}
+          keyLabel={mode === 'create' ? 'API key' : 'New API key'}
+          placeholder={mode === 'create' ? info.keyPlaceholder : 'The key to use from now on'}
+          hint={
+            mode === 'edit'
+              ? 'The keys entered here replace every key of this entry; leave them empty to keep the current ones. Changing the kind or base URL needs the keys again.'
+              : values.kind === 'openai_compatible'
+                ? 'Leave empty for a server that needs no key (Ollama, vLLM, llama.cpp). Several keys share the traffic by weight (0 = standby). Stored encrypted.'
+                : 'Several keys share this provider’s traffic by weight (0 = standby, used when the others are out). Stored encrypted; only the last four characters are shown again.'
+          }
+        />
+      )}
 
       <div className="form-grid">
         <TextField
@@ -159,6 +187,33 @@ export function ProviderForm({ mode, initialValues, original, onSubmit, onCancel
           </label>
           <p className="field-hint">Disabled providers are skipped.</p>
         </div>
+      </div>
+
+      <div className="form-grid">
+        <TextField
+          label="Requests per minute"
+          type="number"
+          inputMode="numeric"
+          min={1}
+          step={1}
+          value={values.quotaRpm}
+          onChange={(e) => set('quotaRpm', e.target.value)}
+          error={errors['quota.rpm']}
+          placeholder="No quota"
+          hint="The deployment's own quota, if it has one (e.g. an Azure deployment)."
+        />
+        <TextField
+          label="Tokens per minute"
+          type="number"
+          inputMode="numeric"
+          min={1}
+          step={1}
+          value={values.quotaTpm}
+          onChange={(e) => set('quotaTpm', e.target.value)}
+          error={errors['quota.tpm']}
+          placeholder="No quota"
+          hint="Leave both empty when the provider sets no fixed quota."
+        />
       </div>
 
       <TextField

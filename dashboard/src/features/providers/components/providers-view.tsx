@@ -103,7 +103,7 @@ export function ProvidersView() {
                   <th scope="col">Order</th>
                   <th scope="col">Name</th>
                   <th scope="col">Endpoint</th>
-                  <th scope="col">Key</th>
+                  <th scope="col">Keys</th>
                   <th scope="col">Models</th>
                   <th scope="col">Enabled</th>
                   <th scope="col">
@@ -144,13 +144,22 @@ export function ProvidersView() {
                         </div>
                       </td>
                       <td>
-                        <div className="cell-title">{provider.name}</div>
+                        <div className="cell-title">
+                          <Link to={`/providers/${provider.id}`}>{provider.name}</Link>
+                        </div>
                         <Badge tone="info">{info.label}</Badge>
                       </td>
                       <td className="cell-mono cell-wrap">
                         {provider.base_url ?? <span className="muted">{info.defaultBaseUrl ?? '—'} (default)</span>}
                       </td>
-                      <td className="cell-mono">{provider.has_key ? `…${provider.key_last4}` : 'no key'}</td>
+                      <td className="cell-mono">
+                        {provider.has_key ? `…${provider.key_last4}` : 'no key'}
+                        {(provider.keys?.length ?? 0) > 1 && (
+                          <div className="muted small">
+                            {provider.keys.length} keys, {provider.keys.filter((k) => k.enabled).length} enabled
+                          </div>
+                        )}
+                      </td>
                       <td>
                         {provider.models.length === 0 ? (
                           <span className="muted">All models</span>

@@ -12,7 +12,9 @@ import { can } from '@/features/members/schema';
 import { deleteWorkspace, renameWorkspace } from '../api';
 import { validateWorkspaceName } from '../schema';
 import { WorkspaceLimits } from './workspace-limits';
+import { WorkspaceCache } from './workspace-cache';
 import { WorkspaceRouting } from './workspace-routing';
+import { WorkspaceTracing } from './workspace-tracing';
 
 export function WorkspaceSettings() {
   const { workspace, upsertWorkspace, user, retry } = useSession();
@@ -75,6 +77,8 @@ export function WorkspaceSettings() {
       </Card>
       <WorkspaceLimits workspaceId={workspace.id} name={workspace.name} readOnly={!editable} />
       <WorkspaceRouting workspaceId={workspace.id} readOnly={!editable} />
+      <WorkspaceCache workspaceId={workspace.id} readOnly={!editable} canPurge={can(workspace.role, 'purgeCache')} />
+      <WorkspaceTracing workspaceId={workspace.id} readOnly={!editable} />
       {can(workspace.role, 'deleteWorkspace') && (
         <Card title="Delete workspace" description="API keys stop working at once; providers, members and invitations are removed. Logs and usage are kept for a while, then dropped.">
           <Button variant="danger" onClick={() => setDeleting(true)}>
