@@ -158,10 +158,7 @@ impl Application {
                 upstream_policy: config.allowed_private_upstreams.clone(),
                 resolver,
                 gateway_url: config.gateway_url(),
-                trace_url_template: config
-                    .trace_url_template
-                    .clone()
-                    .filter(|t| !t.is_empty()),
+                trace_url_template: config.trace_url_template.clone().filter(|t| !t.is_empty()),
                 mailer,
                 public_url: config.public_url(),
                 verification_required: config.teams.verification_required(),

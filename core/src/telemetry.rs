@@ -8,9 +8,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use opentelemetry::trace::TracerProvider as _;
@@ -303,20 +302,27 @@ pub fn start(
         exporter(settings, endpoint)?
     };
     exporter.set_resource(&resource);
-    let (tx, rx) = mpsc::sync_channel(settings.otel_bsp_max_queue_size);
+    let pending = Arc::new(Mutex::new(Pending::default()));
+    // A batch never waits for more spans than the queue holds.
+    let batch_size = settings
+        .otel_bsp_max_export_batch_size
+        .min(settings.otel_bsp_max_queue_size);
     let batch = Batching {
-        max: settings.otel_bsp_max_export_batch_size,
+        max: batch_size,
         delay: settings.otel_bsp_schedule_delay,
         timeout: settings.otel_exporter_otlp_timeout,
     };
     let export_dropped = dropped.clone();
-    std::thread::Builder::new()
+    let exported = pending.clone();
+    let thread = std::thread::Builder::new()
         .name("trace export".into())
-        .spawn(move || export_loop(runtime, exporter, rx, batch, export_dropped))?;
+        .spawn(move || export_loop(runtime, exporter, exported, batch, export_dropped))?;
     let processor = Queue {
-        tx,
+        pending,
+        capacity: settings.otel_bsp_max_queue_size,
+        batch: batch_size,
+        exporter: thread.thread().clone(),
         dropped,
-        closed: Arc::new(AtomicBool::new(false)),
     };
     let provider = SdkTracerProvider::builder()
         .with_sampler(settings.sampler())
@@ -434,19 +440,25 @@ impl opentelemetry_http::HttpClient for Http {
     }
 }
 
-/// What goes through the queue to the export thread.
-enum Message {
-    Span(Box<SpanData>),
-    /// Send what is queued, then answer.
-    Flush(SyncSender<()>),
+/// What the request path and the export thread share: the finished spans waiting, and
+/// who waits for a flush.
+#[derive(Default)]
+struct Pending {
+    spans: Vec<SpanData>,
+    flushes: Vec<SyncSender<()>>,
+    closed: bool,
 }
 
 /// The span processor: a finished span joins the bounded queue, or is dropped and
-/// counted when it is full. Nothing here waits.
+/// counted when it is full. Nothing here waits, and the export thread is woken only when a
+/// batch is full or a flush is asked for, never once per span: it otherwise sleeps until
+/// the schedule delay.
 struct Queue {
-    tx: SyncSender<Message>,
+    pending: Arc<Mutex<Pending>>,
+    capacity: usize,
+    batch: usize,
+    exporter: std::thread::Thread,
     dropped: Dropped,
-    closed: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for Queue {
@@ -455,23 +467,24 @@ impl fmt::Debug for Queue {
     }
 }
 
+/// Locks the queue; a panic elsewhere while it was held leaves plain data behind.
+fn lock(pending: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
+    pending.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Queue {
     /// Asks the export thread to send what is queued, waiting at most `timeout`.
     fn flush(&self, timeout: Duration) -> OTelSdkResult {
         let (tx, rx) = mpsc::sync_channel(1);
-        let deadline = Instant::now() + timeout;
-        let mut message = Message::Flush(tx);
-        loop {
-            match self.tx.try_send(message) {
-                Ok(()) => break,
-                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
-                    message = m;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(_) => return Err(OTelSdkError::Timeout(timeout)),
+        {
+            let mut pending = lock(&self.pending);
+            if pending.closed {
+                return Ok(());
             }
+            pending.flushes.push(tx);
         }
-        rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        self.exporter.unpark();
+        rx.recv_timeout(timeout)
             .map_err(|_| OTelSdkError::Timeout(timeout))
     }
 }
@@ -480,11 +493,24 @@ impl SpanProcessor for Queue {
     fn on_start(&self, _span: &mut Span, _cx: &opentelemetry::Context) {}
 
     fn on_end(&self, span: SpanData) {
-        if !span.span_context.is_sampled() || self.closed.load(Ordering::Relaxed) {
+        if !span.span_context.is_sampled() {
             return;
         }
-        if self.tx.try_send(Message::Span(Box::new(span))).is_err() {
-            (self.dropped)(1);
+        let full = {
+            let mut pending = lock(&self.pending);
+            if pending.closed {
+                return;
+            }
+            if pending.spans.len() >= self.capacity {
+                drop(pending);
+                (self.dropped)(1);
+                return;
+            }
+            pending.spans.push(span);
+            pending.spans.len() == self.batch
+        };
+        if full {
+            self.exporter.unpark();
         }
     }
 
@@ -494,8 +520,16 @@ impl SpanProcessor for Queue {
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
         let flushed = self.flush(timeout);
-        self.closed.store(true, Ordering::Relaxed);
+        lock(&self.pending).closed = true;
+        self.exporter.unpark();
         flushed
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        lock(&self.pending).closed = true;
+        self.exporter.unpark();
     }
 }
 
@@ -507,21 +541,18 @@ struct Batching {
     timeout: Duration,
 }
 
-/// The export thread: gathers spans into batches (full, or `delay` after the batch's
-/// first span) and sends each within the timeout; a batch that fails is dropped and
-/// counted. Ends when the processor is gone.
+/// The export thread: sleeps until the schedule delay has passed, a batch is full or a
+/// flush is asked for, then sends what is queued in batches of at most `max`, each within
+/// the timeout; a batch that fails is dropped and counted. Ends when the processor is
+/// shut down or gone.
 fn export_loop(
     runtime: tokio::runtime::Runtime,
     exporter: SpanExporter,
-    rx: Receiver<Message>,
+    pending: Arc<Mutex<Pending>>,
     batching: Batching,
     dropped: Dropped,
 ) {
-    let send = |batch: &mut Vec<SpanData>| {
-        if batch.is_empty() {
-            return;
-        }
-        let spans = std::mem::take(batch);
+    let send = |spans: Vec<SpanData>| {
         let n = spans.len() as u64;
         let sent = runtime.block_on(async {
             tokio::time::timeout(batching.timeout, exporter.export(spans)).await
@@ -530,35 +561,36 @@ fn export_loop(
             dropped(n);
         }
     };
-    let mut batch: Vec<SpanData> = Vec::with_capacity(batching.max);
-    let mut due: Option<Instant> = None;
+    let mut due = Instant::now() + batching.delay;
     loop {
-        let message = match due {
-            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+        let now = Instant::now();
+        let (spans, flushes, closed) = {
+            let mut p = lock(&pending);
+            let ready = now >= due || p.spans.len() >= batching.max;
+            if !ready && p.flushes.is_empty() && !p.closed {
+                drop(p);
+                std::thread::park_timeout(due.saturating_duration_since(now));
+                continue;
+            }
+            let spans = std::mem::replace(&mut p.spans, Vec::with_capacity(batching.max));
+            (spans, std::mem::take(&mut p.flushes), p.closed)
         };
-        match message {
-            Ok(Message::Span(span)) => {
-                due.get_or_insert_with(|| Instant::now() + batching.delay);
-                batch.push(*span);
-                if batch.len() >= batching.max {
-                    send(&mut batch);
-                    due = None;
-                }
+        if now >= due {
+            due = now + batching.delay;
+        }
+        let mut spans = spans.into_iter();
+        loop {
+            let batch: Vec<SpanData> = spans.by_ref().take(batching.max).collect();
+            if batch.is_empty() {
+                break;
             }
-            Ok(Message::Flush(done)) => {
-                send(&mut batch);
-                due = None;
-                let _ = done.try_send(());
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                send(&mut batch);
-                due = None;
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                send(&mut batch);
-                return;
-            }
+            send(batch);
+        }
+        for done in flushes {
+            let _ = done.try_send(());
+        }
+        if closed {
+            return;
         }
     }
 }

@@ -5,9 +5,12 @@
 //! answer's replay) drive the same type. The request keeps it once the answer is
 //! delivered; its record reads the usage from it.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::anthropic::messages as anthropic_messages;
@@ -391,10 +394,74 @@ fn names_a_value(data: &str, key: &str) -> bool {
 /// Reads a whole answer's [`AnswerMeta`], when it is wanted.
 fn read_whole(meta: &mut Option<AnswerMeta>, body: &[u8]) {
     if let Some(meta) = meta {
-        if let Ok(v) = serde_json::from_slice::<Value>(body) {
-            meta.read(&v);
+        meta.read(body);
+    }
+}
+
+/// A string where a provider puts one, or anything else (ignored).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Text<'a> {
+    Str(#[serde(borrow)] Cow<'a, str>),
+    Other(IgnoredAny),
+}
+
+impl<'a> Text<'a> {
+    fn get(text: &'a Option<Text<'a>>) -> Option<&'a str> {
+        match text {
+            Some(Text::Str(s)) => Some(s),
+            _ => None,
         }
     }
+}
+
+/// An object whose `id` is read.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct WithId<'a> {
+    #[serde(borrow)]
+    id: Option<Text<'a>>,
+}
+
+/// A choice (OpenAI) or candidate (Gemini) and why it finished.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Finished<'a> {
+    #[serde(borrow)]
+    finish_reason: Option<Text<'a>>,
+    #[serde(borrow, rename = "finishReason")]
+    gemini_finish_reason: Option<Text<'a>>,
+}
+
+/// A message delta (Anthropic) and why the message stopped.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Stopped<'a> {
+    #[serde(borrow)]
+    stop_reason: Option<Text<'a>>,
+}
+
+/// The few fields of an answer, or of one stream event, in any provider's format that say
+/// what the answer is: read without building the rest (which is skipped, not allocated).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Said<'a> {
+    #[serde(borrow)]
+    id: Option<Text<'a>>,
+    #[serde(borrow)]
+    message: Option<WithId<'a>>,
+    #[serde(borrow)]
+    response: Option<WithId<'a>>,
+    #[serde(borrow, rename = "responseId")]
+    response_id: Option<Text<'a>>,
+    #[serde(borrow)]
+    choices: Option<Vec<Finished<'a>>>,
+    #[serde(borrow)]
+    candidates: Option<Vec<Finished<'a>>>,
+    #[serde(borrow)]
+    stop_reason: Option<Text<'a>>,
+    #[serde(borrow)]
+    delta: Option<Stopped<'a>>,
 }
 
 /// One attempt's answer, translated for the client.
@@ -441,35 +508,38 @@ impl AnswerMeta {
                 .iter()
                 .any(|key| names_a_value(data, key));
         if may_tell {
-            if let Ok(v) = serde_json::from_str::<Value>(data) {
-                self.read(&v);
-            }
+            self.read(data.as_bytes());
         }
     }
 
-    /// Reads a whole body, or one event, of any provider's format.
-    fn read(&mut self, v: &Value) {
+    /// Reads a whole body, or one event, of any provider's format; what is not JSON of
+    /// the expected shape says nothing.
+    fn read(&mut self, json: &[u8]) {
+        let Ok(said) = serde_json::from_slice::<Said<'_>>(json) else {
+            return;
+        };
         if self.id.is_none() {
-            let id = [
-                v.get("id"),
-                v.pointer("/message/id"),
-                v.pointer("/response/id"),
-                v.get("responseId"),
-            ]
-            .into_iter()
-            .flatten()
-            .find_map(Value::as_str);
-            self.id = id.filter(|id| !id.is_empty()).map(str::to_string);
+            let nested = |o: &'_ Option<WithId<'_>>| {
+                o.as_ref()
+                    .and_then(|o| Text::get(&o.id))
+                    .map(str::to_string)
+            };
+            self.id = Text::get(&said.id)
+                .map(str::to_string)
+                .or_else(|| nested(&said.message))
+                .or_else(|| nested(&said.response))
+                .or_else(|| Text::get(&said.response_id).map(str::to_string))
+                .filter(|id| !id.is_empty());
         }
-        let choices = v.get("choices").or_else(|| v.get("candidates"));
+        let choices = said.choices.as_ref().or(said.candidates.as_ref());
         let reasons = choices
-            .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .filter_map(|c| c.get("finish_reason").or_else(|| c.get("finishReason")))
-            .chain(v.get("stop_reason"))
-            .chain(v.pointer("/delta/stop_reason"))
-            .filter_map(Value::as_str);
+            .filter_map(|c| {
+                Text::get(&c.finish_reason).or_else(|| Text::get(&c.gemini_finish_reason))
+            })
+            .chain(Text::get(&said.stop_reason))
+            .chain(said.delta.as_ref().and_then(|d| Text::get(&d.stop_reason)));
         for reason in reasons {
             if self.finish_reasons.len() < MAX_FINISH_REASONS {
                 self.finish_reasons.push(reason.to_string());
@@ -718,9 +788,19 @@ mod tests {
             (Some("msg_1"), &["end_turn".to_string()][..])
         );
         let mut g = AnswerMeta::default();
-        g.read(&serde_json::json!({"responseId": "r1", "candidates": [{"finishReason": "STOP"}]}));
+        g.read(br#"{"responseId": "r1", "candidates": [{"finishReason": "STOP", "content": {"parts": [{"text": "a \"quoted\" word"}]}}]}"#);
         assert_eq!(g.finish_reasons, ["STOP"]);
         assert_eq!(g.id.as_deref(), Some("r1"));
+        // A number where a string belongs, and a message id with an escape: read as such.
+        let mut o = AnswerMeta::default();
+        o.read(br#"{"id": 7, "message": {"id": "msg_\u0031"}, "stop_reason": "max_tokens"}"#);
+        assert_eq!(o.id.as_deref(), Some("msg_1"));
+        assert_eq!(o.finish_reasons, ["max_tokens"]);
+        let mut r = AnswerMeta::default();
+        r.read(br#"{"type":"response.completed","response":{"id":"resp_1","output":[]}}"#);
+        assert_eq!(r.id.as_deref(), Some("resp_1"));
+        r.read(b"not json");
+        assert_eq!(r.id.as_deref(), Some("resp_1"));
     }
     use crate::fixtures::{ANTHROPIC_STREAM, OPENAI_STREAM};
 
