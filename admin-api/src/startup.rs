@@ -169,7 +169,7 @@ impl Application {
                 deleted_retention_days: config.teams.deleted_workspace_retention_days,
             }),
         };
-        let telemetry = match &config.tracing.otel_exporter_otlp_endpoint {
+        let telemetry = match config.tracing.otel_exporter_otlp_endpoint.url() {
             Some(_) => {
                 perpetuo_core::telemetry::start(&config.tracing, "perpetuo-admin", dropped_spans())?
             }

@@ -140,17 +140,17 @@ pub fn sampler(s: &str) -> Result<SamplerKind, String> {
     })
 }
 
-/// `OTEL_TRACES_SAMPLER_ARG`: a ratio from 0 to 1.
+/// `OTEL_TRACES_SAMPLER_ARG`: a ratio from 0 to 1 (empty: 1).
 pub fn ratio(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
+    match unset_as(s, "1.0").parse::<f64>() {
         Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
         _ => Err("must be a ratio from 0 to 1".into()),
     }
 }
 
-/// `OTEL_EXPORTER_OTLP_TIMEOUT`: whole milliseconds, 1 to 60000.
+/// `OTEL_EXPORTER_OTLP_TIMEOUT`: whole milliseconds, 1 to 60000 (empty: 10000).
 pub fn export_timeout(s: &str) -> Result<Duration, String> {
-    match s.trim().parse::<u64>() {
+    match unset_as(s, "10000").parse::<u64>() {
         Ok(ms) if (1..=MAX_EXPORT_TIMEOUT_MS).contains(&ms) => Ok(Duration::from_millis(ms)),
         _ => Err(format!(
             "must be a whole number of milliseconds from 1 to {MAX_EXPORT_TIMEOUT_MS}"
@@ -158,9 +158,9 @@ pub fn export_timeout(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// `OTEL_BSP_SCHEDULE_DELAY`: whole milliseconds.
+/// `OTEL_BSP_SCHEDULE_DELAY`: whole milliseconds (empty: 5000).
 pub fn schedule_delay(s: &str) -> Result<Duration, String> {
-    match s.trim().parse::<u64>() {
+    match unset_as(s, "5000").parse::<u64>() {
         Ok(ms) if (1..=MAX_EXPORT_TIMEOUT_MS).contains(&ms) => Ok(Duration::from_millis(ms)),
         _ => Err(format!(
             "must be a whole number of milliseconds from 1 to {MAX_EXPORT_TIMEOUT_MS}"
@@ -168,10 +168,50 @@ pub fn schedule_delay(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// `OTEL_EXPORTER_OTLP_ENDPOINT`: an `http://` or `https://` URL.
-pub fn endpoint(s: &str) -> Result<url::Url, String> {
+/// What an empty variable reads as: its default, the specification asking that an empty
+/// `OTEL_*` variable be treated as unset (as compose passes one that is unset).
+fn unset_as<'a>(s: &'a str, default: &'a str) -> &'a str {
+    match s.trim() {
+        "" => default,
+        set => set,
+    }
+}
+
+/// `OTEL_BSP_MAX_QUEUE_SIZE`: 1 to 1,000,000 spans (empty: 2048).
+pub fn queue_size(s: &str) -> Result<usize, String> {
+    match unset_as(s, "2048").parse::<usize>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err("must be a whole number of spans from 1 to 1000000".into()),
+    }
+}
+
+/// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`: 1 to 100,000 spans (empty: 512).
+pub fn batch_size(s: &str) -> Result<usize, String> {
+    match unset_as(s, "512").parse::<usize>() {
+        Ok(n) if (1..=100_000).contains(&n) => Ok(n),
+        _ => Err("must be a whole number of spans from 1 to 100000".into()),
+    }
+}
+
+/// The collector's base URL, or none: tracing off.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Endpoint(Option<url::Url>);
+
+impl Endpoint {
+    pub fn url(&self) -> Option<&url::Url> {
+        self.0.as_ref()
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`: an `http://` or `https://` URL; empty: none.
+pub fn endpoint(s: &str) -> Result<Endpoint, String> {
+    if s.trim().is_empty() {
+        return Ok(Endpoint(None));
+    }
     match url::Url::parse(s.trim()) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u),
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            Ok(Endpoint(Some(u)))
+        }
         _ => Err("must be an http:// or https:// URL".into()),
     }
 }
@@ -180,9 +220,10 @@ pub fn endpoint(s: &str) -> Result<url::Url, String> {
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Tracing (OpenTelemetry)")]
 pub struct TelemetrySettings {
-    /// The OTLP collector's base URL (`/v1/traces` is added for HTTP); unset: no tracing.
-    #[arg(long, env = OTEL_EXPORTER_OTLP_ENDPOINT, value_parser = endpoint)]
-    pub otel_exporter_otlp_endpoint: Option<url::Url>,
+    /// The OTLP collector's base URL (`/v1/traces` is added for HTTP); unset or empty: no
+    /// tracing. (Every `OTEL_*` variable set empty reads as unset.)
+    #[arg(long, env = OTEL_EXPORTER_OTLP_ENDPOINT, default_value = "", hide_default_value = true, value_parser = endpoint)]
+    pub otel_exporter_otlp_endpoint: Endpoint,
     /// `http/protobuf`, or `grpc` in a build with the `otlp-grpc` feature.
     #[arg(long, env = OTEL_EXPORTER_OTLP_PROTOCOL, default_value = "http/protobuf", value_parser = protocol)]
     pub otel_exporter_otlp_protocol: Protocol,
@@ -205,14 +246,14 @@ pub struct TelemetrySettings {
     pub otel_traces_sampler_arg: f64,
     /// Finished spans held for export at most; past it they are dropped and counted.
     #[arg(long, env = OTEL_BSP_MAX_QUEUE_SIZE, default_value_t = 2048,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+          value_parser = queue_size)]
     pub otel_bsp_max_queue_size: usize,
     /// Longest a finished span waits before its batch leaves, ms.
     #[arg(long, env = OTEL_BSP_SCHEDULE_DELAY, default_value = "5000", value_parser = schedule_delay)]
     pub otel_bsp_schedule_delay: Duration,
     /// Spans sent in one export at most.
     #[arg(long, env = OTEL_BSP_MAX_EXPORT_BATCH_SIZE, default_value_t = 512,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+          value_parser = batch_size)]
     pub otel_bsp_max_export_batch_size: usize,
 }
 
@@ -220,7 +261,7 @@ pub struct TelemetrySettings {
 impl Default for TelemetrySettings {
     fn default() -> Self {
         Self {
-            otel_exporter_otlp_endpoint: None,
+            otel_exporter_otlp_endpoint: Endpoint::default(),
             otel_exporter_otlp_protocol: Protocol::HttpProtobuf,
             otel_exporter_otlp_headers: None,
             otel_exporter_otlp_timeout: Duration::from_millis(10_000),
@@ -286,10 +327,14 @@ pub fn start(
     service: &str,
     dropped: Dropped,
 ) -> Result<Option<Tracing>, TelemetryError> {
-    let Some(endpoint) = &settings.otel_exporter_otlp_endpoint else {
+    let Some(endpoint) = settings.otel_exporter_otlp_endpoint.url() else {
         return Ok(None);
     };
-    let name = settings.otel_service_name.as_deref().unwrap_or(service);
+    let name = settings
+        .otel_service_name
+        .as_deref()
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or(service);
     let resource = Resource::builder_empty()
         .with_service_name(name.to_string())
         .build();
@@ -639,5 +684,16 @@ mod tests {
         assert!(export_timeout("0").is_err());
         assert!(endpoint("localhost:4318").is_err());
         assert!(endpoint("http://collector:4318").is_ok());
+    }
+
+    #[test]
+    fn an_empty_variable_reads_as_unset() {
+        assert_eq!(endpoint(" "), Ok(Endpoint::default()));
+        assert_eq!(ratio(""), Ok(1.0));
+        assert_eq!(export_timeout(""), Ok(Duration::from_millis(10_000)));
+        assert_eq!(schedule_delay(""), Ok(Duration::from_millis(5_000)));
+        assert_eq!((queue_size(""), batch_size("")), (Ok(2048), Ok(512)));
+        assert!(queue_size("0").is_err());
+        assert_eq!(protocol(""), Ok(Protocol::HttpProtobuf));
     }
 }
