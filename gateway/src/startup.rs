@@ -35,7 +35,7 @@ use crate::proxy::Gateway;
 use crate::routing::status::StatusPublisher;
 use crate::routing::{shared_headroom, Headrooms};
 use crate::routing::{Balancer, Breakers, EntryCache};
-use crate::shutdown::{Shutdown, ShutdownClock};
+use crate::shutdown::{ClockedSignals, Shutdown};
 use crate::stored_responses::purge::ResponsePurge;
 use crate::upstream::{Timeouts, Upstreams};
 
@@ -217,16 +217,14 @@ pub fn run(config: Config) -> Result<(), StartupError> {
     if let Some(link) = headroom_link {
         server.add_service(background_service("shared headroom", link));
     }
-    server.add_service(background_service(
-        "shutdown clock",
-        ShutdownClock(shutdown),
-    ));
     tracing::info!(
         gateway = %config.server.gateway_addr,
         metrics = %config.server.metrics_addr,
         "gateway starting"
     );
-    server.run(RunArgs::default());
+    server.run(RunArgs {
+        shutdown_signal: Box::new(ClockedSignals(shutdown)),
+    });
 
     // The spans still queued leave before the process ends, within the export timeout.
     if let Some(t) = &telemetry {
