@@ -1,9 +1,10 @@
 //! Cache invalidation: a background service LISTENs on `perpetuo_invalidate` and drops
 //! the cached key, workspace keys or workspace entries a notification names; a key's
 //! stale copy goes only when the notification says the key was revoked (or deleted,
-//! re-keyed, moved, or its expiry changed). Notifications are not replayed, so after the
-//! connection drops it reconnects with backoff and, once it listens again, clears both
-//! fresh caches and checks the stale keys against the database. It also flushes
+//! re-keyed, moved, or its expiry changed). Notifications are not replayed, so each time
+//! it starts listening — the first time too, since requests may fill the caches before
+//! it listens — and after the connection drops (it reconnects with backoff), it clears
+//! both fresh caches and checks the stale keys against the database. It also flushes
 //! `last_used_at` every second.
 
 use std::sync::Arc;
@@ -77,7 +78,7 @@ impl Invalidator {
     }
 
     /// One connection's life: returns when it ends.
-    async fn listen_once(&self, connected_before: bool) -> Result<(), perpetuo_core::db::DbError> {
+    async fn listen_once(&self) -> Result<(), perpetuo_core::db::DbError> {
         // TLS as `sslmode` in DATABASE_URL says, like the pool.
         let (client, mut conn) = perpetuo_core::db::connect(&self.database_url).await?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -101,11 +102,10 @@ impl Invalidator {
         });
         client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
         let recheck_stale = async {
-            if connected_before {
-                // Whatever changed while we were away was not heard.
-                self.entries.invalidate_all();
-                self.forget_keys().await;
-            }
+            // Whatever changed before this LISTEN (while away, or since the first
+            // requests filled the caches) was not heard.
+            self.entries.invalidate_all();
+            self.forget_keys().await;
         };
         tracing::info!("listening for change notifications");
         // New notifications are applied while the stale keys are checked, so that a
@@ -124,12 +124,11 @@ impl Invalidator {
 #[async_trait]
 impl BackgroundService for Invalidator {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut connected_before = false;
         let mut backoff = Duration::from_millis(100);
         loop {
             let started = tokio::time::Instant::now();
             tokio::select! {
-                r = self.listen_once(connected_before) => {
+                r = self.listen_once() => {
                     if let Err(e) = r {
                         tracing::warn!(error = %e, "change listener cannot connect");
                     }
@@ -137,7 +136,6 @@ impl BackgroundService for Invalidator {
                 _ = shutdown.changed() => return,
             }
             metrics::LISTENER_RECONNECTS.inc();
-            connected_before = true;
             if started.elapsed() > Duration::from_secs(10) {
                 backoff = Duration::from_millis(100);
             }
