@@ -77,7 +77,7 @@ pub struct RedisSettings {
 /// One admitted request's settlement (or, with `undo`, its admission given back).
 #[derive(Debug, Clone)]
 struct SettleMsg {
-    /// Per scope: its hash, in-flight set and held set.
+    /// Per scope: its hash, in-flight set, held set and leases set.
     keys: Vec<String>,
     /// Per scope: its hash and budget period, for spend kept aside.
     periods: Vec<(String, i64)>,
@@ -141,7 +141,10 @@ impl RedisStore {
         Ok(Self {
             client: redis::Client::open(url)?,
             conn: Mutex::new(None),
-            admit: Script::new(include_str!("admit.lua")),
+            admit: Script::new(concat!(
+                include_str!("leases.lua"),
+                include_str!("admit.lua")
+            )),
             settle: Script::new(include_str!("settle.lua")),
             spend: Script::new(SPEND),
             replicas: settings.replicas.max(1),
@@ -172,7 +175,8 @@ impl RedisStore {
         self.queue.lock().map_or(0, |q| q.len())
     }
 
-    fn scope_keys(&self, scope: Scope) -> [String; 3] {
+    /// A scope's hash, in-flight set, held set and leases set.
+    fn scope_keys(&self, scope: Scope) -> [String; 4] {
         let h = match scope {
             Scope::Key(id) => format!("{}limits:k:{id}", self.settings.prefix),
             Scope::Entry(id) => format!("{}limits:e:{id}", self.settings.prefix),
@@ -180,7 +184,8 @@ impl RedisStore {
         };
         let z = format!("{h}:inflight");
         let q = format!("{h}:held");
-        [h, z, q]
+        let l = format!("{h}:leases");
+        [h, z, q, l]
     }
 
     /// Queues a settlement; past the bound its spend is kept aside per scope.
@@ -278,16 +283,16 @@ impl RedisStore {
         let now = Now::get();
         let request_id = Uuid::now_v7();
         let mut scopes: Vec<(Scope, Limits, i64)> = Vec::with_capacity(2);
-        let mut keys = Vec::with_capacity(6);
+        let mut keys = Vec::with_capacity(8);
         let mut periods = Vec::with_capacity(2);
         for (scope, limits, seed) in policy::scopes(policy, first, workspace_id) {
             let start = limits.budget_period.start(now.at);
             let seed = seed
                 .filter(|s| s.period_start == start)
                 .map_or(-1, |s| s.spent_nusd.clamp(0, MAX_EXACT));
-            let [h, z, q] = self.scope_keys(scope);
+            let [h, z, q, l] = self.scope_keys(scope);
             periods.push((h.clone(), start.unix_timestamp()));
-            keys.extend([h, z, q]);
+            keys.extend([h, z, q, l]);
             scopes.push((scope, *limits, seed));
         }
         let lease = u64::try_from(self.settings.slot_ttl.as_millis()).unwrap_or(u64::MAX);
