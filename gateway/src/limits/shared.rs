@@ -123,6 +123,8 @@ fn call_result<T>(
 ) -> Result<T, CallError> {
     match r {
         Ok(Ok(v)) => Ok(v),
+        // A command that waited too long is a slow Redis, not a broken connection.
+        Ok(Err(e)) if e.is_timeout() => Err(CallError::Slow),
         Ok(Err(e)) => Err(CallError::Broken(e)),
         Err(_) => Err(CallError::Slow),
     }
@@ -461,7 +463,12 @@ impl RedisStore {
     }
 
     async fn connect(&self) -> Option<MultiplexedConnection> {
-        let connecting = self.client.get_multiplexed_async_connection();
+        // Every call brings its own timeout (the deadline, or the link's): none of the
+        // client's own, which would end a slow call as if the connection had failed.
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        let connecting = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config);
         match tokio::time::timeout(LINK_TIMEOUT, connecting).await {
             Ok(Ok(c)) => {
                 if let Ok(mut slot) = self.conn.lock() {
