@@ -37,13 +37,17 @@
 //!   answers again. Nothing is flushed; budgets are re-seeded from PostgreSQL only when
 //!   Redis holds no state for the scope.
 //!
-//! Tolerance, with N gateways and block b: while Redis keeps its state, no request is
-//! admitted that Redis did not grant (a block never goes below zero); requests may be
-//! refused while other gateways hold up to b each that they do not use, so a limit
-//! admits at least L − (N−1)·b, and idle blocks go back within about a second; if Redis
-//! loses its state mid-minute, the blocks already held may admit up to N·b more in that
-//! minute (budgets are then re-seeded from PostgreSQL). Estimates that turn out low add
-//! what they add on the per-request path, no more.
+//! Tolerance, with N gateways and block b: while Redis keeps its state (and each lease is
+//! renewed within its TTL), no request is admitted that Redis did not grant (a block never
+//! goes below zero); requests may be refused while other gateways hold up to b each that
+//! they do not use (spare grown by slots freed or tokens under their estimate is trimmed
+//! back to b at the next heartbeat), so a limit admits at least L − (N−1)·b, and idle
+//! blocks go back within about a second. If Redis loses its state mid-minute, each lease
+//! writes back what it uses at its next call, and until then Redis grants as if it were
+//! not used: the minute may go over by the blocks held then (up to N·b) plus what is
+//! granted before every gateway has called again (within a heartbeat); budgets are
+//! re-seeded from PostgreSQL. Estimates that turn out low add what they add on the
+//! per-request path, no more.
 //!
 //! Local state is bounded: at most [`MAX_LEASES`] scopes; a scope that finds no room
 //! goes the per-request way.
