@@ -224,8 +224,8 @@ pub struct LimitSettings {
     /// Longest a request waits for Redis before limiting locally, ms.
     #[arg(long, env = "REDIS_DEADLINE_MS", default_value = "20", value_parser = millis)]
     pub redis_deadline: Duration,
-    /// Gateways sharing the limits; each allows this share of a limit while Redis is
-    /// unreachable.
+    /// Gateways sharing the limits: each leases blocks of `limit / (8 × this)` from Redis,
+    /// and allows this share of a limit while Redis is unreachable.
     #[arg(long, env = "GATEWAY_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub gateway_replicas: u32,
     /// Prefix of the gateway's Redis keys.

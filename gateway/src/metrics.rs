@@ -256,6 +256,22 @@ pub static LIMIT_RESEEDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["result"],
     )
 });
+pub static LIMIT_LEASE_CALLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "perpetuo_limit_lease_calls_total",
+        "Calls to the shared store (Redis) for leased blocks of limits, by reason: a request \
+         waiting for a block, a refill in the background, the heartbeat, an idle scope \
+         giving back what it does not use, a lease forgotten.",
+        &["reason"],
+    )
+});
+pub static LIMIT_LEASES: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "perpetuo_limit_leases",
+        "Scopes (keys, workspaces, provider entry quotas) this gateway holds a lease of \
+         blocks on, at the last heartbeat.",
+    )
+});
 pub static LOG_QUEUE_DEPTH: LazyLock<IntGauge> = LazyLock::new(|| {
     gauge(
         "perpetuo_log_queue_depth",
@@ -448,6 +464,10 @@ pub fn init() {
     for r in ["read", "failed"] {
         LIMIT_RESEEDS.with_label_values(&[r]);
     }
+    for r in ["wait", "refill", "heartbeat", "return", "forget"] {
+        LIMIT_LEASE_CALLS.with_label_values(&[r]);
+    }
+    LazyLock::force(&LIMIT_LEASES);
     LazyLock::force(&LOG_QUEUE_DEPTH);
     LazyLock::force(&LOG_WRITTEN);
     LazyLock::force(&LOG_DROPPED);

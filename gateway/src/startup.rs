@@ -85,6 +85,9 @@ pub fn run(config: Config) -> Result<(), StartupError> {
         config.caches.key_cache_stale,
     ));
     let redis = redis_store(&config, &pools)?;
+    let leases = redis
+        .as_ref()
+        .map(|store| Arc::new(limits::Leases::new(store.clone())));
     let (headrooms, headroom_link) = headrooms(&config)?;
     let breakers = Arc::new(
         Breakers::new(
@@ -132,9 +135,9 @@ pub fn run(config: Config) -> Result<(), StartupError> {
             workspace_quota_bytes: config.responses.responses_workspace_quota_bytes,
         },
         cache: response_cache(&config)?,
-        limiter: Arc::new(match &redis {
-            Some(store) => Limiter::shared(store.clone()),
-            None => Limiter::default(),
+        limiter: Arc::new(match (&redis, &leases) {
+            (Some(store), Some(leases)) => Limiter::shared(store.clone(), leases.clone()),
+            _ => Limiter::default(),
         }),
     };
     let gateway = Gateway { services };
@@ -203,6 +206,12 @@ pub fn run(config: Config) -> Result<(), StartupError> {
         server.add_service(background_service(
             "shared limits",
             limits::RedisLink { store },
+        ));
+    }
+    if let Some(leases) = leases {
+        server.add_service(background_service(
+            "shared limit leases",
+            limits::LeaseKeeper { leases },
         ));
     }
     server.add_service(background_service(

@@ -1,9 +1,11 @@
 -- Admission, atomic across every gateway: per scope, releases reservations that outlived
--- their lease, rolls the minute and budget period, checks concurrency, RPM, TPM and
--- budget in order, and counts the request only if every scope passes.
+-- their lease and leases no gateway renews, rolls the minute and budget period, checks
+-- concurrency, RPM, TPM and budget in order, and counts the request only if every scope
+-- passes. (leases.lua is prepended.)
 --
--- KEYS, per scope: its hash, its in-flight set (request id -> lease end) and its held set
---   (request id -> lease end; the hash keeps each held reservation as `q:<id>`).
+-- KEYS, per scope: its hash, its in-flight set (request id -> lease end), its held set
+--   (request id -> lease end; the hash keeps each held reservation as `q:<id>`) and its
+--   leases set (see leases.lua).
 -- ARGV: now (ms), minute, estimated tokens, estimated cost (nano-USD), request id, lease
 --   (ms), scope count, counted (1: the request counts toward RPM; 0: a reservation made
 --   after a cache miss for a request already counted), then per scope: period start, rpm, tpm, concurrency, budget, seed
@@ -20,33 +22,30 @@ local inc = tonumber(ARGV[8])
 local keep = 3024000000
 local st = {}
 for i = 1, n do
-  local h = KEYS[3*i-2]; local z = KEYS[3*i-1]; local q = KEYS[3*i]; local b = 8 + (i-1)*7
+  local h = KEYS[4*i-3]; local b = 8 + (i-1)*7
   local budget = tonumber(ARGV[b+5]); local seeded = tonumber(ARGV[b+7])
   if budget >= 0 and seeded == 0 and redis.call('EXISTS', h) == 0 then return {5, i} end
 end
+local ms = clock()
 for i = 1, n do
-  local h = KEYS[3*i-2]; local z = KEYS[3*i-1]; local q = KEYS[3*i]; local b = 8 + (i-1)*7
+  local h = KEYS[4*i-3]; local z = KEYS[4*i-2]; local q = KEYS[4*i-1]; local ls = KEYS[4*i]
+  local b = 8 + (i-1)*7
   local period = tonumber(ARGV[b+1]); local rpm = tonumber(ARGV[b+2])
   local tpm = tonumber(ARGV[b+3]); local conc = tonumber(ARGV[b+4])
   local budget = tonumber(ARGV[b+5]); local seed = tonumber(ARGV[b+6])
-  -- Reservations whose request never settled (its gateway died) go back, a few a call.
-  local freed = 0
-  for _, old in ipairs(redis.call('ZRANGEBYSCORE', q, '-inf', now, 'LIMIT', 0, 16)) do
-    freed = freed + (tonumber(redis.call('HGET', h, 'q:' .. old)) or 0)
-    redis.call('HDEL', h, 'q:' .. old); redis.call('ZREM', q, old)
-  end
-  local v = redis.call('HMGET', h, 'm', 'r', 't', 'p', 's', 'v')
+  purge_leases(h, ls, ms)
+  free_held(h, q, now)
+  local v = redis.call('HMGET', h, 'm', 'r', 't', 'p', 's', 'v', 'L')
   local r = tonumber(v[2]) or 0; local t = tonumber(v[3]) or 0
-  local s = tonumber(v[5]) or 0; local res = (tonumber(v[6]) or 0) - freed
+  local s = tonumber(v[5]) or 0; local res = tonumber(v[6]) or 0
   if tonumber(v[1]) ~= minute then r = 0; t = 0 end
   if tonumber(v[4]) ~= period then s = 0; res = 0 end
   if seed > s then s = seed end
-  if res < 0 then res = 0 end
-  if freed > 0 then redis.call('HSET', h, 'v', res) end
   local c = 0
   if conc >= 0 then
     redis.call('ZREMRANGEBYSCORE', z, '-inf', now)
-    c = redis.call('ZCARD', z)
+    -- Requests admitted one by one, and the slots leased by gateways in blocks.
+    c = redis.call('ZCARD', z) + (tonumber(v[7]) or 0)
   end
   if conc >= 0 and c >= conc then return {1, i, r, t} end
   if rpm >= 0 and r >= rpm then return {2, i, r, t} end
@@ -56,7 +55,7 @@ for i = 1, n do
 end
 local out = {0}
 for i = 1, n do
-  local x = st[i]; local h = KEYS[3*i-2]; local z = KEYS[3*i-1]; local q = KEYS[3*i]
+  local x = st[i]; local h = KEYS[4*i-3]; local z = KEYS[4*i-2]; local q = KEYS[4*i-1]
   redis.call('HSET', h, 'm', minute, 'r', x[1], 't', x[2], 'p', x[5], 's', x[3], 'v', x[4],
     'q:' .. rid, est_c)
   redis.call('ZADD', q, now + lease, rid)

@@ -9,12 +9,16 @@
 //!
 //! [`policy`] holds the rules, [`local`] the counters of this process, [`shared`] the
 //! counters every gateway shares through Redis (the local ones stand in, each limit
-//! divided by the replica count, while Redis does not answer in time).
+//! divided by the replica count, while Redis does not answer in time), and [`lease`] the
+//! blocks of those counters each gateway takes from Redis, so that a scope with limits
+//! large enough to split is admitted without a round trip per request.
 
+pub mod lease;
 pub mod local;
 pub mod policy;
 pub mod shared;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use perpetuo_core::pricing::Pricing;
@@ -23,6 +27,8 @@ use pingora::http::ResponseHeader;
 use crate::auth::AuthedKey;
 use crate::errors::{ErrorKind, GatewayError};
 use crate::metrics;
+pub use lease::{LeaseKeeper, Leases};
+use lease::{LeasePermit, NotLeased};
 use local::{Local, Permit};
 use perpetuo_wire::lazy_json::{LazyJson, Numbers};
 pub use policy::{Estimate, Policy, Seed, DEFAULT_COMPLETION_ESTIMATE};
@@ -58,6 +64,7 @@ fn tighter(a: Option<Window>, b: Window) -> Option<Window> {
 enum Held {
     Local(Permit),
     Shared(SharedPermit),
+    Leased(LeasePermit),
 }
 
 /// The outcome of the checks, kept in the request's context.
@@ -138,6 +145,7 @@ impl Gate {
         match &self.permit {
             Some(Held::Local(p)) => p.settle(tokens, cost_nusd),
             Some(Held::Shared(p)) => p.settle(tokens, cost_nusd),
+            Some(Held::Leased(p)) => p.settle(tokens, cost_nusd),
             None => {}
         }
         if let Some(s) = &self.shadow {
@@ -146,7 +154,8 @@ impl Gate {
     }
 
     /// Applies a shared settlement made by [`Gate::settle`] (or queues it); run once the
-    /// request has ended, before its connection takes another request.
+    /// request has ended, before its connection takes another request. A request admitted
+    /// on leased blocks has nothing to apply: its lease reports it.
     pub async fn apply(&self) {
         if let Some(Held::Shared(p)) = &self.permit {
             p.apply().await;
@@ -219,18 +228,21 @@ pub struct Admission<'a> {
     pub numbers: Numbers,
 }
 
-/// The limiter: in process, or shared through Redis with the local one as fallback.
+/// The limiter: in process, or shared through Redis (on leased blocks where a scope's
+/// limits are large enough, request by request otherwise) with the local one as fallback.
 #[derive(Default)]
 pub struct Limiter {
     local: Local,
     shared: Option<Arc<RedisStore>>,
+    leases: Option<Arc<Leases>>,
 }
 
 impl Limiter {
-    pub fn shared(store: Arc<RedisStore>) -> Self {
+    pub fn shared(store: Arc<RedisStore>, leases: Arc<Leases>) -> Self {
         Self {
             local: Local::default(),
             shared: Some(store),
+            leases: Some(leases),
         }
     }
 
@@ -282,7 +294,7 @@ impl Limiter {
             .check(
                 Scope::Key(key.id),
                 key.workspace_id,
-                &reserving,
+                policy,
                 estimate,
                 false,
             )
@@ -316,6 +328,8 @@ impl Limiter {
             .await
     }
 
+    /// `counted`: the request counts toward concurrency and RPM; otherwise only the
+    /// reservation part of `policy` is checked ([`policy::reserving`]).
     async fn check(
         &self,
         first: Scope,
@@ -324,33 +338,58 @@ impl Limiter {
         estimate: Estimate,
         counted: bool,
     ) -> Gate {
-        match &self.shared {
-            None => self
+        let part = if counted {
+            Cow::Borrowed(policy)
+        } else {
+            Cow::Owned(policy::reserving(policy))
+        };
+        let Some(store) = &self.shared else {
+            return self
                 .local
-                .admit(first, workspace_id, policy, estimate, 1, counted),
-            Some(store) => match store
+                .admit(first, workspace_id, &part, estimate, 1, counted);
+        };
+        if let Some(leases) = &self.leases {
+            match leases
                 .admit(first, workspace_id, policy, estimate, counted)
                 .await
             {
-                Ok(gate) => gate,
-                Err(shadow) => {
-                    metrics::LIMIT_FALLBACKS.inc();
-                    let mut gate = self.local.admit(
-                        first,
-                        workspace_id,
-                        policy,
-                        estimate,
-                        store.replicas,
-                        counted,
-                    );
-                    match shadow {
-                        Some(s) if gate.refusal.is_some() => s.undo(),
-                        shadow => gate.shadow = shadow,
-                    }
-                    gate
+                Ok(gate) => return gate,
+                Err(NotLeased::PerRequest) => {}
+                Err(NotLeased::Unavailable) => {
+                    return self.fallback(first, workspace_id, &part, estimate, counted, None)
                 }
-            },
+            }
         }
+        match store
+            .admit(first, workspace_id, &part, estimate, counted)
+            .await
+        {
+            Ok(gate) => gate,
+            Err(shadow) => self.fallback(first, workspace_id, &part, estimate, counted, shadow),
+        }
+    }
+
+    /// The local counters stand in for Redis (each limit divided by the replica count);
+    /// `shadow` is what Redis may have admitted for a call with no answer in time.
+    fn fallback(
+        &self,
+        first: Scope,
+        workspace_id: uuid::Uuid,
+        policy: &Policy,
+        estimate: Estimate,
+        counted: bool,
+        shadow: Option<SharedPermit>,
+    ) -> Gate {
+        metrics::LIMIT_FALLBACKS.inc();
+        let replicas = self.shared.as_ref().map_or(1, |s| s.replicas);
+        let mut gate = self
+            .local
+            .admit(first, workspace_id, policy, estimate, replicas, counted);
+        match shadow {
+            Some(s) if gate.refusal.is_some() => s.undo(),
+            shadow => gate.shadow = shadow,
+        }
+        gate
     }
 }
 

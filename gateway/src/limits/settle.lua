@@ -2,7 +2,8 @@
 -- that the scope still holds applies it; a repeat (a retry after a timeout that did run,
 -- a reconnect) finds nothing held and only releases the slot again, which is a no-op.
 --
--- KEYS, per scope: its hash, its in-flight set and its held set (as in admit.lua).
+-- KEYS, per scope: its hash, its in-flight set, its held set and its leases set (as in
+--   admit.lua; the leases set is not read here).
 -- ARGV: minute of admission, estimated tokens, tokens used, cost (nano-USD), request id,
 --   undo (1: the admission is given back whole — it timed out at the gateway, which
 --   served the request from its local counters instead), counted (1: the admission
@@ -12,7 +13,7 @@ local used = tonumber(ARGV[3]); local cost = tonumber(ARGV[4])
 local rid = ARGV[5]; local undo = tonumber(ARGV[6]) == 1
 local counted = tonumber(ARGV[7]) == 1
 local applied = 0
-for i = 1, #KEYS, 3 do
+for i = 1, #KEYS, 4 do
   local h = KEYS[i]; local z = KEYS[i+1]; local q = KEYS[i+2]
   redis.call('ZREM', z, rid)
   if redis.call('ZREM', q, rid) == 1 then

@@ -1,6 +1,8 @@
 //! Limits shared by every gateway through Redis: one atomic script call admits a request
 //! (`admit.lua`), and its settlement is queued to a background link that applies it
-//! (`settle.lua`).
+//! (`settle.lua`). This is the path of scopes whose limits are too small to split into
+//! blocks; the others are admitted from blocks leased per gateway ([`super::lease`]), which
+//! count in the same hash, so both paths can meet on one scope.
 //!
 //! What this store promises:
 //! - A slow Redis is not a lost one. A call that times out sends its request to the local
@@ -44,7 +46,7 @@ const SETTLE_QUEUE: usize = 100_000;
 const OVERFLOW_SCOPES: usize = 100_000;
 
 /// Longest wait for one settlement, and for a ping that tells Redis answers again.
-const LINK_TIMEOUT: Duration = Duration::from_secs(1);
+pub(super) const LINK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How often the link checks the connection while Redis is slow or away.
 const LINK_TICK: Duration = Duration::from_millis(100);
@@ -65,7 +67,8 @@ return 1
 pub struct RedisSettings {
     /// Longest a request waits for Redis before using the local limiter.
     pub deadline: Duration,
-    /// Gateways sharing the limits: the local fallback allows each this share.
+    /// Gateways sharing the limits: the local fallback allows each this share, and the
+    /// blocks each leases are an eighth of it.
     pub replicas: u32,
     /// Prefix of every key this gateway writes.
     pub prefix: String,
@@ -77,7 +80,7 @@ pub struct RedisSettings {
 /// One admitted request's settlement (or, with `undo`, its admission given back).
 #[derive(Debug, Clone)]
 struct SettleMsg {
-    /// Per scope: its hash, in-flight set and held set.
+    /// Per scope: its hash, in-flight set, held set and leases set.
     keys: Vec<String>,
     /// Per scope: its hash and budget period, for spend kept aside.
     periods: Vec<(String, i64)>,
@@ -92,7 +95,7 @@ struct SettleMsg {
 }
 
 /// Why a call to Redis did not give an answer.
-enum CallError {
+pub(super) enum CallError {
     /// No answer within the deadline: Redis is slow, not gone.
     Slow,
     /// The connection failed: reconnect.
@@ -118,17 +121,19 @@ pub struct RedisStore {
     pool: db::Pool,
 }
 
-fn call_result<T>(
+pub(super) fn call_result<T>(
     r: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
 ) -> Result<T, CallError> {
     match r {
         Ok(Ok(v)) => Ok(v),
+        // A command that waited too long is a slow Redis, not a broken connection.
+        Ok(Err(e)) if e.is_timeout() => Err(CallError::Slow),
         Ok(Err(e)) => Err(CallError::Broken(e)),
         Err(_) => Err(CallError::Slow),
     }
 }
 
-fn exact(v: u64) -> i64 {
+pub(super) fn exact(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(MAX_EXACT).min(MAX_EXACT)
 }
 
@@ -141,7 +146,10 @@ impl RedisStore {
         Ok(Self {
             client: redis::Client::open(url)?,
             conn: Mutex::new(None),
-            admit: Script::new(include_str!("admit.lua")),
+            admit: Script::new(concat!(
+                include_str!("leases.lua"),
+                include_str!("admit.lua")
+            )),
             settle: Script::new(include_str!("settle.lua")),
             spend: Script::new(SPEND),
             replicas: settings.replicas.max(1),
@@ -154,8 +162,30 @@ impl RedisStore {
         })
     }
 
-    fn conn(&self) -> Option<MultiplexedConnection> {
+    pub(super) fn conn(&self) -> Option<MultiplexedConnection> {
         self.conn.lock().ok().and_then(|c| c.clone())
+    }
+
+    /// Whether Redis is taken for slow or away (until the link's ping says otherwise).
+    pub(super) fn is_slow(&self) -> bool {
+        self.slow.load(Ordering::Acquire)
+    }
+
+    /// Notes a call that got no answer: Redis is slow (the link pings until it answers) or
+    /// the connection broke (the link reconnects).
+    pub(super) fn failed(&self, e: CallError) {
+        match e {
+            CallError::Slow => {
+                self.slow.store(true, Ordering::Release);
+                metrics::LIMIT_REDIS_SLOW.inc();
+            }
+            CallError::Broken(e) => self.broken(&e),
+        }
+    }
+
+    /// How the store behaves.
+    pub(super) fn settings(&self) -> &RedisSettings {
+        &self.settings
     }
 
     /// Forgets a broken connection; the link reconnects.
@@ -172,7 +202,8 @@ impl RedisStore {
         self.queue.lock().map_or(0, |q| q.len())
     }
 
-    fn scope_keys(&self, scope: Scope) -> [String; 3] {
+    /// A scope's hash, in-flight set, held set and leases set.
+    pub(super) fn scope_keys(&self, scope: Scope) -> [String; 4] {
         let h = match scope {
             Scope::Key(id) => format!("{}limits:k:{id}", self.settings.prefix),
             Scope::Entry(id) => format!("{}limits:e:{id}", self.settings.prefix),
@@ -180,7 +211,8 @@ impl RedisStore {
         };
         let z = format!("{h}:inflight");
         let q = format!("{h}:held");
-        [h, z, q]
+        let l = format!("{h}:leases");
+        [h, z, q, l]
     }
 
     /// Queues a settlement; past the bound its spend is kept aside per scope.
@@ -215,7 +247,7 @@ impl RedisStore {
 
     /// The spend of each budget scope's period, read from PostgreSQL (the seed Redis
     /// lacks); the key's loaded seed where the read fails.
-    async fn read_seeds(
+    pub(super) async fn read_seeds(
         &self,
         workspace_id: Uuid,
         scopes: &[(Scope, Limits, i64)],
@@ -278,16 +310,16 @@ impl RedisStore {
         let now = Now::get();
         let request_id = Uuid::now_v7();
         let mut scopes: Vec<(Scope, Limits, i64)> = Vec::with_capacity(2);
-        let mut keys = Vec::with_capacity(6);
+        let mut keys = Vec::with_capacity(8);
         let mut periods = Vec::with_capacity(2);
         for (scope, limits, seed) in policy::scopes(policy, first, workspace_id) {
             let start = limits.budget_period.start(now.at);
             let seed = seed
                 .filter(|s| s.period_start == start)
                 .map_or(-1, |s| s.spent_nusd.clamp(0, MAX_EXACT));
-            let [h, z, q] = self.scope_keys(scope);
+            let [h, z, q, l] = self.scope_keys(scope);
             periods.push((h.clone(), start.unix_timestamp()));
-            keys.extend([h, z, q]);
+            keys.extend([h, z, q, l]);
             scopes.push((scope, *limits, seed));
         }
         let lease = u64::try_from(self.settings.slot_ttl.as_millis()).unwrap_or(u64::MAX);
@@ -323,13 +355,7 @@ impl RedisStore {
             let out = match call_result(called) {
                 Ok(out) => out,
                 Err(e) => {
-                    match e {
-                        CallError::Slow => {
-                            self.slow.store(true, Ordering::Release);
-                            metrics::LIMIT_REDIS_SLOW.inc();
-                        }
-                        CallError::Broken(e) => self.broken(&e),
-                    }
+                    self.failed(e);
                     // The call may have run: the request keeps what Redis may have given
                     // it and settles it like any admission (a no-op if it never ran).
                     return Err(Some(SharedPermit {
@@ -456,7 +482,12 @@ impl RedisStore {
     }
 
     async fn connect(&self) -> Option<MultiplexedConnection> {
-        let connecting = self.client.get_multiplexed_async_connection();
+        // Every call brings its own timeout (the deadline, or the link's): none of the
+        // client's own, which would end a slow call as if the connection had failed.
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        let connecting = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config);
         match tokio::time::timeout(LINK_TIMEOUT, connecting).await {
             Ok(Ok(c)) => {
                 if let Ok(mut slot) = self.conn.lock() {
@@ -595,13 +626,7 @@ impl SharedPermit {
         match applied {
             Ok(()) => {}
             Err(e) => {
-                match e {
-                    CallError::Slow => {
-                        store.slow.store(true, Ordering::Release);
-                        metrics::LIMIT_REDIS_SLOW.inc();
-                    }
-                    CallError::Broken(e) => store.broken(&e),
-                }
+                store.failed(e);
                 store.enqueue(msg);
             }
         }

@@ -8,7 +8,7 @@ use mock_provider::{MockConfig, MockProvider, RateLimit};
 use serde_json::json;
 
 use crate::harness::{chat_body, eventually, metric_value, Env, Gateway};
-use crate::redis_kit::PrivateRedis;
+use crate::redis_kit::{connected, PrivateRedis};
 
 /// A mock whose keys may each make `requests` per `window`, `sk-upstream-<name>` of the
 /// entries named in `per_key` excepted.
@@ -193,19 +193,6 @@ async fn gateways_publish_each_keys_breaker_and_headroom_for_the_admin() {
         (breaker.as_str(), remaining, workspace),
         ("closed", Some(4), env.workspace)
     );
-}
-
-/// Waits until `gateways` gateways hold their three Redis connections each (the limits'
-/// and the headroom link's publisher and subscription), beside `redis-cli`'s own.
-async fn connected(redis: &PrivateRedis, gateways: usize) {
-    eventually(
-        "the gateways connected to Redis",
-        Duration::from_secs(10),
-        || async {
-            (redis.query(&["CLIENT", "LIST"]).lines().count() > 3 * gateways).then_some(())
-        },
-    )
-    .await;
 }
 
 /// How many requests the mock got with each upstream key.

@@ -22,6 +22,7 @@ mod hostile;
 mod isolation;
 mod key_cache;
 mod kinds;
+mod leases;
 mod lifecycle;
 mod limits;
 mod log_partitions;

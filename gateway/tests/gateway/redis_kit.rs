@@ -107,3 +107,16 @@ pub async fn shared_redis() -> (String, Option<PrivateRedis>) {
         (r.url(), Some(r))
     }
 }
+
+/// Waits until `gateways` gateways hold their three Redis connections each (the limits'
+/// and the headroom link's publisher and subscription), beside `redis-cli`'s own.
+pub async fn connected(redis: &PrivateRedis, gateways: usize) {
+    eventually(
+        "the gateways connected to Redis",
+        Duration::from_secs(10),
+        || async {
+            (redis.query(&["CLIENT", "LIST"]).lines().count() > 3 * gateways).then_some(())
+        },
+    )
+    .await;
+}
