@@ -24,6 +24,8 @@
 #     --growth-requests N  requests per admin read it times (default 100; the smoke: 3)
 #     --tracing-rounds N  alternated rounds of the tracing section's configurations
 #                       (default 3; the smoke: 1)
+#     --limits-rounds N   alternated rounds of the limits section's paths (default 2; the
+#                       smoke: 1); the limits section runs c=16,64 unless --levels is given
 #     --before-bin DIR  the tracing section also runs DIR/perpetuo-gateway, the build before
 #                       tracing, as the configuration `before` (same database, mock, admin)
 #     --bin DIR         binaries (default target/release)
@@ -50,6 +52,7 @@ DURATION=10
 LEVELS="1,16,64"
 LEVELS_GIVEN=0
 TRACING_ROUNDS=3
+LIMITS_ROUNDS=2
 BEFORE_BIN=""
 STREAMS="100,1000,10000"
 ROUNDS=3
@@ -77,6 +80,7 @@ while [ $# -gt 0 ]; do
     --duration) DURATION="$2"; shift 2 ;;
     --levels) LEVELS="$2"; LEVELS_GIVEN=1; shift 2 ;;
     --tracing-rounds) TRACING_ROUNDS="$2"; shift 2 ;;
+    --limits-rounds) LIMITS_ROUNDS="$2"; shift 2 ;;
     --before-bin) BEFORE_BIN="$2"; shift 2 ;;
     --streams) STREAMS="$2"; shift 2 ;;
     --rounds) ROUNDS="$2"; shift 2 ;;
@@ -92,7 +96,7 @@ while [ $# -gt 0 ]; do
     --out) OUT="$2"; shift 2 ;;
     --smoke)
       SMOKE=1; DURATION=1; STREAMS="10,50"; ROUNDS=1; PIECES=5; CHUNK_MS=2; STARTUP_RUNS=1; AFTER1=0.2; AFTER2=0.3
-      GROWTH_ROWS=10000; GROWTH_KEYS=2000; GROWTH_REQUESTS=3; GROWTH_KEY_REQUESTS=50; TRACING_ROUNDS=1
+      GROWTH_ROWS=10000; GROWTH_KEYS=2000; GROWTH_REQUESTS=3; GROWTH_KEY_REQUESTS=50; TRACING_ROUNDS=1; LIMITS_ROUNDS=1
       shift ;;
     -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -470,30 +474,45 @@ fi
 
 # --- limits on the key, in process and through Redis (after the reconciliation: the
 # gateway is restarted for Redis, and its counters start again) ---------------------------
+# Per round and level, alternated: `gateway` (the key without limits), `gateway-limits`
+# (limits high enough never to refuse, in process), `gateway-redis` (the same limits shared
+# through Redis on 127.0.0.1:6379, the gateway restarted with REDIS_URL).
+set_key_limits() { # json
+  curl -fsS -X PUT "http://127.0.0.1:$ADMIN_PORT/workspaces/$WS/api-keys/$KID" -H "authorization: Bearer $TOKEN" \
+    -H 'content-type: application/json' -d "$1" >/dev/null
+  sleep 1.5 # the change reaches the gateway by NOTIFY
+}
 if has limits; then
-  c=16
-  say "limits: the same non-stream request, c=$c, without limits, with limits in process, through Redis"
+  LLEVELS="16,64"; [ "$SMOKE" = 1 ] && LLEVELS=16; [ "$LEVELS_GIVEN" = 1 ] && LLEVELS="$LEVELS"
+  say "limits: the same non-stream request, c=$LLEVELS, $LIMITS_ROUNDS alternated rounds: without limits, with limits in process, through Redis"
   B=$(body_file limits "$(chat_body "$OPENAI_MODEL" false)")
   GW="http://127.0.0.1:$GW_PORT/v1/chat/completions"
-  wrk_run limits gateway "$c" "$GW" "$KEY" "$B"
   # Limits high enough never to refuse, so that every check and settlement runs.
-  curl -fsS -X PUT "http://127.0.0.1:$ADMIN_PORT/workspaces/$WS/api-keys/$KID" -H "authorization: Bearer $TOKEN" \
-    -H 'content-type: application/json' \
-    -d '{"limits":{"rpm":2000000000,"tpm":2000000000,"max_concurrency":1000000,"budget_usd":1000000,"budget_period":"month"}}' >/dev/null
-  sleep 1.5 # the change reaches the gateway by NOTIFY
-  warm "$GW" "$KEY" "$B"
-  wrk_run limits gateway-limits "$c" "$GW" "$KEY" "$B"
-  if (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
-    stop "$GW_PID"
-    base_env=("${GW_ENV[@]}")
-    GW_ENV+=(REDIS_URL="redis://127.0.0.1:6379" REDIS_KEY_PREFIX="perpetuo-bench-$$:")
-    start_gateway
-    warm "$GW" "$KEY" "$B"
-    wrk_run limits gateway-redis "$c" "$GW" "$KEY" "$B"
-    GW_ENV=("${base_env[@]}")
-  else
-    echo "   no Redis on 127.0.0.1:6379: the shared-limits row is left out" >&2
-  fi
+  HIGH='{"limits":{"rpm":2000000000,"tpm":2000000000,"max_concurrency":1000000,"budget_usd":1000000,"budget_period":"month"}}'
+  REDIS_UP=0; (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && REDIS_UP=1
+  [ "$REDIS_UP" = 1 ] || echo "   no Redis on 127.0.0.1:6379: the shared-limits rows are left out" >&2
+  for r in $(seq 1 "$LIMITS_ROUNDS"); do
+    for c in ${LLEVELS//,/ }; do
+      set_key_limits '{}'
+      warm "$GW" "$KEY" "$B"
+      wrk_run limits gateway "$c" "$GW" "$KEY" "$B" "{\"round\":$r}"
+      set_key_limits "$HIGH"
+      warm "$GW" "$KEY" "$B"
+      wrk_run limits gateway-limits "$c" "$GW" "$KEY" "$B" "{\"round\":$r}"
+      if [ "$REDIS_UP" = 1 ]; then
+        stop "$GW_PID"
+        base_env=("${GW_ENV[@]}")
+        GW_ENV+=(REDIS_URL="redis://127.0.0.1:6379" REDIS_KEY_PREFIX="perpetuo-bench-$$-$r-$c:")
+        start_gateway
+        warm "$GW" "$KEY" "$B"
+        wrk_run limits gateway-redis "$c" "$GW" "$KEY" "$B" "{\"round\":$r}"
+        stop "$GW_PID"
+        GW_ENV=("${base_env[@]}")
+        start_gateway
+      fi
+    done
+  done
+  set_key_limits '{}'
 fi
 
 # --- tracing: what exporting spans costs ------------------------------------------------

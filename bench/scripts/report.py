@@ -250,13 +250,7 @@ def render(rows):
 
     li = by("limits")
     if li:
-        at = {r["path"]: r for r in li}
-        md.append("\n## Limits on the key (non-stream, wrk c=%d)\n\n" % li[0]["level"])
-        md.append("The key given limits high enough never to refuse (every check and settlement runs), first "
-                  "in process, then with the gateway restarted on Redis at 127.0.0.1:6379.\n\n")
-        md.append(table(["path", "req/s", "p50 ms", "p99 ms", "errors", "vs gateway without limits"],
-                        [[r["path"], r["rps"], r["p50"], r["p99"], r["non2xx"] + r.get("socket_errors", 0),
-                          ratio(r["rps"], at.get("gateway", {}).get("rps"))] for r in li]))
+        md.append(render_limits(li))
 
     md.append(render_tracing(by("tracing"), by("tracing-export")))
 
@@ -334,6 +328,41 @@ TRACING_CONFIGS = {
 def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
+
+
+def render_limits(rows):
+    """The limits section: per level and path the median over the rounds, and its ratio to
+    the gateway without limits in the same run."""
+    def median(xs):
+        xs = sorted(xs)
+        return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+    rounds = max(r.get("round", 1) for r in rows)
+    out = ["\n## Limits on the key (non-stream, medians over %d alternated round%s)\n\n"
+           % (rounds, "" if rounds == 1 else "s"),
+           "Per round and level: the key without limits (`gateway`), with limits high enough never to "
+           "refuse in process (`gateway-limits`), and the same limits shared through Redis at "
+           "127.0.0.1:6379 (`gateway-redis`, the gateway restarted with `REDIS_URL`).\n\n"]
+    body = []
+    for level in sorted({r["level"] for r in rows}):
+        at = {}
+        for r in rows:
+            if r["level"] == level:
+                at.setdefault(r["path"], []).append(r)
+        base = median([r["rps"] for r in at.get("gateway", [])]) if at.get("gateway") else None
+        for path in ("gateway", "gateway-limits", "gateway-redis"):
+            rs = at.get(path)
+            if not rs:
+                continue
+            rps = median([r["rps"] for r in rs])
+            body.append([f"c={level}", path, round(rps), " / ".join(str(round(r["rps"])) for r in rs),
+                         median([r["p99"] for r in rs]),
+                         sum(r["non2xx"] + r.get("socket_errors", 0) for r in rs),
+                         ratio(rps, base),
+                         " / ".join(f"{r.get('load_cpu_busy', 0):.0%}" for r in rs),
+                         " / ".join(f"{r.get('proxy_cpu_busy', 0):.0%}" for r in rs)])
+    out.append(table(["level", "path", "req/s (median)", "req/s per round", "p99 ms (median)", "errors",
+                      "vs gateway without limits", "load core busy", "proxy core busy"], body))
+    return "".join(out)
 
 
 def render_tracing(rows, exports):

@@ -269,8 +269,7 @@ impl Inbound<'_> {
     /// estimate them.
     pub fn estimated_tokens(&self, pricing: &perpetuo_core::pricing::Pricing) -> u64 {
         let request = self.call.request;
-        crate::limits::Estimate::of(request, request.raw().len(), self.numbers, None, pricing)
-            .tokens
+        crate::limits::Estimate::of(request, self.numbers, None, pricing).tokens
     }
 
     /// The door's request in the OpenAI chat shape, built for one entry by its adapter.

@@ -394,13 +394,7 @@ impl Limiter {
 }
 
 fn estimate(a: &Admission<'_>, pricing: &Pricing) -> Estimate {
-    Estimate::of(
-        a.request,
-        a.request.raw().len(),
-        a.numbers,
-        a.priced_model,
-        pricing,
-    )
+    Estimate::of(a.request, a.numbers, a.priced_model, pricing)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::errors::{ErrorKind, GatewayError};
 pub use perpetuo_core::policy::{Policy, Seed};
-use perpetuo_wire::lazy_json::Numbers;
+use perpetuo_wire::lazy_json::{LazyJson, Numbers};
 
 /// Completion tokens assumed for a request that sets no completion cap.
 pub const DEFAULT_COMPLETION_ESTIMATE: u64 = 256;
@@ -96,15 +96,29 @@ impl Estimate {
     /// Prompt tokens from the body size (about four bytes a token, an image's inline
     /// bytes left out) plus [`IMAGE_TOKEN_ESTIMATE`] per image; completion tokens from the
     /// request's cap (or [`DEFAULT_COMPLETION_ESTIMATE`]) times the choices asked for;
-    /// the cost at `model`'s price (none: 0).
+    /// the cost at `model`'s price (none: 0). The body is read as a tree only when its
+    /// bytes may hold an image ([`may_hold_images`]).
     pub fn of(
-        request: &Value,
-        body_len: usize,
+        request: &LazyJson,
         numbers: Numbers,
         model: Option<&str>,
         pricing: &Pricing,
     ) -> Self {
-        let images = Images::in_request(request);
+        let images = if may_hold_images(request.raw()) {
+            Images::in_request(request)
+        } else {
+            Images::default()
+        };
+        Self::from_parts(request.raw().len(), images, numbers, model, pricing)
+    }
+
+    fn from_parts(
+        body_len: usize,
+        images: Images,
+        numbers: Numbers,
+        model: Option<&str>,
+        pricing: &Pricing,
+    ) -> Self {
         let text_bytes = body_len.saturating_sub(images.inline_bytes);
         let prompt = (text_bytes / 4) as u64 + images.count.saturating_mul(IMAGE_TOKEN_ESTIMATE);
         let completion = numbers
@@ -125,6 +139,13 @@ impl Estimate {
             cost_nusd: cost.clamp(0, MAX_EXACT),
         }
     }
+}
+
+/// Whether a body's bytes may hold an image part: every image part's `type` names
+/// `image` (`image_url`, `input_image`, `image`), unless a string is written with `\u`
+/// escapes, which may spell anything.
+fn may_hold_images(raw: &[u8]) -> bool {
+    memchr::memmem::find(raw, b"image").is_some() || memchr::memmem::find(raw, b"\\u").is_some()
 }
 
 /// The images of a request, in any front door's shape.
@@ -357,6 +378,7 @@ pub(super) fn refusal(kind: Kind, scope: Scope, limits: &Limits, now: &Now) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use serde_json::json;
 
     fn numbers(cap: Option<u64>, choices: u64) -> Numbers {
@@ -369,11 +391,11 @@ mod tests {
     #[test]
     fn the_estimate_counts_choices_and_images_not_their_bytes() {
         let pricing = Pricing::embedded().unwrap();
-        let text = json!({"messages": [{"role": "user", "content": "hi"}]});
-        let len = text.to_string().len();
-        let plain = Estimate::of(&text, len, numbers(Some(100), 1), None, &pricing);
+        let text = lazy(json!({"messages": [{"role": "user", "content": "hi"}]}));
+        let len = text.raw().len();
+        let plain = Estimate::of(&text, numbers(Some(100), 1), None, &pricing);
         assert_eq!(plain.tokens, (len / 4) as u64 + 100);
-        let four = Estimate::of(&text, len, numbers(Some(100), 4), None, &pricing);
+        let four = Estimate::of(&text, numbers(Some(100), 4), None, &pricing);
         assert_eq!(four.tokens, (len / 4) as u64 + 400);
 
         let data = format!("data:image/png;base64,{}", "A".repeat(400_000));
@@ -382,8 +404,9 @@ mod tests {
             {"type": "image_url", "image_url": {"url": data}},
             {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
         ]}]});
-        let len = chat.to_string().len();
-        let e = Estimate::of(&chat, len, numbers(None, 1), None, &pricing);
+        let chat = lazy(chat);
+        let len = chat.raw().len();
+        let e = Estimate::of(&chat, numbers(None, 1), None, &pricing);
         let text_tokens = ((len - data.len()) / 4) as u64;
         assert_eq!(
             e.tokens,
@@ -398,14 +421,29 @@ mod tests {
         for body in [messages, responses] {
             assert_eq!(Images::in_request(&body).count, 1, "{body}");
         }
+        // A type spelled with escapes is still read.
+        let escaped = LazyJson::read(Bytes::from_static(
+            br#"{"input": [{"type": "input_\u0069mage", "\u0069mage_url": "https://a.example/b.png"}]}"#,
+        ))
+        .unwrap();
+        assert!(!escaped.raw().windows(5).any(|w| w == b"image"));
+        let e = Estimate::of(&escaped, numbers(Some(0), 1), None, &pricing);
+        assert_eq!(
+            e.tokens,
+            (escaped.raw().len() / 4) as u64 + IMAGE_TOKEN_ESTIMATE
+        );
+    }
+
+    fn lazy(v: serde_json::Value) -> LazyJson {
+        LazyJson::read(Bytes::from(v.to_string())).unwrap()
     }
 
     #[test]
     fn estimates_stay_exact_in_lua() {
         let pricing = Pricing::embedded().unwrap();
-        let e = Estimate::of(
-            &json!({}),
+        let e = Estimate::from_parts(
             usize::MAX,
+            Images::default(),
             numbers(Some(u64::MAX), u64::MAX),
             Some("gpt-4o"),
             &pricing,
