@@ -344,6 +344,13 @@ impl KeyCache {
         self.unknown.invalidate_all();
     }
 
+    /// Whether any key, known or unknown, was looked up and is still held.
+    pub fn holds_any(&self) -> bool {
+        self.fresh.entry_count() > 0
+            || self.unknown.entry_count() > 0
+            || self.stale.entry_count() > 0
+    }
+
     /// Checks every stale copy against the database and drops those whose key is no
     /// longer usable (a revocation that went unheard). Returns how many went.
     pub async fn revalidate_stale(&self) -> Result<u64, db::DbError> {

@@ -1,14 +1,17 @@
 //! Cache invalidation: a background service LISTENs on `perpetuo_invalidate` and drops
 //! the cached key, workspace keys or workspace entries a notification names; a key's
 //! stale copy goes only when the notification says the key was revoked (or deleted,
-//! re-keyed, moved, or its expiry changed). Notifications are not replayed, so each time
-//! it starts listening — the first time too, since requests may fill the caches before
-//! it listens — and after the connection drops (it reconnects with backoff), it clears
-//! both fresh caches and checks the stale keys against the database. It also flushes
+//! re-keyed, moved, or its expiry changed). Notifications are not replayed, so when it
+//! listens again after its connection dropped (it reconnects with backoff), and when it
+//! first listens after requests already filled the caches, it clears both fresh caches
+//! and checks the stale keys against the database; a starting gateway reports itself not
+//! ready until it listens ([`Hearing`]), so that normally nothing is cached before. It
+//! also flushes
 //! `last_used_at` every second.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -26,6 +29,40 @@ use crate::routing::EntryCache;
 pub const CHANNEL: &str = "perpetuo_invalidate";
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// Longest a starting gateway reports itself not ready while it cannot listen yet (the
+/// database does not answer): it then serves, and clears what it cached once it listens.
+pub const READY_WITHIN: Duration = Duration::from_secs(2);
+
+/// Whether the gateway hears change notifications yet. `/healthz` answers 503 until it
+/// does (or until [`READY_WITHIN`] has passed since the start), so that nothing is cached
+/// before a change to it can be heard.
+#[derive(Debug)]
+pub struct Hearing {
+    listening: AtomicBool,
+    since: Instant,
+}
+
+impl Default for Hearing {
+    fn default() -> Self {
+        Self {
+            listening: AtomicBool::new(false),
+            since: Instant::now(),
+        }
+    }
+}
+
+impl Hearing {
+    /// Listening, or no longer waiting to.
+    pub fn ready(&self) -> bool {
+        self.listening.load(Ordering::Acquire) || self.since.elapsed() >= READY_WITHIN
+    }
+
+    /// Notes a LISTEN in place; whether it is the first.
+    fn heard(&self) -> bool {
+        !self.listening.swap(true, Ordering::AcqRel)
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct Notice {
     table: String,
@@ -40,6 +77,7 @@ pub struct Invalidator {
     pub database_url: String,
     pub keys: Arc<KeyCache>,
     pub entries: Arc<EntryCache>,
+    pub hearing: Arc<Hearing>,
 }
 
 impl Invalidator {
@@ -101,11 +139,15 @@ impl Invalidator {
             let _ = tx.send(None);
         });
         client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        let first = self.hearing.heard();
+        // Whatever changed before this LISTEN (while away, or, the first time, since
+        // requests served before it filled the caches) was not heard.
+        let unheard = !first || self.entries.holds_any() || self.keys.holds_any();
         let recheck_stale = async {
-            // Whatever changed before this LISTEN (while away, or since the first
-            // requests filled the caches) was not heard.
-            self.entries.invalidate_all();
-            self.forget_keys().await;
+            if unheard {
+                self.entries.invalidate_all();
+                self.forget_keys().await;
+            }
         };
         tracing::info!("listening for change notifications");
         // New notifications are applied while the stale keys are checked, so that a

@@ -109,7 +109,9 @@ pub fn run(config: Config) -> Result<(), StartupError> {
         std::sync::Arc::new(|n| crate::metrics::TRACE_SPANS_DROPPED.inc_by(n)),
     )
     .map_err(StartupError::new)?;
+    let hearing = Arc::new(crate::invalidation::Hearing::default());
     let services = Services {
+        hearing: hearing.clone(),
         tracer: telemetry.as_ref().map(|t| t.tracer.clone()),
         shutdown: shutdown.clone(),
         clients: clients.clone(),
@@ -196,6 +198,7 @@ pub fn run(config: Config) -> Result<(), StartupError> {
             database_url: config.database.database_url.expose().clone(),
             keys: keys.clone(),
             entries,
+            hearing: hearing.clone(),
         }),
     ));
     server.add_service(background_service(

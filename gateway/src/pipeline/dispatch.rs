@@ -50,6 +50,8 @@ pub struct Services {
     pub cache: crate::cache::ResponseCache,
     /// The tracer of proxied requests' spans, when tracing is on.
     pub tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+    /// Whether changes are heard yet (`/healthz` says not ready until then).
+    pub hearing: Arc<crate::invalidation::Hearing>,
 }
 
 impl Services {
@@ -61,6 +63,17 @@ impl Services {
         let method = session.req_header().method.as_str().to_string();
         let path = session.req_header().uri.path().to_string();
         let body = match (method.as_str(), path.as_str()) {
+            ("GET", "/healthz") if !self.hearing.ready() => {
+                ctx.status = 503;
+                return respond::json(
+                    session,
+                    ctx,
+                    503,
+                    Bytes::from_static(br#"{"status":"starting"}"#),
+                )
+                .await
+                .map_err(Stop::Abort);
+            }
             ("GET", "/healthz") => Bytes::from_static(br#"{"status":"ok"}"#),
             ("GET", "/v1/responses") if websocket_upgrade(session) => {
                 return Err(GatewayError::websocket_not_supported(&path).into());

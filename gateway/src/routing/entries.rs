@@ -244,6 +244,11 @@ impl EntryCache {
         self.cache.invalidate_all();
         self.stale.invalidate_all();
     }
+
+    /// Whether any workspace's entries were loaded (and not yet dropped).
+    pub fn holds_any(&self) -> bool {
+        self.cache.entry_count() > 0 || self.stale.entry_count() > 0
+    }
 }
 
 /// Longest wait for the database when a workspace's entries are loaded.
