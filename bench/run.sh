@@ -665,6 +665,11 @@ for l in sys.stdin: d=json.loads(l); d["table_rows"]=int(sys.argv[1]); print(jso
   fi
 fi
 
+# --- the gateway's failed requests over the whole run with the bench key, by kind (the database is dropped
+# at the end, so they are read here) -----------------------------------------------------
+FAILS=$(sql "SELECT coalesce(jsonb_agg(f), '[]'::jsonb) FROM (SELECT error_kind, status, count(*) AS n FROM request_logs WHERE workspace_id = '$WS' AND api_key_id = '$KID' AND error_kind IS NOT NULL GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 20) f" 2>/dev/null | tr -d '\n' || true)
+record "{\"section\":\"failures\",\"rows\":${FAILS:-[]}}"
+
 # --- the machine, then the report -------------------------------------------------------
 ver() { "$@" 2>&1 | head -n 1 || true; }
 python3 - "$RESULTS" <<PY

@@ -254,6 +254,15 @@ def render(rows):
 
     md.append(render_tracing(by("tracing"), by("tracing-export")))
 
+    fails = by("failures")
+    if fails:
+        rows = fails[-1].get("rows") or []
+        md.append("\n## Failed requests the gateway logged with the bench key (the whole run)\n\n")
+        if rows:
+            md.append(table(["error kind", "status", "rows"], [[r["error_kind"], r["status"], r["n"]] for r in rows]))
+        else:
+            md.append("None.\n")
+
     su = by("startup")
     if su:
         r = su[-1]
