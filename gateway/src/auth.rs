@@ -345,10 +345,11 @@ impl KeyCache {
     }
 
     /// Whether any key, known or unknown, was looked up and is still held.
+    /// (Read from the entries themselves: `entry_count` lags recent insertions.)
     pub fn holds_any(&self) -> bool {
-        self.fresh.entry_count() > 0
-            || self.unknown.entry_count() > 0
-            || self.stale.entry_count() > 0
+        self.fresh.iter().next().is_some()
+            || self.unknown.iter().next().is_some()
+            || self.stale.iter().next().is_some()
     }
 
     /// Checks every stale copy against the database and drops those whose key is no

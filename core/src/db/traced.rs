@@ -5,7 +5,7 @@
 //! read more.
 //!
 //! The statement's text is recorded (`db.query.text`): every statement is parameterized,
-//! so it holds placeholders, never the values sent.
+//! so it holds `$n` parameter markers, never the values sent.
 
 use std::future::Future;
 use std::sync::OnceLock;

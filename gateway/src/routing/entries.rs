@@ -246,8 +246,9 @@ impl EntryCache {
     }
 
     /// Whether any workspace's entries were loaded (and not yet dropped).
+    /// (Read from the entries themselves: `entry_count` lags recent insertions.)
     pub fn holds_any(&self) -> bool {
-        self.cache.entry_count() > 0 || self.stale.entry_count() > 0
+        self.cache.iter().next().is_some() || self.stale.iter().next().is_some()
     }
 }
 
