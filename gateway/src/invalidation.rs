@@ -213,3 +213,25 @@ impl BackgroundService for LastUsedFlusher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gateway_is_ready_once_it_listens_or_once_it_stopped_waiting() {
+        let starting = Hearing::default();
+        assert!(!starting.ready());
+        assert!(starting.heard(), "the first LISTEN");
+        assert!(starting.ready());
+        assert!(
+            !starting.heard(),
+            "a LISTEN after a reconnect is not the first"
+        );
+        let waited = Hearing {
+            listening: AtomicBool::new(false),
+            since: Instant::now() - READY_WITHIN,
+        };
+        assert!(waited.ready());
+    }
+}
