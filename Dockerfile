@@ -15,6 +15,8 @@ RUN apt-get update \
 WORKDIR /src
 
 # --- The dependency recipe: manifests and lockfile, every target's source a stub --------
+# (third_party holds dependencies we carry patched: copied whole, they build with the rest
+# of the dependencies.)
 # Its content changes only when a manifest or the lockfile does, so the dependency layer
 # below is rebuilt only then (the cargo-chef idea, without BuildKit cache mounts).
 FROM rust-base AS recipe
@@ -22,7 +24,8 @@ COPY . .
 RUN set -eu; \
     mkdir -p /recipe; \
     cp Cargo.toml Cargo.lock /recipe/; \
-    for manifest in $(find . -name Cargo.toml -not -path './target/*' -not -path '*/node_modules/*' | sort); do \
+    cp -r third_party /recipe/; \
+    for manifest in $(find . -name Cargo.toml -not -path './target/*' -not -path './third_party/*' -not -path '*/node_modules/*' | sort); do \
       dir="$(dirname "$manifest")"; \
       mkdir -p "/recipe/$dir"; \
       cp "$manifest" "/recipe/$dir/"; \

@@ -29,6 +29,18 @@ pub use perpetuo_wire::translation::Classify;
 /// (a provider whose preamble is this long is not one to hold back).
 const MAX_HELD_PREAMBLE: usize = 256 * 1024;
 
+/// Bytes each read of a provider's answer asks for (Pingora's default is 64 KiB, held by
+/// every stream for its whole life): a stream's events are a few hundred bytes each, and
+/// a large answer takes a few more reads (bench/README.md, memory per stream).
+const ANSWER_READ_BUFFER: usize = 16 * 1024;
+
+/// Sizes the reads of an HTTP/1 session's answer (third_party/patches/0003).
+fn size_answer_reads(session: &mut HttpSession) {
+    if let HttpSession::H1(h1) = session {
+        h1.set_body_buffer_size(ANSWER_READ_BUFFER);
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     pub connect: Duration,
@@ -162,6 +174,7 @@ impl Upstreams {
             Ok(connected) => connected,
             Err(e) => return failed(Failure::Connect(connect_cause(e.etype()))),
         };
+        size_answer_reads(&mut session);
         let Ok(header) = request_header(entry, req) else {
             return failed(Failure::Connect(Connect::Failed));
         };

@@ -19,6 +19,7 @@ use clap::{Parser, ValueEnum};
 use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::client::HttpSession;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
@@ -161,6 +162,10 @@ impl Bare {
         let body = self.read_body(session).await?;
         let header = self.upstream_header(session, &body)?;
         let (mut up, _reused) = self.connector.get_http_session(&self.peer).await?;
+        // The answer read 16 KiB at a time, as the gateway reads it (its upstream.rs).
+        if let HttpSession::H1(h1) = &mut up {
+            h1.set_body_buffer_size(16 * 1024);
+        }
         up.write_request_header(Box::new(header)).await?;
         up.write_request_body(body, true).await?;
         up.finish_request_body().await?;

@@ -27,6 +27,7 @@ mod lifecycle;
 mod limits;
 mod log_partitions;
 mod messages;
+mod pingora_patches;
 mod proxying;
 mod responses;
 mod sdk;
