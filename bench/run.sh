@@ -3,7 +3,10 @@
 # provider (direct), through nginx (proxy_pass), through a bare Pingora proxy built with
 # the gateway's settings (bench/bare-pingora), and through the Perpetuo gateway (auth,
 # routing, usage, logging). The proxy under test is pinned to CPU core 1 (one worker);
-# the load generator and the mock share core 0; PostgreSQL is not pinned.
+# the load generator and the mock share core 0; PostgreSQL is not pinned, except in the
+# non-stream section, whose database backends are moved to core 0. The non-stream section's
+# upstream is the mock's answer served by nginx from memory (`canned`, on core 0: much
+# cheaper than the mock, so the load core is not the ceiling), when nginx is installed.
 #
 #   bench/run.sh [options]
 #     --sections LIST   comma-separated, default all:
@@ -28,6 +31,9 @@
 #                       smoke: 1); the limits section runs c=16,64 unless --levels is given
 #     --before-bin DIR  the tracing section also runs DIR/perpetuo-gateway, the build before
 #                       tracing, as the configuration `before` (same database, mock, admin)
+#     --syscall-s S     seconds of the non-stream section's system call count per proxy
+#                       (strace -c on nginx, bare Pingora and the gateway at c=16;
+#                       default 5; 0 skips it; never in --smoke, skipped without strace)
 #     --bin DIR         binaries (default target/release)
 #     --out FILE        results (default bench/results/<UTC date>.md)
 #     --smoke           every section for a second or so, with small stream counts and
@@ -74,6 +80,7 @@ GROWTH_KEY_REQUESTS=3000
 # growth section measures the insert cost with and without them.
 GROWTH_INDEXES="'request_logs_key_time_idx'"
 AFTER1=1; AFTER2=4 # RSS read 1 s and 5 s after the streams end
+SYSCALL_S=5
 while [ $# -gt 0 ]; do
   case "$1" in
     --sections) SECTIONS="$2"; shift 2 ;;
@@ -92,13 +99,15 @@ while [ $# -gt 0 ]; do
     --growth-rows) GROWTH_ROWS="$2"; shift 2 ;;
     --growth-keys) GROWTH_KEYS="$2"; shift 2 ;;
     --growth-requests) GROWTH_REQUESTS="$2"; shift 2 ;;
+    --syscall-s) SYSCALL_S="$2"; shift 2 ;;
     --bin) BIN="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --smoke)
       SMOKE=1; DURATION=1; STREAMS="10,50"; ROUNDS=1; PIECES=5; CHUNK_MS=2; STARTUP_RUNS=1; AFTER1=0.2; AFTER2=0.3
       GROWTH_ROWS=10000; GROWTH_KEYS=2000; GROWTH_REQUESTS=3; GROWTH_KEY_REQUESTS=50; TRACING_ROUNDS=1; LIMITS_ROUNDS=1
+      SYSCALL_S=0
       shift ;;
-    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -169,6 +178,8 @@ sql() { "$PSQL" "$DATABASE_URL" -qAtc "$1"; }
 
 MOCK_PORT=$(free_port); ADMIN_PORT=$(free_port); GW_PORT=$(free_port); METRICS_PORT=$(free_port)
 NGINX_PORT=$(free_port); BARE_PORT=$(free_port); PEER_PORT=$(free_port)
+CANNED_PORT=$(free_port); NGINX_CANNED_PORT=$(free_port); BARE_CANNED_PORT=$(free_port)
+CLK_TCK=$(getconf CLK_TCK)
 MOCK_CONTENT="Benchmarks measure what a system does under load, so that changes can be compared fairly and honestly."
 
 start_mock() { # chunk delay in ms
@@ -197,6 +208,8 @@ OPENAI_MODEL="gpt-4o-mini"; CLAUDE_MODEL="claude-3-5-haiku-latest"; GEMINI_MODEL
 add_provider openai_compatible mock "http://127.0.0.1:$MOCK_PORT/v1" "$OPENAI_MODEL"
 add_provider anthropic mock-anthropic "http://127.0.0.1:$MOCK_PORT/v1" "$CLAUDE_MODEL"
 add_provider gemini mock-gemini "http://127.0.0.1:$MOCK_PORT/v1beta" "$GEMINI_MODEL"
+CANNED_MODEL="bench-canned"
+add_provider openai_compatible canned "http://127.0.0.1:$CANNED_PORT/v1" "$CANNED_MODEL"
 
 GW_ENV=(GATEWAY_ADDR="127.0.0.1:$GW_PORT" METRICS_ADDR="127.0.0.1:$METRICS_PORT"
   GATEWAY_SERVER_CONF="$ROOT/bench/scripts/gateway.yaml" MAX_CONNECTIONS=20000 MAX_CONNECTIONS_PER_IP=0)
@@ -218,16 +231,19 @@ if [ "$WITH_PEER" = 1 ] && needs_paths; then
     --conf "$ROOT/bench/scripts/gateway.yaml" --mode peer >/dev/null 2>"$WORK/bare-peer.log" & PEER_PID=$!; pids+=($PEER_PID)
   wait_port "$PEER_PORT"
 fi
+nginx_worker() { # master pid → its one worker's pid (worker_processes 1)
+  local w; w=$(cat "/proc/$1/task/$1/children" 2>/dev/null | awk '{print $1}'); echo "${w:-$1}"
+}
 NGINX_PID=""
 NGINX="$(command -v nginx || true)"; [ -z "$NGINX" ] && [ -x /usr/sbin/nginx ] && NGINX=/usr/sbin/nginx
 if [ -n "$NGINX" ] && needs_paths; then
   sed -e "s#@DIR@#$WORK#g" -e "s#@MOCK_PORT@#$MOCK_PORT#g" -e "s#@NGINX_PORT@#$NGINX_PORT#g" \
+    -e "s#@CANNED_PORT@#$CANNED_PORT#g" -e "s#@NGINX_CANNED_PORT@#$NGINX_CANNED_PORT#g" \
     bench/scripts/nginx.conf.tmpl > "$WORK/nginx.conf"
   taskset -c "$PROXY_CPU" "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" -e "$WORK/nginx-error.log" 2>/dev/null & NGINX_PID=$!; pids+=($NGINX_PID)
   wait_port "$NGINX_PORT"
   # Memory is the worker's (worker_processes 1), not the master's.
-  NGINX_WORKER=$(cat "/proc/$NGINX_PID/task/$NGINX_PID/children" 2>/dev/null | awk '{print $1}')
-  NGINX_WORKER=${NGINX_WORKER:-$NGINX_PID}
+  NGINX_WORKER=$(nginx_worker "$NGINX_PID")
 fi
 
 # path name → URL base and the process to watch (direct: the mock itself)
@@ -255,19 +271,23 @@ count_gateway() { GW_ANSWERED=$((GW_ANSWERED + $1)); }
 cpu_ticks() { # "busy total steal" clock ticks of CPU core $1 since boot, from /proc/stat
   awk -v c="cpu$1" '$1 == c {print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $9}' /proc/stat
 }
+proc_cpu() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; } # utime + stime, clock ticks
 cpu_share() { # "busy total steal" before and after, field (1 busy, 3 steal) → its share of the time between
   awk -v a="$1" -v b="$2" -v f="$3" 'BEGIN {split(a, x, " "); split(b, y, " "); t = y[2] - x[2]; printf "%.3f\n", (t > 0 ? (y[f] - x[f]) / t : 0)}'
 }
 wrk_run() { # section path level url key [body_file] [extra json fields]
   local section="$1" path="$2" level="$3" url="$4" key="$5" bodyfile="${6:-}" extra="${7:-}" out line l0 p0 l1 p1 cpu
+  local pid="${PROC_PID:-$(pid_of "${path%%-*}")}" t0 t1
   out="$WORK/wrk-$section-$path-$level.txt"
-  l0=$(cpu_ticks "$LOAD_CPU"); p0=$(cpu_ticks "$PROXY_CPU")
+  l0=$(cpu_ticks "$LOAD_CPU"); p0=$(cpu_ticks "$PROXY_CPU"); t0=$(proc_cpu "$pid")
   BENCH_KEY="$key" BENCH_BODY_FILE="$bodyfile" taskset -c "$LOAD_CPU" \
     wrk -t1 -c"$level" -d"${DURATION}s" --latency -s bench/scripts/post.lua "$url" > "$out"
   # The busy share of the load core (wrk, the mock) and of the proxy's core over the run,
   # and the share the hypervisor took from each (steal, counted in busy).
-  l1=$(cpu_ticks "$LOAD_CPU"); p1=$(cpu_ticks "$PROXY_CPU")
+  l1=$(cpu_ticks "$LOAD_CPU"); p1=$(cpu_ticks "$PROXY_CPU"); t1=$(proc_cpu "$pid")
+  # The path's own process: its CPU time over the run (user + system, every thread).
   cpu="\"load_cpu_busy\":$(cpu_share "$l0" "$l1" 1),\"proxy_cpu_busy\":$(cpu_share "$p0" "$p1" 1)"
+  cpu="$cpu,\"proc_cpu_s\":$(awk -v a="$t0" -v b="$t1" -v t="$CLK_TCK" 'BEGIN {printf "%.3f", (b - a) / t}')"
   cpu="$cpu,\"load_cpu_steal\":$(cpu_share "$l0" "$l1" 3),\"proxy_cpu_steal\":$(cpu_share "$p0" "$p1" 3)"
   if [ -n "$extra" ]; then extra="${extra%\}},$cpu}"; else extra="{$cpu}"; fi
   line=$(python3 bench/scripts/report.py wrk "$out" --section "$section" --path "$path" --level "$level" --extra "$extra")
@@ -283,28 +303,94 @@ body_file() { # name content → path
   printf '%s' "$2" > "$WORK/$1.json"; echo "$WORK/$1.json"
 }
 
+# The non-stream section's upstream: the mock's own answer to its request, served by nginx
+# from memory on the load core, with nginx, bare Pingora and the gateway in front of it.
+CANNED_PID=""
+if [ -n "$NGINX" ] && has nonstream; then
+  answer=$(curl -fsS "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" -H 'content-type: application/json' \
+    -d "$(chat_body "$CANNED_MODEL" false)")
+  python3 - "$answer" "$WORK" "$CANNED_PORT" bench/scripts/canned.conf.tmpl > "$WORK/canned.conf" <<'PY'
+import sys
+answer, work, port, tmpl = sys.argv[1:]
+assert "$" not in answer, "the canned answer would read as nginx variables"
+quoted = answer.replace("\\", "\\\\").replace("'", "\\'")
+print(open(tmpl).read().replace("@DIR@", work).replace("@CANNED_PORT@", port).replace("@ANSWER@", quoted))
+PY
+  taskset -c "$LOAD_CPU" "$NGINX" -c "$WORK/canned.conf" -p "$WORK" -e "$WORK/canned-error.log" 2>/dev/null & CANNED_PID=$!; pids+=($CANNED_PID)
+  wait_port "$CANNED_PORT"
+  CANNED_WORKER=$(nginx_worker "$CANNED_PID")
+  taskset -c "$PROXY_CPU" "$BIN/bare-pingora" --listen "127.0.0.1:$BARE_CANNED_PORT" --upstream "127.0.0.1:$CANNED_PORT" \
+    --conf "$ROOT/bench/scripts/gateway.yaml" >/dev/null 2>"$WORK/bare-canned.log" & BARE_CANNED_PID=$!; pids+=($BARE_CANNED_PID)
+  wait_port "$BARE_CANNED_PORT"
+fi
+
 # --- non-stream: c=1/16/64 for every path, RSS of every proxy --------------------------
+# The database's backends serving this run, moved to the load core (PostgreSQL's own
+# background processes stay where they are): what the log writer costs PostgreSQL does not
+# land on the proxy's core.
+pin_db_backends() {
+  local n=0 p
+  for p in $(sql "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"); do
+    taskset -p -c "$LOAD_CPU" "$p" >/dev/null 2>&1 && n=$((n + 1))
+  done
+  echo "$n"
+}
+# System calls per request: strace -c on one proxy for a c=16 wrk run.
+syscall_count() { # path pid url key body_file
+  local f="$WORK/strace-$1.txt" spid line
+  strace -f -c -qq -o "$f" -p "$2" 2>/dev/null & spid=$!
+  sleep 1 # attaching to every thread
+  PROC_PID="$2" DURATION="$SYSCALL_S" wrk_run syscalls "$1" 16 "$3" "$4" "$5"
+  kill -INT "$spid" 2>/dev/null || true; wait "$spid" 2>/dev/null || true
+  line=$(tail -n 1 "$RESULTS")
+  record "$(python3 bench/scripts/report.py strace "$f" --path "$1" --requests "$(json_get requests <<<"$line")")"
+}
+
 if has nonstream; then
-  say "non-stream chat completion, wrk -t1, ${DURATION}s per run, c=$LEVELS"
-  B=$(body_file chat "$(chat_body "$OPENAI_MODEL" false)")
-  for p in "${PATHS[@]}"; do warm "$(base_of "$p")/v1/chat/completions" "$(key_of "$p")" "$B"; done
+  # path → its URL and process for this section: the canned upstream when there is one.
+  NS_PATHS=("${PATHS[@]}"); NS_MODEL="$OPENAI_MODEL"; NS_UPSTREAM="mock provider"
+  if [ -n "$CANNED_PID" ]; then
+    NS_PATHS=(direct nginx bare gateway); NS_MODEL="$CANNED_MODEL"; NS_UPSTREAM="canned (nginx from memory, load core)"
+  fi
+  ns_base_of() {
+    if [ -z "$CANNED_PID" ]; then base_of "$1"; return; fi
+    case "$1" in direct) echo "http://127.0.0.1:$CANNED_PORT" ;; nginx) echo "http://127.0.0.1:$NGINX_CANNED_PORT" ;;
+      bare) echo "http://127.0.0.1:$BARE_CANNED_PORT" ;; *) base_of "$1" ;; esac
+  }
+  ns_pid_of() {
+    if [ -z "$CANNED_PID" ]; then pid_of "$1"; return; fi
+    case "$1" in direct) echo "$CANNED_WORKER" ;; bare) echo "$BARE_CANNED_PID" ;; *) pid_of "$1" ;; esac
+  }
+  say "non-stream chat completion, wrk -t1, ${DURATION}s per run, c=$LEVELS, upstream: $NS_UPSTREAM"
+  B=$(body_file chat "$(chat_body "$NS_MODEL" false)")
+  for p in "${NS_PATHS[@]}"; do warm "$(ns_base_of "$p")/v1/chat/completions" "$(key_of "$p")" "$B"; done
+  PINNED=$(pin_db_backends)
+  record "{\"section\":\"nonstream-setup\",\"upstream\":\"$NS_UPSTREAM\",\"db_backends_pinned\":$PINNED}"
   for c in ${LEVELS//,/ }; do
-    for p in "${PATHS[@]}"; do
-      wrk_run nonstream "$p" "$c" "$(base_of "$p")/v1/chat/completions" "$(key_of "$p")" "$B"
+    for p in "${NS_PATHS[@]}"; do
+      PROC_PID=$(ns_pid_of "$p") wrk_run nonstream "$p" "$c" "$(ns_base_of "$p")/v1/chat/completions" "$(key_of "$p")" "$B"
     done
   done
-  for p in "${PATHS[@]}"; do
-    pid=$(pid_of "$p")
+  for p in "${NS_PATHS[@]}"; do
+    pid=$(ns_pid_of "$p")
     record "{\"section\":\"rss\",\"phase\":\"nonstream\",\"path\":\"$p\",\"rss_kb\":$(status_kb "$pid" VmRSS),\"hwm_kb\":$(status_kb "$pid" VmHWM)}"
   done
+  if [ "$SYSCALL_S" != 0 ] && [ "$SMOKE" = 0 ] && command -v strace >/dev/null; then
+    say "system calls per request (strace -c, c=16, ${SYSCALL_S}s per proxy)"
+    for p in "${NS_PATHS[@]}"; do
+      [ "$p" = direct ] && continue
+      syscall_count "$p" "$(ns_pid_of "$p")" "$(ns_base_of "$p")/v1/chat/completions" "$(key_of "$p")" "$B"
+    done
+  fi
 fi
 
 # --- streaming: N concurrent streams, back to back, per path ---------------------------
 stream_run() { # section path level url dialect bodyfile key [extra json]
   local section="$1" path="$2" n="$3" url="$4" dialect="$5" bodyfile="$6" key="$7" extra="${8:-}"
-  local pid peakfile sampler line before peak after1 after5 args=()
+  local pid peakfile sampler line before peak after1 after5 cpu0 cpu1 args=()
   case "$path" in bare-peer) pid=$PEER_PID ;; *) pid=$(pid_of "${path%%-*}") ;; esac
   before=$(status_kb "$pid" VmRSS)
+  cpu0=$(proc_cpu "$pid")
   peakfile="$WORK/peak-$section-$path-$n"
   echo 0 > "$peakfile"
   ( peak=0; while [ -e "/proc/$pid" ]; do
@@ -314,6 +400,8 @@ stream_run() { # section path level url dialect bodyfile key [extra json]
   [ -n "${STREAM_HEADER:-}" ] && args+=(-H "$STREAM_HEADER")
   line=$(taskset -c "$LOAD_CPU" "$BIN/stream-load" --url "$url" --dialect "$dialect" --body-file "$bodyfile" \
     "${args[@]}" --concurrency "$n" --streams $((n * ROUNDS)) --ramp-ms "$RAMP_MS" --stall-ms 30000 --timeout-ms 300000 --json 2>/dev/null) || true
+  # The process's CPU time over the level (user + system, every thread), for its cost per event.
+  cpu1=$(proc_cpu "$pid")
   kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
   peak=$(cat "$peakfile" 2>/dev/null); peak=${peak:-0}
   sleep "$AFTER1"; after1=$(status_kb "$pid" VmRSS)
@@ -321,7 +409,7 @@ stream_run() { # section path level url dialect bodyfile key [extra json]
   [ -z "$line" ] && line='{"streams":0,"completed":0,"failed":0,"stalled":0}'
   line=$(python3 -c 'import json,sys
 d=json.loads(sys.argv[1]); d.update(json.loads(sys.argv[2]))
-print(json.dumps(d))' "$line" "{\"section\":\"$section\",\"path\":\"$path\",\"level\":$n,\"rss_before_kb\":$before,\"peak_rss_kb\":${peak:-0},\"rss_after_1s_kb\":$after1,\"rss_after_5s_kb\":$after5${extra:+,$extra}}")
+print(json.dumps(d))' "$line" "{\"section\":\"$section\",\"path\":\"$path\",\"level\":$n,\"rss_before_kb\":$before,\"peak_rss_kb\":${peak:-0},\"rss_after_1s_kb\":$after1,\"rss_after_5s_kb\":$after5,\"cpu_s\":$(awk -v a="$cpu0" -v b="$cpu1" -v t="$CLK_TCK" 'BEGIN {printf "%.3f", (b - a) / t}')${extra:+,$extra}}")
   record "$line"
   case "$path" in gateway*) count_gateway "$(json_get streams <<<"$line")" ;; esac
   echo "   $section $path n=$n: completed $(json_get completed <<<"$line")/$(json_get streams <<<"$line"), ttft p99 $(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("ttft_ms",{}).get("p99","-"))' "$line") ms, peak RSS $(( ${peak:-0} / 1024 )) MiB" >&2
@@ -524,7 +612,6 @@ fi
 # After each row: the spans the collector received during it, the spans the gateway
 # dropped (perpetuo_trace_spans_dropped_total), the gateway process's CPU time, and its
 # log rows written and lost since its start (every configuration logs every request).
-proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 otlp_stats() { curl -fsS "http://127.0.0.1:$MOCK_PORT/otlp/stats"; }
 if has tracing; then
   TLEVELS="16,64"; [ "$SMOKE" = 1 ] && TLEVELS=16; [ "$LEVELS_GIVEN" = 1 ] && TLEVELS="$LEVELS"
@@ -557,9 +644,9 @@ while True:
       start_gateway
       warm "$GW" "$KEY" "$B"
       for c in ${TLEVELS//,/ }; do
-        o0=$(otlp_stats); d0=$(metric_sum perpetuo_trace_spans_dropped_total); g0=$(proc_ticks "$GW_PID")
+        o0=$(otlp_stats); d0=$(metric_sum perpetuo_trace_spans_dropped_total); g0=$(proc_cpu "$GW_PID")
         wrk_run tracing "$cfg" "$c" "$GW" "$KEY" "$B" "{\"round\":$r}"
-        o1=$(otlp_stats); d1=$(metric_sum perpetuo_trace_spans_dropped_total); g1=$(proc_ticks "$GW_PID")
+        o1=$(otlp_stats); d1=$(metric_sum perpetuo_trace_spans_dropped_total); g1=$(proc_cpu "$GW_PID")
         record "$(python3 -c 'import json, sys
 a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 d = {"section": "tracing-export", "path": sys.argv[3], "level": int(sys.argv[4]), "round": int(sys.argv[5])}

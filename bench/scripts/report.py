@@ -62,6 +62,38 @@ def ratio(a, b):
     return a / b
 
 
+def pct(share):
+    return None if share is None else f"{share * 100:.0f} %"
+
+
+def parse_strace(text):
+    """`strace -c` summary → {syscall: calls}."""
+    calls = {}
+    for line in text.splitlines():
+        t = line.split()
+        if len(t) < 5 or not t[0][0].isdigit() or t[-1] == "total":
+            continue
+        try:
+            calls[t[-1]] = calls.get(t[-1], 0) + int(t[3])
+        except ValueError:
+            continue
+    return calls
+
+
+def per_request_us(r):
+    """The path's process's CPU time over a wrk run ÷ the requests it answered."""
+    if not r or r.get("proc_cpu_s") is None or not r.get("requests"):
+        return None
+    return r["proc_cpu_s"] * 1e6 / r["requests"]
+
+
+def per_event_us(r):
+    """The process's CPU time over a streaming level ÷ the SSE events its clients received."""
+    if not r or r.get("cpu_s") is None or not r.get("events"):
+        return None
+    return r["cpu_s"] * 1e6 / r["events"]
+
+
 def mib(kb):
     return None if kb in (None, 0) else kb / 1024
 
@@ -92,8 +124,17 @@ def render(rows):
     ns = by("nonstream")
     if ns:
         md.append("\n## Non-stream chat completion (wrk -t1, keep-alive)\n\n")
+        setup = (by("nonstream-setup") or [{}])[-1]
+        if setup:
+            md.append(f"Upstream: {setup.get('upstream', '?')}; `direct` is that upstream without a proxy. "
+                      f"The database's backends serving the run ({setup.get('db_backends_pinned', 0)}) were moved to the "
+                      "load core.\n\n")
         md.append("`vs nginx` and `vs bare` are req/s ratios; `added p99` is p99 minus direct's p99 at the same "
-                  "level, and `÷ nginx added` divides the path's added p99 by nginx's.\n\n")
+                  "level, and `÷ nginx added` divides the path's added p99 by nginx's; `load busy` and `proxy busy` "
+                  "are the busy shares of the load core (wrk, the upstream) and of the proxy's core over the run: a "
+                  "load core near 100 % means the load side, not the proxy, was the ceiling; `CPU µs/req` is the path's "
+                  "own process's CPU time (user + system, every thread) over the run ÷ the requests answered "
+                  "(`direct`: the upstream's).\n\n")
         levels = sorted({r["level"] for r in ns})
         out = []
         for level in levels:
@@ -107,13 +148,31 @@ def render(rows):
                 nadded = n["p99"] - d["p99"] if n and d and n.get("p99") is not None and d.get("p99") is not None else None
                 out.append([f"c={level}", p, r["rps"], r["p50"], r["p99"], r["non2xx"] + r.get("socket_errors", 0),
                             ratio(r["rps"], d and d["rps"]), ratio(r["rps"], n and n["rps"]), ratio(r["rps"], b and b["rps"]),
-                            added, ratio(added, nadded) if nadded and nadded > 0 else None])
+                            added, ratio(added, nadded) if nadded and nadded > 0 else None,
+                            pct(r.get("load_cpu_busy")), pct(r.get("proxy_cpu_busy")), per_request_us(r)])
         md.append(table(["level", "path", "req/s", "p50 ms", "p99 ms", "errors", "vs direct", "vs nginx", "vs bare",
-                         "added p99 ms", "÷ nginx added"], out))
+                         "added p99 ms", "÷ nginx added", "load busy", "proxy busy", "CPU µs/req"], out))
         rss = by("rss")
         if rss:
             md.append("\nMemory after the non-stream runs (`direct` is the mock provider):\n\n")
             md.append(table(["path", "RSS MiB", "peak RSS MiB"], [[r["path"], mib(r["rss_kb"]), mib(r["hwm_kb"])] for r in rss]))
+
+    sc = by("syscalls-count")
+    if sc:
+        md.append("\n### System calls per proxied request\n\n")
+        md.append("`strace -f -c` attached to each proxy (every thread) during a c=16 wrk run of the same request; "
+                  "calls divided by the requests wrk completed in that run (slowed by strace: a count, not a speed). "
+                  "The gateway's count includes its background threads (the log writer's database traffic, "
+                  "metrics).\n\n")
+        names = ["sendto", "recvfrom", "writev", "readv", "write", "read", "epoll_wait", "getpeername", "futex"]
+        out = []
+        for r in sc:
+            n = r["requests"] or 0
+            calls = r.get("calls", {})
+            per = lambda v: v / n if n else None
+            other = sum(v for k, v in calls.items() if k not in names)
+            out.append([r["path"], n, per(sum(calls.values()))] + [per(calls.get(k, 0)) for k in names] + [per(other)])
+        md.append(table(["path", "requests", "per request"] + names + ["other"], out))
 
     after = machine.get("rss_after_s", [1, 5])
 
@@ -131,9 +190,11 @@ def render(rows):
                 failed = f'{failed} ({", ".join(f"{k} {v}" for k, v in r.get("failures", {}).items())})'
             out.append([r["path"], r["level"], f'{r.get("completed", 0)}/{r.get("streams", 0)}', failed, r.get("stalled", 0),
                         ttfb.get("p50"), ttfb.get("p99"), ttft.get("p50"), ttft.get("p90"), ttft.get("p99"), ttft.get("max"),
-                        added, mib(r.get("peak_rss_kb")), per_stream, mib(r.get("rss_after_1s_kb")), mib(r.get("rss_after_5s_kb"))])
+                        added, mib(r.get("peak_rss_kb")), per_stream, mib(r.get("rss_after_1s_kb")), mib(r.get("rss_after_5s_kb")),
+                        per_event_us(r)])
         return table(["path", "streams", "completed", "failed", "stalled", "TTFB p50", "TTFB p99", "TTFT p50", "TTFT p90",
-                      "TTFT p99", "TTFT max", "added TTFT p99", "peak RSS MiB", "KiB/stream", f"RSS +{after[0]:g} s", f"RSS +{after[1]:g} s"], out)
+                      "TTFT p99", "TTFT max", "added TTFT p99", "peak RSS MiB", "KiB/stream", f"RSS +{after[0]:g} s", f"RSS +{after[1]:g} s",
+                      "CPU µs/event"], out)
 
     st = by("stream")
     if st:
@@ -143,7 +204,9 @@ def render(rows):
                   "Times in ms over completed streams, from the request (connecting included for a worker's first). "
                   "TTFT is the first content chunk, not the role-only preamble. A completed stream ended with usage "
                   "and `[DONE]`. `added TTFT p99` is over direct's at the same level. `KiB/stream` is (peak RSS − RSS "
-                  "before the level) ÷ N. `direct`'s memory columns are the mock's.\n\n")
+                  "before the level) ÷ N. `direct`'s memory columns are the mock's. `CPU µs/event` is the process's "
+                  "CPU time over the level (user + system, every thread) ÷ the SSE events its clients received "
+                  "(`direct`: the mock's).\n\n")
         levels = sorted({r["level"] for r in st})
         ratios = []
         for level in levels:
@@ -158,10 +221,12 @@ def render(rows):
                     if r["path"] in ("bare", "bare-peer", "gateway") and r.get("ttft_ms"):
                         added = r["ttft_ms"]["p99"] - direct["ttft_ms"]["p99"]
                         ratios.append([level, r["path"], added, nadded, ratio(added, nadded) if nadded > 0 else None,
-                                       ratio(r.get("peak_rss_kb"), nginx.get("peak_rss_kb"))])
+                                       ratio(r.get("peak_rss_kb"), nginx.get("peak_rss_kb")),
+                                       ratio(per_event_us(r), per_event_us(nginx))])
         if ratios:
-            md.append("\nAgainst nginx (added TTFT p99 over direct, and peak RSS):\n\n")
-            md.append(table(["streams", "path", "added TTFT p99 ms", "nginx added ms", "÷ nginx added", "peak RSS ÷ nginx"], ratios))
+            md.append("\nAgainst nginx (added TTFT p99 over direct, peak RSS, and CPU time per event):\n\n")
+            md.append(table(["streams", "path", "added TTFT p99 ms", "nginx added ms", "÷ nginx added", "peak RSS ÷ nginx",
+                             "CPU/event ÷ nginx"], ratios))
 
     tr = by("translate")
     trs = by("translate-stream")
@@ -545,6 +610,10 @@ def main():
     w.add_argument("--path", required=True)
     w.add_argument("--level", type=int, required=True)
     w.add_argument("--extra", default="{}")
+    st = sub.add_parser("strace")
+    st.add_argument("file")
+    st.add_argument("--path", required=True)
+    st.add_argument("--requests", type=int, required=True)
     r = sub.add_parser("render")
     r.add_argument("results")
     r.add_argument("--out", required=True)
@@ -555,6 +624,10 @@ def main():
         d.update(parse_wrk(open(a.file).read()))
         d.update(json.loads(a.extra))
         print(json.dumps(d))
+        return 0
+    if a.cmd == "strace":
+        calls = parse_strace(open(a.file).read())
+        print(json.dumps({"section": "syscalls-count", "path": a.path, "requests": a.requests, "calls": calls}))
         return 0
     rows = [json.loads(l) for l in open(a.results) if l.strip()]
     open(a.out, "w").write(render(rows))

@@ -156,6 +156,7 @@ async fn one(plan: &Plan, conn: &mut Option<Conn>) -> (Sample, bool) {
         ttft: None,
         total: Duration::ZERO,
         connected: false,
+        events: 0,
     };
     let outcome = match timeout(plan.timeout, stream(plan, conn, start, &mut sample)).await {
         Ok(outcome) => outcome,
@@ -224,6 +225,7 @@ async fn stream(
         }
     }
     let seen = watch.finish();
+    sample.events = seen.events;
     if seen.error {
         Outcome::Failed(Failure::ErrorEvent)
     } else if seen.garbled {

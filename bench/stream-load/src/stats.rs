@@ -107,6 +107,8 @@ pub struct Sample {
     pub total: Duration,
     /// Whether the stream opened a new connection.
     pub connected: bool,
+    /// SSE events with data it received.
+    pub events: usize,
 }
 
 /// What a run measured.
@@ -126,6 +128,8 @@ pub struct Summary {
     pub total_ms: Percentiles,
     /// Most streams open at the same time.
     pub peak_in_flight: usize,
+    /// SSE events with data received, over every stream (failed ones included).
+    pub events: usize,
 }
 
 impl Summary {
@@ -173,6 +177,7 @@ impl Summary {
             ttft_ms: Percentiles::of(&mut ttft),
             total_ms: Percentiles::of(&mut total),
             peak_in_flight,
+            events: samples.iter().map(|s| s.events).sum(),
         }
     }
 
@@ -238,6 +243,7 @@ mod tests {
             ttft: Some(Duration::from_millis(ms + 1)),
             total: Duration::from_millis(ms + 10),
             connected: true,
+            events: 23,
         };
         let failed = Sample {
             outcome: Outcome::Failed(Failure::NoUsage),
@@ -247,6 +253,7 @@ mod tests {
         let stalled = Sample {
             outcome: Outcome::Stalled,
             connected: false,
+            events: 0,
             ..ok(0)
         };
         let s = Summary::new(
@@ -259,5 +266,7 @@ mod tests {
         assert_eq!(s.failures.get("no_usage"), Some(&1));
         assert_eq!((s.ttfb_ms.max, s.ttft_ms.max, s.connections), (3.0, 4.0, 3));
         assert_eq!(s.streams_per_s, 1.0);
+        // Events over every stream: the failed one's too.
+        assert_eq!(s.events, 23 * 3);
     }
 }

@@ -38,6 +38,8 @@ pub struct Seen {
     pub error: bool,
     /// Bytes that could not be read as an event of the dialect.
     pub garbled: bool,
+    /// Events with data received (comments and keep-alives not counted).
+    pub events: usize,
 }
 
 /// Longest event kept while waiting for its end; a longer one marks the stream garbled.
@@ -110,6 +112,7 @@ impl Watch {
             return; // comments, keep-alives
         }
         let seen = &mut self.seen;
+        seen.events += 1;
         match self.dialect {
             Dialect::Openai => openai(seen, &data),
             Dialect::Anthropic => anthropic(seen, name, &data),
@@ -333,6 +336,7 @@ mod tests {
                 content: true,
                 usage: true,
                 done: true,
+                events: 5,
                 ..Seen::default()
             }
         );
@@ -380,6 +384,7 @@ mod tests {
                 content: true,
                 usage: true,
                 done: true,
+                events: 6,
                 ..Seen::default()
             }
         );
@@ -399,6 +404,7 @@ mod tests {
                 content: true,
                 usage: true,
                 done: true,
+                events: 2,
                 ..Seen::default()
             }
         );
