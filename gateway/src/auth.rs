@@ -123,6 +123,9 @@ enum NoKey {
     Unknown,
     /// The database could not be asked.
     Failed,
+    /// The address of the request that would have asked it spent its failed-lookup
+    /// budget: retry after this long.
+    Throttled(Duration),
 }
 
 pub struct KeyCache {
@@ -191,7 +194,7 @@ impl KeyCache {
         } else {
             // The miss path (a database read, the stale copy) is boxed so that its large
             // future is not carried inside every request's future.
-            Box::pin(self.budgeted_miss(hash, client)).await?
+            Box::pin(self.load_miss(hash, client)).await?
         };
         if key
             .expires_at
@@ -205,37 +208,21 @@ impl KeyCache {
         Ok(key)
     }
 
-    /// A miss, within the client address's failed-lookup budget.
-    async fn budgeted_miss(
-        &self,
-        hash: KeyHash,
-        client: IpAddr,
-    ) -> Result<Arc<AuthedKey>, AuthError> {
-        let reservation = match self.failures.reserve(client, Instant::now()) {
-            Ok(r) => r,
-            Err(wait) => {
-                metrics::KEY_LOOKUPS_REFUSED.inc();
-                return Err(AuthError::Throttled(wait));
-            }
-        };
-        let loaded = self.load_miss(hash).await;
-        // Only a lookup that found no usable key spends the budget.
-        if !matches!(loaded, Err(AuthError::Invalid)) {
-            reservation.refund();
-        }
-        loaded
-    }
-
-    /// A key in neither cache: read from the database, or its stale copy when the
-    /// database is unavailable and stale serving is on.
-    async fn load_miss(&self, hash: KeyHash) -> Result<Arc<AuthedKey>, AuthError> {
-        metrics::KEY_CACHE.with_label_values(&["miss"]).inc();
+    /// A key in neither cache: read from the database (within the client address's
+    /// failed-lookup budget), or its stale copy when the database is unavailable and stale
+    /// serving is on.
+    async fn load_miss(&self, hash: KeyHash, client: IpAddr) -> Result<Arc<AuthedKey>, AuthError> {
         // A fill that a change to its key overtook is not kept and is read again: the
         // second read begins after that change was committed. A second overtaken read
         // is answered (the request came before the change was heard) but not kept.
         let mut overtaken = None;
-        for _ in 0..2 {
-            match self.fill(hash).await {
+        for round in 0..2 {
+            let filled = self.fill(hash, client).await;
+            // A miss is a request answered by a lookup; one refused by the budget is not.
+            if round == 0 && !matches!(filled, Err(NoKey::Throttled(_))) {
+                metrics::KEY_CACHE.with_label_values(&["miss"]).inc();
+            }
+            match filled {
                 Ok(entry) => {
                     if self.generations.seen(&hash).any == entry.generation {
                         return Ok(entry.key);
@@ -244,22 +231,36 @@ impl KeyCache {
                     overtaken = Some(entry.key);
                 }
                 Err(NoKey::Unknown) => return Err(AuthError::Invalid),
+                Err(NoKey::Throttled(wait)) => return Err(AuthError::Throttled(wait)),
                 Err(NoKey::Failed) => return self.stale_copy(hash).await,
             }
         }
         overtaken.ok_or(AuthError::Unavailable)
     }
 
-    /// One fill of the fresh cache for `hash`, shared by every request waiting for it.
-    async fn fill(&self, hash: KeyHash) -> Result<Fresh, NoKey> {
+    /// One fill of the fresh cache for `hash`, shared by every request waiting for it. The
+    /// one read of the database is what the failed-lookup budget counts, charged to the
+    /// address of the request that makes it: requests waiting for the same fill reach no
+    /// database, so a burst of first requests with one valid key spends nothing.
+    async fn fill(&self, hash: KeyHash, client: IpAddr) -> Result<Fresh, NoKey> {
         let pool = self.pool.clone();
         let stale = self.stale.clone();
         let unknown = self.unknown.clone();
         let generations = self.generations.clone();
+        let failures = &self.failures;
         self.fresh
             .try_get_with(hash, async move {
+                let reservation = failures.reserve(client, Instant::now()).map_err(|wait| {
+                    metrics::KEY_LOOKUPS_REFUSED.inc();
+                    NoKey::Throttled(wait)
+                })?;
                 let seen = generations.seen(&hash);
-                let loaded = load(&pool, &hash).await.map_err(|_| NoKey::Failed)?;
+                let loaded = load(&pool, &hash).await.map_err(|_| NoKey::Failed);
+                // Only a lookup that found no usable key spends the budget.
+                if !matches!(loaded, Ok(None)) {
+                    reservation.refund();
+                }
+                let loaded = loaded?;
                 match loaded {
                     Some(key) => {
                         stale.insert(hash, key.clone()).await;

@@ -8,6 +8,9 @@
 //! an IPv6 address by its /64 (one subscriber's network). A lookup reserves a unit of
 //! budget before it reaches the database, so concurrent lookups cannot overshoot it; a
 //! lookup that finds a valid key, or cannot reach the database, gives its unit back.
+//! Requests waiting for the same key's lookup share it and reserve nothing: only the one
+//! that reads the database is counted, so a burst of first requests with a valid key is
+//! never refused by the budget.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -436,6 +436,43 @@ async fn failed_lookups_past_an_address_budget_are_refused_without_a_query() {
 }
 
 #[tokio::test]
+async fn a_burst_of_first_requests_with_a_valid_key_shares_one_lookup_and_no_budget() {
+    let env = Env::new().await;
+    let m = mock().await;
+    env.add_provider("main", &m.base_url(), 1).await;
+    let gw = Gateway::start_with(
+        &env,
+        &env.db.url,
+        &[
+            ("FAILED_KEY_LOOKUPS_PER_MINUTE", "2"),
+            ("DB_STATEMENT_TIMEOUT_MS", "20000"),
+        ],
+    )
+    .await;
+    // The key's lookup waits on the table's lock while twenty first requests arrive on
+    // twenty connections, from one address whose budget is two: they wait for that one
+    // lookup (before, each held a unit of the budget while it waited, and all but two
+    // were refused).
+    let lock = hold_lock(&env, "api_keys").await;
+    let burst: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(gw.chat(&env.key, chat_body("gpt-4o")).send()))
+        .collect();
+    wait_for_lock_waiter(&env, "relation", "FROM api_keys WHERE key_hash").await;
+    eventually(
+        "the twenty connections were not all open",
+        Duration::from_secs(15),
+        || async { metric(&gw, "perpetuo_open_connections").await >= 20.0 },
+    )
+    .await;
+    drop(lock);
+    for r in burst {
+        assert_eq!(r.await.unwrap().unwrap().status(), 200);
+    }
+    assert_eq!(metric(&gw, "perpetuo_key_lookups_refused_total").await, 0.0);
+    assert_eq!(metric(&gw, MISSES).await, 20.0);
+}
+
+#[tokio::test]
 async fn key_and_entry_loads_do_not_wait_behind_the_background_connections() {
     let env = Env::new().await;
     let m = mock().await;
