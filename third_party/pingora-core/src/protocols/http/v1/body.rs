@@ -1356,9 +1356,16 @@ impl BodyWriter {
                 .or_err(WriteError, "while writing request header")?;
             return self.write_body(stream, buf).await;
         };
-        let to_write = if written >= total {
-            0
-        } else if total - written < buf.len() {
+        if written >= total {
+            // No more body to write, as `write_body` would say; the header still goes.
+            stream
+                .write_all(&head)
+                .await
+                .or_err(WriteError, "while writing request header")?;
+            stream.flush().await.or_err(WriteError, "flushing request header")?;
+            return Ok(None);
+        }
+        let to_write = if total - written < buf.len() {
             warn!("Trying to write data over content-length: {total}");
             total - written
         } else {
@@ -1369,9 +1376,6 @@ impl BodyWriter {
             .write_all_buf(&mut both)
             .await
             .or_err(WriteError, "while writing request header and body")?;
-        if to_write == 0 {
-            return Ok(None);
-        }
         self.body_mode = BM::ContentLength(total, written + to_write);
         if self.finished() {
             stream.flush().await.or_err(WriteError, "flushing body")?;

@@ -172,6 +172,11 @@ impl HttpSession {
 
     async fn do_write_body(&mut self, buf: &[u8]) -> Result<Option<usize>> {
         let written = match self.held_header.take() {
+            // An empty write sends nothing: the header keeps waiting for the body's bytes.
+            Some(head) if buf.is_empty() => {
+                self.held_header = Some(head);
+                Ok(Some(0))
+            }
             Some(head) => {
                 self.body_writer
                     .write_body_after(&mut self.underlying_stream, head, buf)
