@@ -241,7 +241,9 @@ impl KeyCache {
     /// One fill of the fresh cache for `hash`, shared by every request waiting for it. The
     /// one read of the database is what the failed-lookup budget counts, charged to the
     /// address of the request that makes it: requests waiting for the same fill reach no
-    /// database, so a burst of first requests with one valid key spends nothing.
+    /// database, so a burst of first requests with one valid key spends nothing. When that
+    /// address is past its budget, the requests waiting for the same key are refused with
+    /// it (they share the fill's outcome; they hold the same key, so the same workspace).
     async fn fill(&self, hash: KeyHash, client: IpAddr) -> Result<Fresh, NoKey> {
         let pool = self.pool.clone();
         let stale = self.stale.clone();
