@@ -155,6 +155,9 @@ async fn a_flushed_redis_is_reseeded_from_postgres_without_emptying_a_key_cache(
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let a = Gateway::start_with(&env, &env.db.url, &vars).await;
     let b = Gateway::start_with(&env, &env.db.url, &vars).await;
+    // Both listen before any request: a late first LISTEN clears the caches it finds
+    // filled, which would count as the miss this test says never happens.
+    env.listening(2).await;
     // B loads the key (its spend then: nothing) and serves one request; A serves two.
     for gw in [&b, &a, &a] {
         let r = gw.chat(&env.key, body.clone()).send().await.unwrap();
