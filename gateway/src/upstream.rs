@@ -348,7 +348,9 @@ async fn hold_until_body(
 }
 
 fn request_header(entry: &Entry, req: &UpstreamRequest) -> pingora::Result<RequestHeader> {
-    let mut h = RequestHeader::build("POST", req.path.as_bytes(), Some(req.headers.len() + 4))?;
+    // Names are given in lower case and written as given: no map of their case.
+    let mut h =
+        RequestHeader::build_no_case("POST", req.path.as_bytes(), Some(req.headers.len() + 4))?;
     h.insert_header("host", entry.upstream.authority())?;
     h.insert_header("content-length", req.body.len().to_string())?;
     h.insert_header("user-agent", "perpetuo-gateway")?;

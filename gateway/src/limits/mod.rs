@@ -63,7 +63,9 @@ fn tighter(a: Option<Window>, b: Window) -> Option<Window> {
 /// What an admitted request holds until it ends.
 enum Held {
     Local(Permit),
-    Shared(SharedPermit),
+    // Boxed, as `Gate::shadow`: a shared permit is several times the size of the others,
+    // and every request's context carries a gate.
+    Shared(Box<SharedPermit>),
     Leased(LeasePermit),
 }
 
@@ -73,7 +75,7 @@ pub struct Gate {
     permit: Option<Held>,
     /// What Redis may have admitted for a request whose call got no answer in time (the
     /// local counters admitted it): settled with it.
-    shadow: Option<SharedPermit>,
+    shadow: Option<Box<SharedPermit>>,
     requests: Option<Window>,
     tokens: Option<Window>,
     refusal: Option<Refusal>,
@@ -387,7 +389,7 @@ impl Limiter {
             .admit(first, workspace_id, policy, estimate, replicas, counted);
         match shadow {
             Some(s) if gate.refusal.is_some() => s.undo(),
-            shadow => gate.shadow = shadow,
+            shadow => gate.shadow = shadow.map(Box::new),
         }
         gate
     }

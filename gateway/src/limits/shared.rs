@@ -383,7 +383,7 @@ impl RedisStore {
         };
         let mut gate = self.gate(&out, &scopes, &now);
         if gate.refusal.is_none() {
-            gate.permit = Some(Held::Shared(SharedPermit {
+            gate.permit = Some(Held::Shared(Box::new(SharedPermit {
                 store: self.clone(),
                 keys,
                 periods,
@@ -393,7 +393,7 @@ impl RedisStore {
                 counted,
                 settled: AtomicBool::new(false),
                 pending: Mutex::new(None),
-            }));
+            })));
         }
         Ok(gate)
     }

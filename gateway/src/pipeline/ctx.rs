@@ -70,7 +70,7 @@ pub struct Ctx {
     /// `Allow` of a 405 answer.
     pub(crate) allow: Option<&'static str>,
     /// What the response cache did (`None`: it is off for this request's key).
-    pub(crate) cache: Option<crate::cache::Use>,
+    pub(crate) cache: Option<Box<crate::cache::Use>>,
     /// The request's trace: the client's context, and its spans when tracing is on.
     pub(crate) trace: Trace,
     /// The workspace lets message content into its spans.

@@ -189,6 +189,9 @@ impl Services {
         declared: Option<usize>,
     ) -> End {
         let deadline = tokio::time::Instant::from_std(ctx.start + self.upstreams.timeouts.answer);
+        // One timer for the whole answer, not one registered and dropped per chunk.
+        let past_deadline = tokio::time::sleep_until(deadline);
+        tokio::pin!(past_deadline);
         let mut next = ready.first.take();
         let mut done = ready.done;
         let mut sent = 0usize;
@@ -230,7 +233,7 @@ impl Services {
                         Err(kind) => End::Broke(kind, None),
                     };
                 }
-                _ = tokio::time::sleep_until(deadline) => return End::Broke(Break::TooLong, None),
+                _ = &mut past_deadline => return End::Broke(Break::TooLong, None),
             };
             match read {
                 Ok(Some(chunk)) => next = Some(chunk),

@@ -118,8 +118,8 @@ impl Services {
         let decision = self.cache_decision(session, &key, &routes)?;
         ctx.cache = match decision {
             Decision::Off => None,
-            Decision::Bypass => Some(cache::Use::new(cache::CacheResult::Bypass)),
-            Decision::Use(_) => Some(cache::Use::new(cache::CacheResult::Miss)),
+            Decision::Bypass => Some(Box::new(cache::Use::new(cache::CacheResult::Bypass))),
+            Decision::Use(_) => Some(Box::new(cache::Use::new(cache::CacheResult::Miss))),
         };
         let lookup = matches!(decision, Decision::Use(p) if p.read);
         // Limits before the door's preparation: a request they refuse never makes the
@@ -163,7 +163,7 @@ impl Services {
                         .await;
                     ctx.limits.check()?;
                 }
-                ctx.cache = Some(cache::Use::new(cache::CacheResult::Bypass));
+                ctx.cache = Some(Box::new(cache::Use::new(cache::CacheResult::Bypass)));
                 return self.attempt_all(session, ctx, &candidates, &inbound).await;
             };
             let mut leading = None;

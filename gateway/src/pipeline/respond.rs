@@ -55,7 +55,9 @@ pub fn header(
     content_type: &str,
     framing: Framing<'_>,
 ) -> pingora::Result<Box<ResponseHeader>> {
-    let mut h = ResponseHeader::build(status, Some(10))?;
+    // Without a map of each name's case: every name is written as given here, in lower
+    // case, and the case map is a second header map filled and read for nothing.
+    let mut h = ResponseHeader::build_no_case(status, Some(10))?;
     h.insert_header("content-type", content_type)?;
     match framing {
         Framing::Length(n) => h.insert_header("content-length", n.to_string())?,

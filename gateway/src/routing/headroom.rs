@@ -43,6 +43,54 @@ pub struct Report {
     pub blocked_until_ms: Option<u64>,
 }
 
+/// The rate-limit headers [`Report::from_headers`] reads.
+const RATE_HEADERS: [&str; 12] = [
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+    "anthropic-ratelimit-requests-remaining",
+    "anthropic-ratelimit-requests-reset",
+    "anthropic-ratelimit-tokens-remaining",
+    "anthropic-ratelimit-tokens-reset",
+    "anthropic-ratelimit-input-tokens-remaining",
+    "anthropic-ratelimit-input-tokens-reset",
+    "retry-after-ms",
+    "retry-after",
+];
+
+/// The values of an answer's [`RATE_HEADERS`] (the first of each name, as
+/// `HeaderMap::get` gives it), found in one pass over the header instead of a lookup
+/// (parse and hash of the name) per name: most answers carry none of them.
+struct RateHeaders<'a>([Option<&'a str>; RATE_HEADERS.len()]);
+
+impl<'a> RateHeaders<'a> {
+    fn read(h: &'a ResponseHeader) -> Self {
+        let mut found = [None; RATE_HEADERS.len()];
+        for (name, value) in h.headers.iter() {
+            let name = name.as_str();
+            if !(name.starts_with("x-ratelimit-")
+                || name.starts_with("anthropic-ratelimit-")
+                || name.starts_with("retry-after"))
+            {
+                continue;
+            }
+            if let Some(i) = RATE_HEADERS.iter().position(|n| *n == name) {
+                if found[i].is_none() {
+                    found[i] = value.to_str().ok();
+                }
+            }
+        }
+        Self(found)
+    }
+
+    fn get(&self, name: &str) -> Option<&'a str> {
+        let i = RATE_HEADERS.iter().position(|n| *n == name);
+        debug_assert!(i.is_some(), "{name} is not among RATE_HEADERS");
+        self.0[i?]
+    }
+}
+
 impl Report {
     pub fn is_empty(&self) -> bool {
         self.requests.is_none() && self.tokens.is_none() && self.blocked_until_ms.is_none()
@@ -52,7 +100,8 @@ impl Report {
     /// `limited` is a 429, where a `Retry-After` blocks the key. Numbers past `u64` or
     /// resets past [`MAX_RESET`] are cut to the bound.
     pub fn from_headers(h: &ResponseHeader, limited: bool, now_ms: u64) -> Self {
-        let text = |name: &str| h.headers.get(name).and_then(|v| v.to_str().ok());
+        let found = RateHeaders::read(h);
+        let text = |name: &str| found.get(name);
         let count = |name: &str| text(name).and_then(parse_count);
         let left = |remaining: Option<u64>, reset: Option<u64>| {
             remaining.map(|remaining| Left {
