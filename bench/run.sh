@@ -179,6 +179,7 @@ sql() { "$PSQL" "$DATABASE_URL" -qAtc "$1"; }
 MOCK_PORT=$(free_port); ADMIN_PORT=$(free_port); GW_PORT=$(free_port); METRICS_PORT=$(free_port)
 NGINX_PORT=$(free_port); BARE_PORT=$(free_port); PEER_PORT=$(free_port)
 CANNED_PORT=$(free_port); NGINX_CANNED_PORT=$(free_port); BARE_CANNED_PORT=$(free_port)
+ANSWER_PORT=$(free_port)
 CLK_TCK=$(getconf CLK_TCK)
 MOCK_CONTENT="Benchmarks measure what a system does under load, so that changes can be compared fairly and honestly."
 
@@ -519,7 +520,9 @@ fi
 # --- the response cache: hits beside proxied answers, in process and through Redis ------
 # The same request repeated, logging on: `gateway` is the gateway asked not to use its
 # cache (`Cache-Control: no-store`: proxied to the mock), `gateway-hit` answers from it,
-# nginx proxies. Streams: the same stream request, proxied and replayed from the cache.
+# nginx proxies, and `bare-answer` is bare Pingora answering every request with the mock's
+# answer from memory (no upstream): the floor under any hit on Pingora. Streams: the same
+# stream request, proxied and replayed from the cache.
 metric_of() { curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 if has cache; then
   n=100; [ "$SMOKE" = 1 ] && n=10
@@ -530,11 +533,19 @@ if has cache; then
   GW="http://127.0.0.1:$GW_PORT/v1/chat/completions"
   warm "$GW" "$KEY" "$B"
   BENCH_HEADERS="cache-control: no-store" warm "$GW" "$KEY" "$B"
+  curl -fsS -o "$WORK/cache-answer.json" -H 'content-type: application/json' --data-binary "@$B" \
+    "http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
+  taskset -c "$PROXY_CPU" "$BIN/bare-pingora" --listen "127.0.0.1:$ANSWER_PORT" --mode answer \
+    --answer-file "$WORK/cache-answer.json" --conf "$ROOT/bench/scripts/gateway.yaml" \
+    >/dev/null 2>"$WORK/bare-answer.log" & ANSWER_PID=$!; pids+=($ANSWER_PID)
+  wait_port "$ANSWER_PORT"
   for c in ${LEVELS//,/ }; do
     [ -n "$NGINX_PID" ] && wrk_run cache nginx "$c" "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" "" "$B"
+    PROC_PID="$ANSWER_PID" wrk_run cache bare-answer "$c" "http://127.0.0.1:$ANSWER_PORT/v1/chat/completions" "" "$B"
     BENCH_HEADERS="cache-control: no-store" wrk_run cache gateway "$c" "$GW" "$KEY" "$B"
     wrk_run cache gateway-hit "$c" "$GW" "$KEY" "$B"
   done
+  stop "$ANSWER_PID"
   S=$(body_file cache-stream "$(chat_body "$OPENAI_MODEL" true)")
   curl -fsS -o /dev/null -H "authorization: Bearer $KEY" -H 'content-type: application/json' --data-binary "@$S" "$GW"
   STREAM_HEADER="cache-control: no-store" stream_run cache-stream gateway "$n" "$GW" openai "$S" "$KEY" '"cache":"no-store"'

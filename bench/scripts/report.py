@@ -290,18 +290,24 @@ def render(rows):
         md.append("\n## Response cache (non-stream, wrk -t1, logging on)\n\n")
         md.append("The same request repeated: `gateway` asks the gateway not to use its cache (`Cache-Control: "
                   "no-store`, proxied to the mock), `gateway-hit` is answered from the in-process cache, "
-                  "`gateway-hit-redis` from Redis at 127.0.0.1:6379; `nginx` proxies to the mock.\n\n")
+                  "`gateway-hit-redis` from Redis at 127.0.0.1:6379; `nginx` proxies to the mock; `bare-answer` "
+                  "is bare Pingora answering every request with the mock's answer from memory, no upstream: "
+                  "the least an answer from memory costs on Pingora, so `vs gateway proxied` of `bare-answer` "
+                  "bounds what any hit can reach. `CPU µs/req` is the row's own process's CPU time ÷ its "
+                  "requests (nginx: its worker).\n\n")
         out = []
         for level in sorted({r["level"] for r in ca}):
             at = {r["path"]: r for r in ca if r["level"] == level}
             g, n = at.get("gateway"), at.get("nginx")
-            for p in ["nginx", "gateway", "gateway-hit", "gateway-hit-redis"]:
+            for p in ["nginx", "bare-answer", "gateway", "gateway-hit", "gateway-hit-redis"]:
                 r = at.get(p)
                 if r:
+                    cpu = per_request_us(r)
                     out.append([f"c={level}", p, r["rps"], r["p50"], r["p99"], r["non2xx"] + r.get("socket_errors", 0),
-                                ratio(r["rps"], g and g["rps"]), ratio(r["p99"], n and n["p99"])])
+                                ratio(r["rps"], g and g["rps"]), ratio(r["p99"], n and n["p99"]),
+                                round(cpu, 2) if cpu is not None else "—"])
         md.append(table(["level", "path", "req/s", "p50 ms", "p99 ms", "errors", "vs gateway proxied",
-                         "p99 ÷ nginx p99"], out))
+                         "p99 ÷ nginx p99", "CPU µs/req"], out))
         for r in by("cache-lookup"):
             md.append(f"\nRedis lookups during `{r['path']}`: {r['lookups']}, mean {r['mean_us']} µs each "
                       "(`perpetuo_cache_lookup_seconds`).\n")

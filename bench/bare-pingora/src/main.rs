@@ -6,7 +6,9 @@
 //!
 //! `--mode peer` takes Pingora's native path instead (`ProxyHttp::upstream_peer`, the
 //! proxy state machine with its own pool), to show what the `request_filter` design
-//! costs or saves against it.
+//! costs or saves against it. `--mode answer` calls no upstream: it reads each request
+//! and answers it with the bytes of `--answer-file` — the least any answer from memory
+//! (a cache hit) costs on Pingora.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,6 +40,8 @@ enum Mode {
     Filter,
     /// Pingora's own proxy path: `upstream_peer` names the upstream, Pingora does the rest.
     Peer,
+    /// No upstream: read the request, answer with `--answer-file` (JSON) from the filter.
+    Answer,
 }
 
 /// A bare Pingora reverse proxy to one HTTP/1.1 upstream.
@@ -47,9 +51,9 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8100")]
     listen: SocketAddr,
-    /// The upstream every request goes to (plain HTTP/1.1).
+    /// The upstream every request goes to (plain HTTP/1.1); not used by `--mode answer`.
     #[arg(long)]
-    upstream: SocketAddr,
+    upstream: Option<SocketAddr>,
     /// Pingora server settings (YAML), e.g. the gateway's `bench/scripts/gateway.yaml`.
     #[arg(long)]
     conf: Option<PathBuf>,
@@ -59,11 +63,15 @@ struct Args {
     /// Largest request body accepted, in bytes (the gateway's default limit).
     #[arg(long, default_value_t = 10 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// The JSON answer `--mode answer` gives to every request.
+    #[arg(long, required_if_eq("mode", "answer"))]
+    answer_file: Option<PathBuf>,
 }
 
 struct Bare {
     mode: Mode,
     upstream: SocketAddr,
+    answer: Bytes,
     peer: HttpPeer,
     connector: Connector,
     max_body_bytes: usize,
@@ -91,7 +99,20 @@ fn main() -> ExitCode {
         Ok(conf) => conf,
         Err(err) => return fail(format!("server settings are invalid: {err}")),
     };
-    let mut peer = HttpPeer::new(args.upstream, false, String::new());
+    let answer = match &args.answer_file {
+        Some(path) => match std::fs::read(path) {
+            Ok(bytes) => Bytes::from(bytes),
+            Err(err) => return fail(format!("cannot read {}: {err}", path.display())),
+        },
+        None => Bytes::new(),
+    };
+    let upstream = match (args.upstream, args.mode) {
+        (Some(upstream), _) => upstream,
+        // No upstream is called: the unused peer names the discard port.
+        (None, Mode::Answer) => SocketAddr::from(([127, 0, 0, 1], 9)),
+        (None, _) => return fail("--upstream is needed (except with --mode answer)"),
+    };
+    let mut peer = HttpPeer::new(upstream, false, String::new());
     // The gateway's upstream settings for a plain-HTTP provider.
     peer.options.connection_timeout = Some(Duration::from_secs(5));
     peer.options.total_connection_timeout = Some(Duration::from_secs(5));
@@ -100,7 +121,8 @@ fn main() -> ExitCode {
     peer.options.idle_timeout = Some(Duration::from_secs(60));
     let bare = Bare {
         mode: args.mode,
-        upstream: args.upstream,
+        upstream,
+        answer,
         peer,
         connector: Connector::new(Some(ConnectorOptions::from_server_conf(&conf))),
         max_body_bytes: args.max_body_bytes,
@@ -154,6 +176,20 @@ impl Bare {
             header.insert_header("content-type", ct.clone())?;
         }
         Ok(header)
+    }
+
+    /// Reads the request and answers it from memory, as a cache hit would at the least.
+    async fn answer(&self, session: &mut Session) -> Result<()> {
+        self.read_body(session).await?;
+        let mut header = ResponseHeader::build_no_case(200, Some(2))?;
+        header.insert_header("content-type", "application/json")?;
+        header.insert_header("content-length", self.answer.len().to_string())?;
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session
+            .write_response_body(Some(self.answer.clone()), true)
+            .await
     }
 
     /// Sends the request over a pooled connection and streams the answer back, chunk by
@@ -213,6 +249,7 @@ impl ProxyHttp for Bare {
         match self.mode {
             Mode::Peer => Ok(false),
             Mode::Filter => self.forward(session).await.map(|()| true),
+            Mode::Answer => self.answer(session).await.map(|()| true),
         }
     }
 

@@ -1,5 +1,6 @@
 //! The baseline proxy really proxies: a chat completion and a streamed one reach the mock
-//! provider through the `bare-pingora` binary and come back whole.
+//! provider through the `bare-pingora` binary and come back whole; in answer mode it
+//! answers every request with its file, whole, on one kept-alive connection.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -27,15 +28,11 @@ fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
-async fn start(upstream: SocketAddr) -> (Proxy, SocketAddr) {
+async fn start(args: &[&str]) -> (Proxy, SocketAddr) {
     let listen = free_addr();
     let child = Command::new(env!("CARGO_BIN_EXE_bare-pingora"))
-        .args([
-            "--listen",
-            &listen.to_string(),
-            "--upstream",
-            &upstream.to_string(),
-        ])
+        .args(["--listen", &listen.to_string()])
+        .args(args)
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -51,7 +48,7 @@ async fn start(upstream: SocketAddr) -> (Proxy, SocketAddr) {
 #[tokio::test]
 async fn proxies_whole_and_streamed_answers() {
     let mock = MockProvider::start(MockConfig::default()).await.unwrap();
-    let (_proxy, addr) = start(mock.addr()).await;
+    let (_proxy, addr) = start(&["--upstream", &mock.addr().to_string()]).await;
     let url = format!("http://{addr}/v1/chat/completions");
     let http = reqwest::Client::new();
     let ask = |stream: bool| {
@@ -76,4 +73,30 @@ async fn proxies_whole_and_streamed_answers() {
     let text = streamed.text().await.unwrap();
     assert!(text.contains("\"delta\""), "{text}");
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+}
+
+#[tokio::test]
+async fn answer_mode_answers_every_request_with_its_file() {
+    let dir = std::env::temp_dir().join(format!("bare-answer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("answer.json");
+    let answer = r#"{"id":"chatcmpl-1","object":"chat.completion","choices":[]}"#;
+    std::fs::write(&file, answer).unwrap();
+    let (_proxy, addr) =
+        start(&["--mode", "answer", "--answer-file", file.to_str().unwrap()]).await;
+    let url = format!("http://{addr}/v1/chat/completions");
+    let http = reqwest::Client::new();
+    for _ in 0..3 {
+        let res = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(r#"{"model":"gpt-4o-mini","messages":[]}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["content-type"], "application/json");
+        assert_eq!(res.text().await.unwrap(), answer);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
