@@ -110,6 +110,11 @@ impl Invalidator {
     /// Every key is read again; stale copies of keys no longer usable go.
     async fn forget_keys(&self) {
         self.keys.invalidate_all();
+        self.revalidate_stale().await;
+    }
+
+    /// Checks the stale key copies against the database.
+    async fn revalidate_stale(&self) {
         if let Err(e) = self.keys.revalidate_stale().await {
             tracing::warn!(error = %e, "stale keys not checked against the database");
         }
@@ -143,10 +148,16 @@ impl Invalidator {
         // Whatever changed before this LISTEN (while away, or, the first time, since
         // requests served before it filled the caches) was not heard.
         let unheard = !first || self.entries.holds_any() || self.keys.holds_any();
+        if unheard {
+            self.entries.invalidate_all();
+            self.keys.invalidate_all();
+        }
+        // From here every change is heard; the stale copies' check runs on beside the
+        // notifications.
+        metrics::LISTENER_UP.set(1);
         let recheck_stale = async {
             if unheard {
-                self.entries.invalidate_all();
-                self.forget_keys().await;
+                self.revalidate_stale().await;
             }
         };
         tracing::info!("listening for change notifications");
@@ -177,6 +188,7 @@ impl BackgroundService for Invalidator {
                 }
                 _ = shutdown.changed() => return,
             }
+            metrics::LISTENER_UP.set(0);
             metrics::LISTENER_RECONNECTS.inc();
             if started.elapsed() > Duration::from_secs(10) {
                 backoff = Duration::from_millis(100);

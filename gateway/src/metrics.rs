@@ -334,6 +334,13 @@ pub static LISTENER_RECONNECTS: LazyLock<IntCounter> = LazyLock::new(|| {
         "Reconnections of the change-notification listener.",
     )
 });
+pub static LISTENER_UP: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "perpetuo_listener_up",
+        "1 while the change-notification listener listens and its caches hear every change \
+         (set once what was cached before it listened is cleared), 0 while it connects.",
+    )
+});
 
 pub static ENTRY_CACHE_STALE: LazyLock<IntCounter> = LazyLock::new(|| {
     int_counter(
@@ -472,6 +479,7 @@ pub fn init() {
     LazyLock::force(&LOG_WRITTEN);
     LazyLock::force(&LOG_DROPPED);
     LazyLock::force(&LISTENER_RECONNECTS);
+    LazyLock::force(&LISTENER_UP);
     LazyLock::force(&LOG_REJECTED);
     LazyLock::force(&LOG_SPOOLED);
     LazyLock::force(&LOG_REPLAYED);

@@ -126,7 +126,7 @@ async fn unchanged_workspace_saves_refresh_no_key_and_a_real_change_reaches_that
     env.add_provider("main", &m.base_url(), 1).await;
     let (_, other_key) = other_workspace(&env, &m.base_url()).await;
     let gw = Gateway::start(&env).await;
-    env.listening(1).await;
+    gw.listening().await;
     assert_eq!(status(&gw, &env.key).await, 200);
     assert_eq!(status(&gw, &other_key).await, 200);
 
@@ -174,7 +174,7 @@ async fn a_change_to_a_key_that_is_not_a_revocation_keeps_its_stale_copy() {
     let m = mock().await;
     env.add_provider("main", &m.base_url(), 1).await;
     let gw = Gateway::start(&env).await;
-    env.listening(1).await;
+    gw.listening().await;
     assert_eq!(status(&gw, &env.key).await, 200);
 
     env.client()
@@ -202,7 +202,7 @@ async fn a_reconnected_listener_keeps_the_stale_copies_of_usable_keys_only() {
     env.add_provider("main", &m.base_url(), 1).await;
     let (revoked, revoked_id) = env.new_key().await;
     let gw = Gateway::start(&env).await;
-    env.listening(1).await;
+    gw.listening().await;
     for key in [&env.key, &revoked] {
         assert_eq!(status(&gw, key).await, 200);
     }
@@ -257,7 +257,7 @@ async fn a_revocation_that_overtakes_a_cache_fill_wins() {
     env.add_provider("main", &m.base_url(), 1).await;
     let (racing, racing_id) = env.new_key().await;
     let gw = Gateway::start(&env).await;
-    env.listening(1).await;
+    gw.listening().await;
     // A cached key whose revocation, sent after the racing key's, shows when both were
     // heard.
     assert_eq!(status(&gw, &env.key).await, 200);

@@ -100,6 +100,7 @@ async fn metrics_expose_every_family() {
         "perpetuo_log_rows_written_total",
         "perpetuo_log_rows_dropped_total",
         "perpetuo_listener_reconnects_total",
+        "perpetuo_listener_up",
     ] {
         assert!(text.contains(family), "{family} missing from /metrics");
     }

@@ -53,6 +53,9 @@ async fn a_paused_redis_loses_no_settlement_and_leaks_no_slot_or_reservation() {
         ],
     )
     .await;
+    // Listening before the first request: a late first LISTEN would clear the key cache,
+    // the miss this test says a slow Redis never causes.
+    gw.listening().await;
     let scope = format!("perpetuo:limits:k:{}", env.key_id);
     eventually(
         "admitted through Redis",
@@ -157,7 +160,8 @@ async fn a_flushed_redis_is_reseeded_from_postgres_without_emptying_a_key_cache(
     let b = Gateway::start_with(&env, &env.db.url, &vars).await;
     // Both listen before any request: a late first LISTEN clears the caches it finds
     // filled, which would count as the miss this test says never happens.
-    env.listening(2).await;
+    a.listening().await;
+    b.listening().await;
     // B loads the key (its spend then: nothing) and serves one request; A serves two.
     for gw in [&b, &a, &a] {
         let r = gw.chat(&env.key, body.clone()).send().await.unwrap();

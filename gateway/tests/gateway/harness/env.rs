@@ -195,24 +195,6 @@ impl Env {
         self.db.pool.get().await.unwrap()
     }
 
-    /// Waits until `gateways` gateways listen for change notifications on the test's
-    /// database (idle `LISTEN` connections). A gateway answers `/healthz` before it listens
-    /// when its listener is slow to connect, and then clears what it cached once it does:
-    /// a test that counts cache misses, or sends a change that must be heard, waits for
-    /// this first.
-    pub async fn listening(&self, gateways: i64) {
-        let client = self.client().await;
-        let sql = "SELECT count(*) FROM pg_stat_activity
-                   WHERE datname = current_database() AND state = 'idle'
-                     AND query ILIKE 'LISTEN%'";
-        eventually(
-            "the gateways never listened",
-            std::time::Duration::from_secs(10),
-            || async { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) >= gateways },
-        )
-        .await;
-    }
-
     /// Waits for the log row of a request id.
     pub async fn log_row(&self, request_id: &str) -> LogRecord {
         let id = Uuid::parse_str(request_id).unwrap();

@@ -169,6 +169,23 @@ impl Gateway {
             .json(&body)
     }
 
+    /// Waits until the gateway's change listener listens (`perpetuo_listener_up` 1): from
+    /// then on it hears every change, and what it caches is not cleared by a first LISTEN
+    /// that comes late.
+    pub async fn listening(&self) {
+        eventually(
+            "the gateway never listened for changes",
+            Duration::from_secs(10),
+            || async {
+                self.metrics_text()
+                    .await
+                    .lines()
+                    .any(|l| l == "perpetuo_listener_up 1")
+            },
+        )
+        .await;
+    }
+
     /// The Prometheus text of the gateway's metrics endpoint.
     pub async fn metrics_text(&self) -> String {
         self.http
