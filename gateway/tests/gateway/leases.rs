@@ -334,6 +334,7 @@ async fn a_paused_redis_leaves_blocks_admitting_and_every_report_lands_once() {
     let redis = PrivateRedis::start().await;
     let gws = gateways(&env, &redis, 1, "1").await;
     let gw = &gws[0];
+    gw.listening().await;
     env.clock.fresh_minute();
     let mut ids = Vec::new();
     let admitted = |ids: &mut Vec<String>, r: Response| {
@@ -349,6 +350,46 @@ async fn a_paused_redis_leaves_blocks_admitting_and_every_report_lands_once() {
         let r = gw.chat(&env.key, body.clone()).send().await.unwrap();
         admitted(&mut ids, r);
     }
+    // PostgreSQL has these requests' spend before Redis does; a key loaded now carries it
+    // in its budget's seed, which must not count it a second time.
+    let mut logged = 0;
+    for id in &ids {
+        logged += env.log_row(id).await.cost_nusd.unwrap();
+    }
+    let misses = || async {
+        metric_value(
+            &gw.metrics_text().await,
+            "perpetuo_key_cache_total{result=\"miss\"}",
+        )
+    };
+    let before = misses().await;
+    set_key(&env, "label = 'reloaded'").await;
+    let reloading = std::sync::Mutex::new(Vec::new());
+    eventually(
+        "the key is loaded again",
+        Duration::from_secs(10),
+        || async {
+            let r = gw.chat(&env.key, body.clone()).send().await.unwrap();
+            admitted(&mut reloading.lock().unwrap(), r);
+            misses().await > before
+        },
+    )
+    .await;
+    ids.extend(reloading.into_inner().unwrap());
+    let seed: i64 = env
+        .client()
+        .await
+        .query_one(
+            "SELECT COALESCE(SUM(cost_nusd), 0)::bigint FROM usage_counters WHERE api_key_id = $1",
+            &[&env.key_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        seed >= logged,
+        "the reloaded key's seed has the frozen requests' spend"
+    );
     // The freeze outlasts the lease's TTL: Redis takes it back when it wakes, and the
     // gateway's reports must still land once. (This wait is the fault under test.)
     tokio::time::sleep(LEASE_TTL + Duration::from_secs(1)).await;

@@ -57,12 +57,16 @@ elseif minute < m then
 end
 if tonumber(f[8]) ~= minute then lr = 0; lt = 0 end
 if tonumber(f[4]) ~= period then s = 0; v = 0; lv = 0 end
-if seed > s then s = seed end
 
 -- Spend: only what was not applied yet (the lease's marker, or what the gateway knows
 -- applied when the marker is gone).
 local applied = tonumber(f[13]) or acked
 if spend > applied then s = s + (spend - applied); applied = spend end
+-- The seed (the period's spend in PostgreSQL when the key was loaded) is a floor: it has
+-- what a killed gateway never reported. It is compared after this report, never added
+-- to it: PostgreSQL logs a request before a slow Redis hears of its spend, so a key
+-- loaded while Redis was slow has this report in its seed already.
+if seed > s then s = seed end
 
 -- What the lease holds of one limit: what it wants, within the room the others leave
 -- (none when `capped` is false), and never less than it uses.

@@ -35,7 +35,9 @@
 //!   limited by the local counters (each limit divided by `GATEWAY_REPLICAS`), as on the
 //!   per-request path. Reports are kept in the lease (never dropped) and sent when Redis
 //!   answers again. Nothing is flushed; budgets are re-seeded from PostgreSQL only when
-//!   Redis holds no state for the scope.
+//!   Redis holds no state for the scope. The spend a key was loaded with (PostgreSQL's)
+//!   is a floor under the scope's, compared after a lease's report and never added to
+//!   it: a key loaded while Redis was slow already has the requests the report carries.
 //!
 //! Tolerance, with N gateways and block b: while Redis keeps its state (and each lease is
 //! renewed within its TTL), no request is admitted that Redis did not grant (a block never
