@@ -31,6 +31,21 @@ pub async fn run_to(pool: &Pool, version: u32) -> Result<(), DbError> {
     Ok(())
 }
 
+/// A fingerprint of the embedded migrations (each one's version, name and checksum): two
+/// builds with the same fingerprint make the same schema. Names the migrated database the
+/// tests copy (see `testing`).
+pub fn fingerprint() -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for m in embedded::migrations::runner().get_migrations() {
+        h.update(m.version().to_be_bytes());
+        h.update((m.name().len() as u64).to_be_bytes());
+        h.update(m.name().as_bytes());
+        h.update(m.checksum().to_be_bytes());
+    }
+    hex::encode(&h.finalize()[..8])
+}
+
 /// Migrations embedded in this build that the database has not applied yet, as
 /// `V<version>__<name>`, oldest first.
 pub async fn pending(pool: &Pool) -> Result<Vec<String>, DbError> {
