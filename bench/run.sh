@@ -36,8 +36,8 @@
 #                       default 5; 0 skips it; never in --smoke, skipped without strace)
 #     --bin DIR         binaries (default target/release)
 #     --out FILE        results (default bench/results/<UTC date>.md)
-#     --smoke           every section for a second or so, with small stream counts and
-#                       the debug binaries unless --bin is given; checks that every
+#     --smoke           every section for a second or so, at one level (c=16, 10 streams)
+#                       and the debug binaries unless --bin is given; checks that every
 #                       section produced figures (and that every request was logged),
 #                       asserts nothing about speed; writes to a temporary file
 #
@@ -103,7 +103,7 @@ while [ $# -gt 0 ]; do
     --bin) BIN="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --smoke)
-      SMOKE=1; DURATION=1; STREAMS="10,50"; ROUNDS=1; PIECES=5; CHUNK_MS=2; STARTUP_RUNS=1; AFTER1=0.2; AFTER2=0.3
+      SMOKE=1; DURATION=1; STREAMS="10"; ROUNDS=1; [ "$LEVELS_GIVEN" = 1 ] || LEVELS=16; PIECES=5; CHUNK_MS=2; STARTUP_RUNS=1; AFTER1=0.2; AFTER2=0.3
       GROWTH_ROWS=10000; GROWTH_KEYS=2000; GROWTH_REQUESTS=3; GROWTH_KEY_REQUESTS=50; TRACING_ROUNDS=1; LIMITS_ROUNDS=1
       SYSCALL_S=0
       shift ;;
