@@ -533,6 +533,8 @@ if has cache; then
   GW="http://127.0.0.1:$GW_PORT/v1/chat/completions"
   warm "$GW" "$KEY" "$B"
   BENCH_HEADERS="cache-control: no-store" warm "$GW" "$KEY" "$B"
+  PINNED=$(pin_db_backends)
+  record "{\"section\":\"cache-setup\",\"db_backends_pinned\":$PINNED}"
   curl -fsS -o "$WORK/cache-answer.json" -H 'content-type: application/json' --data-binary "@$B" \
     "http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
   taskset -c "$PROXY_CPU" "$BIN/bare-pingora" --listen "127.0.0.1:$ANSWER_PORT" --mode answer \
