@@ -29,15 +29,22 @@ pub use perpetuo_wire::translation::Classify;
 /// (a provider whose preamble is this long is not one to hold back).
 const MAX_HELD_PREAMBLE: usize = 256 * 1024;
 
-/// Bytes each read of a provider's answer asks for (Pingora's default is 64 KiB, held by
-/// every stream for its whole life): a stream's events are a few hundred bytes each, and
-/// a large answer takes a few more reads (bench/README.md, memory per stream).
-const ANSWER_READ_BUFFER: usize = 16 * 1024;
+/// Bytes each read of a provider's answer asks for, held by the connection for the
+/// answer's life (Pingora's default is 64 KiB). A stream's events are a few hundred bytes
+/// each and it is held open for as long as the answer runs, so it reads 4 KiB at a time; a
+/// whole body is read 16 KiB at a time and returned at once (bench/README.md, memory per
+/// stream).
+const STREAM_READ_BUFFER: usize = 4 * 1024;
+const BODY_READ_BUFFER: usize = 16 * 1024;
 
 /// Sizes the reads of an HTTP/1 session's answer (third_party/patches/0003).
-fn size_answer_reads(session: &mut HttpSession) {
+fn size_answer_reads(session: &mut HttpSession, stream: bool) {
     if let HttpSession::H1(h1) = session {
-        h1.set_body_buffer_size(ANSWER_READ_BUFFER);
+        h1.set_body_buffer_size(if stream {
+            STREAM_READ_BUFFER
+        } else {
+            BODY_READ_BUFFER
+        });
     }
 }
 
@@ -174,7 +181,7 @@ impl Upstreams {
             Ok(connected) => connected,
             Err(e) => return failed(Failure::Connect(connect_cause(e.etype()))),
         };
-        size_answer_reads(&mut session);
+        size_answer_reads(&mut session, req.stream);
         let Ok(header) = request_header(entry, req) else {
             return failed(Failure::Connect(Connect::Failed));
         };

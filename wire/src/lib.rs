@@ -62,6 +62,8 @@ pub struct UpstreamRequest {
     pub path: String,
     pub headers: Vec<(&'static str, String)>,
     pub body: Bytes,
+    /// Asks for a stream of events (SSE) rather than one body.
+    pub stream: bool,
 }
 
 impl UpstreamRequest {
@@ -84,6 +86,7 @@ impl UpstreamRequest {
             path,
             headers,
             body,
+            stream,
         }
     }
 }

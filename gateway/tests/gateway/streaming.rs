@@ -84,6 +84,61 @@ async fn stream_passes_through_with_usage_hidden_unless_asked() {
     );
 }
 
+/// A stream's answer is read a few KiB at a time (its buffer is held for the stream's
+/// life): an event many reads long still reaches the client whole, and the stream ends
+/// with its usage.
+#[tokio::test]
+async fn an_event_longer_than_a_read_arrives_whole() {
+    let env = Env::new().await;
+    let text: String = (0..20_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+    let usage = json!({"id": "c1", "object": "chat.completion.chunk", "created": 1,
+        "model": "gpt-4o-mini", "choices": [],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}});
+    let events = [
+        chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+        chunk(json!({"content": text}), Value::Null),
+        chunk(json!({}), json!("stop")),
+        usage,
+    ];
+    let mut sse = String::new();
+    for e in &events {
+        sse.push_str(&format!("data: {e}\n\n"));
+    }
+    sse.push_str("data: [DONE]\n\n");
+    let long = crate::hostile::sse_server(sse).await;
+    env.add_provider("long", &format!("http://{long}/v1"), 1)
+        .await;
+    let gw = Gateway::start(&env).await;
+    let resp = gw
+        .chat(&env.key, stream_body("gpt-4o-mini", Some(true)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let rid = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let (data, done) = read_sse(resp).await;
+    assert!(done, "the stream ended with [DONE]");
+    let content: String = data
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(content, text);
+    let row = env.log_row(&rid).await;
+    assert_eq!(row.status, 200);
+    assert_eq!((row.prompt_tokens, row.completion_tokens), (5, 7));
+}
+
 #[tokio::test]
 async fn chunks_arrive_one_by_one() {
     let env = Env::new().await;
