@@ -173,16 +173,16 @@ impl Gateway {
     /// then on it hears every change, and what it caches is not cleared by a first LISTEN
     /// that comes late.
     pub async fn listening(&self) {
-        eventually(
-            "the gateway never listened for changes",
-            Duration::from_secs(10),
-            || async {
-                self.metrics_text()
-                    .await
-                    .lines()
-                    .any(|l| l == "perpetuo_listener_up 1")
-            },
-        )
+        self.listener_up(true, "the gateway never listened for changes")
+            .await;
+    }
+
+    /// Waits until `perpetuo_listener_up` reads 1 (`up`) or 0; fails the test with `what`.
+    pub async fn listener_up(&self, up: bool, what: &str) {
+        let line = format!("perpetuo_listener_up {}", u8::from(up));
+        eventually(what, Duration::from_secs(10), || async {
+            self.metrics_text().await.lines().any(|l| l == line)
+        })
         .await;
     }
 
