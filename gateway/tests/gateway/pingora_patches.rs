@@ -1,12 +1,19 @@
 //! The patches carried on Pingora (`third_party/patches`), each through pingora-core's own
-//! client API against a plain TCP server, so what goes on the wire is what is checked.
+//! API: the client's against a plain TCP server, so what goes on the wire is what is
+//! checked, and the listening service's on a runtime of the test's own.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use pingora::apps::ServerApp;
 use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use pingora::services::listening::Service;
+use pingora::services::Service as _;
 use pingora::upstreams::peer::HttpPeer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -262,4 +269,110 @@ async fn a_pooled_connection_is_reused_for_its_peer_and_never_for_another() {
     assert_eq!(get(&connector, &a).await, (true, "a".into()));
     assert_eq!(*accepted_a.borrow(), 1);
     assert_eq!(*accepted_b.borrow(), 1);
+}
+
+/// An application that closes every connection it is given.
+struct NeverServed;
+
+#[async_trait::async_trait]
+impl ServerApp for NeverServed {
+    async fn process_new(
+        self: &Arc<Self>,
+        _session: Stream,
+        _shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        None
+    }
+}
+
+/// Set in the environment of the process [`a_fast_shutdown_of_the_proxy_runtime_returns`]
+/// starts.
+const FAST_SHUTDOWN_CHILD: &str = "PERPETUO_TEST_FAST_SHUTDOWN_CHILD";
+
+/// Patch 0004. Pingora's proxy runtime is a pool of single-threaded runtimes: a listener
+/// registers with the runtime that starts its service, and its accept loop is spawned on
+/// any runtime of the pool. On a fast shutdown (SIGINT) the runtimes stop at once, each on
+/// its own thread; once the listener's runtime has stopped, every accept fails at once
+/// ("being shutdown") without spending the task's budget, and an accept loop that never
+/// yields then holds its own thread for good: the shutdown never returns (a gateway
+/// stopped with Ctrl-C spun and logged forever). The scene runs in a process of its own
+/// (the pool's threads register in a process-wide table that outlives them).
+#[test]
+fn a_fast_shutdown_of_the_proxy_runtime_returns() {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "pingora_patches::fast_shutdown_scene",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env(FAST_SHUTDOWN_CHILD, "1")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + BOUND;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the runtime's fast shutdown never returned (an accept loop held a thread)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "the scene failed: {status}");
+}
+
+/// The scene of [`a_fast_shutdown_of_the_proxy_runtime_returns`], in the process it starts.
+#[test]
+#[ignore = "run by a_fast_shutdown_of_the_proxy_runtime_returns in a process of its own"]
+fn fast_shutdown_scene() {
+    if std::env::var_os(FAST_SHUTDOWN_CHILD).is_none() {
+        return;
+    }
+    use pingora_runtime::{BlockingPoolOpts, NoStealRuntime, RuntimeOpts};
+    use std::io::Read;
+    let rt = NoStealRuntime::new(
+        2,
+        "accept-loop",
+        BlockingPoolOpts::default(),
+        RuntimeOpts::default(),
+    );
+    // Sixteen listeners, all registered with runtime 0; their accept loops land on either
+    // runtime (about half on runtime 1).
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    for _ in 0..16 {
+        let addr = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().to_string()
+        };
+        let mut service = Service::new("accept-loop".into(), NeverServed);
+        service.add_tcp(&addr);
+        let shutdown = shutdown.clone();
+        rt.get_runtime_at(0)
+            .spawn(async move { service.start_service(None, shutdown, 1).await });
+        // Its accept loop runs: a connection is taken and closed (nothing serves it).
+        let until = std::time::Instant::now() + BOUND;
+        loop {
+            if let Ok(mut c) = std::net::TcpStream::connect(&addr) {
+                c.set_read_timeout(Some(BOUND)).unwrap();
+                if c.read(&mut [0u8; 1]).is_ok_and(|n| n == 0) {
+                    break;
+                }
+            }
+            assert!(std::time::Instant::now() < until, "Pingora never accepted");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    // Runtime 1 is kept busy while runtime 0 stops: when it next runs its tasks, the
+    // accept loops there are woken by runtime 0's stopped driver.
+    let (busy, started) = std::sync::mpsc::channel();
+    rt.get_runtime_at(1).spawn(async move {
+        let _ = busy.send(());
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    started.recv_timeout(BOUND).unwrap();
+    rt.shutdown_timeout(Duration::ZERO);
 }

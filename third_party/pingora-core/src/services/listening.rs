@@ -266,6 +266,11 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                         }
                     }
+                    // An accept that fails at once fails at once again (a runtime whose
+                    // driver is shutting down fails every accept). Without a yield this
+                    // loop would never give its thread back: the runtime could neither run
+                    // other tasks nor drop this one, and its shutdown would never finish.
+                    tokio::task::yield_now().await;
                 }
             }
         }
