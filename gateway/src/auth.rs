@@ -58,9 +58,6 @@ pub enum AuthError {
     Throttled(Duration),
 }
 
-/// Longest wait for the database on a cache miss before answering 503.
-const DB_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// While the database fails, a key served from the stale store is cached this long, so
 /// each key costs the database at most one attempt per interval.
 const STALE_RECHECK: Duration = Duration::from_secs(1);
@@ -85,6 +82,9 @@ pub struct Settings {
     /// Lookups that reach the database and find no usable key, per client address group
     /// and minute (zero: no budget).
     pub failed_lookups_per_minute: u32,
+    /// Longest wait for the database on a cache miss before answering 503
+    /// (`DB_READ_TIMEOUT_MS`).
+    pub db_timeout: Duration,
 }
 
 /// A valid key as the fresh cache holds it.
@@ -143,6 +143,8 @@ pub struct KeyCache {
     pool: Pool,
     /// Background work: `last_used_at`, the stale store's check after a reconnection.
     background: Pool,
+    /// Longest wait for one database read.
+    db_timeout: Duration,
     used: Mutex<HashSet<Uuid>>,
 }
 
@@ -171,6 +173,7 @@ impl KeyCache {
             failures: failures::Budget::new(settings.failed_lookups_per_minute),
             pool,
             background,
+            db_timeout: settings.db_timeout,
             used: Mutex::new(HashSet::new()),
         }
     }
@@ -246,6 +249,7 @@ impl KeyCache {
     /// it (they share the fill's outcome; they hold the same key, so the same workspace).
     async fn fill(&self, hash: KeyHash, client: IpAddr) -> Result<Fresh, NoKey> {
         let pool = self.pool.clone();
+        let db_timeout = self.db_timeout;
         let stale = self.stale.clone();
         let unknown = self.unknown.clone();
         let generations = self.generations.clone();
@@ -257,7 +261,9 @@ impl KeyCache {
                     NoKey::Throttled(wait)
                 })?;
                 let seen = generations.seen(&hash);
-                let loaded = load(&pool, &hash).await.map_err(|_| NoKey::Failed);
+                let loaded = load(&pool, db_timeout, &hash)
+                    .await
+                    .map_err(|_| NoKey::Failed);
                 // Only a lookup that found no usable key spends the budget.
                 if !matches!(loaded, Ok(None)) {
                     reservation.refund();
@@ -361,7 +367,7 @@ impl KeyCache {
         let hashes: Vec<KeyHash> = self.stale.iter().map(|(h, _)| *h).collect();
         let mut dropped = 0;
         for chunk in hashes.chunks(REVALIDATE_CHUNK) {
-            let usable = db::with_timeout(DB_TIMEOUT, async {
+            let usable = db::with_timeout(self.db_timeout, async {
                 let client = self.background.get().await?;
                 db::api_keys::usable_hashes(&client, chunk, OffsetDateTime::now_utc()).await
             })
@@ -390,11 +396,15 @@ impl KeyCache {
     }
 }
 
-/// Reads a key within [`DB_TIMEOUT`]. A connection whose read did not finish in time is
+/// Reads a key within `timeout`. A connection whose read did not finish in time is
 /// closed rather than returned to the pool: its server process may still be busy (waiting
 /// for a lock, say), and the next load would queue behind it.
-async fn load(pool: &Pool, hash: &KeyHash) -> Result<Option<Arc<AuthedKey>>, db::DbError> {
-    let deadline = tokio::time::Instant::now() + DB_TIMEOUT;
+async fn load(
+    pool: &Pool,
+    timeout: Duration,
+    hash: &KeyHash,
+) -> Result<Option<Arc<AuthedKey>>, db::DbError> {
+    let deadline = tokio::time::Instant::now() + timeout;
     let client = tokio::time::timeout_at(deadline, pool.get())
         .await
         .map_err(|_| db::DbError::Timeout)??;

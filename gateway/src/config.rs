@@ -26,6 +26,14 @@ fn millis(s: &str) -> Result<Duration, String> {
         .map_err(|_| "must be a whole number of milliseconds".into())
 }
 
+/// A wait a request may spend on the database: 1 ms to 10 minutes.
+fn db_read_timeout(s: &str) -> Result<Duration, String> {
+    match s.parse::<u64>() {
+        Ok(ms) if (1..=600_000).contains(&ms) => Ok(Duration::from_millis(ms)),
+        _ => Err("must be a whole number of milliseconds from 1 to 600000".into()),
+    }
+}
+
 fn usd_per_mtok(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && (0.0..=100_000.0).contains(&v) => Ok(v),
@@ -151,6 +159,11 @@ pub struct DatabaseSettings {
     #[arg(long, env = config::DB_STATEMENT_TIMEOUT_MS, default_value_t = StatementTimeout::DEFAULT,
           value_parser = config::statement_timeout)]
     pub db_statement_timeout: StatementTimeout,
+    /// Longest a request waits for a database read it cannot do without (its key or its
+    /// workspace's provider entries on a cache miss, a stored response) before it is
+    /// answered 503, ms. A cached key or entry is served stale instead while it may be.
+    #[arg(long, env = "DB_READ_TIMEOUT_MS", default_value = "5000", value_parser = db_read_timeout)]
+    pub db_read_timeout: Duration,
 }
 
 /// Calls to providers: where they may go, their timeouts, the breaker.
@@ -303,5 +316,19 @@ impl DatabaseSettings {
     pub fn master_keys(&self) -> MasterKey {
         self.master_key
             .with_optional_previous(self.master_key_previous.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_read_timeout_is_bounded() {
+        assert_eq!(db_read_timeout("1"), Ok(Duration::from_millis(1)));
+        assert_eq!(db_read_timeout("600000"), Ok(Duration::from_secs(600)));
+        for bad in ["0", "600001", "-1", "1.5", "", "18446744073709551616"] {
+            assert!(db_read_timeout(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -83,6 +83,7 @@ pub fn run(config: Config) -> Result<(), StartupError> {
         config.database.master_keys(),
         config.caches.entry_cache_ttl,
         config.caches.key_cache_stale,
+        config.database.db_read_timeout,
     ));
     let redis = redis_store(&config, &pools)?;
     let leases = redis
@@ -135,6 +136,7 @@ pub fn run(config: Config) -> Result<(), StartupError> {
             ),
             max_conversation_bytes: config.responses.responses_max_conversation_bytes,
             workspace_quota_bytes: config.responses.responses_workspace_quota_bytes,
+            db_timeout: config.database.db_read_timeout,
         },
         cache: response_cache(&config)?,
         limiter: Arc::new(match (&redis, &leases) {
@@ -323,6 +325,7 @@ fn key_cache(config: &Config, pools: &Pools) -> KeyCache {
             capacity: c.key_cache_capacity,
             unknown_capacity: c.key_cache_unknown_capacity,
             failed_lookups_per_minute: c.failed_key_lookups_per_minute,
+            db_timeout: config.database.db_read_timeout,
         },
     )
 }

@@ -167,6 +167,8 @@ pub struct EntryCache {
     stale: Cache<Uuid, Arc<Routes>>,
     serve_stale: bool,
     pool: Pool,
+    /// Longest wait for the database when a workspace's entries are loaded.
+    db_timeout: Duration,
     master_key: MasterKey,
 }
 
@@ -174,8 +176,15 @@ const MAX_WORKSPACES: u64 = 50_000;
 
 impl EntryCache {
     /// `ttl`: how long entries are cached; `stale`: how long the last entries the
-    /// database gave are kept for an outage (zero: never served stale).
-    pub fn new(pool: Pool, master_key: MasterKey, ttl: Duration, stale: Duration) -> Self {
+    /// database gave are kept for an outage (zero: never served stale); `db_timeout`:
+    /// the longest wait for the database on a miss.
+    pub fn new(
+        pool: Pool,
+        master_key: MasterKey,
+        ttl: Duration,
+        stale: Duration,
+        db_timeout: Duration,
+    ) -> Self {
         Self {
             cache: Cache::builder()
                 .max_capacity(MAX_WORKSPACES)
@@ -187,6 +196,7 @@ impl EntryCache {
                 .build(),
             serve_stale: !stale.is_zero(),
             pool,
+            db_timeout,
             master_key,
         }
     }
@@ -208,9 +218,10 @@ impl EntryCache {
         let key = self.master_key.clone();
         let stale = self.stale.clone();
         let serve_stale = self.serve_stale;
+        let db_timeout = self.db_timeout;
         self.cache
             .try_get_with(workspace, async move {
-                match load(&pool, &key, workspace).await {
+                match load(&pool, db_timeout, &key, workspace).await {
                     Ok(routes) => {
                         stale.insert(workspace, routes.clone()).await;
                         Ok(Loaded {
@@ -252,18 +263,16 @@ impl EntryCache {
     }
 }
 
-/// Longest wait for the database when a workspace's entries are loaded.
-const DB_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Loads a workspace's entries within [`DB_TIMEOUT`]. A connection whose read did not
+/// Loads a workspace's entries within `timeout`. A connection whose read did not
 /// finish in time is closed rather than returned to the pool: its server process may
 /// still be busy (waiting for a lock, say), and the next load would queue behind it.
 async fn load(
     pool: &Pool,
+    timeout: Duration,
     master_key: &MasterKey,
     workspace: Uuid,
 ) -> Result<Arc<Routes>, db::DbError> {
-    let deadline = tokio::time::Instant::now() + DB_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + timeout;
     let client = tokio::time::timeout_at(deadline, pool.get())
         .await
         .map_err(|_| db::DbError::Timeout)??;

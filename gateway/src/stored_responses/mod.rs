@@ -22,9 +22,6 @@ use crate::metrics;
 pub mod purge;
 use perpetuo_core::db::{self, responses};
 
-/// Longest wait for the database on a stored-response read or write.
-const DB_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Most turns in one conversation: a conversation this long cannot be continued, so
 /// reading one walks at most this many rows.
 pub const MAX_TURNS: i32 = 10_000;
@@ -43,6 +40,9 @@ pub struct ResponseStore {
     pub max_conversation_bytes: usize,
     /// Bytes a workspace may keep stored (`RESPONSES_WORKSPACE_QUOTA_BYTES`; 0: no quota).
     pub workspace_quota_bytes: u64,
+    /// Longest wait for the database on a stored-response read or write
+    /// (`DB_READ_TIMEOUT_MS`).
+    pub db_timeout: Duration,
 }
 
 /// The stored turn a request continues.
@@ -132,7 +132,7 @@ impl ResponseStore {
         }
         let workspace = key.workspace_id;
         let pool = &self.pool;
-        let opened = db::with_timeout(DB_TIMEOUT, async {
+        let opened = db::with_timeout(self.db_timeout, async {
             let client = pool.get().await?;
             if let Some(quota) = quota {
                 let used =
@@ -213,7 +213,7 @@ impl ResponseStore {
             stored_bytes,
         };
         let pool = &self.pool;
-        let stored = db::with_timeout(DB_TIMEOUT, async {
+        let stored = db::with_timeout(self.db_timeout, async {
             let client = pool.get().await?;
             responses::insert(&client, &row).await
         })
@@ -246,7 +246,7 @@ impl ResponseStore {
         }
         let pool = &self.pool;
         let workspace = key.workspace_id;
-        let body = db::with_timeout(DB_TIMEOUT, async {
+        let body = db::with_timeout(self.db_timeout, async {
             let client = pool.get().await?;
             if method == "DELETE" {
                 let deleted = responses::delete(&client, workspace, id).await?;

@@ -488,7 +488,12 @@ async fn a_load_that_timed_out_does_not_hold_up_the_next_one() {
     let m = mock().await;
     env.add_provider("main", &m.base_url(), 1).await;
     let (stuck, _) = env.new_key().await;
-    let gw = Gateway::start_with(&env, &env.db.url, &[("AUTH_POOL_SIZE", "1")]).await;
+    let gw = Gateway::start_with(
+        &env,
+        &env.db.url,
+        &[("AUTH_POOL_SIZE", "1"), ("DB_READ_TIMEOUT_MS", "1500")],
+    )
+    .await;
     // The key is cached, its workspace's entries not yet: token counting only
     // authenticates.
     let r = gw
