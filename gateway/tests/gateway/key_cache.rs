@@ -50,6 +50,10 @@ async fn connection(env: &Env) -> tokio_postgres::Client {
     client
 }
 
+/// `DB_READ_TIMEOUT_MS` where a test waits for a key read to give up behind a lock: 503
+/// (or the stale copy) this much sooner than by the default (5 s).
+const READ_TIMEOUT_MS: &str = "1500";
+
 /// Holds `LOCK TABLE <table> IN ACCESS EXCLUSIVE MODE` until the returned connection is
 /// dropped: every query that reads the table waits.
 async fn hold_lock(env: &Env, table: &str) -> tokio_postgres::Client {
@@ -173,7 +177,12 @@ async fn a_change_to_a_key_that_is_not_a_revocation_keeps_its_stale_copy() {
     let env = Env::new().await;
     let m = mock().await;
     env.add_provider("main", &m.base_url(), 1).await;
-    let gw = Gateway::start(&env).await;
+    let gw = Gateway::start_with(
+        &env,
+        &env.db.url,
+        &[("DB_READ_TIMEOUT_MS", READ_TIMEOUT_MS)],
+    )
+    .await;
     gw.listening().await;
     assert_eq!(status(&gw, &env.key).await, 200);
 
@@ -201,7 +210,12 @@ async fn a_reconnected_listener_keeps_the_stale_copies_of_usable_keys_only() {
     let m = mock().await;
     env.add_provider("main", &m.base_url(), 1).await;
     let (revoked, revoked_id) = env.new_key().await;
-    let gw = Gateway::start(&env).await;
+    let gw = Gateway::start_with(
+        &env,
+        &env.db.url,
+        &[("DB_READ_TIMEOUT_MS", READ_TIMEOUT_MS)],
+    )
+    .await;
     gw.listening().await;
     for key in [&env.key, &revoked] {
         assert_eq!(status(&gw, key).await, 200);
@@ -491,7 +505,10 @@ async fn a_load_that_timed_out_does_not_hold_up_the_next_one() {
     let gw = Gateway::start_with(
         &env,
         &env.db.url,
-        &[("AUTH_POOL_SIZE", "1"), ("DB_READ_TIMEOUT_MS", "1500")],
+        &[
+            ("AUTH_POOL_SIZE", "1"),
+            ("DB_READ_TIMEOUT_MS", READ_TIMEOUT_MS),
+        ],
     )
     .await;
     // The key is cached, its workspace's entries not yet: token counting only
