@@ -214,6 +214,9 @@ add_provider openai_compatible canned "http://127.0.0.1:$CANNED_PORT/v1" "$CANNE
 
 GW_ENV=(GATEWAY_ADDR="127.0.0.1:$GW_PORT" METRICS_ADDR="127.0.0.1:$METRICS_PORT"
   GATEWAY_SERVER_CONF="$ROOT/bench/scripts/gateway.yaml" MAX_CONNECTIONS=20000 MAX_CONNECTIONS_PER_IP=0)
+# The smoke measures nothing about draining: its gateways stop without a grace period
+# (their log rows are still written before they exit).
+[ "$SMOKE" = 1 ] && GW_ENV+=(SHUTDOWN_GRACE_SECONDS=0)
 GW_BIN="" # another gateway binary than $BIN's (the tracing section's `before`)
 start_gateway() {
   env "${GW_ENV[@]}" taskset -c "$PROXY_CPU" "${GW_BIN:-$BIN/perpetuo-gateway}" >>"$WORK/gateway.log" 2>&1 & GW_PID=$!; pids+=($GW_PID)
