@@ -159,9 +159,10 @@ pub struct DatabaseSettings {
     #[arg(long, env = config::DB_STATEMENT_TIMEOUT_MS, default_value_t = StatementTimeout::DEFAULT,
           value_parser = config::statement_timeout)]
     pub db_statement_timeout: StatementTimeout,
-    /// Longest a request waits for a database read it cannot do without (its key or its
-    /// workspace's provider entries on a cache miss, a stored response) before it is
-    /// answered 503, ms. A cached key or entry is served stale instead while it may be.
+    /// Longest a request waits for a database call it cannot do without (reading its key
+    /// or its workspace's provider entries on a cache miss, reading or storing a stored
+    /// response) before it is answered 503, ms. A key or entry confirmed within
+    /// `KEY_CACHE_STALE_MS` is served stale instead.
     #[arg(long, env = "DB_READ_TIMEOUT_MS", default_value = "5000", value_parser = db_read_timeout)]
     pub db_read_timeout: Duration,
 }
