@@ -11,6 +11,7 @@ pub mod dns;
 pub mod email;
 pub mod forwarded;
 pub mod logging;
+pub mod otlp;
 pub mod password;
 pub mod policy;
 pub mod pricing;

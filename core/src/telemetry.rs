@@ -12,7 +12,7 @@ use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{SpanContext, TraceId, TracerProvider as _};
 use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{
@@ -21,6 +21,7 @@ use opentelemetry_sdk::trace::{
 };
 use opentelemetry_sdk::Resource;
 
+use crate::otlp::{self, SpanRecord};
 use crate::Secret;
 
 /// The collector's base URL (`/v1/traces` is added for HTTP); unset: no tracing.
@@ -347,28 +348,13 @@ pub fn start(
         exporter(settings, endpoint)?
     };
     exporter.set_resource(&resource);
-    let pending = Arc::new(Mutex::new(Pending::default()));
-    // A batch never waits for more spans than the queue holds.
-    let batch_size = settings
-        .otel_bsp_max_export_batch_size
-        .min(settings.otel_bsp_max_queue_size);
-    let batch = Batching {
-        max: batch_size,
-        delay: settings.otel_bsp_schedule_delay,
-        timeout: settings.otel_exporter_otlp_timeout,
+    let timeout = settings.otel_exporter_otlp_timeout;
+    let send = move |spans: Vec<SpanData>| {
+        let sent =
+            runtime.block_on(async { tokio::time::timeout(timeout, exporter.export(spans)).await });
+        matches!(sent, Ok(Ok(())))
     };
-    let export_dropped = dropped.clone();
-    let exported = pending.clone();
-    let thread = std::thread::Builder::new()
-        .name("trace export".into())
-        .spawn(move || export_loop(runtime, exporter, exported, batch, export_dropped))?;
-    let processor = Queue {
-        pending,
-        capacity: settings.otel_bsp_max_queue_size,
-        batch: batch_size,
-        exporter: thread.thread().clone(),
-        dropped,
-    };
+    let processor = SdkQueue(queue(settings, dropped, send)?);
     let provider = SdkTracerProvider::builder()
         .with_sampler(settings.sampler())
         .with_resource(resource)
@@ -378,19 +364,302 @@ pub fn start(
     Ok(Some(Tracing { tracer, provider }))
 }
 
+/// Spans a binary records itself as [`SpanRecord`]s (the gateway's, on its request path):
+/// the sampler that decides which traces are kept, and the queue that exports them,
+/// encoded straight to OTLP. The same variables as [`start`], the same bounds.
+pub struct Exporter {
+    sampler: Sampler,
+    queue: Queue<SpanRecord>,
+}
+
+impl fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Exporter")
+            .field("sampler", &self.sampler)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Exporter {
+    /// Whether a trace whose parent (a client's context) is `parent` is kept.
+    pub fn sampled(&self, parent: Option<&SpanContext>, trace_id: TraceId) -> bool {
+        self.sampler.sampled(parent, trace_id)
+    }
+
+    /// Queues one request's finished spans for export: all of them, or (the queue full)
+    /// none, counted as dropped.
+    pub fn submit(&self, spans: Vec<SpanRecord>) {
+        self.queue.push(spans.into_iter());
+    }
+
+    /// Sends what is queued, waiting at most `timeout`, and stops the export thread.
+    pub fn shutdown(&self, timeout: Duration) {
+        let _ = self.queue.shutdown(timeout);
+    }
+}
+
+/// Starts an [`Exporter`] when an endpoint is set (`None` otherwise). `service` names the
+/// spans' service unless `OTEL_SERVICE_NAME` does, and their instrumentation scope.
+pub fn start_exporter(
+    settings: &TelemetrySettings,
+    service: &str,
+    dropped: Dropped,
+) -> Result<Option<Exporter>, TelemetryError> {
+    let Some(endpoint) = settings.otel_exporter_otlp_endpoint.url() else {
+        return Ok(None);
+    };
+    let name = settings
+        .otel_service_name
+        .as_deref()
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or(service)
+        .to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let send = match settings.otel_exporter_otlp_protocol {
+        Protocol::HttpProtobuf => {
+            let post = OtlpPost::new(settings, endpoint, name, service.to_string())?;
+            Box::new(move |spans: Vec<SpanRecord>| runtime.block_on(post.send(&spans)))
+                as SendBatch
+        }
+        Protocol::Grpc => grpc_records(settings, endpoint, runtime, name, service)?,
+    };
+    Ok(Some(Exporter {
+        sampler: Sampler {
+            kind: settings.otel_traces_sampler,
+            ratio: settings.otel_traces_sampler_arg,
+        },
+        queue: queue(settings, dropped, send)?,
+    }))
+}
+
+/// Sends one batch of recorded spans: whether the collector took it.
+type SendBatch = Box<dyn FnMut(Vec<SpanRecord>) -> bool + Send>;
+
+/// The specification's built-in samplers, for spans recorded without the SDK (the SDK's
+/// own rules: a parent-based sampler follows a remote parent's sampled flag; the ratio
+/// compares the trace id's low 63 bits).
+#[derive(Debug, Clone, Copy)]
+struct Sampler {
+    kind: SamplerKind,
+    ratio: f64,
+}
+
+impl Sampler {
+    fn sampled(&self, parent: Option<&SpanContext>, trace_id: TraceId) -> bool {
+        let by_ratio = || {
+            if self.ratio >= 1.0 {
+                return true;
+            }
+            let bound = (self.ratio.max(0.0) * (1u64 << 63) as f64) as u64;
+            let low = u128::from_be_bytes(trace_id.to_bytes()) as u64;
+            (low >> 1) < bound
+        };
+        match (self.kind, parent) {
+            (SamplerKind::AlwaysOn, _) => true,
+            (SamplerKind::AlwaysOff, _) => false,
+            (SamplerKind::TraceIdRatio, _) => by_ratio(),
+            (_, Some(parent)) => parent.is_sampled(),
+            (SamplerKind::ParentBasedAlwaysOn, None) => true,
+            (SamplerKind::ParentBasedAlwaysOff, None) => false,
+            (SamplerKind::ParentBasedTraceIdRatio, None) => by_ratio(),
+        }
+    }
+}
+
+/// OTLP/HTTP exports of recorded spans: one protobuf `POST {endpoint}/v1/traces` a batch,
+/// bounded by the export timeout.
+struct OtlpPost {
+    client: reqwest::Client,
+    url: String,
+    headers: http::HeaderMap,
+    timeout: Duration,
+    service: String,
+    scope: String,
+}
+
+impl OtlpPost {
+    fn new(
+        settings: &TelemetrySettings,
+        endpoint: &url::Url,
+        service: String,
+        scope: String,
+    ) -> Result<Self, TelemetryError> {
+        let timeout = settings.otel_exporter_otlp_timeout;
+        let mut headers = http::HeaderMap::new();
+        for (k, v) in configured_headers(settings)? {
+            if let (Ok(k), Ok(v)) = (
+                http::HeaderName::from_bytes(k.as_bytes()),
+                http::HeaderValue::from_str(&v),
+            ) {
+                headers.insert(k, v);
+            }
+        }
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/x-protobuf"),
+        );
+        Ok(Self {
+            client: Http::new(timeout)?.0,
+            url: format!("{}/v1/traces", endpoint.as_str().trim_end_matches('/')),
+            headers,
+            timeout,
+            service,
+            scope,
+        })
+    }
+
+    /// Whether the collector took the batch (a 2xx within the timeout).
+    async fn send(&self, spans: &[SpanRecord]) -> bool {
+        let mut body = Vec::with_capacity(spans.len() * 640);
+        otlp::encode_request(&self.service, &self.scope, spans, &mut body);
+        let exported = async {
+            let response = self
+                .client
+                .post(&self.url)
+                .headers(self.headers.clone())
+                .body(body)
+                .send()
+                .await
+                .ok()?;
+            let ok = response.status().is_success();
+            // Read to the end, so that the connection is kept for the next batch.
+            response.bytes().await.ok()?;
+            Some(ok)
+        };
+        matches!(
+            tokio::time::timeout(self.timeout, exported).await,
+            Ok(Some(true))
+        )
+    }
+}
+
+/// OTLP/gRPC exports of recorded spans, through the SDK's exporter.
+#[cfg(feature = "otlp-grpc")]
+fn grpc_records(
+    settings: &TelemetrySettings,
+    endpoint: &url::Url,
+    runtime: tokio::runtime::Runtime,
+    service: String,
+    scope: &str,
+) -> Result<SendBatch, TelemetryError> {
+    let mut exporter = {
+        let _entered = runtime.enter();
+        exporter(settings, endpoint)?
+    };
+    exporter.set_resource(&Resource::builder_empty().with_service_name(service).build());
+    let scope = opentelemetry::InstrumentationScope::builder(scope.to_string()).build();
+    let timeout = settings.otel_exporter_otlp_timeout;
+    Ok(Box::new(move |spans: Vec<SpanRecord>| {
+        let data = spans.iter().map(|s| sdk_span(s, &scope)).collect();
+        let sent =
+            runtime.block_on(async { tokio::time::timeout(timeout, exporter.export(data)).await });
+        matches!(sent, Ok(Ok(())))
+    }))
+}
+
+#[cfg(not(feature = "otlp-grpc"))]
+fn grpc_records(
+    _settings: &TelemetrySettings,
+    _endpoint: &url::Url,
+    _runtime: tokio::runtime::Runtime,
+    _service: String,
+    _scope: &str,
+) -> Result<SendBatch, TelemetryError> {
+    // `protocol` refuses `grpc` in a build without the feature.
+    Err(TelemetryError::Exporter(
+        "grpc needs a build with the otlp-grpc feature".into(),
+    ))
+}
+
+/// A recorded span as the SDK's exporter takes it.
+#[cfg(feature = "otlp-grpc")]
+fn sdk_span(s: &SpanRecord, scope: &opentelemetry::InstrumentationScope) -> SpanData {
+    use opentelemetry::trace::{SpanId, SpanKind, Status, TraceFlags, TraceState};
+    use opentelemetry::{KeyValue, StringValue};
+    let at = |nanos: u64| std::time::UNIX_EPOCH + Duration::from_nanos(nanos);
+    let state = s
+        .trace_state
+        .as_deref()
+        .and_then(|t| t.parse::<TraceState>().ok())
+        .unwrap_or_default();
+    let attributes = s
+        .attributes
+        .iter()
+        .map(|a| {
+            let value = match &a.value {
+                otlp::Value::Str(v) => opentelemetry::Value::from(v.to_string()),
+                otlp::Value::Int(n) => opentelemetry::Value::I64(*n),
+                otlp::Value::Float(f) => opentelemetry::Value::F64(*f),
+                otlp::Value::Bool(b) => opentelemetry::Value::Bool(*b),
+                otlp::Value::Strs(items) => opentelemetry::Value::Array(
+                    items
+                        .iter()
+                        .map(|i| StringValue::from(i.clone()))
+                        .collect::<Vec<_>>()
+                        .into(),
+                ),
+            };
+            KeyValue::new(a.key, value)
+        })
+        .collect();
+    let mut events = opentelemetry_sdk::trace::SpanEvents::default();
+    events.events = s
+        .events
+        .iter()
+        .map(|e| opentelemetry::trace::Event::new(e.name, at(e.unix_nanos), Vec::new(), 0))
+        .collect();
+    SpanData {
+        span_context: SpanContext::new(
+            TraceId::from_bytes(s.trace_id),
+            SpanId::from_bytes(s.span_id),
+            TraceFlags::new(s.flags),
+            false,
+            state,
+        ),
+        parent_span_id: s
+            .parent
+            .map_or(SpanId::INVALID, |(p, _)| SpanId::from_bytes(p)),
+        parent_span_is_remote: s.parent.is_some_and(|(_, remote)| remote),
+        span_kind: match s.kind {
+            otlp::Kind::Internal => SpanKind::Internal,
+            otlp::Kind::Server => SpanKind::Server,
+            otlp::Kind::Client => SpanKind::Client,
+        },
+        name: s.name.clone(),
+        start_time: at(s.start_unix_nanos),
+        end_time: at(s.end_unix_nanos),
+        attributes,
+        dropped_attributes_count: 0,
+        events,
+        links: opentelemetry_sdk::trace::SpanLinks::default(),
+        status: match &s.error {
+            Some(e) => Status::error(e.clone()),
+            None => Status::Unset,
+        },
+        instrumentation_scope: scope.clone(),
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_HEADERS`' pairs.
+fn configured_headers(
+    settings: &TelemetrySettings,
+) -> Result<Vec<(String, String)>, TelemetryError> {
+    match &settings.otel_exporter_otlp_headers {
+        Some(raw) => Ok(parse_headers(raw.expose())
+            .map_err(TelemetryError::Headers)?
+            .0),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// The OTLP exporter the settings name.
 fn exporter(
     settings: &TelemetrySettings,
     endpoint: &url::Url,
 ) -> Result<SpanExporter, TelemetryError> {
-    let headers = match &settings.otel_exporter_otlp_headers {
-        Some(raw) => {
-            parse_headers(raw.expose())
-                .map_err(TelemetryError::Headers)?
-                .0
-        }
-        None => Vec::new(),
-    };
+    let headers = configured_headers(settings)?;
     let base = endpoint.as_str().trim_end_matches('/');
     let built = match settings.otel_exporter_otlp_protocol {
         Protocol::HttpProtobuf => {
@@ -487,39 +756,68 @@ impl opentelemetry_http::HttpClient for Http {
 
 /// What the request path and the export thread share: the finished spans waiting, and
 /// who waits for a flush.
-#[derive(Default)]
-struct Pending {
-    spans: Vec<SpanData>,
+struct Pending<T> {
+    spans: Vec<T>,
     flushes: Vec<SyncSender<()>>,
     closed: bool,
 }
 
-/// The span processor: a finished span joins the bounded queue, or is dropped and
-/// counted when it is full. Nothing here waits, and the export thread is woken only when a
-/// batch is full or a flush is asked for, never once per span: it otherwise sleeps until
-/// the schedule delay.
-struct Queue {
-    pending: Arc<Mutex<Pending>>,
+impl<T> Default for Pending<T> {
+    fn default() -> Self {
+        Self {
+            spans: Vec::new(),
+            flushes: Vec::new(),
+            closed: false,
+        }
+    }
+}
+
+/// The bounded queue of finished spans: a span joins it, or is dropped and counted when
+/// it is full. Nothing here waits, and the export thread is woken only when a batch is
+/// full or a flush is asked for, never once per span: it otherwise sleeps until the
+/// schedule delay.
+struct Queue<T> {
+    pending: Arc<Mutex<Pending<T>>>,
     capacity: usize,
     batch: usize,
     exporter: std::thread::Thread,
     dropped: Dropped,
 }
 
-impl fmt::Debug for Queue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Queue")
-    }
-}
-
 /// Locks the queue; a panic elsewhere while it was held leaves plain data behind.
-fn lock(pending: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
+fn lock<T>(pending: &Mutex<Pending<T>>) -> MutexGuard<'_, Pending<T>> {
     pending.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl Queue {
+impl<T> Queue<T> {
+    /// Queues `spans`, all of them or (the queue too full for them all) none, counted as
+    /// dropped.
+    fn push(&self, spans: impl ExactSizeIterator<Item = T>) {
+        let n = spans.len();
+        if n == 0 {
+            return;
+        }
+        let full = {
+            let mut pending = lock(&self.pending);
+            if pending.closed {
+                return;
+            }
+            let before = pending.spans.len();
+            if before + n > self.capacity {
+                drop(pending);
+                (self.dropped)(n as u64);
+                return;
+            }
+            pending.spans.extend(spans);
+            before < self.batch && before + n >= self.batch
+        };
+        if full {
+            self.exporter.unpark();
+        }
+    }
+
     /// Asks the export thread to send what is queued, waiting at most `timeout`.
-    fn flush(&self, timeout: Duration) -> OTelSdkResult {
+    fn flush(&self, timeout: Duration) -> Result<(), Duration> {
         let (tx, rx) = mpsc::sync_channel(1);
         {
             let mut pending = lock(&self.pending);
@@ -529,83 +827,103 @@ impl Queue {
             pending.flushes.push(tx);
         }
         self.exporter.unpark();
-        rx.recv_timeout(timeout)
-            .map_err(|_| OTelSdkError::Timeout(timeout))
+        rx.recv_timeout(timeout).map_err(|_| timeout)
+    }
+
+    /// Sends what is queued (within `timeout`), then stops the export thread.
+    fn shutdown(&self, timeout: Duration) -> Result<(), Duration> {
+        let flushed = self.flush(timeout);
+        self.close();
+        flushed
+    }
+
+    fn close(&self) {
+        lock(&self.pending).closed = true;
+        self.exporter.unpark();
     }
 }
 
-impl SpanProcessor for Queue {
+/// Starts the export thread of a queue whose batches `send` exports (`false`: the batch
+/// was not delivered, its spans are counted as dropped).
+fn queue<T: Send + 'static>(
+    settings: &TelemetrySettings,
+    dropped: Dropped,
+    send: impl FnMut(Vec<T>) -> bool + Send + 'static,
+) -> Result<Queue<T>, TelemetryError> {
+    let pending = Arc::new(Mutex::new(Pending::default()));
+    // A batch never waits for more spans than the queue holds.
+    let batch_size = settings
+        .otel_bsp_max_export_batch_size
+        .min(settings.otel_bsp_max_queue_size);
+    let batch = Batching {
+        max: batch_size,
+        delay: settings.otel_bsp_schedule_delay,
+    };
+    let export_dropped = dropped.clone();
+    let exported = pending.clone();
+    let thread = std::thread::Builder::new()
+        .name("trace export".into())
+        .spawn(move || export_loop(exported, batch, send, export_dropped))?;
+    Ok(Queue {
+        pending,
+        capacity: settings.otel_bsp_max_queue_size,
+        batch: batch_size,
+        exporter: thread.thread().clone(),
+        dropped,
+    })
+}
+
+/// The SDK's span processor (the admin API's spans): each finished span joins the queue.
+struct SdkQueue(Queue<SpanData>);
+
+impl fmt::Debug for SdkQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Queue")
+    }
+}
+
+impl SpanProcessor for SdkQueue {
     fn on_start(&self, _span: &mut Span, _cx: &opentelemetry::Context) {}
 
     fn on_end(&self, span: SpanData) {
-        if !span.span_context.is_sampled() {
-            return;
-        }
-        let full = {
-            let mut pending = lock(&self.pending);
-            if pending.closed {
-                return;
-            }
-            if pending.spans.len() >= self.capacity {
-                drop(pending);
-                (self.dropped)(1);
-                return;
-            }
-            pending.spans.push(span);
-            pending.spans.len() == self.batch
-        };
-        if full {
-            self.exporter.unpark();
+        if span.span_context.is_sampled() {
+            self.0.push(std::iter::once(span));
         }
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        self.flush(Duration::from_secs(5))
+        self.0
+            .flush(Duration::from_secs(5))
+            .map_err(OTelSdkError::Timeout)
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        let flushed = self.flush(timeout);
-        lock(&self.pending).closed = true;
-        self.exporter.unpark();
-        flushed
+        self.0.shutdown(timeout).map_err(OTelSdkError::Timeout)
     }
 }
 
-impl Drop for Queue {
+impl<T> Drop for Queue<T> {
     fn drop(&mut self) {
-        lock(&self.pending).closed = true;
-        self.exporter.unpark();
+        self.close();
     }
 }
 
-/// How batches are made and sent.
+/// How batches are made.
 #[derive(Debug, Clone, Copy)]
 struct Batching {
     max: usize,
     delay: Duration,
-    timeout: Duration,
 }
 
 /// The export thread: sleeps until the schedule delay has passed, a batch is full or a
-/// flush is asked for, then sends what is queued in batches of at most `max`, each within
-/// the timeout; a batch that fails is dropped and counted. Ends when the processor is
-/// shut down or gone.
-fn export_loop(
-    runtime: tokio::runtime::Runtime,
-    exporter: SpanExporter,
-    pending: Arc<Mutex<Pending>>,
+/// flush is asked for, then sends what is queued in batches of at most `max`; a batch
+/// that fails is dropped and counted. Ends when the queue is shut down or gone.
+fn export_loop<T>(
+    pending: Arc<Mutex<Pending<T>>>,
     batching: Batching,
+    mut send: impl FnMut(Vec<T>) -> bool,
     dropped: Dropped,
 ) {
-    let send = |spans: Vec<SpanData>| {
-        let n = spans.len() as u64;
-        let sent = runtime.block_on(async {
-            tokio::time::timeout(batching.timeout, exporter.export(spans)).await
-        });
-        if !matches!(sent, Ok(Ok(()))) {
-            dropped(n);
-        }
-    };
     let mut due = Instant::now() + batching.delay;
     loop {
         let now = Instant::now();
@@ -625,11 +943,14 @@ fn export_loop(
         }
         let mut spans = spans.into_iter();
         loop {
-            let batch: Vec<SpanData> = spans.by_ref().take(batching.max).collect();
+            let batch: Vec<T> = spans.by_ref().take(batching.max).collect();
             if batch.is_empty() {
                 break;
             }
-            send(batch);
+            let n = batch.len() as u64;
+            if !send(batch) {
+                dropped(n);
+            }
         }
         for done in flushes {
             let _ = done.try_send(());
@@ -684,6 +1005,36 @@ mod tests {
         assert!(export_timeout("0").is_err());
         assert!(endpoint("localhost:4318").is_err());
         assert!(endpoint("http://collector:4318").is_ok());
+    }
+
+    #[test]
+    fn recorded_spans_are_sampled_by_the_sdks_rules() {
+        use opentelemetry::trace::{SpanId, TraceFlags, TraceState};
+        let sampler = |kind, ratio| Sampler { kind, ratio };
+        let parent = |sampled: bool| {
+            SpanContext::new(
+                TraceId::from(1u128),
+                SpanId::from(1u64),
+                if sampled {
+                    TraceFlags::SAMPLED
+                } else {
+                    TraceFlags::default()
+                },
+                true,
+                TraceState::NONE,
+            )
+        };
+        let (low, high) = (TraceId::from(2u128), TraceId::from(u128::from(u64::MAX)));
+        let on = sampler(SamplerKind::ParentBasedAlwaysOn, 1.0);
+        assert!(on.sampled(None, low));
+        assert!(!on.sampled(Some(&parent(false)), low));
+        assert!(sampler(SamplerKind::AlwaysOn, 1.0).sampled(Some(&parent(false)), low));
+        let half = sampler(SamplerKind::ParentBasedTraceIdRatio, 0.5);
+        assert!(half.sampled(None, low));
+        assert!(!half.sampled(None, high));
+        assert!(half.sampled(Some(&parent(true)), high));
+        assert!(!sampler(SamplerKind::TraceIdRatio, 0.0).sampled(None, low));
+        assert!(!sampler(SamplerKind::ParentBasedAlwaysOff, 1.0).sampled(None, low));
     }
 
     #[test]

@@ -104,16 +104,17 @@ pub fn run(config: Config) -> Result<(), StartupError> {
     // Pingora's default grace period when the settings name none.
     let grace = Duration::from_secs(conf.grace_period_seconds.unwrap_or(300));
     let shutdown = Arc::new(Shutdown::new(grace));
-    let telemetry = perpetuo_core::telemetry::start(
+    let telemetry = perpetuo_core::telemetry::start_exporter(
         &config.tracing,
         "perpetuo-gateway",
         std::sync::Arc::new(|n| crate::metrics::TRACE_SPANS_DROPPED.inc_by(n)),
     )
-    .map_err(StartupError::new)?;
+    .map_err(StartupError::new)?
+    .map(Arc::new);
     let hearing = Arc::new(crate::invalidation::Hearing::default());
     let services = Services {
         hearing: hearing.clone(),
-        tracer: telemetry.as_ref().map(|t| t.tracer.clone()),
+        tracer: telemetry.clone(),
         shutdown: shutdown.clone(),
         clients: clients.clone(),
         keys: keys.clone(),

@@ -48,8 +48,8 @@ pub struct Services {
     pub limiter: Arc<Limiter>,
     /// The response cache.
     pub cache: crate::cache::ResponseCache,
-    /// The tracer of proxied requests' spans, when tracing is on.
-    pub tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+    /// Where proxied requests' spans go, when tracing is on.
+    pub tracer: Option<Arc<perpetuo_core::telemetry::Exporter>>,
     /// Whether changes are heard yet (`/healthz` says not ready until then).
     pub hearing: Arc<crate::invalidation::Hearing>,
 }

@@ -7,13 +7,12 @@
 //! row's trace and is passed on to the provider unchanged.
 
 use std::borrow::Cow;
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use opentelemetry::trace::{
-    Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _,
-};
-use opentelemetry::{Context, KeyValue, StringValue, Value};
-use opentelemetry_sdk::trace::{SdkTracer, Span};
+use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId};
+use perpetuo_core::otlp::{Attribute, Event, Kind, SpanRecord, Value};
+use perpetuo_core::telemetry::Exporter;
 use perpetuo_wire::kind::ProviderKind;
 use perpetuo_wire::lazy_json::LazyJson;
 use perpetuo_wire::translation::AnswerMeta;
@@ -77,24 +76,98 @@ impl Incoming {
     }
 }
 
-/// Spans being recorded (tracing on, the trace sampled).
-struct Spans {
-    tracer: SdkTracer,
-    /// Holds the SERVER span.
-    cx: Context,
-    /// When the request began, for times the pipeline keeps as durations.
-    started: SystemTime,
-    authenticate: Option<Span>,
-    route: Option<Span>,
+/// Now, in nanoseconds since the Unix epoch (a span's times).
+fn now() -> u64 {
+    unix_nanos(SystemTime::now())
+}
+
+fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// A new span id (never the invalid all-zero one).
+fn span_id() -> SpanId {
+    SpanId::from(rand::random::<u64>().max(1))
+}
+
+/// A span begun and not yet ended.
+struct Open {
+    id: SpanId,
+    start: u64,
+    name: Cow<'static, str>,
+    kind: Kind,
+    attributes: Vec<Attribute>,
+}
+
+impl Open {
+    fn new(name: impl Into<Cow<'static, str>>, kind: Kind, attributes: Vec<Attribute>) -> Self {
+        Self {
+            id: span_id(),
+            start: now(),
+            name: name.into(),
+            kind,
+            attributes,
+        }
+    }
+}
+
+/// Spans being recorded (tracing on, the trace sampled): plain values, handed to the
+/// exporter together when the request ends.
+struct Recording {
+    exporter: Arc<Exporter>,
+    trace_id: TraceId,
+    /// The client's span, the SERVER span's remote parent.
+    parent: Option<SpanId>,
+    trace_state: Option<Arc<str>>,
+    server: Open,
+    authenticate: Option<Open>,
+    route: Option<Open>,
     /// The served attempt, open until the request ends.
-    attempt: Option<Span>,
+    attempt: Option<Open>,
+    /// The spans already ended.
+    ended: Vec<SpanRecord>,
+}
+
+impl Recording {
+    /// Ends `span`, a child of the SERVER span, now.
+    fn end(&mut self, span: Open, error: Option<&'static str>, events: Vec<Event>) {
+        let record = self.record(span, Some((self.server.id, false)), error, events);
+        self.ended.push(record);
+    }
+
+    fn record(
+        &self,
+        mut span: Open,
+        parent: Option<(SpanId, bool)>,
+        error: Option<&'static str>,
+        events: Vec<Event>,
+    ) -> SpanRecord {
+        if let Some(e) = error {
+            span.attributes.push(Attribute::new("error.type", e));
+        }
+        SpanRecord {
+            trace_id: self.trace_id.to_bytes(),
+            span_id: span.id.to_bytes(),
+            parent: parent.map(|(id, remote)| (id.to_bytes(), remote)),
+            flags: TraceFlags::SAMPLED.to_u8(),
+            trace_state: self.trace_state.clone(),
+            name: span.name,
+            kind: span.kind,
+            start_unix_nanos: span.start,
+            end_unix_nanos: now(),
+            attributes: span.attributes,
+            events,
+            error: error.map(Cow::Borrowed),
+        }
+    }
 }
 
 /// The request's trace state.
 #[derive(Default)]
 pub struct Trace {
     incoming: Option<Incoming>,
-    spans: Option<Box<Spans>>,
+    spans: Option<Box<Recording>>,
     /// The SERVER span's context when the sampler dropped it: still the row's trace, and
     /// passed on (not sampled) to providers.
     unsampled: Option<SpanContext>,
@@ -112,28 +185,38 @@ pub struct AttemptOf<'a> {
 }
 
 impl Trace {
-    /// The trace of a proxied request: the client's context, and with a tracer its
+    /// The trace of a proxied request: the client's context, and with an exporter its
     /// SERVER span (`{method} {path}`).
-    pub fn begin(tracer: Option<&SdkTracer>, session: &Session) -> Self {
+    pub fn begin(exporter: Option<&Arc<Exporter>>, session: &Session) -> Self {
         let incoming = Incoming::read(session);
-        let Some(tracer) = tracer else {
+        let Some(exporter) = exporter else {
             return Self {
                 incoming,
                 ..Self::default()
             };
         };
-        let parent = match &incoming {
-            Some(i) => Context::new().with_remote_span_context(i.context.clone()),
-            None => Context::new(),
-        };
+        let parent = incoming.as_ref().map(|i| &i.context);
+        let trace_id = parent.map_or_else(
+            || TraceId::from(rand::random::<u128>().max(1)),
+            SpanContext::trace_id,
+        );
+        let state = parent.map(|p| p.trace_state().clone()).unwrap_or_default();
+        if !exporter.sampled(parent, trace_id) {
+            let unsampled =
+                SpanContext::new(trace_id, span_id(), TraceFlags::default(), false, state);
+            return Self {
+                incoming,
+                spans: None,
+                unsampled: Some(unsampled),
+            };
+        }
         let req = session.req_header();
-        let method = req.method.as_str().to_string();
-        let path = req.uri.path().to_string();
-        let mut attributes = vec![
-            KeyValue::new("http.request.method", method.clone()),
-            KeyValue::new("url.path", path.clone()),
-            KeyValue::new("url.scheme", "http"),
-        ];
+        let method = req.method.as_str();
+        let path = req.uri.path();
+        let mut attributes = Vec::with_capacity(6);
+        attributes.push(Attribute::new("http.request.method", method.to_string()));
+        attributes.push(Attribute::new("url.path", path.to_string()));
+        attributes.push(Attribute::new("url.scheme", "http"));
         if let Some(host) = req
             .headers
             .get("host")
@@ -144,45 +227,36 @@ impl Trace {
                 Some((h, p)) if p.parse::<u16>().is_ok() => (h, p.parse::<i64>().ok()),
                 _ => (host, None),
             };
-            attributes.push(KeyValue::new("server.address", name.to_string()));
+            attributes.push(Attribute::new("server.address", name.to_string()));
             if let Some(port) = port {
-                attributes.push(KeyValue::new("server.port", port));
+                attributes.push(Attribute::new("server.port", port));
             }
         }
         if let Some(agent) = req.headers.get("user-agent").and_then(|h| h.to_str().ok()) {
-            attributes.push(KeyValue::new("user_agent.original", agent.to_string()));
+            attributes.push(Attribute::new("user_agent.original", agent.to_string()));
         }
-        let span = tracer
-            .span_builder(format!("{method} {path}"))
-            .with_kind(SpanKind::Server)
-            .with_attributes(attributes)
-            .start_with_context(tracer, &parent);
-        if !span.is_recording() {
-            let unsampled = Some(span.span_context().clone()).filter(SpanContext::is_valid);
-            return Self {
-                incoming,
-                spans: None,
-                unsampled,
-            };
-        }
+        let header = state.header();
         Self {
-            incoming,
-            unsampled: None,
-            spans: Some(Box::new(Spans {
-                tracer: tracer.clone(),
-                cx: parent.with_span(span),
-                started: SystemTime::now(),
+            spans: Some(Box::new(Recording {
+                exporter: exporter.clone(),
+                trace_id,
+                parent: parent.map(SpanContext::span_id),
+                trace_state: (!header.is_empty()).then(|| Arc::from(header)),
+                server: Open::new(format!("{method} {path}"), Kind::Server, attributes),
                 authenticate: None,
                 route: None,
                 attempt: None,
+                ended: Vec::with_capacity(4),
             })),
+            incoming,
+            unsampled: None,
         }
     }
 
     /// The trace id (32 lowercase hex digits): the SERVER span's, else the client's.
     pub fn trace_id(&self) -> Option<String> {
         if let Some(s) = &self.spans {
-            return Some(s.cx.span().span_context().trace_id().to_string());
+            return Some(s.trace_id.to_string());
         }
         if let Some(cx) = &self.unsampled {
             return Some(cx.trace_id().to_string());
@@ -197,62 +271,50 @@ impl Trace {
         self.spans.is_some()
     }
 
-    fn child(&mut self, name: &'static str, kind: SpanKind) -> Option<Span> {
-        let s = self.spans.as_deref()?;
-        Some(
-            s.tracer
-                .span_builder(name)
-                .with_kind(kind)
-                .start_with_context(&s.tracer, &s.cx),
-        )
-    }
-
     /// The key's authentication and its limits' admission begin.
     pub fn authenticate(&mut self) {
-        let span = self.child("authenticate", SpanKind::Internal);
         if let Some(s) = self.spans.as_deref_mut() {
-            s.authenticate = span;
+            s.authenticate = Some(Open::new("authenticate", Kind::Internal, Vec::new()));
         }
     }
 
     /// The key's limits admitted the request (or refused it: `error`).
     pub fn authenticated(&mut self, error: Option<&'static str>) {
-        if let Some(mut span) = self
-            .spans
-            .as_deref_mut()
-            .and_then(|s| s.authenticate.take())
-        {
-            fail(&mut span, error);
-            span.end();
+        if let Some(s) = self.spans.as_deref_mut() {
+            if let Some(span) = s.authenticate.take() {
+                s.end(span, error, Vec::new());
+            }
         }
     }
 
     /// Routing begins: the entries' order for the model.
     pub fn route(&mut self) {
-        let span = self.child("route", SpanKind::Internal);
         if let Some(s) = self.spans.as_deref_mut() {
-            s.route = span;
+            s.route = Some(Open::new("route", Kind::Internal, Vec::with_capacity(2)));
         }
     }
 
     /// Routing ordered `candidates` entries.
     pub fn routed(&mut self, candidates: usize, error: Option<&'static str>) {
-        if let Some(mut span) = self.spans.as_deref_mut().and_then(|s| s.route.take()) {
-            span.set_attribute(KeyValue::new("perpetuo.candidates", candidates as i64));
-            fail(&mut span, error);
-            span.end();
+        if let Some(s) = self.spans.as_deref_mut() {
+            if let Some(mut span) = s.route.take() {
+                span.attributes
+                    .push(Attribute::new("perpetuo.candidates", candidates as i64));
+                s.end(span, error, Vec::new());
+            }
         }
     }
 
     /// An attempt begins: its CLIENT span, and the `traceparent` (with the client's
     /// `tracestate`) the provider is sent, when there is a trace.
     pub fn attempt(&mut self, of: &AttemptOf<'_>) -> Vec<(&'static str, String)> {
-        let Some(s) = self.spans.as_deref_mut() else {
+        let tracestate = || self.incoming.as_ref().and_then(|i| i.tracestate.clone());
+        let Some(s) = self.spans.as_deref() else {
             // Not sampled: the provider hears of the trace, not sampled, as the SERVER
             // span's child.
             if let Some(cx) = &self.unsampled {
                 let mut h = vec![("traceparent", trace_context::traceparent(cx))];
-                if let Some(state) = self.incoming.as_ref().and_then(|i| i.tracestate.clone()) {
+                if let Some(state) = tracestate() {
                     h.push(("tracestate", state));
                 }
                 return h;
@@ -267,168 +329,179 @@ impl Trace {
             });
         };
         let operation = operation(of.door);
-        let mut attributes = vec![
-            KeyValue::new("gen_ai.operation.name", operation),
-            KeyValue::new("gen_ai.provider.name", provider_name(of.kind)),
-            KeyValue::new("gen_ai.request.model", of.model.to_string()),
-            KeyValue::new("perpetuo.entry", of.entry.to_string()),
-        ];
+        let mut attributes = Vec::with_capacity(16);
+        attributes.push(Attribute::new("gen_ai.operation.name", operation));
+        attributes.push(Attribute::new(
+            "gen_ai.provider.name",
+            provider_name(of.kind),
+        ));
+        attributes.push(Attribute::new("gen_ai.request.model", of.model.to_string()));
+        attributes.push(Attribute::new("perpetuo.entry", of.entry.to_string()));
         if let Some(label) = of.key_label {
-            attributes.push(KeyValue::new("perpetuo.pool_key", label.to_string()));
+            attributes.push(Attribute::new("perpetuo.pool_key", label.to_string()));
         }
         if let Some((host, port)) = of.server {
-            attributes.push(KeyValue::new("server.address", host.to_string()));
-            attributes.push(KeyValue::new("server.port", i64::from(port)));
+            attributes.push(Attribute::new("server.address", host.to_string()));
+            attributes.push(Attribute::new("server.port", i64::from(port)));
         }
         request_parameters(of.request, &mut attributes);
-        let span = s
-            .tracer
-            .span_builder(format!("{operation} {}", of.model))
-            .with_kind(SpanKind::Client)
-            .with_attributes(attributes)
-            .start_with_context(&s.tracer, &s.cx);
-        let mut headers = vec![(
-            "traceparent",
-            trace_context::traceparent(span.span_context()),
-        )];
-        if let Some(state) = self.incoming.as_ref().and_then(|i| i.tracestate.clone()) {
+        let span = Open::new(
+            format!("{operation} {}", of.model),
+            Kind::Client,
+            attributes,
+        );
+        let mut headers = vec![("traceparent", format!("00-{}-{}-01", s.trace_id, span.id))];
+        if let Some(state) = tracestate() {
             headers.push(("tracestate", state));
         }
-        if let Some(mut previous) = s.attempt.replace(span) {
-            previous.end();
+        if let Some(s) = self.spans.as_deref_mut() {
+            if let Some(previous) = s.attempt.replace(span) {
+                s.end(previous, None, Vec::new());
+            }
         }
         headers
     }
 
     /// The attempt failed (`status` when the provider answered): its span ends.
     pub fn attempt_failed(&mut self, status: Option<u16>, error: &'static str) {
-        if let Some(mut span) = self.spans.as_deref_mut().and_then(|s| s.attempt.take()) {
-            if let Some(status) = status {
-                span.set_attribute(KeyValue::new(
-                    "http.response.status_code",
-                    i64::from(status),
-                ));
+        if let Some(s) = self.spans.as_deref_mut() {
+            if let Some(mut span) = s.attempt.take() {
+                if let Some(status) = status {
+                    span.attributes.push(Attribute::new(
+                        "http.response.status_code",
+                        i64::from(status),
+                    ));
+                }
+                s.end(span, Some(error), Vec::new());
             }
-            fail(&mut span, Some(error));
-            span.end();
         }
     }
 
     /// The request ends: the served attempt's span and the SERVER span get what the
-    /// request came to, and end.
+    /// request came to, end, and go to the exporter with the request's other spans.
     pub fn finish(&mut self, end: End<'_>) {
         let Some(mut s) = self.spans.take() else {
             return;
         };
-        let ttfb_at = end.ttfb.map(|t| s.started + t);
         for open in [s.authenticate.take(), s.route.take()]
             .into_iter()
             .flatten()
         {
-            let mut open = open;
-            fail(&mut open, end.error);
-            open.end();
+            s.end(open, end.error, Vec::new());
         }
         if let Some(mut span) = s.attempt.take() {
-            let mut attributes = Vec::with_capacity(12);
-            attributes.push(KeyValue::new(
+            let attributes = &mut span.attributes;
+            attributes.push(Attribute::new(
                 "http.response.status_code",
                 i64::from(end.status),
             ));
             if let Some(model) = end.served_model {
-                attributes.push(KeyValue::new("gen_ai.response.model", model.to_string()));
+                attributes.push(Attribute::new("gen_ai.response.model", model.to_string()));
             }
             if let Some(meta) = end.answer {
                 if let Some(id) = &meta.id {
-                    attributes.push(KeyValue::new("gen_ai.response.id", id.clone()));
+                    attributes.push(Attribute::new("gen_ai.response.id", id.clone()));
                 }
                 if !meta.finish_reasons.is_empty() {
-                    let reasons: Vec<StringValue> = meta
-                        .finish_reasons
-                        .iter()
-                        .map(|r| StringValue::from(r.clone()))
-                        .collect();
-                    attributes.push(KeyValue::new(
+                    attributes.push(Attribute::new(
                         "gen_ai.response.finish_reasons",
-                        Value::Array(reasons.into()),
+                        Value::Strs(meta.finish_reasons.clone()),
                     ));
                 }
             }
             if let Some(u) = end.usage {
-                attributes.push(KeyValue::new("gen_ai.usage.input_tokens", u.input as i64));
-                attributes.push(KeyValue::new("gen_ai.usage.output_tokens", u.output as i64));
+                attributes.push(Attribute::new("gen_ai.usage.input_tokens", u.input as i64));
+                attributes.push(Attribute::new(
+                    "gen_ai.usage.output_tokens",
+                    u.output as i64,
+                ));
                 if let Some(n) = u.cache_read {
-                    attributes.push(KeyValue::new(
+                    attributes.push(Attribute::new(
                         "gen_ai.usage.cache_read.input_tokens",
                         n as i64,
                     ));
                 }
                 if let Some(n) = u.cache_creation {
-                    attributes.push(KeyValue::new(
+                    attributes.push(Attribute::new(
                         "gen_ai.usage.cache_creation.input_tokens",
                         n as i64,
                     ));
                 }
             }
-            if let Some(c) = &end.content {
-                attributes.extend(c.input.iter().cloned());
-                attributes.extend(c.output.iter().cloned());
+            if let Some(c) = end.content {
+                if let Some(input) = c.input {
+                    attributes.push(Attribute::new("gen_ai.input.messages", input));
+                }
+                if let Some(output) = c.output {
+                    attributes.push(Attribute::new("gen_ai.output.messages", output));
+                }
                 if c.truncated {
-                    attributes.push(KeyValue::new("perpetuo.content.truncated", true));
+                    attributes.push(Attribute::new("perpetuo.content.truncated", true));
                 }
             }
-            span.set_attributes(attributes);
-            if let Some(at) = ttfb_at {
-                span.add_event_with_timestamp("perpetuo.first_token", at, Vec::new());
-            }
-            fail(&mut span, end.error);
-            span.end();
+            let events = end
+                .ttfb
+                .map(|t| Event {
+                    name: "perpetuo.first_token",
+                    unix_nanos: s
+                        .server
+                        .start
+                        .saturating_add(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)),
+                })
+                .into_iter()
+                .collect();
+            s.end(span, end.error, events);
         }
-        let server = s.cx.span();
-        let mut attributes = vec![
-            KeyValue::new("http.response.status_code", i64::from(end.status)),
-            KeyValue::new("perpetuo.request_id", end.request_id.to_string()),
-        ];
+        let mut server = std::mem::replace(
+            &mut s.server,
+            Open {
+                id: SpanId::INVALID,
+                start: 0,
+                name: Cow::Borrowed(""),
+                kind: Kind::Server,
+                attributes: Vec::new(),
+            },
+        );
+        let attributes = &mut server.attributes;
+        attributes.push(Attribute::new(
+            "http.response.status_code",
+            i64::from(end.status),
+        ));
+        attributes.push(Attribute::new(
+            "perpetuo.request_id",
+            end.request_id.to_string(),
+        ));
         if let Some(w) = end.workspace {
-            attributes.push(KeyValue::new("perpetuo.workspace_id", w.to_string()));
+            attributes.push(Attribute::new("perpetuo.workspace_id", w.to_string()));
         }
         if let Some(k) = end.key {
-            attributes.push(KeyValue::new("perpetuo.api_key_id", k.to_string()));
+            attributes.push(Attribute::new("perpetuo.api_key_id", k.to_string()));
         }
         if let Some(entry) = end.entry {
-            attributes.push(KeyValue::new("perpetuo.entry", entry.to_string()));
+            attributes.push(Attribute::new("perpetuo.entry", entry.to_string()));
         }
         if let Some(label) = end.key_label {
-            attributes.push(KeyValue::new("perpetuo.pool_key", label.to_string()));
+            attributes.push(Attribute::new("perpetuo.pool_key", label.to_string()));
         }
         if let Some(cache) = end.cache {
-            attributes.push(KeyValue::new("perpetuo.cache", cache));
+            attributes.push(Attribute::new("perpetuo.cache", cache));
         }
         if let Some(nusd) = end.cost_nusd {
-            attributes.push(KeyValue::new("perpetuo.cost_usd", nusd as f64 / 1e9));
+            attributes.push(Attribute::new("perpetuo.cost_usd", nusd as f64 / 1e9));
         }
         if let Some(model) = end.requested_model {
-            attributes.push(KeyValue::new("gen_ai.request.model", model.to_string()));
+            attributes.push(Attribute::new("gen_ai.request.model", model.to_string()));
         }
-        server.set_attributes(attributes);
-        if let Some(e) = end.error {
-            server.set_attribute(KeyValue::new("error.type", e));
-            server.set_status(Status::error(e));
-        }
-        server.end();
-    }
-}
-
-/// Marks a span failed with `error.type`.
-fn fail(span: &mut Span, error: Option<&'static str>) {
-    if let Some(e) = error {
-        span.set_attribute(KeyValue::new("error.type", e));
-        span.set_status(Status::error(e));
+        let parent = s.parent.map(|p| (p, true));
+        let record = s.record(server, parent, end.error, Vec::new());
+        let mut spans = std::mem::take(&mut s.ended);
+        spans.push(record);
+        s.exporter.submit(spans);
     }
 }
 
 /// The request parameters present in the client's body, as `gen_ai.request.*`.
-fn request_parameters(body: &LazyJson, out: &mut Vec<KeyValue>) {
+fn request_parameters(body: &LazyJson, out: &mut Vec<Attribute>) {
     const FLOATS: [(&str, &str); 4] = [
         ("temperature", "gen_ai.request.temperature"),
         ("top_p", "gen_ai.request.top_p"),
@@ -443,40 +516,117 @@ fn request_parameters(body: &LazyJson, out: &mut Vec<KeyValue>) {
         ("seed", "gen_ai.request.seed"),
         ("n", "gen_ai.request.choice.count"),
     ];
-    let Some(fields) = body.as_object() else {
+    let Ok(fields) = serde_json::from_slice::<Parameters>(body.raw()) else {
         return;
     };
     for (field, name) in FLOATS {
         if let Some(v) = fields.get(field).and_then(serde_json::Value::as_f64) {
-            out.push(KeyValue::new(name, v));
+            out.push(Attribute::new(name, v));
         }
     }
     for (field, name) in INTS {
         if let Some(v) = fields.get(field).and_then(serde_json::Value::as_i64) {
-            if !out.iter().any(|kv| kv.key.as_str() == name) {
-                out.push(KeyValue::new(name, v));
+            if !out.iter().any(|kv| kv.key == name) {
+                out.push(Attribute::new(name, v));
             }
         }
     }
     if let Some(stream) = fields.get("stream").and_then(serde_json::Value::as_bool) {
-        out.push(KeyValue::new("gen_ai.request.stream", stream));
+        out.push(Attribute::new("gen_ai.request.stream", stream));
     }
     if let Some(dims) = fields.get("dimensions").and_then(serde_json::Value::as_i64) {
-        out.push(KeyValue::new("gen_ai.embeddings.dimension.count", dims));
+        out.push(Attribute::new("gen_ai.embeddings.dimension.count", dims));
     }
-    let stop: Vec<StringValue> = match fields.get("stop").or_else(|| fields.get("stop_sequences")) {
-        Some(serde_json::Value::String(s)) => vec![s.clone().into()],
+    let stop: Vec<String> = match fields.get("stop").or_else(|| fields.get("stop_sequences")) {
+        Some(serde_json::Value::String(s)) => vec![s.clone()],
         Some(serde_json::Value::Array(a)) => a
             .iter()
-            .filter_map(|v| v.as_str().map(|s| StringValue::from(s.to_string())))
+            .filter_map(|v| v.as_str().map(str::to_string))
             .collect(),
         _ => Vec::new(),
     };
     if !stop.is_empty() {
-        out.push(KeyValue::new(
+        out.push(Attribute::new(
             "gen_ai.request.stop_sequences",
-            Value::Array(stop.into()),
+            Value::Strs(stop),
         ));
+    }
+}
+
+/// The top-level fields a span reports as request parameters.
+const PARAMETERS: [&str; 14] = [
+    "temperature",
+    "top_p",
+    "frequency_penalty",
+    "presence_penalty",
+    "max_tokens",
+    "max_completion_tokens",
+    "max_output_tokens",
+    "top_k",
+    "seed",
+    "n",
+    "stream",
+    "dimensions",
+    "stop",
+    "stop_sequences",
+];
+
+/// A body's [`PARAMETERS`], read from its bytes without building the rest of it (a
+/// repeated key keeps its last value, as in the tree).
+#[derive(Default)]
+struct Parameters([Option<serde_json::Value>; PARAMETERS.len()]);
+
+impl Parameters {
+    fn get(&self, field: &str) -> Option<&serde_json::Value> {
+        let at = PARAMETERS.iter().position(|p| *p == field)?;
+        self.0[at].as_ref()
+    }
+}
+
+/// Which of [`PARAMETERS`] a key names, if any.
+struct Parameter(Option<usize>);
+
+impl<'de> serde::Deserialize<'de> for Parameter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Parameter;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: serde::de::Error>(self, k: &str) -> Result<Parameter, E> {
+                Ok(Parameter(PARAMETERS.iter().position(|p| *p == k)))
+            }
+        }
+        d.deserialize_identifier(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Parameters {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Parameters;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Parameters, A::Error> {
+                let mut out = Parameters::default();
+                while let Some(Parameter(at)) = map.next_key()? {
+                    match at {
+                        Some(i) => out.0[i] = Some(map.next_value()?),
+                        None => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(V)
     }
 }
 
@@ -492,8 +642,8 @@ pub struct SpanUsage {
 /// Message content for the spans of a workspace that opts in.
 #[derive(Debug, Default)]
 pub struct Content {
-    input: Option<KeyValue>,
-    output: Option<KeyValue>,
+    input: Option<String>,
+    output: Option<String>,
     truncated: bool,
 }
 
@@ -507,12 +657,12 @@ impl Content {
             let messages = input_messages(r)?;
             let (json, cut) = capped(messages);
             truncated |= cut;
-            Some(KeyValue::new("gen_ai.input.messages", json))
+            Some(json)
         });
         let output = output.filter(|t| !t.is_empty()).map(|text| {
             let (json, cut) = capped(vec![("assistant".into(), text.to_string())]);
             truncated |= cut;
-            KeyValue::new("gen_ai.output.messages", json)
+            json
         });
         Self {
             input,
@@ -610,6 +760,38 @@ pub struct End<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_parameters_are_read_without_the_rest_of_the_body() {
+        let body = LazyJson::read(bytes::Bytes::from_static(
+            br#"{"messages":[{"role":"user","content":"hi"}],"temperature":0.5,
+                "max_tokens":64,"max_completion_tokens":32,"top_k":2.5,"stream":true,
+                "stop":["a",1,"b"],"seed":1,"seed":7}"#,
+        ))
+        .unwrap();
+        let mut out = Vec::new();
+        request_parameters(&body, &mut out);
+        let get = |k: &str| out.iter().find(|a| a.key == k).map(|a| a.value.clone());
+        assert_eq!(get("gen_ai.request.temperature"), Some(Value::Float(0.5)));
+        assert_eq!(get("gen_ai.request.max_tokens"), Some(Value::Int(64)));
+        assert_eq!(get("gen_ai.request.top_k"), None, "not a whole number");
+        assert_eq!(
+            get("gen_ai.request.seed"),
+            Some(Value::Int(7)),
+            "the last value"
+        );
+        assert_eq!(get("gen_ai.request.stream"), Some(Value::Bool(true)));
+        assert_eq!(
+            get("gen_ai.request.stop_sequences"),
+            Some(Value::Strs(vec!["a".into(), "b".into()]))
+        );
+        let mut none = Vec::new();
+        request_parameters(
+            &LazyJson::read(bytes::Bytes::from_static(b"[1]")).unwrap(),
+            &mut none,
+        );
+        assert!(none.is_empty());
+    }
 
     #[test]
     fn content_is_capped_on_a_character_boundary() {
