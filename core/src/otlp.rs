@@ -4,8 +4,8 @@
 //!
 //! The gateway records a request's spans as these values and hands them to the export
 //! queue together when the request ends; the export thread encodes a batch with
-//! [`encode_request`]. Nothing here allocates per attribute: keys are static, and a value
-//! is written where it lies.
+//! [`encode_request`]. Nothing here allocates: keys are static, every message's length is
+//! known before it is written, and each byte is written once.
 
 use std::borrow::Cow;
 
@@ -110,37 +110,60 @@ const CONTEXT_IS_REMOTE: u32 = 0x200;
 const STATUS_ERROR: u64 = 2;
 
 /// Appends one `ExportTraceServiceRequest` holding `spans` of the service `service`,
-/// recorded under the instrumentation scope `scope`.
-pub fn encode_request<'a>(
-    service: &str,
-    scope: &str,
-    spans: impl IntoIterator<Item = &'a SpanRecord>,
-    out: &mut Vec<u8>,
-) {
-    // ScopeSpans { scope = 1, spans = 2 }
-    let mut scope_spans = Vec::with_capacity(4096);
-    let mut scope_msg = Vec::with_capacity(scope.len() + 2);
-    string(1, scope, &mut scope_msg);
-    message(1, &scope_msg, &mut scope_spans);
-    let mut one = Vec::with_capacity(512);
-    for span in spans {
-        one.clear();
-        encode_span(span, &mut one);
-        message(2, &one, &mut scope_spans);
-    }
-    // ResourceSpans { resource = 1, scope_spans = 2 }; Resource { attributes = 1 }
-    let mut resource = Vec::with_capacity(service.len() + 24);
-    key_value(
-        1,
-        "service.name",
-        &Value::from(service.to_string()),
-        &mut resource,
-    );
-    let mut resource_spans = Vec::with_capacity(scope_spans.len() + resource.len() + 8);
-    message(1, &resource, &mut resource_spans);
-    message(2, &scope_spans, &mut resource_spans);
+/// recorded under the instrumentation scope `scope`. Each message's length is worked out
+/// before it is written, so every byte is written once, in place.
+pub fn encode_request(service: &str, scope: &str, spans: &[SpanRecord], out: &mut Vec<u8>) {
+    let scope_len = field_len(scope.len());
+    let scope_spans_len =
+        field_len(scope_len) + spans.iter().map(|s| field_len(span_len(s))).sum::<usize>();
+    let resource_len = field_len(str_key_value_len("service.name", service));
+    let resource_spans_len = field_len(resource_len) + field_len(scope_spans_len);
+    out.reserve(field_len(resource_spans_len));
     // ExportTraceServiceRequest { resource_spans = 1 }
-    message(1, &resource_spans, out);
+    header(1, resource_spans_len, out);
+    // ResourceSpans { resource = 1, scope_spans = 2 }; Resource { attributes = 1 }
+    header(1, resource_len, out);
+    header(1, str_key_value_len("service.name", service), out);
+    string(1, "service.name", out);
+    header(2, field_len(service.len()), out);
+    string(1, service, out);
+    // ScopeSpans { scope = 1, spans = 2 }; InstrumentationScope { name = 1 }
+    header(2, scope_spans_len, out);
+    header(1, scope_len, out);
+    string(1, scope, out);
+    for span in spans {
+        header(2, span_len(span), out);
+        encode_span(span, out);
+    }
+}
+
+/// The encoded length of one `Span`.
+fn span_len(s: &SpanRecord) -> usize {
+    let state = s
+        .trace_state
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .map_or(0, |t| field_len(t.len()));
+    let parent = if s.parent.is_some() { field_len(8) } else { 0 };
+    let attributes: usize = s
+        .attributes
+        .iter()
+        .map(|a| field_len(key_value_len(a.key, &a.value)))
+        .sum();
+    let events: usize = s.events.iter().map(|e| field_len(event_len(e))).sum();
+    let status = s.error.as_ref().map_or(0, |d| field_len(status_len(d)));
+    // ids, name, kind (2), start and end (9 each), flags (a two-byte key and 4 bytes)
+    field_len(16)
+        + field_len(8)
+        + state
+        + parent
+        + field_len(s.name.len())
+        + 2
+        + 18
+        + attributes
+        + events
+        + status
+        + 6
 }
 
 /// The fields of one `Span`.
@@ -166,20 +189,42 @@ fn encode_span(s: &SpanRecord, out: &mut Vec<u8>) {
     }
     for e in &s.events {
         // Event { time_unix_nano = 1, name = 2 }
-        encode_key(11, WireType::LengthDelimited, out);
-        encode_varint((9 + field_len(e.name.len())) as u64, out);
+        header(11, event_len(e), out);
         fixed64(1, e.unix_nanos, out);
         string(2, e.name, out);
     }
     if let Some(description) = &s.error {
         // Status { message = 2, code = 3 }
-        encode_key(15, WireType::LengthDelimited, out);
-        encode_varint((field_len(description.len()) + 2) as u64, out);
+        header(15, status_len(description), out);
         string(2, description, out);
         varint(3, STATUS_ERROR, out);
     }
     encode_key(16, WireType::ThirtyTwoBit, out);
     out.extend_from_slice(&flags.to_le_bytes());
+}
+
+fn event_len(e: &Event) -> usize {
+    9 + field_len(e.name.len())
+}
+
+fn status_len(description: &str) -> usize {
+    field_len(description.len()) + 2
+}
+
+/// A length-delimited field's key and length, its `len` bytes to follow.
+fn header(tag: u32, len: usize, out: &mut Vec<u8>) {
+    encode_key(tag, WireType::LengthDelimited, out);
+    encode_varint(len as u64, out);
+}
+
+/// The encoded length of a `KeyValue` holding a string.
+fn str_key_value_len(key: &str, value: &str) -> usize {
+    field_len(key.len()) + field_len(field_len(value.len()))
+}
+
+/// The encoded length of a `KeyValue`.
+fn key_value_len(key: &str, value: &Value) -> usize {
+    field_len(key.len()) + field_len(any_len(value))
 }
 
 /// The bytes of a length-delimited field of `n` bytes whose tag is under 16.
@@ -189,12 +234,9 @@ fn field_len(n: usize) -> usize {
 
 /// A `KeyValue { key = 1, value = 2 }` as field `tag` (under 16).
 fn key_value(tag: u32, key: &str, value: &Value, out: &mut Vec<u8>) {
-    let any = any_len(value);
-    encode_key(tag, WireType::LengthDelimited, out);
-    encode_varint((field_len(key.len()) + field_len(any)) as u64, out);
+    header(tag, key_value_len(key, value), out);
     string(1, key, out);
-    encode_key(2, WireType::LengthDelimited, out);
-    encode_varint(any as u64, out);
+    header(2, any_len(value), out);
     any_value(value, out);
 }
 
@@ -226,11 +268,9 @@ fn any_value(value: &Value, out: &mut Vec<u8>) {
         }
         Value::Strs(items) => {
             // ArrayValue { values = 1 } of string AnyValues.
-            encode_key(5, WireType::LengthDelimited, out);
-            encode_varint(array_len(items) as u64, out);
+            header(5, array_len(items), out);
             for item in items {
-                encode_key(1, WireType::LengthDelimited, out);
-                encode_varint(field_len(item.len()) as u64, out);
+                header(1, field_len(item.len()), out);
                 string(1, item, out);
             }
         }
@@ -255,12 +295,6 @@ fn bytes(tag: u32, b: &[u8], out: &mut Vec<u8>) {
 
 fn string(tag: u32, s: &str, out: &mut Vec<u8>) {
     bytes(tag, s.as_bytes(), out);
-}
-
-/// An embedded message already encoded.
-fn message(tag: u32, m: &[u8], out: &mut Vec<u8>) {
-    out.reserve(m.len() + encoded_len_varint(m.len() as u64) + 2);
-    bytes(tag, m, out);
 }
 
 #[cfg(test)]
@@ -316,11 +350,13 @@ mod tests {
         encode_request(
             "perpetuo-gateway",
             "perpetuo-gateway",
-            [&server, &attempt],
+            &[server, attempt],
             &mut out,
         );
 
         let request = ExportTraceServiceRequest::decode(out.as_slice()).unwrap();
+        // Every length as prost itself would write it.
+        assert_eq!(request.encoded_len(), out.len());
         assert_eq!(request.resource_spans.len(), 1);
         let rs = &request.resource_spans[0];
         let resource = rs.resource.as_ref().unwrap();
@@ -376,9 +412,28 @@ mod tests {
     }
 
     #[test]
+    fn a_large_batch_is_framed_exactly() {
+        let spans: Vec<SpanRecord> = (0..300)
+            .map(|i| {
+                let mut s = span("chat m", Kind::Client);
+                s.attributes = vec![
+                    Attribute::new("i", i as i64),
+                    Attribute::new("s", "y".repeat(i)),
+                ];
+                s
+            })
+            .collect();
+        let mut out = vec![0xAB];
+        encode_request("svc", "scope", &spans, &mut out);
+        let request = ExportTraceServiceRequest::decode(&out[1..]).unwrap();
+        assert_eq!(request.encoded_len(), out.len() - 1);
+        assert_eq!(request.resource_spans[0].scope_spans[0].spans.len(), 300);
+    }
+
+    #[test]
     fn a_root_span_has_no_parent() {
         let mut out = Vec::new();
-        encode_request("svc", "svc", [&span("x", Kind::Internal)], &mut out);
+        encode_request("svc", "svc", &[span("x", Kind::Internal)], &mut out);
         let request = ExportTraceServiceRequest::decode(out.as_slice()).unwrap();
         let s = &request.resource_spans[0].scope_spans[0].spans[0];
         assert!(s.parent_span_id.is_empty());

@@ -420,8 +420,7 @@ pub fn start_exporter(
     let send = match settings.otel_exporter_otlp_protocol {
         Protocol::HttpProtobuf => {
             let post = OtlpPost::new(settings, endpoint, name, service.to_string())?;
-            Box::new(move |spans: Vec<SpanRecord>| runtime.block_on(post.send(&spans)))
-                as SendBatch
+            Box::new(move |spans: Vec<SpanRecord>| runtime.block_on(post.send(&spans))) as SendBatch
         }
         Protocol::Grpc => grpc_records(settings, endpoint, runtime, name, service)?,
     };
@@ -512,7 +511,7 @@ impl OtlpPost {
 
     /// Whether the collector took the batch (a 2xx within the timeout).
     async fn send(&self, spans: &[SpanRecord]) -> bool {
-        let mut body = Vec::with_capacity(spans.len() * 640);
+        let mut body = Vec::new();
         otlp::encode_request(&self.service, &self.scope, spans, &mut body);
         let exported = async {
             let response = self

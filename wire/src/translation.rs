@@ -707,9 +707,25 @@ impl Translation {
             }
             Body::Passed(kept) => {
                 let body = kept.take();
-                read_whole(&mut self.meta, &body);
-                let decoded = self.adapter.decode_response(&body, &self.served);
-                (self.state.usage, self.state.content) = decoded.usage_and_content();
+                // A span that wants the answer's id and finish reasons gets them from
+                // the same reading as the usage, for the common chat answer.
+                let chat = match (&mut self.meta, self.adapter) {
+                    (Some(meta), Adapter::OpenAi) => crate::openai::decode_chat_with_meta(&body)
+                        .map(|(usage, id, reasons)| {
+                            meta.id = id.filter(|id| !id.is_empty());
+                            meta.finish_reasons = reasons;
+                            meta.finish_reasons.truncate(MAX_FINISH_REASONS);
+                            usage
+                        }),
+                    _ => None,
+                };
+                if let Some(usage) = chat {
+                    (self.state.usage, self.state.content) = (Some(usage), Generated::default());
+                } else {
+                    read_whole(&mut self.meta, &body);
+                    let decoded = self.adapter.decode_response(&body, &self.served);
+                    (self.state.usage, self.state.content) = decoded.usage_and_content();
+                }
                 if self.capture && self.state.content.is_empty() && self.adapter == Adapter::OpenAi
                 {
                     self.state.content = crate::openai::content_of(&body);
@@ -766,6 +782,31 @@ impl Translation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chat_answer_read_in_one_pass_says_what_the_general_reading_says() {
+        let bodies: [&[u8]; 4] = [
+            br#"{"id":"chatcmpl-1","choices":[{"index":0,"message":{"content":"a\"b"},"finish_reason":"stop"},{"finish_reason":null},{"finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":1}}}"#,
+            br#"{"id":"","choices":[],"usage":{"prompt_tokens":1}}"#,
+            br#"{"choices":[{"finish_reason":"tool_calls"}],"usage":{}}"#,
+            br#"{"id":"x","choices":[{"finish_reason":"stop"}],"usage":{"prompt_tokens":1}}"#,
+        ];
+        for body in bodies {
+            let (usage, id, reasons) = crate::openai::decode_chat_with_meta(body).unwrap();
+            let mut general = AnswerMeta::default();
+            general.read(body);
+            assert_eq!(id.filter(|i| !i.is_empty()), general.id);
+            assert_eq!(reasons, general.finish_reasons);
+            assert_eq!(Some(usage), crate::openai::decode_response(body).0);
+        }
+        // Not a chat answer with usage: the general reading.
+        for body in [
+            &br#"{"id":"x","choices":[]}"#[..],
+            br#"{"id":1,"choices":[],"usage":{}}"#,
+        ] {
+            assert!(crate::openai::decode_chat_with_meta(body).is_none());
+        }
+    }
 
     #[test]
     fn answer_meta_reads_each_format_and_skips_null_reasons() {

@@ -190,11 +190,7 @@ pub fn finish_trace(ctx: &mut Ctx, record: &LogRecord) {
             ctx.translation.as_ref().map(|t| t.content().text()),
         )
     });
-    let answer = ctx
-        .translation
-        .as_ref()
-        .and_then(|t| t.answer_meta())
-        .cloned();
+    let answer = ctx.translation.as_ref().and_then(|t| t.answer_meta());
     let end = End {
         status: ctx.status,
         error: ctx
@@ -214,7 +210,7 @@ pub fn finish_trace(ctx: &mut Ctx, record: &LogRecord) {
         usage,
         ttfb: ctx.ttfb,
         content,
-        answer: answer.as_ref(),
+        answer,
     };
     ctx.trace.finish(end);
 }

@@ -213,7 +213,8 @@ impl Trace {
         let req = session.req_header();
         let method = req.method.as_str();
         let path = req.uri.path();
-        let mut attributes = Vec::with_capacity(6);
+        // Room for what the request's end adds.
+        let mut attributes = Vec::with_capacity(16);
         attributes.push(Attribute::new("http.request.method", method.to_string()));
         attributes.push(Attribute::new("url.path", path.to_string()));
         attributes.push(Attribute::new("url.scheme", "http"));
@@ -329,7 +330,7 @@ impl Trace {
             });
         };
         let operation = operation(of.door);
-        let mut attributes = Vec::with_capacity(16);
+        let mut attributes = Vec::with_capacity(24);
         attributes.push(Attribute::new("gen_ai.operation.name", operation));
         attributes.push(Attribute::new(
             "gen_ai.provider.name",

@@ -140,6 +140,40 @@ pub fn decode_response(body: &[u8]) -> (Option<Usage>, Generated) {
     (parse_usage(&v), content)
 }
 
+/// A whole chat answer's usage, id and finish reasons, read in one pass (for a span that
+/// reports them); `None` when the answer is not a chat answer with usage of the common
+/// shape (the caller then reads it the general way).
+pub(crate) fn decode_chat_with_meta(body: &[u8]) -> Option<(Usage, Option<String>, Vec<String>)> {
+    let end = serde_json::from_slice::<ChatEnd<'_>>(body).ok()?;
+    let reasons = end
+        .choices?
+        .into_iter()
+        .filter_map(|c| c.finish_reason.map(std::borrow::Cow::into_owned))
+        .collect();
+    Some((
+        end.usage?.into(),
+        end.id.map(std::borrow::Cow::into_owned),
+        reasons,
+    ))
+}
+
+/// What [`decode_chat_with_meta`] reads; every other field is skipped unbuilt.
+#[derive(Deserialize)]
+struct ChatEnd<'a> {
+    #[serde(default)]
+    usage: Option<UsageView>,
+    #[serde(default, borrow)]
+    id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    choices: Option<Vec<ChoiceEnd<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceEnd<'a> {
+    #[serde(default, borrow)]
+    finish_reason: Option<std::borrow::Cow<'a, str>>,
+}
+
 /// The text of a chat answer's choices (read only when it is wanted: the usage alone is
 /// read on the common path).
 pub fn content_of(body: &[u8]) -> Generated {
