@@ -277,6 +277,14 @@ impl Default for TelemetrySettings {
 }
 
 impl TelemetrySettings {
+    /// The spans' `service.name`: `OTEL_SERVICE_NAME`, else the binary's `default`.
+    fn service_name<'a>(&'a self, default: &'a str) -> &'a str {
+        self.otel_service_name
+            .as_deref()
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or(default)
+    }
+
     /// The sampler the variables name.
     fn sampler(&self) -> SdkSampler {
         let ratio = self.otel_traces_sampler_arg;
@@ -331,11 +339,7 @@ pub fn start(
     let Some(endpoint) = settings.otel_exporter_otlp_endpoint.url() else {
         return Ok(None);
     };
-    let name = settings
-        .otel_service_name
-        .as_deref()
-        .filter(|n| !n.trim().is_empty())
-        .unwrap_or(service);
+    let name = settings.service_name(service);
     let resource = Resource::builder_empty()
         .with_service_name(name.to_string())
         .build();
@@ -408,12 +412,7 @@ pub fn start_exporter(
     let Some(endpoint) = settings.otel_exporter_otlp_endpoint.url() else {
         return Ok(None);
     };
-    let name = settings
-        .otel_service_name
-        .as_deref()
-        .filter(|n| !n.trim().is_empty())
-        .unwrap_or(service)
-        .to_string();
+    let name = settings.service_name(service).to_string();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
