@@ -396,25 +396,13 @@ impl KeyCache {
     }
 }
 
-/// Reads a key within `timeout`. A connection whose read did not finish in time is
-/// closed rather than returned to the pool: its server process may still be busy (waiting
-/// for a lock, say), and the next load would queue behind it.
+/// Reads a key within `timeout` ([`db::read_within`]).
 async fn load(
     pool: &Pool,
     timeout: Duration,
     hash: &KeyHash,
 ) -> Result<Option<Arc<AuthedKey>>, db::DbError> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let client = tokio::time::timeout_at(deadline, pool.get())
-        .await
-        .map_err(|_| db::DbError::Timeout)??;
-    match tokio::time::timeout_at(deadline, read(&client, hash)).await {
-        Ok(read) => read,
-        Err(_) => {
-            drop(db::Client::take(client));
-            Err(db::DbError::Timeout)
-        }
-    }
+    db::read_within(pool, timeout, async |client| read(client, hash).await).await
 }
 
 async fn read(client: &db::Client, hash: &KeyHash) -> Result<Option<Arc<AuthedKey>>, db::DbError> {

@@ -355,6 +355,28 @@ pub async fn with_timeout<T>(
         .unwrap_or(Err(DbError::Timeout))
 }
 
+/// Runs `read` on a pooled connection within `limit`, the wait for the connection
+/// included. A connection whose read did not finish in time is closed rather than
+/// returned to the pool: its server process may still be busy (waiting for a lock, say),
+/// and the next read would queue behind it.
+pub async fn read_within<T>(
+    pool: &Pool,
+    limit: std::time::Duration,
+    read: impl AsyncFnOnce(&Client) -> Result<T, DbError>,
+) -> Result<T, DbError> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let client = tokio::time::timeout_at(deadline, pool.get())
+        .await
+        .map_err(|_| DbError::Timeout)??;
+    match tokio::time::timeout_at(deadline, read(&client)).await {
+        Ok(read) => read,
+        Err(_) => {
+            drop(Client::take(client));
+            Err(DbError::Timeout)
+        }
+    }
+}
+
 pub(crate) fn new_id() -> uuid::Uuid {
     uuid::Uuid::now_v7()
 }

@@ -263,36 +263,23 @@ impl EntryCache {
     }
 }
 
-/// Loads a workspace's entries within `timeout`. A connection whose read did not
-/// finish in time is closed rather than returned to the pool: its server process may
-/// still be busy (waiting for a lock, say), and the next load would queue behind it.
+/// Loads a workspace's entries within `timeout` ([`db::read_within`]).
 async fn load(
     pool: &Pool,
     timeout: Duration,
     master_key: &MasterKey,
     workspace: Uuid,
 ) -> Result<Arc<Routes>, db::DbError> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let client = tokio::time::timeout_at(deadline, pool.get())
-        .await
-        .map_err(|_| db::DbError::Timeout)??;
-    let read = async {
-        let rows = db::providers::list(&client, workspace).await?;
-        let keys = db::entry_keys::list_for_workspace(&client, workspace).await?;
-        let routing = db::workspaces::routing(&client, workspace).await?;
-        let cache = db::workspaces::cache(&client, workspace).await?;
-        let tracing = db::workspaces::tracing(&client, workspace).await?;
-        Ok::<_, db::DbError>((rows, keys, routing, cache, tracing))
-    };
-    let (rows, keys, routing, cache, tracing) = match tokio::time::timeout_at(deadline, read).await
-    {
-        Ok(read) => read?,
-        Err(_) => {
-            drop(db::Client::take(client));
-            return Err(db::DbError::Timeout);
-        }
-    };
-    drop(client);
+    let (rows, keys, routing, cache, tracing) =
+        db::read_within(pool, timeout, async |client: &db::Client| {
+            let rows = db::providers::list(client, workspace).await?;
+            let keys = db::entry_keys::list_for_workspace(client, workspace).await?;
+            let routing = db::workspaces::routing(client, workspace).await?;
+            let cache = db::workspaces::cache(client, workspace).await?;
+            let tracing = db::workspaces::tracing(client, workspace).await?;
+            Ok((rows, keys, routing, cache, tracing))
+        })
+        .await?;
     // Each entry's pool, oldest key first.
     let mut pools: std::collections::HashMap<Uuid, Vec<db::entry_keys::EntryKey>> =
         std::collections::HashMap::new();
