@@ -11,12 +11,24 @@ use serde_json::Value;
 
 use super::{eventually, Env, TestClock};
 
+/// A port that is free now and that this process has never handed out before. The port
+/// is released before a gateway binds it, so two tests running side by side could be
+/// given the same one; the second gateway would then fail to bind, and its test would
+/// talk to the first test's gateway (seen as a silent connection left open past its
+/// header deadline, and a 200 without `x-perpetuo-provider`).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if GIVEN.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
 }
 
 pub struct Gateway {
