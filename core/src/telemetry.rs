@@ -523,7 +523,7 @@ impl OtlpPost {
                 .ok()?;
             let ok = response.status().is_success();
             // Read to the end, so that the connection is kept for the next batch.
-            response.bytes().await.ok()?;
+            read_capped(response).await?;
             Some(ok)
         };
         matches!(
@@ -747,9 +747,34 @@ impl opentelemetry_http::HttpClient for Http {
         for (k, v) in response.headers() {
             out = out.header(k, v);
         }
-        let body = response.bytes().await?;
+        let body = read_capped(response)
+            .await
+            .ok_or("the collector's answer is larger than 64 KiB")?;
         Ok(out.body(body)?)
     }
+}
+
+/// The most of a collector's answer read (an OTLP answer is a few bytes, or a partial
+/// success's message); past it the answer is refused and its connection dropped.
+const MAX_COLLECTOR_ANSWER: usize = 64 * 1024;
+
+/// A collector's answer body, read to its end within [`MAX_COLLECTOR_ANSWER`]; `None` when
+/// it is longer or breaks off.
+async fn read_capped(mut response: reqwest::Response) -> Option<bytes::Bytes> {
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_COLLECTOR_ANSWER as u64)
+    {
+        return None;
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await.ok()? {
+        if body.len() + chunk.len() > MAX_COLLECTOR_ANSWER {
+            return None;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Some(body.freeze())
 }
 
 /// What the request path and the export thread share: the finished spans waiting, and
@@ -789,7 +814,7 @@ fn lock<T>(pending: &Mutex<Pending<T>>) -> MutexGuard<'_, Pending<T>> {
 
 impl<T> Queue<T> {
     /// Queues `spans`, all of them or (the queue too full for them all) none, counted as
-    /// dropped.
+    /// dropped; an empty queue takes them whatever their number.
     fn push(&self, spans: impl ExactSizeIterator<Item = T>) {
         let n = spans.len();
         if n == 0 {
@@ -801,7 +826,10 @@ impl<T> Queue<T> {
                 return;
             }
             let before = pending.spans.len();
-            if before + n > self.capacity {
+            // A request's spans larger than the whole queue still go when it is empty
+            // (the queue then holds one trace past its size), so a small
+            // `OTEL_BSP_MAX_QUEUE_SIZE` does not drop every trace.
+            if before > 0 && before + n > self.capacity {
                 drop(pending);
                 (self.dropped)(n as u64);
                 return;
@@ -1033,6 +1061,77 @@ mod tests {
         assert!(half.sampled(Some(&parent(true)), high));
         assert!(!sampler(SamplerKind::TraceIdRatio, 0.0).sampled(None, low));
         assert!(!sampler(SamplerKind::ParentBasedAlwaysOff, 1.0).sampled(None, low));
+    }
+
+    /// A queue with no export thread behind it, and its drop count.
+    fn bare_queue(capacity: usize) -> (Queue<u32>, Arc<std::sync::atomic::AtomicU64>) {
+        let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = dropped.clone();
+        let queue = Queue {
+            pending: Arc::new(Mutex::new(Pending::default())),
+            capacity,
+            batch: capacity,
+            exporter: std::thread::current(),
+            dropped: Arc::new(move |n| {
+                counted.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            }),
+        };
+        (queue, dropped)
+    }
+
+    #[test]
+    fn a_trace_goes_whole_or_not_at_all_and_an_empty_queue_takes_any() {
+        let (queue, dropped) = bare_queue(4);
+        queue.push([1, 2, 3].into_iter());
+        queue.push([4, 5].into_iter());
+        assert_eq!(lock(&queue.pending).spans, [1, 2, 3], "no half trace");
+        assert_eq!(dropped.load(std::sync::atomic::Ordering::Relaxed), 2);
+        queue.push([4].into_iter());
+        assert_eq!(lock(&queue.pending).spans.len(), 4);
+
+        // A queue smaller than one request's spans still exports them, one trace at a time.
+        let (small, dropped) = bare_queue(2);
+        small.push([1, 2, 3, 4].into_iter());
+        small.push([5, 6, 7, 8].into_iter());
+        assert_eq!(lock(&small.pending).spans, [1, 2, 3, 4]);
+        assert_eq!(dropped.load(std::sync::atomic::Ordering::Relaxed), 4);
+    }
+
+    #[tokio::test]
+    async fn a_collectors_answer_is_read_within_a_bound() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            // Two answers: a huge chunked one that never ends, and a small one.
+            for body in [None, Some("ok")] {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut head = [0u8; 4096];
+                let _ = tokio::io::AsyncReadExt::read(&mut conn, &mut head).await;
+                match body {
+                    None => {
+                        conn.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                            .await
+                            .unwrap();
+                        let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+                        while conn.write_all(chunk.as_bytes()).await.is_ok() {}
+                    }
+                    Some(b) => {
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{b}",
+                            b.len()
+                        );
+                        conn.write_all(answer.as_bytes()).await.unwrap();
+                    }
+                }
+            }
+        });
+        let client = reqwest::Client::new();
+        let url = format!("http://{at}/v1/traces");
+        let huge = client.post(&url).send().await.unwrap();
+        assert_eq!(read_capped(huge).await, None);
+        let small = client.post(&url).send().await.unwrap();
+        assert_eq!(read_capped(small).await.as_deref(), Some(&b"ok"[..]));
     }
 
     #[test]
