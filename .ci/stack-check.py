@@ -168,16 +168,26 @@ def revoke(a):
 
 def prometheus(a):
     deadline = time.monotonic() + a.timeout
+    up, n_rules, last = [], 0, ""
     while True:
-        targets = json_ok("GET", f"{a.url}/api/v1/targets")["data"]["activeTargets"]
-        up = [t["labels"].get("instance") for t in targets if t.get("health") == "up"]
-        rules = json_ok("GET", f"{a.url}/api/v1/rules")["data"]["groups"]
-        n_rules = sum(len(g["rules"]) for g in rules)
+        try:
+            # Prometheus answers 503 until it has loaded its configuration, and
+            # docker's port proxy resets connections until the server listens.
+            t_status, _, t_raw = request("GET", f"{a.url}/api/v1/targets")
+            r_status, _, r_raw = request("GET", f"{a.url}/api/v1/rules")
+            if t_status == 200 and r_status == 200:
+                targets = json.loads(t_raw)["data"]["activeTargets"]
+                up = [t["labels"].get("instance") for t in targets if t.get("health") == "up"]
+                n_rules = sum(len(g["rules"]) for g in json.loads(r_raw)["data"]["groups"])
+            else:
+                last = f"answers {t_status} / {r_status}"
+        except OSError as e:
+            last = f"not answering: {e}"
         if len(up) >= a.targets and n_rules >= 1:
             print(f"prometheus: {len(up)} gateway target(s) up {up}, {n_rules} alert rules loaded")
             return
         if time.monotonic() > deadline:
-            fail(f"prometheus: {len(up)} targets up of {a.targets}, {n_rules} rules, after {a.timeout}s")
+            fail(f"prometheus: {len(up)} targets up of {a.targets}, {n_rules} rules, after {a.timeout}s ({last})")
         time.sleep(1)
 
 
