@@ -2,7 +2,9 @@
 //! The server comes from `TEST_DATABASE_URL`, else `DATABASE_URL`, else the local default.
 //! A test's database is a copy of a template migrated once per schema and server
 //! (`perpetuo_tmpl_<fingerprint of the migrations>`): copying it costs a fraction of
-//! running every migration for every test.
+//! running every migration for every test. On the default server a thread of the test
+//! process copies it ahead of the tests (see [`spares`]): a copy is a fifth of a second
+//! of the server's fsyncs that a test would otherwise wait for.
 //! [`eventually`] is the one way a test waits for something another process does.
 
 use std::str::FromStr;
@@ -126,6 +128,156 @@ async fn template(admin_url: &str, rebuild: bool) -> Result<String, DbError> {
     Ok(name)
 }
 
+/// Makes `name` a copy of this build's template on the server at `admin_url`, ready for a
+/// test.
+async fn copy_template(admin_url: &str, name: &str) -> Result<(), DbError> {
+    let tmpl = template(admin_url, false).await?;
+    let copy = |tmpl: String| format!("CREATE DATABASE {name} TEMPLATE {tmpl}");
+    if admin_exec(admin_url, &copy(tmpl)).await.is_err() {
+        // Dropped by a process with other migrations since this one made it.
+        let tmpl = template(admin_url, true).await?;
+        admin_exec(admin_url, &copy(tmpl)).await?;
+    }
+    // Applies nothing (the template is this build's schema) but the log partitions of the
+    // current month and the next, which a template made last month may lack.
+    let pool = db::pool(&with_dbname(admin_url, name)?, 2)?;
+    let migrated = db::migrate::run(&pool).await;
+    pool.close();
+    migrated.map(drop)
+}
+
+/// Test databases copied ahead, on the default server, by one thread of the process.
+///
+/// The thread holds a session-level advisory lock named after the process's copies for
+/// as long as the process lives, and keeps [`AHEAD`] copies ready (one waiting in a
+/// channel, one in hand). A process that ends leaves its unused copies behind; the next
+/// process to start copying drops every copy whose owner's lock it can take (its owner's
+/// session, and so the owner, is gone).
+mod spares {
+    use std::sync::OnceLock;
+
+    use tokio::sync::{mpsc, Mutex};
+
+    use super::{admin_connect, admin_exec, copy_template, DbError};
+
+    /// Copies made ahead of the tests that take them.
+    pub const AHEAD: usize = 2;
+    const PREFIX: &str = "perpetuo_spare_";
+
+    struct Spares {
+        admin_url: String,
+        ready: Mutex<mpsc::Receiver<String>>,
+    }
+
+    static SPARES: OnceLock<Spares> = OnceLock::new();
+
+    /// A copy made ahead on the server at `admin_url`, or `None` if this process does not
+    /// copy ahead there (another server) or its copying has stopped (the test then makes
+    /// its own copy, and meets the error itself).
+    pub async fn take(admin_url: &str) -> Option<String> {
+        let spares = SPARES.get_or_init(|| start(admin_url.to_string()));
+        if spares.admin_url != admin_url {
+            return None;
+        }
+        spares.ready.lock().await.recv().await
+    }
+
+    fn start(admin_url: String) -> Spares {
+        // One waits in the channel while the thread holds the next.
+        let (tx, rx) = mpsc::channel(AHEAD - 1);
+        let url = admin_url.clone();
+        let _ = std::thread::Builder::new()
+            .name("test-db-spares".into())
+            .spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    let _ = rt.block_on(copy_ahead(&url, tx));
+                }
+            });
+        Spares {
+            admin_url,
+            ready: Mutex::new(rx),
+        }
+    }
+
+    pub(super) fn lock_key(owner: &str) -> String {
+        format!("perpetuo spare {owner}")
+    }
+
+    async fn copy_ahead(admin_url: &str, tx: mpsc::Sender<String>) -> Result<(), DbError> {
+        let owner = uuid::Uuid::now_v7().simple().to_string();
+        // Held until the process ends: its copies are not anyone else's to drop.
+        let (session, _task) = admin_connect(admin_url).await?;
+        session
+            .execute(
+                "SELECT pg_advisory_lock(hashtextextended($1, 0))",
+                &[&lock_key(&owner)],
+            )
+            .await?;
+        sweep(&session, admin_url).await?;
+        for n in 0u64.. {
+            let name = format!("{PREFIX}{owner}_{n}");
+            copy_template(admin_url, &name).await?;
+            if tx.send(name.clone()).await.is_err() {
+                admin_exec(admin_url, &format!("DROP DATABASE IF EXISTS {name}")).await?;
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the copies of processes that have ended.
+    pub(super) async fn sweep(
+        session: &tokio_postgres::Client,
+        admin_url: &str,
+    ) -> Result<(), DbError> {
+        let rows = session
+            .query(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'perpetuo\\_spare\\_%'",
+                &[],
+            )
+            .await?;
+        let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let mut owners: Vec<&str> = names
+            .iter()
+            .filter_map(|n| n.strip_prefix(PREFIX)?.split('_').next())
+            .collect();
+        owners.sort_unstable();
+        owners.dedup();
+        for owner in owners {
+            let gone: bool = session
+                .query_one(
+                    "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+                    &[&lock_key(owner)],
+                )
+                .await?
+                .get(0);
+            if !gone {
+                continue;
+            }
+            for name in names
+                .iter()
+                .filter(|n| n.starts_with(&format!("{PREFIX}{owner}_")))
+            {
+                admin_exec(
+                    admin_url,
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                )
+                .await?;
+            }
+            session
+                .execute(
+                    "SELECT pg_advisory_unlock(hashtextextended($1, 0))",
+                    &[&lock_key(owner)],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 impl TestDb {
     /// A new empty database with every migration applied.
     pub async fn new() -> Result<Self, DbError> {
@@ -135,19 +287,19 @@ impl TestDb {
     /// The same on the server at `server_url` (for tests that run their own cluster).
     pub async fn on_server(server_url: &str) -> Result<Self, DbError> {
         let admin_url = with_dbname(server_url, "postgres")?;
-        let name = format!("perpetuo_test_{}", uuid::Uuid::now_v7().simple());
-        let tmpl = template(&admin_url, false).await?;
-        let copy = |tmpl: String| format!("CREATE DATABASE {name} TEMPLATE {tmpl}");
-        if admin_exec(&admin_url, &copy(tmpl)).await.is_err() {
-            // Dropped by a process with other migrations since this one made it.
-            let tmpl = template(&admin_url, true).await?;
-            admin_exec(&admin_url, &copy(tmpl)).await?;
+        if admin_url == with_dbname(&self::admin_url(), "postgres")? {
+            if let Some(name) = spares::take(&admin_url).await {
+                return Self::named(admin_url, name);
+            }
         }
-        let db = Self::named(admin_url, name)?;
-        // Applies nothing (the template is this build's schema) but the log partitions
-        // of the current month and the next, which a template made last month may lack.
-        db::migrate::run(&db.pool).await?;
-        Ok(db)
+        Self::copied(admin_url).await
+    }
+
+    /// A copy of the template made now, for this test.
+    async fn copied(admin_url: String) -> Result<Self, DbError> {
+        let name = format!("perpetuo_test_{}", uuid::Uuid::now_v7().simple());
+        copy_template(&admin_url, &name).await?;
+        Self::named(admin_url, name)
     }
 
     /// A new database with the migrations up to and including `version` only (the
@@ -301,9 +453,66 @@ mod tests {
             &format!("DROP DATABASE IF EXISTS {tmpl}"),
         )
         .await;
-        let b = TestDb::new().await.unwrap();
+        let b = TestDb::copied(with_dbname(&admin, "postgres").unwrap())
+            .await
+            .unwrap();
         assert_eq!(schema(&b).await, (vec![], 0), "a copy of its own");
         assert_eq!(schema(&a).await.1, 1);
+        // Copies made ahead are copies of their own too, each taken once.
+        let (c, d) = (TestDb::new().await.unwrap(), TestDb::new().await.unwrap());
+        assert_ne!(c.name, d.name);
+        assert_eq!(schema(&c).await, (vec![], 0));
+        assert_eq!(schema(&d).await, (vec![], 0));
+    }
+
+    /// The copies a process made ahead and never used are dropped by the next process to
+    /// copy ahead, once the process is gone (its session's lock released), never before.
+    #[tokio::test]
+    async fn unused_copies_of_an_ended_process_are_dropped_by_the_next() {
+        let admin = with_dbname(&admin_url(), "postgres").unwrap();
+        let owner = uuid::Uuid::now_v7().simple().to_string();
+        let name = format!("perpetuo_spare_{owner}_0");
+        admin_exec(&admin, &format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let exists = |name: String| {
+            let admin = admin.clone();
+            async move {
+                let (client, _task) = admin_connect(&admin).await.unwrap();
+                let n: i64 = client
+                    .query_one(
+                        "SELECT count(*) FROM pg_database WHERE datname = $1",
+                        &[&name],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                n == 1
+            }
+        };
+        // The owner alive: its session holds the lock.
+        let (owner_session, owner_task) = admin_connect(&admin).await.unwrap();
+        owner_session
+            .execute(
+                "SELECT pg_advisory_lock(hashtextextended($1, 0))",
+                &[&spares::lock_key(&owner)],
+            )
+            .await
+            .unwrap();
+        let (sweeper, _task) = admin_connect(&admin).await.unwrap();
+        spares::sweep(&sweeper, &admin).await.unwrap();
+        assert!(exists(name.clone()).await, "a live owner's copy stays");
+        drop(owner_session);
+        let _ = owner_task.await;
+        eventually("the owner's session ends", Duration::from_secs(10), || {
+            let (sweeper, admin, name) = (&sweeper, &admin, name.clone());
+            let exists = &exists;
+            async move {
+                spares::sweep(sweeper, admin).await.unwrap();
+                !exists(name).await
+            }
+        })
+        .await;
     }
 
     #[tokio::test]
