@@ -18,6 +18,7 @@ pub mod pricing;
 pub mod provider;
 pub mod secret;
 pub mod telemetry;
+pub mod test_build;
 pub mod text;
 pub mod token;
 pub mod trace_context;

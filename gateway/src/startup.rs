@@ -60,10 +60,13 @@ impl StartupError {
 pub fn run(config: Config) -> Result<(), StartupError> {
     // The tokenizer (for requests whose provider reports no usage, and for a client that
     // left) loads on a thread of its own: loaded on first use it held a proxy thread, and
-    // every request queued on it, for up to a second.
-    let _ = std::thread::Builder::new()
-        .name("tokenizer".into())
-        .spawn(perpetuo_wire::tokens::preload);
+    // every request queued on it, for up to a second. (A test build may leave it to its
+    // first use: `perpetuo_core::test_build::LAZY_TOKENIZER`.)
+    if !perpetuo_core::test_build::lazy_tokenizer() {
+        let _ = std::thread::Builder::new()
+            .name("tokenizer".into())
+            .spawn(perpetuo_wire::tokens::preload);
+    }
     // Before anything reads the spool; held until the process ends.
     let data_dir = DataDir::lock(&config.logs.data_dir).map_err(StartupError::new)?;
     let conf = server_conf(&config)?;

@@ -57,6 +57,8 @@ pub const DEFAULT_ENV: &[(&str, &str)] = &[
     ("BREAKER_THRESHOLD", "3"),
     ("BREAKER_COOLDOWN_MS", "800"), // BREAKER_COOLDOWN
     ("SHUTDOWN_GRACE_SECONDS", "3"),
+    // Most tests never tokenize: the vocabulary loads on first use, not at every start.
+    (perpetuo_core::test_build::LAZY_TOKENIZER, "1"),
 ];
 
 impl Gateway {
