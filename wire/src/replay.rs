@@ -344,7 +344,8 @@ impl Identity {
         let id = self.id.as_ref().map(|old| {
             let cut = old.rfind(['-', '_']).map_or(0, |i| i + 1);
             // A v7 id's last characters are random; its first ones are the time.
-            let unique = uuid::Uuid::now_v7().simple().to_string();
+            let mut buf = [0u8; 32];
+            let unique = uuid::Uuid::now_v7().simple().encode_lower(&mut buf);
             let n = (old.len() - cut).clamp(8, 32);
             format!("{}{}", &old[..cut], &unique[32 - n..])
         });
@@ -357,42 +358,61 @@ impl Identity {
     /// `raw` with this identity's id and creation time replaced by `to`'s, wherever
     /// they appear as a JSON value (`"id"` as a string, `"created":N`).
     pub fn rewrite(&self, raw: &Bytes, to: &Identity) -> Bytes {
-        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        self.rewriter(to).apply(raw)
+    }
+
+    /// What [`Self::rewrite`] does, prepared once for the pieces of one answer.
+    pub fn rewriter(&self, to: &Identity) -> Rewriter {
+        let mut pairs = Vec::with_capacity(2);
         if let (Some(a), Some(b)) = (&self.id, &to.id) {
-            pairs.push((
-                format!("\"{a}\"").into_bytes(),
-                format!("\"{b}\"").into_bytes(),
-            ));
+            pairs.push((format!("\"{a}\""), format!("\"{b}\"")));
         }
         if let (Some(a), Some(b)) = (self.created, to.created) {
-            pairs.push((
-                format!("\"created\":{a}").into_bytes(),
-                format!("\"created\":{b}").into_bytes(),
-            ));
+            pairs.push((format!("\"created\":{a}"), format!("\"created\":{b}")));
         }
-        let mut out: Option<Vec<u8>> = None;
-        for (from, to) in &pairs {
-            let src: &[u8] = out.as_deref().unwrap_or(raw);
-            if memchr::memmem::find(src, from).is_none() {
-                continue;
-            }
-            out = Some(replace_all(src, from, to));
+        Rewriter {
+            pairs: pairs
+                .into_iter()
+                .map(|(from, to)| (from.into_bytes(), to.into_bytes()))
+                .collect(),
         }
-        out.map_or_else(|| raw.clone(), Bytes::from)
     }
 }
 
-/// `hay` with every occurrence of `from` replaced by `to` (one SIMD search pass).
-fn replace_all(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(hay.len() + to.len());
-    let mut last = 0;
-    for at in memchr::memmem::find_iter(hay, from) {
-        out.extend_from_slice(&hay[last..at]);
-        out.extend_from_slice(to);
-        last = at + from.len();
+/// An answer's old identity replaced by a new one, in each of its pieces. Every text it
+/// replaces begins with a quote, so one pass over a piece's quotes finds them all.
+pub struct Rewriter {
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Rewriter {
+    /// `raw` with every occurrence of the old identity replaced (`raw` itself, shared, when
+    /// it holds none).
+    pub fn apply(&self, raw: &Bytes) -> Bytes {
+        let mut out: Option<Vec<u8>> = None;
+        let mut last = 0;
+        for at in memchr::memchr_iter(b'"', raw) {
+            if at < last {
+                continue;
+            }
+            let rest = &raw[at..];
+            let Some((from, to)) = self.pairs.iter().find(|(from, _)| rest.starts_with(from))
+            else {
+                continue;
+            };
+            let out = out.get_or_insert_with(|| Vec::with_capacity(raw.len() + 16));
+            out.extend_from_slice(&raw[last..at]);
+            out.extend_from_slice(to);
+            last = at + from.len();
+        }
+        match out {
+            Some(mut out) => {
+                out.extend_from_slice(&raw[last..]);
+                Bytes::from(out)
+            }
+            None => raw.clone(),
+        }
     }
-    out.extend_from_slice(&hay[last..]);
-    out
 }
 
 #[cfg(test)]
@@ -455,5 +475,17 @@ mod tests {
         assert_eq!(v["created"], 99);
         // Only the value itself, never a longer string that starts the same.
         assert_eq!(v["x"], "chatcmpl-abc123x");
+        // Every occurrence in every piece of a stream; a piece without any is itself.
+        let rewriter = old.rewriter(&new);
+        let event = Bytes::from_static(
+            b"data: {\"id\":\"chatcmpl-abc123\",\"created\":17,\"choices\":[]}\n\ndata: {\"created\":17,\"id\":\"chatcmpl-abc123\"}\n\n",
+        );
+        let out = String::from_utf8(rewriter.apply(&event).to_vec()).unwrap();
+        let new_id = format!("\"{}\"", new.id.as_deref().unwrap());
+        assert_eq!(out.matches(&new_id).count(), 2);
+        assert_eq!(out.matches("\"created\":99").count(), 2);
+        assert!(!out.contains("abc123") && !out.contains(":17"));
+        let done = Bytes::from_static(b"data: [DONE]\n\n");
+        assert_eq!(rewriter.apply(&done).as_ptr(), done.as_ptr());
     }
 }

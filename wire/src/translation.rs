@@ -485,6 +485,9 @@ pub struct Translation {
     capture: bool,
     /// What the answer says of itself, read only when wanted (for spans).
     meta: Option<AnswerMeta>,
+    /// The usage of a stored answer served again: a body passed through unchanged is not
+    /// read again for it.
+    known_usage: Option<Usage>,
 }
 
 /// Finish reasons an answer's [`AnswerMeta`] keeps at most.
@@ -564,7 +567,16 @@ impl Translation {
             unsent: BytesMut::new(),
             capture: false,
             meta: None,
+            known_usage: None,
         }
+    }
+
+    /// The same, for a stored answer whose usage is already known: a body passed through
+    /// unchanged is then not read for it, unless it is read anyway (a span's id and
+    /// finish reasons, or content to capture).
+    pub fn knowing_usage(mut self, usage: Usage) -> Self {
+        self.known_usage = Some(usage);
+        self
     }
 
     /// Reads what the answer says of itself ([`Self::answer_meta`]), for spans.
@@ -706,6 +718,14 @@ impl Translation {
                 }
             }
             Body::Passed(kept) => {
+                if let Some(usage) = self
+                    .known_usage
+                    .filter(|_| self.meta.is_none() && !self.capture)
+                {
+                    *kept = Kept::default();
+                    (self.state.usage, self.state.content) = (Some(usage), Generated::default());
+                    return Ok(Bytes::new());
+                }
                 let body = kept.take();
                 // A span that wants the answer's id and finish reasons gets them from
                 // the same reading as the usage, for the common chat answer.
@@ -782,6 +802,44 @@ impl Translation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_known_usage_spares_reading_a_passed_body_unless_it_is_read_anyway() {
+        // The body says 3 + 2; the usage given says 7 + 5: which one is reported shows
+        // whether the body was read.
+        let body = Bytes::from_static(
+            br#"{"id":"c","choices":[{"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#,
+        );
+        let known = Usage {
+            prompt_tokens: 7,
+            completion_tokens: 5,
+            ..Default::default()
+        };
+        let pass = |t: Translation| {
+            let mut t = t;
+            assert_eq!(t.begin(200, "application/json", 1 << 20), Shape::Pass);
+            assert_eq!(t.push(body.clone()).unwrap(), body);
+            assert!(t.finish().unwrap().is_empty());
+            t
+        };
+        let new = || {
+            Translation::new(
+                Adapter::OpenAi,
+                StreamState::passthrough("m"),
+                Encoder::Chat,
+                "m",
+            )
+        };
+        assert_eq!(pass(new().knowing_usage(known)).usage(), Some(known));
+        let read = pass(new()).usage().unwrap();
+        assert_eq!((read.prompt_tokens, read.completion_tokens), (3, 2));
+        // A span that wants the answer's id reads the body, and its usage with it.
+        let mut meta = new().knowing_usage(known);
+        meta.read_meta();
+        let meta = pass(meta);
+        assert_eq!(meta.usage().unwrap().prompt_tokens, 3);
+        assert_eq!(meta.answer_meta().unwrap().id.as_deref(), Some("c"));
+    }
 
     #[test]
     fn a_chat_answer_read_in_one_pass_says_what_the_general_reading_says() {

@@ -41,15 +41,19 @@ pub fn replay(
 ) -> Option<Replayed> {
     let head = &stored.head;
     let old = head.identity();
-    let new = old.fresh(now_s);
-    let pieces: Vec<Bytes> = stored.pieces.iter().map(|p| old.rewrite(p, &new)).collect();
+    let rewriter = old.rewriter(&old.fresh(now_s));
+    let pieces: Vec<Bytes> = stored.pieces.iter().map(|p| rewriter.apply(p)).collect();
+    let usage = head.usage();
     let (translation, status, content_type, pieces) = match (head.streamed, stream) {
-        (true, true) | (false, false) => (
-            door(head.kind, stream)?,
-            head.status,
-            head.content_type.clone(),
-            pieces,
-        ),
+        (true, true) | (false, false) => {
+            let mut t = door(head.kind, stream)?;
+            if usage.prompt_tokens + usage.completion_tokens > 0 {
+                // Stored with the usage its answer stated: a body passed on unchanged is
+                // not read again for it.
+                t = t.knowing_usage(usage);
+            }
+            (t, head.status, head.content_type.clone(), pieces)
+        }
         (true, false) => {
             let own = door(head.kind, false)?;
             if own.passes_responses() {

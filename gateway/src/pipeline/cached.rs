@@ -23,7 +23,7 @@ use crate::errors::GatewayError;
 use crate::frontdoor::{Door, Inbound, Prepared};
 use crate::metrics;
 use crate::routing::Routes;
-use perpetuo_wire::replay::Identity;
+use perpetuo_wire::replay::{Identity, Rewriter};
 use perpetuo_wire::translation::{Break, Shape};
 
 impl Services {
@@ -198,7 +198,7 @@ impl Services {
             c.age = Some(0);
         }
         let now_s = cache::now_ms() / 1000;
-        let mut identity: Option<(Identity, Identity)> = None;
+        let mut identity: Option<Rewriter> = None;
         let mut body: Vec<Bytes> = Vec::new();
         if shape == Shape::Stream {
             header(
@@ -223,12 +223,11 @@ impl Services {
                 Next::Broken => break Some(Break::Midstream),
             };
             for p in pieces {
-                let (old, new) = identity.get_or_insert_with(|| {
+                let rewriter = identity.get_or_insert_with(|| {
                     let old = Identity::of(&p, stream);
-                    let new = old.fresh(now_s);
-                    (old, new)
+                    old.rewriter(&old.fresh(now_s))
                 });
-                match t.push(old.rewrite(&p, new)) {
+                match t.push(rewriter.apply(&p)) {
                     Ok(out) if shape == Shape::Stream => send(session, out).await?,
                     Ok(out) => body.push(out),
                     Err(kind) => break 'read Some(kind),
