@@ -3,11 +3,13 @@
 //! no insignificant whitespace, so requests that differ only in key order or spacing
 //! share an entry; the top-level fields that do not change the answer are left out.
 
+use std::borrow::Cow;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::frontdoor::Door;
-use serde_json::Value;
 
 /// Top-level fields that do not change the answer, on every door.
 const IGNORED: [&str; 9] = [
@@ -46,19 +48,151 @@ pub struct Scope<'a> {
     pub resolved: Option<&'a [u8]>,
 }
 
-/// The canonical form of a request body: `None` when it is not a JSON object.
+/// The canonical form of a request body: `None` when it is not a JSON object. The same
+/// bytes as the body parsed into a `serde_json::Value` and written back (keys sorted at
+/// every depth, the last of repeated keys kept, strings and numbers written as
+/// `serde_json` writes them), without building that tree: strings stay borrowed from the
+/// body where they hold no escape.
 pub fn canonical(body: &[u8], door: Door) -> Option<Vec<u8>> {
-    let Value::Object(mut fields) = serde_json::from_slice::<Value>(body).ok()? else {
+    let Node::Object(fields) = serde_json::from_slice::<Node<'_>>(body).ok()? else {
         return None;
     };
-    for f in IGNORED {
-        fields.remove(f);
+    let mut out = Vec::with_capacity(body.len());
+    out.push(b'{');
+    let ignored =
+        |name: &str| IGNORED.contains(&name) || (door == Door::Responses && name == "include");
+    let kept = fields.iter().filter(|(name, _)| !ignored(name));
+    for (i, (name, value)) in kept.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_field(&mut out, name, value)?;
     }
-    if door == Door::Responses {
-        fields.remove("include");
+    out.push(b'}');
+    Some(out)
+}
+
+/// A JSON value as the key reads it; an object's fields sorted by name, each name once.
+enum Node<'a> {
+    Null,
+    Bool(bool),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    Str(Cow<'a, str>),
+    Array(Vec<Node<'a>>),
+    Object(Vec<(Cow<'a, str>, Node<'a>)>),
+}
+
+fn write(out: &mut Vec<u8>, node: &Node<'_>) -> Option<()> {
+    match node {
+        Node::Null => out.extend_from_slice(b"null"),
+        Node::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Node::U64(n) => serde_json::to_writer(&mut *out, n).ok()?,
+        Node::I64(n) => serde_json::to_writer(&mut *out, n).ok()?,
+        Node::F64(n) => serde_json::to_writer(&mut *out, n).ok()?,
+        Node::Str(s) => serde_json::to_writer(&mut *out, s.as_ref()).ok()?,
+        Node::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write(out, item)?;
+            }
+            out.push(b']');
+        }
+        Node::Object(fields) => {
+            out.push(b'{');
+            for (i, (name, value)) in fields.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_field(out, name, value)?;
+            }
+            out.push(b'}');
+        }
     }
-    // `serde_json`'s map keeps keys sorted, at every depth, and writes compactly.
-    serde_json::to_vec(&Value::Object(fields)).ok()
+    Some(())
+}
+
+fn write_field(out: &mut Vec<u8>, name: &str, value: &Node<'_>) -> Option<()> {
+    serde_json::to_writer(&mut *out, name).ok()?;
+    out.push(b':');
+    write(out, value)
+}
+
+impl<'de> Deserialize<'de> for Node<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NodeVisitor)
+    }
+}
+
+struct NodeVisitor;
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = Node<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Node<'de>, E> {
+        Ok(Node::Null)
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Node<'de>, E> {
+        Ok(Node::Bool(b))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Node<'de>, E> {
+        Ok(Node::U64(n))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Node<'de>, E> {
+        // As `serde_json::Value` keeps it: a non-negative integer is the same number
+        // whichever way it was read.
+        Ok(u64::try_from(n).map_or(Node::I64(n), Node::U64))
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<Node<'de>, E> {
+        Ok(Node::F64(n))
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Node<'de>, E> {
+        Ok(Node::Str(Cow::Borrowed(s)))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Node<'de>, E> {
+        Ok(Node::Str(Cow::Owned(s.to_string())))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Node<'de>, E> {
+        Ok(Node::Str(Cow::Owned(s)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node<'de>, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Node::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
+        let mut fields: Vec<(Cow<'de, str>, Node<'de>)> = Vec::new();
+        while let Some(name) = map.next_key::<Node<'de>>()? {
+            let Node::Str(name) = name else {
+                return Err(serde::de::Error::custom("an object's key is not a string"));
+            };
+            fields.push((name, map.next_value()?));
+        }
+        // Sorted by name; of a name given twice, the last value (as a map keeps it).
+        fields.reverse();
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
+        fields.dedup_by(|later, first| later.0 == first.0);
+        Ok(Node::Object(fields))
+    }
 }
 
 /// The key of a request, from its canonical body.
@@ -98,6 +232,46 @@ mod tests {
 
     fn key_of(body: &str, s: &Scope<'_>) -> Key {
         key(s, &canonical(body.as_bytes(), s.door).unwrap())
+    }
+
+    /// The canonical form as a `serde_json::Value` written back gives it.
+    fn through_a_value(body: &str, door: Door) -> Option<Vec<u8>> {
+        let serde_json::Value::Object(mut fields) = serde_json::from_str(body).ok()? else {
+            return None;
+        };
+        for f in IGNORED {
+            fields.remove(f);
+        }
+        if door == Door::Responses {
+            fields.remove("include");
+        }
+        serde_json::to_vec(&serde_json::Value::Object(fields)).ok()
+    }
+
+    #[test]
+    fn the_canonical_form_is_what_a_json_value_written_back_gives() {
+        let bodies = [
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0}"#,
+            r#"{ "b" : [1, -2, 3.5, 1e3, -0.0, 18446744073709551615, -9223372036854775808, 1.0, 2.50],
+                 "a" : {"z": null, "y": true, "x": false, "w": {}, "v": []} }"#,
+            r#"{"s":"esc\"aped \\ \n \t \u00e9 \ud83d\ude00 \u0041 é","k\u0065y":1,"key":2}"#,
+            r#"{"dup":1,"other":0,"dup":{"b":1,"a":2,"b":3}}"#,
+            r#"{"stream":true,"user":"u","include":["x"],"messages":[{"stream":true,"user":"kept"}]}"#,
+            r#"{"ééé":1,"Z":2,"a":3,"_":4,"":5}"#,
+            r#"{}"#,
+        ];
+        for door in [Door::Chat, Door::Responses] {
+            for body in bodies {
+                assert_eq!(
+                    canonical(body.as_bytes(), door).map(String::from_utf8),
+                    through_a_value(body, door).map(String::from_utf8),
+                    "{body}"
+                );
+            }
+        }
+        for not_an_object in [r#"[1]"#, r#""s""#, "1", "{", r#"{"a":1} x"#, ""] {
+            assert!(canonical(not_an_object.as_bytes(), Door::Chat).is_none());
+        }
     }
 
     #[test]
