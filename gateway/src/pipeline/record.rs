@@ -164,7 +164,7 @@ pub fn build(ctx: &Ctx, pricing: &Pricing) -> Option<LogRecord> {
         provider_key_id: ctx.served_key.as_ref().map(|(id, _)| *id),
         provider_key_label: ctx.served_key.as_ref().map(|(_, label)| label.clone()),
         skipped: ctx.skipped.clone(),
-        trace_id: ctx.trace.trace_id(),
+        trace_id: ctx.trace.trace_id().map(str::to_string),
     })
 }
 

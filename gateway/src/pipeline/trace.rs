@@ -171,6 +171,8 @@ pub struct Trace {
     /// The SERVER span's context when the sampler dropped it: still the row's trace, and
     /// passed on (not sampled) to providers.
     unsampled: Option<SpanContext>,
+    /// The trace id as the log line and the log row give it, written once.
+    hex: Option<String>,
 }
 
 /// What an attempt span names of its entry.
@@ -188,6 +190,19 @@ impl Trace {
     /// The trace of a proxied request: the client's context, and with an exporter its
     /// SERVER span (`{method} {path}`).
     pub fn begin(exporter: Option<&Arc<Exporter>>, session: &Session) -> Self {
+        let mut trace = Self::open(exporter, session);
+        let id = if let Some(s) = &trace.spans {
+            Some(s.trace_id)
+        } else if let Some(cx) = &trace.unsampled {
+            Some(cx.trace_id())
+        } else {
+            trace.incoming.as_ref().map(|i| i.context.trace_id())
+        };
+        trace.hex = id.map(|id| id.to_string());
+        trace
+    }
+
+    fn open(exporter: Option<&Arc<Exporter>>, session: &Session) -> Self {
         let incoming = Incoming::read(session);
         let Some(exporter) = exporter else {
             return Self {
@@ -208,6 +223,7 @@ impl Trace {
                 incoming,
                 spans: None,
                 unsampled: Some(unsampled),
+                hex: None,
             };
         }
         let req = session.req_header();
@@ -251,20 +267,13 @@ impl Trace {
             })),
             incoming,
             unsampled: None,
+            hex: None,
         }
     }
 
     /// The trace id (32 lowercase hex digits): the SERVER span's, else the client's.
-    pub fn trace_id(&self) -> Option<String> {
-        if let Some(s) = &self.spans {
-            return Some(s.trace_id.to_string());
-        }
-        if let Some(cx) = &self.unsampled {
-            return Some(cx.trace_id().to_string());
-        }
-        self.incoming
-            .as_ref()
-            .map(|i| i.context.trace_id().to_string())
+    pub fn trace_id(&self) -> Option<&str> {
+        self.hex.as_deref()
     }
 
     /// Whether spans are being recorded.
