@@ -294,7 +294,9 @@ def render(rows):
                   "is bare Pingora answering every request with the mock's answer from memory, no upstream: "
                   "the least an answer from memory costs on Pingora, so `vs gateway proxied` of `bare-answer` "
                   "bounds what any hit can reach. `CPU µs/req` is the row's own process's CPU time ÷ its "
-                  "requests (nginx: its worker).\n\n")
+                  "requests (nginx: its worker); `load busy` and `proxy busy` are the busy shares of the load "
+                  "core (wrk, the mock, the database's backends when moved there) and of the proxy's core over "
+                  "the row: a row whose load core is near 100 % is bound by the load side, not the proxy.\n\n")
         out = []
         for level in sorted({r["level"] for r in ca}):
             at = {r["path"]: r for r in ca if r["level"] == level}
@@ -305,9 +307,10 @@ def render(rows):
                     cpu = per_request_us(r)
                     out.append([f"c={level}", p, r["rps"], r["p50"], r["p99"], r["non2xx"] + r.get("socket_errors", 0),
                                 ratio(r["rps"], g and g["rps"]), ratio(r["p99"], n and n["p99"]),
+                                pct(r.get("load_cpu_busy")), pct(r.get("proxy_cpu_busy")),
                                 round(cpu, 2) if cpu is not None else "—"])
         md.append(table(["level", "path", "req/s", "p50 ms", "p99 ms", "errors", "vs gateway proxied",
-                         "p99 ÷ nginx p99", "CPU µs/req"], out))
+                         "p99 ÷ nginx p99", "load busy", "proxy busy", "CPU µs/req"], out))
         for r in by("cache-lookup"):
             md.append(f"\nRedis lookups during `{r['path']}`: {r['lookups']}, mean {r['mean_us']} µs each "
                       "(`perpetuo_cache_lookup_seconds`).\n")
