@@ -330,10 +330,11 @@ body_file() { # name content → path
   printf '%s' "$2" > "$WORK/$1.json"; echo "$WORK/$1.json"
 }
 
-# The non-stream section's upstream: the mock's own answer to its request, served by nginx
-# from memory on the load core, with nginx, bare Pingora and the gateway in front of it.
+# The non-stream and tracing sections' upstream: the mock's own answer to its request,
+# served by nginx from memory on the load core, with nginx, bare Pingora and the gateway in
+# front of it.
 CANNED_PID=""
-if [ -n "$NGINX" ] && has nonstream; then
+if [ -n "$NGINX" ] && { has nonstream || has tracing; }; then
   answer=$(curl -fsS "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" -H 'content-type: application/json' \
     -d "$(chat_body "$CANNED_MODEL" false)")
   python3 - "$answer" "$WORK" "$CANNED_PORT" bench/scripts/canned.conf.tmpl > "$WORK/canned.conf" <<'PY'
@@ -656,8 +657,13 @@ otlp_stats() { curl -fsS "http://127.0.0.1:$MOCK_PORT/otlp/stats"; }
 if has tracing; then
   TLEVELS="16,64"; [ "$SMOKE" = 1 ] && TLEVELS=16; [ "$LEVELS_GIVEN" = 1 ] && TLEVELS="$LEVELS"
   configs=(off); [ -n "$BEFORE_BIN" ] && configs+=(before); configs+=(1pct 100pct blackhole)
-  say "tracing: ${configs[*]}, $TRACING_ROUNDS alternated rounds, non-stream c=$TLEVELS, ${DURATION}s per run"
-  B=$(body_file tracing "$(chat_body "$OPENAI_MODEL" false)")
+  # The canned upstream when there is one, as in the non-stream section: the mock on the
+  # load core would make the load side the ceiling.
+  TMODEL="$OPENAI_MODEL"; TUPSTREAM="mock provider"
+  [ -n "$CANNED_PID" ] && { TMODEL="$CANNED_MODEL"; TUPSTREAM="canned (nginx from memory, load core)"; }
+  say "tracing: ${configs[*]}, $TRACING_ROUNDS alternated rounds, non-stream c=$TLEVELS, ${DURATION}s per run, upstream: $TUPSTREAM"
+  record "{\"section\":\"tracing-setup\",\"upstream\":\"$TUPSTREAM\"}"
+  B=$(body_file tracing "$(chat_body "$TMODEL" false)")
   GW="http://127.0.0.1:$GW_PORT/v1/chat/completions"
   # The key without the limits section's limits (every configuration starts afresh from the database).
   curl -fsS -X PUT "http://127.0.0.1:$ADMIN_PORT/workspaces/$WS/api-keys/$KID" -H "authorization: Bearer $TOKEN" \
@@ -683,6 +689,8 @@ while True:
       esac
       start_gateway
       warm "$GW" "$KEY" "$B"
+      # This gateway's connections to the database are new: their backends too.
+      pin_db_backends >/dev/null
       for c in ${TLEVELS//,/ }; do
         o0=$(otlp_stats); d0=$(metric_sum perpetuo_trace_spans_dropped_total); g0=$(proc_cpu "$GW_PID")
         wrk_run tracing "$cfg" "$c" "$GW" "$KEY" "$B" "{\"round\":$r}"

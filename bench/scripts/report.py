@@ -326,7 +326,7 @@ def render(rows):
     if li:
         md.append(render_limits(li))
 
-    md.append(render_tracing(by("tracing"), by("tracing-export")))
+    md.append(render_tracing(by("tracing"), by("tracing-export"), (by("tracing-setup") or [{}])[-1]))
 
     fails = by("failures")
     if fails:
@@ -448,7 +448,7 @@ def render_limits(rows):
     return "".join(out)
 
 
-def render_tracing(rows, exports):
+def render_tracing(rows, exports, setup):
     """The tracing section: per configuration and level the median over the rounds, the
     ratios to `off` (and `off`'s to `before`), the issue's targets, then every round."""
     if not rows:
@@ -457,6 +457,10 @@ def render_tracing(rows, exports):
     order = [c for c in TRACING_CONFIGS if any(r["path"] == c for r in rows)]
     rounds = sorted({r["round"] for r in rows})
     md = ["\n## Tracing: what it costs (non-stream, wrk -t1, the gateway restarted per configuration)\n\n"]
+    if setup:
+        md.append(f"Upstream: {setup.get('upstream', '?')}. After each start the database's backends serving the "
+                  "run are moved to the load core (the log rows' cost to PostgreSQL, which grows with the table "
+                  "through the run, does not land on the proxy's core).\n\n")
     md.append(f"{len(rounds)} round(s); in each, the gateway is restarted (and warmed) once per configuration, in "
               f"this order: {', '.join(f'`{c}`' for c in order)}. " + "; ".join(f"`{c}`: {TRACING_CONFIGS[c]}" for c in order)
               + ". `spans / request`: spans the collector received during the run ÷ requests wrk completed (4 "
